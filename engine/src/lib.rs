@@ -1,0 +1,15 @@
+//! sluice-engine: the data model, the OTLP codec, processors, config model, pipeline graph and
+//! self-telemetry. This crate does no I/O: no sockets, no files; time comes through a clock.
+//!
+//! Design note (a deliberate change from the first architecture sketch, which put decoders in
+//! `ingest` and encoders in `egress`): the OTLP <-> Arrow codec lives here, both directions in
+//! one module, because they share the wire primitives and the schema, because the round-trip
+//! property is the codec's main test, and because offline replay (file -> pipeline) needs both
+//! without any receiver or exporter. `ingest` and `egress` are the I/O edges that call it.
+
+pub mod otlp;
+pub mod payload;
+pub mod schema;
+
+pub use payload::Payload;
+pub use schema::{Signal, Table};

@@ -1,0 +1,1 @@
+//! OTLP protobuf / JSON -> Arrow. (being written)

@@ -1,0 +1,1 @@
+//! Arrow -> OTLP protobuf / JSON. (being written)

@@ -1,0 +1,13 @@
+//! OTLP <-> Arrow codec.
+//!
+//! - [`decode`]: OTLP protobuf (`Export*ServiceRequest`, which has the same wire layout as
+//!   `TracesData`/`MetricsData`/`LogsData`) and OTLP/JSON -> [`crate::Payload`]. The protobuf
+//!   path is a hand-written wire decoder that appends straight into Arrow buffers: no prost
+//!   struct per span.
+//! - [`encode`]: [`crate::Payload`] -> OTLP protobuf (hand-written) and OTLP/JSON.
+//!
+//! prost / opentelemetry-proto stay the reference: the round-trip property tests and the
+//! criterion benchmarks compare against them.
+
+pub mod decode;
+pub mod encode;

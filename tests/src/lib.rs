@@ -1,0 +1,1 @@
+//! Whole-binary integration tests for sluice live in tests/tests/.
