@@ -7,9 +7,13 @@
 //! property is the codec's main test, and because offline replay (file -> pipeline) needs both
 //! without any receiver or exporter. `ingest` and `egress` are the I/O edges that call it.
 
+pub mod clock;
+pub mod component;
+pub mod health;
 pub mod otlp;
 pub mod payload;
 pub mod schema;
+pub mod telemetry;
 
 pub use payload::Payload;
 pub use schema::{Signal, Table};

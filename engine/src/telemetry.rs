@@ -1,0 +1,461 @@
+//! Self-telemetry: a small registry of counters and gauges rendered as Prometheus text on
+//! `service.telemetry.metrics.address` (default `localhost:8888`).
+//!
+//! Names and labels are the OpenTelemetry Collector's, as its Prometheus endpoint shows them
+//! (counters end in `_total`), so existing dashboards and the PromQL in
+//! `shared/reference/metrics-pipeline.md` §10 work unchanged:
+//! `otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"}`,
+//! `otelcol_exporter_queue_size{exporter="otlp/jaeger"}`, ...
+//!
+//! Hot paths touch one relaxed atomic per batch, never a lock: handles are created once, when a
+//! component is built.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::component::ComponentId;
+use crate::schema::Signal;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone, Default)]
+pub struct Telemetry(Arc<Mutex<BTreeMap<&'static str, Family>>>);
+
+struct Family {
+    help: &'static str,
+    kind: FamilyKind,
+    series: BTreeMap<Labels, Series>,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum FamilyKind {
+    Counter,
+    Gauge,
+}
+
+enum Series {
+    Counter(Arc<AtomicU64>),
+    Gauge(Arc<AtomicI64>),
+    GaugeFn(Arc<dyn Fn() -> f64 + Send + Sync>),
+}
+
+/// A monotonically increasing count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn owned(labels: &[(&'static str, &str)]) -> Labels {
+    let mut l: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    l.sort();
+    l
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A counter; `name` without `_total` (added on render). The same name and labels return
+    /// the same underlying counter.
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Counter {
+        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind: FamilyKind::Counter,
+            series: BTreeMap::new(),
+        });
+        debug_assert_eq!(
+            fam.kind,
+            FamilyKind::Counter,
+            "{name} registered as two kinds"
+        );
+        match fam
+            .series
+            .entry(owned(labels))
+            .or_insert_with(|| Series::Counter(Arc::default()))
+        {
+            Series::Counter(c) => Counter(c.clone()),
+            _ => Counter::default(),
+        }
+    }
+
+    pub fn gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Gauge {
+        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind: FamilyKind::Gauge,
+            series: BTreeMap::new(),
+        });
+        match fam
+            .series
+            .entry(owned(labels))
+            .or_insert_with(|| Series::Gauge(Arc::default()))
+        {
+            Series::Gauge(g) => Gauge(g.clone()),
+            _ => Gauge::default(),
+        }
+    }
+
+    /// A gauge computed at scrape time (memory RSS, uptime).
+    pub fn gauge_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        f: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind: FamilyKind::Gauge,
+            series: BTreeMap::new(),
+        });
+        fam.series
+            .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+    }
+
+    /// A counter whose value is computed at scrape time (uptime in seconds).
+    pub fn counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        f: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind: FamilyKind::Counter,
+            series: BTreeMap::new(),
+        });
+        fam.series
+            .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+    }
+
+    /// The current value of a series, for tests: `None` if it was never registered.
+    pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let series = fams.get(name)?.series.get(&owned(labels))?;
+        Some(series_value(series))
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(4096);
+        for (name, fam) in fams.iter() {
+            let (full, ty) = match fam.kind {
+                FamilyKind::Counter => (format!("{name}_total"), "counter"),
+                FamilyKind::Gauge => (name.to_string(), "gauge"),
+            };
+            let _ = writeln!(out, "# HELP {full} {}", fam.help);
+            let _ = writeln!(out, "# TYPE {full} {ty}");
+            for (labels, series) in &fam.series {
+                out.push_str(&full);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                    }
+                    out.push('}');
+                }
+                let v = series_value(series);
+                let _ = writeln!(out, " {}", format_value(v));
+            }
+        }
+        out
+    }
+}
+
+fn series_value(s: &Series) -> f64 {
+    match s {
+        Series::Counter(c) => c.load(Ordering::Relaxed) as f64,
+        Series::Gauge(g) => g.load(Ordering::Relaxed) as f64,
+        Series::GaugeFn(f) => f(),
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Per-signal counters of one receiver on one transport: the Collector's
+/// `otelcol_receiver_{accepted,refused}_{spans,metric_points,log_records}`.
+#[derive(Clone)]
+pub struct ReceiverMetrics {
+    accepted: [Counter; 3],
+    refused: [Counter; 3],
+}
+
+impl ReceiverMetrics {
+    pub fn new(t: &Telemetry, receiver: &ComponentId, transport: &str) -> Self {
+        let id = receiver.to_string();
+        let labels = [("receiver", id.as_str()), ("transport", transport)];
+        let mk = |what: &str, s: Signal| {
+            let name = leak_name(format!("otelcol_receiver_{what}_{}", s.item_noun()));
+            t.counter(name, help_for(name), &labels)
+        };
+        ReceiverMetrics {
+            accepted: Signal::ALL.map(|s| mk("accepted", s)),
+            refused: Signal::ALL.map(|s| mk("refused", s)),
+        }
+    }
+    pub fn accepted(&self, s: Signal, n: usize) {
+        self.accepted[s as usize].add(n as u64);
+    }
+    pub fn refused(&self, s: Signal, n: usize) {
+        self.refused[s as usize].add(n as u64);
+    }
+}
+
+/// Counters and gauges of one exporter: `otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`,
+/// `otelcol_exporter_enqueue_failed_*`, `otelcol_exporter_queue_size`, `otelcol_exporter_queue_capacity`.
+#[derive(Clone)]
+pub struct ExporterMetrics {
+    sent: [Counter; 3],
+    send_failed: [Counter; 3],
+    enqueue_failed: [Counter; 3],
+    pub queue_size: Gauge,
+    pub queue_capacity: Gauge,
+}
+
+impl ExporterMetrics {
+    pub fn new(t: &Telemetry, exporter: &ComponentId) -> Self {
+        let id = exporter.to_string();
+        let labels = [("exporter", id.as_str())];
+        let mk = |what: &str, s: Signal| {
+            let name = leak_name(format!("otelcol_exporter_{what}_{}", s.item_noun()));
+            t.counter(name, help_for(name), &labels)
+        };
+        ExporterMetrics {
+            sent: Signal::ALL.map(|s| mk("sent", s)),
+            send_failed: Signal::ALL.map(|s| mk("send_failed", s)),
+            enqueue_failed: Signal::ALL.map(|s| mk("enqueue_failed", s)),
+            queue_size: t.gauge(
+                "otelcol_exporter_queue_size",
+                "Current size of the retry queue (in batches)",
+                &labels,
+            ),
+            queue_capacity: t.gauge(
+                "otelcol_exporter_queue_capacity",
+                "Fixed capacity of the retry queue (in batches)",
+                &labels,
+            ),
+        }
+    }
+    pub fn sent(&self, s: Signal, n: usize) {
+        self.sent[s as usize].add(n as u64);
+    }
+    /// Items given up on after retries (or a permanent error): data lost, counted.
+    pub fn send_failed(&self, s: Signal, n: usize) {
+        self.send_failed[s as usize].add(n as u64);
+    }
+    /// Items refused because the sending queue was full (the receiver told the client to retry).
+    pub fn enqueue_failed(&self, s: Signal, n: usize) {
+        self.enqueue_failed[s as usize].add(n as u64);
+    }
+}
+
+/// Processor counters: `otelcol_processor_{incoming,outgoing}_items` (the Collector's current
+/// names) and `otelcol_processor_dropped_{spans,metric_points,log_records}` (the names the
+/// reference PromQL uses), with a `reason` label saying why items were dropped.
+#[derive(Clone)]
+pub struct ProcessorMetrics {
+    t: Telemetry,
+    id: String,
+    incoming: [Counter; 3],
+    outgoing: [Counter; 3],
+}
+
+impl ProcessorMetrics {
+    pub fn new(t: &Telemetry, processor: &ComponentId) -> Self {
+        let id = processor.to_string();
+        let mk = |name: &'static str, help: &'static str, s: Signal| {
+            t.counter(
+                name,
+                help,
+                &[("processor", id.as_str()), ("otel_signal", s.as_str())],
+            )
+        };
+        ProcessorMetrics {
+            incoming: Signal::ALL.map(|s| {
+                mk(
+                    "otelcol_processor_incoming_items",
+                    "Items passed to the processor",
+                    s,
+                )
+            }),
+            outgoing: Signal::ALL.map(|s| {
+                mk(
+                    "otelcol_processor_outgoing_items",
+                    "Items emitted by the processor",
+                    s,
+                )
+            }),
+            t: t.clone(),
+            id,
+        }
+    }
+    pub fn incoming(&self, s: Signal, n: usize) {
+        self.incoming[s as usize].add(n as u64);
+    }
+    pub fn outgoing(&self, s: Signal, n: usize) {
+        self.outgoing[s as usize].add(n as u64);
+    }
+    /// A counter of items this processor dropped for `reason` (create once, add per batch).
+    pub fn dropped(&self, s: Signal, reason: &str) -> Counter {
+        let name = leak_name(format!("otelcol_processor_dropped_{}", s.item_noun()));
+        self.t.counter(
+            name,
+            help_for(name),
+            &[("processor", self.id.as_str()), ("reason", reason)],
+        )
+    }
+}
+
+/// Metric names are built from a fixed set of parts; interning keeps the registry keyed by
+/// `&'static str` without leaking more than one copy of each name.
+fn leak_name(name: String) -> &'static str {
+    static NAMES: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.get(&name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+    names.insert(name, leaked);
+    leaked
+}
+
+fn help_for(name: &str) -> &'static str {
+    let rest = name.strip_prefix("otelcol_").unwrap_or(name);
+    leak_name(format!("Number of {}", rest.replace('_', " ")))
+}
+
+/// Registers process metrics: `otelcol_process_memory_rss_bytes` and
+/// `otelcol_process_uptime_seconds_total`.
+pub fn register_process_metrics(t: &Telemetry, started: std::time::Instant) {
+    t.gauge_fn(
+        "otelcol_process_memory_rss_bytes",
+        "Total physical memory (resident set size)",
+        &[],
+        || process_rss_bytes().unwrap_or(0) as f64,
+    );
+    t.counter_fn(
+        "otelcol_process_uptime_seconds",
+        "Uptime of the process",
+        &[],
+        move || started.elapsed().as_secs_f64(),
+    );
+}
+
+/// Resident set size of this process, from `/proc/self/statm` (Linux).
+pub fn process_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_collector_names_with_labels() {
+        let t = Telemetry::new();
+        let r = ReceiverMetrics::new(&t, &ComponentId::parse("otlp").unwrap(), "grpc");
+        r.accepted(Signal::Traces, 3);
+        r.accepted(Signal::Traces, 2);
+        r.refused(Signal::Logs, 1);
+        let text = t.render();
+        assert!(
+            text.contains(
+                "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 5\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "otelcol_receiver_refused_log_records_total{receiver=\"otlp\",transport=\"grpc\"} 1\n"
+        ));
+        assert!(text.contains("# TYPE otelcol_receiver_accepted_spans_total counter\n"));
+        assert_eq!(
+            t.value(
+                "otelcol_receiver_accepted_spans",
+                &[("receiver", "otlp"), ("transport", "grpc")]
+            ),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn same_name_and_labels_share_a_series() {
+        let t = Telemetry::new();
+        let id = ComponentId::parse("otlp/jaeger").unwrap();
+        let a = ExporterMetrics::new(&t, &id);
+        let b = ExporterMetrics::new(&t, &id);
+        a.queue_size.set(4);
+        assert_eq!(b.queue_size.get(), 4);
+        assert!(
+            t.render()
+                .contains("otelcol_exporter_queue_size{exporter=\"otlp/jaeger\"} 4\n")
+        );
+    }
+}
