@@ -67,7 +67,7 @@ impl<'a> Exemplars<'a> {
         self.per_point.get(point).copied().unwrap_or(0)
     }
 
-    fn write(&self, out: &mut Vec<u8>, tag: u8, point: usize) {
+    fn write(&self, out: &mut Out<'_>, tag: u8, point: usize) {
         for e in range(&self.starts, point) {
             put_header(out, tag, self.body[e]);
             put_fixed64(out, 0x11, self.time[e]);
@@ -94,13 +94,13 @@ fn packed_fixed_size(n: usize) -> usize {
 }
 
 #[inline]
-fn put_packed_fixed(out: &mut Vec<u8>, tag: u8, values: impl ExactSizeIterator<Item = u64>) {
+fn put_packed_fixed(out: &mut Out<'_>, tag: u8, values: impl ExactSizeIterator<Item = u64>) {
     if values.len() == 0 {
         return;
     }
     put_header(out, tag, 8 * values.len());
     for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.put(&v.to_le_bytes());
     }
 }
 
@@ -110,7 +110,7 @@ fn opt_f64_size(v: Option<f64>) -> usize {
 }
 
 #[inline]
-fn put_opt_f64(out: &mut Vec<u8>, tag: u8, v: Option<f64>) {
+fn put_opt_f64(out: &mut Out<'_>, tag: u8, v: Option<f64>) {
     if let Some(v) = v {
         put_fixed64_always(out, tag, v.to_bits());
     }
@@ -128,7 +128,7 @@ fn buckets_body(offset: i32, counts: &[u64]) -> usize {
         }
 }
 
-fn put_buckets(out: &mut Vec<u8>, tag: u8, offset: Option<i32>, counts: &[u64]) {
+fn put_buckets(out: &mut Out<'_>, tag: u8, offset: Option<i32>, counts: &[u64]) {
     // A null offset is an absent Buckets message.
     let Some(offset) = offset else { return };
     put_header(out, tag, buckets_body(offset, counts));
@@ -431,7 +431,7 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
                     0x3a => {
                         put_varint_field(out, 0x10, i32_wire(temporality[m]));
                         if monotonic.value(m) {
-                            out.extend_from_slice(&[0x18, 0x01]);
+                            out.put(&[0x18, 0x01]);
                         }
                     }
                     0x4a | 0x52 => put_varint_field(out, 0x10, i32_wire(temporality[m])),

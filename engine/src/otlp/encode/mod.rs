@@ -169,7 +169,7 @@ impl<'a> AnyCols<'a> {
 
     /// Writes the AnyValue message body (oneof fields are written even when zero/empty).
     #[inline(always)]
-    fn write_body(&self, out: &mut Vec<u8>, r: usize) {
+    fn write_body(&self, out: &mut Out<'_>, r: usize) {
         match self.ty[r] {
             T_STR => put_len_field(out, 0x0a, self.s.get(r)),
             T_INT => {
@@ -177,8 +177,8 @@ impl<'a> AnyCols<'a> {
                 put_varint(out, self.i[r] as u64);
             }
             T_DOUBLE => put_fixed64_always(out, 0x21, self.d[r].to_bits()),
-            T_BOOL => out.extend_from_slice(&[0x10, self.b.value(r) as u8]),
-            T_ARRAY | T_MAP => out.extend_from_slice(self.by.get(r)),
+            T_BOOL => out.put(&[0x10, self.b.value(r) as u8]),
+            T_ARRAY | T_MAP => out.put(self.by.get(r)),
             T_BYTES => put_len_field(out, 0x3a, self.by.get(r)),
             _ => {}
         }
@@ -225,7 +225,7 @@ impl<'a> Attrs<'a> {
 
     /// Writes `parent`'s attributes as repeated KeyValue field `tag`.
     #[inline]
-    fn write(&self, out: &mut Vec<u8>, tag: u8, parent: usize) {
+    fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
         for r in range(&self.starts, parent) {
             put_header(out, tag, self.kv_len[r]);
             put_str(out, 0x0a, self.key.get(r));
@@ -335,9 +335,22 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    /// Writes the whole request; `write_items(out, s)` writes scope `s`'s items as field 2.
-    fn write(&self, out: &mut Vec<u8>, mut write_items: impl FnMut(&mut Vec<u8>, usize)) {
-        out.reserve(self.total);
+    /// Appends the whole request to `vec`; `write_items(out, s)` writes scope `s`'s items as
+    /// field 2.
+    fn write(&self, vec: &mut Vec<u8>, write_items: impl FnMut(&mut Out<'_>, usize)) {
+        vec.reserve(self.total);
+        let start = vec.len();
+        let mut out = Out::new(&mut vec.spare_capacity_mut()[..self.total]);
+        self.write_to(&mut out, write_items);
+        let written = out.written();
+        debug_assert_eq!(written, self.total, "size pass and write pass disagree");
+        // SAFETY: `Out` writes sequentially from the start of the spare capacity, so the
+        // `written` bytes after `start` are initialized, and `written <= self.total <=`
+        // the reserved capacity.
+        unsafe { vec.set_len(start + written) };
+    }
+
+    fn write_to(&self, out: &mut Out<'_>, mut write_items: impl FnMut(&mut Out<'_>, usize)) {
         for r in 0..self.rs_body.len() {
             put_header(out, 0x0a, self.rs_body[r]);
             if self.res_present.value(r) {
@@ -345,7 +358,7 @@ impl<'a> Envelope<'a> {
                 self.res_attrs.write(out, 0x0a, r);
                 put_varint_field(out, 0x10, self.res_dropped[r] as u64);
                 // Stored as the encoded EntityRef fields (tag 3 included).
-                out.extend_from_slice(self.entity_refs.get(r));
+                out.put(self.entity_refs.get(r));
             }
             for s in range(&self.scope_starts, r) {
                 put_header(out, 0x12, self.ss_body[s]);

@@ -167,8 +167,8 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
             }
             if flags[s] != 0 {
                 // field 16, wire type 5: varint tag 0x85 0x01
-                out.extend_from_slice(&[0x85, 0x01]);
-                out.extend_from_slice(&flags[s].to_le_bytes());
+                out.put(&[0x85, 0x01]);
+                out.put(&flags[s].to_le_bytes());
             }
         }
     });
