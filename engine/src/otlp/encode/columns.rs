@@ -60,6 +60,19 @@ impl<'a> Strs<'a> {
         Self::new(column(batch, name))
     }
 
+    /// For a dictionary column: (the keys, the number of dictionary values).
+    pub fn dictionary(&self) -> Option<(&'a [u32], usize)> {
+        self.keys.map(|k| (k, self.offsets.len().saturating_sub(1)))
+    }
+
+    /// The `j`th dictionary value (or the `j`th row of a plain column).
+    #[inline(always)]
+    pub fn value(&self, j: usize) -> &'a [u8] {
+        let start = self.offsets[j] as usize;
+        let end = self.offsets[j + 1] as usize;
+        &self.data[start..end]
+    }
+
     #[inline(always)]
     pub fn get(&self, i: usize) -> &'a [u8] {
         let j = match self.keys {

@@ -185,11 +185,69 @@ impl<'a> AnyCols<'a> {
     }
 }
 
+/// The encoded `key` field (tag, length, bytes) of every distinct key, built once per table:
+/// keys repeat on every span, so each row's key becomes one copy of precomputed bytes.
+struct KeyFields {
+    /// Per row: index into `offsets` (the dictionary key, or the row for a plain column).
+    idx: Vec<u32>,
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl KeyFields {
+    fn new(key: Strs<'_>, rows: usize) -> Self {
+        let (idx, n) = match key.dictionary() {
+            Some((keys, n)) => (keys.to_vec(), n),
+            None => ((0..rows as u32).collect(), rows),
+        };
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
+        for j in 0..n {
+            let k = key.value(j);
+            if !k.is_empty() {
+                bytes.push(0x0a);
+                let mut len = k.len();
+                while len >= 0x80 {
+                    bytes.push((len as u8) | 0x80);
+                    len >>= 7;
+                }
+                bytes.push(len as u8);
+                bytes.extend_from_slice(k);
+            }
+            offsets.push(bytes.len() as u32);
+        }
+        KeyFields {
+            idx,
+            bytes,
+            offsets,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, r: usize) -> &[u8] {
+        let j = self.idx[r] as usize;
+        &self.bytes[self.offsets[j] as usize..self.offsets[j + 1] as usize]
+    }
+
+    #[inline(always)]
+    fn size(&self, r: usize) -> usize {
+        let j = self.idx[r] as usize;
+        (self.offsets[j + 1] - self.offsets[j]) as usize
+    }
+}
+
+/// `val_len` marker: no AnyValue message.
+const NO_VALUE: u32 = u32::MAX;
+
 /// An attribute table, sized: `per_parent[p]` is the bytes all of `p`'s KeyValue fields take.
 struct Attrs<'a> {
-    key: Strs<'a>,
+    key: KeyFields,
     val: AnyCols<'a>,
-    kv_len: Vec<usize>,
+    /// KeyValue body length per row (fits u32: a value is at most one i32-offset Arrow slot).
+    kv_len: Vec<u32>,
+    /// AnyValue body length per row, or [`NO_VALUE`].
+    val_len: Vec<u32>,
     starts: Vec<u32>,
     per_parent: Vec<usize>,
 }
@@ -197,22 +255,27 @@ struct Attrs<'a> {
 impl<'a> Attrs<'a> {
     fn new(p: &'a Payload, t: Table, n_parents: usize) -> Self {
         let batch = p.table(t);
+        let rows = batch.num_rows();
         let parent = p.parent_ids(t).values();
-        let key = Strs::of(batch, col::KEY);
+        let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
         let val = AnyCols::new(batch, "", true);
-        let kv_len: Vec<usize> = (0..batch.num_rows())
-            .map(|r| str_size(key.len_of(r)) + val.body_len(r).map_or(0, len_field_size))
-            .collect();
+        let mut kv_len = Vec::with_capacity(rows);
+        let mut val_len = Vec::with_capacity(rows);
         let mut per_parent = vec![0usize; n_parents];
-        add_to_parents(
-            &mut per_parent,
-            parent,
-            kv_len.iter().map(|&l| len_field_size(l)),
-        );
+        for (r, &pid) in parent.iter().enumerate().take(rows) {
+            let v = val.body_len(r);
+            let kv = key.size(r) + v.map_or(0, len_field_size);
+            val_len.push(v.map_or(NO_VALUE, |v| v as u32));
+            kv_len.push(kv as u32);
+            if let Some(t) = per_parent.get_mut(pid as usize) {
+                *t += len_field_size(kv);
+            }
+        }
         Attrs {
             key,
             val,
             kv_len,
+            val_len,
             starts: child_starts(parent, n_parents),
             per_parent,
         }
@@ -227,10 +290,11 @@ impl<'a> Attrs<'a> {
     #[inline]
     fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
         for r in range(&self.starts, parent) {
-            put_header(out, tag, self.kv_len[r]);
-            put_str(out, 0x0a, self.key.get(r));
-            if let Some(len) = self.val.body_len(r) {
-                put_header(out, 0x12, len);
+            put_header(out, tag, self.kv_len[r] as usize);
+            out.put(self.key.get(r));
+            let len = self.val_len[r];
+            if len != NO_VALUE {
+                put_header(out, 0x12, len as usize);
                 self.val.write_body(out, r);
             }
         }
