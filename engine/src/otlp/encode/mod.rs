@@ -259,18 +259,28 @@ impl<'a> Attrs<'a> {
         let parent = p.parent_ids(t).values();
         let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
         let val = AnyCols::new(batch, "", true);
-        let mut kv_len = Vec::with_capacity(rows);
-        let mut val_len = Vec::with_capacity(rows);
+        // Column by column: value lengths, then KeyValue lengths, then per-parent sums.
+        let val_len: Vec<u32> = (0..rows)
+            .map(|r| val.body_len(r).map_or(NO_VALUE, |v| v as u32))
+            .collect();
+        let kv_len: Vec<u32> = val_len
+            .iter()
+            .enumerate()
+            .map(|(r, &v)| {
+                let v = if v == NO_VALUE {
+                    0
+                } else {
+                    len_field_size(v as usize)
+                };
+                (key.size(r) + v) as u32
+            })
+            .collect();
         let mut per_parent = vec![0usize; n_parents];
-        for (r, &pid) in parent.iter().enumerate().take(rows) {
-            let v = val.body_len(r);
-            let kv = key.size(r) + v.map_or(0, len_field_size);
-            val_len.push(v.map_or(NO_VALUE, |v| v as u32));
-            kv_len.push(kv as u32);
-            if let Some(t) = per_parent.get_mut(pid as usize) {
-                *t += len_field_size(kv);
-            }
-        }
+        add_to_parents(
+            &mut per_parent,
+            parent,
+            kv_len.iter().map(|&l| len_field_size(l as usize)),
+        );
         Attrs {
             key,
             val,
@@ -289,15 +299,18 @@ impl<'a> Attrs<'a> {
     /// Writes `parent`'s attributes as repeated KeyValue field `tag`.
     #[inline]
     fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
+        let mut o = out.local();
         for r in range(&self.starts, parent) {
-            put_header(out, tag, self.kv_len[r] as usize);
-            out.put(self.key.get(r));
+            put_header(&mut o, tag, self.kv_len[r] as usize);
+            o.put(self.key.get(r));
             let len = self.val_len[r];
             if len != NO_VALUE {
-                put_header(out, 0x12, len as usize);
-                self.val.write_body(out, r);
+                put_header(&mut o, 0x12, len as usize);
+                self.val.write_body(&mut o, r);
             }
         }
+        let pos = o.written();
+        out.resume(pos);
     }
 }
 

@@ -23,6 +23,21 @@ impl<'a> Out<'a> {
         Out { buf, pos: 0 }
     }
 
+    /// A cursor over the same buffer at the same position, to be a local (kept in registers)
+    /// in a hot loop; hand it back with [`Out::resume`].
+    #[inline(always)]
+    pub fn local(&mut self) -> Out<'_> {
+        Out {
+            buf: &mut *self.buf,
+            pos: self.pos,
+        }
+    }
+
+    #[inline(always)]
+    pub fn resume(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// Bytes written so far; all of `buf[..written()]` is initialized.
     pub fn written(&self) -> usize {
         self.pos
