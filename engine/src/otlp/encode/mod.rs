@@ -24,7 +24,7 @@
 //! written, summary quantile/value lists of unequal length are truncated to the shorter.
 
 mod columns;
-mod json;
+pub(super) mod json;
 mod logs;
 mod metrics;
 mod traces;

@@ -469,3 +469,84 @@ fn json_is_one_line_otlp_json() {
     assert_eq!(span["startTimeUnixNano"], "1544712660000000000", "{text}");
     assert_eq!(span["attributes"][0]["value"]["intValue"], "-7", "{text}");
 }
+
+/// Makes two OTLP/JSON documents comparable: defaults pruned, ids lowercased (the spec makes
+/// them case-insensitive), numbers as f64 (`5` and `5.0` are the same double).
+fn normalize_json(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    super::json::prune(v);
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                // kept by `prune` for opentelemetry-proto's reader, omitted by the examples
+                m.retain(|k, v| !(k == "schemaUrl" && v == ""));
+                for (k, v) in m.iter_mut() {
+                    if matches!(k.as_str(), "traceId" | "spanId" | "parentSpanId") {
+                        if let Value::String(s) = v {
+                            *s = s.to_lowercase();
+                        }
+                    }
+                    walk(v);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64().and_then(serde_json::Number::from_f64) {
+                    *n = f;
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(v);
+}
+
+#[test]
+fn json_matches_the_otlp_examples() {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/otlp-examples"
+    ));
+    let dir = if dir.exists() {
+        dir.to_path_buf()
+    } else {
+        "/work/shared/fixtures/otlp-examples".into()
+    };
+    for (file, signal) in [
+        ("trace.json", Signal::Traces),
+        ("metrics.json", Signal::Metrics),
+        ("logs.json", Signal::Logs),
+    ] {
+        let text = std::fs::read(dir.join(file)).unwrap();
+        let payload = match signal {
+            Signal::Traces => reference_traces(&serde_json::from_slice(&text).unwrap()),
+            Signal::Metrics => reference_metrics(&serde_json::from_slice(&text).unwrap()),
+            Signal::Logs => reference_logs(&serde_json::from_slice(&text).unwrap()),
+        };
+        let ours = encode_json(&payload).unwrap();
+        assert!(!ours.contains(&b'\n'));
+        let mut ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+        let mut expected: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        normalize_json(&mut ours);
+        normalize_json(&mut expected);
+        assert_eq!(ours, expected, "{file}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// OTLP/JSON round-trips through the crate's deserializer (finite doubles: see json.rs).
+    #[test]
+    fn json_round_trips(req in arb_logs_request()) {
+        let p = reference_logs(&req);
+        let json = encode_json(&p).unwrap();
+        let back: ExportLogsServiceRequest = serde_json::from_slice(&json).map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&json))))?;
+        let finite = payload_diff(&reference_logs(&back), &p);
+        // non-finite doubles are a documented loss; only check requests without them
+        let text = format!("{req:?}");
+        if !(text.contains("NaN") || text.contains("inf")) {
+            prop_assert!(finite.is_none(), "{:?}", finite);
+        }
+    }
+}
