@@ -87,7 +87,7 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
                     "k8s.pod.uid",
                     format!("{:016x}-{:016x}", rng.next(), rng.next()),
                 ),
-                kv_str("k8s.deployment.name", format!("{svc}")),
+                kv_str("k8s.deployment.name", svc),
                 kv_str(
                     "k8s.node.name",
                     format!("ip-10-0-{}-{}.eu-west-1.compute.internal", r, r * 7),

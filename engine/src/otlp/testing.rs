@@ -76,6 +76,16 @@ fn list_item(dt: DataType) -> Arc<Field> {
     }
 }
 
+/// One AnyValue as (type, str, int, double, bool, bytes) column values.
+type AnyRow<'a> = (
+    AnyValueType,
+    Option<&'a str>,
+    Option<i64>,
+    Option<f64>,
+    Option<bool>,
+    Option<Vec<u8>>,
+);
+
 /// The typed value columns of an AnyValue (`type`, `str`, `int`, `double`, `bool`, `bytes`).
 #[derive(Default)]
 struct AnyB {
@@ -91,14 +101,7 @@ impl AnyB {
     /// `none_type`: what an absent AnyValue message is stored as (Absent for attributes,
     /// Empty for log bodies).
     fn push(&mut self, v: Option<&AnyValue>, none_type: AnyValueType) {
-        let (ty, s, i, d, b, by): (
-            AnyValueType,
-            Option<&str>,
-            Option<i64>,
-            Option<f64>,
-            Option<bool>,
-            Option<Vec<u8>>,
-        ) = match v {
+        let (ty, s, i, d, b, by): AnyRow<'_> = match v {
             None => (none_type, None, None, None, None, None),
             Some(av) => match &av.value {
                 None => (AnyValueType::Empty, None, None, None, None, None),

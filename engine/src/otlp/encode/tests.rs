@@ -481,10 +481,10 @@ fn normalize_json(v: &mut serde_json::Value) {
                 // kept by `prune` for opentelemetry-proto's reader, omitted by the examples
                 m.retain(|k, v| !(k == "schemaUrl" && v == ""));
                 for (k, v) in m.iter_mut() {
-                    if matches!(k.as_str(), "traceId" | "spanId" | "parentSpanId") {
-                        if let Value::String(s) = v {
-                            *s = s.to_lowercase();
-                        }
+                    if let ("traceId" | "spanId" | "parentSpanId", Value::String(s)) =
+                        (k.as_str(), &mut *v)
+                    {
+                        *s = s.to_lowercase();
                     }
                     walk(v);
                 }
