@@ -11,3 +11,7 @@
 
 pub mod decode;
 pub mod encode;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use encode::{EncodeError, encode, encode_json, encode_to_vec};

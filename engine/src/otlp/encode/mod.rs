@@ -1,1 +1,458 @@
-//! Arrow -> OTLP protobuf / JSON. (being written)
+//! Arrow -> OTLP protobuf / JSON.
+//!
+//! The protobuf encoder is hand-written and produces **the same bytes prost would** for the
+//! same data (fields in prost's order, which is tag order; proto3 defaults skipped exactly as
+//! prost skips them; `optional` fields and set oneofs written even when zero). It runs in two
+//! passes over columns, never building a per-span object:
+//!
+//! 1. **Sizes, bottom-up.** For each table, the encoded body length of every row is computed
+//!    column by column (attribute rows from key and value lengths), then each row's field size
+//!    (tag + length varint + body) is added to its parent's total in one pass over
+//!    `parent_id`. Parents then know their exact body length.
+//! 2. **Write, top-down.** Resources -> scopes -> items are walked once, writing exact length
+//!    prefixes. Children of row `i` are the contiguous range `starts[i]..starts[i + 1]`,
+//!    computed once per table, because every child table is sorted by `parent_id`.
+//!
+//! # Requirements on the payload
+//!
+//! The encoder relies on the invariants [`Payload::validate`] checks (parent ids in range,
+//! child tables sorted by parent id). On a payload that breaks them it does not panic, but the
+//! output is unspecified (children may be dropped or attached to the wrong parent). Data the
+//! schema docs call impossible is resolved without panicking: a value column that is null
+//! where the row's type says it is set reads as the slot's raw value, an unknown attribute
+//! type writes no value, points in a table that does not match their metric's type are not
+//! written, summary quantile/value lists of unequal length are truncated to the shorter.
+
+mod columns;
+pub(super) mod json;
+mod logs;
+mod metrics;
+mod traces;
+mod wire;
+
+use std::ops::Range;
+
+use arrow::array::BooleanArray;
+use arrow::datatypes::UInt32Type;
+
+use self::columns::{Strs, bools, prim};
+use self::wire::*;
+use crate::payload::Payload;
+use crate::schema::{AnyValueType, Signal, Table, col};
+
+pub use self::json::encode_json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The protobuf encoding could not be read back into the OTLP types for JSON (a bug in the
+    /// encoder, or a payload that breaks the schema's invariants).
+    #[error("re-reading the encoded protobuf for JSON failed: {0}")]
+    Reparse(#[from] prost::DecodeError),
+    #[error("JSON serialization failed: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Appends the payload as an `Export{Trace,Metrics,Logs}ServiceRequest` (the same bytes as the
+/// matching `TracesData`/`MetricsData`/`LogsData`) to `out`.
+///
+/// Requires the invariants of [`Payload::validate`]; see the module docs.
+pub fn encode(payload: &Payload, out: &mut Vec<u8>) {
+    match payload.signal() {
+        Signal::Traces => traces::encode(payload, out),
+        Signal::Metrics => metrics::encode(payload, out),
+        Signal::Logs => logs::encode(payload, out),
+    }
+}
+
+/// [`encode`] into a new, exactly sized vector.
+pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(payload, &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent/child plumbing
+// ---------------------------------------------------------------------------------------------
+
+/// `starts[p]..starts[p + 1]` is the range of rows whose parent is `p` (length `n_parents + 1`).
+/// Counting then prefix-summing keeps it in bounds whatever the ids are; it is only *right* for
+/// sorted ids, which the payload invariants guarantee.
+fn child_starts(parent: &[u32], n_parents: usize) -> Vec<u32> {
+    let mut starts = vec![0u32; n_parents + 1];
+    for &p in parent {
+        if let Some(c) = starts.get_mut(p as usize + 1) {
+            *c += 1;
+        }
+    }
+    for i in 0..n_parents {
+        starts[i + 1] += starts[i];
+    }
+    starts
+}
+
+#[inline(always)]
+fn range(starts: &[u32], p: usize) -> Range<usize> {
+    match (starts.get(p), starts.get(p + 1)) {
+        (Some(&s), Some(&e)) => s as usize..e as usize,
+        _ => 0..0,
+    }
+}
+
+/// Adds `sizes[row]` to `totals[parent[row]]`: the one pass that turns child sizes into parent
+/// sizes.
+fn add_to_parents(totals: &mut [usize], parent: &[u32], sizes: impl Iterator<Item = usize>) {
+    for (&p, s) in parent.iter().zip(sizes) {
+        if let Some(t) = totals.get_mut(p as usize) {
+            *t += s;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AnyValue and attribute tables
+// ---------------------------------------------------------------------------------------------
+
+/// The typed value columns of an AnyValue (`type`, `str`, ...; prefixed `body_` on logs).
+struct AnyCols<'a> {
+    ty: &'a [u8],
+    s: Strs<'a>,
+    i: &'a [i64],
+    d: &'a [f64],
+    b: &'a BooleanArray,
+    by: Strs<'a>,
+    /// Whether `Empty` writes an empty AnyValue message (attributes) or nothing (log bodies,
+    /// where the schema uses `Empty` for "no body").
+    empty_is_message: bool,
+}
+
+const T_EMPTY: u8 = AnyValueType::Empty as u8;
+const T_STR: u8 = AnyValueType::Str as u8;
+const T_INT: u8 = AnyValueType::Int as u8;
+const T_DOUBLE: u8 = AnyValueType::Double as u8;
+const T_BOOL: u8 = AnyValueType::Bool as u8;
+const T_ARRAY: u8 = AnyValueType::Array as u8;
+const T_MAP: u8 = AnyValueType::Map as u8;
+const T_BYTES: u8 = AnyValueType::Bytes as u8;
+
+impl<'a> AnyCols<'a> {
+    fn new(batch: &'a arrow::array::RecordBatch, prefix: &str, empty_is_message: bool) -> Self {
+        use arrow::datatypes::{Float64Type, Int64Type, UInt8Type};
+        let name = |c: &str| format!("{prefix}{c}");
+        AnyCols {
+            ty: prim::<UInt8Type>(batch, &name(col::TYPE)),
+            s: Strs::of(batch, &name(col::STR)),
+            i: prim::<Int64Type>(batch, &name(col::INT)),
+            d: prim::<Float64Type>(batch, &name(col::DOUBLE)),
+            b: bools(batch, &name(col::BOOL)),
+            by: Strs::of(batch, &name(col::BYTES)),
+            empty_is_message,
+        }
+    }
+
+    /// The AnyValue message body length, or `None` when no message is written.
+    #[inline(always)]
+    fn body_len(&self, r: usize) -> Option<usize> {
+        Some(match self.ty[r] {
+            T_STR => len_field_size(self.s.len_of(r)),
+            T_INT => 1 + varint_len(self.i[r] as u64),
+            T_DOUBLE => 9,
+            T_BOOL => 2,
+            // The stored bytes are the whole AnyValue encoding.
+            T_ARRAY | T_MAP => self.by.len_of(r),
+            T_BYTES => len_field_size(self.by.len_of(r)),
+            T_EMPTY if self.empty_is_message => 0,
+            // Absent, Empty log body, or an unknown type: no AnyValue message.
+            _ => return None,
+        })
+    }
+
+    /// Writes the AnyValue message body (oneof fields are written even when zero/empty).
+    #[inline(always)]
+    fn write_body(&self, out: &mut Out<'_>, r: usize) {
+        match self.ty[r] {
+            T_STR => put_len_field(out, 0x0a, self.s.get(r)),
+            T_INT => {
+                out.push(0x18);
+                put_varint(out, self.i[r] as u64);
+            }
+            T_DOUBLE => put_fixed64_always(out, 0x21, self.d[r].to_bits()),
+            T_BOOL => out.put(&[0x10, self.b.value(r) as u8]),
+            T_ARRAY | T_MAP => out.put(self.by.get(r)),
+            T_BYTES => put_len_field(out, 0x3a, self.by.get(r)),
+            _ => {}
+        }
+    }
+}
+
+/// The encoded `key` field (tag, length, bytes) of every distinct key, built once per table:
+/// keys repeat on every span, so each row's key becomes one copy of precomputed bytes.
+struct KeyFields {
+    /// Per row: index into `offsets` (the dictionary key, or the row for a plain column).
+    idx: Vec<u32>,
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl KeyFields {
+    fn new(key: Strs<'_>, rows: usize) -> Self {
+        let (idx, n) = match key.dictionary() {
+            Some((keys, n)) => (keys.to_vec(), n),
+            None => ((0..rows as u32).collect(), rows),
+        };
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
+        for j in 0..n {
+            let k = key.value(j);
+            if !k.is_empty() {
+                bytes.push(0x0a);
+                let mut len = k.len();
+                while len >= 0x80 {
+                    bytes.push((len as u8) | 0x80);
+                    len >>= 7;
+                }
+                bytes.push(len as u8);
+                bytes.extend_from_slice(k);
+            }
+            offsets.push(bytes.len() as u32);
+        }
+        KeyFields {
+            idx,
+            bytes,
+            offsets,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, r: usize) -> &[u8] {
+        let j = self.idx[r] as usize;
+        &self.bytes[self.offsets[j] as usize..self.offsets[j + 1] as usize]
+    }
+
+    #[inline(always)]
+    fn size(&self, r: usize) -> usize {
+        let j = self.idx[r] as usize;
+        (self.offsets[j + 1] - self.offsets[j]) as usize
+    }
+}
+
+/// `val_len` marker: no AnyValue message.
+const NO_VALUE: u32 = u32::MAX;
+
+/// An attribute table, sized: `per_parent[p]` is the bytes all of `p`'s KeyValue fields take.
+struct Attrs<'a> {
+    key: KeyFields,
+    val: AnyCols<'a>,
+    /// KeyValue body length per row (fits u32: a value is at most one i32-offset Arrow slot).
+    kv_len: Vec<u32>,
+    /// AnyValue body length per row, or [`NO_VALUE`].
+    val_len: Vec<u32>,
+    starts: Vec<u32>,
+    per_parent: Vec<usize>,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(p: &'a Payload, t: Table, n_parents: usize) -> Self {
+        let batch = p.table(t);
+        let rows = batch.num_rows();
+        let parent = p.parent_ids(t).values();
+        let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
+        let val = AnyCols::new(batch, "", true);
+        // Column by column: value lengths, then KeyValue lengths, then per-parent sums.
+        let val_len: Vec<u32> = (0..rows)
+            .map(|r| val.body_len(r).map_or(NO_VALUE, |v| v as u32))
+            .collect();
+        let kv_len: Vec<u32> = val_len
+            .iter()
+            .enumerate()
+            .map(|(r, &v)| {
+                let v = if v == NO_VALUE {
+                    0
+                } else {
+                    len_field_size(v as usize)
+                };
+                (key.size(r) + v) as u32
+            })
+            .collect();
+        let mut per_parent = vec![0usize; n_parents];
+        add_to_parents(
+            &mut per_parent,
+            parent,
+            kv_len.iter().map(|&l| len_field_size(l as usize)),
+        );
+        Attrs {
+            key,
+            val,
+            kv_len,
+            val_len,
+            starts: child_starts(parent, n_parents),
+            per_parent,
+        }
+    }
+
+    #[inline(always)]
+    fn size(&self, parent: usize) -> usize {
+        self.per_parent.get(parent).copied().unwrap_or(0)
+    }
+
+    /// Writes `parent`'s attributes as repeated KeyValue field `tag`.
+    #[inline]
+    fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
+        let mut o = out.local();
+        for r in range(&self.starts, parent) {
+            put_header(&mut o, tag, self.kv_len[r] as usize);
+            o.put(self.key.get(r));
+            let len = self.val_len[r];
+            if len != NO_VALUE {
+                put_header(&mut o, 0x12, len as usize);
+                self.val.write_body(&mut o, r);
+            }
+        }
+        let pos = o.written();
+        out.resume(pos);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources and scopes, shared by the three signals
+// ---------------------------------------------------------------------------------------------
+
+/// The `Resource{Spans,Metrics,Logs}` / `Scope{Spans,Metrics,Logs}` envelope, sized.
+struct Envelope<'a> {
+    res_present: &'a BooleanArray,
+    res_dropped: &'a [u32],
+    res_schema_url: Strs<'a>,
+    entity_refs: Strs<'a>,
+    res_attrs: Attrs<'a>,
+    res_msg: Vec<usize>,
+    rs_body: Vec<usize>,
+    scope_present: &'a BooleanArray,
+    scope_name: Strs<'a>,
+    scope_version: Strs<'a>,
+    scope_dropped: &'a [u32],
+    scope_schema_url: Strs<'a>,
+    scope_attrs: Attrs<'a>,
+    scope_msg: Vec<usize>,
+    ss_body: Vec<usize>,
+    scope_starts: Vec<u32>,
+    total: usize,
+}
+
+impl<'a> Envelope<'a> {
+    /// `items[s]`: the bytes scope `s`'s items (spans, metrics, log records) take as fields.
+    fn new(p: &'a Payload, items: &[usize]) -> Self {
+        let res = p.table(Table::Resources);
+        let scopes = p.table(Table::Scopes);
+        let (nr, ns) = (res.num_rows(), scopes.num_rows());
+
+        let scope_present = bools(scopes, col::PRESENT);
+        let scope_name = Strs::of(scopes, col::NAME);
+        let scope_version = Strs::of(scopes, col::VERSION);
+        let scope_dropped = prim::<UInt32Type>(scopes, col::DROPPED_ATTRIBUTES_COUNT);
+        let scope_schema_url = Strs::of(scopes, col::SCHEMA_URL);
+        let scope_attrs = Attrs::new(p, Table::ScopeAttrs, ns);
+        let mut scope_msg = vec![0usize; ns];
+        let mut ss_body = vec![0usize; ns];
+        for s in 0..ns {
+            let mut len = 0;
+            if scope_present.value(s) {
+                scope_msg[s] = str_size(scope_name.len_of(s))
+                    + str_size(scope_version.len_of(s))
+                    + scope_attrs.size(s)
+                    + varint_size(scope_dropped[s] as u64);
+                len += len_field_size(scope_msg[s]);
+            }
+            len += items.get(s).copied().unwrap_or(0) + str_size(scope_schema_url.len_of(s));
+            ss_body[s] = len;
+        }
+
+        let res_present = bools(res, col::PRESENT);
+        let res_dropped = prim::<UInt32Type>(res, col::DROPPED_ATTRIBUTES_COUNT);
+        let res_schema_url = Strs::of(res, col::SCHEMA_URL);
+        let entity_refs = Strs::of(res, col::ENTITY_REFS);
+        let res_attrs = Attrs::new(p, Table::ResourceAttrs, nr);
+        let scope_parent = p.parent_ids(Table::Scopes).values();
+        let mut rs_body = vec![0usize; nr];
+        add_to_parents(
+            &mut rs_body,
+            scope_parent,
+            ss_body.iter().map(|&l| len_field_size(l)),
+        );
+        let mut res_msg = vec![0usize; nr];
+        let mut total = 0;
+        for r in 0..nr {
+            if res_present.value(r) {
+                res_msg[r] =
+                    res_attrs.size(r) + varint_size(res_dropped[r] as u64) + entity_refs.len_of(r);
+                rs_body[r] += len_field_size(res_msg[r]);
+            }
+            rs_body[r] += str_size(res_schema_url.len_of(r));
+            total += len_field_size(rs_body[r]);
+        }
+
+        Envelope {
+            res_present,
+            res_dropped,
+            res_schema_url,
+            entity_refs,
+            res_attrs,
+            res_msg,
+            rs_body,
+            scope_present,
+            scope_name,
+            scope_version,
+            scope_dropped,
+            scope_schema_url,
+            scope_attrs,
+            scope_msg,
+            ss_body,
+            scope_starts: child_starts(scope_parent, nr),
+            total,
+        }
+    }
+
+    /// Appends the whole request to `vec`; `write_items(out, s)` writes scope `s`'s items as
+    /// field 2.
+    fn write(&self, vec: &mut Vec<u8>, write_items: impl FnMut(&mut Out<'_>, usize)) {
+        vec.reserve(self.total);
+        let start = vec.len();
+        let mut out = Out::new(&mut vec.spare_capacity_mut()[..self.total]);
+        self.write_to(&mut out, write_items);
+        let written = out.written();
+        debug_assert_eq!(written, self.total, "size pass and write pass disagree");
+        // SAFETY: `Out` writes sequentially from the start of the spare capacity, so the
+        // `written` bytes after `start` are initialized, and `written <= self.total <=`
+        // the reserved capacity.
+        unsafe { vec.set_len(start + written) };
+    }
+
+    fn write_to(&self, out: &mut Out<'_>, mut write_items: impl FnMut(&mut Out<'_>, usize)) {
+        for r in 0..self.rs_body.len() {
+            put_header(out, 0x0a, self.rs_body[r]);
+            if self.res_present.value(r) {
+                put_header(out, 0x0a, self.res_msg[r]);
+                self.res_attrs.write(out, 0x0a, r);
+                put_varint_field(out, 0x10, self.res_dropped[r] as u64);
+                // Stored as the encoded EntityRef fields (tag 3 included).
+                out.put(self.entity_refs.get(r));
+            }
+            for s in range(&self.scope_starts, r) {
+                put_header(out, 0x12, self.ss_body[s]);
+                if self.scope_present.value(s) {
+                    put_header(out, 0x0a, self.scope_msg[s]);
+                    put_str(out, 0x0a, self.scope_name.get(s));
+                    put_str(out, 0x12, self.scope_version.get(s));
+                    self.scope_attrs.write(out, 0x1a, s);
+                    put_varint_field(out, 0x20, self.scope_dropped[s] as u64);
+                }
+                write_items(out, s);
+                put_str(out, 0x1a, self.scope_schema_url.get(s));
+            }
+            put_str(out, 0x1a, self.res_schema_url.get(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
