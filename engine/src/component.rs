@@ -240,7 +240,7 @@ pub trait Factory: Send + Sync + 'static {
 /// A config error with the path where it was found (`receivers.otlp.protocols.grpc.endpoint`)
 /// and, once the loader knows it, the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{path}: {message}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+#[error("{}{}{message}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(), if path.is_empty() { String::new() } else { format!("{path}: ") })]
 pub struct ConfigError {
     pub file: Option<String>,
     pub path: String,

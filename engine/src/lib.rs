@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod component;
+pub mod config;
 pub mod health;
 pub mod otlp;
 pub mod payload;

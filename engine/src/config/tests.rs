@@ -1,0 +1,320 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::component::{BuildContext, ComponentError, ConsumerRef, Node, SignalConsumers};
+
+/// A factory that accepts `{endpoint: string}` and nothing else, for any kind.
+struct TestFactory {
+    kind: Kind,
+    name: &'static str,
+    signals: &'static [Signal],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct TestConfig {
+    endpoint: Option<String>,
+    port: Option<u16>,
+    verbosity: Option<String>,
+    check_interval: Option<String>,
+    limit_percentage: Option<u32>,
+    spike_limit_percentage: Option<u32>,
+    send_batch_size: Option<u32>,
+    timeout: Option<String>,
+    protocols: Option<Value>,
+}
+
+impl Factory for TestFactory {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn type_name(&self) -> &'static str {
+        self.name
+    }
+    fn signals(&self) -> &'static [Signal] {
+        self.signals
+    }
+    fn description(&self) -> &'static str {
+        "test"
+    }
+    fn parse_config(&self, config: &Value) -> Result<ParsedConfig, ConfigError> {
+        Ok(Arc::new(parse_config::<TestConfig>(config)?))
+    }
+    fn build_processor(
+        &self,
+        ctx: BuildContext,
+        _: Signal,
+        _: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        Err(ComponentError::new(&ctx.id, "test"))
+    }
+    fn build_receiver(
+        &self,
+        ctx: BuildContext,
+        _: SignalConsumers,
+    ) -> Result<Arc<dyn crate::component::Service>, ComponentError> {
+        Err(ComponentError::new(&ctx.id, "test"))
+    }
+}
+
+const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
+
+fn registry() -> Registry {
+    let f = |kind, name, signals| {
+        Arc::new(TestFactory {
+            kind,
+            name,
+            signals,
+        }) as Arc<dyn Factory>
+    };
+    Registry::new([
+        f(Kind::Receiver, "otlp", ALL),
+        f(Kind::Processor, "batch", ALL),
+        f(Kind::Processor, "memory_limiter", ALL),
+        f(Kind::Exporter, "debug", ALL),
+        f(Kind::Exporter, "otlp", ALL),
+        f(Kind::Exporter, "tracesonly", &[Signal::Traces]),
+        f(Kind::Extension, "health_check", &[]),
+    ])
+}
+
+fn src(name: &str, text: &str) -> Source {
+    Source {
+        name: name.into(),
+        text: text.into(),
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load1(text: &str) -> Result<Config, Vec<ConfigError>> {
+    load(&[src("c.yaml", text)], &no_env, &registry())
+}
+
+const GOOD: &str = "
+receivers: {otlp: {protocols: {grpc: {endpoint: localhost:4317}}}}
+processors: {batch: {}}
+exporters: {debug: {}, otlp/jaeger: {endpoint: jaeger:4317}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [batch], exporters: [otlp/jaeger, debug]}
+    metrics/prom: {receivers: [otlp], exporters: [debug]}
+";
+
+#[test]
+fn embedded_default_config_is_valid() {
+    let c = load(
+        &[src(DEFAULT_CONFIG_NAME, DEFAULT_CONFIG)],
+        &no_env,
+        &registry(),
+    )
+    .unwrap();
+    assert_eq!(c.pipelines.len(), 3);
+    assert_eq!(
+        c.extensions,
+        vec![ComponentId::parse("health_check").unwrap()]
+    );
+    assert_eq!(
+        c.telemetry.metrics.listen_address().as_deref(),
+        Some("localhost:8888")
+    );
+}
+
+#[test]
+fn loads_pipelines_in_order() {
+    let c = load1(GOOD).unwrap();
+    let traces = &c.pipelines[&PipelineId {
+        signal: Signal::Traces,
+        name: None,
+    }];
+    let ids: Vec<String> = traces.exporters.iter().map(|i| i.to_string()).collect();
+    assert_eq!(ids, ["otlp/jaeger", "debug"]);
+    assert!(c.pipelines.contains_key(&PipelineId {
+        signal: Signal::Metrics,
+        name: Some("prom".into())
+    }));
+    assert!(
+        c.components
+            .contains_key(&(Kind::Exporter, ComponentId::parse("otlp/jaeger").unwrap()))
+    );
+}
+
+fn messages(r: Result<Config, Vec<ConfigError>>) -> Vec<String> {
+    r.unwrap_err().into_iter().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn unknown_field_names_file_path_and_accepted_names() {
+    let m = messages(load1(
+        &GOOD.replace("endpoint: jaeger:4317", "endpiont: jaeger:4317"),
+    ));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].starts_with("c.yaml: exporters.otlp/jaeger.endpiont: unknown field"),
+        "{}",
+        m[0]
+    );
+    let m = messages(load1(&GOOD.replace("batch: {}", "batch: {sned: 1}")));
+    assert!(
+        m[0].starts_with("c.yaml: processors.batch.sned: unknown field `sned`, expected one of"),
+        "{}",
+        m[0]
+    );
+    assert!(m[0].contains("`send_batch_size`"), "{}", m[0]);
+}
+
+#[test]
+fn unknown_types_list_what_sluice_has() {
+    let m = messages(load1(&GOOD.replace(
+        "processors: {batch: {}}",
+        "processors: {batch: {}, bacth: {}}",
+    )));
+    assert_eq!(
+        m,
+        [
+            "c.yaml: processors.bacth: unknown processor type \"bacth\"; sluice has: batch, memory_limiter"
+        ]
+    );
+}
+
+#[test]
+fn every_error_is_reported() {
+    let bad = "
+receivers: {otlp: {nope: 1}}
+exporters: {debug: {}}
+bogus: 1
+service:
+  pipelines:
+    traces: {receivers: [otlp, zipkin], processors: [batch], exporters: []}
+    spans: {receivers: [otlp], exporters: [debug]}
+";
+    let m = messages(load1(bad)).join("\n");
+    for want in [
+        "bogus: unknown top-level section",
+        "receivers.otlp.nope: unknown field",
+        "service.pipelines.traces.receivers[1]: receiver \"zipkin\" is not defined in the receivers section",
+        "service.pipelines.traces.processors[0]: processor \"batch\" is not defined",
+        "service.pipelines.traces.exporters: a pipeline needs at least one exporter",
+        "service.pipelines.spans: unknown pipeline type \"spans\"",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
+}
+
+#[test]
+fn signal_support_is_checked() {
+    let m = messages(load1(
+        &GOOD
+            .replace(
+                "debug: {}, otlp/jaeger",
+                "debug: {}, tracesonly: {}, otlp/jaeger",
+            )
+            .replace(
+                "metrics/prom: {receivers: [otlp], exporters: [debug]}",
+                "metrics/prom: {receivers: [otlp], exporters: [tracesonly]}",
+            ),
+    ));
+    assert_eq!(
+        m,
+        [
+            "c.yaml: service.pipelines.metrics/prom.exporters[0]: exporter \"tracesonly\" does not support metrics"
+        ]
+    );
+}
+
+#[test]
+fn files_merge_deeply_and_errors_name_the_defining_file() {
+    let base = src("base.yaml", GOOD);
+    let over = src(
+        "over.yaml",
+        "exporters: {otlp/jaeger: {endpoint: other:4317}}\nprocessors: {batch: {timeout: 1s}}",
+    );
+    let c = load(&[base.clone(), over], &no_env, &registry()).unwrap();
+    assert_eq!(
+        c.pipelines.len(),
+        2,
+        "pipelines from the first file survive the merge"
+    );
+    let bad_over = src("over.yaml", "processors: {batch: {timeoutt: 1s}}");
+    let m: Vec<String> = load(&[base, bad_over], &no_env, &registry())
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        m[0].starts_with("over.yaml: processors.batch.timeoutt"),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn env_expansion_follows_the_collector() {
+    let vars: HashMap<&str, &str> = [
+        ("HOST", "0.0.0.0"),
+        ("PORT", "4317"),
+        ("EP", "a:1"),
+        ("V", "detailed"),
+    ]
+    .into();
+    let env = |k: &str| vars.get(k).map(|v| v.to_string());
+    let text = "
+receivers: {otlp: {protocols: {grpc: {endpoint: \"${env:HOST}:${PORT}\"}}}}
+exporters: {debug: {verbosity: \"${V}\"}, otlp: {port: \"${env:PORT}\", endpoint: \"$${literal} ${env:UNSET}x\"}}
+service: {pipelines: {traces: {receivers: [otlp], exporters: [debug, otlp]}}}
+";
+    // expand() is what load() applies; check the values directly.
+    let v = expand(serde_saphyr::from_str::<Value>(text).unwrap(), &env);
+    assert_eq!(
+        v.pointer("/receivers/otlp/protocols/grpc/endpoint"),
+        Some(&Value::from("0.0.0.0:4317"))
+    );
+    assert_eq!(
+        v.pointer("/exporters/otlp/port"),
+        Some(&Value::from(4317)),
+        "whole-value refs are typed"
+    );
+    assert_eq!(
+        v.pointer("/exporters/otlp/endpoint"),
+        Some(&Value::from("${literal} x"))
+    );
+    assert_eq!(
+        v.pointer("/exporters/debug/verbosity"),
+        Some(&Value::from("detailed"))
+    );
+    load(&[src("c.yaml", text)], &env, &registry()).unwrap();
+}
+
+#[test]
+fn invalid_yaml_names_the_file() {
+    let m = messages(load(
+        &[src("broken.yaml", "receivers: [unclosed")],
+        &no_env,
+        &registry(),
+    ));
+    assert!(m[0].starts_with("broken.yaml: invalid YAML"), "{m:?}");
+}
+
+#[test]
+fn telemetry_readers_form_is_understood() {
+    let t = "
+receivers: {otlp: {}}
+exporters: {debug: {}}
+service:
+  pipelines: {logs: {receivers: [otlp], exporters: [debug]}}
+  telemetry: {metrics: {readers: [{pull: {exporter: {prometheus: {host: 0.0.0.0, port: 9999}}}}]}}
+";
+    let c = load1(t).unwrap();
+    assert_eq!(
+        c.telemetry.metrics.listen_address().as_deref(),
+        Some("0.0.0.0:9999")
+    );
+    let off = load1(&t.replace(
+        "readers: [{pull: {exporter: {prometheus: {host: 0.0.0.0, port: 9999}}}}]",
+        "level: none",
+    ))
+    .unwrap();
+    assert_eq!(off.telemetry.metrics.listen_address(), None);
+}
