@@ -14,6 +14,7 @@ pub mod health;
 pub mod otlp;
 pub mod payload;
 pub mod schema;
+pub mod service;
 pub mod telemetry;
 
 pub use payload::Payload;

@@ -203,7 +203,7 @@ pub fn load(
     let mut errors = Vec::new();
     let mut docs = Vec::new();
     for s in sources {
-        match serde_saphyr::from_str::<Value>(&s.text) {
+        match parse_yaml(&s.text) {
             Ok(Value::Null) => docs.push(Value::Object(Map::new())),
             Ok(v @ Value::Object(_)) => docs.push(expand(v, env)),
             Ok(_) => errors.push(in_file(
@@ -466,6 +466,14 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
     }
 }
 
+/// YAML 1.2 as the Collector's go-yaml v3 reads it: only `true`/`false` are booleans, so a
+/// component named `y` or a value `on` stays a string (serde-saphyr defaults to YAML 1.1).
+fn parse_yaml(text: &str) -> Result<Value, serde_saphyr::Error> {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    serde_saphyr::from_str_with_options::<Value>(text, options)
+}
+
 /// Deep merge: maps merge key by key, anything else is replaced.
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
@@ -509,7 +517,7 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Value {
         let text = env(name).unwrap_or_default();
         // A whole-value reference takes the YAML type of its text (a port becomes an int), but
         // only for scalars: a variable holding `{a: 1}` stays a string.
-        return match serde_saphyr::from_str::<Value>(&text) {
+        return match parse_yaml(&text) {
             Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
             _ => Value::String(text),
         };

@@ -266,7 +266,7 @@ exporters: {debug: {verbosity: \"${V}\"}, otlp: {port: \"${env:PORT}\", endpoint
 service: {pipelines: {traces: {receivers: [otlp], exporters: [debug, otlp]}}}
 ";
     // expand() is what load() applies; check the values directly.
-    let v = expand(serde_saphyr::from_str::<Value>(text).unwrap(), &env);
+    let v = expand(parse_yaml(text).unwrap(), &env);
     assert_eq!(
         v.pointer("/receivers/otlp/protocols/grpc/endpoint"),
         Some(&Value::from("0.0.0.0:4317"))
@@ -317,4 +317,13 @@ service:
     ))
     .unwrap();
     assert_eq!(off.telemetry.metrics.listen_address(), None);
+}
+
+#[test]
+fn yaml_booleans_are_yaml_1_2_like_the_collector() {
+    let v = parse_yaml("a: y\nb: on\nc: true\nd: [x, y]").unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"a": "y", "b": "on", "c": true, "d": ["x", "y"]})
+    );
 }

@@ -1,0 +1,229 @@
+//! Wiring and lifecycle order, with tiny in-test components that record what happens to them.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::*;
+use crate::clock::WallClock;
+use crate::component::{
+    BoxFuture, ConfigError, ConsumeError, Consumer, Factory, Lifecycle, ParsedConfig,
+    SignalConsumers,
+};
+use crate::config::{Source, load};
+use crate::payload::Payload;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+struct TestFactory {
+    kind: Kind,
+    name: &'static str,
+    log: Log,
+    /// Receivers built by this factory, so the test can push data through them.
+    receivers: Arc<Mutex<Vec<SignalConsumers>>>,
+}
+
+struct Recorder {
+    name: String,
+    log: Log,
+    next: Option<ConsumerRef>,
+}
+
+impl Consumer for Recorder {
+    fn consume(&self, p: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("consume {}", self.name));
+            match &self.next {
+                Some(n) => n.consume(p).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+impl Lifecycle for Recorder {
+    fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("start {}", self.name));
+            Ok(())
+        })
+    }
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.log.lock().unwrap().push(format!("stop {}", self.name)) })
+    }
+}
+
+impl Factory for TestFactory {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn type_name(&self) -> &'static str {
+        self.name
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces, Signal::Metrics, Signal::Logs]
+    }
+    fn description(&self) -> &'static str {
+        "test"
+    }
+    fn parse_config(&self, _: &Value) -> Result<ParsedConfig, ConfigError> {
+        Ok(Arc::new(()))
+    }
+    fn build_receiver(
+        &self,
+        ctx: BuildContext,
+        consumers: SignalConsumers,
+    ) -> Result<Arc<dyn Svc>, ComponentError> {
+        self.receivers.lock().unwrap().push(consumers);
+        Ok(Arc::new(Recorder {
+            name: format!("receiver {}", ctx.id),
+            log: self.log.clone(),
+            next: None,
+        }))
+    }
+    fn build_processor(
+        &self,
+        ctx: BuildContext,
+        signal: Signal,
+        next: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        Ok(Arc::new(Recorder {
+            name: format!("processor {} ({})", ctx.id, signal.as_str()),
+            log: self.log.clone(),
+            next: Some(next),
+        }))
+    }
+    fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
+        Ok(Arc::new(Recorder {
+            name: format!("exporter {}", ctx.id),
+            log: self.log.clone(),
+            next: None,
+        }))
+    }
+}
+
+fn setup(yaml: &str) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
+    let log: Log = Arc::default();
+    let receivers = Arc::default();
+    let f = |kind, name| {
+        Arc::new(TestFactory {
+            kind,
+            name,
+            log: log.clone(),
+            receivers: Arc::clone(&receivers),
+        }) as Arc<dyn Factory>
+    };
+    let registry = Registry::new([
+        f(Kind::Receiver, "otlp"),
+        f(Kind::Processor, "a"),
+        f(Kind::Processor, "b"),
+        f(Kind::Exporter, "x"),
+        f(Kind::Exporter, "y"),
+    ]);
+    let cfg = load(
+        &[Source {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+        }],
+        &|_| None,
+        &registry,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let svc = Service::build(
+        &cfg,
+        &registry,
+        &Telemetry::new(),
+        Arc::new(WallClock),
+        Health::default(),
+    )
+    .unwrap();
+    (svc, log, receivers)
+}
+
+const YAML: &str = "
+receivers: {otlp: {}}
+processors: {a: {}, b: {}}
+exporters: {x: {}, y: {}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [a, b], exporters: [x, y]}
+    traces/2: {receivers: [otlp], processors: [b], exporters: [y]}
+    logs: {receivers: [otlp], exporters: [x]}
+";
+
+#[tokio::test]
+async fn receiver_feeds_every_pipeline_through_processors_in_order() {
+    let (svc, log, receivers) = setup(YAML);
+    svc.start().await.unwrap();
+    let consumers = receivers.lock().unwrap().pop().expect("one receiver built");
+    assert_eq!(
+        consumers.keys().copied().collect::<Vec<_>>(),
+        [Signal::Traces, Signal::Logs]
+    );
+    log.lock().unwrap().clear();
+    consumers[&Signal::Traces]
+        .consume(Payload::empty(Signal::Traces))
+        .await
+        .unwrap();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            "consume processor a (traces)",
+            "consume processor b (traces)",
+            "consume exporter x",
+            "consume exporter y",
+            "consume processor b (traces)",
+            "consume exporter y",
+        ],
+        "fan-out to both traces pipelines; pipeline order a, b; exporter y shared"
+    );
+    log.lock().unwrap().clear();
+    consumers[&Signal::Logs]
+        .consume(Payload::empty(Signal::Logs))
+        .await
+        .unwrap();
+    assert_eq!(*log.lock().unwrap(), ["consume exporter x"]);
+}
+
+#[tokio::test]
+async fn starts_downstream_first_and_stops_upstream_first() {
+    let (svc, log, _) = setup(YAML);
+    let health = svc.health.clone();
+    svc.start().await.unwrap();
+    assert_eq!(health.status(), Status::Ready);
+    let started = log.lock().unwrap().clone();
+    let pos = |v: &[String], s: &str| {
+        v.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {v:?}"))
+    };
+    assert!(pos(&started, "start exporter x") < pos(&started, "start processor b (traces)"));
+    assert!(
+        pos(&started, "start processor b (traces)") < pos(&started, "start processor a (traces)")
+    );
+    assert!(pos(&started, "start processor a (traces)") < pos(&started, "start receiver otlp"));
+    assert_eq!(
+        started
+            .iter()
+            .filter(|s| s.starts_with("start exporter"))
+            .count(),
+        2,
+        "exporters are shared"
+    );
+    log.lock().unwrap().clear();
+    svc.shutdown().await;
+    assert_eq!(health.status(), Status::ShuttingDown);
+    let stopped = log.lock().unwrap().clone();
+    assert!(pos(&stopped, "stop receiver otlp") < pos(&stopped, "stop processor a (traces)"));
+    assert!(
+        pos(&stopped, "stop processor a (traces)") < pos(&stopped, "stop processor b (traces)")
+    );
+    assert!(pos(&stopped, "stop processor b (traces)") < pos(&stopped, "stop exporter x"));
+}
