@@ -1,3 +1,219 @@
+//! `sluice`: run an OpenTelemetry Collector config on sluice's Arrow engine.
+//!
+//! - `sluice [--config FILE]...` runs (no `--config`: the embedded default gateway config);
+//! - `sluice validate --config FILE...` checks a config and exits non-zero on any error;
+//! - `sluice components` lists what is built in.
+
+mod health_check;
+mod telemetry_server;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_engine::clock::WallClock;
+use sluice_engine::component::{Factory, Kind};
+use sluice_engine::config::{self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Registry, Source};
+use sluice_engine::health::Health;
+use sluice_engine::service::Service;
+use sluice_engine::telemetry::{Telemetry, register_process_metrics};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-fn main() {}
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "OpenTelemetry agent and gateway on Apache Arrow"
+)]
+struct Cli {
+    /// Collector YAML config file(s); several are merged in order, later ones win.
+    /// `file:PATH` is accepted as the Collector spells it.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    config: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines (the default).
+    Run,
+    /// Check the config and exit: 0 if valid, 1 with every error otherwise.
+    Validate,
+    /// List the receivers, processors, exporters and extensions built in.
+    Components,
+}
+
+fn registry() -> Registry {
+    let mut factories: Vec<Arc<dyn Factory>> = Vec::new();
+    factories.extend(sluice_ingest::factories());
+    factories.extend(sluice_engine::processors::factories());
+    factories.extend(sluice_egress::factories());
+    factories.push(Arc::new(health_check::HealthCheckFactory));
+    Registry::new(factories)
+}
+
+fn read_sources(files: &[String]) -> anyhow::Result<Vec<Source>> {
+    if files.is_empty() {
+        return Ok(vec![Source {
+            name: DEFAULT_CONFIG_NAME.into(),
+            text: DEFAULT_CONFIG.into(),
+        }]);
+    }
+    files
+        .iter()
+        .map(|f| {
+            let path = f.strip_prefix("file:").unwrap_or(f);
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {path}"))?;
+            Ok(Source {
+                name: path.to_string(),
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Loads and checks the config; prints every error.
+fn load(files: &[String], registry: &Registry) -> Option<Config> {
+    let sources = match read_sources(files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return None;
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    match config::load(&sources, &env, registry) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprintln!(
+                "invalid configuration ({} error{}):",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            None
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = registry();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Components => {
+            for kind in [
+                Kind::Receiver,
+                Kind::Processor,
+                Kind::Exporter,
+                Kind::Connector,
+                Kind::Extension,
+            ] {
+                let of_kind: Vec<_> = registry.list().filter(|f| f.kind() == kind).collect();
+                println!("{}:", kind.section());
+                if of_kind.is_empty() {
+                    println!("  (none yet)");
+                }
+                for f in of_kind {
+                    let signals: Vec<&str> = f.signals().iter().map(|s| s.as_str()).collect();
+                    let signals = if signals.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", signals.join(", "))
+                    };
+                    println!("  {}{signals}: {}", f.type_name(), f.description());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Validate => match load(&cli.config, &registry) {
+            Some(c) => {
+                println!(
+                    "configuration is valid: {} pipeline(s), {} component(s)",
+                    c.pipelines.len(),
+                    c.components.len()
+                );
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        },
+        Command::Run => {
+            let Some(config) = load(&cli.config, &registry) else {
+                return ExitCode::FAILURE;
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config, registry)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let level = config
+        .telemetry
+        .logs
+        .level
+        .clone()
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new();
+    register_process_metrics(&telemetry, std::time::Instant::now());
+    let health = Health::default();
+    let service = Service::build(&config, &registry, &telemetry, Arc::new(WallClock), health)?;
+    let telemetry_stop = match config.telemetry.metrics.listen_address() {
+        Some(addr) => Some(telemetry_server::start(&addr, telemetry.clone()).await?),
+        None => None,
+    };
+    if let Err(e) = service.start().await {
+        service.shutdown().await;
+        return Err(e.into());
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no new data accepted; flushing batches and queues");
+    service.shutdown().await;
+    if let Some(stop) = telemetry_stop {
+        let _ = stop.send(());
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

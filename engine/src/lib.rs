@@ -13,6 +13,7 @@ pub mod config;
 pub mod health;
 pub mod otlp;
 pub mod payload;
+pub mod processors;
 pub mod schema;
 pub mod service;
 pub mod telemetry;

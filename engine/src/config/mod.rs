@@ -284,6 +284,9 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                     continue;
                 }
             };
+            // Defined from here on, even if its type or config is bad, so pipelines naming it
+            // do not add a second, misleading "not defined" error.
+            defined.insert((kind, id.clone()));
             let Some(factory) = registry.get(kind, &id.type_name) else {
                 let have = registry.names(kind);
                 let have = if have.is_empty() {
@@ -301,9 +304,6 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 ));
                 continue;
             };
-            // Defined even if its config is bad, so pipelines naming it do not add a second,
-            // misleading "not defined" error.
-            defined.insert((kind, id.clone()));
             match factory.parse_config(body) {
                 Ok(parsed) => {
                     cfg.components.insert((kind, id), parsed);

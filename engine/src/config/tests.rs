@@ -327,3 +327,13 @@ fn yaml_booleans_are_yaml_1_2_like_the_collector() {
         serde_json::json!({"a": "y", "b": "on", "c": true, "d": ["x", "y"]})
     );
 }
+
+#[test]
+fn an_unknown_type_is_one_error_not_a_cascade() {
+    let m = messages(load1(
+        &GOOD
+            .replace("processors: {batch: {}}", "processors: {bacth: {}}")
+            .replace("processors: [batch]", "processors: [bacth]"),
+    ));
+    assert_eq!(m.len(), 1, "{m:?}");
+}
