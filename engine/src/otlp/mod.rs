@@ -11,3 +11,5 @@
 
 pub mod decode;
 pub mod encode;
+
+pub use decode::{DecodeError, decode, decode_json, decode_logs, decode_metrics, decode_traces};
