@@ -1148,7 +1148,7 @@ mod props {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(2048))]
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -1183,9 +1183,278 @@ mod props {
                 buf[i] = b;
             }
             let cut = cut.index(buf.len() + 1);
-            if let Ok(p) = decode(signal, &buf[..cut]) {
+            let buf = &buf[..cut];
+            let ours = decode(signal, buf);
+            if let Ok(p) = &ours {
                 p.validate().unwrap();
             }
+            // Differential check: we accept exactly what prost accepts, except that we also
+            // reject ids of the wrong length (as the Collector does).
+            let prost_ok = match signal {
+                Signal::Traces => ExportTraceServiceRequest::decode(buf).is_ok(),
+                Signal::Metrics => ExportMetricsServiceRequest::decode(buf).is_ok(),
+                Signal::Logs => ExportLogsServiceRequest::decode(buf).is_ok(),
+            };
+            match &ours {
+                Ok(_) => prop_assert!(prost_ok, "we accepted what prost rejects"),
+                Err(DecodeError::InvalidIdLength { .. }) => {}
+                Err(e) => prop_assert!(!prost_ok, "we rejected what prost accepts: {e}"),
+            }
         }
+    }
+}
+
+// ---------- OTLP/JSON ----------
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/testdata/otlp-examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn assert_common_example_tables(p: &Payload) {
+    let ra = p.table(Table::ResourceAttrs);
+    assert_eq!(dict(ra, col::KEY), vec!["service.name"]);
+    assert_eq!(strs(ra, col::STR), vec![s("my.service")]);
+    assert_eq!(
+        bools(p.table(Table::Resources), col::PRESENT),
+        vec![Some(true)]
+    );
+    let sc = p.table(Table::Scopes);
+    assert_eq!(dict(sc, col::NAME), vec!["my.library"]);
+    assert_eq!(dict(sc, col::VERSION), vec!["1.0.0"]);
+    let sa = p.table(Table::ScopeAttrs);
+    assert_eq!(dict(sa, col::KEY), vec!["my.scope.attribute"]);
+    assert_eq!(strs(sa, col::STR), vec![s("some scope attribute")]);
+}
+
+#[test]
+fn json_trace_example() {
+    let p = decode_json(Signal::Traces, &fixture("trace.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let sp = p.table(Table::Spans);
+    assert_eq!(dict(sp, col::NAME), vec!["I'm a server span"]);
+    assert_eq!(
+        fsb(sp, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(sp, col::SPAN_ID), vec![Some(hex("EEE19B7EC3C1B174"))]);
+    assert_eq!(
+        fsb(sp, col::PARENT_SPAN_ID),
+        vec![Some(hex("EEE19B7EC3C1B173"))]
+    );
+    assert_eq!(i32s(sp, col::KIND), vec![2]);
+    assert_eq!(
+        u64s(sp, col::START_TIME_UNIX_NANO),
+        vec![1544712660000000000]
+    );
+    assert_eq!(u64s(sp, col::END_TIME_UNIX_NANO), vec![1544712661000000000]);
+    assert_eq!(bools(sp, col::STATUS_PRESENT), vec![Some(false)]);
+    let at = p.table(Table::SpanAttrs);
+    assert_eq!(dict(at, col::KEY), vec!["my.span.attr"]);
+    assert_eq!(strs(at, col::STR), vec![s("some value")]);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn json_metrics_example() {
+    let p = decode_json(Signal::Metrics, &fixture("metrics.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let mt = p.table(Table::Metrics);
+    assert_eq!(
+        dict(mt, col::NAME),
+        vec![
+            "my.counter",
+            "my.gauge",
+            "my.histogram",
+            "my.exponential.histogram"
+        ]
+    );
+    assert_eq!(
+        dict(mt, col::DESCRIPTION),
+        vec![
+            "I am a Counter",
+            "I am a Gauge",
+            "I am a Histogram",
+            "I am an Exponential Histogram"
+        ]
+    );
+    assert_eq!(dict(mt, col::UNIT), vec!["1"; 4]);
+    use MetricType::*;
+    assert_eq!(
+        u8s(mt, col::METRIC_TYPE),
+        [Sum, Gauge, Histogram, ExponentialHistogram]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(i32s(mt, col::AGGREGATION_TEMPORALITY), vec![1, 0, 1, 1]);
+    assert_eq!(
+        bools(mt, col::IS_MONOTONIC),
+        vec![Some(true), Some(false), Some(false), Some(false)]
+    );
+
+    let np = p.table(Table::NumberPoints);
+    assert_eq!(u32s(np, col::PARENT_ID), vec![0, 1]);
+    assert_eq!(opt_f64(np, col::DOUBLE_VALUE), vec![Some(5.0), Some(10.0)]);
+    assert_eq!(opt_i64(np, col::INT_VALUE), vec![None, None]);
+    assert_eq!(
+        u64s(np, col::START_TIME_UNIX_NANO),
+        vec![1544712660300000000, 0]
+    );
+    assert_eq!(u64s(np, col::TIME_UNIX_NANO), vec![1544712660300000000; 2]);
+    let npa = p.table(Table::NumberPointAttrs);
+    assert_eq!(
+        dict(npa, col::KEY),
+        vec!["my.counter.attr", "my.gauge.attr"]
+    );
+    assert_eq!(strs(npa, col::STR), vec![s("some value"), s("some value")]);
+
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(u32s(hp, col::PARENT_ID), vec![2]);
+    assert_eq!(u64s(hp, col::COUNT), vec![2]);
+    assert_eq!(opt_f64(hp, col::SUM), vec![Some(2.0)]);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![1, 1]]);
+    assert_eq!(list_f64(hp, col::EXPLICIT_BOUNDS), vec![vec![1.0]]);
+    assert_eq!(opt_f64(hp, col::MIN), vec![Some(0.0)]);
+    assert_eq!(opt_f64(hp, col::MAX), vec![Some(2.0)]);
+    assert_eq!(
+        dict(p.table(Table::HistogramPointAttrs), col::KEY),
+        vec!["my.histogram.attr"]
+    );
+
+    let ep = p.table(Table::ExpHistogramPoints);
+    assert_eq!(u32s(ep, col::PARENT_ID), vec![3]);
+    assert_eq!(u64s(ep, col::COUNT), vec![3]);
+    assert_eq!(opt_f64(ep, col::SUM), vec![Some(10.0)]);
+    assert_eq!(i32s(ep, col::SCALE), vec![0]);
+    assert_eq!(u64s(ep, col::ZERO_COUNT), vec![1]);
+    assert_eq!(opt_i32(ep, col::POSITIVE_OFFSET), vec![Some(1)]);
+    assert_eq!(list_u64(ep, col::POSITIVE_BUCKET_COUNTS), vec![vec![0, 2]]);
+    assert_eq!(opt_i32(ep, col::NEGATIVE_OFFSET), vec![None]);
+    assert_eq!(opt_f64(ep, col::MIN), vec![Some(0.0)]);
+    assert_eq!(opt_f64(ep, col::MAX), vec![Some(5.0)]);
+    assert_eq!(f64s(ep, col::ZERO_THRESHOLD), vec![0.0]);
+    assert_eq!(
+        dict(p.table(Table::ExpHistogramPointAttrs), col::KEY),
+        vec!["my.exponential.histogram.attr"]
+    );
+    assert_eq!(p.table(Table::SummaryPoints).num_rows(), 0);
+}
+
+#[test]
+fn json_logs_example() {
+    let p = decode_json(Signal::Logs, &fixture("logs.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let l = p.table(Table::Logs);
+    assert_eq!(u64s(l, col::TIME_UNIX_NANO), vec![1544712660300000000]);
+    assert_eq!(
+        u64s(l, col::OBSERVED_TIME_UNIX_NANO),
+        vec![1544712660300000000]
+    );
+    assert_eq!(i32s(l, col::SEVERITY_NUMBER), vec![10]);
+    assert_eq!(dict(l, col::SEVERITY_TEXT), vec!["Information"]);
+    assert_eq!(
+        fsb(l, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(l, col::SPAN_ID), vec![Some(hex("EEE19B7EC3C1B174"))]);
+    assert_eq!(u8s(l, "body_type"), vec![AnyValueType::Str as u8]);
+    assert_eq!(strs(l, "body_str"), vec![s("Example log record")]);
+
+    let la = p.table(Table::LogAttrs);
+    assert_eq!(
+        dict(la, col::KEY),
+        vec![
+            "string.attribute",
+            "boolean.attribute",
+            "int.attribute",
+            "double.attribute",
+            "array.attribute",
+            "map.attribute"
+        ]
+    );
+    use AnyValueType::*;
+    assert_eq!(
+        u8s(la, col::TYPE),
+        [Str, Bool, Int, Double, Array, Map]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(strs(la, col::STR)[0], s("some string"));
+    assert_eq!(bools(la, col::BOOL)[1], Some(true));
+    assert_eq!(opt_i64(la, col::INT)[2], Some(10));
+    assert_eq!(opt_f64(la, col::DOUBLE)[3], Some(637.704));
+    let by = bins(la, col::BYTES);
+    let arr = AnyValue::decode(by[4].as_deref().unwrap()).unwrap();
+    assert_eq!(
+        arr.value,
+        Some(Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Value::StringValue("many".into()))
+                },
+                AnyValue {
+                    value: Some(Value::StringValue("values".into()))
+                },
+            ]
+        }))
+    );
+    let map = AnyValue::decode(by[5].as_deref().unwrap()).unwrap();
+    assert_eq!(
+        map.value,
+        Some(Value::KvlistValue(KeyValueList {
+            values: vec![kv_str("some.map.key", "some value")]
+        }))
+    );
+}
+
+#[test]
+fn json_probe_tmp() {
+    for j in [
+        r#"{"count":3}"#,
+        r#"{"sum":"Infinity"}"#,
+        r#"{"sum":2}"#,
+        r#"{"bucketCounts":[1,"2"]}"#,
+        r#"{"explicitBounds":[1.5]}"#,
+        r#"{"min":"NaN"}"#,
+        r#"{"explicitBounds":["NaN"]}"#,
+        r#"{"zeroThreshold":"NaN"}"#,
+    ] {
+        println!(
+            "{j} => {:?}",
+            serde_json::from_str::<m::HistogramDataPoint>(j)
+        );
+    }
+    for j in [
+        r#"{"asDouble":"NaN"}"#,
+        r#"{"asDouble":1}"#,
+        r#"{"asInt":1}"#,
+        r#"{"asInt":"x"}"#,
+    ] {
+        println!("{j} => {:?}", serde_json::from_str::<m::NumberDataPoint>(j));
+    }
+    for j in [r#"{"quantile":"NaN","value":"Infinity"}"#] {
+        println!(
+            "{j} => {:?}",
+            serde_json::from_str::<m::summary_data_point::ValueAtQuantile>(j)
+        );
+    }
+    for j in [
+        r#"{"gauge":{"dataPoints":[{"timeUnixNano":"x"}]}}"#,
+        r#"{"gauge":{"dataPoints":[{"asInt":"x"}]}}"#,
+        r#"{"sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_DELTA"}}"#,
+    ] {
+        println!("{j} => {:?}", serde_json::from_str::<m::Metric>(j));
     }
 }
