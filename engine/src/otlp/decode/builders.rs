@@ -14,7 +14,7 @@ use arrow::array::{
     FixedSizeBinaryArray, ListArray, NullBufferBuilder, PrimitiveArray, StringArray, UInt32Array,
     new_null_array,
 };
-use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type, UInt8Type, UInt32Type,
 };
@@ -60,6 +60,39 @@ pub(crate) struct Dict<'a> {
     values: Vec<u8>,
     offsets: Vec<i32>,
     keys: Vec<u32>,
+    /// The last string seen at each slot (attribute index within its parent, or 0) and its
+    /// key. Spans of one kind carry the same keys in the same order, so comparing against the
+    /// previous span's key at the same position usually skips the hash lookup entirely.
+    recent: Vec<(&'a [u8], u32)>,
+}
+
+/// Slots beyond this are not cached (attribute lists are rarely longer).
+const MAX_SLOTS: usize = 64;
+
+/// Equality for short byte strings without a `memcmp` call: word-sized loads, the last one
+/// overlapping. Keys and names are typically 4 to 40 bytes.
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let load = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let mut i = 0;
+    while i + 8 < n {
+        if load(a, i) != load(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    load(a, n - 8) == load(b, n - 8)
 }
 
 impl<'a> Dict<'a> {
@@ -69,16 +102,36 @@ impl<'a> Dict<'a> {
             values: Vec::new(),
             offsets: vec![0],
             keys: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
+    /// Appends `s` (a value that is not position-dependent: names, units, ...).
     #[inline]
     pub fn push(&mut self, s: &'a [u8]) -> R<()> {
+        self.push_at(0, s)
+    }
+
+    /// Appends `s`, seen at position `slot` of its parent (e.g. the attribute index).
+    #[inline]
+    pub fn push_at(&mut self, slot: u32, s: &'a [u8]) -> R<()> {
+        let slot = slot as usize;
+        if let Some(&(prev, k)) = self.recent.get(slot)
+            && short_eq(prev, s)
+        {
+            self.keys.push(k);
+            return Ok(());
+        }
         let k = match self.map.get(s) {
             Some(&k) => k,
             None => self.insert(s)?,
         };
         self.keys.push(k);
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = (s, k);
+        } else if slot == self.recent.len() && slot < MAX_SLOTS {
+            self.recent.push((s, k));
+        }
         Ok(())
     }
 
@@ -430,19 +483,16 @@ impl AnyCols {
 /// other types become empty null slots.
 fn expand_offsets(ty: &[u8], want: impl Fn(u8) -> bool, compact: &[i32]) -> (Vec<i32>, NullBuffer) {
     let mut out = Vec::with_capacity(ty.len() + 1);
-    let mut nulls = BooleanBufferBuilder::new(ty.len());
     out.push(0);
+    let last = compact.len() - 1;
     let mut j = 0usize;
     for &t in ty {
-        let is = want(t);
-        if is {
-            j += 1;
-        }
+        j += want(t) as usize;
         // `compact` has one more entry than values of the wanted type; j never passes it.
-        out.push(compact[j.min(compact.len() - 1)]);
-        nulls.append(is);
+        out.push(compact[j.min(last)]);
     }
-    (out, NullBuffer::new(nulls.finish()))
+    let nulls = BooleanBuffer::collect_bool(ty.len(), |i| want(ty[i]));
+    (out, NullBuffer::new(nulls))
 }
 
 fn expand_prim<T: ArrowPrimitiveType>(ty: &[u8], code: u8, compact: Vec<T::Native>) -> ArrayRef {
@@ -451,20 +501,18 @@ fn expand_prim<T: ArrowPrimitiveType>(ty: &[u8], code: u8, compact: Vec<T::Nativ
         return new_null_array(&T::DATA_TYPE, n);
     }
     let mut values = Vec::with_capacity(n);
-    let mut nulls = BooleanBufferBuilder::new(n);
     let mut it = compact.into_iter();
     for &t in ty {
-        if t == code {
-            values.push(it.next().unwrap_or_default());
-            nulls.append(true);
+        values.push(if t == code {
+            it.next().unwrap_or_default()
         } else {
-            values.push(T::Native::default());
-            nulls.append(false);
-        }
+            T::Native::default()
+        });
     }
+    let nulls = BooleanBuffer::collect_bool(n, |i| ty[i] == code);
     Arc::new(PrimitiveArray::<T>::new(
         ScalarBuffer::from(values),
-        Some(NullBuffer::new(nulls.finish())),
+        Some(NullBuffer::new(nulls)),
     ))
 }
 

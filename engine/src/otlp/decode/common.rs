@@ -126,7 +126,7 @@ impl<'a> Common<'a> {
             match k {
                 k if k == key(1, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.res_attrs, rid, m, self.strict)
+                    key_value(&mut self.res_attrs, rid, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -207,7 +207,7 @@ impl<'a> Common<'a> {
                 k if k == key(2, LEN) => *version = r.bytes()?,
                 k if k == key(3, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.scope_attrs, sid, m, self.strict)
+                    key_value(&mut self.scope_attrs, sid, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -276,6 +276,7 @@ fn key_value_fields(f: u32) -> Option<(&'static str, u32)> {
 pub(crate) fn key_value<'a>(
     attrs: &mut Attrs<'a>,
     parent: u32,
+    index: u32,
     mut r: Reader<'a>,
     strict: bool,
 ) -> R<()> {
@@ -295,7 +296,7 @@ pub(crate) fn key_value<'a>(
             r.skip(t, key_value_fields)?;
         }
     }
-    attrs.key.push(k).at("key")?;
+    attrs.key.push_at(index, k).at("key")?;
     attrs.parent.push(parent);
     attrs.vals.push(v);
     Ok(())

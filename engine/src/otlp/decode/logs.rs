@@ -62,7 +62,7 @@ impl<'a> Items<'a> for Logs<'a> {
             match k {
                 k if k == key(6, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.attrs, row, m, self.strict)
+                    key_value(&mut self.attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }

@@ -47,7 +47,7 @@ impl<'a> Exemplars<'a> {
             match k {
                 k if k == key(7, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.attrs, row, m, strict)
+                    key_value(&mut self.attrs, row, n_attrs, m, strict)
                         .at_idx("filtered_attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -248,7 +248,7 @@ impl<'a> Items<'a> for Metrics<'a> {
                 k if k == key(3, LEN) => unit = r.bytes()?,
                 k if k == key(12, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.metadata, row, m, self.strict)
+                    key_value(&mut self.metadata, row, n_meta, m, self.strict)
                         .at_idx("metadata", n_meta)?;
                     n_meta += 1;
                 }
@@ -410,7 +410,7 @@ impl<'a> Metrics<'a> {
             match k {
                 k if k == key(7, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.n_attrs, row, m, self.strict)
+                    key_value(&mut self.n_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -459,7 +459,7 @@ impl<'a> Metrics<'a> {
             match k {
                 k if k == key(9, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.h_attrs, row, m, self.strict)
+                    key_value(&mut self.h_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -530,7 +530,7 @@ impl<'a> Metrics<'a> {
             match k {
                 k if k == key(1, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.e_attrs, row, m, self.strict)
+                    key_value(&mut self.e_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -611,7 +611,7 @@ impl<'a> Metrics<'a> {
             match k {
                 k if k == key(7, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.s_attrs, row, m, self.strict)
+                    key_value(&mut self.s_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }

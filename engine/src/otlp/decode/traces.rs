@@ -125,7 +125,7 @@ impl<'a> Items<'a> for Traces<'a> {
             match k {
                 k if k == key(9, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.attrs, row, m, self.strict)
+                    key_value(&mut self.attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -245,7 +245,7 @@ impl<'a> Traces<'a> {
                 k if k == key(2, LEN) => name = r.bytes()?,
                 k if k == key(3, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.ev_attrs, row, m, self.strict)
+                    key_value(&mut self.ev_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
@@ -276,7 +276,7 @@ impl<'a> Traces<'a> {
                 k if k == key(3, LEN) => trace_state = r.bytes()?,
                 k if k == key(4, LEN) => {
                     let m = r.message()?;
-                    key_value(&mut self.ln_attrs, row, m, self.strict)
+                    key_value(&mut self.ln_attrs, row, n_attrs, m, self.strict)
                         .at_idx("attributes", n_attrs)?;
                     n_attrs += 1;
                 }
