@@ -113,7 +113,7 @@ impl<'a> Dict<'a> {
     }
 
     /// Appends `s`, seen at position `slot` of its parent (e.g. the attribute index).
-    #[inline]
+    #[inline(always)]
     pub fn push_at(&mut self, slot: u32, s: &'a [u8]) -> R<()> {
         let slot = slot as usize;
         if let Some(&(prev, k)) = self.recent.get(slot)
@@ -387,7 +387,7 @@ impl AnyCols {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, v: Val<'_>) {
         match v {
             Val::Str(s) => {

@@ -232,11 +232,19 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     pub fn varint(&mut self) -> R<u64> {
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(b as u64);
+        // One- and two-byte varints (tags, lengths of attributes and spans) are the vast
+        // majority: keep them inline.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(b as u64);
+            }
+            if let Some(&b2) = self.buf.get(self.pos + 1)
+                && b2 < 0x80
+            {
+                self.pos += 2;
+                return Ok((b & 0x7f) as u64 | (b2 as u64) << 7);
+            }
         }
         self.varint_slow()
     }
