@@ -288,10 +288,10 @@ pub(crate) fn key_value<'a>(
             k = r.bytes()?;
         } else if t == key(2, LEN) {
             let m = r.message()?;
-            if v == Val::Absent {
+            if matches!(v, Val::Absent) {
                 v = Val::Empty;
             }
-            any_value(m, &mut v, strict).at("value")?;
+            v = any_value(m, v, strict).at("value")?;
         } else {
             r.skip(t, key_value_fields)?;
         }
@@ -319,8 +319,10 @@ fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {
 /// Decodes an `AnyValue` message into `v`. A later oneof field replaces an earlier one, as in
 /// prost. `array_value`/`kvlist_value` keep the whole message's bytes and are validated with
 /// prost (rare; prost also enforces its recursion limit on deeply nested values).
-#[inline]
-pub(crate) fn any_value<'a>(mut r: Reader<'a>, v: &mut Val<'a>, strict: bool) -> R<()> {
+/// Takes and returns the value by value (not `&mut`) so it stays in registers on the hot
+/// path; the input value is what a previous occurrence of the same field left (merge).
+#[inline(always)]
+pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>, strict: bool) -> R<Val<'a>> {
     let whole = r.all();
     while r.has_more() {
         let t = r.key()?;
@@ -330,33 +332,33 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, v: &mut Val<'a>, strict: bool) ->
                 if strict {
                     check_utf8(s).at("string_value")?;
                 }
-                *v = Val::Str(s);
+                v = Val::Str(s);
             }
-            t if t == key(2, VARINT) => *v = Val::Bool(r.varint()? != 0),
-            t if t == key(3, VARINT) => *v = Val::Int(r.varint()? as i64),
-            t if t == key(4, I64) => *v = Val::Double(r.f64()?),
+            t if t == key(2, VARINT) => v = Val::Bool(r.varint()? != 0),
+            t if t == key(3, VARINT) => v = Val::Int(r.varint()? as i64),
+            t if t == key(4, I64) => v = Val::Double(r.f64()?),
             t if t == key(5, LEN) => {
                 r.bytes()?;
-                *v = Val::Array(whole);
+                v = Val::Array(whole);
             }
             t if t == key(6, LEN) => {
                 r.bytes()?;
-                *v = Val::Map(whole);
+                v = Val::Map(whole);
             }
-            t if t == key(7, LEN) => *v = Val::Bytes(r.bytes()?),
+            t if t == key(7, LEN) => v = Val::Bytes(r.bytes()?),
             t if t == key(8, VARINT) => {
                 // `string_value_strindex` is profiles-only; the spec says to treat the value
                 // as absent for other signals, so the AnyValue becomes empty.
                 r.varint()?;
-                *v = Val::Empty;
+                v = Val::Empty;
             }
             _ => r.skip(t, any_value_fields)?,
         }
     }
-    if let Val::Array(b) | Val::Map(b) = *v {
+    if let Val::Array(b) | Val::Map(b) = v {
         validate_nested(b)?;
     }
-    Ok(())
+    Ok(v)
 }
 
 #[cold]

@@ -72,7 +72,7 @@ impl<'a> Items<'a> for Logs<'a> {
                 k if k == key(3, LEN) => severity_text = r.bytes()?,
                 k if k == key(5, LEN) => {
                     let m = r.message()?;
-                    any_value(m, &mut body, self.strict).at("body")?;
+                    body = any_value(m, body, self.strict).at("body")?;
                 }
                 k if k == key(7, VARINT) => dropped = r.varint()? as u32,
                 k if k == key(8, I32) => flags = r.fixed32()?,
