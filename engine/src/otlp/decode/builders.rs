@@ -365,7 +365,10 @@ const T_ABSENT: u8 = 8;
 pub(crate) struct AnyCols {
     ty: Vec<u8>,
     str_values: Vec<u8>,
+    /// Dense: one offset per row (non-string rows repeat the previous offset), because
+    /// strings are the common case and this avoids an expansion pass in `finish`.
     str_offsets: Vec<i32>,
+    str_count: usize,
     ints: Vec<i64>,
     doubles: Vec<f64>,
     bools: Vec<bool>,
@@ -379,6 +382,7 @@ impl AnyCols {
             ty: Vec::new(),
             str_values: Vec::new(),
             str_offsets: vec![0],
+            str_count: 0,
             ints: Vec::new(),
             doubles: Vec::new(),
             bools: Vec::new(),
@@ -389,12 +393,16 @@ impl AnyCols {
 
     #[inline(always)]
     pub fn push(&mut self, v: Val<'_>) {
+        if let Val::Str(s) = v {
+            self.ty.push(T_STR);
+            self.str_values.extend_from_slice(s);
+            self.str_offsets.push(self.str_values.len() as i32);
+            self.str_count += 1;
+            return;
+        }
+        self.str_offsets.push(self.str_values.len() as i32);
         match v {
-            Val::Str(s) => {
-                self.ty.push(T_STR);
-                self.str_values.extend_from_slice(s);
-                self.str_offsets.push(self.str_values.len() as i32);
-            }
+            Val::Str(_) => {}
             Val::Int(i) => {
                 self.ty.push(T_INT);
                 self.ints.push(i);
@@ -426,14 +434,18 @@ impl AnyCols {
         let n = self.ty.len();
         let ty = &self.ty;
         let str_col: ArrayRef = {
-            let count = self.str_offsets.len() - 1;
+            let count = self.str_count;
             if count == 0 {
                 new_null_array(&DataType::Utf8, n)
             } else if count == n {
                 Arc::new(utf8_array(self.str_offsets, self.str_values, None)?)
             } else {
-                let (offs, nulls) = expand_offsets(ty, |t| t == T_STR, &self.str_offsets);
-                Arc::new(utf8_array(offs, self.str_values, Some(nulls))?)
+                let nulls = BooleanBuffer::collect_bool(n, |i| ty[i] == T_STR);
+                Arc::new(utf8_array(
+                    self.str_offsets,
+                    self.str_values,
+                    Some(NullBuffer::new(nulls)),
+                )?)
             }
         };
         let bin_col: ArrayRef = {
