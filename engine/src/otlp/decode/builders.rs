@@ -43,7 +43,17 @@ pub(crate) fn check_utf8(b: &[u8]) -> R<()> {
     }
 }
 
+/// Gives back the growth slack of a column buffer: Arrow keeps the `Vec`'s allocation, and
+/// decoded batches may sit in memory for a while (batching, tail sampling).
+fn tight<T>(mut v: Vec<T>) -> Vec<T> {
+    if v.capacity() - v.len() > 4096 / std::mem::size_of::<T>().max(1) {
+        v.shrink_to_fit();
+    }
+    v
+}
+
 fn offsets(v: Vec<i32>) -> OffsetBuffer<i32> {
+    let v = tight(v);
     // Offsets are built monotonically from 0 by construction; `new` re-checks (cheap).
     OffsetBuffer::new(ScalarBuffer::from(v))
 }
@@ -147,7 +157,7 @@ impl<'a> Dict<'a> {
 
     pub fn finish(self) -> R<ArrayRef> {
         let values = utf8_array(self.offsets, self.values, None)?;
-        let keys = UInt32Array::new(ScalarBuffer::from(self.keys), None);
+        let keys = UInt32Array::new(ScalarBuffer::from(tight(self.keys)), None);
         let d = DictionaryArray::<UInt32Type>::try_new(keys, Arc::new(values)).map_err(internal)?;
         Ok(Arc::new(d))
     }
@@ -200,7 +210,7 @@ impl Bin {
     pub fn finish(self) -> ArrayRef {
         Arc::new(BinaryArray::new(
             offsets(self.offsets),
-            Buffer::from_vec(self.values),
+            Buffer::from_vec(tight(self.values)),
             None,
         ))
     }
@@ -233,7 +243,7 @@ impl<const N: usize> FixedBin<N> {
     pub fn finish(mut self) -> R<ArrayRef> {
         let a = FixedSizeBinaryArray::try_new(
             N as i32,
-            Buffer::from_vec(self.values),
+            Buffer::from_vec(tight(self.values)),
             self.nulls.finish(),
         )
         .map_err(internal)?;
@@ -258,7 +268,7 @@ pub(crate) fn check_id<const N: usize>(b: &[u8], field: &'static str) -> R<()> {
 }
 
 pub(crate) fn prim<T: ArrowPrimitiveType>(v: Vec<T::Native>) -> ArrayRef {
-    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(v), None))
+    Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(tight(v)), None))
 }
 
 /// A nullable primitive column.
@@ -289,7 +299,7 @@ impl<T: ArrowPrimitiveType> OptPrim<T> {
     }
     pub fn finish(mut self) -> ArrayRef {
         Arc::new(PrimitiveArray::<T>::new(
-            ScalarBuffer::from(self.values),
+            ScalarBuffer::from(tight(self.values)),
             self.nulls.finish(),
         ))
     }
@@ -322,7 +332,7 @@ impl<T: ArrowPrimitiveType> List<T> {
     }
     pub fn finish(self) -> R<ArrayRef> {
         let field = Arc::new(Field::new("item", T::DATA_TYPE, false));
-        let values = PrimitiveArray::<T>::new(ScalarBuffer::from(self.values), None);
+        let values = PrimitiveArray::<T>::new(ScalarBuffer::from(tight(self.values)), None);
         let a = ListArray::try_new(field, offsets(self.offsets), Arc::new(values), None)
             .map_err(internal)?;
         Ok(Arc::new(a))
@@ -456,14 +466,14 @@ impl AnyCols {
             } else if count == n {
                 Arc::new(BinaryArray::new(
                     offsets(self.bin_offsets),
-                    Buffer::from_vec(self.bin_values),
+                    Buffer::from_vec(tight(self.bin_values)),
                     None,
                 ))
             } else {
                 let (offs, nulls) = expand_offsets(ty, is_bin, &self.bin_offsets);
                 Arc::new(BinaryArray::new(
                     offsets(offs),
-                    Buffer::from_vec(self.bin_values),
+                    Buffer::from_vec(tight(self.bin_values)),
                     Some(nulls),
                 ))
             }
