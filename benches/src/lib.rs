@@ -108,7 +108,7 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
                         rng.next() & 0xffff_ffff_ffff
                     ),
                 ),
-                kv_str("k8s.deployment.name", format!("{service}")),
+                kv_str("k8s.deployment.name", service.to_string()),
                 kv_str(
                     "k8s.node.name",
                     format!("ip-10-0-{}-{}.ec2.internal", r + 1, 17 + r),
@@ -131,11 +131,11 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
             };
             let mut out = Vec::with_capacity(count);
             for _ in 0..count {
-                if n % 16 == 0 {
+                if n.is_multiple_of(16) {
                     trace_id = rng.bytes(16);
                     root_span_id = rng.bytes(8);
                 }
-                let is_root = n % 16 == 0;
+                let is_root = n.is_multiple_of(16);
                 let start = base_ns + n as u64 * 1_000_000 + (rng.next() % 1000);
                 let dur = 50_000 + rng.next() % 20_000_000;
                 let method = rng.pick(METHODS);
@@ -144,7 +144,11 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
                     .replace("{id}", "48213")
                     .replace("{orderId}", "A-99172")
                     .replace("{sku}", "SKU-88812");
-                let status_code = if rng.next() % 20 == 0 { 500 } else { 200 };
+                let status_code = if rng.next().is_multiple_of(20) {
+                    500
+                } else {
+                    200
+                };
                 let mut attributes = if s == 0 {
                     vec![
                         kv_str("http.request.method", method),

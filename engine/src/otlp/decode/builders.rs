@@ -79,6 +79,11 @@ pub(crate) struct Dict<'a> {
 /// Slots beyond this are not cached (attribute lists are rarely longer).
 const MAX_SLOTS: usize = 64;
 
+#[cfg(test)]
+pub(crate) fn short_eq_for_tests(a: &[u8], b: &[u8]) -> bool {
+    short_eq(a, b)
+}
+
 /// Equality for short byte strings without a `memcmp` call: word-sized loads, the last one
 /// overlapping. Keys and names are typically 4 to 40 bytes.
 #[inline(always)]

@@ -1420,41 +1420,95 @@ fn json_logs_example() {
 }
 
 #[test]
-fn json_probe_tmp() {
-    for j in [
-        r#"{"count":3}"#,
-        r#"{"sum":"Infinity"}"#,
-        r#"{"sum":2}"#,
-        r#"{"bucketCounts":[1,"2"]}"#,
-        r#"{"explicitBounds":[1.5]}"#,
-        r#"{"min":"NaN"}"#,
-        r#"{"explicitBounds":["NaN"]}"#,
-        r#"{"zeroThreshold":"NaN"}"#,
-    ] {
-        println!(
-            "{j} => {:?}",
-            serde_json::from_str::<m::HistogramDataPoint>(j)
-        );
-    }
-    for j in [
-        r#"{"asDouble":"NaN"}"#,
-        r#"{"asDouble":1}"#,
-        r#"{"asInt":1}"#,
-        r#"{"asInt":"x"}"#,
-    ] {
-        println!("{j} => {:?}", serde_json::from_str::<m::NumberDataPoint>(j));
-    }
-    for j in [r#"{"quantile":"NaN","value":"Infinity"}"#] {
-        println!(
-            "{j} => {:?}",
-            serde_json::from_str::<m::summary_data_point::ValueAtQuantile>(j)
-        );
-    }
-    for j in [
-        r#"{"gauge":{"dataPoints":[{"timeUnixNano":"x"}]}}"#,
-        r#"{"gauge":{"dataPoints":[{"asInt":"x"}]}}"#,
-        r#"{"sum":{"aggregationTemporality":"AGGREGATION_TEMPORALITY_DELTA"}}"#,
-    ] {
-        println!("{j} => {:?}", serde_json::from_str::<m::Metric>(j));
+fn json_spec_edges() {
+    // unknown fields ignored, ids in lower case hex, int64 as number or string, nulls = default
+    let j = r#"{"resourceSpans":[{"unknownField":1,"scopeSpans":[{"spans":[{"name":"x",
+        "foo":{"a":[1,2]},"traceId":"5b8efff798038103d269b633813fc60c","spanId":"",
+        "parentSpanId":null,"kind":2,"startTimeUnixNano":1544712660000000000,
+        "attributes":[{"key":"i","value":{"intValue":10}},{"key":"n"},
+        {"key":"b","value":{"bytesValue":"AAE="}},{"key":"e","value":{}}],
+        "status":{"code":2,"message":"m"}}]}]}]}"#;
+    let p = decode_json(Signal::Traces, j.as_bytes()).unwrap();
+    let sp = p.table(Table::Spans);
+    assert_eq!(
+        fsb(sp, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(sp, col::SPAN_ID), vec![None]);
+    assert_eq!(
+        u64s(sp, col::START_TIME_UNIX_NANO),
+        vec![1544712660000000000]
+    );
+    assert_eq!(i32s(sp, col::STATUS_CODE), vec![2]);
+    let at = p.table(Table::SpanAttrs);
+    use AnyValueType::*;
+    assert_eq!(
+        u8s(at, col::TYPE),
+        [Int, Absent, Bytes, Empty].map(|t| t as u8).to_vec()
+    );
+    assert_eq!(opt_i64(at, col::INT)[0], Some(10));
+    assert_eq!(bins(at, col::BYTES)[2], Some(vec![0, 1]));
+
+    // special doubles, string and number int64s in metrics
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"g","gauge":{"dataPoints":[{"asInt":"5","exemplars":[{"asDouble":"-Infinity"}]},
+                                           {"asDouble":"NaN"}]}},
+        {"name":"h","histogram":{"dataPoints":[{"count":3,"sum":"Infinity","min":"-Infinity",
+                                 "bucketCounts":[1,"2"],"explicitBounds":[1.5,"Infinity"]}]}},
+        {"name":"s","summary":{"dataPoints":[{"sum":"NaN","quantileValues":[{"quantile":0.5,"value":"NaN"}]}]}}
+    ]}]}]}"#;
+    let p = decode_json(Signal::Metrics, j.as_bytes()).unwrap();
+    let np = p.table(Table::NumberPoints);
+    assert_eq!(opt_i64(np, col::INT_VALUE), vec![Some(5), None]);
+    assert!(opt_f64(np, col::DOUBLE_VALUE)[1].unwrap().is_nan());
+    assert_eq!(
+        opt_f64(p.table(Table::NumberExemplars), col::DOUBLE_VALUE),
+        vec![Some(f64::NEG_INFINITY)]
+    );
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(u64s(hp, col::COUNT), vec![3]);
+    assert_eq!(opt_f64(hp, col::SUM), vec![Some(f64::INFINITY)]);
+    assert_eq!(opt_f64(hp, col::MIN), vec![Some(f64::NEG_INFINITY)]);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![1, 2]]);
+    assert_eq!(
+        list_f64(hp, col::EXPLICIT_BOUNDS),
+        vec![vec![1.5, f64::INFINITY]]
+    );
+    assert!(f64s(p.table(Table::SummaryPoints), col::SUM_F64)[0].is_nan());
+
+    // opentelemetry-proto's flattened oneofs swallow errors; we report them
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"h","histogram":{"dataPoints":[{"timeUnixNano":"yesterday"}]}}]}]}]}"#;
+    let e = decode_json(Signal::Metrics, j.as_bytes()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("resourceMetrics[0].scopeMetrics[0].metrics[0].histogram"),
+        "{e}"
+    );
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"g","gauge":{"dataPoints":[{"asInt":"five"}]}}]}]}]}"#;
+    let e = decode_json(Signal::Metrics, j.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("dataPoints[0].asInt"), "{e}");
+
+    // enums must be integers (OTLP/JSON spec): a clear error, not a silent default
+    let j = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SERVER"}]}]}]}"#;
+    assert!(matches!(
+        decode_json(Signal::Traces, j.as_bytes()),
+        Err(DecodeError::Json { .. })
+    ));
+}
+
+#[test]
+fn short_eq_matches_slice_eq() {
+    let base = b"http.response.status_code.and.more.bytes-0123456789";
+    for n in 0..base.len() {
+        let a = &base[..n];
+        assert!(builders::short_eq_for_tests(a, a));
+        for i in 0..n {
+            let mut b = a.to_vec();
+            b[i] ^= 1;
+            assert!(!builders::short_eq_for_tests(a, &b), "n={n} i={i}");
+        }
+        assert!(!builders::short_eq_for_tests(a, &base[..n + 1]));
     }
 }
