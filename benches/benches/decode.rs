@@ -26,6 +26,17 @@ fn decode_traces(c: &mut Criterion) {
         payload.memory_size() as f64 / spans as f64,
     );
 
+    for (t, b) in payload.tables() {
+        if b.num_rows() > 0 {
+            eprintln!(
+                "  {t:?}: {} rows, {} bytes ({:.0} B/span)",
+                b.num_rows(),
+                b.get_array_memory_size(),
+                b.get_array_memory_size() as f64 / spans as f64
+            );
+        }
+    }
+
     let mut g = c.benchmark_group("decode_traces_1000_spans");
     g.throughput(Throughput::Bytes(buf.len() as u64));
     g.bench_function("prost", |b| {

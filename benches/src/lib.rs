@@ -272,6 +272,10 @@ mod tests {
                 .map(|ss| ss.spans.len())
                 .sum();
             assert_eq!(total, n);
+            let p = sluice_engine::otlp::decode_traces(&prost::Message::encode_to_vec(&r))
+                .expect("decodes");
+            p.validate().expect("valid payload");
+            assert_eq!(p.item_count(), n);
         }
     }
 }
