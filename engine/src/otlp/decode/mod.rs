@@ -33,7 +33,14 @@
 //! repeated within one message is validated only for its last occurrence; a repeated `value`
 //! (KeyValue) or `body` (LogRecord) message merges scalar values but keeps only the last
 //! occurrence's bytes for array/kvlist values; a log body that is present but empty is
-//! indistinguishable from an absent body (schema: both are type Empty).
+//! indistinguishable from an absent body (schema: both are type Empty). prost's recursion
+//! limit (100 nested messages) counts from the request root; nested AnyValues are validated
+//! with prost from the AnyValue, so ~6 more levels of nesting pass here than in prost.
+//!
+//! Resource use: columns grow with the input only; every row comes from at least two input
+//! bytes, so row counts fit `u32` and value buffers fit `i32` offsets for any request up to
+//! [`MAX_REQUEST_BYTES`]. Worst-case expansion (a request of empty spans) is about 50 bytes of
+//! Arrow per input byte, below prost's (a `Span` struct is ~250 bytes).
 //!
 //! # JSON
 //!
