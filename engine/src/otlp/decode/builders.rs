@@ -52,6 +52,24 @@ fn tight<T>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
+/// Sets a singular string field. prost keeps the last occurrence of a repeated field but
+/// validates every one; only the last reaches our bulk UTF-8 check, so a replaced value is
+/// checked here (rare: encoders never repeat singular fields).
+#[inline(always)]
+pub(crate) fn set_str<'a>(slot: &mut &'a [u8], new: &'a [u8], field: &'static str) -> R<()> {
+    if !slot.is_empty() {
+        check_replaced(slot, field)?;
+    }
+    *slot = new;
+    Ok(())
+}
+
+#[cold]
+fn check_replaced(s: &[u8], field: &'static str) -> R<()> {
+    use super::wire::Ctx;
+    check_utf8(s).at(field)
+}
+
 fn offsets(v: Vec<i32>) -> OffsetBuffer<i32> {
     let v = tight(v);
     // Offsets are built monotonically from 0 by construction; `new` re-checks (cheap).

@@ -5,7 +5,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::UInt32Type;
 use prost::Message;
 
-use super::builders::{Attrs, Bin, Dict, Str, Val, bools, check_utf8, prim};
+use super::builders::{Attrs, Bin, Dict, Str, Val, bools, check_utf8, prim, set_str};
 use super::wire::{Ctx, I64, Kind, LEN, R, Reader, VARINT, key};
 
 /// One signal's item decoder (spans, metrics, log records), plugged into the common walk.
@@ -98,7 +98,7 @@ impl<'a> Common<'a> {
                     self.scope_x(d, rid, m).at_idx(D::SCOPES, n_scopes)?;
                     n_scopes += 1;
                 }
-                k if k == key(3, LEN) => schema_url = r.bytes()?,
+                k if k == key(3, LEN) => set_str(&mut schema_url, r.bytes()?, "schema_url")?,
                 _ => r.skip(k, |f| match f {
                     1 => Some(("resource", LEN)),
                     2 => Some((D::SCOPES, LEN)),
@@ -170,7 +170,7 @@ impl<'a> Common<'a> {
                     self.scope(sid, m, &mut name, &mut version, &mut dropped)
                         .at("scope")?;
                 }
-                k if k == key(3, LEN) => schema_url = r.bytes()?,
+                k if k == key(3, LEN) => set_str(&mut schema_url, r.bytes()?, "schema_url")?,
                 _ => r.skip(k, |f| match f {
                     1 => Some(("scope", LEN)),
                     2 => Some((D::ITEMS, LEN)),
@@ -203,8 +203,8 @@ impl<'a> Common<'a> {
         while r.has_more() {
             let k = r.key()?;
             match k {
-                k if k == key(1, LEN) => *name = r.bytes()?,
-                k if k == key(2, LEN) => *version = r.bytes()?,
+                k if k == key(1, LEN) => set_str(name, r.bytes()?, "name")?,
+                k if k == key(2, LEN) => set_str(version, r.bytes()?, "version")?,
                 k if k == key(3, LEN) => {
                     let m = r.message()?;
                     key_value(&mut self.scope_attrs, sid, n_attrs, m, self.strict)
@@ -262,11 +262,10 @@ fn scope_fields(f: u32) -> Option<(&'static str, u32)> {
 }
 
 fn key_value_fields(f: u32) -> Option<(&'static str, u32)> {
-    // Field 3, `key_strindex`, is profiles-only: not declared here, so it is skipped like an
-    // unknown field whatever its wire type.
     match f {
         1 => Some(("key", LEN)),
         2 => Some(("value", LEN)),
+        3 => Some(("key_strindex", VARINT)),
         _ => None,
     }
 }
@@ -285,13 +284,17 @@ pub(crate) fn key_value<'a>(
     while r.has_more() {
         let t = r.key()?;
         if t == key(1, LEN) {
-            k = r.bytes()?;
+            set_str(&mut k, r.bytes()?, "key")?;
         } else if t == key(2, LEN) {
             let m = r.message()?;
             if matches!(v, Val::Absent) {
                 v = Val::Empty;
             }
             v = any_value(m, v, strict).at("value")?;
+        } else if t == key(3, VARINT) {
+            // `key_strindex` is profiles-only: read (its wire type is checked, as by prost)
+            // and ignored.
+            r.varint()?;
         } else {
             r.skip(t, key_value_fields)?;
         }
@@ -326,6 +329,12 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>, strict: bool) -> 
     let whole = r.all();
     while r.has_more() {
         let t = r.key()?;
+        if let Val::Str(prev) = v
+            && !strict
+        {
+            // Any field may replace the oneof; prost validated the replaced string.
+            check_replaced_value(prev)?;
+        }
         match t {
             t if t == key(1, LEN) => {
                 let s = r.bytes()?;
@@ -359,6 +368,11 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>, strict: bool) -> 
         validate_nested(b)?;
     }
     Ok(v)
+}
+
+#[cold]
+fn check_replaced_value(s: &[u8]) -> R<()> {
+    check_utf8(s).at("string_value")
 }
 
 #[cold]

@@ -3,7 +3,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Int32Type, UInt32Type, UInt64Type};
 
-use super::builders::{AnyCols, Attrs, Dict, FixedBin, Val, check_id, prim};
+use super::builders::{AnyCols, Attrs, Dict, FixedBin, Val, check_id, prim, set_str};
 use super::common::{Items, any_value, key_value};
 use super::wire::{Ctx, I32, I64, LEN, R, Reader, VARINT, key};
 
@@ -69,7 +69,7 @@ impl<'a> Items<'a> for Logs<'a> {
                 k if k == key(1, I64) => time = r.fixed64()?,
                 k if k == key(11, I64) => observed = r.fixed64()?,
                 k if k == key(2, VARINT) => severity_number = r.varint()? as i32,
-                k if k == key(3, LEN) => severity_text = r.bytes()?,
+                k if k == key(3, LEN) => set_str(&mut severity_text, r.bytes()?, "severity_text")?,
                 k if k == key(5, LEN) => {
                     let m = r.message()?;
                     body = any_value(m, body, self.strict).at("body")?;
@@ -78,7 +78,7 @@ impl<'a> Items<'a> for Logs<'a> {
                 k if k == key(8, I32) => flags = r.fixed32()?,
                 k if k == key(9, LEN) => trace_id = r.bytes()?,
                 k if k == key(10, LEN) => span_id = r.bytes()?,
-                k if k == key(12, LEN) => event_name = r.bytes()?,
+                k if k == key(12, LEN) => set_str(&mut event_name, r.bytes()?, "event_name")?,
                 _ => r.skip(k, log_fields)?,
             }
         }

@@ -5,7 +5,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
 use prost::Message;
 
-use super::builders::{Attrs, Dict, FixedBin, List, OptPrim, bools, check_id, prim};
+use super::builders::{Attrs, Dict, FixedBin, List, OptPrim, bools, check_id, prim, set_str};
 use super::common::{Items, key_value};
 use super::wire::{Ctx, Error, I64, Kind, LEN, R, Reader, VARINT, err, key, zigzag32};
 use crate::schema::{MetricType, Table};
@@ -243,9 +243,9 @@ impl<'a> Items<'a> for Metrics<'a> {
             let k = r.key()?;
             let f = k >> 3;
             match k {
-                k if k == key(1, LEN) => name = r.bytes()?,
-                k if k == key(2, LEN) => description = r.bytes()?,
-                k if k == key(3, LEN) => unit = r.bytes()?,
+                k if k == key(1, LEN) => set_str(&mut name, r.bytes()?, "name")?,
+                k if k == key(2, LEN) => set_str(&mut description, r.bytes()?, "description")?,
+                k if k == key(3, LEN) => set_str(&mut unit, r.bytes()?, "unit")?,
                 k if k == key(12, LEN) => {
                     let m = r.message()?;
                     key_value(&mut self.metadata, row, n_meta, m, self.strict)

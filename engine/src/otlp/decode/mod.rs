@@ -24,13 +24,14 @@
 //! - `AnyValue`: see [`crate::schema`]. `array_value`/`kvlist_value` are kept as the bytes of
 //!   the whole `AnyValue` message (type Array/Map) and validated with prost. The profiles-only
 //!   fields `KeyValue.key_strindex` and `AnyValue.string_value_strindex` are ignored: the
-//!   former is skipped, the latter makes the value Empty (the spec says to treat it as absent
-//!   outside profiles).
+//!   former is read and dropped, the latter makes the value Empty (the spec says to treat it
+//!   as absent outside profiles).
 //! - Metrics: if a `Metric` carries several different `data` oneof fields, the last one wins as
 //!   in prost; the discarded ones are validated with prost but not stored.
 //!
-//! Known differences from prost, all for encodings no protobuf library produces: a string field
-//! repeated within one message is validated only for its last occurrence; a repeated `value`
+//! Acceptance is differential-tested against prost on mutated and truncated requests: we accept
+//! exactly what prost accepts, minus bad id lengths. Known differences in *content*, all for
+//! encodings no protobuf library produces: a repeated `value`
 //! (KeyValue) or `body` (LogRecord) message merges scalar values but keeps only the last
 //! occurrence's bytes for array/kvlist values; a log body that is present but empty is
 //! indistinguishable from an absent body (schema: both are type Empty). prost's recursion

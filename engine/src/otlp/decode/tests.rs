@@ -1190,13 +1190,19 @@ mod props {
             }
             // Differential check: we accept exactly what prost accepts, except that we also
             // reject ids of the wrong length (as the Collector does).
-            let prost_ok = match signal {
-                Signal::Traces => ExportTraceServiceRequest::decode(buf).is_ok(),
-                Signal::Metrics => ExportMetricsServiceRequest::decode(buf).is_ok(),
-                Signal::Logs => ExportLogsServiceRequest::decode(buf).is_ok(),
+            let prost_res = match signal {
+                Signal::Traces => ExportTraceServiceRequest::decode(buf).map(drop),
+                Signal::Metrics => ExportMetricsServiceRequest::decode(buf).map(drop),
+                Signal::Logs => ExportLogsServiceRequest::decode(buf).map(drop),
             };
+            let prost_ok = prost_res.is_ok();
             match &ours {
-                Ok(_) => prop_assert!(prost_ok, "we accepted what prost rejects"),
+                Ok(_) => prop_assert!(
+                    prost_ok,
+                    "we accepted what prost rejects ({:?}): {:02x?}",
+                    prost_res,
+                    buf
+                ),
                 Err(DecodeError::InvalidIdLength { .. }) => {}
                 Err(e) => prop_assert!(!prost_ok, "we rejected what prost accepts: {e}"),
             }

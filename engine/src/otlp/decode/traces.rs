@@ -4,7 +4,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Int32Type, UInt32Type, UInt64Type};
 
-use super::builders::{Attrs, Dict, FixedBin, Str, bools, check_id, check_utf8, prim};
+use super::builders::{Attrs, Dict, FixedBin, Str, bools, check_id, check_utf8, prim, set_str};
 use super::common::{Items, key_value};
 use super::wire::{Ctx, I32, I64, LEN, R, Reader, VARINT, key};
 
@@ -131,9 +131,9 @@ impl<'a> Items<'a> for Traces<'a> {
                 }
                 k if k == key(1, LEN) => trace_id = r.bytes()?,
                 k if k == key(2, LEN) => span_id = r.bytes()?,
-                k if k == key(3, LEN) => trace_state = r.bytes()?,
+                k if k == key(3, LEN) => set_str(&mut trace_state, r.bytes()?, "trace_state")?,
                 k if k == key(4, LEN) => parent_span_id = r.bytes()?,
-                k if k == key(5, LEN) => name = r.bytes()?,
+                k if k == key(5, LEN) => set_str(&mut name, r.bytes()?, "name")?,
                 k if k == key(6, VARINT) => kind = r.varint()? as i32,
                 k if k == key(7, I64) => start = r.fixed64()?,
                 k if k == key(8, I64) => end = r.fixed64()?,
@@ -157,7 +157,8 @@ impl<'a> Items<'a> for Traces<'a> {
                     while s.has_more() {
                         let k = s.key().at("status")?;
                         if k == key(2, LEN) {
-                            status_message = s.bytes().at("status")?;
+                            set_str(&mut status_message, s.bytes().at("status")?, "message")
+                                .at("status")?;
                         } else if k == key(3, VARINT) {
                             status_code = s.varint().at("status")? as i32;
                         } else {
@@ -242,7 +243,7 @@ impl<'a> Traces<'a> {
             let k = r.key()?;
             match k {
                 k if k == key(1, I64) => time = r.fixed64()?,
-                k if k == key(2, LEN) => name = r.bytes()?,
+                k if k == key(2, LEN) => set_str(&mut name, r.bytes()?, "name")?,
                 k if k == key(3, LEN) => {
                     let m = r.message()?;
                     key_value(&mut self.ev_attrs, row, n_attrs, m, self.strict)
@@ -273,7 +274,7 @@ impl<'a> Traces<'a> {
             match k {
                 k if k == key(1, LEN) => trace_id = r.bytes()?,
                 k if k == key(2, LEN) => span_id = r.bytes()?,
-                k if k == key(3, LEN) => trace_state = r.bytes()?,
+                k if k == key(3, LEN) => set_str(&mut trace_state, r.bytes()?, "trace_state")?,
                 k if k == key(4, LEN) => {
                     let m = r.message()?;
                     key_value(&mut self.ln_attrs, row, n_attrs, m, self.strict)
