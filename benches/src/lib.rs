@@ -1,165 +1,199 @@
 //! Shared helpers for sluice benchmarks.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span::Event, span::SpanKind,
+};
 
-fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        key_strindex: 0,
-    }
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        key_strindex: 0,
-    }
-}
-
-/// A deterministic pseudo-random stream (splitmix64), so every run builds the same request.
+/// A deterministic xorshift generator, so every run benchmarks the same bytes.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
     }
-
     fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
 }
 
-/// A realistic trace export: `spans` spans spread over 4 resources (Kubernetes pods with the
-/// usual resource attributes) of 2 scopes each, ~10 attributes per span (HTTP server/client
-/// and database spans with semantic-convention keys and realistic value lengths), an event on
-/// one span in ten, a status on every span. Deterministic.
+fn kv_str(k: &str, v: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv_int(k: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+const SERVICES: &[&str] = &["checkout", "cart", "payment", "frontend", "inventory"];
+const ROUTES: &[&str] = &[
+    "/api/v1/users/{id}",
+    "/api/v1/orders/{orderId}/items",
+    "/api/v1/cart",
+    "/healthz",
+    "/api/v2/products/{sku}/reviews",
+];
+const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+const PEERS: &[&str] = &[
+    "orders-db.prod.svc.cluster.local",
+    "redis-master.cache.svc.cluster.local",
+    "payments.internal.example.com",
+    "api.stripe.com",
+];
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "okhttp/4.12.0",
+    "grpc-go/1.63.2",
+];
+
+/// A realistic `ExportTraceServiceRequest` of `spans` spans: 4 resources (pods with Kubernetes
+/// resource attributes), 2 instrumentation scopes each, ~10 attributes per span with the keys
+/// and value lengths of HTTP server/client and database spans, 16-span traces with parent
+/// links, a status on every span and an exception event on one span in 20.
 pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
-    const RESOURCES: usize = 4;
-    const SCOPES: usize = 2;
-    let services = ["checkout", "cart", "frontend", "payment"];
-    let scopes = [
-        ("io.opentelemetry.tomcat-10.0", "2.9.0-alpha"),
-        ("io.opentelemetry.jdbc", "2.9.0-alpha"),
-    ];
-    let routes = [
-        "/api/v1/orders/{orderId}",
-        "/api/v1/cart",
-        "/api/v1/products/{productId}/reviews",
-        "/healthz",
-    ];
-    let agents = [
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
-        "okhttp/4.12.0",
-        "Go-http-client/1.1",
-    ];
-    let mut rng = Rng(42);
-    let per_scope = spans.div_ceil(RESOURCES * SCOPES).max(1);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let resources = 4usize;
+    let scopes = 2usize;
+    let per_scope = spans.div_ceil(resources * scopes).max(1);
     let mut left = spans;
-    let mut resource_spans = Vec::with_capacity(RESOURCES);
-    for r in 0..RESOURCES {
-        let svc = services[r % services.len()];
-        let pod = format!("{svc}-7d9f8b6c5d-{:05x}", rng.next() & 0xfffff);
+    let mut trace_id = rng.bytes(16);
+    let mut root_span_id = rng.bytes(8);
+    let mut n = 0usize;
+    let base_ns: u64 = 1_717_000_000_000_000_000;
+    let mut resource_spans = Vec::new();
+    for r in 0..resources {
+        let service = SERVICES[r % SERVICES.len()];
+        let pod = format!("{service}-7d9f8b6c5d-{:05x}", rng.next() & 0xfffff);
         let resource = Resource {
             attributes: vec![
-                kv_str("service.name", svc),
-                kv_str("service.version", "1.42.0"),
+                kv_str("service.name", service),
                 kv_str("service.namespace", "shop"),
-                kv_str("service.instance.id", format!("{:032x}", rng.next())),
-                kv_str("telemetry.sdk.name", "opentelemetry"),
-                kv_str("telemetry.sdk.language", "java"),
-                kv_str("telemetry.sdk.version", "1.42.1"),
-                kv_str("k8s.namespace.name", "shop-production"),
+                kv_str("service.version", "2.14.3"),
+                kv_str(
+                    "service.instance.id",
+                    format!("{:032x}", rng.next() as u128 * 31),
+                ),
+                kv_str("k8s.namespace.name", "shop-prod"),
                 kv_str("k8s.pod.name", pod.clone()),
                 kv_str(
                     "k8s.pod.uid",
-                    format!("{:016x}-{:016x}", rng.next(), rng.next()),
+                    format!(
+                        "{:08x}-5f3c-4c1e-9a7b-{:012x}",
+                        rng.next() as u32,
+                        rng.next() & 0xffff_ffff_ffff
+                    ),
                 ),
-                kv_str("k8s.deployment.name", svc),
+                kv_str("k8s.deployment.name", service.to_string()),
                 kv_str(
                     "k8s.node.name",
-                    format!("ip-10-0-{}-{}.eu-west-1.compute.internal", r, r * 7),
+                    format!("ip-10-0-{}-{}.ec2.internal", r + 1, 17 + r),
                 ),
                 kv_str("host.name", pod),
-                kv_str("cloud.region", "eu-west-1"),
+                kv_str("telemetry.sdk.name", "opentelemetry"),
+                kv_str("telemetry.sdk.language", "java"),
+                kv_str("telemetry.sdk.version", "1.38.0"),
             ],
-            dropped_attributes_count: 0,
-            entity_refs: vec![],
+            ..Default::default()
         };
-        let mut scope_spans = Vec::with_capacity(SCOPES);
-        for (name, version) in scopes {
-            let n = per_scope.min(left);
-            left -= n;
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n {
-                let trace_id = [rng.next().to_le_bytes(), rng.next().to_le_bytes()].concat();
-                let start = 1_700_000_000_000_000_000 + rng.next() % 1_000_000_000_000;
-                let db = name.contains("jdbc");
-                let attributes = if db {
-                    vec![
-                        kv_str("db.system", rng.pick(&["postgresql", "mysql", "redis"])),
-                        kv_str("db.name", "orders"),
-                        kv_str("db.user", "app"),
-                        kv_str(
-                            "db.statement",
-                            "SELECT o.id, o.status, o.total FROM orders o WHERE o.customer_id = ? AND o.created_at > ?",
-                        ),
-                        kv_str("db.operation", "SELECT"),
-                        kv_str("db.sql.table", "orders"),
-                        kv_str(
-                            "net.peer.name",
-                            "orders-db.shop-production.svc.cluster.local",
-                        ),
-                        kv_int("net.peer.port", 5432),
-                        kv_str("thread.name", "http-nio-8080-exec-7"),
-                        kv_int("thread.id", 42),
-                    ]
+        let mut scope_spans = Vec::new();
+        for s in 0..scopes {
+            let count = per_scope.min(left);
+            left -= count;
+            let (scope_name, scope_version) = if s == 0 {
+                ("io.opentelemetry.tomcat-10.0", "2.4.0-alpha")
+            } else {
+                ("io.opentelemetry.jdbc", "2.4.0-alpha")
+            };
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                if n.is_multiple_of(16) {
+                    trace_id = rng.bytes(16);
+                    root_span_id = rng.bytes(8);
+                }
+                let is_root = n.is_multiple_of(16);
+                let start = base_ns + n as u64 * 1_000_000 + (rng.next() % 1000);
+                let dur = 50_000 + rng.next() % 20_000_000;
+                let method = rng.pick(METHODS);
+                let route = rng.pick(ROUTES);
+                let target = route
+                    .replace("{id}", "48213")
+                    .replace("{orderId}", "A-99172")
+                    .replace("{sku}", "SKU-88812");
+                let status_code = if rng.next().is_multiple_of(20) {
+                    500
                 } else {
-                    let route = rng.pick(&routes);
+                    200
+                };
+                let mut attributes = if s == 0 {
                     vec![
-                        kv_str("http.method", rng.pick(&["GET", "POST", "PUT"])),
+                        kv_str("http.request.method", method),
                         kv_str("http.route", route),
+                        kv_str("url.path", target.clone()),
                         kv_str(
                             "url.full",
-                            format!("https://shop.example.com{}?session={:x}", route, rng.next()),
+                            format!("https://shop.example.com{target}?session=8f3a2c&lang=en-US"),
                         ),
                         kv_str("url.scheme", "https"),
-                        kv_int(
-                            "http.response.status_code",
-                            [200, 200, 200, 404, 500][i % 5],
-                        ),
-                        kv_str("user_agent.original", rng.pick(&agents)),
-                        kv_str(
-                            "net.peer.name",
-                            "frontend.shop-production.svc.cluster.local",
-                        ),
-                        kv_str(
-                            "client.address",
-                            format!("10.0.{}.{}", rng.next() % 256, rng.next() % 256),
-                        ),
+                        kv_int("http.response.status_code", status_code),
                         kv_str("server.address", "shop.example.com"),
-                        kv_int("server.port", 8080),
+                        kv_int("server.port", 443),
+                        kv_str(
+                            "network.peer.address",
+                            format!("10.0.{}.{}", rng.next() % 255, rng.next() % 255),
+                        ),
+                        kv_str("user_agent.original", rng.pick(AGENTS)),
+                        kv_str("network.protocol.version", "1.1"),
+                    ]
+                } else {
+                    vec![
+                        kv_str("db.system", "postgresql"),
+                        kv_str("db.name", "orders"),
+                        kv_str("db.user", "svc_orders"),
+                        kv_str("db.operation", "SELECT"),
+                        kv_str("db.sql.table", "order_items"),
+                        kv_str(
+                            "db.statement",
+                            "SELECT oi.id, oi.sku, oi.quantity, oi.price FROM order_items oi WHERE oi.order_id = ? ORDER BY oi.id LIMIT ?",
+                        ),
+                        kv_str("net.peer.name", rng.pick(PEERS)),
+                        kv_int("net.peer.port", 5432),
+                        kv_str("thread.name", "http-nio-8080-exec-7"),
+                        kv_int("thread.id", 141),
                     ]
                 };
-                let events = if i % 10 == 0 {
-                    vec![span::Event {
-                        time_unix_nano: start + 1000,
+                attributes.truncate(10 + (n % 2));
+                let events = if n % 20 == 7 {
+                    vec![Event {
+                        time_unix_nano: start + dur / 2,
                         name: "exception".into(),
                         attributes: vec![
                             kv_str("exception.type", "java.net.SocketTimeoutException"),
-                            kv_str("exception.message", "Read timed out"),
+                            kv_str("exception.message", "Read timed out after 5000 ms"),
                         ],
                         dropped_attributes_count: 0,
                     }]
@@ -167,23 +201,31 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
                     vec![]
                 };
                 out.push(Span {
-                    trace_id,
-                    span_id: rng.next().to_le_bytes().to_vec(),
+                    trace_id: trace_id.clone(),
+                    span_id: if is_root {
+                        root_span_id.clone()
+                    } else {
+                        rng.bytes(8)
+                    },
                     trace_state: String::new(),
-                    parent_span_id: if i % 4 == 0 {
+                    parent_span_id: if is_root {
                         vec![]
                     } else {
-                        rng.next().to_le_bytes().to_vec()
+                        root_span_id.clone()
                     },
                     flags: 0x101,
-                    name: if db {
-                        "SELECT orders".into()
+                    name: if s == 0 {
+                        format!("{method} {route}")
                     } else {
-                        format!("GET {}", routes[i % routes.len()])
+                        "SELECT orders.order_items".into()
                     },
-                    kind: if db { 3 } else { 2 },
+                    kind: if s == 0 {
+                        SpanKind::Server as i32
+                    } else {
+                        SpanKind::Client as i32
+                    },
                     start_time_unix_nano: start,
-                    end_time_unix_nano: start + rng.next() % 50_000_000,
+                    end_time_unix_nano: start + dur,
                     attributes,
                     dropped_attributes_count: 0,
                     events,
@@ -192,14 +234,15 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
                     dropped_links_count: 0,
                     status: Some(Status {
                         message: String::new(),
-                        code: if i % 5 == 4 { 2 } else { 0 },
+                        code: if status_code == 500 { 2 } else { 0 },
                     }),
                 });
+                n += 1;
             }
             scope_spans.push(ScopeSpans {
                 scope: Some(InstrumentationScope {
-                    name: name.into(),
-                    version: version.into(),
+                    name: scope_name.into(),
+                    version: scope_version.into(),
                     attributes: vec![],
                     dropped_attributes_count: 0,
                 }),
@@ -214,4 +257,25 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
         });
     }
     ExportTraceServiceRequest { resource_spans }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_has_the_asked_number_of_spans() {
+        for n in [1, 7, 1000] {
+            let r = super::realistic_traces_request(n);
+            let total: usize = r
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            assert_eq!(total, n);
+            let p = sluice_engine::otlp::decode_traces(&prost::Message::encode_to_vec(&r))
+                .expect("decodes");
+            p.validate().expect("valid payload");
+            assert_eq!(p.item_count(), n);
+        }
+    }
 }

@@ -408,7 +408,7 @@ impl Table {
                     f(col::TRACE_ID, trace_id(), true),
                     f(col::SPAN_ID, span_id(), true),
                     f(col::EVENT_NAME, dict_utf8(), false),
-                    // body: type 0 (Empty) with all value columns null = no body
+                    // body: `Absent` = no body message, `Empty` = a body with no value set
                 ]);
                 fields.extend(any_value_fields("body_").iter().map(|f| f.as_ref().clone()));
             }

@@ -14,4 +14,8 @@ pub mod encode;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+#[cfg(test)]
+mod roundtrip_tests;
+
+pub use decode::{DecodeError, decode, decode_json, decode_logs, decode_metrics, decode_traces};
 pub use encode::{EncodeError, encode, encode_json, encode_to_vec};

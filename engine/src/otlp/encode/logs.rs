@@ -21,8 +21,8 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
     let trace_id = Ids::of(logs, col::TRACE_ID);
     let span_id = Ids::of(logs, col::SPAN_ID);
     let event_name = Strs::of(logs, col::EVENT_NAME);
-    // Empty body type = no body (the schema does not tell "no body" from an empty AnyValue).
-    let body = AnyCols::new(logs, "body_", false);
+    // `Absent` body type = no body message; `Empty` = a body message with no value.
+    let body = AnyCols::new(logs, "body_");
     let attrs = Attrs::new(p, Table::LogAttrs, n);
 
     let rec_body: Vec<usize> = (0..n)

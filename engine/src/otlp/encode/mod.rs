@@ -121,9 +121,6 @@ struct AnyCols<'a> {
     d: &'a [f64],
     b: &'a BooleanArray,
     by: Strs<'a>,
-    /// Whether `Empty` writes an empty AnyValue message (attributes) or nothing (log bodies,
-    /// where the schema uses `Empty` for "no body").
-    empty_is_message: bool,
 }
 
 const T_EMPTY: u8 = AnyValueType::Empty as u8;
@@ -136,7 +133,7 @@ const T_MAP: u8 = AnyValueType::Map as u8;
 const T_BYTES: u8 = AnyValueType::Bytes as u8;
 
 impl<'a> AnyCols<'a> {
-    fn new(batch: &'a arrow::array::RecordBatch, prefix: &str, empty_is_message: bool) -> Self {
+    fn new(batch: &'a arrow::array::RecordBatch, prefix: &str) -> Self {
         use arrow::datatypes::{Float64Type, Int64Type, UInt8Type};
         let name = |c: &str| format!("{prefix}{c}");
         AnyCols {
@@ -146,7 +143,6 @@ impl<'a> AnyCols<'a> {
             d: prim::<Float64Type>(batch, &name(col::DOUBLE)),
             b: bools(batch, &name(col::BOOL)),
             by: Strs::of(batch, &name(col::BYTES)),
-            empty_is_message,
         }
     }
 
@@ -161,8 +157,9 @@ impl<'a> AnyCols<'a> {
             // The stored bytes are the whole AnyValue encoding.
             T_ARRAY | T_MAP => self.by.len_of(r),
             T_BYTES => len_field_size(self.by.len_of(r)),
-            T_EMPTY if self.empty_is_message => 0,
-            // Absent, Empty log body, or an unknown type: no AnyValue message.
+            // An AnyValue message with no value set.
+            T_EMPTY => 0,
+            // `Absent` (no AnyValue message at all) or an unknown type.
             _ => return None,
         })
     }
@@ -258,7 +255,7 @@ impl<'a> Attrs<'a> {
         let rows = batch.num_rows();
         let parent = p.parent_ids(t).values();
         let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
-        let val = AnyCols::new(batch, "", true);
+        let val = AnyCols::new(batch, "");
         // Column by column: value lengths, then KeyValue lengths, then per-parent sums.
         let val_len: Vec<u32> = (0..rows)
             .map(|r| val.body_len(r).map_or(NO_VALUE, |v| v as u32))

@@ -1,0 +1,265 @@
+//! OTLP/JSON -> [`Payload`]: serde into opentelemetry-proto's prost types, encode to protobuf,
+//! then the protobuf decoder, so that one code path builds Arrow. Not a hot path.
+//!
+//! opentelemetry-proto's serde support (0.33) follows the OTLP/JSON spec for what matters most
+//! (lowerCamelCase keys, hex trace/span ids, int64 as string or number, integer enums, unknown
+//! fields ignored), and the three examples of the opentelemetry-proto repository decode. Gaps
+//! fixed here, around the edges:
+//! - `null` (proto3 JSON: the field's default) is rejected by its serde; nulls are dropped first.
+//! - The metric `data`, number-point `value` and exemplar `value` oneofs are `#[serde(flatten)]`
+//!   `Option`s, which *silently* become `None` when their content fails to parse: a histogram
+//!   with a bad field vanished without an error. Such losses are detected after parsing by
+//!   walking the JSON alongside the result, and reported with the field path.
+//! - Doubles written as `"NaN"`, `"Infinity"`, `"-Infinity"` (proto3 JSON) are only accepted in
+//!   `quantileValues`; in `asDouble`, `sum`, `min`, `max`, `zeroThreshold` and
+//!   `explicitBounds` they are substituted before parsing and patched in after.
+//!
+//! Still not accepted (rejected with a clear error, none silently): enum names instead of
+//! integers (the OTLP spec requires integers), 32-bit integers as strings, and non-finite
+//! `doubleValue` in AnyValues.
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::metrics::v1 as pb;
+use prost::Message;
+use serde_json::Value;
+
+use super::DecodeError;
+use crate::payload::Payload;
+use crate::schema::Signal;
+
+/// Decodes an OTLP/JSON `Export{Trace,Metrics,Logs}ServiceRequest` of `signal`.
+pub fn decode_json(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
+    let json_err = |detail: String| DecodeError::Json {
+        signal: signal.as_str(),
+        detail,
+    };
+    let mut v: Value = serde_json::from_slice(buf).map_err(|e| json_err(e.to_string()))?;
+    drop_nulls(&mut v);
+    let proto = match signal {
+        Signal::Traces => serde_json::from_value::<ExportTraceServiceRequest>(v)
+            .map_err(|e| json_err(e.to_string()))?
+            .encode_to_vec(),
+        Signal::Metrics => metrics_from_json(v).map_err(json_err)?.encode_to_vec(),
+        Signal::Logs => serde_json::from_value::<ExportLogsServiceRequest>(v)
+            .map_err(|e| json_err(e.to_string()))?
+            .encode_to_vec(),
+    };
+    super::decode(signal, &proto)
+}
+
+/// proto3 JSON: a `null` field value means the default; removing the key says the same.
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn special_f64(v: &Value) -> Option<f64> {
+    match v.as_str()? {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// Double-valued keys of metric data points that this serde cannot read as special strings.
+const DOUBLE_KEYS: &[&str] = &["asDouble", "sum", "min", "max", "zeroThreshold"];
+
+/// Replaces special-float strings at double-valued keys (and in `explicitBounds`) by 0 so
+/// serde accepts them; [`fix_point`] patches the real values back in.
+fn substitute_specials(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if DOUBLE_KEYS.contains(&k.as_str()) && special_f64(x).is_some() {
+                    *x = Value::from(0);
+                } else if k == "explicitBounds"
+                    && let Value::Array(a) = x
+                {
+                    for e in a.iter_mut().filter(|e| special_f64(e).is_some()) {
+                        *e = Value::from(0);
+                    }
+                } else {
+                    substitute_specials(x);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(substitute_specials),
+        _ => {}
+    }
+}
+
+fn metrics_from_json(orig: Value) -> Result<ExportMetricsServiceRequest, String> {
+    let mut sanitized = orig.clone();
+    substitute_specials(&mut sanitized);
+    let mut req: ExportMetricsServiceRequest =
+        serde_json::from_value(sanitized).map_err(|e| e.to_string())?;
+    // Walk the original JSON alongside the result (serde keeps order and counts).
+    let list = list_of;
+    for (i, (rj, rp)) in list(&orig, "resourceMetrics")
+        .iter()
+        .zip(&mut req.resource_metrics)
+        .enumerate()
+    {
+        for (j, (sj, sp)) in list(rj, "scopeMetrics")
+            .iter()
+            .zip(&mut rp.scope_metrics)
+            .enumerate()
+        {
+            for (k, (mj, mp)) in list(sj, "metrics").iter().zip(&mut sp.metrics).enumerate() {
+                let path = format!("resourceMetrics[{i}].scopeMetrics[{j}].metrics[{k}]");
+                fix_metric(mj, mp, &path)?;
+            }
+        }
+    }
+    Ok(req)
+}
+
+fn fix_metric(mj: &Value, mp: &mut pb::Metric, path: &str) -> Result<(), String> {
+    use pb::metric::Data;
+    const DATA: [&str; 5] = [
+        "gauge",
+        "sum",
+        "histogram",
+        "exponentialHistogram",
+        "summary",
+    ];
+    let Some((key, dj)) = DATA.iter().rev().find_map(|k| mj.get(*k).map(|d| (*k, d))) else {
+        return Ok(());
+    };
+    let Some(data) = mp.data.as_mut() else {
+        // serde's flattened oneof swallowed an error: parse the part alone to report it.
+        let mut d = dj.clone();
+        substitute_specials(&mut d);
+        let why = match key {
+            "gauge" => serde_json::from_value::<pb::Gauge>(d).err(),
+            "sum" => serde_json::from_value::<pb::Sum>(d).err(),
+            "histogram" => serde_json::from_value::<pb::Histogram>(d).err(),
+            "exponentialHistogram" => serde_json::from_value::<pb::ExponentialHistogram>(d).err(),
+            _ => serde_json::from_value::<pb::Summary>(d).err(),
+        };
+        return Err(format!(
+            "{path}.{key}: {}",
+            why.map(|e| e.to_string())
+                .unwrap_or_else(|| "could not be parsed".into())
+        ));
+    };
+    let points = list_of(dj, "dataPoints");
+    let at = |n: usize| format!("{path}.{key}.dataPoints[{n}]");
+    match data {
+        Data::Gauge(pb::Gauge { data_points }) | Data::Sum(pb::Sum { data_points, .. }) => {
+            for (n, (pj, pp)) in points.iter().zip(data_points).enumerate() {
+                pp.value = number_value(pj, pp.value.take(), &at(n))?;
+                fix_exemplars(pj, &mut pp.exemplars, &at(n))?;
+            }
+        }
+        Data::Histogram(h) => {
+            for (n, (pj, pp)) in points.iter().zip(&mut h.data_points).enumerate() {
+                fix_opt(pj, "sum", &mut pp.sum);
+                fix_opt(pj, "min", &mut pp.min);
+                fix_opt(pj, "max", &mut pp.max);
+                for (b, x) in list_of(pj, "explicitBounds")
+                    .iter()
+                    .zip(&mut pp.explicit_bounds)
+                {
+                    if let Some(f) = special_f64(b) {
+                        *x = f;
+                    }
+                }
+                fix_exemplars(pj, &mut pp.exemplars, &at(n))?;
+            }
+        }
+        Data::ExponentialHistogram(h) => {
+            for (n, (pj, pp)) in points.iter().zip(&mut h.data_points).enumerate() {
+                fix_opt(pj, "sum", &mut pp.sum);
+                fix_opt(pj, "min", &mut pp.min);
+                fix_opt(pj, "max", &mut pp.max);
+                if let Some(f) = pj.get("zeroThreshold").and_then(special_f64) {
+                    pp.zero_threshold = f;
+                }
+                fix_exemplars(pj, &mut pp.exemplars, &at(n))?;
+            }
+        }
+        Data::Summary(s) => {
+            for (pj, pp) in points.iter().zip(&mut s.data_points) {
+                if let Some(f) = pj.get("sum").and_then(special_f64) {
+                    pp.sum = f;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_of(v: &Value, k: &str) -> Vec<Value> {
+    v.get(k)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn fix_opt(pj: &Value, k: &str, x: &mut Option<f64>) {
+    if let Some(f) = pj.get(k).and_then(special_f64) {
+        *x = Some(f);
+    }
+}
+
+fn fix_exemplars(pj: &Value, exemplars: &mut [pb::Exemplar], at: &str) -> Result<(), String> {
+    for (e, (ej, ep)) in list_of(pj, "exemplars").iter().zip(exemplars).enumerate() {
+        ep.value = exemplar_value(ej, ep.value.take(), &format!("{at}.exemplars[{e}]"))?;
+    }
+    Ok(())
+}
+
+/// The `asDouble`/`asInt` oneof of a number point: patched for special doubles, and an error
+/// instead of a silent `None` when serde dropped it.
+fn number_value(
+    pj: &Value,
+    parsed: Option<pb::number_data_point::Value>,
+    at: &str,
+) -> Result<Option<pb::number_data_point::Value>, String> {
+    use pb::number_data_point::Value as V;
+    Ok(match one_of_value(pj, parsed.is_some(), at)? {
+        Some(f) => Some(V::AsDouble(f)),
+        None => parsed,
+    })
+}
+
+fn exemplar_value(
+    ej: &Value,
+    parsed: Option<pb::exemplar::Value>,
+    at: &str,
+) -> Result<Option<pb::exemplar::Value>, String> {
+    use pb::exemplar::Value as V;
+    Ok(match one_of_value(ej, parsed.is_some(), at)? {
+        Some(f) => Some(V::AsDouble(f)),
+        None => parsed,
+    })
+}
+
+/// Shared check for `asDouble`/`asInt` oneofs: `Some(f)` when `asDouble` is a special double
+/// string; an error when the JSON has a value that serde did not parse.
+fn one_of_value(j: &Value, parsed: bool, at: &str) -> Result<Option<f64>, String> {
+    if let Some(f) = j.get("asDouble").and_then(special_f64) {
+        return Ok(Some(f));
+    }
+    if !parsed {
+        for k in ["asDouble", "asInt"] {
+            if let Some(x) = j.get(k) {
+                return Err(format!(
+                    "{at}.{k}: invalid value {x} (expected a number, or for asInt a decimal string)"
+                ));
+            }
+        }
+    }
+    Ok(None)
+}

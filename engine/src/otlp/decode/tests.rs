@@ -1,0 +1,1520 @@
+//! Decoder tests: requests built with opentelemetry-proto's prost types, encoded with prost,
+//! decoded with ours, checked column by column; bad input; never-panic properties; OTLP/JSON.
+
+use super::*;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1 as m;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span::Event, span::Link,
+};
+use prost::Message;
+
+use crate::schema::{AnyValueType, MetricType, col};
+
+// ---------- column helpers ----------
+
+fn c<'b>(b: &'b RecordBatch, name: &str) -> &'b arrow::array::ArrayRef {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+}
+fn u32s(b: &RecordBatch, name: &str) -> Vec<u32> {
+    c(b, name).as_primitive::<UInt32Type>().values().to_vec()
+}
+fn u64s(b: &RecordBatch, name: &str) -> Vec<u64> {
+    c(b, name).as_primitive::<UInt64Type>().values().to_vec()
+}
+fn i32s(b: &RecordBatch, name: &str) -> Vec<i32> {
+    c(b, name).as_primitive::<Int32Type>().values().to_vec()
+}
+fn u8s(b: &RecordBatch, name: &str) -> Vec<u8> {
+    c(b, name).as_primitive::<UInt8Type>().values().to_vec()
+}
+fn opt_i64(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    c(b, name).as_primitive::<Int64Type>().iter().collect()
+}
+fn opt_i32(b: &RecordBatch, name: &str) -> Vec<Option<i32>> {
+    c(b, name).as_primitive::<Int32Type>().iter().collect()
+}
+fn opt_f64(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    c(b, name).as_primitive::<Float64Type>().iter().collect()
+}
+fn f64s(b: &RecordBatch, name: &str) -> Vec<f64> {
+    c(b, name).as_primitive::<Float64Type>().values().to_vec()
+}
+fn bools(b: &RecordBatch, name: &str) -> Vec<Option<bool>> {
+    c(b, name).as_boolean().iter().collect()
+}
+fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    c(b, name)
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.map(str::to_string))
+        .collect()
+}
+fn dict(b: &RecordBatch, name: &str) -> Vec<String> {
+    let d = c(b, name).as_dictionary::<UInt32Type>();
+    let values = d.values().as_string::<i32>();
+    d.keys()
+        .values()
+        .iter()
+        .map(|&k| values.value(k as usize).to_string())
+        .collect()
+}
+fn bins(b: &RecordBatch, name: &str) -> Vec<Option<Vec<u8>>> {
+    c(b, name)
+        .as_binary::<i32>()
+        .iter()
+        .map(|s| s.map(<[u8]>::to_vec))
+        .collect()
+}
+fn fsb(b: &RecordBatch, name: &str) -> Vec<Option<Vec<u8>>> {
+    c(b, name)
+        .as_fixed_size_binary()
+        .iter()
+        .map(|s| s.map(<[u8]>::to_vec))
+        .collect()
+}
+fn list_u64(b: &RecordBatch, name: &str) -> Vec<Vec<u64>> {
+    let l = c(b, name).as_list::<i32>();
+    (0..l.len())
+        .map(|i| l.value(i).as_primitive::<UInt64Type>().values().to_vec())
+        .collect()
+}
+fn list_f64(b: &RecordBatch, name: &str) -> Vec<Vec<f64>> {
+    let l = c(b, name).as_list::<i32>();
+    (0..l.len())
+        .map(|i| l.value(i).as_primitive::<Float64Type>().values().to_vec())
+        .collect()
+}
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+// ---------- prost builders ----------
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+fn kv_str(k: &str, v: &str) -> KeyValue {
+    kv(k, Value::StringValue(v.into()))
+}
+fn array_value() -> Value {
+    Value::ArrayValue(ArrayValue {
+        values: vec![
+            AnyValue {
+                value: Some(Value::StringValue("a".into())),
+            },
+            AnyValue {
+                value: Some(Value::IntValue(2)),
+            },
+        ],
+    })
+}
+fn kvlist_value() -> Value {
+    Value::KvlistValue(KeyValueList {
+        values: vec![kv_str("inner", "x"), kv("deep", array_value())],
+    })
+}
+fn any_bytes(v: Value) -> Vec<u8> {
+    AnyValue { value: Some(v) }.encode_to_vec()
+}
+
+/// Every attribute kind: str, int, double, bool, bytes, array, kvlist, empty AnyValue, no value.
+fn all_kinds_attrs() -> Vec<KeyValue> {
+    vec![
+        kv_str("s", "str"),
+        kv("i", Value::IntValue(-7)),
+        kv("d", Value::DoubleValue(1.5)),
+        kv("b", Value::BoolValue(true)),
+        kv("y", Value::BytesValue(vec![0, 255])),
+        kv("a", array_value()),
+        kv("m", kvlist_value()),
+        KeyValue {
+            key: "e".into(),
+            value: Some(AnyValue { value: None }),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "n".into(),
+            value: None,
+            ..Default::default()
+        },
+    ]
+}
+
+/// Checks an attribute table holding `all_kinds_attrs()` for parent `p` at rows `r0..r0+9`.
+fn assert_all_kinds(b: &RecordBatch, r0: usize, p: u32) {
+    let r = r0..r0 + 9;
+    assert_eq!(&u32s(b, col::PARENT_ID)[r.clone()], &[p; 9]);
+    assert_eq!(
+        &dict(b, col::KEY)[r.clone()],
+        &["s", "i", "d", "b", "y", "a", "m", "e", "n"]
+    );
+    use AnyValueType::*;
+    let types: Vec<u8> = [Str, Int, Double, Bool, Bytes, Array, Map, Empty, Absent]
+        .iter()
+        .map(|t| *t as u8)
+        .collect();
+    assert_eq!(&u8s(b, col::TYPE)[r.clone()], &types[..]);
+    let strv = strs(b, col::STR);
+    assert_eq!(strv[r0], s("str"));
+    assert!(strv[r0 + 1..r0 + 9].iter().all(Option::is_none));
+    let ints = opt_i64(b, col::INT);
+    assert_eq!(ints[r0 + 1], Some(-7));
+    assert_eq!(ints[r0], None);
+    let doubles = opt_f64(b, col::DOUBLE);
+    assert_eq!(doubles[r0 + 2], Some(1.5));
+    assert_eq!(doubles[r0 + 3], None);
+    let bl = bools(b, col::BOOL);
+    assert_eq!(bl[r0 + 3], Some(true));
+    assert_eq!(bl[r0 + 4], None);
+    let by = bins(b, col::BYTES);
+    assert_eq!(by[r0 + 4], Some(vec![0, 255]));
+    assert_eq!(by[r0 + 5], Some(any_bytes(array_value())));
+    assert_eq!(by[r0 + 6], Some(any_bytes(kvlist_value())));
+    assert_eq!(by[r0 + 7], None);
+    assert_eq!(by[r0 + 8], None);
+    // the stored nested bytes decode back to the same value
+    let back = AnyValue::decode(by[r0 + 6].as_deref().unwrap()).unwrap();
+    assert_eq!(back.value, Some(kvlist_value()));
+}
+
+fn tid(n: u8) -> Vec<u8> {
+    vec![n; 16]
+}
+fn sid(n: u8) -> Vec<u8> {
+    vec![n; 8]
+}
+
+fn full_traces() -> ExportTraceServiceRequest {
+    let span0 = Span {
+        trace_id: tid(1),
+        span_id: sid(2),
+        trace_state: "k=v".into(),
+        parent_span_id: sid(3),
+        flags: 0x101,
+        name: "GET /users".into(),
+        kind: 2,
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 2_000,
+        attributes: all_kinds_attrs(),
+        dropped_attributes_count: 4,
+        events: vec![
+            Event {
+                time_unix_nano: 1_500,
+                name: "exception".into(),
+                attributes: vec![kv_str("exception.type", "E")],
+                dropped_attributes_count: 1,
+            },
+            Event {
+                time_unix_nano: 1_600,
+                name: "retry".into(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+            },
+        ],
+        dropped_events_count: 5,
+        links: vec![Link {
+            trace_id: tid(9),
+            span_id: sid(8),
+            trace_state: "l=1".into(),
+            attributes: vec![kv("link.i", Value::IntValue(3))],
+            dropped_attributes_count: 2,
+            flags: 0x100,
+        }],
+        dropped_links_count: 6,
+        status: Some(Status {
+            message: "boom".into(),
+            code: 2,
+        }),
+    };
+    // A span with every field default: null ids, no status.
+    let span1 = Span::default();
+    let span2 = Span {
+        name: "GET /users".into(),
+        status: Some(Status::default()),
+        attributes: vec![kv_str("s", "again")],
+        events: vec![Event {
+            name: "late".into(),
+            attributes: vec![kv_str("x", "y")],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv_str("service.name", "api"),
+                        kv("pid", Value::IntValue(42)),
+                    ],
+                    dropped_attributes_count: 1,
+                    entity_refs: vec![EntityRef {
+                        schema_url: "u".into(),
+                        r#type: "service".into(),
+                        id_keys: vec!["service.name".into()],
+                        description_keys: vec![],
+                    }],
+                }),
+                scope_spans: vec![
+                    ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "lib".into(),
+                            version: "1.0".into(),
+                            attributes: vec![kv_str("scope.a", "b")],
+                            dropped_attributes_count: 3,
+                        }),
+                        spans: vec![span0, span1],
+                        schema_url: "scope-url".into(),
+                    },
+                    ScopeSpans {
+                        scope: None,
+                        spans: vec![span2],
+                        schema_url: String::new(),
+                    },
+                ],
+                schema_url: "res-url".into(),
+            },
+            ResourceSpans {
+                resource: None,
+                scope_spans: vec![],
+                schema_url: String::new(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn traces_every_field() {
+    let req = full_traces();
+    let p = decode_traces(&req.encode_to_vec()).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.signal(), Signal::Traces);
+
+    let res = p.table(Table::Resources);
+    assert_eq!(bools(res, col::PRESENT), vec![Some(true), Some(false)]);
+    assert_eq!(u32s(res, col::DROPPED_ATTRIBUTES_COUNT), vec![1, 0]);
+    assert_eq!(strs(res, col::SCHEMA_URL), vec![s("res-url"), s("")]);
+    let refs = bins(res, col::ENTITY_REFS);
+    let expected_refs = Resource {
+        entity_refs: req.resource_spans[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .entity_refs
+            .clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(refs, vec![Some(expected_refs), Some(vec![])]);
+
+    let ra = p.table(Table::ResourceAttrs);
+    assert_eq!(u32s(ra, col::PARENT_ID), vec![0, 0]);
+    assert_eq!(dict(ra, col::KEY), vec!["service.name", "pid"]);
+    assert_eq!(strs(ra, col::STR), vec![s("api"), None]);
+    assert_eq!(opt_i64(ra, col::INT), vec![None, Some(42)]);
+
+    let sc = p.table(Table::Scopes);
+    assert_eq!(u32s(sc, col::PARENT_ID), vec![0, 0]);
+    assert_eq!(bools(sc, col::PRESENT), vec![Some(true), Some(false)]);
+    assert_eq!(dict(sc, col::NAME), vec!["lib", ""]);
+    assert_eq!(dict(sc, col::VERSION), vec!["1.0", ""]);
+    assert_eq!(u32s(sc, col::DROPPED_ATTRIBUTES_COUNT), vec![3, 0]);
+    assert_eq!(strs(sc, col::SCHEMA_URL), vec![s("scope-url"), s("")]);
+    let sa = p.table(Table::ScopeAttrs);
+    assert_eq!(u32s(sa, col::PARENT_ID), vec![0]);
+    assert_eq!(strs(sa, col::STR), vec![s("b")]);
+
+    let sp = p.table(Table::Spans);
+    assert_eq!(sp.num_rows(), 3);
+    assert_eq!(u32s(sp, col::PARENT_ID), vec![0, 0, 1]);
+    assert_eq!(fsb(sp, col::TRACE_ID), vec![Some(tid(1)), None, None]);
+    assert_eq!(fsb(sp, col::SPAN_ID), vec![Some(sid(2)), None, None]);
+    assert_eq!(fsb(sp, col::PARENT_SPAN_ID), vec![Some(sid(3)), None, None]);
+    assert_eq!(strs(sp, col::TRACE_STATE), vec![s("k=v"), s(""), s("")]);
+    assert_eq!(u32s(sp, col::FLAGS), vec![0x101, 0, 0]);
+    assert_eq!(dict(sp, col::NAME), vec!["GET /users", "", "GET /users"]);
+    assert_eq!(i32s(sp, col::KIND), vec![2, 0, 0]);
+    assert_eq!(u64s(sp, col::START_TIME_UNIX_NANO), vec![1000, 0, 0]);
+    assert_eq!(u64s(sp, col::END_TIME_UNIX_NANO), vec![2000, 0, 0]);
+    assert_eq!(u32s(sp, col::DROPPED_ATTRIBUTES_COUNT), vec![4, 0, 0]);
+    assert_eq!(u32s(sp, col::DROPPED_EVENTS_COUNT), vec![5, 0, 0]);
+    assert_eq!(u32s(sp, col::DROPPED_LINKS_COUNT), vec![6, 0, 0]);
+    assert_eq!(
+        bools(sp, col::STATUS_PRESENT),
+        vec![Some(true), Some(false), Some(true)]
+    );
+    assert_eq!(i32s(sp, col::STATUS_CODE), vec![2, 0, 0]);
+    assert_eq!(strs(sp, col::STATUS_MESSAGE), vec![s("boom"), s(""), s("")]);
+
+    let at = p.table(Table::SpanAttrs);
+    assert_eq!(at.num_rows(), 10);
+    assert_all_kinds(at, 0, 0);
+    assert_eq!(u32s(at, col::PARENT_ID)[9], 2);
+    assert_eq!(strs(at, col::STR)[9], s("again"));
+
+    let ev = p.table(Table::SpanEvents);
+    assert_eq!(u32s(ev, col::PARENT_ID), vec![0, 0, 2]);
+    assert_eq!(u64s(ev, col::TIME_UNIX_NANO), vec![1500, 1600, 0]);
+    assert_eq!(dict(ev, col::NAME), vec!["exception", "retry", "late"]);
+    assert_eq!(u32s(ev, col::DROPPED_ATTRIBUTES_COUNT), vec![1, 0, 0]);
+    let ea = p.table(Table::SpanEventAttrs);
+    assert_eq!(u32s(ea, col::PARENT_ID), vec![0, 2]);
+    assert_eq!(dict(ea, col::KEY), vec!["exception.type", "x"]);
+
+    let ln = p.table(Table::SpanLinks);
+    assert_eq!(u32s(ln, col::PARENT_ID), vec![0]);
+    assert_eq!(fsb(ln, col::TRACE_ID), vec![Some(tid(9))]);
+    assert_eq!(fsb(ln, col::SPAN_ID), vec![Some(sid(8))]);
+    assert_eq!(strs(ln, col::TRACE_STATE), vec![s("l=1")]);
+    assert_eq!(u32s(ln, col::DROPPED_ATTRIBUTES_COUNT), vec![2]);
+    assert_eq!(u32s(ln, col::FLAGS), vec![0x100]);
+    let la = p.table(Table::SpanLinkAttrs);
+    assert_eq!(u32s(la, col::PARENT_ID), vec![0]);
+    assert_eq!(opt_i64(la, col::INT), vec![Some(3)]);
+    assert_eq!(u8s(la, col::TYPE), vec![AnyValueType::Int as u8]);
+}
+
+#[test]
+fn empty_requests_decode_to_empty_payloads() {
+    for signal in Signal::ALL {
+        let p = decode(signal, &[]).unwrap();
+        p.validate().unwrap();
+        assert!(p.is_empty());
+        assert_eq!(p.signal(), signal);
+    }
+}
+
+fn number_point(v: Option<m::number_data_point::Value>) -> m::NumberDataPoint {
+    m::NumberDataPoint {
+        attributes: vec![kv_str("host", "h1")],
+        start_time_unix_nano: 10,
+        time_unix_nano: 20,
+        exemplars: vec![],
+        flags: 1,
+        value: v,
+    }
+}
+
+fn exemplar(v: Option<m::exemplar::Value>, ids: bool) -> m::Exemplar {
+    m::Exemplar {
+        filtered_attributes: vec![kv_str("user", "u")],
+        time_unix_nano: 15,
+        span_id: if ids { sid(4) } else { vec![] },
+        trace_id: if ids { tid(5) } else { vec![] },
+        value: v,
+    }
+}
+
+fn full_metrics() -> ExportMetricsServiceRequest {
+    use m::metric::Data;
+    use m::number_data_point::Value as NV;
+    let gauge = m::Metric {
+        name: "g".into(),
+        description: "gauge".into(),
+        unit: "1".into(),
+        metadata: vec![kv_str("meta", "x")],
+        data: Some(Data::Gauge(m::Gauge {
+            data_points: vec![
+                m::NumberDataPoint {
+                    exemplars: vec![
+                        exemplar(Some(m::exemplar::Value::AsInt(7)), true),
+                        exemplar(Some(m::exemplar::Value::AsDouble(0.5)), false),
+                        exemplar(None, false),
+                    ],
+                    ..number_point(Some(NV::AsInt(-3)))
+                },
+                number_point(Some(NV::AsDouble(2.5))),
+                number_point(None),
+            ],
+        })),
+    };
+    let sum = m::Metric {
+        name: "s".into(),
+        data: Some(Data::Sum(m::Sum {
+            data_points: vec![number_point(Some(NV::AsInt(9)))],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let hist = m::Metric {
+        name: "h".into(),
+        data: Some(Data::Histogram(m::Histogram {
+            data_points: vec![
+                m::HistogramDataPoint {
+                    attributes: vec![kv_str("hk", "hv")],
+                    start_time_unix_nano: 1,
+                    time_unix_nano: 2,
+                    count: 3,
+                    sum: Some(4.5),
+                    bucket_counts: vec![1, 2],
+                    explicit_bounds: vec![0.5],
+                    exemplars: vec![exemplar(Some(m::exemplar::Value::AsDouble(1.0)), true)],
+                    flags: 0,
+                    min: Some(0.1),
+                    max: Some(9.9),
+                },
+                m::HistogramDataPoint::default(),
+            ],
+            aggregation_temporality: 1,
+        })),
+        ..Default::default()
+    };
+    let exp = m::Metric {
+        name: "e".into(),
+        data: Some(Data::ExponentialHistogram(m::ExponentialHistogram {
+            data_points: vec![m::ExponentialHistogramDataPoint {
+                attributes: vec![kv("ek", Value::BoolValue(false))],
+                start_time_unix_nano: 1,
+                time_unix_nano: 2,
+                count: 6,
+                sum: None,
+                scale: -3,
+                zero_count: 1,
+                positive: None,
+                negative: Some(m::exponential_histogram_data_point::Buckets {
+                    offset: -2,
+                    bucket_counts: vec![3, 300],
+                }),
+                flags: 1,
+                exemplars: vec![exemplar(Some(m::exemplar::Value::AsInt(1)), false)],
+                min: None,
+                max: Some(7.0),
+                zero_threshold: 0.001,
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let summary = m::Metric {
+        name: "sm".into(),
+        data: Some(Data::Summary(m::Summary {
+            data_points: vec![m::SummaryDataPoint {
+                attributes: vec![kv_str("sk", "sv")],
+                start_time_unix_nano: 1,
+                time_unix_nano: 2,
+                count: 10,
+                sum: 55.0,
+                quantile_values: vec![
+                    m::summary_data_point::ValueAtQuantile {
+                        quantile: 0.5,
+                        value: 5.0,
+                    },
+                    m::summary_data_point::ValueAtQuantile {
+                        quantile: 0.99,
+                        value: 9.9,
+                    },
+                ],
+                flags: 0,
+            }],
+        })),
+        ..Default::default()
+    };
+    let empty = m::Metric {
+        name: "none".into(),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![m::ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", "svc")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![m::ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "meter".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![gauge, sum, hist, exp, summary, empty],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+#[test]
+fn metrics_every_point_type() {
+    let p = decode_metrics(&full_metrics().encode_to_vec()).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.item_count(), 3 + 1 + 2 + 1 + 1);
+
+    let mt = p.table(Table::Metrics);
+    assert_eq!(dict(mt, col::NAME), vec!["g", "s", "h", "e", "sm", "none"]);
+    assert_eq!(
+        dict(mt, col::DESCRIPTION),
+        vec!["gauge", "", "", "", "", ""]
+    );
+    assert_eq!(dict(mt, col::UNIT), vec!["1", "", "", "", "", ""]);
+    use MetricType::*;
+    assert_eq!(
+        u8s(mt, col::METRIC_TYPE),
+        [Gauge, Sum, Histogram, ExponentialHistogram, Summary, Empty]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(
+        i32s(mt, col::AGGREGATION_TEMPORALITY),
+        vec![0, 2, 1, 2, 0, 0]
+    );
+    assert_eq!(
+        bools(mt, col::IS_MONOTONIC),
+        [false, true, false, false, false, false].map(Some).to_vec()
+    );
+    let md = p.table(Table::MetricMetadata);
+    assert_eq!(u32s(md, col::PARENT_ID), vec![0]);
+    assert_eq!(dict(md, col::KEY), vec!["meta"]);
+
+    let np = p.table(Table::NumberPoints);
+    assert_eq!(u32s(np, col::PARENT_ID), vec![0, 0, 0, 1]);
+    assert_eq!(u64s(np, col::START_TIME_UNIX_NANO), vec![10; 4]);
+    assert_eq!(u64s(np, col::TIME_UNIX_NANO), vec![20; 4]);
+    assert_eq!(
+        opt_i64(np, col::INT_VALUE),
+        vec![Some(-3), None, None, Some(9)]
+    );
+    assert_eq!(
+        opt_f64(np, col::DOUBLE_VALUE),
+        vec![None, Some(2.5), None, None]
+    );
+    assert_eq!(u32s(np, col::FLAGS), vec![1; 4]);
+    let npa = p.table(Table::NumberPointAttrs);
+    assert_eq!(u32s(npa, col::PARENT_ID), vec![0, 1, 2, 3]);
+    let nex = p.table(Table::NumberExemplars);
+    assert_eq!(u32s(nex, col::PARENT_ID), vec![0, 0, 0]);
+    assert_eq!(u64s(nex, col::TIME_UNIX_NANO), vec![15; 3]);
+    assert_eq!(opt_i64(nex, col::INT_VALUE), vec![Some(7), None, None]);
+    assert_eq!(opt_f64(nex, col::DOUBLE_VALUE), vec![None, Some(0.5), None]);
+    assert_eq!(fsb(nex, col::SPAN_ID), vec![Some(sid(4)), None, None]);
+    assert_eq!(fsb(nex, col::TRACE_ID), vec![Some(tid(5)), None, None]);
+    let nexa = p.table(Table::NumberExemplarAttrs);
+    assert_eq!(u32s(nexa, col::PARENT_ID), vec![0, 1, 2]);
+    assert_eq!(dict(nexa, col::KEY), vec!["user"; 3]);
+
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(u32s(hp, col::PARENT_ID), vec![2, 2]);
+    assert_eq!(u64s(hp, col::COUNT), vec![3, 0]);
+    assert_eq!(opt_f64(hp, col::SUM), vec![Some(4.5), None]);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![1, 2], vec![]]);
+    assert_eq!(list_f64(hp, col::EXPLICIT_BOUNDS), vec![vec![0.5], vec![]]);
+    assert_eq!(opt_f64(hp, col::MIN), vec![Some(0.1), None]);
+    assert_eq!(opt_f64(hp, col::MAX), vec![Some(9.9), None]);
+    assert_eq!(
+        u32s(p.table(Table::HistogramPointAttrs), col::PARENT_ID),
+        vec![0]
+    );
+    let hex = p.table(Table::HistogramExemplars);
+    assert_eq!(u32s(hex, col::PARENT_ID), vec![0]);
+    assert_eq!(opt_f64(hex, col::DOUBLE_VALUE), vec![Some(1.0)]);
+    assert_eq!(
+        u32s(p.table(Table::HistogramExemplarAttrs), col::PARENT_ID),
+        vec![0]
+    );
+
+    let ep = p.table(Table::ExpHistogramPoints);
+    assert_eq!(u32s(ep, col::PARENT_ID), vec![3]);
+    assert_eq!(u64s(ep, col::COUNT), vec![6]);
+    assert_eq!(opt_f64(ep, col::SUM), vec![None]);
+    assert_eq!(i32s(ep, col::SCALE), vec![-3]);
+    assert_eq!(u64s(ep, col::ZERO_COUNT), vec![1]);
+    assert_eq!(opt_i32(ep, col::POSITIVE_OFFSET), vec![None]);
+    assert_eq!(
+        list_u64(ep, col::POSITIVE_BUCKET_COUNTS),
+        vec![Vec::<u64>::new()]
+    );
+    assert_eq!(opt_i32(ep, col::NEGATIVE_OFFSET), vec![Some(-2)]);
+    assert_eq!(
+        list_u64(ep, col::NEGATIVE_BUCKET_COUNTS),
+        vec![vec![3, 300]]
+    );
+    assert_eq!(u32s(ep, col::FLAGS), vec![1]);
+    assert_eq!(opt_f64(ep, col::MIN), vec![None]);
+    assert_eq!(opt_f64(ep, col::MAX), vec![Some(7.0)]);
+    assert_eq!(f64s(ep, col::ZERO_THRESHOLD), vec![0.001]);
+    let epa = p.table(Table::ExpHistogramPointAttrs);
+    assert_eq!(bools(epa, col::BOOL), vec![Some(false)]);
+    assert_eq!(
+        opt_i64(p.table(Table::ExpHistogramExemplars), col::INT_VALUE),
+        vec![Some(1)]
+    );
+    assert_eq!(p.table(Table::ExpHistogramExemplarAttrs).num_rows(), 1);
+
+    let spt = p.table(Table::SummaryPoints);
+    assert_eq!(u32s(spt, col::PARENT_ID), vec![4]);
+    assert_eq!(u64s(spt, col::COUNT), vec![10]);
+    assert_eq!(f64s(spt, col::SUM_F64), vec![55.0]);
+    assert_eq!(list_f64(spt, col::QUANTILES), vec![vec![0.5, 0.99]]);
+    assert_eq!(list_f64(spt, col::QUANTILE_VALUES), vec![vec![5.0, 9.9]]);
+    assert_eq!(
+        strs(p.table(Table::SummaryPointAttrs), col::STR),
+        vec![s("sv")]
+    );
+}
+
+#[test]
+fn metric_with_two_data_variants_keeps_the_last_like_prost() {
+    use m::metric::Data;
+    let gauge = m::Metric {
+        name: "x".into(),
+        data: Some(Data::Gauge(m::Gauge {
+            data_points: vec![number_point(None)],
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let sum = m::Metric {
+        data: Some(Data::Sum(m::Sum {
+            data_points: vec![number_point(None), number_point(None)],
+            aggregation_temporality: 1,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // Concatenated messages merge: the gauge is replaced by the sum.
+    let metric: Vec<u8> = [gauge, sum].concat();
+    let prost_metric = m::Metric::decode(&metric[..]).unwrap();
+    assert!(matches!(prost_metric.data, Some(Data::Sum(_))));
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![m::ResourceMetrics {
+            scope_metrics: vec![m::ScopeMetrics {
+                metrics: vec![prost_metric],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    // Re-encode by hand with the raw concatenated metric in place of the prost one.
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &metric, &mut scope);
+    let mut rm = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut rm);
+    let mut buf = Vec::new();
+    prost::encoding::bytes::encode(1, &rm, &mut buf);
+    let p = decode_metrics(&buf).unwrap();
+    p.validate().unwrap();
+    let mt = p.table(Table::Metrics);
+    assert_eq!(dict(mt, col::NAME), vec!["x"]);
+    assert_eq!(u8s(mt, col::METRIC_TYPE), vec![MetricType::Sum as u8]);
+    assert_eq!(p.table(Table::NumberPoints).num_rows(), 2);
+    assert_eq!(p.table(Table::NumberPointAttrs).num_rows(), 2);
+    let _ = req;
+}
+
+fn log(body: Option<AnyValue>) -> LogRecord {
+    LogRecord {
+        time_unix_nano: 1,
+        observed_time_unix_nano: 2,
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        body,
+        attributes: vec![kv_str("k", "v")],
+        dropped_attributes_count: 3,
+        flags: 1,
+        trace_id: tid(7),
+        span_id: sid(6),
+        event_name: "ev".into(),
+    }
+}
+
+#[test]
+fn logs_every_body_type() {
+    let bodies = vec![
+        Some(AnyValue {
+            value: Some(Value::StringValue("hello".into())),
+        }),
+        Some(AnyValue {
+            value: Some(Value::IntValue(5)),
+        }),
+        Some(AnyValue {
+            value: Some(Value::DoubleValue(0.25)),
+        }),
+        Some(AnyValue {
+            value: Some(Value::BoolValue(true)),
+        }),
+        Some(AnyValue {
+            value: Some(Value::BytesValue(vec![1, 2])),
+        }),
+        Some(AnyValue {
+            value: Some(array_value()),
+        }),
+        Some(AnyValue {
+            value: Some(kvlist_value()),
+        }),
+        Some(AnyValue { value: None }),
+        None,
+    ];
+    let mut records: Vec<LogRecord> = bodies.into_iter().map(log).collect();
+    records[8] = LogRecord {
+        body: None,
+        trace_id: vec![],
+        span_id: vec![],
+        severity_text: "WARN".into(),
+        ..Default::default()
+    };
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: None,
+            scope_logs: vec![ScopeLogs {
+                scope: None,
+                log_records: records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let p = decode_logs(&req.encode_to_vec()).unwrap();
+    p.validate().unwrap();
+    let l = p.table(Table::Logs);
+    assert_eq!(l.num_rows(), 9);
+    assert_eq!(u32s(l, col::PARENT_ID), vec![0; 9]);
+    assert_eq!(u64s(l, col::TIME_UNIX_NANO)[0], 1);
+    assert_eq!(u64s(l, col::OBSERVED_TIME_UNIX_NANO)[0], 2);
+    assert_eq!(i32s(l, col::SEVERITY_NUMBER)[..2], [9, 9]);
+    assert_eq!(dict(l, col::SEVERITY_TEXT)[7..], ["INFO", "WARN"]);
+    assert_eq!(u32s(l, col::DROPPED_ATTRIBUTES_COUNT)[0], 3);
+    assert_eq!(u32s(l, col::FLAGS)[..2], [1, 1]);
+    assert_eq!(fsb(l, col::TRACE_ID)[0], Some(tid(7)));
+    assert_eq!(fsb(l, col::TRACE_ID)[8], None);
+    assert_eq!(fsb(l, col::SPAN_ID)[0], Some(sid(6)));
+    assert_eq!(dict(l, col::EVENT_NAME)[..2], ["ev", "ev"]);
+    use AnyValueType::*;
+    assert_eq!(
+        u8s(l, "body_type"),
+        [Str, Int, Double, Bool, Bytes, Array, Map, Empty, Absent]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(strs(l, "body_str")[0], s("hello"));
+    assert_eq!(strs(l, "body_str")[1], None);
+    assert_eq!(opt_i64(l, "body_int")[1], Some(5));
+    assert_eq!(opt_f64(l, "body_double")[2], Some(0.25));
+    assert_eq!(bools(l, "body_bool")[3], Some(true));
+    let b = bins(l, "body_bytes");
+    assert_eq!(b[4], Some(vec![1, 2]));
+    assert_eq!(b[5], Some(any_bytes(array_value())));
+    assert_eq!(b[6], Some(any_bytes(kvlist_value())));
+    assert_eq!(b[7], None);
+    assert_eq!(b[8], None);
+    let la = p.table(Table::LogAttrs);
+    assert_eq!(u32s(la, col::PARENT_ID), (0..8).collect::<Vec<u32>>());
+}
+
+#[test]
+fn resource_and_scope_attribute_kinds() {
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: all_kinds_attrs(),
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    attributes: all_kinds_attrs(),
+                    ..Default::default()
+                }),
+                log_records: vec![LogRecord {
+                    attributes: all_kinds_attrs(),
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let p = decode_logs(&req.encode_to_vec()).unwrap();
+    p.validate().unwrap();
+    assert_all_kinds(p.table(Table::ResourceAttrs), 0, 0);
+    assert_all_kinds(p.table(Table::ScopeAttrs), 0, 0);
+    assert_all_kinds(p.table(Table::LogAttrs), 0, 0);
+}
+
+// ---------- wire-level details ----------
+
+/// Appends a field key.
+fn put_key(out: &mut Vec<u8>, field: u32, wt: u32) {
+    prost::encoding::encode_varint(((field << 3) | wt) as u64, out);
+}
+
+fn wrap_span(span: &[u8]) -> Vec<u8> {
+    let mut ss = Vec::new();
+    prost::encoding::bytes::encode(2, &span.to_vec(), &mut ss);
+    let mut rs = Vec::new();
+    prost::encoding::bytes::encode(2, &ss, &mut rs);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rs, &mut req);
+    req
+}
+
+#[test]
+fn unknown_fields_of_every_wire_type_are_skipped() {
+    let mut span = Span {
+        name: "n".into(),
+        kind: 1,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    put_key(&mut span, 100, 0);
+    prost::encoding::encode_varint(u64::MAX, &mut span);
+    put_key(&mut span, 101, 1);
+    span.extend_from_slice(&[0; 8]);
+    put_key(&mut span, 102, 2);
+    span.extend_from_slice(&[3, 1, 2, 3]);
+    put_key(&mut span, 103, 5);
+    span.extend_from_slice(&[0; 4]);
+    let p = decode_traces(&wrap_span(&span)).unwrap();
+    assert_eq!(dict(p.table(Table::Spans), col::NAME), vec!["n"]);
+    assert_eq!(i32s(p.table(Table::Spans), col::KIND), vec![1]);
+    // prost agrees
+    assert_eq!(
+        ExportTraceServiceRequest::decode(&wrap_span(&span)[..])
+            .unwrap()
+            .resource_spans[0]
+            .scope_spans[0]
+            .spans[0]
+            .name,
+        "n"
+    );
+}
+
+#[test]
+fn unpacked_repeated_scalars_are_accepted() {
+    // HistogramDataPoint with bucket_counts (6) and explicit_bounds (7) unpacked.
+    let mut dp = Vec::new();
+    for v in [4u64, 5] {
+        put_key(&mut dp, 6, 1);
+        dp.extend_from_slice(&v.to_le_bytes());
+    }
+    put_key(&mut dp, 7, 1);
+    dp.extend_from_slice(&1.5f64.to_le_bytes());
+    let prost_dp = m::HistogramDataPoint::decode(&dp[..]).unwrap();
+    assert_eq!(prost_dp.bucket_counts, vec![4, 5]);
+    let mut hist = Vec::new();
+    prost::encoding::bytes::encode(1, &dp, &mut hist);
+    let mut metric = Vec::new();
+    prost::encoding::bytes::encode(9, &hist, &mut metric);
+    let mut sm = Vec::new();
+    prost::encoding::bytes::encode(2, &metric, &mut sm);
+    let mut rm = Vec::new();
+    prost::encoding::bytes::encode(2, &sm, &mut rm);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rm, &mut req);
+    let p = decode_metrics(&req).unwrap();
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![4, 5]]);
+    assert_eq!(list_f64(hp, col::EXPLICIT_BOUNDS), vec![vec![1.5]]);
+}
+
+#[test]
+fn string_value_strindex_is_treated_as_empty_and_key_strindex_ignored() {
+    let kv = KeyValue {
+        key: "k".into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValueStrindex(3)),
+        }),
+        key_strindex: 5,
+    };
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    attributes: vec![kv],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let p = decode_logs(&req.encode_to_vec()).unwrap();
+    let la = p.table(Table::LogAttrs);
+    assert_eq!(dict(la, col::KEY), vec!["k"]);
+    assert_eq!(u8s(la, col::TYPE), vec![AnyValueType::Empty as u8]);
+}
+
+// ---------- bad input ----------
+
+fn err_of(buf: &[u8]) -> DecodeError {
+    decode_traces(buf).expect_err("must fail")
+}
+
+fn one_span(span: Span) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![
+                ScopeSpans::default(),
+                ScopeSpans {
+                    spans: vec![Span::default(), span],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn bad_id_lengths_name_the_field() {
+    let e = err_of(&one_span(Span {
+        trace_id: vec![1; 15],
+        ..Default::default()
+    }));
+    assert!(
+        matches!(&e, DecodeError::InvalidIdLength { path, len: 15, expected: 16 }
+            if path == "resource_spans[0].scope_spans[1].spans[1].trace_id"),
+        "{e}"
+    );
+    let e = err_of(&one_span(Span {
+        parent_span_id: vec![1; 9],
+        ..Default::default()
+    }));
+    assert_eq!(
+        e.path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].parent_span_id")
+    );
+    let e = err_of(&one_span(Span {
+        links: vec![
+            Link::default(),
+            Link {
+                span_id: vec![1],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }));
+    assert_eq!(
+        e.path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].links[1].span_id")
+    );
+    println!("{e}");
+}
+
+/// Replaces the (unique) occurrence of `from` in `buf` with `to` (same length).
+fn patch(buf: &mut [u8], from: &[u8], to: &[u8]) {
+    let i = buf
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
+    buf[i..i + from.len()].copy_from_slice(to);
+}
+
+#[test]
+fn invalid_utf8_names_the_field() {
+    // dictionary column (validated on insert)
+    let mut b = one_span(Span {
+        name: "span-XX".into(),
+        ..Default::default()
+    });
+    patch(&mut b, b"XX", &[0xff, 0xfe]);
+    let e = err_of(&b);
+    assert!(matches!(e, DecodeError::InvalidUtf8 { .. }), "{e}");
+    assert_eq!(
+        e.path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].name")
+    );
+
+    // plain string column (bulk check, then strict re-decode)
+    let mut b = one_span(Span {
+        trace_state: "ts-XX".into(),
+        ..Default::default()
+    });
+    patch(&mut b, b"XX", &[0xc3, 0x28]);
+    assert_eq!(
+        err_of(&b).path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].trace_state")
+    );
+
+    // attribute value
+    let mut b = one_span(Span {
+        attributes: vec![kv_str("a", "ok"), kv_str("b", "bad-XX")],
+        ..Default::default()
+    });
+    patch(&mut b, b"XX", &[0x80, 0x80]);
+    assert_eq!(
+        err_of(&b).path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].attributes[1].value.string_value")
+    );
+
+    // a multi-byte char split across two strings: each invalid, the concatenation valid
+    let mut b = one_span(Span {
+        attributes: vec![kv_str("a", "xX"), kv_str("b", "Yx")],
+        ..Default::default()
+    });
+    patch(&mut b, b"xX", &[b'x', 0xc3]);
+    patch(&mut b, b"Yx", &[0xa9, b'x']);
+    assert!(matches!(err_of(&b), DecodeError::InvalidUtf8 { .. }));
+
+    // status message, nested array value
+    let mut b = one_span(Span {
+        status: Some(Status {
+            message: "mXX".into(),
+            code: 1,
+        }),
+        ..Default::default()
+    });
+    patch(&mut b, b"XX", &[0xff, 0xff]);
+    assert_eq!(
+        err_of(&b).path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].status.message")
+    );
+    let mut b = one_span(Span {
+        attributes: vec![kv(
+            "arr",
+            Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(Value::StringValue("ZZ".into())),
+                }],
+            }),
+        )],
+        ..Default::default()
+    });
+    patch(&mut b, b"ZZ", &[0xff, 0xff]);
+    let e = err_of(&b);
+    assert!(matches!(e, DecodeError::InvalidNestedValue { .. }), "{e}");
+    assert_eq!(
+        e.path(),
+        Some("resource_spans[0].scope_spans[1].spans[1].attributes[0].value")
+    );
+}
+
+#[test]
+fn malformed_wire_data_is_rejected_with_a_reason() {
+    let good = full_traces().encode_to_vec();
+    // truncated anywhere: never a panic, and (nearly always) an error
+    for cut in 1..good.len() {
+        let _ = decode_traces(&good[..cut]);
+    }
+    assert!(matches!(
+        decode_traces(&good[..good.len() - 1]),
+        Err(DecodeError::Malformed { .. })
+    ));
+    // varint longer than 10 bytes
+    let mut b = vec![0x0a];
+    b.extend_from_slice(&[0xff; 11]);
+    let e = err_of(&b);
+    assert!(e.to_string().contains("varint"), "{e}");
+    // length past the end
+    let e = err_of(&[0x0a, 0x05, 0x00]);
+    assert!(e.to_string().contains("past the end"), "{e}");
+    // wrong wire type for a known field: span name as varint
+    let mut span = Vec::new();
+    put_key(&mut span, 5, 0);
+    span.push(1);
+    let e = err_of(&wrap_span(&span));
+    assert_eq!(
+        e.path(),
+        Some("resource_spans[0].scope_spans[0].spans[0].name")
+    );
+    assert!(e.to_string().contains("wrong wire type"), "{e}");
+    // groups and invalid wire types
+    for wt in [3u8, 4, 6, 7] {
+        let e = err_of(&wrap_span(&[(20 << 3) | wt]));
+        assert!(matches!(e, DecodeError::Malformed { .. }), "{e}");
+    }
+    // field number 0
+    assert!(matches!(
+        err_of(&[0x02, 0x00]),
+        DecodeError::Malformed { .. }
+    ));
+    println!("{}", err_of(&[0x0a, 0x05, 0x00]));
+}
+
+#[test]
+fn json_errors_are_json_errors() {
+    let e = decode_json(Signal::Traces, b"{\"resourceSpans\": 3}").unwrap_err();
+    assert!(matches!(e, DecodeError::Json { .. }), "{e}");
+}
+
+// ---------- never panic ----------
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for signal in Signal::ALL {
+                if let Ok(p) = decode(signal, &bytes) {
+                    p.validate().unwrap();
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_valid_requests_never_panic(
+            which in 0usize..3,
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let (signal, mut buf) = match which {
+                0 => (Signal::Traces, full_traces().encode_to_vec()),
+                1 => (Signal::Metrics, full_metrics().encode_to_vec()),
+                _ => (Signal::Logs, ExportLogsServiceRequest {
+                    resource_logs: vec![ResourceLogs {
+                        scope_logs: vec![ScopeLogs {
+                            log_records: vec![log(Some(AnyValue { value: Some(kvlist_value()) }))],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                }.encode_to_vec()),
+            };
+            for (i, b) in flips {
+                let i = i.index(buf.len());
+                buf[i] = b;
+            }
+            let cut = cut.index(buf.len() + 1);
+            let buf = &buf[..cut];
+            let ours = decode(signal, buf);
+            if let Ok(p) = &ours {
+                p.validate().unwrap();
+            }
+            // Differential check: we accept exactly what prost accepts, except that we also
+            // reject ids of the wrong length (as the Collector does).
+            let prost_res = match signal {
+                Signal::Traces => ExportTraceServiceRequest::decode(buf).map(drop),
+                Signal::Metrics => ExportMetricsServiceRequest::decode(buf).map(drop),
+                Signal::Logs => ExportLogsServiceRequest::decode(buf).map(drop),
+            };
+            let prost_ok = prost_res.is_ok();
+            match &ours {
+                Ok(_) => prop_assert!(
+                    prost_ok,
+                    "we accepted what prost rejects ({:?}): {:02x?}",
+                    prost_res,
+                    buf
+                ),
+                Err(DecodeError::InvalidIdLength { .. }) => {}
+                Err(e) => prop_assert!(!prost_ok, "we rejected what prost accepts: {e}"),
+            }
+        }
+    }
+}
+
+// ---------- OTLP/JSON ----------
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/testdata/otlp-examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn assert_common_example_tables(p: &Payload) {
+    let ra = p.table(Table::ResourceAttrs);
+    assert_eq!(dict(ra, col::KEY), vec!["service.name"]);
+    assert_eq!(strs(ra, col::STR), vec![s("my.service")]);
+    assert_eq!(
+        bools(p.table(Table::Resources), col::PRESENT),
+        vec![Some(true)]
+    );
+    let sc = p.table(Table::Scopes);
+    assert_eq!(dict(sc, col::NAME), vec!["my.library"]);
+    assert_eq!(dict(sc, col::VERSION), vec!["1.0.0"]);
+    let sa = p.table(Table::ScopeAttrs);
+    assert_eq!(dict(sa, col::KEY), vec!["my.scope.attribute"]);
+    assert_eq!(strs(sa, col::STR), vec![s("some scope attribute")]);
+}
+
+#[test]
+fn json_trace_example() {
+    let p = decode_json(Signal::Traces, &fixture("trace.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let sp = p.table(Table::Spans);
+    assert_eq!(dict(sp, col::NAME), vec!["I'm a server span"]);
+    assert_eq!(
+        fsb(sp, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(sp, col::SPAN_ID), vec![Some(hex("EEE19B7EC3C1B174"))]);
+    assert_eq!(
+        fsb(sp, col::PARENT_SPAN_ID),
+        vec![Some(hex("EEE19B7EC3C1B173"))]
+    );
+    assert_eq!(i32s(sp, col::KIND), vec![2]);
+    assert_eq!(
+        u64s(sp, col::START_TIME_UNIX_NANO),
+        vec![1544712660000000000]
+    );
+    assert_eq!(u64s(sp, col::END_TIME_UNIX_NANO), vec![1544712661000000000]);
+    assert_eq!(bools(sp, col::STATUS_PRESENT), vec![Some(false)]);
+    let at = p.table(Table::SpanAttrs);
+    assert_eq!(dict(at, col::KEY), vec!["my.span.attr"]);
+    assert_eq!(strs(at, col::STR), vec![s("some value")]);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn json_metrics_example() {
+    let p = decode_json(Signal::Metrics, &fixture("metrics.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let mt = p.table(Table::Metrics);
+    assert_eq!(
+        dict(mt, col::NAME),
+        vec![
+            "my.counter",
+            "my.gauge",
+            "my.histogram",
+            "my.exponential.histogram"
+        ]
+    );
+    assert_eq!(
+        dict(mt, col::DESCRIPTION),
+        vec![
+            "I am a Counter",
+            "I am a Gauge",
+            "I am a Histogram",
+            "I am an Exponential Histogram"
+        ]
+    );
+    assert_eq!(dict(mt, col::UNIT), vec!["1"; 4]);
+    use MetricType::*;
+    assert_eq!(
+        u8s(mt, col::METRIC_TYPE),
+        [Sum, Gauge, Histogram, ExponentialHistogram]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(i32s(mt, col::AGGREGATION_TEMPORALITY), vec![1, 0, 1, 1]);
+    assert_eq!(
+        bools(mt, col::IS_MONOTONIC),
+        vec![Some(true), Some(false), Some(false), Some(false)]
+    );
+
+    let np = p.table(Table::NumberPoints);
+    assert_eq!(u32s(np, col::PARENT_ID), vec![0, 1]);
+    assert_eq!(opt_f64(np, col::DOUBLE_VALUE), vec![Some(5.0), Some(10.0)]);
+    assert_eq!(opt_i64(np, col::INT_VALUE), vec![None, None]);
+    assert_eq!(
+        u64s(np, col::START_TIME_UNIX_NANO),
+        vec![1544712660300000000, 0]
+    );
+    assert_eq!(u64s(np, col::TIME_UNIX_NANO), vec![1544712660300000000; 2]);
+    let npa = p.table(Table::NumberPointAttrs);
+    assert_eq!(
+        dict(npa, col::KEY),
+        vec!["my.counter.attr", "my.gauge.attr"]
+    );
+    assert_eq!(strs(npa, col::STR), vec![s("some value"), s("some value")]);
+
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(u32s(hp, col::PARENT_ID), vec![2]);
+    assert_eq!(u64s(hp, col::COUNT), vec![2]);
+    assert_eq!(opt_f64(hp, col::SUM), vec![Some(2.0)]);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![1, 1]]);
+    assert_eq!(list_f64(hp, col::EXPLICIT_BOUNDS), vec![vec![1.0]]);
+    assert_eq!(opt_f64(hp, col::MIN), vec![Some(0.0)]);
+    assert_eq!(opt_f64(hp, col::MAX), vec![Some(2.0)]);
+    assert_eq!(
+        dict(p.table(Table::HistogramPointAttrs), col::KEY),
+        vec!["my.histogram.attr"]
+    );
+
+    let ep = p.table(Table::ExpHistogramPoints);
+    assert_eq!(u32s(ep, col::PARENT_ID), vec![3]);
+    assert_eq!(u64s(ep, col::COUNT), vec![3]);
+    assert_eq!(opt_f64(ep, col::SUM), vec![Some(10.0)]);
+    assert_eq!(i32s(ep, col::SCALE), vec![0]);
+    assert_eq!(u64s(ep, col::ZERO_COUNT), vec![1]);
+    assert_eq!(opt_i32(ep, col::POSITIVE_OFFSET), vec![Some(1)]);
+    assert_eq!(list_u64(ep, col::POSITIVE_BUCKET_COUNTS), vec![vec![0, 2]]);
+    assert_eq!(opt_i32(ep, col::NEGATIVE_OFFSET), vec![None]);
+    assert_eq!(opt_f64(ep, col::MIN), vec![Some(0.0)]);
+    assert_eq!(opt_f64(ep, col::MAX), vec![Some(5.0)]);
+    assert_eq!(f64s(ep, col::ZERO_THRESHOLD), vec![0.0]);
+    assert_eq!(
+        dict(p.table(Table::ExpHistogramPointAttrs), col::KEY),
+        vec!["my.exponential.histogram.attr"]
+    );
+    assert_eq!(p.table(Table::SummaryPoints).num_rows(), 0);
+}
+
+#[test]
+fn json_logs_example() {
+    let p = decode_json(Signal::Logs, &fixture("logs.json")).unwrap();
+    p.validate().unwrap();
+    assert_common_example_tables(&p);
+    let l = p.table(Table::Logs);
+    assert_eq!(u64s(l, col::TIME_UNIX_NANO), vec![1544712660300000000]);
+    assert_eq!(
+        u64s(l, col::OBSERVED_TIME_UNIX_NANO),
+        vec![1544712660300000000]
+    );
+    assert_eq!(i32s(l, col::SEVERITY_NUMBER), vec![10]);
+    assert_eq!(dict(l, col::SEVERITY_TEXT), vec!["Information"]);
+    assert_eq!(
+        fsb(l, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(l, col::SPAN_ID), vec![Some(hex("EEE19B7EC3C1B174"))]);
+    assert_eq!(u8s(l, "body_type"), vec![AnyValueType::Str as u8]);
+    assert_eq!(strs(l, "body_str"), vec![s("Example log record")]);
+
+    let la = p.table(Table::LogAttrs);
+    assert_eq!(
+        dict(la, col::KEY),
+        vec![
+            "string.attribute",
+            "boolean.attribute",
+            "int.attribute",
+            "double.attribute",
+            "array.attribute",
+            "map.attribute"
+        ]
+    );
+    use AnyValueType::*;
+    assert_eq!(
+        u8s(la, col::TYPE),
+        [Str, Bool, Int, Double, Array, Map]
+            .map(|t| t as u8)
+            .to_vec()
+    );
+    assert_eq!(strs(la, col::STR)[0], s("some string"));
+    assert_eq!(bools(la, col::BOOL)[1], Some(true));
+    assert_eq!(opt_i64(la, col::INT)[2], Some(10));
+    assert_eq!(opt_f64(la, col::DOUBLE)[3], Some(637.704));
+    let by = bins(la, col::BYTES);
+    let arr = AnyValue::decode(by[4].as_deref().unwrap()).unwrap();
+    assert_eq!(
+        arr.value,
+        Some(Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Value::StringValue("many".into()))
+                },
+                AnyValue {
+                    value: Some(Value::StringValue("values".into()))
+                },
+            ]
+        }))
+    );
+    let map = AnyValue::decode(by[5].as_deref().unwrap()).unwrap();
+    assert_eq!(
+        map.value,
+        Some(Value::KvlistValue(KeyValueList {
+            values: vec![kv_str("some.map.key", "some value")]
+        }))
+    );
+}
+
+#[test]
+fn json_spec_edges() {
+    // unknown fields ignored, ids in lower case hex, int64 as number or string, nulls = default
+    let j = r#"{"resourceSpans":[{"unknownField":1,"scopeSpans":[{"spans":[{"name":"x",
+        "foo":{"a":[1,2]},"traceId":"5b8efff798038103d269b633813fc60c","spanId":"",
+        "parentSpanId":null,"kind":2,"startTimeUnixNano":1544712660000000000,
+        "attributes":[{"key":"i","value":{"intValue":10}},{"key":"n"},
+        {"key":"b","value":{"bytesValue":"AAE="}},{"key":"e","value":{}}],
+        "status":{"code":2,"message":"m"}}]}]}]}"#;
+    let p = decode_json(Signal::Traces, j.as_bytes()).unwrap();
+    let sp = p.table(Table::Spans);
+    assert_eq!(
+        fsb(sp, col::TRACE_ID),
+        vec![Some(hex("5B8EFFF798038103D269B633813FC60C"))]
+    );
+    assert_eq!(fsb(sp, col::SPAN_ID), vec![None]);
+    assert_eq!(
+        u64s(sp, col::START_TIME_UNIX_NANO),
+        vec![1544712660000000000]
+    );
+    assert_eq!(i32s(sp, col::STATUS_CODE), vec![2]);
+    let at = p.table(Table::SpanAttrs);
+    use AnyValueType::*;
+    assert_eq!(
+        u8s(at, col::TYPE),
+        [Int, Absent, Bytes, Empty].map(|t| t as u8).to_vec()
+    );
+    assert_eq!(opt_i64(at, col::INT)[0], Some(10));
+    assert_eq!(bins(at, col::BYTES)[2], Some(vec![0, 1]));
+
+    // special doubles, string and number int64s in metrics
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"g","gauge":{"dataPoints":[{"asInt":"5","exemplars":[{"asDouble":"-Infinity"}]},
+                                           {"asDouble":"NaN"}]}},
+        {"name":"h","histogram":{"dataPoints":[{"count":3,"sum":"Infinity","min":"-Infinity",
+                                 "bucketCounts":[1,"2"],"explicitBounds":[1.5,"Infinity"]}]}},
+        {"name":"s","summary":{"dataPoints":[{"sum":"NaN","quantileValues":[{"quantile":0.5,"value":"NaN"}]}]}}
+    ]}]}]}"#;
+    let p = decode_json(Signal::Metrics, j.as_bytes()).unwrap();
+    let np = p.table(Table::NumberPoints);
+    assert_eq!(opt_i64(np, col::INT_VALUE), vec![Some(5), None]);
+    assert!(opt_f64(np, col::DOUBLE_VALUE)[1].unwrap().is_nan());
+    assert_eq!(
+        opt_f64(p.table(Table::NumberExemplars), col::DOUBLE_VALUE),
+        vec![Some(f64::NEG_INFINITY)]
+    );
+    let hp = p.table(Table::HistogramPoints);
+    assert_eq!(u64s(hp, col::COUNT), vec![3]);
+    assert_eq!(opt_f64(hp, col::SUM), vec![Some(f64::INFINITY)]);
+    assert_eq!(opt_f64(hp, col::MIN), vec![Some(f64::NEG_INFINITY)]);
+    assert_eq!(list_u64(hp, col::BUCKET_COUNTS), vec![vec![1, 2]]);
+    assert_eq!(
+        list_f64(hp, col::EXPLICIT_BOUNDS),
+        vec![vec![1.5, f64::INFINITY]]
+    );
+    assert!(f64s(p.table(Table::SummaryPoints), col::SUM_F64)[0].is_nan());
+
+    // opentelemetry-proto's flattened oneofs swallow errors; we report them
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"h","histogram":{"dataPoints":[{"timeUnixNano":"yesterday"}]}}]}]}]}"#;
+    let e = decode_json(Signal::Metrics, j.as_bytes()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("resourceMetrics[0].scopeMetrics[0].metrics[0].histogram"),
+        "{e}"
+    );
+    let j = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"g","gauge":{"dataPoints":[{"asInt":"five"}]}}]}]}]}"#;
+    let e = decode_json(Signal::Metrics, j.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("dataPoints[0].asInt"), "{e}");
+
+    // enums must be integers (OTLP/JSON spec): a clear error, not a silent default
+    let j = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SERVER"}]}]}]}"#;
+    assert!(matches!(
+        decode_json(Signal::Traces, j.as_bytes()),
+        Err(DecodeError::Json { .. })
+    ));
+}
+
+#[test]
+fn short_eq_matches_slice_eq() {
+    let base = b"http.response.status_code.and.more.bytes-0123456789";
+    for n in 0..base.len() {
+        let a = &base[..n];
+        assert!(builders::short_eq_for_tests(a, a));
+        for i in 0..n {
+            let mut b = a.to_vec();
+            b[i] ^= 1;
+            assert!(!builders::short_eq_for_tests(a, &b), "n={n} i={i}");
+        }
+        assert!(!builders::short_eq_for_tests(a, &base[..n + 1]));
+    }
+}
