@@ -294,10 +294,10 @@ impl Consumer for FanOut {
         Box::pin(async move {
             let mut result = Ok(());
             for c in &self.0 {
-                if let Err(e) = c.consume(payload.clone()).await {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
+                if let Err(e) = c.consume(payload.clone()).await
+                    && result.is_ok()
+                {
+                    result = Err(e);
                 }
             }
             result

@@ -425,19 +425,20 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                     ));
                     continue;
                 }
-                if let Some(f) = registry.get(kind, &id.type_name) {
-                    if !f.signals().contains(&signal) {
-                        errors.push(ConfigError::new(
-                            p,
-                            format!(
-                                "{} {n:?} does not support {}",
-                                kind.label(),
-                                signal.as_str()
-                            ),
-                        ));
-                        continue;
-                    }
+                if let Some(f) = registry.get(kind, &id.type_name)
+                    && !f.signals().contains(&signal)
+                {
+                    errors.push(ConfigError::new(
+                        p,
+                        format!(
+                            "{} {n:?} does not support {}",
+                            kind.label(),
+                            signal.as_str()
+                        ),
+                    ));
+                    continue;
                 }
+
                 if !seen.insert(id.clone()) {
                     errors.push(ConfigError::new(p, format!("{n:?} is listed twice")));
                     continue;

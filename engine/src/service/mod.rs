@@ -27,10 +27,12 @@ use crate::telemetry::Telemetry;
 /// How long one component may take to shut down before the service moves on (and says so).
 pub const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A pipeline's processors in pipeline order (first processor first).
+type Chain = Vec<(ComponentId, Arc<dyn Node>)>;
+
 pub struct Service {
     exporters: Vec<(ComponentId, Arc<dyn Node>)>,
-    /// Per pipeline, in pipeline order (first processor first).
-    processors: Vec<(PipelineId, Vec<(ComponentId, Arc<dyn Node>)>)>,
+    processors: Vec<(PipelineId, Chain)>,
     receivers: Vec<(ComponentId, Arc<dyn Svc>)>,
     extensions: Vec<(ComponentId, Arc<dyn Svc>)>,
     health: Health,
