@@ -1,1 +1,0 @@
-//! Whole-binary integration tests for sluice live in tests/tests/.
