@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute;
 use arrow::datatypes::UInt32Type;
 
@@ -188,6 +188,194 @@ impl Payload {
     }
 }
 
+impl Payload {
+    /// Keeps the rows of `table` where `keep` is true, and everything that belongs to them.
+    ///
+    /// Shorthand for [`Payload::filter_tables`] with one table.
+    pub fn filter(&self, table: Table, keep: &[bool]) -> Result<Payload, PayloadError> {
+        self.filter_tables(&[(table, keep)])
+    }
+
+    /// Keeps the rows of each given table where its mask is true, then:
+    /// - cascades down: a row is kept only if its parent is (attributes of a dropped span go);
+    /// - prunes up along the item path: a scope left with no spans (metrics, log records), a
+    ///   metric left with no points, a resource left with no scopes is dropped, as the
+    ///   Collector's processors drop empty containers;
+    /// - renumbers `parent_id`s densely (one prefix sum per parent table).
+    ///
+    /// Order is kept, so the invariants hold. This is the primitive behind filtering, sampling
+    /// decisions and batch splitting.
+    pub fn filter_tables(&self, masks: &[(Table, &[bool])]) -> Result<Payload, PayloadError> {
+        let tables = self.signal.tables();
+        let mut keep: Vec<Option<Vec<bool>>> = vec![None; Table::COUNT];
+        for &(t, m) in masks {
+            if m.len() != self.table(t).num_rows() {
+                return Err(invariant(
+                    t,
+                    format!(
+                        "mask has {} rows, table {}",
+                        m.len(),
+                        self.table(t).num_rows()
+                    ),
+                ));
+            }
+            keep[t as usize] = Some(m.to_vec());
+        }
+        self.cascade_down(&mut keep);
+        // Prune containers left empty, nearest first (points -> metrics -> scopes -> resources).
+        for &container in tables.iter().rev() {
+            let children: Vec<Table> = tables
+                .iter()
+                .copied()
+                .filter(|c| c.parent() == Some(container) && is_structural(*c))
+                .collect();
+            if children.is_empty() || !children.iter().any(|c| touched(&keep, *c)) {
+                continue;
+            }
+            let rows = self.table(container).num_rows();
+            let mut has_child = vec![false; rows];
+            for c in &children {
+                let ids = self.parent_ids(*c).values();
+                match &keep[*c as usize] {
+                    Some(m) => ids
+                        .iter()
+                        .zip(m)
+                        .filter(|(_, k)| **k)
+                        .for_each(|(&p, _)| has_child[p as usize] = true),
+                    None => ids.iter().for_each(|&p| has_child[p as usize] = true),
+                }
+            }
+            let m = keep[container as usize].get_or_insert_with(|| vec![true; rows]);
+            m.iter_mut().zip(&has_child).for_each(|(k, h)| *k &= *h);
+        }
+        self.cascade_down(&mut keep);
+        // Apply: filter rows, then map each child's parent ids to the parent's new numbering.
+        let mut out = Payload::empty(self.signal);
+        out.origin = self.origin;
+        for &t in tables {
+            let batch = self.table(t);
+            let filtered = match &keep[t as usize] {
+                Some(m) => compute::filter_record_batch(batch, &BooleanArray::from(m.clone()))?,
+                None => batch.clone(),
+            };
+            let filtered = match t.parent().and_then(|p| keep[p as usize].as_ref()) {
+                Some(parent_keep) => {
+                    let mut new_id = Vec::with_capacity(parent_keep.len());
+                    let mut next = 0u32;
+                    for &k in parent_keep {
+                        new_id.push(next);
+                        next += u32::from(k);
+                    }
+                    let ids: UInt32Array = parent_ids(&filtered).unary(|old| new_id[old as usize]);
+                    let mut columns = filtered.columns().to_vec();
+                    columns[0] = std::sync::Arc::new(ids);
+                    RecordBatch::try_new(filtered.schema(), columns)?
+                }
+                None => filtered,
+            };
+            out.tables[t as usize] = Some(filtered);
+        }
+        Ok(out)
+    }
+
+    /// A child row is kept only if its parent row is.
+    fn cascade_down(&self, keep: &mut [Option<Vec<bool>>]) {
+        for &t in self.signal.tables() {
+            let Some(parent) = t.parent() else { continue };
+            let Some(pk) = keep[parent as usize].clone() else {
+                continue;
+            };
+            let ids = self.parent_ids(t).values();
+            let m = keep[t as usize].get_or_insert_with(|| vec![true; ids.len()]);
+            m.iter_mut()
+                .zip(ids.iter())
+                .for_each(|(k, &p)| *k &= pk[p as usize]);
+        }
+    }
+
+    /// Splits into consecutive payloads of at most `max_items` items each (spans, data points,
+    /// log records), order kept; each carries the resources, scopes and metrics its items need.
+    pub fn split_items(&self, max_items: usize) -> Result<Vec<Payload>, PayloadError> {
+        let total = self.item_count();
+        if max_items == 0 || total <= max_items {
+            return Ok(vec![self.clone()]);
+        }
+        // Chunk number of every item, counting items in OTLP order: for metrics that is metric
+        // by metric (a metric's points are contiguous in its point table).
+        let mut chunk_of: Vec<(Table, Vec<usize>)> = self
+            .signal
+            .item_tables()
+            .iter()
+            .map(|&t| (t, vec![0usize; self.table(t).num_rows()]))
+            .collect();
+        if self.signal == Signal::Metrics {
+            let mut starts: Vec<(usize, Table, usize, usize)> = Vec::new(); // (metric, table, from, to)
+            for &t in self.signal.item_tables() {
+                let ids = self.parent_ids(t).values();
+                let mut i = 0;
+                while i < ids.len() {
+                    let j = i + ids[i..].iter().take_while(|&&p| p == ids[i]).count();
+                    starts.push((ids[i] as usize, t, i, j));
+                    i = j;
+                }
+            }
+            starts.sort_by_key(|s| s.0);
+            let mut n = 0usize;
+            for (_, t, from, to) in starts {
+                let c = &mut chunk_of
+                    .iter_mut()
+                    .find(|(tt, _)| *tt == t)
+                    .expect("item table")
+                    .1;
+                for slot in &mut c[from..to] {
+                    *slot = n / max_items;
+                    n += 1;
+                }
+            }
+        } else {
+            for (_, c) in &mut chunk_of {
+                c.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, slot)| *slot = i / max_items);
+            }
+        }
+        let chunks = total.div_ceil(max_items);
+        (0..chunks)
+            .map(|k| {
+                let masks: Vec<(Table, Vec<bool>)> = chunk_of
+                    .iter()
+                    .map(|(t, c)| (*t, c.iter().map(|&x| x == k).collect()))
+                    .collect();
+                let refs: Vec<(Table, &[bool])> =
+                    masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+                self.filter_tables(&refs)
+            })
+            .collect()
+    }
+}
+
+/// Tables whose rows make their parent non-empty (not attributes, events, links, exemplars).
+fn is_structural(t: Table) -> bool {
+    use Table::*;
+    matches!(
+        t,
+        Scopes
+            | Spans
+            | Metrics
+            | Logs
+            | NumberPoints
+            | HistogramPoints
+            | ExpHistogramPoints
+            | SummaryPoints
+    )
+}
+
+fn touched(keep: &[Option<Vec<bool>>], t: Table) -> bool {
+    keep[t as usize]
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|k| !k))
+}
+
 fn invariant(table: Table, detail: impl Into<String>) -> PayloadError {
     PayloadError::Invariant {
         table,
@@ -224,6 +412,94 @@ mod tests {
             let c = Payload::concat(signal, &[p.clone(), p]).unwrap();
             c.validate().unwrap();
             assert!(c.is_empty());
+        }
+    }
+
+    use crate::otlp::testing::{
+        arb_logs_request, arb_metrics_request, arb_traces_request, reference_logs,
+        reference_metrics, reference_traces,
+    };
+    use crate::otlp::{decode, encode_to_vec};
+    use proptest::prelude::*;
+
+    fn span_ids(p: &Payload) -> Vec<Option<Vec<u8>>> {
+        let col = p
+            .table(Table::Spans)
+            .column_by_name(col::SPAN_ID)
+            .unwrap()
+            .as_fixed_size_binary()
+            .clone();
+        (0..col.len())
+            .map(|i| col.is_valid(i).then(|| col.value(i).to_vec()))
+            .collect()
+    }
+
+    fn attr_count_per_item(p: &Payload, items: Table, attrs: Table) -> Vec<usize> {
+        let mut n = vec![0; p.table(items).num_rows()];
+        p.parent_ids(attrs)
+            .values()
+            .iter()
+            .for_each(|&i| n[i as usize] += 1);
+        n
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn filtering_spans_keeps_exactly_the_kept_spans_with_their_attributes(
+            req in arb_traces_request(),
+            seed in any::<u64>(),
+        ) {
+            let p = reference_traces(&req);
+            let n = p.table(Table::Spans).num_rows();
+            let mask: Vec<bool> = (0..n).map(|i| (seed >> (i % 64)) & 1 == 1).collect();
+            let f = p.filter(Table::Spans, &mask).unwrap();
+            f.validate().unwrap();
+            prop_assert_eq!(f.item_count(), mask.iter().filter(|k| **k).count());
+            let want: Vec<_> = span_ids(&p).into_iter().zip(&mask).filter(|(_, k)| **k).map(|(s, _)| s).collect();
+            prop_assert_eq!(span_ids(&f), want);
+            let attrs_before: Vec<usize> = attr_count_per_item(&p, Table::Spans, Table::SpanAttrs)
+                .into_iter().zip(&mask).filter(|(_, k)| **k).map(|(a, _)| a).collect();
+            prop_assert_eq!(attr_count_per_item(&f, Table::Spans, Table::SpanAttrs), attrs_before);
+            // What is left is still a valid OTLP request that decodes to itself.
+            let bytes = encode_to_vec(&f);
+            let again = decode(Signal::Traces, &bytes).unwrap();
+            prop_assert_eq!(encode_to_vec(&again), bytes);
+            if mask.iter().any(|k| !k) {
+                // Once something is dropped, no container is left empty (as in the Collector);
+                // an unfiltered payload keeps the empty scopes it came with.
+                prop_assert!(f.table(Table::Scopes).num_rows() <= p.table(Table::Scopes).num_rows());
+                let scopes_with_spans: std::collections::BTreeSet<u32> = f.parent_ids(Table::Spans).values().iter().copied().collect();
+                prop_assert_eq!(scopes_with_spans.len(), f.table(Table::Scopes).num_rows());
+            }
+        }
+
+        #[test]
+        fn split_chunks_are_bounded_and_concatenate_back(req in arb_traces_request(), max in 1usize..7) {
+            let p = reference_traces(&req);
+            let chunks = p.split_items(max).unwrap();
+            let mut ids = Vec::new();
+            for c in &chunks {
+                c.validate().unwrap();
+                prop_assert!(c.item_count() <= max);
+                ids.extend(span_ids(c));
+            }
+            prop_assert_eq!(ids, span_ids(&p));
+        }
+
+        #[test]
+        fn split_metrics_and_logs_keeps_every_item(m in arb_metrics_request(), l in arb_logs_request(), max in 1usize..5) {
+            for p in [reference_metrics(&m), reference_logs(&l)] {
+                let chunks = p.split_items(max).unwrap();
+                let mut total = 0;
+                for c in &chunks {
+                    c.validate().unwrap();
+                    prop_assert!(c.item_count() <= max || chunks.len() == 1);
+                    total += c.item_count();
+                }
+                prop_assert_eq!(total, p.item_count());
+            }
         }
     }
 }
