@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod component;
 pub mod config;
+pub mod config_types;
 pub mod health;
 pub mod otlp;
 pub mod payload;

@@ -361,6 +361,13 @@ impl ProcessorMetrics {
     pub fn outgoing(&self, s: Signal, n: usize) {
         self.outgoing[s as usize].add(n as u64);
     }
+    /// A counter of items this processor refused (the receiver told the client to retry), as
+    /// `otelcol_processor_refused_{spans,metric_points,log_records}`. Create once.
+    pub fn refused(&self, s: Signal) -> Counter {
+        let name = leak_name(format!("otelcol_processor_refused_{}", s.item_noun()));
+        self.t
+            .counter(name, help_for(name), &[("processor", self.id.as_str())])
+    }
     /// A counter of items this processor dropped for `reason` (create once, add per batch).
     pub fn dropped(&self, s: Signal, reason: &str) -> Counter {
         let name = leak_name(format!("otelcol_processor_dropped_{}", s.item_noun()));

@@ -4,7 +4,15 @@ use std::sync::Arc;
 
 use crate::component::Factory;
 
+pub mod batch;
+pub mod memory_limiter;
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// Every processor factory in the engine.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    Vec::new()
+    vec![
+        Arc::new(batch::BatchFactory),
+        Arc::new(memory_limiter::MemoryLimiterFactory),
+    ]
 }

@@ -1,0 +1,314 @@
+//! `batch`: groups payloads before export, as the Collector's batch processor does.
+//!
+//! ```yaml
+//! processors:
+//!   batch:
+//!     send_batch_size: 8192      # send as soon as this many items are buffered
+//!     send_batch_max_size: 0     # split larger batches (0 = no limit; >= send_batch_size)
+//!     timeout: 200ms             # send whatever is buffered after this long
+//! ```
+//!
+//! `consume` buffers and returns at once (the Collector's behaviour); one worker task per
+//! pipeline concatenates the buffered payloads (one Arrow concat per send, not per arrival) and
+//! sends. Buffering is bounded: past 4 × `send_batch_size` items, `consume` waits for the
+//! worker, so a slow exporter pushes back on receivers instead of growing memory. A send the
+//! next consumer refuses is logged and counted as
+//! `otelcol_processor_dropped_*{processor,reason="export_failed"}` — exporters normally
+//! absorb failures in their sending queue, so this is the visible last resort. Shutdown flushes
+//! everything buffered.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::component::{
+    BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
+    Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+};
+use crate::config_types::deserialize_duration;
+use crate::payload::Payload;
+use crate::schema::Signal;
+use crate::telemetry::{Counter, ProcessorMetrics};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_send_batch_size")]
+    pub send_batch_size: usize,
+    #[serde(default)]
+    pub send_batch_max_size: usize,
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+    #[serde(default)]
+    pub metadata_cardinality_limit: Option<u32>,
+}
+
+fn default_send_batch_size() -> usize {
+    8192
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+pub struct BatchFactory;
+
+impl Factory for BatchFactory {
+    fn kind(&self) -> Kind {
+        Kind::Processor
+    }
+    fn type_name(&self) -> &'static str {
+        "batch"
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces, Signal::Metrics, Signal::Logs]
+    }
+    fn description(&self) -> &'static str {
+        "groups items into batches by size and timeout before export"
+    }
+    fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        let c: BatchConfig = parse_config(config)?;
+        if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
+            return Err(ConfigError::new(
+                "send_batch_max_size",
+                format!(
+                    "must be 0 or >= send_batch_size ({} < {})",
+                    c.send_batch_max_size, c.send_batch_size
+                ),
+            ));
+        }
+        if !c.metadata_keys.is_empty() {
+            return Err(ConfigError::new(
+                "metadata_keys",
+                "batching by client metadata is not supported yet; remove metadata_keys",
+            ));
+        }
+        Ok(Arc::new(c))
+    }
+    fn build_processor(
+        &self,
+        ctx: BuildContext,
+        signal: Signal,
+        next: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        let config = ctx.config::<BatchConfig>()?;
+        Ok(Arc::new(Batch::new(
+            &config,
+            signal,
+            next,
+            ProcessorMetrics::new(&ctx.telemetry, &ctx.id),
+        )))
+    }
+}
+
+struct Shared {
+    config: BatchConfig,
+    signal: Signal,
+    next: ConsumerRef,
+    metrics: ProcessorMetrics,
+    export_failed: Counter,
+    state: Mutex<State>,
+    /// Wakes the worker: size reached, first item after idle, or shutdown.
+    wake: Notify,
+    /// Wakes producers waiting for buffer space.
+    space: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    buffer: Vec<Payload>,
+    items: usize,
+    /// When the oldest buffered item must be sent.
+    deadline: Option<Instant>,
+    stopping: bool,
+}
+
+pub struct Batch {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Batch {
+    pub fn new(
+        config: &BatchConfig,
+        signal: Signal,
+        next: ConsumerRef,
+        metrics: ProcessorMetrics,
+    ) -> Self {
+        let export_failed = metrics.dropped(signal, "export_failed");
+        Batch {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                signal,
+                next,
+                metrics,
+                export_failed,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                space: Notify::new(),
+            }),
+            worker: Mutex::new(None),
+        }
+    }
+
+    fn high_watermark(&self) -> usize {
+        self.shared
+            .config
+            .send_batch_size
+            .max(self.shared.config.send_batch_max_size)
+            .max(1)
+            * 4
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the buffer if it should be sent now (or everything, when `all`).
+    fn take(&self, all: bool) -> Option<Vec<Payload>> {
+        let mut st = self.lock();
+        let due = st.deadline.is_some_and(|d| Instant::now() >= d);
+        if st.items == 0 || !(all || due || st.items >= self.config.send_batch_size) {
+            return None;
+        }
+        st.items = 0;
+        st.deadline = None;
+        Some(std::mem::take(&mut st.buffer))
+    }
+
+    async fn send(&self, parts: Vec<Payload>) {
+        let n: usize = parts.iter().map(Payload::item_count).sum();
+        let merged = match Payload::concat(self.signal, &parts) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, items = n, "batch: cannot merge payloads; dropping");
+                self.export_failed.add(n as u64);
+                return;
+            }
+        };
+        let chunks = match merged.split_items(self.config.send_batch_max_size) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, items = n, "batch: cannot split payload; dropping");
+                self.export_failed.add(n as u64);
+                return;
+            }
+        };
+        for chunk in chunks {
+            let k = chunk.item_count();
+            match self.next.consume(chunk).await {
+                Ok(()) => self.metrics.outgoing(self.signal, k),
+                Err(e) => {
+                    tracing::warn!(error = %e, items = k, "batch: next component refused a batch; items dropped");
+                    self.export_failed.add(k as u64);
+                }
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let (deadline, stopping) = {
+                let st = self.lock();
+                (st.deadline, st.stopping)
+            };
+            if stopping {
+                while let Some(parts) = self.take(true) {
+                    self.send(parts).await;
+                }
+                self.space.notify_waiters();
+                return;
+            }
+            match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(d) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+            if let Some(parts) = self.take(false) {
+                self.send(parts).await;
+                self.space.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Consumer for Batch {
+    fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            let n = payload.item_count();
+            if n == 0 {
+                return Ok(());
+            }
+            let s = &self.shared;
+            s.metrics.incoming(s.signal, n);
+            loop {
+                let waiting = s.space.notified();
+                {
+                    let mut st = s.lock();
+                    if st.stopping {
+                        return Err(ConsumeError::Unavailable(
+                            "batch processor is shutting down".into(),
+                        ));
+                    }
+                    if st.items < self.high_watermark() {
+                        if st.items == 0 {
+                            st.deadline = Some(Instant::now() + s.config.timeout);
+                            s.wake.notify_one();
+                        }
+                        st.items += n;
+                        st.buffer.push(payload);
+                        if st.items >= s.config.send_batch_size {
+                            s.wake.notify_one();
+                        }
+                        return Ok(());
+                    }
+                }
+                // Full: wait for the worker to send (backpressure instead of unbounded memory).
+                waiting.await;
+            }
+        })
+    }
+}
+
+impl Lifecycle for Batch {
+    fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(async move {
+            let handle = tokio::spawn(self.shared.clone().run());
+            *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.lock().stopping = true;
+            self.shared.wake.notify_one();
+            let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match handle {
+                Some(h) => {
+                    let _ = h.await;
+                }
+                // Never started: flush inline so nothing buffered is lost.
+                None => {
+                    while let Some(parts) = self.shared.take(true) {
+                        self.shared.send(parts).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

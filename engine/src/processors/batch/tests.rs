@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use super::*;
+use crate::component::ComponentId;
+use crate::processors::test_support::{Capture, span_ids, spans};
+use crate::telemetry::Telemetry;
+
+fn batch(size: usize, max: usize, timeout_ms: u64) -> (Batch, Capture, Telemetry) {
+    let cap = Capture::default();
+    let t = Telemetry::new();
+    let cfg = BatchConfig {
+        send_batch_size: size,
+        send_batch_max_size: max,
+        timeout: Duration::from_millis(timeout_ms),
+        metadata_keys: vec![],
+        metadata_cardinality_limit: None,
+    };
+    let m = ProcessorMetrics::new(&t, &ComponentId::parse("batch").unwrap());
+    (
+        Batch::new(&cfg, Signal::Traces, Arc::new(cap.clone()), m),
+        cap,
+        t,
+    )
+}
+
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_when_size_is_reached_without_waiting_for_the_timeout() {
+    let (b, cap, _) = batch(10, 0, 60_000);
+    b.start().await.unwrap();
+    b.consume(spans(0, 4)).await.unwrap();
+    b.consume(spans(4, 4)).await.unwrap();
+    settle().await;
+    assert_eq!(cap.items(), 0, "below size, before timeout: nothing sent");
+    b.consume(spans(8, 4)).await.unwrap();
+    settle().await;
+    assert_eq!(cap.batches(), [12], "one merged batch");
+    assert_eq!(
+        span_ids(&cap.got.lock().unwrap()[0]),
+        (0..12).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_what_is_buffered_after_the_timeout() {
+    let (b, cap, _) = batch(1000, 0, 200);
+    b.start().await.unwrap();
+    b.consume(spans(0, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    settle().await;
+    assert_eq!(cap.items(), 0);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    settle().await;
+    assert_eq!(cap.batches(), [3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn splits_batches_larger_than_max_size() {
+    let (b, cap, _) = batch(5, 7, 60_000);
+    b.start().await.unwrap();
+    b.consume(spans(0, 20)).await.unwrap();
+    settle().await;
+    assert_eq!(cap.batches(), [7, 7, 6]);
+    let all: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_everything() {
+    let (b, cap, _) = batch(1000, 0, 60_000);
+    b.start().await.unwrap();
+    b.consume(spans(0, 5)).await.unwrap();
+    b.shutdown().await;
+    assert_eq!(cap.items(), 5);
+    assert!(
+        b.consume(spans(5, 1)).await.is_err(),
+        "a stopped batch refuses, it does not lose"
+    );
+}
+
+#[tokio::test]
+async fn many_concurrent_producers_lose_and_duplicate_nothing() {
+    let (b, cap, t) = batch(64, 100, 5);
+    let b = Arc::new(b);
+    b.start().await.unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..8u64 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u64 {
+                b.consume(spans(p * 1_000_000 + i * 10, 7)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    b.shutdown().await;
+    let mut ids: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
+    assert!(cap.batches().iter().all(|&n| n <= 100));
+    ids.sort();
+    let mut want: Vec<u64> = (0..8u64)
+        .flat_map(|p| (0..50u64).flat_map(move |i| (0..7).map(move |k| p * 1_000_000 + i * 10 + k)))
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let labels = [("processor", "batch"), ("otel_signal", "traces")];
+    assert_eq!(
+        t.value("otelcol_processor_incoming_items", &labels),
+        Some(2800.0)
+    );
+    assert_eq!(
+        t.value("otelcol_processor_outgoing_items", &labels),
+        Some(2800.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_sends_are_counted_as_dropped() {
+    let (b, cap, t) = batch(2, 0, 60_000);
+    *cap.refuse.lock().unwrap() = Some(ConsumeError::Unavailable("down".into()));
+    b.start().await.unwrap();
+    b.consume(spans(0, 3)).await.unwrap();
+    settle().await;
+    assert_eq!(
+        t.value(
+            "otelcol_processor_dropped_spans",
+            &[("processor", "batch"), ("reason", "export_failed")]
+        ),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn config_is_checked() {
+    let f = BatchFactory;
+    assert!(
+        f.parse_config(&serde_json::json!({"send_batch_size": 10, "send_batch_max_size": 5}))
+            .is_err()
+    );
+    assert!(
+        f.parse_config(&serde_json::json!({"metadata_keys": ["tenant"]}))
+            .is_err()
+    );
+    assert!(
+        f.parse_config(&serde_json::json!({"timeout": "1s", "send_batch_size": 5}))
+            .is_ok()
+    );
+    let e = f
+        .parse_config(&serde_json::json!({"timeout": "1 second"}))
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "timeout");
+}
