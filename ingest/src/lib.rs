@@ -1,10 +1,12 @@
-//! sluice-ingest: receivers.
+//! sluice-ingest: receivers — the I/O edge where OTLP bytes come in and become Arrow.
 
 use std::sync::Arc;
 
 use sluice_engine::component::Factory;
 
+pub mod otlp;
+
 /// Every receiver factory.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    Vec::new()
+    vec![Arc::new(otlp::OtlpReceiverFactory)]
 }

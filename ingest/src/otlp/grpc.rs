@@ -1,0 +1,227 @@
+//! OTLP/gRPC: the three `Export` methods served by tonic with a codec that hands over the raw
+//! request bytes, so the only decode is sluice's own, straight to Arrow.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use sluice_engine::component::ConsumeError;
+use sluice_engine::schema::Signal;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+
+use super::{ExportError, GrpcConfig, Handler};
+
+/// Request and response bodies as raw bytes: decoding is sluice's business, and the response
+/// (an empty `Export*ServiceResponse`) is zero bytes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Which OTLP service a server type answers (tonic routes by the service name).
+pub(crate) trait OtlpService: Send + Sync + 'static {
+    const SIGNAL: Signal;
+    const NAME: &'static str;
+}
+pub(crate) struct Traces;
+pub(crate) struct Metrics;
+pub(crate) struct Logs;
+impl OtlpService for Traces {
+    const SIGNAL: Signal = Signal::Traces;
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+impl OtlpService for Metrics {
+    const SIGNAL: Signal = Signal::Metrics;
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+impl OtlpService for Logs {
+    const SIGNAL: Signal = Signal::Logs;
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+pub(crate) struct ExportServer<S> {
+    handler: Arc<Handler>,
+    max_decoding: usize,
+    _s: PhantomData<S>,
+}
+
+impl<S> Clone for ExportServer<S> {
+    fn clone(&self) -> Self {
+        ExportServer {
+            handler: self.handler.clone(),
+            max_decoding: self.max_decoding,
+            _s: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpService> NamedService for ExportServer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct ExportCall<S> {
+    handler: Arc<Handler>,
+    _s: PhantomData<S>,
+}
+
+impl<S: OtlpService> UnaryService<Bytes> for ExportCall<S> {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            let origin = request.remote_addr();
+            let body = request.into_inner();
+            match handler.export(S::SIGNAL, &body, false, origin).await {
+                Ok(_) => Ok(tonic::Response::new(Bytes::new())),
+                Err(e) => Err(status_of(e)),
+            }
+        })
+    }
+}
+
+pub(crate) fn status_of(e: ExportError) -> Status {
+    match e {
+        ExportError::Decode(m) => Status::invalid_argument(m),
+        ExportError::Consume(ConsumeError::Refused(m)) => Status::resource_exhausted(m),
+        ExportError::Consume(ConsumeError::Unavailable(m)) => Status::unavailable(m),
+        ExportError::Consume(ConsumeError::Permanent(m)) => Status::invalid_argument(m),
+        ExportError::NoPipeline(s) => Status::unimplemented(format!(
+            "this receiver is not in any {} pipeline",
+            s.as_str()
+        )),
+    }
+}
+
+impl<S: OtlpService, B> Service<http::Request<B>> for ExportServer<S>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let handler = self.handler.clone();
+        let max = self.max_decoding;
+        let export_path = req.uri().path() == format!("/{}/Export", S::NAME);
+        Box::pin(async move {
+            if !export_path {
+                return Ok(Status::unimplemented("only Export is served").into_http());
+            }
+            let mut grpc = Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(max);
+            let call = ExportCall::<S> {
+                handler: handler.clone(),
+                _s: PhantomData,
+            };
+            let resp = grpc.unary(call, req).await;
+            // Oversized or undecompressible messages are refused inside tonic, before our
+            // handler runs; count them here. tonic uses OUT_OF_RANGE only for the size limit.
+            let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+            match header("grpc-status")
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(Code::from)
+            {
+                Some(Code::OutOfRange) => handler.failed("too_large"),
+                Some(Code::Internal) => handler.failed("decompress"),
+                Some(Code::Unimplemented)
+                    if header("grpc-message").is_some_and(|m| m.contains("compress")) =>
+                {
+                    handler.failed("decompress")
+                }
+                _ => {}
+            }
+            Ok(resp)
+        })
+    }
+}
+
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    config: &GrpcConfig,
+    handler: Arc<Handler>,
+    stop: oneshot::Receiver<()>,
+) -> JoinHandle<()> {
+    let max = (config.max_recv_msg_size_mib as usize).saturating_mul(1024 * 1024);
+    let mk = || (handler.clone(), max);
+    let (h, m) = mk();
+    let traces = ExportServer::<Traces> {
+        handler: h,
+        max_decoding: m,
+        _s: PhantomData,
+    };
+    let (h, m) = mk();
+    let metrics = ExportServer::<Metrics> {
+        handler: h,
+        max_decoding: m,
+        _s: PhantomData,
+    };
+    let logs = ExportServer::<Logs> {
+        handler,
+        max_decoding: max,
+        _s: PhantomData,
+    };
+    let mut server = tonic::transport::Server::builder();
+    if let Some(n) = config.max_concurrent_streams {
+        server = server.max_concurrent_streams(n);
+    }
+    let router = server
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "OTLP/gRPC server stopped with an error");
+        }
+    })
+}
