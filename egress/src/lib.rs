@@ -1,10 +1,22 @@
-//! sluice-egress: exporters.
+//! sluice-egress: exporters — the I/O edge where Arrow leaves as OTLP (or text, or files).
 
 use std::sync::Arc;
 
 use sluice_engine::component::Factory;
 
+pub mod debug;
+pub mod file;
+pub mod otlp;
+pub mod queue;
+#[cfg(test)]
+mod tests;
+
 /// Every exporter factory.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    Vec::new()
+    vec![
+        Arc::new(otlp::OtlpGrpcFactory),
+        Arc::new(otlp::OtlpHttpFactory),
+        Arc::new(debug::DebugFactory),
+        Arc::new(file::FileFactory),
+    ]
 }
