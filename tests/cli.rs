@@ -77,3 +77,10 @@ fn run_refuses_a_bad_config_with_the_same_message() {
             .contains("receivers.nope: unknown receiver type \"nope\"")
     );
 }
+#[test]
+fn validate_accepts_the_embedded_default() {
+    let out = sluice().arg("validate").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+}
