@@ -520,3 +520,37 @@ class OtlpSink:
                 if left <= 0:
                     return False
                 self._lock.wait(min(left, 0.2))
+
+
+# --------------------------------------------------------------------------------------------
+# Building requests by hand (for raw clients)
+# --------------------------------------------------------------------------------------------
+
+
+def make_trace_request(n_spans: int, run_id: str, first: int = 0,
+                       service_name: str = "e2e-raw"):
+    """An ExportTraceServiceRequest with n spans whose span ids encode (run, index) and whose
+    attributes carry e2e.run_id / e2e.index. Returns (request, [span_id hex])."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    for k, v in (("service.name", service_name), ("e2e.run_id", run_id)):
+        rs.resource.attributes.add(key=k, value=common_pb2.AnyValue(string_value=v))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "e2e.raw"
+    run = int(run_id[:8], 16) if all(c in "0123456789abcdef" for c in run_id[:8]) else 0
+    ids = []
+    now = time.time_ns()
+    for i in range(first, first + n_spans):
+        sp = ss.spans.add()
+        sp.trace_id = run.to_bytes(4, "big") + b"\x00" * 8 + i.to_bytes(4, "big")
+        sp.span_id = run.to_bytes(4, "big") + (i + 1).to_bytes(4, "big")
+        sp.name = f"span-{i}"
+        sp.kind = 2
+        sp.start_time_unix_nano = now
+        sp.end_time_unix_nano = now + 1_000_000
+        sp.attributes.add(key="e2e.run_id", value=common_pb2.AnyValue(string_value=run_id))
+        sp.attributes.add(key="e2e.index", value=common_pb2.AnyValue(int_value=i))
+        ids.append(sp.span_id.hex())
+    return req, ids
