@@ -145,7 +145,9 @@ def main():
             try:
                 req = REQUEST_TYPES[signal_].FromString(body)
             except Exception as e:  # noqa: BLE001
-                ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                inc("otelcol_receiver_failed_requests_total", 1, receiver="otlp",
+                    transport="grpc", reason="decode")
+                ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode request: {e}")
             if not consume(signal_, req, "grpc"):
                 ctx.abort(grpc.StatusCode.UNAVAILABLE, "sending queue is full")
             return b""
@@ -180,7 +182,9 @@ def main():
             try:
                 req = REQUEST_TYPES[s].FromString(body)
             except Exception as e:  # noqa: BLE001
-                return self.reply(400, str(e).encode(), "text/plain")
+                inc("otelcol_receiver_failed_requests_total", 1, receiver="otlp",
+                    transport="http", reason="decode")
+                return self.reply(400, f"cannot decode request: {e}".encode(), "text/plain")
             if not consume(s, req, "http"):
                 return self.reply(503, b"sending queue is full", "text/plain")
             self.reply(200)
