@@ -12,13 +12,13 @@ step "setup test environment"
 bash scripts/setup-test-env.sh
 
 step "cargo build (sluice binary)"
-cargo build --locked --bin sluice
+cargo build --bin sluice
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-tests=pass
+    cargo nextest run --workspace --no-tests=pass
 else
-    cargo test --workspace --locked
+    cargo test --workspace
 fi
 
 step "end-to-end tests (pytest)"

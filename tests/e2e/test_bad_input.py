@@ -92,7 +92,11 @@ def error_message(r: requests.Response) -> str:
 
 
 def post(s, path, headers, body):
-    return requests.post(s.http_endpoint + path, data=body, headers=headers, timeout=30)
+    try:
+        return requests.post(s.http_endpoint + path, data=body, headers=headers, timeout=30)
+    except requests.exceptions.RequestException as e:
+        pytest.fail(f"POST {path} ({len(body)} bytes, {headers}): no HTTP answer, {e!r}; "
+                    f"sluice alive: {s.proc.poll() is None}", pytrace=False)
 
 
 def assert_still_serves(s, sink, run_id: str):
