@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# The one test command (README): installs what the tests need, then runs every test.
+# The one test command: environment, build, Rust tests, end-to-end tests.
+# Exits non-zero if any step fails.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { echo; echo "==> $*"; }
+
+step "setup test environment"
+bash scripts/setup-test-env.sh
+
+step "cargo build (sluice binary)"
+cargo build --bin sluice
+
+step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-tests=pass
 else
-  cargo test --workspace --no-fail-fast
+    cargo test --workspace
 fi
+
+step "end-to-end tests (pytest)"
+export SLUICE_BIN="${SLUICE_BIN:-$ROOT/target/debug/sluice}"
+.venv/bin/pytest -q tests/e2e

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Prepare the test environment for sluice. Idempotent and non-interactive; safe on a fresh
+# Debian machine as root and in CI (CI=true).
+#   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt
+#   - promtool (Debian's `prometheus` package), unless promtool is already on PATH
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+REQ="tests/e2e/requirements.txt"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.requirements.sha256"
+
+log()  { echo "setup-test-env: $*"; }
+fail() { echo "setup-test-env: ERROR: $*" >&2; exit 1; }
+
+# ---- Python venv -------------------------------------------------------------------------
+PYTHON="${PYTHON:-}"
+if [[ -z "$PYTHON" ]]; then
+    for cand in python3.11 python3 python; do
+        if command -v "$cand" >/dev/null 2>&1; then PYTHON="$cand"; break; fi
+    done
+fi
+[[ -n "$PYTHON" ]] || fail "no python3 found on PATH (install python3 and python3-venv)"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
+    || fail "$PYTHON is older than 3.9"
+
+want_hash="$( (cat "$REQ"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want_hash" ]] \
+    && "$VENV/bin/python" -c 'import opentelemetry.sdk, grpc, pytest' >/dev/null 2>&1; then
+    log ".venv up to date"
+else
+    if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        log "creating .venv with $("$PYTHON" --version 2>&1)"
+        if ! out="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+            echo "$out" >&2
+            fail "could not create $VENV (on Debian: apt-get install python3-venv)"
+        fi
+    fi
+    log "installing pinned packages from $REQ"
+    pip_log="$(mktemp)"
+    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-input -r "$REQ" >"$pip_log" 2>&1; then
+        tail -n 40 "$pip_log" >&2
+        rm -f "$pip_log"
+        fail "pip install -r $REQ failed (see above)"
+    fi
+    rm -f "$pip_log"
+    if ! out="$("$VENV/bin/python" -m pip check 2>&1)"; then
+        echo "$out" >&2
+        fail "pip check reports broken requirements in .venv"
+    fi
+    echo "$want_hash" >"$STAMP"
+    log ".venv ready"
+fi
+
+# ---- promtool (Debian package `prometheus`) -----------------------------------------------
+if command -v promtool >/dev/null 2>&1; then
+    log "promtool present: $(command -v promtool)"
+else
+    command -v apt-get >/dev/null 2>&1 \
+        || fail "promtool not on PATH and no apt-get to install it (install Prometheus' promtool)"
+    SUDO=""
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || fail "promtool missing; need root or sudo to apt-get install prometheus"
+        SUDO="sudo -n"
+    fi
+    log "installing Debian package prometheus (for promtool)"
+    apt_log="$(mktemp)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { $SUDO apt-get update -qq && \
+           $SUDO apt-get install -y -qq --no-install-recommends prometheus; } >"$apt_log" 2>&1; then
+        tail -n 40 "$apt_log" >&2
+        rm -f "$apt_log"
+        fail "apt-get install prometheus failed (see above)"
+    fi
+    rm -f "$apt_log"
+    # The package starts a prometheus service where an init system runs; tests don't need it.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
+        $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
+    fi
+    command -v promtool >/dev/null 2>&1 || fail "prometheus installed but promtool is not on PATH"
+    log "promtool installed: $(command -v promtool)"
+fi
