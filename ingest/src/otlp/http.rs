@@ -46,6 +46,13 @@ pub(crate) fn serve(
         .route(&config.traces_url_path, route(Signal::Traces))
         .route(&config.metrics_url_path, route(Signal::Metrics))
         .route(&config.logs_url_path, route(Signal::Logs))
+        .fallback({
+            let paths = format!(
+                "unknown path; OTLP/HTTP is served on {}, {}, {}",
+                config.traces_url_path, config.metrics_url_path, config.logs_url_path
+            );
+            move || async move { status(Encoding::Json, StatusCode::NOT_FOUND, &paths) }
+        })
         // The raw body is limited by `Limited` below (so it can be counted); axum's own
         // default limit (2 MiB) must not cut in first.
         .layer(axum::extract::DefaultBodyLimit::disable())

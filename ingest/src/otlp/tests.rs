@@ -444,7 +444,12 @@ async fn http_bad_input_gets_clear_statuses_and_the_server_keeps_serving() {
             .0,
         415
     );
-    assert_eq!(http(r.http, "/v1/spans", &[PB], &pb).await.0, 404);
+    let (code, _, body) = http(r.http, "/v1/spans", &[PB], &pb).await;
+    assert_eq!(code, 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("/v1/traces"),
+        "the 404 says where OTLP is served"
+    );
     // Refusals carry Retry-After.
     *r.cap.refuse.lock().unwrap() = Some(ConsumeError::Refused("high memory".into()));
     let (code, head, _) = http(r.http, "/v1/traces", &[PB], &pb).await;
