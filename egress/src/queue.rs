@@ -219,8 +219,9 @@ impl<S: Sender> QueuedExporter<S> {
 }
 
 impl<S: Sender> Inner<S> {
-    /// Delivers one payload, retrying as configured; accounts for every item.
-    async fn deliver(&self, payload: Payload) {
+    /// Delivers one payload, retrying as configured; accounts for every item. Returns the
+    /// final error when the payload (or part of it) was not delivered.
+    async fn deliver(&self, payload: Payload) -> Result<(), SendError> {
         let n = payload.item_count();
         let signal = payload.signal();
         let started = Instant::now();
@@ -234,8 +235,11 @@ impl<S: Sender> Inner<S> {
                     if rejected > 0 {
                         self.metrics.send_failed(signal, rejected);
                         tracing::warn!(exporter = %self.id, rejected, "the server rejected part of a batch (partial success)");
+                        return Err(SendError::permanent(format!(
+                            "the server rejected {rejected} items"
+                        )));
                     }
-                    return;
+                    return Ok(());
                 }
                 Ok(Err(e)) => e,
                 Err(_) => SendError::retryable(format!("timed out after {:?}", self.timeout)),
@@ -243,7 +247,7 @@ impl<S: Sender> Inner<S> {
             if !err.retryable || !self.retry.enabled {
                 self.metrics.send_failed(signal, n);
                 tracing::warn!(exporter = %self.id, items = n, error = %err.message, "export failed; not retryable: items dropped");
-                return;
+                return Err(err);
             }
             let wait = err.retry_after.unwrap_or_else(|| self.jittered(interval));
             let max = self.retry.max_elapsed_time;
@@ -262,7 +266,7 @@ impl<S: Sender> Inner<S> {
                     "shutdown deadline reached"
                 };
                 tracing::warn!(exporter = %self.id, items = n, error = %err.message, "export failed ({why}): items dropped");
-                return;
+                return Err(err);
             }
             tracing::debug!(exporter = %self.id, error = %err.message, ?wait, "export failed; retrying");
             tokio::time::sleep(wait).await;
@@ -295,9 +299,16 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             }
             let signal = payload.signal();
             if !self.queue.enabled {
-                // No queue: deliver now; the caller learns only of refusals before sending.
-                self.inner.deliver(payload).await;
-                return Ok(());
+                // No queue: deliver now and tell the caller how it went, as the Collector does,
+                // so the receiver can ask the client to retry (the failure is counted too).
+                return self
+                    .inner
+                    .deliver(payload)
+                    .await
+                    .map_err(|e| match e.retryable {
+                        true => ConsumeError::Unavailable(e.message),
+                        false => ConsumeError::Permanent(e.message),
+                    });
             }
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(tx) = tx else {
@@ -336,7 +347,8 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         let next = rx.lock().await.recv().await;
                         let Some(p) = next else { return };
                         inner.metrics.queue_size.add(-1);
-                        inner.deliver(p).await;
+                        // Failures are counted and logged inside; nobody is waiting for them.
+                        let _ = inner.deliver(p).await;
                     }
                 }));
             }

@@ -404,7 +404,8 @@ async fn an_outage_delays_delivery_but_loses_nothing() {
 async fn otlphttp_sends_protobuf_and_json() {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
-    let got: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+    type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>; // (path, content type, body)
+    let got: Received = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().route(
         "/{*path}",
@@ -554,4 +555,40 @@ async fn shutdown_drains_the_queue() {
     }
     e.shutdown().await;
     assert_eq!(sink.spans(), 100);
+}
+
+#[tokio::test]
+async fn without_a_queue_failures_reach_the_caller() {
+    let sink = Sink::default();
+    sink.fail_first.store(100, Ordering::SeqCst);
+    *sink.fail_with.lock().unwrap() = Some(tonic::Code::InvalidArgument);
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"endpoint": format!("http://{addr}"), "sending_queue": {"enabled": false}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    let err = e.consume(spans(0, 2)).await.unwrap_err();
+    assert!(
+        matches!(err, ConsumeError::Permanent(ref m) if m.contains("injected failure")),
+        "{err:?}"
+    );
+    *sink.fail_with.lock().unwrap() = None;
+    e.consume(spans(2, 2)).await.unwrap();
+    assert_eq!(sink.spans(), 2);
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        t.value("otelcol_exporter_sent_spans", &[("exporter", "otlp")]),
+        Some(2.0)
+    );
+    e.shutdown().await;
 }
