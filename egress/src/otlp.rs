@@ -124,6 +124,25 @@ fn plaintext_url(
     Ok(format!("http://{endpoint}"))
 }
 
+/// A sender behind the sending queue and retry loop, with the exporter's counters.
+fn queued<S: Sender>(
+    ctx: BuildContext,
+    sender: S,
+    queue: &QueueConfig,
+    retry: &RetryConfig,
+    timeout: Duration,
+) -> Arc<dyn Node> {
+    let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
+    Arc::new(QueuedExporter::new(
+        ctx.id,
+        sender,
+        queue.clone(),
+        retry.clone(),
+        timeout,
+        metrics,
+    ))
+}
+
 /// The OTLP gRPC method path of a signal.
 fn grpc_path(s: Signal) -> &'static str {
     match s {
@@ -292,15 +311,13 @@ impl Factory for OtlpGrpcFactory {
             compression,
             headers,
         };
-        let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
-        Ok(Arc::new(QueuedExporter::new(
-            ctx.id,
+        Ok(queued(
+            ctx,
             sender,
-            c.sending_queue.clone(),
-            c.retry_on_failure.clone(),
+            &c.sending_queue,
+            &c.retry_on_failure,
             c.timeout,
-            metrics,
-        )))
+        ))
     }
 }
 
@@ -527,14 +544,12 @@ impl Factory for OtlpHttpFactory {
             compression: c.compression,
             headers,
         };
-        let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
-        Ok(Arc::new(QueuedExporter::new(
-            ctx.id,
+        Ok(queued(
+            ctx,
             sender,
-            c.sending_queue.clone(),
-            c.retry_on_failure.clone(),
+            &c.sending_queue,
+            &c.retry_on_failure,
             c.timeout,
-            metrics,
-        )))
+        ))
     }
 }

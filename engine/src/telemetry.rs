@@ -83,6 +83,24 @@ impl Telemetry {
         Self::default()
     }
 
+    /// Runs `f` on the family `name`, creating it with `help` and `kind` on first use.
+    fn with_family<R>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: FamilyKind,
+        f: impl FnOnce(&mut Family) -> R,
+    ) -> R {
+        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
+        debug_assert_eq!(fam.kind, kind, "{name} registered as two kinds");
+        f(fam)
+    }
+
     /// A counter; `name` without `_total` (added on render). The same name and labels return
     /// the same underlying counter.
     pub fn counter(
@@ -91,25 +109,16 @@ impl Telemetry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Counter {
-        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family {
-            help,
-            kind: FamilyKind::Counter,
-            series: BTreeMap::new(),
-        });
-        debug_assert_eq!(
-            fam.kind,
-            FamilyKind::Counter,
-            "{name} registered as two kinds"
-        );
-        match fam
-            .series
-            .entry(owned(labels))
-            .or_insert_with(|| Series::Counter(Arc::default()))
-        {
-            Series::Counter(c) => Counter(c.clone()),
-            _ => Counter::default(),
-        }
+        self.with_family(name, help, FamilyKind::Counter, |fam| {
+            match fam
+                .series
+                .entry(owned(labels))
+                .or_insert_with(|| Series::Counter(Arc::default()))
+            {
+                Series::Counter(c) => Counter(c.clone()),
+                _ => Counter::default(),
+            }
+        })
     }
 
     pub fn gauge(
@@ -118,23 +127,19 @@ impl Telemetry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Gauge {
-        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family {
-            help,
-            kind: FamilyKind::Gauge,
-            series: BTreeMap::new(),
-        });
-        match fam
-            .series
-            .entry(owned(labels))
-            .or_insert_with(|| Series::Gauge(Arc::default()))
-        {
-            Series::Gauge(g) => Gauge(g.clone()),
-            _ => Gauge::default(),
-        }
+        self.with_family(name, help, FamilyKind::Gauge, |fam| {
+            match fam
+                .series
+                .entry(owned(labels))
+                .or_insert_with(|| Series::Gauge(Arc::default()))
+            {
+                Series::Gauge(g) => Gauge(g.clone()),
+                _ => Gauge::default(),
+            }
+        })
     }
 
-    /// A gauge computed at scrape time (memory RSS, uptime).
+    /// A gauge computed at scrape time (memory RSS).
     pub fn gauge_fn(
         &self,
         name: &'static str,
@@ -142,14 +147,10 @@ impl Telemetry {
         labels: &[(&'static str, &str)],
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
-        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family {
-            help,
-            kind: FamilyKind::Gauge,
-            series: BTreeMap::new(),
-        });
-        fam.series
-            .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+        self.with_family(name, help, FamilyKind::Gauge, |fam| {
+            fam.series
+                .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+        })
     }
 
     /// A counter whose value is computed at scrape time (uptime in seconds).
@@ -160,14 +161,10 @@ impl Telemetry {
         labels: &[(&'static str, &str)],
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
-        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family {
-            help,
-            kind: FamilyKind::Counter,
-            series: BTreeMap::new(),
-        });
-        fam.series
-            .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+        self.with_family(name, help, FamilyKind::Counter, |fam| {
+            fam.series
+                .insert(owned(labels), Series::GaugeFn(Arc::new(f)));
+        })
     }
 
     /// The current value of a series, for tests: `None` if it was never registered.
