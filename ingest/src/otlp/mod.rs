@@ -374,37 +374,41 @@ async fn bind(id: &ComponentId, endpoint: &str) -> Result<tokio::net::TcpListene
 impl Lifecycle for OtlpReceiver {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
+            // Bind everything before serving anything: a port in use fails startup cleanly,
+            // with no half-started server left behind.
+            let grpc = match &self.config.protocols.grpc {
+                Some(g) => Some((g, bind(&self.id, &g.endpoint).await?)),
+                None => None,
+            };
+            let http = match &self.config.protocols.http {
+                Some(h) => Some((h, bind(&self.id, &h.endpoint).await?)),
+                None => None,
+            };
             let mut running = Running {
                 stop: vec![],
                 tasks: vec![],
                 addrs: vec![],
             };
-            if let Some(g) = &self.config.protocols.grpc {
-                let listener = bind(&self.id, &g.endpoint).await?;
+            let mut serve = |name: &'static str, listener: &tokio::net::TcpListener| {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| ComponentError::new(&self.id, e))?;
+                tracing::info!(receiver = %self.id, %addr, "OTLP/{name} listening");
+                running.addrs.push((name, addr));
                 let (tx, rx) = oneshot::channel();
-                running
-                    .tasks
-                    .push(grpc::serve(listener, g, self.grpc.clone(), rx));
                 running.stop.push(tx);
-                running.addrs.push(("grpc", addr));
-                tracing::info!(receiver = %self.id, %addr, "OTLP/gRPC listening");
+                Ok::<_, ComponentError>(rx)
+            };
+            let mut tasks = Vec::new();
+            if let Some((g, listener)) = grpc {
+                let rx = serve("grpc", &listener)?;
+                tasks.push(grpc::serve(listener, g, self.grpc.clone(), rx));
             }
-            if let Some(h) = &self.config.protocols.http {
-                let listener = bind(&self.id, &h.endpoint).await?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(|e| ComponentError::new(&self.id, e))?;
-                let (tx, rx) = oneshot::channel();
-                running
-                    .tasks
-                    .push(http::serve(listener, h, self.http.clone(), rx));
-                running.stop.push(tx);
-                running.addrs.push(("http", addr));
-                tracing::info!(receiver = %self.id, %addr, "OTLP/HTTP listening");
+            if let Some((h, listener)) = http {
+                let rx = serve("http", &listener)?;
+                tasks.push(http::serve(listener, h, self.http.clone(), rx));
             }
+            running.tasks = tasks;
             *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
             Ok(())
         })

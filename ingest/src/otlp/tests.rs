@@ -514,3 +514,41 @@ fn config_follows_the_collector() {
         "no protocol at all is refused"
     );
 }
+
+#[tokio::test]
+async fn a_port_in_use_fails_startup_naming_the_address_and_leaves_nothing_running() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = OtlpReceiverConfig {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: free.to_string(),
+                ..Default::default()
+            }),
+            http: Some(HttpConfig {
+                endpoint: taken_addr.to_string(),
+                ..Default::default()
+            }),
+        },
+    };
+    let rx = OtlpReceiver::new(
+        ComponentId::parse("otlp").unwrap(),
+        config,
+        SignalConsumers::new(),
+        &Telemetry::new(),
+    );
+    let err = rx.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("cannot listen on {taken_addr}")),
+        "{err}"
+    );
+    // The gRPC port was bound and released again, not left serving.
+    assert!(
+        std::net::TcpListener::bind(free).is_ok(),
+        "gRPC listener must not outlive a failed start"
+    );
+}
