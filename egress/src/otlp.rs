@@ -447,8 +447,9 @@ impl Sender for HttpSender {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp
-            .into_body()
+        // A response is a small Export*ServiceResponse or error status; never buffer more than
+        // 64 KiB of whatever a misbehaving server sends.
+        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
             .collect()
             .await
             .map(|b| b.to_bytes())
