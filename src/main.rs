@@ -2,9 +2,11 @@
 //!
 //! - `sluice [--config FILE]...` runs (no `--config`: the embedded default gateway config);
 //! - `sluice validate --config FILE...` checks a config and exits non-zero on any error;
-//! - `sluice components` lists what is built in.
+//! - `sluice components` lists what is built in;
+//! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports.
 
 mod health_check;
+mod loadgen;
 mod telemetry_server;
 
 use std::process::ExitCode;
@@ -45,6 +47,9 @@ enum Command {
     Validate,
     /// List the receivers, processors, exporters and extensions built in.
     Components,
+    /// Send realistic OTLP load to an endpoint and report rate, refusals and latency.
+    #[command(subcommand)]
+    Loadgen(loadgen::LoadgenCommand),
 }
 
 fn registry() -> Registry {
@@ -132,6 +137,30 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Loadgen(cmd) => {
+            let (signal, args) = match cmd {
+                loadgen::LoadgenCommand::Traces(a) => (sluice_engine::Signal::Traces, a),
+                loadgen::LoadgenCommand::Metrics(a) => (sluice_engine::Signal::Metrics, a),
+                loadgen::LoadgenCommand::Logs(a) => (sluice_engine::Signal::Logs, a),
+            };
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(loadgen::run(signal, args)) {
+                Ok(report) => {
+                    report.print(signal);
+                    if report.items_accepted > 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate => match load(&cli.config, &registry) {
             Some(c) => {
                 println!(
@@ -148,15 +177,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(run(config, registry)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +188,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
         }
     }
 }

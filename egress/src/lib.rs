@@ -6,6 +6,7 @@ use sluice_engine::component::Factory;
 
 pub mod debug;
 pub mod file;
+pub mod nop;
 pub mod otlp;
 pub mod queue;
 #[cfg(test)]
@@ -18,5 +19,6 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(otlp::OtlpHttpFactory),
         Arc::new(debug::DebugFactory),
         Arc::new(file::FileFactory),
+        Arc::new(nop::NopFactory),
     ]
 }

@@ -152,9 +152,10 @@ fn grpc_path(s: Signal) -> &'static str {
     }
 }
 
-/// Sends pre-encoded request bytes; hands back the raw response bytes.
+/// Sends pre-encoded request bytes; hands back the raw response bytes. Public for other
+/// clients of pre-encoded OTLP (the load generator).
 #[derive(Clone, Copy, Default)]
-struct BytesCodec;
+pub struct BytesCodec;
 
 impl Codec for BytesCodec {
     type Encode = Bytes;
