@@ -81,7 +81,7 @@ pub struct GenArgs {
     /// Share of traces (or log records) with an error.
     #[arg(long, default_value_t = 0.01)]
     pub error_rate: f64,
-    /// Share of traces that are lone health-probe spans.
+    /// Share of spans that are lone health-probe spans (what the gateway's filter drops).
     #[arg(long, default_value_t = 0.05)]
     pub noise_rate: f64,
     /// Median span duration in milliseconds (log-normal).

@@ -24,7 +24,7 @@ pub struct Shape {
     pub services: usize,
     /// Share of traces with an error span.
     pub error_rate: f64,
-    /// Share of traces that are a lone health-probe span (dropped by `filter/noise`).
+    /// Share of spans that are lone health-probe spans (dropped by `filter/noise`).
     pub noise_rate: f64,
     /// Median span duration; durations are log-normal around it.
     pub latency_ms: f64,
@@ -213,9 +213,13 @@ pub fn traces(spans: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportTr
     let services = shape.services.clamp(1, SERVICES.len());
     let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); services];
     let mut made = 0;
+    // A draw yields one probe span or a trace of n spans; for probes to be `noise_rate` of all
+    // spans, a draw is a probe with probability q·n / (1 − q + q·n).
+    let (q, n) = (shape.noise_rate.clamp(0.0, 1.0), shape.spans_per_trace.max(1) as f64);
+    let probe_draw = q * n / (1.0 - q + q * n);
     while made < spans {
         let trace_id = r.bytes(16);
-        if r.unit() < shape.noise_rate {
+        if r.unit() < probe_draw {
             // A lone Kubernetes probe: what `filter/noise` drops.
             let start = now_ns - (r.next() % 1_000_000_000);
             by_service[(r.next() as usize) % services].push(Span {
