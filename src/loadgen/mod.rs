@@ -179,14 +179,14 @@ fn pool(signal: Signal, a: &GenArgs) -> Vec<Bytes> {
 
 enum Client {
     Grpc(tonic::transport::Channel),
-    Http(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Full<Bytes>,
-        >,
-        http::Uri,
-    ),
+    // Boxed: the HTTP client is much larger than a gRPC channel handle.
+    Http(Box<HttpClient>, http::Uri),
 }
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 impl Client {
     async fn new(signal: Signal, a: &GenArgs) -> anyhow::Result<Client> {
@@ -227,7 +227,7 @@ impl Client {
                     hyper_util::rt::TokioExecutor::new(),
                 )
                 .build_http::<Full<Bytes>>();
-                Client::Http(client, uri)
+                Client::Http(Box::new(client), uri)
             }
         })
     }

@@ -215,7 +215,10 @@ pub fn traces(spans: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportTr
     let mut made = 0;
     // A draw yields one probe span or a trace of n spans; for probes to be `noise_rate` of all
     // spans, a draw is a probe with probability q·n / (1 − q + q·n).
-    let (q, n) = (shape.noise_rate.clamp(0.0, 1.0), shape.spans_per_trace.max(1) as f64);
+    let (q, n) = (
+        shape.noise_rate.clamp(0.0, 1.0),
+        shape.spans_per_trace.max(1) as f64,
+    );
     let probe_draw = q * n / (1.0 - q + q * n);
     while made < spans {
         let trace_id = r.bytes(16);
@@ -251,8 +254,9 @@ pub fn traces(spans: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportTr
             } else {
                 1 + (r.next() as usize) % 3
             };
+            // The entry span is on the first service (the frontend); downstream calls spread out.
             let svc = if k == 0 {
-                (r.next() as usize) % services
+                0
             } else {
                 (r.next() as usize) % services
             };
