@@ -84,3 +84,101 @@ fn validate_accepts_the_embedded_default() {
     assert!(out.status.success(), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child on drop so a failing assertion never leaves a sluice running.
+struct Running(std::process::Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn loadgen_counts_agree_with_what_sluice_received() {
+    let (grpc, http, telemetry) = (free_port(), free_port(), free_port());
+    let config = write(
+        "loadgen.yaml",
+        &format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 127.0.0.1:{grpc}}}, http: {{endpoint: 127.0.0.1:{http}}}}}}}}}\n\
+             exporters: {{nop: {{}}}}\n\
+             service:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [nop]}}\n    logs: {{receivers: [otlp], exporters: [nop]}}\n\
+             \x20 telemetry: {{metrics: {{address: 127.0.0.1:{telemetry}}}}}\n"
+        ),
+    );
+    let _sluice = Running(
+        sluice()
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Ready once the OTLP/gRPC port accepts connections (receivers start after exporters).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sluice did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = sluice()
+        .args([
+            "loadgen",
+            "traces",
+            "--endpoint",
+            &format!("127.0.0.1:{grpc}"),
+            "--count",
+            "3000",
+        ])
+        .args(["--batch", "100", "--quiet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("accepted 3000 spans; refused 0"), "{text}");
+    let out = sluice()
+        .args([
+            "loadgen",
+            "logs",
+            "--protocol",
+            "http",
+            "--endpoint",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--count", "500", "--batch", "50", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted 500 log records"));
+    let metrics = scrape(telemetry);
+    assert!(
+        metrics.contains(
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3000\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otelcol_exporter_sent_log_records_total{exporter=\"nop\"} 500\n"),
+        "{metrics}"
+    );
+}
