@@ -12,6 +12,7 @@ pub mod component;
 pub mod config;
 pub mod config_types;
 pub mod health;
+pub mod kernels;
 pub mod otlp;
 pub mod payload;
 pub mod processors;

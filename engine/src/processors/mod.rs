@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use crate::component::Factory;
 
+pub mod attributes;
 pub mod batch;
 pub mod memory_limiter;
+pub mod resource;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -14,5 +16,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(batch::BatchFactory),
         Arc::new(memory_limiter::MemoryLimiterFactory),
+        Arc::new(attributes::AttributesFactory),
+        Arc::new(resource::ResourceFactory),
     ]
 }
