@@ -2,12 +2,17 @@
 //! 1.0.0, byte for byte what client_golang's `expfmt` writes for the Collector
 //! (`text_create.go` `MetricFamilyToText`, `openmetrics_create.go` `MetricFamilyToOpenMetrics`).
 //!
-//! Vectorized: a gauge or counter family is written in three passes over its columns:
-//! 1. the value column is formatted into fixed-size slots (one tight loop, no other work);
-//! 2. the output size is summed from the label text length and the slot lengths, and the
-//!    buffer reserved once;
+//! Vectorized: a gauge or counter family is written in blocks of rows, three passes per block
+//! over its columns:
+//! 1. the value column is formatted into fixed-size slots (one tight loop, no other work; the
+//!    slots of a block stay in cache);
+//! 2. the output size is summed from the label text length and the slot lengths, and buffer
+//!    space reserved once;
 //! 3. each line is the row's pre-rendered `name{labels} ` text, its value slot and `\n`,
-//!    copied back to back into the one buffer.
+//!    copied back to back (rows removed since the last compaction are skipped).
+//!
+//! The output is a list of ~1 MiB chunks ([`Chunks`]), not one buffer: memory the allocator
+//! reuses from scrape to scrape, streamed to the scraper as it is.
 //!
 //! Histograms and summaries write several lines per row from the same pre-rendered label
 //! text, with the `le` / `quantile` label text pre-rendered once per bucket layout.
@@ -25,6 +30,68 @@ pub enum Format {
     OpenMetrics,
 }
 
+/// The exposition as a list of byte chunks of about [`Chunks::TARGET`] bytes: a scrape of a
+/// million series is hundreds of megabytes, and one buffer that size would be fresh memory
+/// (page faults, zeroing) on every scrape and a peak as large; chunks this size are reused
+/// by the allocator from scrape to scrape and stream out one by one.
+///
+/// The exporter does not keep chunks between scrapes: holding a scrape's worth of memory (about
+/// as much again as the series state) would cost more than the allocator's page faults save.
+/// Benchmarks hand used chunks back ([`Chunks::reusing`]) to time the encoder alone.
+#[derive(Default)]
+pub struct Chunks {
+    done: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Chunks {
+    pub const TARGET: usize = 1 << 20;
+
+    /// Chunks that write into `spare` buffers (cleared) before allocating new ones.
+    pub fn reusing(mut spare: Vec<Vec<u8>>) -> Self {
+        spare.iter_mut().for_each(Vec::clear);
+        Chunks {
+            done: Vec::new(),
+            cur: spare.pop().unwrap_or_default(),
+            spare,
+        }
+    }
+
+    /// A buffer with room for about `size` more bytes.
+    #[inline]
+    fn block(&mut self, size: usize) -> &mut Vec<u8> {
+        if !self.cur.is_empty() && self.cur.len() + size > Self::TARGET {
+            let next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(Self::TARGET.max(size)));
+            self.done.push(std::mem::replace(&mut self.cur, next));
+        }
+        self.cur.reserve(size);
+        &mut self.cur
+    }
+
+    pub fn into_vec(mut self) -> Vec<Vec<u8>> {
+        if !self.cur.is_empty() {
+            self.done.push(self.cur);
+        }
+        self.done
+    }
+
+    pub fn len(&self) -> usize {
+        self.done.iter().map(Vec::len).sum::<usize>() + self.cur.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows of a gauge or counter family written per block (one size computation and one
+/// buffer request per block).
+const BLOCK_ROWS: usize = 4096;
+
 /// Scratch columns reused from scrape to scrape.
 #[derive(Default)]
 pub struct Encoder {
@@ -35,20 +102,24 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Writes every family of `store` (laid out by [`Store::prepare_scrape`]) to `out`.
+    /// Writes every family of `store` (prepared by [`Store::prepare_scrape`]) to `out`.
     pub fn encode(
         &mut self,
         store: &Store,
         format: Format,
         send_timestamps: bool,
-        out: &mut Vec<u8>,
+        out: &mut Chunks,
     ) {
         for &fid in store.by_name.values() {
             let fam = store.family(fid);
             if fam.live_rows() == 0 {
                 continue;
             }
-            header(fam, format, out);
+            header(
+                fam,
+                format,
+                out.block(2 * fam.name.len() + fam.help.len() + 32),
+            );
             let stamps = send_timestamps && !fam.is_target_info;
             match store.values(fid) {
                 RowValues::Number { value, exemplar } => {
@@ -71,7 +142,7 @@ impl Encoder {
                         exemplars,
                         layouts: &store.layouts,
                     };
-                    self.stamps(fam, format, stamps);
+                    self.stamps(&fam.rows.time, format, stamps);
                     histogram_family(fam, &h, format, self.stamp_col(stamps), out)
                 }
                 RowValues::Summary {
@@ -81,31 +152,31 @@ impl Encoder {
                     len,
                     quantiles,
                 } => {
-                    self.stamps(fam, format, stamps);
+                    self.stamps(&fam.rows.time, format, stamps);
                     let s = (count, sum, at, len, quantiles);
                     summary_family(fam, s, format, self.stamp_col(stamps), out)
                 }
             }
         }
         if format == Format::OpenMetrics {
-            out.extend_from_slice(b"# EOF\n");
+            out.block(6).extend_from_slice(b"# EOF\n");
         }
     }
 
-    /// Formats the timestamp column (`send_timestamps`): milliseconds in the text format,
+    /// Formats a timestamp column (`send_timestamps`): milliseconds in the text format,
     /// seconds as a float in OpenMetrics.
-    fn stamps(&mut self, fam: &Family, format: Format, on: bool) {
+    fn stamps(&mut self, times: &[u64], format: Format, on: bool) {
         if !on {
             return;
         }
-        let n = fam.rows.len();
+        let n = times.len();
         self.stamps.resize(n, [0; SLOT]);
         self.stamp_len.resize(n, 0);
         for ((slot, len), &t) in self
             .stamps
             .iter_mut()
             .zip(self.stamp_len.iter_mut())
-            .zip(&fam.rows.time)
+            .zip(times)
         {
             let ms = gofmt::unix_millis(t);
             *len = match format {
@@ -131,56 +202,65 @@ impl Encoder {
         exemplar: &[Option<Box<Exemplar>>],
         format: Format,
         stamps: bool,
-        out: &mut Vec<u8>,
+        out: &mut Chunks,
     ) {
         let n = value.len();
-        // Pass 1: the value column.
-        self.values.resize(n, [0; SLOT]);
-        self.value_len.resize(n, 0);
         let fmt = match format {
             Format::Text => gofmt::go_g,
             Format::OpenMetrics => gofmt::om_float,
         };
-        for ((slot, len), &v) in self
-            .values
-            .iter_mut()
-            .zip(self.value_len.iter_mut())
-            .zip(value)
-        {
-            *len = fmt(v, slot) as u8;
-        }
-        self.stamps(fam, format, stamps);
-        // Pass 2: the exact size.
+        self.values.resize(BLOCK_ROWS, [0; SLOT]);
+        self.value_len.resize(BLOCK_ROWS, 0);
         let text = &fam.rows.text;
         let ends = &fam.rows.text_end;
-        let mut size = text.len() + n;
-        size += self.value_len[..n]
-            .iter()
-            .map(|&l| l as usize)
-            .sum::<usize>();
-        if stamps {
-            size += n + self.stamp_len[..n]
+        let live = &fam.rows.live;
+        let exemplars = format == Format::OpenMetrics && fam.ty == FamilyType::Counter;
+        for first in (0..n).step_by(BLOCK_ROWS) {
+            let rows = first..(first + BLOCK_ROWS).min(n);
+            let k = rows.len();
+            // Pass 1: the block's values (and timestamps), column by column, into slots.
+            for ((slot, len), &v) in self
+                .values
+                .iter_mut()
+                .zip(self.value_len.iter_mut())
+                .zip(&value[rows.clone()])
+            {
+                *len = fmt(v, slot) as u8;
+            }
+            self.stamps(&fam.rows.time[rows.clone()], format, stamps);
+            // Pass 2: the block's size (dead rows included: a reservation, not a length).
+            let mut size = ends[rows.end - 1] as usize - fam.rows.text_start(first) + k;
+            size += self.value_len[..k]
                 .iter()
                 .map(|&l| l as usize)
                 .sum::<usize>();
-        }
-        out.reserve(size);
-        // Pass 3: lines.
-        let exemplars = format == Format::OpenMetrics && fam.ty == FamilyType::Counter;
-        let mut start = 0usize;
-        for i in 0..n {
-            let end = ends[i] as usize;
-            out.extend_from_slice(&text[start..end]);
-            start = end;
-            out.extend_from_slice(&self.values[i][..self.value_len[i] as usize]);
             if stamps {
-                out.push(b' ');
-                out.extend_from_slice(&self.stamps[i][..self.stamp_len[i] as usize]);
+                size += k + self.stamp_len[..k]
+                    .iter()
+                    .map(|&l| l as usize)
+                    .sum::<usize>();
             }
-            if exemplars && let Some(e) = &exemplar[i] {
-                write_exemplar(e, out);
+            let out = out.block(size);
+            // Pass 3: the lines, label text and value slot back to back.
+            let mut start = fam.rows.text_start(first);
+            for (j, i) in rows.enumerate() {
+                let end = ends[i] as usize;
+                if !live[i] {
+                    start = end;
+                    continue;
+                }
+                out.extend_from_slice(&text[start..end]);
+                start = end;
+                out.extend_from_slice(&self.values[j][..self.value_len[j] as usize]);
+                if stamps {
+                    out.push(b' ');
+                    out.extend_from_slice(&self.stamps[j][..self.stamp_len[j] as usize]);
+                }
+                if exemplars && let Some(e) = &exemplar[i] {
+                    write_exemplar(e, out);
+                }
+                out.push(b'\n');
             }
-            out.push(b'\n');
         }
     }
 }
@@ -325,14 +405,15 @@ fn histogram_family(
     h: &Hist<'_>,
     format: Format,
     stamps: Option<(&[[u8; SLOT]], &[u8])>,
-    out: &mut Vec<u8>,
+    chunks: &mut Chunks,
 ) {
     let name: &str = &fam.name;
     let om = format == Format::OpenMetrics;
     let mut bucket_exemplar: Vec<Option<&Exemplar>> = Vec::new();
-    for row in 0..fam.rows.len() {
+    for row in (0..fam.rows.len()).filter(|&r| fam.rows.live[r]) {
         let body = fam.rows.text_of(row);
         let layout = &h.layouts[h.layout[row] as usize];
+        let out = chunks.block((name.len() + body.len() + 64) * (layout.order.len() + 3));
         let stamp = stamps.map(|(s, l)| &s[row][..l[row] as usize]);
         let counts = &h.buckets[h.at[row] as usize..h.at[row] as usize + layout.raw.len()];
         // withExemplarsMetric: each exemplar goes to the first bucket whose upper bound is
@@ -393,12 +474,13 @@ fn summary_family(
     (count, sum, at, len, quantiles): SummaryCols<'_>,
     format: Format,
     stamps: Option<(&[[u8; SLOT]], &[u8])>,
-    out: &mut Vec<u8>,
+    chunks: &mut Chunks,
 ) {
     let name: &str = &fam.name;
     let mut q_label = Vec::with_capacity(32);
-    for row in 0..fam.rows.len() {
+    for row in (0..fam.rows.len()).filter(|&r| fam.rows.live[r]) {
         let body = fam.rows.text_of(row);
+        let out = chunks.block((name.len() + body.len() + 64) * (len[row] as usize + 2));
         let stamp = stamps.map(|(s, l)| &s[row][..l[row] as usize]);
         let a = at[row] as usize;
         for &(q, v) in &quantiles[a..a + len[row] as usize] {

@@ -156,6 +156,36 @@ fn put_int(slot: &mut [u8; SLOT], mut len: usize, v: i64) -> usize {
     len
 }
 
+/// An integer of 7 to 16 digits in Go's shortest %e form.
+#[inline(always)]
+fn put_int_e(slot: &mut [u8; SLOT], v: i64) -> usize {
+    let mut b = itoa::Buffer::new();
+    let s = b.format(v).as_bytes();
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        _ => (false, s),
+    };
+    let exp = digits.len() - 1;
+    let nd = digits.len() - digits.iter().rev().take_while(|&&d| d == b'0').count();
+    let mut n = 0;
+    if neg {
+        slot[0] = b'-';
+        n = 1;
+    }
+    slot[n] = digits[0];
+    n += 1;
+    if nd > 1 {
+        slot[n] = b'.';
+        slot[n + 1..n + nd].copy_from_slice(&digits[1..nd]);
+        n += nd;
+    }
+    slot[n] = b'e';
+    slot[n + 1] = b'+';
+    slot[n + 2] = b'0' + (exp / 10) as u8;
+    slot[n + 3] = b'0' + (exp % 10) as u8;
+    n + 4
+}
+
 /// `writeFloat` of expfmt's text format into `slot`; returns the length.
 #[inline]
 pub fn go_g(f: f64, slot: &mut [u8; SLOT]) -> usize {
@@ -163,10 +193,25 @@ pub fn go_g(f: f64, slot: &mut [u8; SLOT]) -> usize {
         slot[0] = b'0';
         return 1;
     }
-    // Integers below 1e6 print as plain integers in %g (exponent < 6): the common case of
-    // counters and gauges of counts, without the digit search.
-    if f.fract() == 0.0 && f.abs() < 1e6 {
-        return put_int(slot, 0, f as i64);
+    let abs = f.abs();
+    if f.fract() == 0.0 {
+        // Integers below 1e6 print as plain integers in %g (exponent < 6): counts.
+        if abs < 1e6 {
+            return put_int(slot, 0, f as i64);
+        }
+        // Integers up to 2^53 (byte counts, large counters): their shortest digits are their
+        // decimal digits without trailing zeros (every integer there is representable, so a
+        // shorter string would denote another integer), in %e form: `1.835008e+08`.
+        if abs < 9_007_199_254_740_992.0 {
+            return put_int_e(slot, f as i64);
+        }
+    } else if (1e-4..1e6).contains(&abs) {
+        // Fractions whose decimal exponent is in [-4, 6): Go writes them in %f form, and so
+        // does ryu (which switches to exponents only below 1e-5 and from 1e16), byte for byte.
+        let mut b = ryu::Buffer::new();
+        let s = b.format_finite(f).as_bytes();
+        slot[..s.len()].copy_from_slice(s);
+        return s.len();
     }
     if f.is_nan() {
         slot[..3].copy_from_slice(b"NaN");
@@ -342,6 +387,14 @@ mod tests {
             (f64::MAX, "1.7976931348623157e+308"),
             (-2.5e-7, "-2.5e-07"),
             (1700000000.123, "1.700000000123e+09"),
+            (183500800.0, "1.835008e+08"),
+            (-1e15, "-1e+15"),
+            (9007199254740991.0, "9.007199254740991e+15"),
+            (9007199254740992.0, "9.007199254740992e+15"),
+            (0.0001, "0.0001"),
+            (0.00009999, "9.999e-05"),
+            (999999.9999999999, "999999.9999999999"),
+            (-1234.567, "-1234.567"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
@@ -395,7 +448,12 @@ mod tests {
             prop_assert_eq!(ours.len(), reference.len(), "{} vs {}", ours, reference);
             let mantissa = ours.split('e').next().unwrap_or("");
             let last = mantissa.chars().last().unwrap_or('0');
-            prop_assert!((last as u8 - b'0') % 2 == 0, "{} vs {}", ours, reference);
+            prop_assert!(
+                (last as u8 - b'0').is_multiple_of(2),
+                "{} vs {}",
+                ours,
+                reference
+            );
         }
         Ok(())
     }
@@ -418,9 +476,19 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn go_g_matches_reference_on_integers(i in -(1i64 << 53)..(1i64 << 53), zeros in 0u32..6) {
+            let f = (i / 10i64.pow(zeros) * 10i64.pow(zeros)) as f64;
+            check(f)?;
+        }
+    }
+
     #[test]
     fn ties_round_half_to_even_like_go() {
-        // 974136307766545.25 sits exactly between the 16-digit candidates ...452 and ...453.
-        assert_eq!(g(-974136307766545.25), "-9.741363077665452e+14");
+        // -974136307766545.25 sits exactly between the 16-digit candidates ...452 and ...453.
+        let f = f64::from_bits(14054520328230709386);
+        assert_eq!(f, -974136307766545.2);
+        assert_eq!(g(f), "-9.741363077665452e+14");
     }
 }

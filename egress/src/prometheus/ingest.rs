@@ -42,8 +42,11 @@ pub struct Translator {
     pub resource_to_telemetry: bool,
     pub exclude_service_attributes: bool,
     pub without_scope_info: bool,
-    names: HashMap<(Box<str>, Box<str>, OtelKind), Option<Box<str>>>,
+    /// Metric names by (OTLP name, unit, kind); `None`: cannot be named.
+    names: HashMap<NameKey, Option<Box<str>>>,
 }
+
+type NameKey = (Box<str>, Box<str>, OtelKind);
 
 /// Data points taken and dropped by one [`ingest`] call.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -236,11 +239,7 @@ pub fn ingest(tr: &mut Translator, store: &mut Store, p: &Payload, now: u64) -> 
             (Some(j), Some(i)) if !j.is_empty() && !i.is_empty() => {
                 let identity = hash_parts(&[b"\xfftarget_info", j.as_bytes(), i.as_bytes()]);
                 let labels = &mut tr.labels;
-                store.target(identity, || {
-                    render_target_labels(labels, &all, j, i)
-                        .ok()
-                        .map(|l| (l.body, l.count))
-                })
+                store.target(identity, || render_target_labels(labels, &all, j, i).ok())
             }
             _ => u32::MAX,
         };
@@ -559,16 +558,15 @@ fn new_series(
     for (k, v) in &tr.const_labels {
         fixed.push((k, v));
     }
-    let rendered = render_labels(&mut tr.labels, &mut attrs, &fixed).map_err(|e| match e {
+    let body = render_labels(&mut tr.labels, &mut attrs, &fixed).map_err(|e| match e {
         LabelError::InvalidName => DropReason::InvalidLabelName,
         LabelError::Conflict => DropReason::LabelConflict,
     })?;
-    if rendered.body.len() > MAX_LABEL_BYTES {
+    if body.len() > MAX_LABEL_BYTES {
         return Err(DropReason::TooLarge);
     }
     Ok(NewSeries {
-        body: rendered.body,
-        n_labels: rendered.count,
+        body,
         target: res.target,
     })
 }

@@ -267,17 +267,6 @@ impl LabelNames {
         }
         self.cache.get(key).and_then(|n| n.as_deref())
     }
-
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-}
-
-/// One series' labels, rendered.
-pub struct RenderedLabels {
-    /// `name="value",name="value"` (no braces), sorted by name.
-    pub body: Vec<u8>,
-    pub count: u16,
 }
 
 /// Builds the label text of a series.
@@ -290,7 +279,7 @@ pub fn render_labels(
     names: &mut LabelNames,
     attrs: &mut [(Cow<'_, str>, Cow<'_, str>)],
     fixed: &[(&str, &str)],
-) -> Result<RenderedLabels, LabelError> {
+) -> Result<Vec<u8>, LabelError> {
     // Collisions are joined in the order of the original keys.
     attrs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut labels: Vec<(String, String)> = Vec::with_capacity(attrs.len() + fixed.len());
@@ -310,10 +299,12 @@ pub fn render_labels(
         }
         labels.push((name.to_string(), value.to_string()));
     }
+    Ok(render_sorted(labels))
+}
+
+/// `name="value",...` of `labels` sorted by name (client_golang's `MakeLabelPairs` order).
+fn render_sorted(mut labels: Vec<(String, String)>) -> Vec<u8> {
     labels.sort_by(|a, b| a.0.cmp(&b.0));
-    if labels.len() > usize::from(u16::MAX) {
-        return Err(LabelError::InvalidName);
-    }
     let mut body = Vec::with_capacity(labels.iter().map(|(n, v)| n.len() + v.len() + 4).sum());
     for (i, (n, v)) in labels.iter().enumerate() {
         if i > 0 {
@@ -324,10 +315,7 @@ pub fn render_labels(
         escape_label_value(v, &mut body);
         body.push(b'"');
     }
-    Ok(RenderedLabels {
-        body,
-        count: labels.len() as u16,
-    })
+    body
 }
 
 /// The labels of `target_info` (`createTargetInfoMetrics` in the exporter's `collector.go`):
@@ -338,7 +326,7 @@ pub fn render_target_labels(
     attrs: &[(&str, Cow<'_, str>)],
     job: &str,
     instance: &str,
-) -> Result<RenderedLabels, LabelError> {
+) -> Result<Vec<u8>, LabelError> {
     let mut labels: Vec<(String, String)> = Vec::with_capacity(attrs.len() + 2);
     for (key, value) in attrs {
         if matches!(
@@ -360,21 +348,7 @@ pub fn render_target_labels(
     labels.retain(|(n, _)| n != "job" && n != "instance");
     labels.push(("job".into(), job.into()));
     labels.push(("instance".into(), instance.into()));
-    labels.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut body = Vec::new();
-    for (i, (n, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(n.as_bytes());
-        body.extend_from_slice(b"=\"");
-        escape_label_value(v, &mut body);
-        body.push(b'"');
-    }
-    Ok(RenderedLabels {
-        body,
-        count: labels.len() as u16,
-    })
+    Ok(render_sorted(labels))
 }
 
 #[cfg(test)]
@@ -445,10 +419,9 @@ mod tests {
         ];
         let r = render_labels(&mut names, &mut attrs, &[("job", "svc")]).unwrap();
         assert_eq!(
-            String::from_utf8(r.body).unwrap(),
+            String::from_utf8(r).unwrap(),
             r#"a_b="first;second",http_method="GET",job="svc",path="C:\\dir \"x\"\nnext""#
         );
-        assert_eq!(r.count, 4);
 
         let mut clash = vec![(Cow::Borrowed("job"), Cow::Borrowed("x"))];
         assert_eq!(
@@ -473,7 +446,7 @@ mod tests {
         ];
         let r = render_target_labels(&mut names, &attrs, "checkout", "i-1").unwrap();
         assert_eq!(
-            String::from_utf8(r.body).unwrap(),
+            String::from_utf8(r).unwrap(),
             r#"instance="i-1",job="checkout",k8s_pod_name="checkout-1;dup""#
         );
     }

@@ -48,9 +48,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use sluice_engine::Payload;
 use sluice_engine::clock::Clock;
 use sluice_engine::component::{
@@ -63,7 +65,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::PrometheusConfig;
-pub use encode::{Encoder, Format};
+pub use encode::{Chunks, Encoder, Format};
 use ingest::{Outcome, Translator};
 use naming::MetricNamer;
 pub use store::{DropReason, Store};
@@ -75,8 +77,6 @@ pub struct State {
     pub translator: Translator,
     pub encoder: Encoder,
     send_timestamps: bool,
-    /// Size of the last scrape, to reserve the next one's buffer at once.
-    last_size: [usize; 2],
 }
 
 impl State {
@@ -111,7 +111,6 @@ impl State {
             ),
             encoder: Encoder::default(),
             send_timestamps: config.send_timestamps,
-            last_size: [0; 2],
         }
     }
 
@@ -120,22 +119,22 @@ impl State {
         ingest::ingest(&mut self.translator, &mut self.store, p, now)
     }
 
-    /// The exposition at `now`: expires, lays out, encodes.
-    pub fn scrape(&mut self, format: Format, now: u64) -> Vec<u8> {
-        self.store.prepare_scrape(now);
-        let k = (format == Format::OpenMetrics) as usize;
-        let mut out = Vec::with_capacity(self.last_size[k] + self.last_size[k] / 8);
-        self.encoder
-            .encode(&self.store, format, self.send_timestamps, &mut out);
-        self.last_size[k] = out.len();
-        out
+    /// The exposition at `now` (expired series removed first), in chunks.
+    pub fn scrape_chunks(&mut self, format: Format, now: u64) -> Vec<Vec<u8>> {
+        self.scrape_into(format, now, Chunks::default())
     }
 
-    /// Like [`State::scrape`] into a caller's buffer (benchmarks reuse one).
-    pub fn scrape_into(&mut self, format: Format, now: u64, out: &mut Vec<u8>) {
+    /// [`State::scrape_chunks`] writing into the given chunks.
+    pub fn scrape_into(&mut self, format: Format, now: u64, mut out: Chunks) -> Vec<Vec<u8>> {
         self.store.prepare_scrape(now);
         self.encoder
-            .encode(&self.store, format, self.send_timestamps, out);
+            .encode(&self.store, format, self.send_timestamps, &mut out);
+        out.into_vec()
+    }
+
+    /// The exposition at `now` in one buffer.
+    pub fn scrape(&mut self, format: Format, now: u64) -> Vec<u8> {
+        self.scrape_chunks(format, now).concat()
     }
 }
 
@@ -355,18 +354,26 @@ impl Scrape {
         // Encoding a large state takes milliseconds: off the async workers.
         let work = tokio::task::spawn_blocking(move || {
             let now = self.clock.now_unix_nanos();
-            let body = {
+            let chunks = {
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.scrape(format, now)
+                st.scrape_chunks(format, now)
             };
             if gzip {
+                let size: usize = chunks.iter().map(Vec::len).sum();
                 let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4),
+                    Vec::with_capacity(size / 8),
                     flate2::Compression::fast(),
                 );
-                enc.write_all(&body).and_then(|_| enc.finish())
+                for c in &chunks {
+                    enc.write_all(c)?;
+                }
+                Ok::<_, std::io::Error>(Body::from(enc.finish()?))
             } else {
-                Ok(body)
+                // Chunk by chunk: no copy into one large buffer.
+                let frames = chunks
+                    .into_iter()
+                    .map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
+                Ok(Body::from_stream(futures_util::stream::iter(frames)))
             }
         })
         .await;

@@ -19,9 +19,12 @@
 //!
 //! Memory per series is bounded: label text at most [`MAX_LABEL_BYTES`], at most
 //! [`MAX_BUCKETS`] histogram buckets and [`MAX_QUANTILES`] summary quantiles; larger series are
-//! refused and counted. Rows appended since the last scrape are sorted into place (by label
-//! count, then label text: client_golang's order) and the table compacted only when a scrape
-//! finds it changed, so a steady scrape does no layout work at all.
+//! refused and counted. A new series is appended to its family's table; a removed one is only
+//! marked dead (scrapes skip it) until dead rows are a quarter of the table, when a scrape
+//! compacts it. So pod churn costs a scrape nothing but the new rows, and series keep the order
+//! in which they were first seen (client_golang sorts them by label values; Prometheus does not
+//! depend on the order, and sorting a million rows again on every change would cost a scrape
+//! hundreds of milliseconds).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -177,22 +180,20 @@ impl Values {
     }
 }
 
-/// One family's series as columns. Rows `0..sorted_len` are in scrape order; rows after
-/// were added since the last layout.
+/// One family's series as columns, in the order they were first seen; `live[i]` is false for
+/// rows removed since the last compaction.
 pub(crate) struct Rows {
     identity: Vec<u128>,
     slot: Vec<u32>,
     /// Label text of all rows, back to back; row `i` ends at `text_end[i]`.
     pub(crate) text: Vec<u8>,
     pub(crate) text_end: Vec<u32>,
-    n_labels: Vec<u16>,
     target: Vec<u32>,
     updated: Vec<u64>,
     pub(crate) time: Vec<u64>,
     start: Vec<u64>,
-    live: Vec<bool>,
+    pub(crate) live: Vec<bool>,
     values: Values,
-    sorted_len: usize,
     dead: usize,
 }
 
@@ -203,14 +204,12 @@ impl Rows {
             slot: Vec::new(),
             text: Vec::new(),
             text_end: Vec::new(),
-            n_labels: Vec::new(),
             target: Vec::new(),
             updated: Vec::new(),
             time: Vec::new(),
             start: Vec::new(),
             live: Vec::new(),
             values: Values::new(ty),
-            sorted_len: 0,
             dead: 0,
         }
     }
@@ -271,7 +270,6 @@ impl Rows {
             + self.slot.capacity() * 4
             + self.text.capacity()
             + self.text_end.capacity() * 4
-            + self.n_labels.capacity() * 2
             + self.target.capacity() * 4
             + self.updated.capacity() * 8
             + self.time.capacity() * 8
@@ -291,7 +289,6 @@ pub struct Family {
     /// Stable handle -> current row (rows move when the table is laid out again).
     slot_row: Vec<u32>,
     free_slots: Vec<u32>,
-    dirty: bool,
 }
 
 impl Family {
@@ -304,7 +301,6 @@ impl Family {
             rows: Rows::new(ty),
             slot_row: Vec::new(),
             free_slots: Vec::new(),
-            dirty: false,
         }
     }
 
@@ -439,8 +435,8 @@ pub struct SummaryPoint<'a> {
 
 /// What a new series needs besides its values.
 pub struct NewSeries {
+    /// `name="value",...` sorted by name, escaped.
     pub body: Vec<u8>,
-    pub n_labels: u16,
     pub target: u32,
 }
 
@@ -546,15 +542,11 @@ impl Store {
 
     /// The `target_info` row of a resource with `job` and `instance`, created from `labels`
     /// the first time; returns its handle for [`NewSeries::target`].
-    pub fn target(
-        &mut self,
-        identity: u128,
-        labels: impl FnOnce() -> Option<(Vec<u8>, u16)>,
-    ) -> u32 {
+    pub fn target(&mut self, identity: u128, labels: impl FnOnce() -> Option<Vec<u8>>) -> u32 {
         if let Some(r) = self.series.get(&identity) {
             return r.slot;
         }
-        let Some((body, n_labels)) = labels() else {
+        let Some(body) = labels() else {
             return NONE;
         };
         let fid = match self.target_family {
@@ -568,7 +560,7 @@ impl Store {
             }
         };
         let text = number_prefix(&self.target_name, &body);
-        let slot = self.push_row(fid, identity, &text, n_labels, NONE, u64::MAX);
+        let slot = self.push_row(fid, identity, &text, NONE, u64::MAX);
         let fam = self.fam_mut(fid);
         let row = fam.slot_row[slot as usize] as usize;
         fam.rows.time[row] = 0;
@@ -584,15 +576,7 @@ impl Store {
     }
 
     /// Appends a row (common columns only) and returns its slot.
-    fn push_row(
-        &mut self,
-        fid: u32,
-        identity: u128,
-        text: &[u8],
-        n_labels: u16,
-        target: u32,
-        now: u64,
-    ) -> u32 {
+    fn push_row(&mut self, fid: u32, identity: u128, text: &[u8], target: u32, now: u64) -> u32 {
         let fam = self.fam_mut(fid);
         let row = fam.rows.len() as u32;
         let slot = match fam.free_slots.pop() {
@@ -610,13 +594,11 @@ impl Store {
         r.slot.push(slot);
         r.text.extend_from_slice(text);
         r.text_end.push(r.text.len() as u32);
-        r.n_labels.push(n_labels);
         r.target.push(target);
         r.updated.push(now);
         r.time.push(0);
         r.start.push(0);
         r.live.push(true);
-        fam.dirty = true;
         self.series
             .insert(identity, SeriesRef { family: fid, slot });
         if target != NONE
@@ -658,7 +640,6 @@ impl Store {
         }
         fam.rows.live[row] = false;
         fam.rows.dead += 1;
-        fam.dirty = true;
         let slot = fam.rows.slot[row];
         fam.slot_row[slot as usize] = NONE;
         fam.free_slots.push(slot);
@@ -708,7 +689,7 @@ impl Store {
             if !self.fits(fid, text.len()) {
                 return Err(DropReason::TooLarge);
             }
-            let slot = self.push_row(fid, identity, &text, s.n_labels, s.target, now);
+            let slot = self.push_row(fid, identity, &text, s.target, now);
             let fam = self.fam_mut(fid);
             let row = fam.slot_row[slot as usize] as usize;
             fam.rows.time[row] = p.time;
@@ -797,7 +778,7 @@ impl Store {
             if !self.fits(fid, s.body.len()) {
                 return Err(DropReason::TooLarge);
             }
-            let slot = self.push_row(fid, identity, &s.body, s.n_labels, s.target, now);
+            let slot = self.push_row(fid, identity, &s.body, s.target, now);
             let fam = self.fam_mut(fid);
             let row = fam.slot_row[slot as usize] as usize;
             fam.rows.time[row] = p.time;
@@ -942,7 +923,7 @@ impl Store {
                 if !self.fits(fid, s.body.len()) {
                     return Err(DropReason::TooLarge);
                 }
-                let slot = self.push_row(fid, identity, &s.body, s.n_labels, s.target, now);
+                let slot = self.push_row(fid, identity, &s.body, s.target, now);
                 let fam = self.fam_mut(fid);
                 let row = fam.slot_row[slot as usize] as usize;
                 if let Values::Summary {
@@ -992,7 +973,8 @@ impl Store {
     // ---------------------------------------------------------------- scrape preparation
 
     /// Removes series not updated for `metric_expiration` and `target_info` rows no series
-    /// references, then lays out every table that changed. Called before each scrape.
+    /// references, compacts tables that are a quarter dead, drops empty families. Called
+    /// before each scrape.
     pub fn prepare_scrape(&mut self, now: u64) {
         let cutoff = now.saturating_sub(self.expiration_nanos);
         for fid in 0..self.families.len() as u32 {
@@ -1037,10 +1019,7 @@ impl Store {
             let Some(fam) = self.families[fid as usize].as_mut() else {
                 continue;
             };
-            if fam.dirty {
-                relayout(fam, layouts);
-            }
-            if fam.rows.len() == 0 {
+            if fam.live_rows() == 0 {
                 let name = fam.name.clone();
                 if fam.is_target_info {
                     self.target_family = None;
@@ -1049,6 +1028,8 @@ impl Store {
                 self.families[fid as usize] = None;
                 self.free_families.push(fid);
                 self.by_name.remove(&name);
+            } else if fam.rows.dead * 4 >= fam.rows.len() {
+                compact(fam, layouts);
             }
         }
     }
@@ -1146,47 +1127,13 @@ fn set_buckets(
     }
 }
 
-/// Sorts rows added since the last layout into place, drops removed rows, compacts.
-fn relayout(fam: &mut Family, layouts: &[Layout]) {
+/// Drops removed rows: every column gathered to the live rows, in their order.
+fn compact(fam: &mut Family, layouts: &[Layout]) {
     let r = &fam.rows;
-    let n = r.len();
-    let cmp = |a: &u32, b: &u32| {
-        let (a, b) = (*a as usize, *b as usize);
-        r.n_labels[a]
-            .cmp(&r.n_labels[b])
-            .then_with(|| r.text_of(a).cmp(r.text_of(b)))
-    };
-    let mut added: Vec<u32> = (r.sorted_len..n)
+    let order: Vec<u32> = (0..r.len())
         .filter(|&i| r.live[i])
         .map(|i| i as u32)
         .collect();
-    added.sort_unstable_by(cmp);
-    let mut order: Vec<u32> = Vec::with_capacity(n - r.dead);
-    let mut old = (0..r.sorted_len).filter(|&i| r.live[i]).map(|i| i as u32);
-    let mut next_old = old.next();
-    let mut new = added.into_iter().peekable();
-    loop {
-        match (next_old, new.peek()) {
-            (Some(o), Some(a)) => {
-                if cmp(&o, a) != std::cmp::Ordering::Greater {
-                    order.push(o);
-                    next_old = old.next();
-                } else {
-                    order.push(*a);
-                    new.next();
-                }
-            }
-            (Some(o), None) => {
-                order.push(o);
-                next_old = old.next();
-            }
-            (None, Some(a)) => {
-                order.push(*a);
-                new.next();
-            }
-            (None, None) => break,
-        }
-    }
     let gather = |v: &[u64]| order.iter().map(|&i| v[i as usize]).collect::<Vec<_>>();
     let mut text = Vec::with_capacity(
         order
@@ -1266,19 +1213,16 @@ fn relayout(fam: &mut Family, layouts: &[Layout]) {
         slot: order.iter().map(|&i| r.slot[i as usize]).collect(),
         text,
         text_end,
-        n_labels: order.iter().map(|&i| r.n_labels[i as usize]).collect(),
         target: order.iter().map(|&i| r.target[i as usize]).collect(),
         updated: gather(&r.updated),
         time: gather(&r.time),
         start: gather(&r.start),
         live: vec![true; order.len()],
         values,
-        sorted_len: order.len(),
         dead: 0,
     };
     for (row, &slot) in new_rows.slot.iter().enumerate() {
         fam.slot_row[slot as usize] = row as u32;
     }
     fam.rows = new_rows;
-    fam.dirty = false;
 }

@@ -440,34 +440,39 @@ fn series_expire_on_the_injected_clock() {
 }
 
 #[test]
-fn many_series_stay_sorted_as_they_come_and_go() {
-    // Rows arrive in random order over several batches, some expire: every scrape is sorted
-    // by label text and holds exactly the live series.
+fn series_keep_their_first_seen_order_as_they_come_and_go() {
+    // Series arrive in random order over several batches, some expire, some come back: every
+    // scrape holds exactly the live series, in the order they were (last) first seen, also
+    // across compactions of the table.
     let cfg = config(serde_json::json!({"endpoint": "x:1", "metric_expiration": "10s"}));
     let mut st = State::new(&cfg);
-    let mut live: BTreeMap<String, u64> = BTreeMap::new();
+    let mut live: Vec<(String, u64)> = Vec::new(); // (pod, last update), first-seen order
     let mut rng = 0x9e3779b97f4a7c15u64;
-    for round in 0..20u64 {
+    for round in 0..40u64 {
         let now = T0 + round * 1_000_000_000;
         let mut points = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..30 {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let pod = format!("pod-{:03}", rng % 300);
             points.push(number(0, now, round as f64, vec![kv("pod", &pod)]));
-            live.insert(pod, now);
+            match live.iter_mut().find(|(p, _)| *p == pod) {
+                Some(e) => e.1 = now,
+                None => live.push((pod, now)),
+            }
         }
         st.ingest(&request(vec![], vec![gauge("g", points)]), now);
-        live.retain(|_, t| *t + 10_000_000_000 >= now);
+        live.retain(|(_, t)| *t + 10_000_000_000 >= now);
         let text = scrape_text(&mut st, now);
         let pods: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("g{"))
             .map(|l| &l[l.find("pod=\"").unwrap() + 5..][..7])
             .collect();
-        let want: Vec<&str> = live.keys().map(String::as_str).collect();
+        let want: Vec<&str> = live.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(pods, want, "round {round}");
+        assert_eq!(st.store.series_count(), live.len());
     }
 }
 
