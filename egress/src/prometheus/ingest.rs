@@ -512,7 +512,8 @@ pub fn ingest(tr: &mut Translator, store: &mut Store, p: &Payload, now: u64) -> 
                         labels,
                     )
                 }
-                MetricType::Empty => Err(DropReason::NoData),
+                // (metrics without data have no points)
+                MetricType::Empty => continue,
             };
             out.record(r);
         }

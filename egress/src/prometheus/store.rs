@@ -66,12 +66,10 @@ pub enum DropReason {
     MalformedHistogram,
     /// Exponential histogram scale Prometheus cannot represent (< -4, or custom buckets).
     UnsupportedScale,
-    /// Metric with no data (`data` oneof unset).
-    NoData,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::UnspecifiedTemporality,
         DropReason::NonMonotonicDelta,
         DropReason::OutOfOrder,
@@ -83,7 +81,6 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::MalformedHistogram,
         DropReason::UnsupportedScale,
-        DropReason::NoData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,7 +96,6 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::MalformedHistogram => "malformed_histogram",
             DropReason::UnsupportedScale => "unsupported_scale",
-            DropReason::NoData => "no_data",
         }
     }
 }
