@@ -281,6 +281,7 @@ impl Lifecycle for PrometheusExporter {
                 state: self.state.clone(),
                 clock: self.clock.clone(),
                 open_metrics: self.config.enable_open_metrics,
+                series: self.series.clone(),
             };
             let app = Router::new().route(
                 "/metrics",
@@ -338,6 +339,8 @@ struct Scrape {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
     open_metrics: bool,
+    /// Updated here too: a scrape is when expired series go.
+    series: Gauge,
 }
 
 impl Scrape {
@@ -356,7 +359,9 @@ impl Scrape {
             let now = self.clock.now_unix_nanos();
             let chunks = {
                 let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.scrape_chunks(format, now)
+                let chunks = st.scrape_chunks(format, now);
+                self.series.set(st.store.series_count() as i64);
+                chunks
             };
             if gzip {
                 let size: usize = chunks.iter().map(Vec::len).sum();
