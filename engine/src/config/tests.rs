@@ -23,6 +23,7 @@ struct TestConfig {
     send_batch_size: Option<u32>,
     timeout: Option<String>,
     protocols: Option<Value>,
+    resource_to_telemetry_conversion: Option<Value>,
 }
 
 impl Factory for TestFactory {
@@ -75,6 +76,7 @@ fn registry() -> Registry {
         f(Kind::Exporter, "debug", ALL),
         f(Kind::Exporter, "otlp", ALL),
         f(Kind::Exporter, "tracesonly", &[Signal::Traces]),
+        f(Kind::Exporter, "prometheus", &[Signal::Metrics]),
         f(Kind::Extension, "health_check", &[]),
     ])
 }

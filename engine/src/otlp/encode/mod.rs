@@ -23,7 +23,8 @@
 //! type writes no value, points in a table that does not match their metric's type are not
 //! written, summary quantile/value lists of unequal length are truncated to the shorter.
 
-mod columns;
+/// Typed column views, shared with exporters that read payloads (prometheus).
+pub mod columns;
 pub(super) mod json;
 mod logs;
 mod metrics;
