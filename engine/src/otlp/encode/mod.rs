@@ -298,7 +298,19 @@ impl<'a> Attrs<'a> {
     fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
         let mut o = out.local();
         for r in range(&self.starts, parent) {
-            put_header(&mut o, tag, self.kv_len[r] as usize);
+            let kv = self.kv_len[r];
+            // The common row: a string value in a KeyValue under 128 bytes. Then every length
+            // inside it (value, string) is under 128 too, so all four varints are one byte and
+            // the headers go out as two fixed stores instead of six single-byte ones.
+            if kv < 0x80 && self.val.ty[r] == T_STR {
+                let s = self.val.s.get(r);
+                o.put_array([tag, kv as u8]);
+                o.put(self.key.get(r));
+                o.put_array([0x12, self.val_len[r] as u8, 0x0a, s.len() as u8]);
+                o.put(s);
+                continue;
+            }
+            put_header(&mut o, tag, kv as usize);
             o.put(self.key.get(r));
             let len = self.val_len[r];
             if len != NO_VALUE {

@@ -49,6 +49,13 @@ impl<'a> Out<'a> {
         self.pos += 1;
     }
 
+    /// A fixed-size store (headers built in a register): one bounds check, no length branches.
+    #[inline(always)]
+    pub fn put_array<const N: usize>(&mut self, src: [u8; N]) {
+        self.buf[self.pos..self.pos + N].write_copy_of_slice(&src);
+        self.pos += N;
+    }
+
     #[inline(always)]
     pub fn put(&mut self, src: &[u8]) {
         let n = src.len();
