@@ -85,6 +85,23 @@ impl<'a> Strs<'a> {
         &self.data[start..end]
     }
 
+    /// The bytes all values are slices of (see [`Strs::bounds`]).
+    #[inline(always)]
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// `(start, len)` of row `i`'s value in [`Strs::data`].
+    #[inline(always)]
+    pub fn bounds(&self, i: usize) -> (usize, usize) {
+        let j = match self.keys {
+            Some(k) => k[i] as usize,
+            None => i,
+        };
+        let start = self.offsets[j] as usize;
+        (start, (self.offsets[j + 1] as usize).saturating_sub(start))
+    }
+
     #[inline(always)]
     pub fn len_of(&self, i: usize) -> usize {
         let j = match self.keys {
