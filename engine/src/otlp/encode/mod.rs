@@ -80,15 +80,41 @@ pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
 /// sorted ids, which the payload invariants guarantee.
 fn child_starts(parent: &[u32], n_parents: usize) -> Vec<u32> {
     let mut starts = vec![0u32; n_parents + 1];
-    for &p in parent {
+    for_each_run(parent, std::iter::repeat(1u32), |p, count| {
         if let Some(c) = starts.get_mut(p as usize + 1) {
-            *c += 1;
+            *c += count;
         }
-    }
+    });
     for i in 0..n_parents {
         starts[i + 1] += starts[i];
     }
     starts
+}
+
+/// Calls `f(id, sum of values)` once per run of equal ids. Children come sorted by parent, so
+/// summing a run in a register and storing once replaces a read-modify-write of the same slot
+/// per row, each waiting on the previous one's store.
+#[inline(always)]
+fn for_each_run<T: Copy + Default + std::ops::AddAssign>(
+    ids: &[u32],
+    values: impl Iterator<Item = T>,
+    mut f: impl FnMut(u32, T),
+) {
+    let mut current = None;
+    let mut sum = T::default();
+    for (&id, v) in ids.iter().zip(values) {
+        if current != Some(id) {
+            if let Some(c) = current {
+                f(c, sum);
+            }
+            current = Some(id);
+            sum = T::default();
+        }
+        sum += v;
+    }
+    if let Some(c) = current {
+        f(c, sum);
+    }
 }
 
 #[inline(always)]
@@ -102,11 +128,11 @@ fn range(starts: &[u32], p: usize) -> Range<usize> {
 /// Adds `sizes[row]` to `totals[parent[row]]`: the one pass that turns child sizes into parent
 /// sizes.
 fn add_to_parents(totals: &mut [usize], parent: &[u32], sizes: impl Iterator<Item = usize>) {
-    for (&p, s) in parent.iter().zip(sizes) {
+    for_each_run(parent, sizes, |p, s| {
         if let Some(t) = totals.get_mut(p as usize) {
             *t += s;
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
