@@ -302,22 +302,17 @@ impl<'a> Attrs<'a> {
         let parent = p.parent_ids(t).values();
         let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
         let val = AnyCols::new(batch, "");
-        // Column by column: value lengths, then KeyValue lengths, then per-parent sums.
-        let val_len: Vec<u32> = (0..rows)
-            .map(|r| val.body_len(r).map_or(NO_VALUE, |v| v as u32))
-            .collect();
-        let kv_len: Vec<u32> = val_len
-            .iter()
-            .enumerate()
-            .map(|(r, &v)| {
-                let v = if v == NO_VALUE {
-                    0
-                } else {
-                    len_field_size(v as usize)
-                };
-                (key.size(r) + v) as u32
-            })
-            .collect();
+        // Row by row: value and KeyValue lengths; then per-parent sums.
+        let mut val_len = vec![0u32; rows];
+        let mut kv_len = vec![0u32; rows];
+        for (r, (v, kv)) in val_len.iter_mut().zip(kv_len.iter_mut()).enumerate() {
+            let (body, field) = match val.body_len(r) {
+                Some(b) => (b as u32, len_field_size(b)),
+                None => (NO_VALUE, 0),
+            };
+            *v = body;
+            *kv = (key.size(r) + field) as u32;
+        }
         let mut per_parent = vec![0usize; n_parents];
         add_to_parents(
             &mut per_parent,
