@@ -284,7 +284,7 @@ async fn retryable_failures_are_retried_and_delivered_once() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -315,7 +315,7 @@ async fn permanent_failures_are_counted_not_retried() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -338,7 +338,7 @@ async fn a_full_queue_refuses_and_counts() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 1}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 1}}),
         &t,
     );
     e.consume(spans(0, 2)).await.unwrap();
@@ -377,7 +377,7 @@ async fn an_outage_delays_delivery_but_loses_nothing() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "timeout": "1s", "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "timeout": "1s", "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -512,17 +512,33 @@ async fn file_exporter_writes_otlp_json_lines() {
 #[test]
 fn configs_are_checked() {
     let grpc = crate::otlp::OtlpGrpcFactory;
+    for ok in [
+        serde_json::json!({"endpoint": "jaeger:4317"}),
+        serde_json::json!({"endpoint": "https://jaeger:4317", "tls": {"ca_file": "ca.crt"}}),
+        serde_json::json!({"endpoint": "http://jaeger:4317", "tls": {"insecure": true}}),
+    ] {
+        grpc.parse_config(&ok)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
     let e = grpc
-        .parse_config(&serde_json::json!({"endpoint": "jaeger:4317"}))
+        .parse_config(&serde_json::json!({"endpoint": "dns:///jaeger:4317"}))
         .err()
         .unwrap();
-    assert!(e.message.contains("TLS is not supported"), "{e}");
-    assert!(
-        grpc.parse_config(
-            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"insecure": true}})
+    assert!(e.message.contains("expected host:port"), "{e}");
+    let e = grpc
+        .parse_config(
+            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"cert_file": "c.crt"}}),
         )
-        .is_ok()
-    );
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "tls.key_file", "{e}");
+    let e = grpc
+        .parse_config(
+            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"insecure_skip_verfy": true}}),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "tls.insecure_skip_verfy", "{e}");
     let e = grpc
         .parse_config(&serde_json::json!({"endpoint": "x:1", "sending_queue": {"queue_sise": 1}}))
         .err()
@@ -546,7 +562,7 @@ async fn shutdown_drains_the_queue() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "sending_queue": {"num_consumers": 1}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "sending_queue": {"num_consumers": 1}}),
         &t,
     );
     e.start().await.unwrap();
@@ -567,7 +583,7 @@ async fn without_a_queue_failures_reach_the_caller() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "sending_queue": {"enabled": false}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "sending_queue": {"enabled": false}}),
         &t,
     );
     e.start().await.unwrap();

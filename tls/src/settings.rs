@@ -548,9 +548,10 @@ impl TlsClientSetting {
             .filter(|s| !s.is_empty())
     }
 
-    /// Reads the files and builds the client config, offering `alpn`. Errors name the setting
-    /// and the file.
-    pub fn load(&self, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
+    /// Reads the files and builds the client config. Errors name the setting and the file.
+    /// Owned and without ALPN, as `hyper_rustls` takes it (it sets the ALPN of the HTTP
+    /// versions it is built for).
+    pub fn load(&self) -> Result<ClientConfig, TlsError> {
         self.validate()?;
         let c = self.common();
         let provider = c.provider()?;
@@ -563,7 +564,7 @@ impl TlsClientSetting {
         } else {
             builder.with_root_certificates(c.roots()?)
         };
-        let mut config = if c.has_cert() {
+        Ok(if c.has_cert() {
             builder
                 .with_client_auth_cert(c.certs()?, c.key()?)
                 .map_err(|e| {
@@ -571,9 +572,7 @@ impl TlsClientSetting {
                 })?
         } else {
             builder.with_no_client_auth()
-        };
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        })
     }
 }
 

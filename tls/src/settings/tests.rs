@@ -222,7 +222,7 @@ fn unreadable_or_wrong_files_are_errors_naming_the_setting_and_the_file() {
         ca_file: s(&pki.missing("ca.pem")),
         ..Default::default()
     }
-    .load(ALPN_HTTP)
+    .load()
     .unwrap_err();
     assert!(
         e.to_string().contains("ca_file") && e.to_string().contains("ca.pem"),
@@ -276,8 +276,9 @@ async fn handshake(
         let _ = tls.read_to_end(&mut rest).await;
         Some(())
     });
-    let config = client.load(ALPN_HTTP).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut config = client.load().unwrap();
+    config.alpn_protocols = ALPN_HTTP.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let server_name =
         ServerName::try_from(client.server_name().unwrap_or(name).to_string()).unwrap();
