@@ -267,24 +267,50 @@ impl Decoder for BytesCodec {
     }
 }
 
-/// The number of items a server rejected, from an `Export*ServiceResponse`'s partial success.
-fn rejected_items(signal: Signal, response: &[u8]) -> usize {
+/// What a server's `Export*ServiceResponse` says it rejected (its partial success): the item
+/// count and the server's message. The response comes as protobuf (gRPC, OTLP/HTTP protobuf)
+/// or as OTLP/JSON (`{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "..."}}`).
+fn partial_success(signal: Signal, response: &[u8], json: bool) -> Sent {
     use opentelemetry_proto::tonic::collector as c;
-    let n = match signal {
+    if json {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(response) else {
+            return Sent::default();
+        };
+        let count = match signal {
+            Signal::Traces => "rejectedSpans",
+            Signal::Metrics => "rejectedDataPoints",
+            Signal::Logs => "rejectedLogRecords",
+        };
+        let p = &v["partialSuccess"];
+        // int64 is a string in proto3 JSON; numbers are accepted too.
+        let rejected = match &p[count] {
+            serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
+            n => n.as_i64().unwrap_or(0),
+        };
+        return Sent {
+            rejected: rejected.max(0) as usize,
+            message: p["errorMessage"].as_str().unwrap_or_default().to_string(),
+        };
+    }
+    let (rejected, message) = match signal {
         Signal::Traces => c::trace::v1::ExportTraceServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_spans),
+            .map(|p| (p.rejected_spans, p.error_message)),
         Signal::Metrics => c::metrics::v1::ExportMetricsServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_data_points),
+            .map(|p| (p.rejected_data_points, p.error_message)),
         Signal::Logs => c::logs::v1::ExportLogsServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_log_records),
-    };
-    n.unwrap_or(0).max(0) as usize
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or_default();
+    Sent {
+        rejected: rejected.max(0) as usize,
+        message,
+    }
 }
 
 pub struct GrpcSender {
@@ -309,9 +335,7 @@ impl Sender for GrpcSender {
         *req.metadata_mut() = self.headers.clone();
         let path = http::uri::PathAndQuery::from_static(grpc_path(payload.signal()));
         match grpc.unary(req, path, BytesCodec).await {
-            Ok(resp) => Ok(Sent {
-                rejected: rejected_items(payload.signal(), resp.get_ref()),
-            }),
+            Ok(resp) => Ok(partial_success(payload.signal(), resp.get_ref(), false)),
             Err(status) => Err(with_tls_hint(grpc_error(&status), self.plaintext)),
         }
     }
@@ -586,12 +610,11 @@ impl Sender for HttpSender {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         if status.is_success() {
-            let rejected = if self.encoding == HttpEncoding::Proto {
-                rejected_items(signal, &body)
-            } else {
-                0
-            };
-            return Ok(Sent { rejected });
+            return Ok(partial_success(
+                signal,
+                &body,
+                self.encoding == HttpEncoding::Json,
+            ));
         }
         let message = format!(
             "HTTP {status}: {}",
