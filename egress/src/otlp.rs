@@ -37,9 +37,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
 use serde::Deserialize;
 use sluice_engine::Payload;
-use sluice_engine::component::ComponentId;
 use sluice_engine::component::{
-    BuildContext, ComponentError, ConfigError, Factory, Kind, Node, ParsedConfig, parse_config,
+    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, Node, ParsedConfig,
+    parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::schema::Signal;
@@ -96,11 +96,7 @@ fn d5s() -> Duration {
 
 /// A TLS setting's error at its path (`tls.ca_file: ...`).
 fn tls_config_error(e: &TlsError) -> ConfigError {
-    let message = match e {
-        TlsError::Setting { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
-    ConfigError::new(e.field().unwrap_or_default(), message).within("tls")
+    ConfigError::new(e.field().unwrap_or_default(), e.detail()).within("tls")
 }
 
 /// A gRPC endpoint: `host:port`, optionally prefixed `http://` or `https://` (as the

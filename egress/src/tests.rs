@@ -637,7 +637,8 @@ async fn without_a_queue_failures_reach_the_caller() {
 async fn uncompressed_otlphttp_sends_the_body_as_is() {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
-    let got: Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>> = Arc::default();
+    type Received = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>; // (content encoding, body)
+    let got: Received = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().route(
         "/v1/traces",

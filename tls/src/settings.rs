@@ -35,6 +35,15 @@ pub enum TlsError {
 }
 
 impl TlsError {
+    /// The message without the setting's name in front (for callers that report the setting
+    /// as a path: `protocols.grpc.tls.cert_file: ...`).
+    pub fn detail(&self) -> String {
+        match self {
+            TlsError::Setting { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The setting under `tls` the error is about, when there is one.
     pub fn field(&self) -> Option<&'static str> {
         match self {

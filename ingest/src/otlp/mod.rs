@@ -183,11 +183,7 @@ fn default_logs_path() -> String {
 
 /// A TLS setting's error at its path: `protocols.grpc.tls.cert_file: ...`.
 fn tls_config_error(at: &str, e: &TlsError) -> ConfigError {
-    let message = match e {
-        TlsError::Setting { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
-    ConfigError::new(e.field().unwrap_or_default(), message).within(at)
+    ConfigError::new(e.field().unwrap_or_default(), e.detail()).within(at)
 }
 
 pub struct OtlpReceiverFactory;
