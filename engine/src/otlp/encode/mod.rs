@@ -473,9 +473,13 @@ impl<'a> Envelope<'a> {
         self.write_to(&mut out, write_items);
         let written = out.written();
         debug_assert_eq!(written, self.total, "size pass and write pass disagree");
-        // SAFETY: `Out` writes sequentially from the start of the spare capacity, so the
-        // `written` bytes after `start` are initialized, and `written <= self.total <=`
-        // the reserved capacity.
+        // SAFETY: `Out` writes sequentially from the start of the spare capacity: every
+        // advance of its position by `n` follows a store of at least those `n` bytes (a
+        // fixed-size block stores more, never fewer), so the `written` bytes after `start` are
+        // initialized; and `written <= self.total + SLACK <=` the reserved capacity, because
+        // `Out`'s buffer is that long and its indexing is bounds-checked. (That the size pass
+        // is exact, `written == self.total`, is a correctness property, asserted in debug builds
+        // and by the byte-for-byte tests against prost; safety does not rest on it.)
         unsafe { vec.set_len(start + written) };
     }
 
