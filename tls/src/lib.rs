@@ -50,7 +50,9 @@ mod settings;
 pub mod testing;
 
 pub use server::{TlsListener, TlsStream, accept_tls};
-pub use settings::{TlsClientSetting, TlsError, TlsServerSetting, TpmSetting, ZeroDuration};
+pub use settings::{
+    Opaque, TlsClientSetting, TlsError, TlsServerSetting, TpmSetting, ZeroDuration,
+};
 
 /// ALPN for gRPC: HTTP/2 only (gRPC servers may refuse a TLS client that does not offer h2).
 pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];

@@ -60,6 +60,30 @@ fn setting(field: &'static str, message: impl Into<String>) -> TlsError {
     }
 }
 
+/// Inline PEM (`ca_pem`, `cert_pem`, `key_pem`): never shown by `Debug`, as the Collector's
+/// `configopaque.String`, so a logged config does not leak a private key.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Opaque(pub String);
+
+impl AsRef<str> for Opaque {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Opaque {
+    fn from(s: &str) -> Self {
+        Opaque(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
 /// `tpm`: keys in a trusted platform module (not supported: refused when enabled).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -104,13 +128,13 @@ pub struct TlsServerSetting {
     /// Has no effect on a server, in the Collector too (Go reads only `client_ca_file` for
     /// client certificates); accepted, and a warning says so.
     pub ca_file: Option<String>,
-    pub ca_pem: Option<String>,
+    pub ca_pem: Option<Opaque>,
     #[serde(default)]
     pub include_system_ca_certs_pool: bool,
     pub cert_file: Option<String>,
-    pub cert_pem: Option<String>,
+    pub cert_pem: Option<Opaque>,
     pub key_file: Option<String>,
-    pub key_pem: Option<String>,
+    pub key_pem: Option<Opaque>,
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     #[serde(default)]
@@ -141,13 +165,13 @@ pub struct TlsClientSetting {
     /// endpoint's host.
     pub server_name_override: Option<String>,
     pub ca_file: Option<String>,
-    pub ca_pem: Option<String>,
+    pub ca_pem: Option<Opaque>,
     #[serde(default)]
     pub include_system_ca_certs_pool: bool,
     pub cert_file: Option<String>,
-    pub cert_pem: Option<String>,
+    pub cert_pem: Option<Opaque>,
     pub key_file: Option<String>,
-    pub key_pem: Option<String>,
+    pub key_pem: Option<Opaque>,
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     #[serde(default)]
@@ -163,12 +187,12 @@ pub struct TlsClientSetting {
 /// What servers and clients share (the Collector's `configtls.Config`), borrowed.
 struct Common<'a> {
     ca_file: &'a Option<String>,
-    ca_pem: &'a Option<String>,
+    ca_pem: &'a Option<Opaque>,
     include_system_ca_certs_pool: bool,
     cert_file: &'a Option<String>,
-    cert_pem: &'a Option<String>,
+    cert_pem: &'a Option<Opaque>,
     key_file: &'a Option<String>,
-    key_pem: &'a Option<String>,
+    key_pem: &'a Option<Opaque>,
     min_version: &'a Option<String>,
     max_version: &'a Option<String>,
     cipher_suites: &'a [String],
@@ -177,8 +201,8 @@ struct Common<'a> {
     tpm: &'a Option<TpmSetting>,
 }
 
-fn set(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|s| !s.is_empty())
+fn set(v: &Option<impl AsRef<str>>) -> bool {
+    v.as_ref().is_some_and(|s| !s.as_ref().is_empty())
 }
 
 /// TLS versions as the Collector names them, mapped to what rustls has (1.2 and 1.3).
@@ -380,9 +404,9 @@ fn pem_of(
     file_field: &'static str,
     file: &Option<String>,
     pem_field: &'static str,
-    pem: &Option<String>,
+    pem: &Option<Opaque>,
 ) -> Result<(&'static str, Vec<u8>), TlsError> {
-    match (file.as_deref(), pem.as_deref()) {
+    match (file.as_deref(), pem.as_ref().map(AsRef::<str>::as_ref)) {
         (Some(path), _) if !path.is_empty() => Ok((file_field, read_file(file_field, path)?)),
         (_, Some(p)) if !p.is_empty() => Ok((pem_field, p.as_bytes().to_vec())),
         _ => Err(setting(file_field, "not set")),

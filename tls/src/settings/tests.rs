@@ -492,3 +492,16 @@ async fn plaintext_clients_fail_the_handshake_and_are_reported() {
     }
     assert!(closed, "listening socket closed");
 }
+
+#[test]
+fn inline_keys_never_show_in_debug_output() {
+    let s: TlsServerSetting = serde_json::from_value(serde_json::json!({
+        "cert_pem": "-----BEGIN CERTIFICATE-----", "key_pem": "-----BEGIN PRIVATE KEY----- secret",
+    }))
+    .unwrap();
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("secret") && shown.contains("[REDACTED]"),
+        "{shown}"
+    );
+}
