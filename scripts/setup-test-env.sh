@@ -87,3 +87,20 @@ else
     command -v prometheus >/dev/null 2>&1 || fail "prometheus package installed but the prometheus server is not on PATH"
     log "promtool installed: $(command -v promtool); prometheus: $(command -v prometheus)"
 fi
+
+# ---- openssl CLI (the TLS end-to-end tests make their certificates with it) --------------
+if command -v openssl >/dev/null 2>&1; then
+    log "openssl present: $(command -v openssl)"
+else
+    command -v apt-get >/dev/null 2>&1 || fail "openssl not on PATH and no apt-get to install it"
+    SUDO=""
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || fail "openssl missing; need root or sudo to apt-get install openssl"
+        SUDO="sudo -n"
+    fi
+    log "installing Debian package openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends openssl; } \
+        >/dev/null 2>&1 || fail "apt-get install openssl failed"
+    command -v openssl >/dev/null 2>&1 || fail "openssl installed but not on PATH"
+fi

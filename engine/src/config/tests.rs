@@ -339,3 +339,29 @@ fn an_unknown_type_is_one_error_not_a_cascade() {
     ));
     assert_eq!(m.len(), 1, "{m:?}");
 }
+
+#[test]
+fn connectors_section_is_read_and_its_components_checked_once() {
+    // An empty (or null) section is fine.
+    for empty in ["connectors: {}\n", "connectors:\n"] {
+        load1(&format!("{GOOD}{empty}")).unwrap();
+    }
+    // A connector sluice does not have is one error, not also "not defined" errors from the
+    // pipelines that use it as exporter and receiver.
+    let m = messages(load1(
+        "
+receivers: {otlp: {}}
+exporters: {debug: {}}
+connectors: {forward: {}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [forward]}
+    traces/out: {receivers: [forward], exporters: [debug]}
+",
+    ));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("connectors.forward: unknown connector type \"forward\""),
+        "{m:?}"
+    );
+}
