@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_engine::component::ConfigError;
 use sluice_engine::config_types::deserialize_duration;
+use sluice_tls::TlsServerSetting;
 
 use super::naming;
 
@@ -16,9 +17,10 @@ pub struct PrometheusConfig {
     /// Required: the address to serve `/metrics` on, bound exactly as written.
     #[serde(default)]
     pub endpoint: String,
-    /// Server TLS (`configtls.ServerConfig`). Parsed; refused when set, see [`TlsServerConfig`].
+    /// Serve `/metrics` over TLS (the Collector's `configtls.ServerConfig`, see `sluice_tls`):
+    /// checked at config load, certificate files read at start.
     #[serde(default)]
-    pub tls: Option<TlsServerConfig>,
+    pub tls: Option<TlsServerSetting>,
     /// Prefix of every metric name (`<namespace>_<name>`).
     #[serde(default)]
     pub namespace: String,
@@ -70,33 +72,6 @@ pub struct ResourceToTelemetry {
     pub exclude_service_attributes: bool,
 }
 
-/// The Collector's `configtls.ServerConfig`, so that a Collector config parses; nothing in it
-/// is used yet.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsServerConfig {
-    pub ca_file: Option<String>,
-    pub ca_pem: Option<String>,
-    pub include_system_ca_certs_pool: Option<bool>,
-    pub cert_file: Option<String>,
-    pub cert_pem: Option<String>,
-    pub key_file: Option<String>,
-    pub key_pem: Option<String>,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
-    pub cipher_suites: Option<Vec<String>>,
-    pub curve_preferences: Option<Vec<String>>,
-    pub reload_interval: Option<String>,
-    pub client_ca_file: Option<String>,
-    pub client_ca_file_reload: Option<bool>,
-}
-
-impl TlsServerConfig {
-    pub fn is_empty(&self) -> bool {
-        *self == TlsServerConfig::default()
-    }
-}
-
 /// `translation_strategy` values: (suffixes, escaping to underscores).
 const STRATEGIES: &[(&str, bool)] = &[
     ("UnderscoreEscapingWithSuffixes", true),
@@ -114,14 +89,10 @@ impl PrometheusConfig {
                  (the Collector's \"expecting a non-blank address to run the Prometheus metrics handler\")",
             ));
         }
-        if let Some(tls) = &self.tls
-            && !tls.is_empty()
-        {
-            return Err(ConfigError::new(
-                "tls",
-                "TLS for the prometheus exporter is not supported yet; refusing rather than \
-                 serving the metrics in plaintext (remove `tls`, or terminate TLS in front of sluice)",
-            ));
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(|e| {
+                ConfigError::new(e.field().unwrap_or_default(), e.detail()).within("tls")
+            })?;
         }
         for name in self.const_labels.keys() {
             if !naming::is_usable_label_name(name) {
@@ -229,14 +200,18 @@ mod tests {
     fn bad_configs_are_refused_with_the_path() {
         let e = parse(serde_json::json!({})).unwrap_err();
         assert_eq!(e.path, "endpoint");
-        let e = parse(
-            serde_json::json!({"endpoint": "x:1", "tls": {"cert_file": "a", "key_file": "b"}}),
-        )
-        .unwrap_err();
-        assert_eq!(e.path, "tls");
-        assert!(e.message.contains("not supported yet"), "{e}");
-        // an empty tls block means no TLS
-        assert!(parse(serde_json::json!({"endpoint": "x:1", "tls": {}})).is_ok());
+        // TLS: the Collector's server setting, checked at load (files are read at start)
+        assert!(
+            parse(
+                serde_json::json!({"endpoint": "x:1", "tls": {"cert_file": "a", "key_file": "b"}})
+            )
+            .is_ok()
+        );
+        let e = parse(serde_json::json!({"endpoint": "x:1", "tls": {}})).unwrap_err();
+        assert_eq!(e.path, "tls.cert_file", "{e}");
+        let e = parse(serde_json::json!({"endpoint": "x:1", "tls": {"cert_file": "a", "key_file": "b", "min_version": "1.5"}}))
+            .unwrap_err();
+        assert_eq!(e.path, "tls.min_version", "{e}");
         let e =
             parse(serde_json::json!({"endpoint": "x:1", "tls": {"cert_fil": "a"}})).unwrap_err();
         assert!(e.path.starts_with("tls"), "{e}");

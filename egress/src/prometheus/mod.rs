@@ -17,7 +17,7 @@
 //!     resource_to_telemetry_conversion:
 //!       enabled: false                    # every resource attribute becomes a label
 //!       exclude_service_attributes: false # ... except service.name/namespace/instance.id
-//!     tls: {}                             # parsed; refused when set (not supported yet)
+//!     tls: {cert_file: .., key_file: ..}  # serve HTTPS (the Collector's configtls; see sluice_tls)
 //! ```
 //!
 //! Modules: [`config`], [`naming`] (metric and label names, the translator's rules),
@@ -271,6 +271,14 @@ impl Lifecycle for PrometheusExporter {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
             let endpoint = self.config.endpoint.trim();
+            // Certificates first (a missing file fails startup naming it, before binding).
+            let tls = self
+                .config
+                .tls
+                .as_ref()
+                .map(|t| t.load(sluice_tls::ALPN_HTTP))
+                .transpose()
+                .map_err(|e| ComponentError::new(&self.id, format!("tls: {e}")))?;
             let listener = tokio::net::TcpListener::bind(endpoint).await.map_err(|e| {
                 ComponentError::new(&self.id, format!("cannot listen on {endpoint}: {e}"))
             })?;
@@ -293,11 +301,25 @@ impl Lifecycle for PrometheusExporter {
             let (tx, rx) = oneshot::channel::<()>();
             let id = self.id.clone();
             let task = tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                let stopped = async {
+                    let _ = rx.await;
+                };
+                let served = match tls {
+                    Some(tls) => {
+                        let failed_id = id.clone();
+                        match sluice_tls::TlsListener::new(listener, tls, move |why| {
+                            tracing::debug!(exporter = %failed_id, reason = why, "TLS handshake with a scraper failed");
+                        }) {
+                            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                    }
+                };
                 if let Err(e) = served {
                     tracing::error!(exporter = %id, error = %e, "metrics server stopped with an error");
                 }

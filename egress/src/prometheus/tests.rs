@@ -733,3 +733,87 @@ async fn serves_negotiated_formats_and_gzip_on_the_configured_endpoint() {
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     exp.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_https_with_the_configured_certificate_and_refuses_plaintext() {
+    use http_body_util::{BodyExt, Empty};
+    let pki = sluice_tls::testing::TestPki::new();
+    let t = Telemetry::new();
+    let cfg = config(serde_json::json!({
+        "endpoint": "127.0.0.1:0",
+        "tls": {
+            "cert_file": pki.server_cert.display().to_string(),
+            "key_file": pki.server_key.display().to_string(),
+        }
+    }));
+    let exp = PrometheusExporter::new(
+        ComponentId::parse("prometheus").unwrap(),
+        cfg,
+        &t,
+        VirtualClock::new(T0),
+    );
+    exp.start().await.expect("starts with TLS");
+    let addr = exp.local_addr().expect("bound");
+    exp.consume(request(
+        vec![kv("service.name", "checkout")],
+        vec![gauge("queue.depth", vec![number(0, T0, 7.0, vec![])])],
+    ))
+    .await
+    .expect("consumed");
+
+    // A client trusting the test CA scrapes over HTTPS.
+    let tls = sluice_tls::TlsClientSetting {
+        ca_file: Some(pki.ca_cert.display().to_string()),
+        ..Default::default()
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.load().expect("client TLS"))
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<bytes::Bytes>>(https);
+    let resp = client
+        .get(
+            format!("https://localhost:{}/metrics", addr.port())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .expect("HTTPS scrape");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("queue_depth{"), "{text}");
+    promtool_check(text.as_bytes(), "HTTPS scrape");
+
+    // A plaintext scraper gets no metrics.
+    let plain = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        plain.get(format!("http://{addr}/metrics").parse().unwrap()),
+    )
+    .await
+    .expect("plaintext attempt ends");
+    assert!(r.is_err(), "plaintext scrape must fail: {r:?}");
+    exp.shutdown().await;
+
+    // A missing certificate fails start naming the file, before anything is bound.
+    let cfg = config(serde_json::json!({
+        "endpoint": "127.0.0.1:0",
+        "tls": {
+            "cert_file": pki.missing("nope.crt").display().to_string(),
+            "key_file": pki.server_key.display().to_string(),
+        }
+    }));
+    let exp = PrometheusExporter::new(
+        ComponentId::parse("prometheus/missing").unwrap(),
+        cfg,
+        &t,
+        VirtualClock::new(T0),
+    );
+    let err = exp.start().await.expect_err("missing certificate");
+    assert!(err.to_string().contains("nope.crt"), "{err}");
+    assert!(exp.local_addr().is_none());
+}
