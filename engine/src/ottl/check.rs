@@ -631,7 +631,26 @@ impl Checker {
                 }
                 (c, &p.fields[1..])
             }
-            _ => {
+            None if Context::parse(&first.name).is_some() => {
+                return Err(OttlError::new(
+                    first.pos,
+                    format!(
+                        "`{}` paths are not available for {}",
+                        first.name,
+                        self.signal.as_str()
+                    ),
+                )
+                .help(format!(
+                    "{} contexts: {}",
+                    self.signal.as_str(),
+                    Context::of_signal(self.signal)
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            None => {
                 if self.prefixed {
                     return Err(OttlError::new(
                         first.pos,

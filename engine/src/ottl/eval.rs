@@ -1109,7 +1109,7 @@ pub fn string_like(v: V<'_>, out: &mut String) -> Result<bool, String> {
 
 /// Go's `IntLikeGetter` as the `Int` converter uses it: ints as they are, doubles truncated,
 /// bools 1/0, strings parsed base 10 (nil when they do not parse), anything else nil.
-fn int_like(v: V<'_>) -> Val<'static> {
+pub fn int_like(v: V<'_>) -> Val<'static> {
     match v {
         V::Int(i) => Val::Int(i),
         V::Double(d) => Val::Int(d as i64),
@@ -1120,7 +1120,7 @@ fn int_like(v: V<'_>) -> Val<'static> {
 }
 
 /// Go's `strings.Split`: an empty separator splits into UTF-8 characters (none for "").
-fn go_split<'s>(s: &'s str, sep: &str) -> Vec<&'s str> {
+pub fn go_split<'s>(s: &'s str, sep: &str) -> Vec<&'s str> {
     if sep.is_empty() {
         return s
             .char_indices()
@@ -1134,7 +1134,7 @@ fn go_split<'s>(s: &'s str, sep: &str) -> Vec<&'s str> {
 /// a range past the end, a non-string or nil target. A range that would cut a UTF-8
 /// character is an error too (Go would produce invalid UTF-8, which a string column cannot
 /// hold).
-fn substring<'b>(target: V<'b>, start: V<'_>, length: V<'_>) -> Result<&'b str, String> {
+pub fn substring<'b>(target: V<'b>, start: V<'_>, length: V<'_>) -> Result<&'b str, String> {
     let start = match start {
         V::Int(i) => i,
         other => {
@@ -1180,7 +1180,7 @@ fn substring<'b>(target: V<'b>, start: V<'_>, length: V<'_>) -> Result<&'b str, 
     })
 }
 
-fn convert_case(s: &str, case: Case) -> String {
+pub fn convert_case(s: &str, case: Case) -> String {
     match case {
         Case::Lower => s.to_lowercase(),
         Case::Upper => s.to_uppercase(),

@@ -36,6 +36,8 @@ pub mod context;
 pub mod error;
 pub mod eval;
 pub mod exec;
+#[cfg(any(test, feature = "testing"))]
+pub mod interp;
 pub mod parser;
 pub mod regex;
 
