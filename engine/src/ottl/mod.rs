@@ -48,4 +48,6 @@ pub use context::Context;
 pub use exec::{ErrorMode, RunError, RunReport, StatementGroup, any_matches};
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
