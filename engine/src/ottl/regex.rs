@@ -24,16 +24,31 @@ pub fn compile(pattern: &str) -> Result<Regex, String> {
         .octal(true)
         .build()
         .map_err(|e| match e {
-            regex::Error::Syntax(s) => {
-                // The crate's message quotes the rewritten pattern; say so when it differs.
-                if translated == pattern {
-                    s
-                } else {
-                    format!("{s}\n(pattern as rewritten for RE2 compatibility: {translated})")
-                }
-            }
+            regex::Error::Syntax(s) => one_line(&s, &translated),
             other => other.to_string(),
         })
+}
+
+/// The crate's multi-line syntax error (pattern, caret line, `error: ...`) as one line:
+/// `unclosed group at "(healthz"`.
+fn one_line(s: &str, pattern: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let what = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(s)
+        .to_string();
+    // The caret line sits under the pattern, both indented by 4.
+    let at = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with('^') && l.trim().chars().all(|c| c == '^'))
+        .and_then(|l| l.find('^'))
+        .and_then(|col| col.checked_sub(4))
+        .and_then(|col| pattern.char_indices().nth(col).map(|(i, _)| &pattern[i..]));
+    match at {
+        Some(rest) if !rest.is_empty() => format!("{what} at {rest:?}"),
+        _ => what,
+    }
 }
 
 const DIGIT: &str = "0-9";
