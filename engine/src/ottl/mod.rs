@@ -48,6 +48,8 @@ pub use context::Context;
 pub use exec::{ErrorMode, RunError, RunReport, StatementGroup, any_matches};
 
 #[cfg(test)]
+mod gateway_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
