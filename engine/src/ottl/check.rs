@@ -118,20 +118,38 @@ pub enum Editor {
     },
 }
 
+/// What an editor writes on its level.
+pub enum Written<'e> {
+    /// These attribute keys.
+    Keys(Vec<&'e str>),
+    /// Attribute keys not known at load (a pattern, a limit, all values).
+    AnyKey,
+    Column(super::context::Column),
+}
+
 impl Editor {
-    /// The level and field this editor writes: `(level, Some(key))` for one attribute,
-    /// `(level, None)` for a whole attribute map or a column (see `writes_column`).
-    pub fn writes(&self) -> (Context, Option<&Field>) {
-        match self {
-            Editor::Set { target, .. } | Editor::ReplacePattern { target, .. } => {
-                (target.level, Some(&target.field))
+    /// The level this editor writes, and what it writes there.
+    pub fn writes(&self) -> (Context, Written<'_>) {
+        fn target(t: &PathRef) -> Written<'_> {
+            match &t.field {
+                Field::Attribute(k) => Written::Keys(vec![k.as_str()]),
+                Field::Column(c) => Written::Column(*c),
+                Field::Attributes => Written::AnyKey,
             }
-            Editor::DeleteKeys { map, .. }
-            | Editor::DeleteMatchingKeys { map, .. }
+        }
+        match self {
+            Editor::Set { target: t, .. } | Editor::ReplacePattern { target: t, .. } => {
+                (t.level, target(t))
+            }
+            Editor::DeleteKeys { map, keys } => (
+                *map,
+                Written::Keys(keys.iter().map(String::as_str).collect()),
+            ),
+            Editor::DeleteMatchingKeys { map, .. }
             | Editor::KeepKeys { map, .. }
             | Editor::Limit { map, .. }
             | Editor::TruncateAll { map, .. }
-            | Editor::ReplaceAllPatterns { map, .. } => (*map, None),
+            | Editor::ReplaceAllPatterns { map, .. } => (*map, Written::AnyKey),
         }
     }
 }
@@ -308,18 +326,17 @@ fn check_order_independent(
     conds: &[Condition],
 ) -> std::result::Result<(), TextError> {
     for w in stmts {
-        let (level, field) = w.editor.writes();
+        let (level, written) = w.editor.writes();
         if level == w.context {
             continue;
         }
         let conflicts = |p: &PathRef| {
             p.level == level
-                && match (field, &p.field) {
-                    (None, Field::Column(_)) => false,
-                    (None, _) => true,
-                    (Some(Field::Attribute(a)), Field::Attribute(b)) => a == b,
-                    (Some(Field::Attribute(_)), Field::Attributes) => true,
-                    (Some(f), g) => f == g,
+                && match (&written, &p.field) {
+                    (Written::Column(a), Field::Column(b)) => a == b,
+                    (Written::Column(_), _) | (_, Field::Column(_)) => false,
+                    (Written::AnyKey, _) | (_, Field::Attributes) => true,
+                    (Written::Keys(keys), Field::Attribute(k)) => keys.contains(&k.as_str()),
                 }
         };
         let mut reads = Vec::new();
@@ -507,6 +524,22 @@ fn infer(signal: Signal, paths: &[(String, Pos)]) -> Result<Context> {
                 .iter()
                 .map(|c| c.name())
                 .collect();
+            if Context::parse(name).is_some() {
+                return Err(OttlError::new(
+                    *pos,
+                    format!("`{name}` paths are not available for {}", signal.as_str()),
+                )
+                .help(format!(
+                    "{} contexts: {}",
+                    signal.as_str(),
+                    prefixes.join(", ")
+                )));
+            }
+            let example = match signal {
+                Signal::Traces => "`span.name`",
+                Signal::Metrics => "`metric.name`",
+                Signal::Logs => "`log.body`",
+            };
             return Err(OttlError::new(
                 *pos,
                 format!(
@@ -515,7 +548,7 @@ fn infer(signal: Signal, paths: &[(String, Pos)]) -> Result<Context> {
                 ),
             )
             .help(format!(
-                "{} paths start with {}: e.g. `span.name`, `resource.attributes[\"k\"]`",
+                "{} paths start with {}: e.g. {example}, `resource.attributes[\"k\"]`",
                 signal.as_str(),
                 prefixes.join(", ")
             )));
@@ -704,6 +737,15 @@ impl Checker {
                     "only literal keys are supported: attributes[\"key\"]",
                 )),
             };
+        }
+        if head.name == "attributes" && !has_attributes(level) {
+            return Err(OttlError::new(
+                head.pos,
+                format!(
+                    "a {} has no attributes; data point attributes are `datapoint.attributes`",
+                    level.name()
+                ),
+            ));
         }
         if let Some(k) = rest.iter().flat_map(|f| f.keys.first()).next() {
             return Err(OttlError::new(

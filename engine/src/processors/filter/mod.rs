@@ -203,11 +203,9 @@ fn inferred(
         let path = format!("{field}[{i}]");
         match entry {
             serde_json::Value::String(s) => {
-                add(
-                    levels,
-                    default_mode,
-                    compile(signal, None, &[s.clone()], &path)?,
-                );
+                let c = compile_condition(s, signal, None)
+                    .map_err(|e| ConfigError::new(path, e.render()))?;
+                add(levels, default_mode, vec![c]);
             }
             obj @ serde_json::Value::Object(_) => {
                 let g: ConditionGroup = parse_config(obj).map_err(|e| e.within(&path))?;
