@@ -368,7 +368,7 @@ fn fixture() -> Fixture {
     // two apart here.
     let mut noise_spans = noise_spans;
     noise_spans[11].name = "tcp.connect".into();
-    let noise: BTreeSet<String> = noise_spans.iter().map(|s| label(s)).collect();
+    let noise: BTreeSet<String> = noise_spans.iter().map(label).collect();
     // --- another pod that only answered probes: its resource goes away entirely
     let probes_only = vec![
         b.span(

@@ -161,7 +161,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, Pos)>> {
                 j += 1;
             }
             let hex = &text[i + 2..j];
-            if hex.is_empty() || hex.len() % 2 != 0 {
+            if hex.is_empty() || !hex.len().is_multiple_of(2) {
                 return Err(OttlError::new(
                     Pos::new(start, j),
                     "a bytes literal needs an even, non-zero number of hex digits after 0x",

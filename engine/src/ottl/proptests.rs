@@ -243,9 +243,10 @@ fn arb_statement() -> impl Strategy<Value = String> {
     })
 }
 
-fn shape(
-    req: &ExportTraceServiceRequest,
-) -> Vec<(Vec<KeyValue>, Vec<(String, i32, i32, Vec<KeyValue>)>)> {
+/// Per resource: its attributes, and per span (name, kind, status code, attributes).
+type Shape = Vec<(Vec<KeyValue>, Vec<(String, i32, i32, Vec<KeyValue>)>)>;
+
+fn shape(req: &ExportTraceServiceRequest) -> Shape {
     req.resource_spans
         .iter()
         .map(|rs| {

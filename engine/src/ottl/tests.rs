@@ -848,8 +848,7 @@ fn error_modes() {
         ErrorMode::Propagate,
         &abc(),
     )
-    .err()
-    .expect("propagate fails");
+    .expect_err("propagate fails");
     assert!(err.to_string().contains("Substring"), "{err}");
     assert!(
         interp_run(

@@ -547,14 +547,14 @@ impl Consumer for Filter {
             let before = payload.item_count();
             self.metrics.incoming(self.signal, before);
             let (out, report) = self.apply(&payload)?;
-            if report.log {
-                if let Some((text, msg)) = &report.first {
-                    tracing::warn!(
-                        processor = %self.id,
-                        failed = report.errors,
-                        "OTTL condition failed (error_mode: ignore, counted as false): `{text}`: {msg}"
-                    );
-                }
+            if report.log
+                && let Some((text, msg)) = &report.first
+            {
+                tracing::warn!(
+                    processor = %self.id,
+                    failed = report.errors,
+                    "OTTL condition failed (error_mode: ignore, counted as false): `{text}`: {msg}"
+                );
             }
             let after = out.item_count();
             let gone = before.saturating_sub(after) as u64;
