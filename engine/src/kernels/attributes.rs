@@ -236,7 +236,7 @@ pub fn delete_rows(attrs: &RecordBatch, delete: &BooleanArray) -> Result<RecordB
         return Ok(attrs.clone());
     }
     let keep = BooleanArray::new(!&delete, None);
-    Ok(compute::filter_record_batch(attrs, &keep)?)
+    Ok(super::ranges::filter_record_batch(attrs, &keep)?)
 }
 
 /// Deletes every attribute whose key is in `keys` (of the selected parents).
@@ -670,7 +670,7 @@ pub fn set_key(
             UInt32Array::from(vec![0u32]),
             Arc::new(StringArray::from(vec![key])),
         );
-        columns.push(compute::interleave(
+        columns.push(super::ranges::interleave(
             &[attrs.column(idx::KEY).as_ref(), &new_key],
             &key_idx,
         )?);
@@ -678,8 +678,13 @@ pub fn set_key(
         columns.push(attrs.column(idx::PARENT_ID).clone());
         columns.push(attrs.column(idx::KEY).clone());
     }
+    let runs = super::ranges::runs_of(&value_idx);
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+        columns.push(super::ranges::interleave_runs(
+            &[old.as_ref(), new],
+            &runs,
+            &value_idx,
+        )?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
@@ -695,8 +700,13 @@ fn overwrite_rows(attrs: &RecordBatch, targets: &[usize], src: &AnyValues) -> Re
         value_idx[t] = (1, i);
     }
     let mut columns: Vec<ArrayRef> = attrs.columns()[..idx::TYPE].to_vec();
+    let runs = super::ranges::runs_of(&value_idx);
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+        columns.push(super::ranges::interleave_runs(
+            &[old.as_ref(), new],
+            &runs,
+            &value_idx,
+        )?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }

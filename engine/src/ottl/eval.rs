@@ -244,17 +244,6 @@ fn merge(a: Option<Errs>, b: Option<Errs>) -> Option<Errs> {
     }
 }
 
-/// Keeps only the errors on rows where `keep` is true.
-pub fn errs_where(e: Option<Errs>, keep: impl Fn(usize) -> bool) -> Option<Errs> {
-    let mut e = e?;
-    let mut any = false;
-    for (i, r) in e.rows.iter_mut().enumerate() {
-        *r &= keep(i);
-        any |= *r;
-    }
-    any.then_some(e)
-}
-
 /// A column plus where it failed.
 pub struct Out<'a> {
     pub col: Col<'a>,
@@ -435,23 +424,31 @@ impl<'a, 'l> Eval<'a, 'l> {
 
     // ------------------------------------------------------------------------- expressions
 
-    pub fn expr(&mut self, e: &Expr) -> Out<'a> {
+    /// The value of `e` for every item. With a selection, only the selected items are
+    /// computed (the others are nil and never fail): what Go's short-circuit evaluation and a
+    /// `where` clause leave unevaluated.
+    pub fn expr(&mut self, e: &Expr, sel: Sel<'_>) -> Out<'a> {
         let ok = |col| Out { col, err: None };
+        let n = self.n;
+        let on = |i: usize| sel.is_none_or(|s| s[i]);
         match e {
             Expr::Lit(l) => ok(Col::Scalar(Val::from_lit(l))),
             Expr::Path(p) => ok(self.path(p)),
             Expr::IsMatch(..) | Expr::IsString(_) | Expr::IsInt(_) | Expr::IsRootSpan => {
-                let m = self.bool_expr(e);
+                let m = self.bool_expr(e, sel);
                 Out {
                     col: Col::Rows(m.bits.into_iter().map(Val::Bool).collect()),
                     err: m.err,
                 }
             }
             Expr::List(items) => {
-                let outs: Vec<Out<'a>> = items.iter().map(|x| self.expr(x)).collect();
+                let outs: Vec<Out<'a>> = items.iter().map(|x| self.expr(x, sel)).collect();
                 let err = outs.iter().fold(None, |a, o| merge(a, o.err.clone()));
-                let rows = (0..self.n)
-                    .map(|i| Val::List(outs.iter().map(|o| owned(o.col.get(i))).collect()))
+                let rows = (0..n)
+                    .map(|i| match on(i) {
+                        true => Val::List(outs.iter().map(|o| owned(o.col.get(i))).collect()),
+                        false => Val::Nil,
+                    })
                     .collect();
                 Out {
                     col: Col::Rows(rows),
@@ -459,19 +456,23 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::Concat(items, delim) => {
-                let outs: Vec<Out<'a>> = items.iter().map(|x| self.expr(x)).collect();
-                let d = self.expr(delim);
+                let outs: Vec<Out<'a>> = items.iter().map(|x| self.expr(x, sel)).collect();
+                let d = self.expr(delim, sel);
                 let mut err = outs
                     .iter()
                     .fold(d.err.clone(), |a, o| merge(a, o.err.clone()));
-                let mut rows = Vec::with_capacity(self.n);
+                let mut rows = Vec::with_capacity(n);
                 let mut s = String::new();
-                for i in 0..self.n {
+                for i in 0..n {
+                    if !on(i) {
+                        rows.push(Val::Nil);
+                        continue;
+                    }
                     s.clear();
                     let delim = match d.col.get(i) {
                         V::Str(x) => x,
                         other => {
-                            fail(&mut err, self.n, i, || {
+                            fail(&mut err, n, i, || {
                                 format!(
                                     "Concat: expected string delimiter but got {}",
                                     other.type_name()
@@ -497,7 +498,7 @@ impl<'a, 'l> Eval<'a, 'l> {
                     }
                     match failed {
                         Some(e) => {
-                            fail(&mut err, self.n, i, || format!("Concat: {e}"));
+                            fail(&mut err, n, i, || format!("Concat: {e}"));
                             rows.push(Val::Nil);
                         }
                         None => rows.push(Val::Str(Cow::Owned(s.clone()))),
@@ -509,18 +510,19 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::Split(target, delim) => {
-                let t = self.expr(target);
+                let t = self.expr(target, sel);
                 let mut err = t.err;
-                let rows = (0..self.n)
-                    .map(|i| match t.col.get(i) {
-                        V::Str(s) => Val::List(
+                let rows = (0..n)
+                    .map(|i| match (on(i), t.col.get(i)) {
+                        (false, _) => Val::Nil,
+                        (true, V::Str(s)) => Val::List(
                             go_split(s, delim)
                                 .into_iter()
                                 .map(|x| Val::Str(Cow::Owned(x.to_string())))
                                 .collect(),
                         ),
-                        other => {
-                            fail(&mut err, self.n, i, || {
+                        (true, other) => {
+                            fail(&mut err, n, i, || {
                                 format!("Split: expected string but got {}", other.type_name())
                             });
                             Val::Nil
@@ -533,23 +535,25 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::Index(list, idx) => {
-                let l = self.expr(list);
+                let l = self.expr(list, sel);
                 let mut err = l.err;
-                let rows = (0..self.n)
-                    .map(|i| match l.col.get(i) {
-                        V::List(items) => match usize::try_from(*idx)
-                            .ok()
-                            .and_then(|k| items.get(k))
-                        {
-                            Some(v) => owned(v.as_v()),
-                            None => {
-                                fail(&mut err, self.n, i, || {
-                                    format!("index {idx} out of bounds (length {})", items.len())
-                                });
-                                Val::Nil
+                let rows = (0..n)
+                    .map(|i| match (on(i), l.col.get(i)) {
+                        (true, V::List(items)) => {
+                            match usize::try_from(*idx).ok().and_then(|k| items.get(k)) {
+                                Some(v) => owned(v.as_v()),
+                                None => {
+                                    fail(&mut err, n, i, || {
+                                        format!(
+                                            "index {idx} out of bounds (length {})",
+                                            items.len()
+                                        )
+                                    });
+                                    Val::Nil
+                                }
                             }
-                        },
-                        // a failed Split: already an error on this row
+                        }
+                        // not selected, or a failed Split: already an error on this row
                         _ => Val::Nil,
                     })
                     .collect();
@@ -559,20 +563,23 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::Substring(target, start, length) => {
-                let t = self.expr(target);
-                let s = self.expr(start);
-                let l = self.expr(length);
+                let t = self.expr(target, sel);
+                let s = self.expr(start, sel);
+                let l = self.expr(length, sel);
                 let mut err = merge(merge(s.err, l.err), t.err);
-                let rows = (0..self.n)
-                    .map(
-                        |i| match substring(t.col.get(i), s.col.get(i), l.col.get(i)) {
+                let rows = (0..n)
+                    .map(|i| {
+                        if !on(i) {
+                            return Val::Nil;
+                        }
+                        match substring(t.col.get(i), s.col.get(i), l.col.get(i)) {
                             Ok(v) => Val::Str(Cow::Owned(v.to_string())),
                             Err(e) => {
-                                fail(&mut err, self.n, i, || format!("Substring: {e}"));
+                                fail(&mut err, n, i, || format!("Substring: {e}"));
                                 Val::Nil
                             }
-                        },
-                    )
+                        }
+                    })
                     .collect();
                 Out {
                     col: Col::Rows(rows),
@@ -580,13 +587,14 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::ConvertCase(target, case) => {
-                let t = self.expr(target);
+                let t = self.expr(target, sel);
                 let mut err = t.err;
-                let rows = (0..self.n)
-                    .map(|i| match t.col.get(i) {
-                        V::Str(s) => Val::Str(Cow::Owned(convert_case(s, *case))),
-                        other => {
-                            fail(&mut err, self.n, i, || {
+                let rows = (0..n)
+                    .map(|i| match (on(i), t.col.get(i)) {
+                        (false, _) => Val::Nil,
+                        (true, V::Str(s)) => Val::Str(Cow::Owned(convert_case(s, *case))),
+                        (true, other) => {
+                            fail(&mut err, n, i, || {
                                 format!(
                                     "ConvertCase: expected string but got {}",
                                     other.type_name()
@@ -602,25 +610,33 @@ impl<'a, 'l> Eval<'a, 'l> {
                 }
             }
             Expr::Int(target) => {
-                let t = self.expr(target);
-                let rows = (0..self.n).map(|i| int_like(t.col.get(i))).collect();
+                let t = self.expr(target, sel);
+                let rows = (0..n)
+                    .map(|i| match on(i) {
+                        true => int_like(t.col.get(i)),
+                        false => Val::Nil,
+                    })
+                    .collect();
                 Out {
                     col: Col::Rows(rows),
                     err: t.err,
                 }
             }
             Expr::String(target) => {
-                let t = self.expr(target);
+                let t = self.expr(target, sel);
                 let mut err = t.err;
                 let mut s = String::new();
-                let rows = (0..self.n)
+                let rows = (0..n)
                     .map(|i| {
+                        if !on(i) {
+                            return Val::Nil;
+                        }
                         s.clear();
                         match string_like(t.col.get(i), &mut s) {
                             Ok(true) => Val::Str(Cow::Owned(s.clone())),
                             Ok(false) => Val::Nil,
                             Err(e) => {
-                                fail(&mut err, self.n, i, || format!("String: {e}"));
+                                fail(&mut err, n, i, || format!("String: {e}"));
                                 Val::Nil
                             }
                         }
@@ -634,20 +650,21 @@ impl<'a, 'l> Eval<'a, 'l> {
         }
     }
 
-    /// A bool-valued converter as a mask.
-    fn bool_expr(&mut self, e: &Expr) -> Mask {
+    /// A bool-valued converter as a mask (false where not selected).
+    fn bool_expr(&mut self, e: &Expr, sel: Sel<'_>) -> Mask {
+        let n = self.n;
         match e {
             Expr::IsMatch(target, re) => {
-                let t = self.expr(target);
+                let t = self.expr(target, sel);
                 Mask {
-                    bits: is_match(&t.col, re, self.n),
+                    bits: is_match(&t.col, re, n, sel),
                     err: t.err,
                 }
             }
             Expr::IsString(target) | Expr::IsInt(target) => {
                 let want_str = matches!(e, Expr::IsString(_));
-                let t = self.expr(target);
-                let bits = (0..self.n)
+                let t = self.expr(target, sel);
+                let bits = (0..n)
                     .map(|i| match t.col.get(i) {
                         V::Str(_) => want_str,
                         V::Int(_) => !want_str,
@@ -675,9 +692,9 @@ impl<'a, 'l> Eval<'a, 'l> {
             }
             other => {
                 // Not a bool converter (the checker only lets these through): compare to true.
-                let o = self.expr(other);
+                let o = self.expr(other, sel);
                 Mask {
-                    bits: (0..self.n).map(|i| o.col.get(i) == V::Bool(true)).collect(),
+                    bits: (0..n).map(|i| o.col.get(i) == V::Bool(true)).collect(),
                     err: o.err,
                 }
             }
@@ -686,62 +703,66 @@ impl<'a, 'l> Eval<'a, 'l> {
 
     // ------------------------------------------------------------------------- conditions
 
-    pub fn cond(&mut self, c: &Cond) -> Mask {
-        match c {
+    /// The condition for every item. With a selection, unselected items are false and never
+    /// fail. `a and b` evaluates `b` only where `a` is true, `a or b` only where `a` is false,
+    /// as Go does; errors on other items do not exist.
+    pub fn cond(&mut self, c: &Cond, sel: Sel<'_>) -> Mask {
+        let n = self.n;
+        let mut m = match c {
             Cond::Const(b) => Mask {
-                bits: vec![*b; self.n],
+                bits: vec![*b; n],
                 err: None,
             },
-            Cond::Value(e) => self.bool_expr(e),
+            Cond::Value(e) => self.bool_expr(e, sel),
             Cond::Not(a) => {
-                let mut m = self.cond(a);
+                let mut m = self.cond(a, sel);
                 m.bits.iter_mut().for_each(|b| *b = !*b);
                 m
             }
-            Cond::And(a, b) => {
-                let ma = self.cond(a);
-                if ma.err.is_none() && !ma.bits.iter().any(|x| *x) {
-                    return ma;
-                }
-                let mb = self.cond(b);
-                let bits = ma
-                    .bits
-                    .iter()
-                    .zip(&mb.bits)
-                    .map(|(x, y)| *x && *y)
+            Cond::And(a, b) | Cond::Or(a, b) => {
+                let and = matches!(c, Cond::And(..));
+                let ma = self.cond(a, sel);
+                // Where `b` still decides: selected, `a` did not fail, and `a` is true (and) /
+                // false (or).
+                let next: Vec<bool> = (0..n)
+                    .map(|i| {
+                        sel.is_none_or(|s| s[i])
+                            && ma.bits[i] == and
+                            && !ma.err.as_ref().is_some_and(|e| e.rows[i])
+                    })
                     .collect();
-                // `b` runs only where `a` is true.
-                let err = merge(ma.err, errs_where(mb.err, |i| ma.bits[i]));
-                Mask { bits, err }
-            }
-            Cond::Or(a, b) => {
-                let ma = self.cond(a);
-                if ma.err.is_none() && ma.bits.iter().all(|x| *x) {
-                    return ma;
+                if !next.iter().any(|x| *x) {
+                    ma
+                } else {
+                    let mb = self.cond(b, Some(&next));
+                    let bits = (0..n)
+                        .map(|i| if next[i] { mb.bits[i] } else { ma.bits[i] })
+                        .collect();
+                    Mask {
+                        bits,
+                        err: merge(ma.err, mb.err),
+                    }
                 }
-                let mb = self.cond(b);
-                let bits = ma
-                    .bits
-                    .iter()
-                    .zip(&mb.bits)
-                    .map(|(x, y)| *x || *y)
-                    .collect();
-                // `b` runs only where `a` is false.
-                let err = merge(ma.err, errs_where(mb.err, |i| !ma.bits[i]));
-                Mask { bits, err }
             }
             Cond::Cmp(l, op, r) => {
-                let lo = self.expr(l);
-                let ro = self.expr(r);
-                let bits = compare_cols(&lo.col, *op, &ro.col, self.n);
+                let lo = self.expr(l, sel);
+                let ro = self.expr(r, sel);
+                let bits = compare_cols(&lo.col, *op, &ro.col, n);
                 Mask {
                     bits,
                     err: merge(lo.err, ro.err),
                 }
             }
+        };
+        if let Some(s) = sel {
+            m.bits.iter_mut().zip(s).for_each(|(b, s)| *b &= *s);
         }
+        m
     }
 }
+
+/// Which items an evaluation is for (`None`: all).
+pub type Sel<'s> = Option<&'s [bool]>;
 
 fn fail(err: &mut Option<Errs>, n: usize, row: usize, msg: impl FnOnce() -> String) {
     let e = err.get_or_insert_with(|| Errs {
@@ -1042,7 +1063,7 @@ fn per_dict_value(values: &StringArray, f: impl Fn(&str) -> bool) -> Vec<bool> {
 
 // ----------------------------------------------------------------------------- converters
 
-fn is_match(c: &Col<'_>, re: &Regex, n: usize) -> Vec<bool> {
+fn is_match(c: &Col<'_>, re: &Regex, n: usize, sel: Sel<'_>) -> Vec<bool> {
     let one = |v: V<'_>| -> bool {
         match v {
             V::Str(s) => re.is_match(s),
@@ -1053,13 +1074,44 @@ fn is_match(c: &Col<'_>, re: &Regex, n: usize) -> Vec<bool> {
             }
         }
     };
+    let on = |i: usize| sel.is_none_or(|s| s[i]);
     match c {
         Col::Scalar(v) => vec![one(v.as_v()); n],
         Col::Dict(values, keys) => {
-            let per_value = per_dict_value(values, |v| re.is_match(v));
-            keys.iter().map(|&k| per_value[k as usize]).collect()
+            // Once per distinct value that a selected item has.
+            let mut memo: Vec<u8> = vec![0; values.len()];
+            keys.iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    on(i) && {
+                        let slot = &mut memo[k as usize];
+                        if *slot == 0 {
+                            *slot = 1 + u8::from(
+                                values.is_valid(k as usize)
+                                    && re.is_match(values.value(k as usize)),
+                            );
+                        }
+                        *slot == 2
+                    }
+                })
+                .collect()
         }
-        _ => (0..n).map(|i| one(c.get(i))).collect(),
+        Col::Any(cols, rows) => {
+            let str_ty = AnyValueType::Str as u8;
+            rows.iter()
+                .enumerate()
+                .map(|(i, &r)| {
+                    if r == NONE || !on(i) {
+                        false
+                    } else if cols.ty[r as usize] == str_ty {
+                        re.is_match(cols.str.value(r as usize))
+                    } else {
+                        one(cols.get(r as usize))
+                    }
+                })
+                .collect()
+        }
+        _ => (0..n).map(|i| on(i) && one(c.get(i))).collect(),
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::check::{Condition, Editor, PatternMode, Statement, condition_reads, statement_reads};
 use super::context::{Column, Context, Field, PathRef, attrs_table};
-use super::eval::{Errs, Eval, Lookups, NONE, V, Val, errs_where};
+use super::eval::{Errs, Eval, Lookups, NONE, V, Val};
 use crate::kernels::attributes::{self as ka, AnyValues, KeySet, SetMode, Values};
 use crate::payload::{Payload, PayloadError};
 use crate::schema::{AnyValueType, Table, col};
@@ -118,8 +118,9 @@ pub fn any_matches(
         if matched.iter().all(|m| *m) {
             break;
         }
-        let m = ev.cond(&c.cond);
-        let err = handle(errs_where(m.err, |i| !matched[i]), mode, &c.text, report)?;
+        let undecided: Vec<bool> = matched.iter().map(|m| !m).collect();
+        let m = ev.cond(&c.cond, Some(&undecided));
+        let err = handle(m.err, mode, &c.text, report)?;
         let mut hit = m.bits;
         clear_errors(&mut hit, &err);
         matched.iter_mut().zip(&hit).for_each(|(a, b)| *a |= *b);
@@ -252,8 +253,8 @@ fn run_statement(
     let n = ev.len();
     let mut mask: Vec<bool> = group.map_or_else(|| vec![true; n], <[bool]>::to_vec);
     if let Some(c) = &s.condition {
-        let m = ev.cond(c);
-        let err = handle(errs_where(m.err, |i| mask[i]), mode, &s.text, report)?;
+        let m = ev.cond(c, Some(&mask));
+        let err = handle(m.err, mode, &s.text, report)?;
         mask.iter_mut().zip(&m.bits).for_each(|(a, b)| *a &= *b);
         clear_errors(&mut mask, &err);
     }
@@ -265,10 +266,13 @@ fn run_statement(
     let attrs = attrs_table(lt);
     match &s.editor {
         Editor::Set { target, value } => {
-            let v = ev.expr(value);
-            let err = handle(errs_where(v.err, |i| mask[i]), mode, &s.text, report)?;
+            let v = ev.expr(value, Some(&mask));
+            let err = handle(v.err, mode, &s.text, report)?;
             clear_errors(&mut mask, &err);
             let src = last_source(&mask, &map, parents, |i| v.col.get(i) != V::Nil);
+            if src.iter().all(|x| *x == NONE) {
+                return Ok(());
+            }
             let at = |q: usize| match src[q] {
                 NONE => V::Nil,
                 i => v.col.get(i as usize),
@@ -298,8 +302,8 @@ fn run_statement(
             replacement,
         } => {
             let cur = ev.path(target);
-            let rep = ev.expr(replacement);
-            let mut err = errs_where(rep.err, |i| mask[i]);
+            let rep = ev.expr(replacement, Some(&mask));
+            let mut err = rep.err;
             let mut new: Vec<Option<String>> = vec![None; n];
             for i in (0..n).filter(|&i| mask[i]) {
                 match (cur.get(i), rep.col.get(i)) {
@@ -356,8 +360,8 @@ fn run_statement(
             replacement,
             ..
         } => {
-            let rep = ev.expr(replacement);
-            let mut err = errs_where(rep.err, |i| mask[i]);
+            let rep = ev.expr(replacement, Some(&mask));
+            let mut err = rep.err;
             for i in (0..n).filter(|&i| mask[i]) {
                 let got = rep.col.get(i);
                 if !matches!(got, V::Str(_)) {

@@ -45,7 +45,9 @@ use crate::component::{
 };
 use crate::ottl::eval::Lookups;
 use crate::ottl::exec::reads;
-use crate::ottl::{Condition, Context, ErrorMode, RunReport, any_matches, compile_condition};
+use crate::ottl::{
+    Condition, Context, ErrorMode, RunError, RunReport, any_matches, compile_condition,
+};
 use crate::payload::Payload;
 use crate::schema::{Signal, Table};
 use crate::telemetry::{Counter, ProcessorMetrics};
@@ -409,7 +411,7 @@ impl Factory for FilterFactory {
         };
         Ok(Arc::new(Filter {
             id: id.clone(),
-            levels: config.levels(signal).to_vec(),
+            program: config.program(signal),
             signal,
             next,
             filtered: ctx.telemetry.counter(name, help, &[("filter", &id)]),
@@ -421,7 +423,7 @@ impl Factory for FilterFactory {
 
 pub struct Filter {
     id: String,
-    levels: Vec<Level>,
+    program: FilterProgram,
     signal: Signal,
     next: ConsumerRef,
     metrics: ProcessorMetrics,
@@ -429,10 +431,25 @@ pub struct Filter {
     dropped: Counter,
 }
 
-impl Filter {
+/// A filter config compiled for one signal: what [`Filter`] runs on every payload.
+#[derive(Clone)]
+pub struct FilterProgram {
+    levels: Vec<Level>,
+}
+
+impl FilterConfig {
+    /// The conditions for `signal`'s pipelines.
+    pub fn program(&self, signal: Signal) -> FilterProgram {
+        FilterProgram {
+            levels: self.levels(signal).to_vec(),
+        }
+    }
+}
+
+impl FilterProgram {
     /// The payload without the matching items (and containers left empty), and the report of
-    /// conditions that failed under `ignore`/`silent`.
-    pub fn apply(&self, p: &Payload) -> Result<(Payload, RunReport), ConsumeError> {
+    /// conditions that failed under `ignore`/`silent`. `Err` under `propagate`.
+    pub fn apply(&self, p: &Payload) -> Result<(Payload, RunReport), RunError> {
         let mut report = RunReport::default();
         // Per table: rows dropped by a condition at their own level.
         let mut drop: Vec<Option<Vec<bool>>> = vec![None; Table::COUNT];
@@ -443,11 +460,7 @@ impl Filter {
                     continue;
                 }
                 let gone = gone_rows(p, table, &drop);
-                let matched = any_matches_alive(p, table, level, &gone, &mut lookups, &mut report)
-                    .map_err(|e| {
-                        tracing::error!(processor = %self.id, error = %e, "filter: dropping the payload (error_mode: propagate)");
-                        ConsumeError::Permanent(format!("{}: {e}", self.id))
-                    })?;
+                let matched = any_matches_alive(p, table, level, &gone, &mut lookups, &mut report)?;
                 let slot = drop[table as usize].get_or_insert_with(|| vec![false; matched.len()]);
                 slot.iter_mut().zip(&matched).for_each(|(d, m)| *d |= *m);
             }
@@ -466,10 +479,7 @@ impl Filter {
             return Ok((p.clone(), report));
         }
         let masks: Vec<(Table, &[bool])> = keep.iter().map(|(t, m)| (*t, m.as_slice())).collect();
-        let out = p.filter_tables(&masks).map_err(|e| {
-            ConsumeError::Permanent(format!("{}: internal error filtering: {e}", self.id))
-        })?;
-        Ok((out, report))
+        Ok((p.filter_tables(&masks)?, report))
     }
 }
 
@@ -513,7 +523,7 @@ fn any_matches_alive(
     gone: &[bool],
     lookups: &mut Lookups,
     report: &mut RunReport,
-) -> Result<Vec<bool>, crate::ottl::RunError> {
+) -> Result<Vec<bool>, RunError> {
     if !gone.iter().any(|g| *g) {
         return any_matches(p, table, &level.conditions, level.mode, lookups, report);
     }
@@ -522,9 +532,7 @@ fn any_matches_alive(
     }
     // Evaluate over the surviving rows only, so errors on dropped items do not count.
     let alive: Vec<bool> = gone.iter().map(|g| !g).collect();
-    let sub = p
-        .filter(table, &alive)
-        .map_err(crate::ottl::RunError::Payload)?;
+    let sub = p.filter(table, &alive)?;
     let mut sub_lookups = Lookups::new(level.context, &reads(&[], &level.conditions));
     let m = any_matches(
         &sub,
@@ -546,7 +554,10 @@ impl Consumer for Filter {
         Box::pin(async move {
             let before = payload.item_count();
             self.metrics.incoming(self.signal, before);
-            let (out, report) = self.apply(&payload)?;
+            let (out, report) = self.program.apply(&payload).map_err(|e| {
+                tracing::error!(processor = %self.id, error = %e, "filter: refusing the payload");
+                ConsumeError::Permanent(format!("{}: {e}", self.id))
+            })?;
             if report.log
                 && let Some((text, msg)) = &report.first
             {

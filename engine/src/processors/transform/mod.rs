@@ -37,7 +37,7 @@ use crate::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
-use crate::ottl::{Context, ErrorMode, RunReport, StatementGroup, compile_group};
+use crate::ottl::{Context, ErrorMode, RunError, RunReport, StatementGroup, compile_group};
 use crate::payload::Payload;
 use crate::schema::Signal;
 use crate::telemetry::ProcessorMetrics;
@@ -245,7 +245,7 @@ impl Factory for TransformFactory {
         let config = ctx.config::<TransformConfig>()?;
         Ok(Arc::new(Transform {
             id: ctx.id.to_string(),
-            groups: config.groups(signal).to_vec(),
+            program: config.program(signal),
             signal,
             next,
             metrics: ProcessorMetrics::new(&ctx.telemetry, &ctx.id),
@@ -255,21 +255,33 @@ impl Factory for TransformFactory {
 
 pub struct Transform {
     id: String,
-    groups: Vec<Arc<StatementGroup>>,
+    program: TransformProgram,
     signal: Signal,
     next: ConsumerRef,
     metrics: ProcessorMetrics,
 }
 
-impl Transform {
-    /// Runs every group over the payload.
-    pub fn apply(&self, payload: &mut Payload) -> Result<RunReport, ConsumeError> {
+/// A transform config compiled for one signal: what [`Transform`] runs on every payload.
+#[derive(Clone)]
+pub struct TransformProgram {
+    groups: Vec<Arc<StatementGroup>>,
+}
+
+impl TransformConfig {
+    /// The statement groups for `signal`'s pipelines.
+    pub fn program(&self, signal: Signal) -> TransformProgram {
+        TransformProgram {
+            groups: self.groups(signal).to_vec(),
+        }
+    }
+}
+
+impl TransformProgram {
+    /// Runs every group over the payload, in order. `Err` under `propagate`.
+    pub fn apply(&self, payload: &mut Payload) -> Result<RunReport, RunError> {
         let mut report = RunReport::default();
         for g in &self.groups {
-            g.run(payload, &mut report).map_err(|e| {
-                tracing::error!(processor = %self.id, error = %e, "transform: refusing the payload");
-                ConsumeError::Permanent(format!("{}: {e}", self.id))
-            })?;
+            g.run(payload, &mut report)?;
         }
         Ok(report)
     }
@@ -280,7 +292,10 @@ impl Consumer for Transform {
         Box::pin(async move {
             let n = payload.item_count();
             self.metrics.incoming(self.signal, n);
-            let report = self.apply(&mut payload)?;
+            let report = self.program.apply(&mut payload).map_err(|e| {
+                tracing::error!(processor = %self.id, error = %e, "transform: refusing the payload");
+                ConsumeError::Permanent(format!("{}: {e}", self.id))
+            })?;
             if report.log
                 && let Some((text, msg)) = &report.first
             {
