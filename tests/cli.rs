@@ -145,7 +145,9 @@ service:
         "{err}"
     );
     assert!(
-        err.contains(r#"IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT"#),
+        err.contains(
+            r#"IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT"#
+        ),
         "{err}"
     );
     assert!(
