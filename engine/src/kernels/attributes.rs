@@ -74,6 +74,7 @@ use prost::Message as _;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use super::ranges::Run;
 use crate::schema::AnyValueType;
 #[cfg(doc)]
 use crate::schema::attrs_schema;
@@ -614,10 +615,10 @@ pub fn set_key(
     let hit = hit.values();
     let ids = parent_ids(attrs);
     let n = ids.len();
-    // value_idx: (0, row) = keep an old row's value, (1, i) = src value i.
-    // key_idx:   (0, row) = an old row's key, (1, 0) = the new key.
-    let mut value_idx: Vec<(usize, usize)> = Vec::with_capacity(n);
-    let mut key_idx: Vec<(usize, usize)> = Vec::new();
+    // The output as runs of rows (see `kernels::ranges`): value runs take source 0 = the old
+    // rows' values, 1 = `src`; key runs take 0 = the old rows' keys, 1 = the new key.
+    let mut value_runs: Vec<Run> = Vec::new();
+    let mut key_runs: Vec<Run> = Vec::new();
     let mut out_parent: Vec<u32> = Vec::new();
     let mut updated = false;
     let mut inserted = false;
@@ -637,9 +638,9 @@ pub fn set_key(
                     updated = true;
                 }
             }
-            value_idx.push(from);
+            extend_run(&mut value_runs, from.0, from.1);
             if inserted {
-                key_idx.push((0, row));
+                extend_run(&mut key_runs, 0, row);
                 out_parent.push(p as u32);
             }
             row += 1;
@@ -652,11 +653,17 @@ pub fn set_key(
             if !inserted {
                 // First insert: the rows so far are old rows, in order.
                 inserted = true;
-                key_idx.extend((0..row).map(|r| (0, r)));
+                if row > 0 {
+                    key_runs.push(Run {
+                        src: 0,
+                        start: 0,
+                        len: row,
+                    });
+                }
                 out_parent.extend_from_slice(&ids[..row]);
             }
-            value_idx.push((1, s));
-            key_idx.push((1, 0));
+            extend_run(&mut value_runs, 1, s);
+            extend_run(&mut key_runs, 1, 0);
             out_parent.push(p as u32);
         }
     }
@@ -670,23 +677,30 @@ pub fn set_key(
             UInt32Array::from(vec![0u32]),
             Arc::new(StringArray::from(vec![key])),
         );
-        columns.push(super::ranges::interleave(
+        columns.push(super::ranges::gather_runs(
             &[attrs.column(idx::KEY).as_ref(), &new_key],
-            &key_idx,
+            &key_runs,
         )?);
     } else {
         columns.push(attrs.column(idx::PARENT_ID).clone());
         columns.push(attrs.column(idx::KEY).clone());
     }
-    let runs = super::ranges::runs_of(&value_idx);
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(super::ranges::interleave_runs(
-            &[old.as_ref(), new],
-            &runs,
-            &value_idx,
-        )?);
+        columns.push(super::ranges::gather_runs(&[old.as_ref(), new], &value_runs)?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+/// Appends row `row` of source `src` to `runs`, extending the last run when it continues it.
+fn extend_run(runs: &mut Vec<Run>, src: usize, row: usize) {
+    match runs.last_mut() {
+        Some(r) if r.src == src && r.start + r.len == row => r.len += 1,
+        _ => runs.push(Run {
+            src,
+            start: row,
+            len: 1,
+        }),
+    }
 }
 
 /// Overwrites the values of some rows: `targets` (ascending row indexes) get row `i` of

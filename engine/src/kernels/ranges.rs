@@ -82,6 +82,18 @@ pub fn interleave_runs(
     gather(values, runs).unwrap_or_else(|| compute::interleave(values, indices))
 }
 
+/// The array made of `runs` of `values` (arrow's `interleave` for types without a run-based
+/// path).
+pub fn gather_runs(values: &[&dyn Array], runs: &[Run]) -> Result<ArrayRef, ArrowError> {
+    gather(values, runs).unwrap_or_else(|| {
+        let indices: Vec<(usize, usize)> = runs
+            .iter()
+            .flat_map(|r| (r.start..r.start + r.len).map(move |i| (r.src, i)))
+            .collect();
+        compute::interleave(values, &indices)
+    })
+}
+
 /// Same as `arrow::compute::filter_record_batch`.
 pub fn filter_record_batch(
     batch: &RecordBatch,

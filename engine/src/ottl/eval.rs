@@ -1025,6 +1025,21 @@ fn compare_scalar(c: &Col<'_>, op: CmpOp, s: V<'_>, n: usize) -> Vec<bool> {
             keys.iter().map(|&k| per_value[k as usize]).collect()
         }
         Col::Any(cols, rows) => {
+            if s == V::Nil && matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                // `attributes["k"] == nil`: absent, or present with no value.
+                let eq = op == CmpOp::Eq;
+                let (empty, absent) = (AnyValueType::Empty as u8, AnyValueType::Absent as u8);
+                return rows
+                    .iter()
+                    .map(|&r| {
+                        let nil = r == NONE || {
+                            let t = cols.ty[r as usize];
+                            t == empty || t == absent
+                        };
+                        nil == eq
+                    })
+                    .collect();
+            }
             if let V::Str(want) = s {
                 // The common case (an attribute compared with a string literal) without the
                 // generic dispatch: one type check and one byte comparison per item.
