@@ -686,7 +686,10 @@ pub fn set_key(
         columns.push(attrs.column(idx::KEY).clone());
     }
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(super::ranges::gather_runs(&[old.as_ref(), new], &value_runs)?);
+        columns.push(super::ranges::gather_runs(
+            &[old.as_ref(), new],
+            &value_runs,
+        )?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }

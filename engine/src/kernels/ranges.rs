@@ -158,8 +158,8 @@ pub fn gather(sources: &[&dyn Array], runs: &[Run]) -> Option<Result<ArrayRef, A
         DataType::Int64 => Arc::new(primitive::<Int64Type>(sources, runs)),
         DataType::Float64 => Arc::new(primitive::<Float64Type>(sources, runs)),
         DataType::Boolean => Arc::new(boolean(sources, runs)),
-        DataType::Utf8 => Arc::new(bytes::<Utf8Type>(sources, runs)),
-        DataType::Binary => Arc::new(bytes::<BinaryType>(sources, runs)),
+        DataType::Utf8 => return Some(bytes::<Utf8Type>(sources, runs)),
+        DataType::Binary => return Some(bytes::<BinaryType>(sources, runs)),
         DataType::FixedSizeBinary(w) => return Some(fixed(sources, runs, *w)),
         DataType::Dictionary(k, v) if **k == DataType::UInt32 && **v == DataType::Utf8 => {
             return Some(dictionary(sources, runs));
@@ -232,13 +232,16 @@ fn boolean(sources: &[&dyn Array], runs: &[Run]) -> BooleanArray {
 fn bytes<T: ByteArrayType<Offset = i32>>(
     sources: &[&dyn Array],
     runs: &[Run],
-) -> GenericByteArray<T> {
+) -> Result<ArrayRef, ArrowError> {
     let len = total(runs);
     let typed: Vec<&GenericByteArray<T>> = sources.iter().map(|s| s.as_bytes::<T>()).collect();
     let mut size = 0usize;
     for r in runs {
         let o = typed[r.src].value_offsets();
         size += (o[r.start + r.len] - o[r.start]) as usize;
+    }
+    if size > i32::MAX as usize {
+        return Err(ArrowError::OffsetOverflowError(size));
     }
     let mut offsets: Vec<i32> = Vec::with_capacity(len + 1);
     offsets.push(0);
@@ -247,8 +250,7 @@ fn bytes<T: ByteArrayType<Offset = i32>>(
         let a = typed[r.src];
         let o = a.value_offsets();
         let (first, last) = (o[r.start], o[r.start + r.len]);
-        // `values.len()` fits in i32: `size` is at most the sum of i32-offset sources', and
-        // arrow rejects more; a wrap would make try_new below fail rather than corrupt.
+        // `values.len()` <= `size`, checked to fit in i32 above.
         let delta = values.len() as i32 - first;
         offsets.extend(o[r.start + 1..=r.start + r.len].iter().map(|x| x + delta));
         values.extend_from_slice(&a.value_data()[first as usize..last as usize]);
@@ -258,13 +260,13 @@ fn bytes<T: ByteArrayType<Offset = i32>>(
     // of this type, and `values` holds exactly those values' bytes in that order, so every
     // offset is in bounds and (for Utf8) every value is the UTF-8 it was in its source. This
     // skips re-validating every byte of data that was valid a moment ago.
-    unsafe {
+    Ok(Arc::new(unsafe {
         GenericByteArray::<T>::new_unchecked(
             OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
             Buffer::from_vec(values),
             nulls,
         )
-    }
+    }))
 }
 
 fn fixed(sources: &[&dyn Array], runs: &[Run], width: i32) -> Result<ArrayRef, ArrowError> {
@@ -323,9 +325,12 @@ fn dictionary(sources: &[&dyn Array], runs: &[Run]) -> Result<ArrayRef, ArrowErr
     let key_sources: Vec<&dyn Array> = dicts.iter().map(|d| d.keys() as &dyn Array).collect();
     let keys =
         PrimitiveArray::<UInt32Type>::new(ScalarBuffer::from(keys), nulls(&key_sources, runs, len));
-    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
-        keys, values,
-    )?))
+    // SAFETY: every key is a key of a valid dictionary array, shifted by the position of that
+    // array's values in `values` (or unshifted when all sources share one values array), so
+    // it indexes `values`. This skips re-checking every key.
+    Ok(Arc::new(unsafe {
+        DictionaryArray::<UInt32Type>::new_unchecked(keys, values)
+    }))
 }
 
 #[cfg(test)]
