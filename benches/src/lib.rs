@@ -282,7 +282,7 @@ pub fn gateway_traces_request(spans: usize) -> ExportTraceServiceRequest {
             for sp in &mut ss.spans {
                 n += 1;
                 let is_db = sp.attributes.iter().any(|kv| kv.key == "db.system");
-                if is_db && n % 2 == 0 {
+                if is_db && n.is_multiple_of(2) {
                     sp.attributes.push(kv_str(
                         "db.connection_string",
                         "jdbc:postgresql://orders-db.prod.svc.cluster.local:5432/orders?user=svc_orders",
