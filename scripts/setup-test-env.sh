@@ -2,7 +2,9 @@
 # Prepare the test environment for sluice. Idempotent and non-interactive; safe on a fresh
 # Debian machine as root and in CI (CI=true).
 #   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt
-#   - promtool (Debian's `prometheus` package), unless promtool is already on PATH
+#   - promtool and the prometheus server (Debian's `prometheus` package), unless both are
+#     already on PATH (the exporter's tests check scrapes with promtool and query a real
+#     Prometheus that scrapes sluice)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,18 +57,18 @@ else
     log ".venv ready"
 fi
 
-# ---- promtool (Debian package `prometheus`) -----------------------------------------------
-if command -v promtool >/dev/null 2>&1; then
-    log "promtool present: $(command -v promtool)"
+# ---- promtool and prometheus (Debian package `prometheus`) ---------------------------------
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+    log "promtool present: $(command -v promtool); prometheus present: $(command -v prometheus)"
 else
     command -v apt-get >/dev/null 2>&1 \
-        || fail "promtool not on PATH and no apt-get to install it (install Prometheus' promtool)"
+        || fail "promtool/prometheus not on PATH and no apt-get to install them (install Prometheus)"
     SUDO=""
     if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || fail "promtool missing; need root or sudo to apt-get install prometheus"
+        command -v sudo >/dev/null 2>&1 || fail "promtool/prometheus missing; need root or sudo to apt-get install prometheus"
         SUDO="sudo -n"
     fi
-    log "installing Debian package prometheus (for promtool)"
+    log "installing Debian package prometheus (promtool and the server)"
     apt_log="$(mktemp)"
     export DEBIAN_FRONTEND=noninteractive
     if ! { $SUDO apt-get update -qq && \
@@ -82,5 +84,23 @@ else
         $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
     fi
     command -v promtool >/dev/null 2>&1 || fail "prometheus installed but promtool is not on PATH"
-    log "promtool installed: $(command -v promtool)"
+    command -v prometheus >/dev/null 2>&1 || fail "prometheus package installed but the prometheus server is not on PATH"
+    log "promtool installed: $(command -v promtool); prometheus: $(command -v prometheus)"
+fi
+
+# ---- openssl CLI (the TLS end-to-end tests make their certificates with it) --------------
+if command -v openssl >/dev/null 2>&1; then
+    log "openssl present: $(command -v openssl)"
+else
+    command -v apt-get >/dev/null 2>&1 || fail "openssl not on PATH and no apt-get to install it"
+    SUDO=""
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || fail "openssl missing; need root or sudo to apt-get install openssl"
+        SUDO="sudo -n"
+    fi
+    log "installing Debian package openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends openssl; } \
+        >/dev/null 2>&1 || fail "apt-get install openssl failed"
+    command -v openssl >/dev/null 2>&1 || fail "openssl installed but not on PATH"
 fi

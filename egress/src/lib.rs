@@ -8,6 +8,7 @@ pub mod debug;
 pub mod file;
 pub mod nop;
 pub mod otlp;
+pub mod prometheus;
 pub mod queue;
 #[cfg(test)]
 mod tests;
@@ -20,5 +21,6 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(debug::DebugFactory),
         Arc::new(file::FileFactory),
         Arc::new(nop::NopFactory),
+        Arc::new(prometheus::PrometheusFactory),
     ]
 }

@@ -4,8 +4,8 @@
 //! ```yaml
 //! exporters:
 //!   otlp/jaeger:
-//!     endpoint: jaeger-collector:4317   # host:port or http://host:port
-//!     tls: { insecure: true }           # plaintext; TLS is not wired yet and is refused
+//!     endpoint: jaeger-collector:4317   # host:port, http://host:port or https://host:port
+//!     tls: { insecure: true }           # plaintext; without it (the default) TLS, see below
 //!     compression: gzip                 # default; zstd, none
 //!     headers: { x-tenant: a }          # sent as gRPC metadata (values never logged)
 //!     timeout: 5s
@@ -15,6 +15,15 @@
 //!     endpoint: http://gateway:4318     # /v1/traces etc. appended
 //!     encoding: proto                   # or json
 //! ```
+//!
+//! TLS follows the Collector (`configgrpc`, `confighttp`, `configtls`; settings in
+//! `sluice_tls::TlsClientSetting`): the gRPC exporter uses TLS unless `tls.insecure` is true
+//! and no CA is set, and always for an `https://` endpoint (with the system's roots when
+//! `insecure`), whatever the `http://` prefix says otherwise; the HTTP exporter uses TLS
+//! exactly for `https://` URLs. The files are read when the exporter is built (a missing file
+//! fails startup naming it); a handshake that fails (unknown CA, wrong name, plaintext peer)
+//! is a retryable send error whose message says why, counted in `send_failed` once retries
+//! are exhausted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,15 +31,20 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
-    BuildContext, ComponentError, ConfigError, Factory, Kind, Node, ParsedConfig, parse_config,
+    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, Node, ParsedConfig,
+    parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::ExporterMetrics;
+use sluice_tls::{TlsClientSetting, TlsError};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -38,19 +52,6 @@ use tonic::{Code, Status};
 use crate::queue::{QueueConfig, QueuedExporter, RetryConfig, SendError, Sender, Sent};
 
 const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    #[serde(default)]
-    pub insecure: bool,
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub server_name_override: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -67,8 +68,9 @@ pub enum Compression {
 #[serde(deny_unknown_fields)]
 pub struct OtlpGrpcConfig {
     pub endpoint: String,
+    /// Absent means the Collector's default: TLS, verified against the system's roots.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: TlsClientSetting,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -92,36 +94,110 @@ fn d5s() -> Duration {
     Duration::from_secs(5)
 }
 
-/// `http://host:port` from `host:port` or a URL, refusing what needs TLS (not wired yet).
-fn plaintext_url(
-    endpoint: &str,
-    tls: Option<&TlsConfig>,
-    default_scheme_tls: bool,
-) -> Result<String, ConfigError> {
-    let insecure = tls.is_some_and(|t| t.insecure);
-    let refuse = || {
-        ConfigError::new(
-            "tls",
-            "TLS is not supported by sluice's exporters yet; use an http:// endpoint or `tls: {insecure: true}`",
-        )
+/// A TLS setting's error at its path (`tls.ca_file: ...`).
+fn tls_config_error(e: &TlsError) -> ConfigError {
+    ConfigError::new(e.field().unwrap_or_default(), e.detail()).within("tls")
+}
+
+/// A gRPC endpoint: `host:port`, optionally prefixed `http://` or `https://` (as the
+/// Collector, which strips either). Returns whether it said `https://`, and `host:port`.
+fn grpc_endpoint(endpoint: &str) -> Result<(bool, &str), ConfigError> {
+    let (https, rest) = match (
+        endpoint.strip_prefix("https://"),
+        endpoint.strip_prefix("http://"),
+    ) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => (false, endpoint),
     };
-    if let Some(rest) = endpoint.strip_prefix("https://") {
-        let _ = rest;
-        return Err(refuse());
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains("://") || rest.contains('/') {
+        return Err(ConfigError::new(
+            "endpoint",
+            format!(
+                "invalid endpoint {endpoint:?}: expected host:port, http://host:port or https://host:port"
+            ),
+        ));
     }
-    if endpoint.starts_with("http://") {
+    Ok((https, rest))
+}
+
+/// An OTLP/HTTP URL: kept as is with a scheme, `http://` added to a bare `host:port`.
+fn http_url(endpoint: &str) -> Result<String, ConfigError> {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         return Ok(endpoint.trim_end_matches('/').to_string());
-    }
-    if default_scheme_tls && !insecure {
-        return Err(refuse());
     }
     if endpoint.is_empty() || endpoint.contains("://") {
         return Err(ConfigError::new(
             "endpoint",
-            format!("invalid endpoint {endpoint:?}: expected host:port or http://host:port"),
+            format!(
+                "invalid endpoint {endpoint:?}: expected http://host:port, https://host:port or host:port"
+            ),
         ));
     }
     Ok(format!("http://{endpoint}"))
+}
+
+/// The client TLS config for a connection that uses TLS: the configured one, or (for an
+/// `https://` endpoint with `insecure` and no CA, as the Collector does) the default one,
+/// verified against the system's roots.
+fn client_tls(
+    id: &ComponentId,
+    tls: &TlsClientSetting,
+) -> Result<rustls::ClientConfig, ComponentError> {
+    let setting = if tls.plaintext() {
+        &TlsClientSetting::default()
+    } else {
+        tls
+    };
+    setting
+        .load()
+        .map_err(|e| ComponentError::new(id, format!("tls: {e}")))
+}
+
+/// A TCP connector (TCP_NODELAY, no scheme check) wrapped in TLS for `https://` URIs, with
+/// `tls.server_name_override` as the name to verify when set. ALPN: h2 for gRPC, h2 and
+/// http/1.1 for OTLP/HTTP.
+fn https_connector(
+    config: rustls::ClientConfig,
+    tls: &TlsClientSetting,
+    grpc: bool,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http();
+    let builder = match tls.server_name() {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(|e| format!("tls.server_name_override {name:?}: {e}"))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    Ok(if grpc {
+        builder.enable_http2().wrap_connector(tcp)
+    } else {
+        builder.enable_all_versions().wrap_connector(tcp)
+    })
+}
+
+/// An error and its causes, `outer: inner: root` (transport errors keep the useful part,
+/// such as rustls' "invalid peer certificate: UnknownIssuer", in their sources).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A sender behind the sending queue and retry loop, with the exporter's counters.
@@ -187,30 +263,58 @@ impl Decoder for BytesCodec {
     }
 }
 
-/// The number of items a server rejected, from an `Export*ServiceResponse`'s partial success.
-fn rejected_items(signal: Signal, response: &[u8]) -> usize {
+/// What a server's `Export*ServiceResponse` says it rejected (its partial success): the item
+/// count and the server's message. The response comes as protobuf (gRPC, OTLP/HTTP protobuf)
+/// or as OTLP/JSON (`{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "..."}}`).
+fn partial_success(signal: Signal, response: &[u8], json: bool) -> Sent {
     use opentelemetry_proto::tonic::collector as c;
-    let n = match signal {
+    if json {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(response) else {
+            return Sent::default();
+        };
+        let count = match signal {
+            Signal::Traces => "rejectedSpans",
+            Signal::Metrics => "rejectedDataPoints",
+            Signal::Logs => "rejectedLogRecords",
+        };
+        let p = &v["partialSuccess"];
+        // int64 is a string in proto3 JSON; numbers are accepted too.
+        let rejected = match &p[count] {
+            serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
+            n => n.as_i64().unwrap_or(0),
+        };
+        return Sent {
+            rejected: rejected.max(0) as usize,
+            message: p["errorMessage"].as_str().unwrap_or_default().to_string(),
+        };
+    }
+    let (rejected, message) = match signal {
         Signal::Traces => c::trace::v1::ExportTraceServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_spans),
+            .map(|p| (p.rejected_spans, p.error_message)),
         Signal::Metrics => c::metrics::v1::ExportMetricsServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_data_points),
+            .map(|p| (p.rejected_data_points, p.error_message)),
         Signal::Logs => c::logs::v1::ExportLogsServiceResponse::decode(response)
             .ok()
             .and_then(|r| r.partial_success)
-            .map(|p| p.rejected_log_records),
-    };
-    n.unwrap_or(0).max(0) as usize
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or_default();
+    Sent {
+        rejected: rejected.max(0) as usize,
+        message,
+    }
 }
 
 pub struct GrpcSender {
     channel: Channel,
     compression: Option<CompressionEncoding>,
     headers: tonic::metadata::MetadataMap,
+    /// Plaintext connection: failures get a hint when the peer may be speaking TLS.
+    plaintext: bool,
 }
 
 impl Sender for GrpcSender {
@@ -220,37 +324,58 @@ impl Sender for GrpcSender {
         if let Some(c) = self.compression {
             grpc = grpc.send_compressed(c).accept_compressed(c);
         }
-        grpc.ready()
-            .await
-            .map_err(|e| SendError::retryable(format!("connection not ready: {e}")))?;
+        grpc.ready().await.map_err(|e| {
+            SendError::retryable(format!("connection not ready: {}", error_chain(&e)))
+        })?;
         let mut req = tonic::Request::new(bytes);
         *req.metadata_mut() = self.headers.clone();
         let path = http::uri::PathAndQuery::from_static(grpc_path(payload.signal()));
         match grpc.unary(req, path, BytesCodec).await {
-            Ok(resp) => Ok(Sent {
-                rejected: rejected_items(payload.signal(), resp.get_ref()),
-            }),
-            Err(status) => Err(grpc_error(&status)),
+            Ok(resp) => Ok(partial_success(payload.signal(), resp.get_ref(), false)),
+            Err(status) => Err(with_tls_hint(grpc_error(&status), self.plaintext)),
         }
     }
 }
 
-/// The Collector's retryable gRPC codes.
+/// A plaintext connection that the peer breaks off, or answers with something that is not
+/// HTTP, is most often a TLS server on the other side: say so.
+fn with_tls_hint(mut e: SendError, plaintext: bool) -> SendError {
+    const SIGNS: [&str; 3] = ["broken pipe", "connection reset", "invalid HTTP version"];
+    if plaintext && SIGNS.iter().any(|s| e.message.contains(s)) {
+        e.message.push_str(
+            " (sent in plaintext: if the server expects TLS, use an https:// endpoint or drop tls.insecure)",
+        );
+    }
+    e
+}
+
+/// The Collector's retryable gRPC codes, and transport failures. tonic reports a connection
+/// that breaks after connecting (a TLS 1.3 client certificate refused, a plaintext client
+/// talking to a TLS server) as `Unknown` with the cause attached as the status's source; such
+/// a status was made locally, not sent by the server, and gRPC-Go (the Collector) calls it
+/// `Unavailable`: retryable, with the cause in the message.
 fn grpc_error(s: &Status) -> SendError {
-    let retryable = matches!(
-        s.code(),
-        Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::Unavailable
-            | Code::DataLoss
-            | Code::ResourceExhausted
-    );
+    let transport = std::error::Error::source(s).map(error_chain);
+    let retryable = transport.is_some()
+        || matches!(
+            s.code(),
+            Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss
+                | Code::ResourceExhausted
+        );
+    let message = match transport {
+        Some(cause) if cause.contains(s.message()) => format!("{:?}: {cause}", s.code()),
+        Some(cause) => format!("{:?}: {}: {cause}", s.code(), s.message()),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    };
     SendError {
         retryable,
         retry_after: None,
-        message: format!("{:?}: {}", s.code(), s.message()),
+        message,
     }
 }
 
@@ -271,7 +396,8 @@ impl Factory for OtlpGrpcFactory {
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpGrpcConfig = parse_config(config)?;
-        plaintext_url(&c.endpoint, c.tls.as_ref(), true)?;
+        grpc_endpoint(&c.endpoint)?;
+        c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
                 || tonic::metadata::MetadataValue::try_from(v.as_str()).is_err();
@@ -286,13 +412,25 @@ impl Factory for OtlpGrpcFactory {
     }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let c = ctx.config::<OtlpGrpcConfig>()?;
-        let url = plaintext_url(&c.endpoint, c.tls.as_ref(), true)
-            .map_err(|e| ComponentError::new(&ctx.id, e))?;
+        let (https, host_port) =
+            grpc_endpoint(&c.endpoint).map_err(|e| ComponentError::new(&ctx.id, e))?;
         // Lazy: a peer that is down at startup is a retryable send error, not a fatal one.
-        let channel = Endpoint::from_shared(url)
-            .map_err(|e| ComponentError::new(&ctx.id, e))?
-            .connect_timeout(c.timeout)
-            .connect_lazy();
+        let channel = if https || !c.tls.plaintext() {
+            let config = client_tls(&ctx.id, &c.tls)?;
+            let connector = https_connector(config, &c.tls, true)
+                .map_err(|e| ComponentError::new(&ctx.id, e))?;
+            // tonic itself does no TLS here (its TLS features are off); the `https` scheme
+            // routes the connection through the rustls connector.
+            Endpoint::from_shared(format!("https://{host_port}"))
+                .map_err(|e| ComponentError::new(&ctx.id, e))?
+                .connect_timeout(c.timeout)
+                .connect_with_connector_lazy(connector)
+        } else {
+            Endpoint::from_shared(format!("http://{host_port}"))
+                .map_err(|e| ComponentError::new(&ctx.id, e))?
+                .connect_timeout(c.timeout)
+                .connect_lazy()
+        };
         let mut headers = tonic::metadata::MetadataMap::new();
         for (k, v) in &c.headers {
             if let (Ok(k), Ok(v)) = (
@@ -311,6 +449,7 @@ impl Factory for OtlpGrpcFactory {
             channel,
             compression,
             headers,
+            plaintext: !https && c.tls.plaintext(),
         };
         Ok(queued(
             ctx,
@@ -341,8 +480,9 @@ pub struct OtlpHttpConfig {
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub logs_endpoint: Option<String>,
+    /// Applies to `https://` URLs.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: TlsClientSetting,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -369,11 +509,8 @@ impl OtlpHttpConfig {
             Signal::Logs => (&self.logs_endpoint, "logs_endpoint", "/v1/logs"),
         };
         match (explicit, &self.endpoint) {
-            (Some(e), _) => plaintext_url(e, self.tls.as_ref(), false).map_err(|e| e.within(field)),
-            (None, Some(base)) => Ok(format!(
-                "{}{suffix}",
-                plaintext_url(base, self.tls.as_ref(), false)?
-            )),
+            (Some(e), _) => http_url(e).map_err(|e| e.within(field)),
+            (None, Some(base)) => Ok(format!("{}{suffix}", http_url(base)?)),
             (None, None) => Err(ConfigError::new(
                 "endpoint",
                 format!("set endpoint or {field}"),
@@ -382,10 +519,23 @@ impl OtlpHttpConfig {
     }
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+/// Plaintext only, or plaintext and TLS (by each URL's scheme).
+enum HttpClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl HttpClient {
+    async fn request(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            HttpClient::Plain(c) => c.request(req).await,
+            HttpClient::Tls(c) => c.request(req).await,
+        }
+    }
+}
 
 pub struct HttpSender {
     client: HttpClient,
@@ -417,6 +567,7 @@ impl Sender for HttpSender {
             .get(&signal)
             .cloned()
             .ok_or_else(|| SendError::permanent("no endpoint for signal"))?;
+        let plaintext = uri.scheme_str() != Some("https");
         let mut req = http::Request::post(uri)
             .header(
                 http::header::CONTENT_TYPE,
@@ -436,11 +587,10 @@ impl Sender for HttpSender {
         for (k, v) in &self.headers {
             req.headers_mut().insert(k, v.clone());
         }
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| SendError::retryable(format!("HTTP request failed: {e}")))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            let e = SendError::retryable(format!("HTTP request failed: {}", error_chain(&e)));
+            with_tls_hint(e, plaintext)
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -456,12 +606,11 @@ impl Sender for HttpSender {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         if status.is_success() {
-            let rejected = if self.encoding == HttpEncoding::Proto {
-                rejected_items(signal, &body)
-            } else {
-                0
-            };
-            return Ok(Sent { rejected });
+            return Ok(partial_success(
+                signal,
+                &body,
+                self.encoding == HttpEncoding::Json,
+            ));
         }
         let message = format!(
             "HTTP {status}: {}",
@@ -504,6 +653,7 @@ impl Factory for OtlpHttpFactory {
         for s in Signal::ALL {
             c.url(s)?;
         }
+        c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             if http::HeaderName::try_from(k.as_str()).is_err()
                 || http::HeaderValue::try_from(v.as_str()).is_err()
@@ -536,9 +686,15 @@ impl Factory for OtlpHttpFactory {
                 headers.insert(k, v);
             }
         }
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
+        let builder = Client::builder(hyper_util::rt::TokioExecutor::new());
+        let client = if urls.values().any(|u| u.scheme_str() == Some("https")) {
+            let config = client_tls(&ctx.id, &c.tls)?;
+            let connector = https_connector(config, &c.tls, false)
+                .map_err(|e| ComponentError::new(&ctx.id, e))?;
+            HttpClient::Tls(builder.build(connector))
+        } else {
+            HttpClient::Plain(builder.build_http())
+        };
         let sender = HttpSender {
             client,
             urls,

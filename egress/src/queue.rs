@@ -151,10 +151,12 @@ impl SendError {
     }
 }
 
-/// What the server accepted of one send: `rejected` items (partial success) count as failed.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the server accepted of one send: `rejected` items (partial success) count as failed;
+/// `message` is the server's explanation.
+#[derive(Debug, Clone, Default)]
 pub struct Sent {
     pub rejected: usize,
+    pub message: String,
 }
 
 /// One protocol's way to deliver a payload once.
@@ -234,9 +236,10 @@ impl<S: Sender> Inner<S> {
                     self.metrics.sent(signal, n - rejected);
                     if rejected > 0 {
                         self.metrics.send_failed(signal, rejected);
-                        tracing::warn!(exporter = %self.id, rejected, "the server rejected part of a batch (partial success)");
+                        tracing::warn!(exporter = %self.id, rejected, message = %sent.message, "the server rejected part of a batch (partial success)");
                         return Err(SendError::permanent(format!(
-                            "the server rejected {rejected} items"
+                            "the server rejected {rejected} of {n} items: {}",
+                            sent.message
                         )));
                     }
                     return Ok(());

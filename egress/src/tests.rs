@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -47,6 +47,8 @@ struct Sink {
     requests: Arc<AtomicUsize>,
     fail_first: Arc<AtomicUsize>,
     fail_with: Arc<Mutex<Option<tonic::Code>>>,
+    /// Spans to report as rejected (partial success) in every traces response.
+    reject_spans: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -81,7 +83,13 @@ impl TraceService for Sink {
             .flat_map(|ss| ss.spans)
             .map(|s| s.span_id);
         self.span_ids.lock().unwrap().extend(ids);
-        Ok(Response::new(ExportTraceServiceResponse::default()))
+        let rejected = self.reject_spans.load(Ordering::SeqCst) as i64;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: "spans too old".into(),
+            }),
+        }))
     }
 }
 
@@ -284,7 +292,7 @@ async fn retryable_failures_are_retried_and_delivered_once() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -315,7 +323,7 @@ async fn permanent_failures_are_counted_not_retried() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -338,7 +346,7 @@ async fn a_full_queue_refuses_and_counts() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 1}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 1}}),
         &t,
     );
     e.consume(spans(0, 2)).await.unwrap();
@@ -377,7 +385,7 @@ async fn an_outage_delays_delivery_but_loses_nothing() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "timeout": "1s", "retry_on_failure": fast_retry()}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "timeout": "1s", "retry_on_failure": fast_retry()}),
         &t,
     );
     e.start().await.unwrap();
@@ -404,7 +412,7 @@ async fn an_outage_delays_delivery_but_loses_nothing() {
 async fn otlphttp_sends_protobuf_and_json() {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
-    type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>; // (path, content type, body)
+    type Received = Arc<Mutex<Vec<(String, String, Vec<u8>, String)>>>; // (path, content type, body, content encoding)
     let got: Received = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().route(
@@ -417,16 +425,26 @@ async fn otlphttp_sends_protobuf_and_json() {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                let mut raw = body.to_vec();
-                if h.get("content-encoding").is_some_and(|v| v == "gzip") {
-                    use std::io::Read;
-                    let mut out = Vec::new();
-                    flate2::read::GzDecoder::new(&raw[..])
-                        .read_to_end(&mut out)
-                        .unwrap();
-                    raw = out;
-                }
-                g.lock().unwrap().push((uri.path().to_string(), ct, raw));
+                let ce = h
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let raw = match ce.as_str() {
+                    "gzip" => {
+                        use std::io::Read;
+                        let mut out = Vec::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut out)
+                            .unwrap();
+                        out
+                    }
+                    "zstd" => zstd::decode_all(&body[..]).unwrap(),
+                    _ => body.to_vec(),
+                };
+                g.lock()
+                    .unwrap()
+                    .push((uri.path().to_string(), ct, raw, ce));
                 ""
             }
         }),
@@ -435,13 +453,13 @@ async fn otlphttp_sends_protobuf_and_json() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let t = Telemetry::new();
-    for encoding in ["proto", "json"] {
-        let e = build(
-            &crate::otlp::OtlpHttpFactory,
-            "otlphttp",
-            serde_json::json!({"endpoint": format!("http://{addr}"), "encoding": encoding}),
-            &t,
-        );
+    for (encoding, compression) in [("proto", None), ("json", Some("zstd"))] {
+        let mut config =
+            serde_json::json!({"endpoint": format!("http://{addr}"), "encoding": encoding});
+        if let Some(c) = compression {
+            config["compression"] = c.into();
+        }
+        let e = build(&crate::otlp::OtlpHttpFactory, "otlphttp", config, &t);
         e.start().await.unwrap();
         e.consume(spans(0, 3)).await.unwrap();
         e.consume(logs(2)).await.unwrap();
@@ -449,9 +467,15 @@ async fn otlphttp_sends_protobuf_and_json() {
     }
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 4);
+    let encodings: Vec<&str> = got.iter().map(|g| g.3.as_str()).collect();
+    assert_eq!(
+        encodings,
+        ["gzip", "gzip", "zstd", "zstd"],
+        "gzip is the default"
+    );
     let traces_pb = got
         .iter()
-        .find(|(p, ct, _)| p == "/v1/traces" && ct == "application/x-protobuf")
+        .find(|(p, ct, _, _)| p == "/v1/traces" && ct == "application/x-protobuf")
         .unwrap();
     assert_eq!(
         ExportTraceServiceRequest::decode(&traces_pb.2[..])
@@ -464,7 +488,7 @@ async fn otlphttp_sends_protobuf_and_json() {
     );
     let logs_json = got
         .iter()
-        .find(|(p, ct, _)| p == "/v1/logs" && ct == "application/json")
+        .find(|(p, ct, _, _)| p == "/v1/logs" && ct == "application/json")
         .unwrap();
     let v: opentelemetry_proto::tonic::logs::v1::LogsData =
         serde_json::from_slice(&logs_json.2).unwrap();
@@ -512,17 +536,33 @@ async fn file_exporter_writes_otlp_json_lines() {
 #[test]
 fn configs_are_checked() {
     let grpc = crate::otlp::OtlpGrpcFactory;
+    for ok in [
+        serde_json::json!({"endpoint": "jaeger:4317"}),
+        serde_json::json!({"endpoint": "https://jaeger:4317", "tls": {"ca_file": "ca.crt"}}),
+        serde_json::json!({"endpoint": "http://jaeger:4317", "tls": {"insecure": true}}),
+    ] {
+        grpc.parse_config(&ok)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
     let e = grpc
-        .parse_config(&serde_json::json!({"endpoint": "jaeger:4317"}))
+        .parse_config(&serde_json::json!({"endpoint": "dns:///jaeger:4317"}))
         .err()
         .unwrap();
-    assert!(e.message.contains("TLS is not supported"), "{e}");
-    assert!(
-        grpc.parse_config(
-            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"insecure": true}})
+    assert!(e.message.contains("expected host:port"), "{e}");
+    let e = grpc
+        .parse_config(
+            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"cert_file": "c.crt"}}),
         )
-        .is_ok()
-    );
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "tls.key_file", "{e}");
+    let e = grpc
+        .parse_config(
+            &serde_json::json!({"endpoint": "jaeger:4317", "tls": {"insecure_skip_verfy": true}}),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "tls.insecure_skip_verfy", "{e}");
     let e = grpc
         .parse_config(&serde_json::json!({"endpoint": "x:1", "sending_queue": {"queue_sise": 1}}))
         .err()
@@ -546,7 +586,7 @@ async fn shutdown_drains_the_queue() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "sending_queue": {"num_consumers": 1}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "sending_queue": {"num_consumers": 1}}),
         &t,
     );
     e.start().await.unwrap();
@@ -567,7 +607,7 @@ async fn without_a_queue_failures_reach_the_caller() {
     let e = build(
         &crate::otlp::OtlpGrpcFactory,
         "otlp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "sending_queue": {"enabled": false}}),
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "sending_queue": {"enabled": false}}),
         &t,
     );
     e.start().await.unwrap();
@@ -591,4 +631,125 @@ async fn without_a_queue_failures_reach_the_caller() {
         Some(2.0)
     );
     e.shutdown().await;
+}
+
+#[tokio::test]
+async fn uncompressed_otlphttp_sends_the_body_as_is() {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    type Received = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>; // (content encoding, body)
+    let got: Received = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |h: HeaderMap, body: Bytes| {
+            let g = g.clone();
+            async move {
+                let ce = h
+                    .get("content-encoding")
+                    .map(|v| v.to_str().unwrap().to_string());
+                g.lock().unwrap().push((ce, body.to_vec()));
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpHttpFactory,
+        "otlphttp",
+        serde_json::json!({"endpoint": format!("http://{addr}"), "compression": "none"}),
+        &t,
+    );
+    e.start().await.unwrap();
+    let payload = spans(0, 2);
+    let expected = sluice_engine::otlp::encode_to_vec(&payload);
+    e.consume(payload).await.unwrap();
+    e.shutdown().await;
+    assert_eq!(*got.lock().unwrap(), [(None, expected)]);
+}
+
+/// A server's partial success: the rejected items count as failed, the rest as sent, and the
+/// server's message is kept; over gRPC, OTLP/HTTP protobuf and OTLP/HTTP JSON.
+#[tokio::test]
+async fn partial_success_counts_the_rejected_items_as_failed() {
+    let sink = Sink::default();
+    sink.reject_spans.store(2, Ordering::SeqCst);
+    let (grpc_addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|h: axum::http::HeaderMap| async move {
+            let json = h
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap().contains("json"));
+            if json {
+                // proto3 JSON: int64 as a string
+                r#"{"partialSuccess":{"rejectedSpans":"1","errorMessage":"span too large"}}"#
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                ExportTraceServiceResponse {
+                    partial_success: Some(ExportTracePartialSuccess {
+                        rejected_spans: 3,
+                        error_message: "no such tenant".into(),
+                    }),
+                }
+                .encode_to_vec()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let t = Telemetry::new();
+    let no_queue = serde_json::json!({"enabled": false});
+    let cases = [
+        (
+            &crate::otlp::OtlpGrpcFactory as &dyn Factory,
+            "otlp",
+            serde_json::json!({"endpoint": format!("{grpc_addr}"), "tls": {"insecure": true}, "sending_queue": no_queue}),
+            2,
+            "spans too old",
+        ),
+        (
+            &crate::otlp::OtlpHttpFactory,
+            "otlphttp",
+            serde_json::json!({"endpoint": format!("http://{http_addr}"), "sending_queue": no_queue}),
+            3,
+            "no such tenant",
+        ),
+        (
+            &crate::otlp::OtlpHttpFactory,
+            "otlphttp/json",
+            serde_json::json!({"endpoint": format!("http://{http_addr}"), "encoding": "json", "sending_queue": no_queue}),
+            1,
+            "span too large",
+        ),
+    ];
+    for (factory, id, config, rejected, message) in cases {
+        let e = build(factory, id, config, &t);
+        e.start().await.unwrap();
+        let err = e.consume(spans(0, 5)).await.unwrap_err();
+        assert!(
+            matches!(&err, ConsumeError::Permanent(m) if m.contains(&format!("rejected {rejected} of 5 items: {message}"))),
+            "{id}: {err:?}"
+        );
+        e.shutdown().await;
+        let value = |name| t.value(name, &[("exporter", id)]);
+        assert_eq!(
+            value("otelcol_exporter_sent_spans"),
+            Some(5.0 - rejected as f64),
+            "{id}"
+        );
+        assert_eq!(
+            value("otelcol_exporter_send_failed_spans"),
+            Some(rejected as f64),
+            "{id}"
+        );
+    }
+    assert_eq!(sink.spans(), 5);
 }

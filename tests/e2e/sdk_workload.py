@@ -31,18 +31,25 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 SDK_TIMEOUT_S = 5
 
 
-def _exporters(transport: str, endpoint: str):
-    """(span, metric, log) OTLP exporters. endpoint: host:port for grpc, base URL for http."""
+def _exporters(transport: str, endpoint: str, credentials=None):
+    """(span, metric, log) OTLP exporters. endpoint: host:port for grpc, base URL for http.
+    credentials: grpc.ChannelCredentials for TLS over gRPC (None: plaintext)."""
     if transport == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
+        if credentials is not None:
+            tls = {"insecure": False, "credentials": credentials}
+            url = endpoint.removeprefix("http://").removeprefix("https://")
+            url = f"https://{url}"
+        else:
+            tls = {"insecure": True}
+            url = endpoint if endpoint.startswith("http") else f"http://{endpoint}"
         return (
-            OTLPSpanExporter(endpoint=url, insecure=True, timeout=SDK_TIMEOUT_S),
-            OTLPMetricExporter(endpoint=url, insecure=True, timeout=SDK_TIMEOUT_S),
-            OTLPLogExporter(endpoint=url, insecure=True, timeout=SDK_TIMEOUT_S),
+            OTLPSpanExporter(endpoint=url, timeout=SDK_TIMEOUT_S, **tls),
+            OTLPMetricExporter(endpoint=url, timeout=SDK_TIMEOUT_S, **tls),
+            OTLPLogExporter(endpoint=url, timeout=SDK_TIMEOUT_S, **tls),
         )
     if transport == "http":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -80,7 +87,7 @@ class Sent:
 
 class SdkClient:
     def __init__(self, transport: str, endpoint: str, run_id: str | None = None,
-                 service_name: str = "e2e-sdk"):
+                 service_name: str = "e2e-sdk", credentials=None):
         self.transport = transport
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.resource_attrs = {
@@ -93,7 +100,7 @@ class SdkClient:
             "host.cpu.count": 2,
         }
         self.resource = Resource.create(self.resource_attrs)
-        span_exp, metric_exp, log_exp = _exporters(transport, endpoint)
+        span_exp, metric_exp, log_exp = _exporters(transport, endpoint, credentials)
 
         self.memory = InMemorySpanExporter()
         self.tracer_provider = TracerProvider(resource=self.resource)

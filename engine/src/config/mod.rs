@@ -404,7 +404,11 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                         continue;
                     }
                 };
-                if !defined.contains(&(kind, id.clone())) {
+                // A connector is a pipeline's exporter and another's receiver; naming one is
+                // not an undefined-component error (its own section reports what is wrong).
+                let connector =
+                    kind != Kind::Processor && defined.contains(&(Kind::Connector, id.clone()));
+                if !defined.contains(&(kind, id.clone())) && !connector {
                     let known: Vec<String> = defined
                         .iter()
                         .filter(|(k, _)| *k == kind)

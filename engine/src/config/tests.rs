@@ -23,6 +23,7 @@ struct TestConfig {
     send_batch_size: Option<u32>,
     timeout: Option<String>,
     protocols: Option<Value>,
+    resource_to_telemetry_conversion: Option<Value>,
 }
 
 impl Factory for TestFactory {
@@ -75,6 +76,7 @@ fn registry() -> Registry {
         f(Kind::Exporter, "debug", ALL),
         f(Kind::Exporter, "otlp", ALL),
         f(Kind::Exporter, "tracesonly", &[Signal::Traces]),
+        f(Kind::Exporter, "prometheus", &[Signal::Metrics]),
         f(Kind::Extension, "health_check", &[]),
     ])
 }
@@ -336,4 +338,30 @@ fn an_unknown_type_is_one_error_not_a_cascade() {
             .replace("processors: [batch]", "processors: [bacth]"),
     ));
     assert_eq!(m.len(), 1, "{m:?}");
+}
+
+#[test]
+fn connectors_section_is_read_and_its_components_checked_once() {
+    // An empty (or null) section is fine.
+    for empty in ["connectors: {}\n", "connectors:\n"] {
+        load1(&format!("{GOOD}{empty}")).unwrap();
+    }
+    // A connector sluice does not have is one error, not also "not defined" errors from the
+    // pipelines that use it as exporter and receiver.
+    let m = messages(load1(
+        "
+receivers: {otlp: {}}
+exporters: {debug: {}}
+connectors: {forward: {}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [forward]}
+    traces/out: {receivers: [forward], exporters: [debug]}
+",
+    ));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("connectors.forward: unknown connector type \"forward\""),
+        "{m:?}"
+    );
 }

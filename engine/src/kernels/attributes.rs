@@ -49,6 +49,8 @@
 //!   before): a string hashes its UTF-8 bytes, a bool one byte (1/0), an int or double its
 //!   8 little-endian bytes; any other type becomes the empty string.
 //! - [`convert_rows`]: the Collector's `convert` action (`string`, `int`, `double`).
+//! - [`as_strings`]: every value in its `pcommon` `AsString` form (what `services` and
+//!   `log_bodies` matching compare against).
 //! - [`extract`]: a regex with named groups over a key's string value, one string column per
 //!   group (the Collector's `extract` action upserts each).
 //!
@@ -376,7 +378,10 @@ impl AnyValues {
         ]
     }
 
-    fn from_columns(cols: &[ArrayRef]) -> AnyValues {
+    /// Six columns in the layout of [`crate::schema::any_value_fields`] (an attribute table's
+    /// value columns, or the logs table's `body_*` columns). Their types are fixed by the
+    /// schema; a wrong type is a programming error and panics.
+    pub fn from_columns(cols: &[ArrayRef]) -> AnyValues {
         AnyValues {
             types: cols[0].as_primitive().clone(),
             str: cols[1].as_string().clone(),
@@ -851,6 +856,26 @@ pub fn convert_rows(
             overwrite_rows(attrs, &targets, &AnyValues::from_doubles(out.into()))
         }
     }
+}
+
+/// Every value in its string form, as `pcommon.Value.AsString` writes it (see
+/// [`convert_rows`]); null where there is no value. Per row by nature (formatting); strings are
+/// copied as they are.
+pub fn as_strings(values: &AnyValues) -> StringArray {
+    let mut out = StringBuilder::with_capacity(values.len(), values.str.values().len());
+    let mut scratch = String::new();
+    for r in 0..values.len() {
+        match values.value_type(r) {
+            None => out.append_null(),
+            Some(AnyValueType::Str) => out.append_value(values.str.value(r)),
+            Some(_) => {
+                scratch.clear();
+                value_as_string(values, r, &mut scratch);
+                out.append_value(&scratch);
+            }
+        }
+    }
+    out.finish()
 }
 
 /// Go's `strconv.ParseInt(s, 10, 64)`: optional sign, ASCII digits, no spaces or underscores.

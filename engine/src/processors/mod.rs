@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use crate::component::Factory;
 
+pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
+pub mod resource;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod transform;
@@ -18,5 +20,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(memory_limiter::MemoryLimiterFactory),
         Arc::new(filter::FilterFactory),
         Arc::new(transform::TransformFactory),
+        Arc::new(attributes::AttributesFactory),
+        Arc::new(resource::ResourceFactory),
     ]
 }

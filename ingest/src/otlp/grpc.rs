@@ -3,17 +3,22 @@
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use sluice_engine::component::ConsumeError;
 use sluice_engine::schema::Signal;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Status};
 
 use super::{ExportError, GrpcConfig, Handler};
@@ -180,8 +185,60 @@ where
     }
 }
 
+/// A TLS connection as tonic needs it: with the TCP addresses as `TcpConnectInfo`, so
+/// `Request::remote_addr` (the payload's origin) works exactly as over plaintext.
+struct TlsConn(sluice_tls::TlsStream);
+
+impl Connected for TlsConn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        let tcp = self.0.get_ref().0;
+        TcpConnectInfo {
+            local_addr: tcp.local_addr().ok(),
+            remote_addr: tcp.peer_addr().ok(),
+        }
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: &GrpcConfig,
     handler: Arc<Handler>,
     stop: oneshot::Receiver<()>,
@@ -201,7 +258,7 @@ pub(crate) fn serve(
         _s: PhantomData,
     };
     let logs = ExportServer::<Logs> {
-        handler,
+        handler: handler.clone(),
         max_decoding: max,
         _s: PhantomData,
     };
@@ -213,16 +270,30 @@ pub(crate) fn serve(
         .add_service(traces)
         .add_service(metrics)
         .add_service(logs);
-    // TCP_NODELAY: without it a small gRPC response waits for the client's delayed ACK, and
-    // every Export takes ~40 ms (Nagle). Found with `sluice loadgen`: p90 44 ms -> sub-ms.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop = async {
+        let _ = stop.await;
+    };
     tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop.await;
-            })
-            .await
-        {
+        let served = match tls {
+            Some(tls) => {
+                // TLS handshakes (TCP_NODELAY set there too) in sluice_tls, off tonic's path.
+                let failed = handler.clone();
+                let connections =
+                    sluice_tls::accept_tls(listener, tls, move |_| failed.failed("tls_handshake"));
+                let incoming = ReceiverStream::new(connections)
+                    .map(|(tls, _peer)| Ok::<_, std::io::Error>(TlsConn(tls)));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                // TCP_NODELAY: without it a small gRPC response waits for the client's delayed
+                // ACK, and every Export takes ~40 ms (Nagle). Found with `sluice loadgen`: p90
+                // 44 ms -> sub-ms.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "OTLP/gRPC server stopped with an error");
         }
     })

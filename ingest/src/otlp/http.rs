@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sluice_engine::component::ConsumeError;
 use sluice_engine::schema::Signal;
@@ -27,10 +28,12 @@ struct AppState {
 
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: &HttpConfig,
     handler: Arc<Handler>,
     stop: oneshot::Receiver<()>,
 ) -> JoinHandle<()> {
+    let failed = handler.clone();
     let state = AppState {
         handler,
         limit: config.max_request_body_size as usize,
@@ -58,18 +61,36 @@ pub(crate) fn serve(
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stop.await;
-        })
-        .await;
+        let served = match tls {
+            Some(tls) => match sluice_tls::TlsListener::new(listener, tls, move |_| {
+                failed.failed("tls_handshake")
+            }) {
+                Ok(listener) => serve_on(listener, app, stop).await,
+                Err(e) => Err(e),
+            },
+            None => serve_on(listener, app, stop).await,
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "OTLP/HTTP server stopped with an error");
         }
     })
+}
+
+/// Serves `app` on a plaintext or TLS listener until `stop`, with each request's peer address
+/// as `ConnectInfo<SocketAddr>`.
+async fn serve_on<L>(listener: L, app: Router, stop: oneshot::Receiver<()>) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    // `tap_io` makes axum take the listener's own address type as the connect info.
+    axum::serve(
+        listener.tap_io(|_| ()),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = stop.await;
+    })
+    .await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,10 @@
 //!       grpc:
 //!         endpoint: localhost:4317        # default; bind exactly this
 //!         max_recv_msg_size_mib: 4        # default; larger messages get RESOURCE_EXHAUSTED
+//!         tls:                            # optional: serve TLS (the Collector's configtls)
+//!           cert_file: server.crt
+//!           key_file: server.key
+//!           client_ca_file: ca.crt        # optional: mTLS, clients need a certificate it signed
 //!       http:
 //!         endpoint: localhost:4318        # default
 //!         max_request_body_size: 20971520 # bytes, default 20 MiB; also caps the decompressed size
@@ -24,8 +28,14 @@
 //! / 429; sending queue full -> `UNAVAILABLE` / 503 (both with `Retry-After` on HTTP, so
 //! clients retry). Every request's peer address is kept on the payload (`Payload::origin`)
 //! for enrichment. Counted: `otelcol_receiver_accepted_*`, `otelcol_receiver_refused_*` and
-//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type).
-//! TLS is refused at config load until it is wired (never silently ignored).
+//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type,
+//! tls_handshake).
+//!
+//! `tls` (either protocol) is the Collector's server TLS setting, see `sluice_tls`: checked at
+//! config load, its files read at start (a missing file fails startup naming it, before any
+//! port is bound). Handshakes run off the accept path; one that fails (a plaintext client, a
+//! client certificate from an unknown CA under mTLS) is logged with the peer and counted as
+//! `failed_requests{reason="tls_handshake"}`.
 
 mod grpc;
 mod http;
@@ -43,6 +53,7 @@ use sluice_engine::component::{
 };
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
+use sluice_tls::{TlsError, TlsServerSetting};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -88,7 +99,7 @@ pub struct GrpcConfig {
     #[serde(default)]
     pub include_metadata: Option<bool>,
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<TlsServerSetting>,
     #[serde(default)]
     pub read_buffer_size: Option<u64>,
     #[serde(default)]
@@ -130,7 +141,7 @@ pub struct HttpConfig {
     #[serde(default)]
     pub cors: Option<serde_json::Value>,
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<TlsServerSetting>,
 }
 
 impl Default for HttpConfig {
@@ -170,6 +181,11 @@ fn default_logs_path() -> String {
     "/v1/logs".into()
 }
 
+/// A TLS setting's error at its path: `protocols.grpc.tls.cert_file: ...`.
+fn tls_config_error(at: &str, e: &TlsError) -> ConfigError {
+    ConfigError::new(e.field().unwrap_or_default(), e.detail()).within(at)
+}
+
 pub struct OtlpReceiverFactory;
 
 impl Factory for OtlpReceiverFactory {
@@ -194,17 +210,14 @@ impl Factory for OtlpReceiverFactory {
                 "enable at least one of grpc, http",
             ));
         }
-        if p.grpc.as_ref().is_some_and(|g| g.tls.is_some()) {
-            return Err(ConfigError::new(
-                "protocols.grpc.tls",
-                "TLS for the otlp receiver is not supported yet",
-            ));
-        }
-        if p.http.as_ref().is_some_and(|h| h.tls.is_some()) {
-            return Err(ConfigError::new(
-                "protocols.http.tls",
-                "TLS for the otlp receiver is not supported yet",
-            ));
+        for (protocol, tls) in [
+            ("grpc", p.grpc.as_ref().and_then(|g| g.tls.as_ref())),
+            ("http", p.http.as_ref().and_then(|h| h.tls.as_ref())),
+        ] {
+            if let Some(tls) = tls {
+                tls.validate()
+                    .map_err(|e| tls_config_error(&format!("protocols.{protocol}.tls"), &e))?;
+            }
         }
         if let Some(h) = &p.http {
             for (field, path) in [
@@ -254,7 +267,13 @@ pub(crate) enum ExportError {
     NoPipeline(Signal),
 }
 
-pub(crate) const FAIL_REASONS: [&str; 4] = ["decode", "too_large", "decompress", "media_type"];
+pub(crate) const FAIL_REASONS: [&str; 5] = [
+    "decode",
+    "too_large",
+    "decompress",
+    "media_type",
+    "tls_handshake",
+];
 
 impl Handler {
     fn new(id: &ComponentId, transport: &str, consumers: SignalConsumers, t: &Telemetry) -> Self {
@@ -371,16 +390,43 @@ async fn bind(id: &ComponentId, endpoint: &str) -> Result<tokio::net::TcpListene
         .map_err(|e| ComponentError::new(id, format!("cannot listen on {endpoint}: {e}")))
 }
 
+/// Reads a protocol's TLS files (at start, not at config load: as the Collector does).
+fn load_tls(
+    id: &ComponentId,
+    protocol: &str,
+    tls: Option<&TlsServerSetting>,
+    alpn: &[&[u8]],
+) -> Result<Option<Arc<rustls::ServerConfig>>, ComponentError> {
+    tls.map(|t| {
+        t.load(alpn)
+            .map_err(|e| ComponentError::new(id, format!("protocols.{protocol}.tls: {e}")))
+    })
+    .transpose()
+}
+
 impl Lifecycle for OtlpReceiver {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
-            // Bind everything before serving anything: a port in use fails startup cleanly,
-            // with no half-started server left behind.
-            let grpc = match &self.config.protocols.grpc {
+            let p = &self.config.protocols;
+            // Read certificates, then bind everything, before serving anything: a missing file
+            // or a port in use fails startup cleanly, with no half-started server left behind.
+            let grpc_tls = load_tls(
+                &self.id,
+                "grpc",
+                p.grpc.as_ref().and_then(|g| g.tls.as_ref()),
+                sluice_tls::ALPN_GRPC,
+            )?;
+            let http_tls = load_tls(
+                &self.id,
+                "http",
+                p.http.as_ref().and_then(|h| h.tls.as_ref()),
+                sluice_tls::ALPN_HTTP,
+            )?;
+            let grpc = match &p.grpc {
                 Some(g) => Some((g, bind(&self.id, &g.endpoint).await?)),
                 None => None,
             };
-            let http = match &self.config.protocols.http {
+            let http = match &p.http {
                 Some(h) => Some((h, bind(&self.id, &h.endpoint).await?)),
                 None => None,
             };
@@ -389,11 +435,11 @@ impl Lifecycle for OtlpReceiver {
                 tasks: vec![],
                 addrs: vec![],
             };
-            let mut serve = |name: &'static str, listener: &tokio::net::TcpListener| {
+            let mut serve = |name: &'static str, listener: &tokio::net::TcpListener, tls: bool| {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| ComponentError::new(&self.id, e))?;
-                tracing::info!(receiver = %self.id, %addr, "OTLP/{name} listening");
+                tracing::info!(receiver = %self.id, %addr, tls, "OTLP/{name} listening");
                 running.addrs.push((name, addr));
                 let (tx, rx) = oneshot::channel();
                 running.stop.push(tx);
@@ -401,12 +447,12 @@ impl Lifecycle for OtlpReceiver {
             };
             let mut tasks = Vec::new();
             if let Some((g, listener)) = grpc {
-                let rx = serve("grpc", &listener)?;
-                tasks.push(grpc::serve(listener, g, self.grpc.clone(), rx));
+                let rx = serve("grpc", &listener, grpc_tls.is_some())?;
+                tasks.push(grpc::serve(listener, grpc_tls, g, self.grpc.clone(), rx));
             }
             if let Some((h, listener)) = http {
-                let rx = serve("http", &listener)?;
-                tasks.push(http::serve(listener, h, self.http.clone(), rx));
+                let rx = serve("http", &listener, http_tls.is_some())?;
+                tasks.push(http::serve(listener, http_tls, h, self.http.clone(), rx));
             }
             running.tasks = tasks;
             *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);

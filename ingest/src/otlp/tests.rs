@@ -504,11 +504,21 @@ fn config_follows_the_collector() {
         .err()
         .unwrap();
     assert_eq!(e.path, "protocols.grpc.endpiont");
+    // TLS settings are checked at config load (files are read at start).
     let e = f
         .parse_config(&serde_json::json!({"protocols": {"http": {"tls": {"cert_file": "c"}}}}))
         .err()
         .unwrap();
-    assert!(e.message.contains("not supported yet"));
+    assert_eq!(e.path, "protocols.http.tls.key_file", "{e}");
+    let e = f
+        .parse_config(&serde_json::json!({"protocols": {"grpc": {"tls": {"cert_file": "c", "key_file": "k", "min_version": "1.5"}}}}))
+        .err()
+        .unwrap();
+    assert_eq!(e.path, "protocols.grpc.tls.min_version", "{e}");
+    assert!(
+        f.parse_config(&serde_json::json!({"protocols": {"grpc": {"tls": {"cert_file": "c", "key_file": "k", "client_ca_file": "ca"}}}}))
+            .is_ok()
+    );
     assert!(
         f.parse_config(&serde_json::json!({})).is_err(),
         "no protocol at all is refused"
@@ -550,5 +560,236 @@ async fn a_port_in_use_fails_startup_naming_the_address_and_leaves_nothing_runni
     assert!(
         std::net::TcpListener::bind(free).is_ok(),
         "gRPC listener must not outlive a failed start"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+fn tls_setting(pki: &sluice_tls::testing::TestPki) -> sluice_tls::TlsServerSetting {
+    sluice_tls::TlsServerSetting {
+        cert_file: Some(pki.server_cert.display().to_string()),
+        key_file: Some(pki.server_key.display().to_string()),
+        ..Default::default()
+    }
+}
+
+/// A receiver serving TLS on both protocols (with `tls`) on free loopback ports.
+async fn tls_rig(tls: sluice_tls::TlsServerSetting) -> Rig {
+    let cap = Arc::new(Capture::default());
+    let t = Telemetry::new();
+    let consumers: SignalConsumers = Signal::ALL
+        .into_iter()
+        .map(|s| (s, cap.clone() as ConsumerRef))
+        .collect();
+    let config = OtlpReceiverConfig {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: "127.0.0.1:0".into(),
+                tls: Some(tls.clone()),
+                ..Default::default()
+            }),
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                tls: Some(tls),
+                ..Default::default()
+            }),
+        },
+    };
+    let rx = OtlpReceiver::new(ComponentId::parse("otlp").unwrap(), config, consumers, &t);
+    rx.start().await.unwrap();
+    let addrs = rx.local_addrs();
+    let find = |k| addrs.iter().find(|(n, _)| *n == k).unwrap().1;
+    Rig {
+        grpc: find("grpc"),
+        http: find("http"),
+        rx,
+        cap,
+        t,
+    }
+}
+
+/// A rustls connector trusting the test CA (and presenting the client certificate if asked).
+fn https(
+    pki: &sluice_tls::testing::TestPki,
+    client_cert: bool,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut setting = sluice_tls::TlsClientSetting {
+        ca_file: Some(pki.ca_cert.display().to_string()),
+        ..Default::default()
+    };
+    if client_cert {
+        setting.cert_file = Some(pki.client_cert.display().to_string());
+        setting.key_file = Some(pki.client_key.display().to_string());
+    }
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(setting.load().unwrap())
+        .https_only()
+        .enable_all_versions()
+        .build()
+}
+
+async fn failed_handshakes(t: &Telemetry, transport: &str) -> f64 {
+    let labels = [
+        ("receiver", "otlp"),
+        ("transport", transport),
+        ("reason", "tls_handshake"),
+    ];
+    // The server side of a failed handshake reports after the client has seen it fail.
+    for _ in 0..200 {
+        if t.value("otelcol_receiver_failed_requests", &labels)
+            .unwrap_or(0.0)
+            > 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    t.value("otelcol_receiver_failed_requests", &labels)
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn tls_receives_over_grpc_and_http_with_the_origin_and_counts_plaintext_clients() {
+    let pki = sluice_tls::testing::TestPki::new();
+    let r = tls_rig(tls_setting(&pki)).await;
+
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", r.grpc.port()))
+            .unwrap()
+            .connect_with_connector(https(&pki, false))
+            .await
+            .unwrap();
+    TraceServiceClient::new(channel)
+        .export(traces(4))
+        .await
+        .unwrap();
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https(&pki, false));
+    let req = ::http::Request::post(format!("https://127.0.0.1:{}/v1/logs", r.http.port()))
+        .header("content-type", "application/x-protobuf")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            logs(3).encode_to_vec(),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let got = r.cap.got.lock().unwrap().clone();
+    let counts: Vec<(Signal, usize)> = got.iter().map(|p| (p.signal(), p.item_count())).collect();
+    assert_eq!(counts, [(Signal::Traces, 4), (Signal::Logs, 3)]);
+    assert!(
+        got.iter()
+            .all(|p| p.origin.is_some_and(|o| o.ip().is_loopback())),
+        "origin kept over TLS"
+    );
+
+    // Plaintext clients: refused at the handshake and counted, the server keeps serving.
+    let plain = TraceServiceClient::connect(format!("http://{}", r.grpc)).await;
+    let failed = match plain {
+        Ok(mut c) => c.export(traces(1)).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(
+        failed,
+        "a plaintext gRPC client cannot export to a TLS receiver"
+    );
+    assert!(failed_handshakes(&r.t, "grpc").await >= 1.0);
+    let mut tcp = tokio::net::TcpStream::connect(r.http).await.unwrap();
+    tcp.write_all(b"POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "no plaintext answer");
+    assert!(failed_handshakes(&r.t, "http").await >= 1.0);
+    assert_eq!(r.cap.items(), 7, "nothing from plaintext clients was taken");
+
+    let again = client
+        .request(
+            ::http::Request::post(format!("https://127.0.0.1:{}/v1/logs", r.http.port()))
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    logs(1).encode_to_vec(),
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn mtls_receiver_takes_only_clients_with_a_certificate_from_its_client_ca() {
+    let pki = sluice_tls::testing::TestPki::new();
+    let mtls = sluice_tls::TlsServerSetting {
+        client_ca_file: Some(pki.ca_cert.display().to_string()),
+        ..tls_setting(&pki)
+    };
+    let r = tls_rig(mtls).await;
+    let post = |with_cert: bool| {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https(&pki, with_cert));
+        let req = ::http::Request::post(format!("https://127.0.0.1:{}/v1/traces", r.http.port()))
+            .header("content-type", "application/x-protobuf")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                traces(2).encode_to_vec(),
+            )))
+            .unwrap();
+        async move { client.request(req).await }
+    };
+    assert_eq!(post(true).await.unwrap().status(), 200);
+    assert!(
+        post(false).await.is_err(),
+        "no client certificate, no request"
+    );
+    assert!(failed_handshakes(&r.t, "http").await >= 1.0);
+    assert_eq!(r.cap.items(), 2);
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_certificate_file_fails_startup_naming_it_before_binding() {
+    let pki = sluice_tls::testing::TestPki::new();
+    let missing = pki.missing("server.pem");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = OtlpReceiverConfig {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: port.to_string(),
+                ..Default::default()
+            }),
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                tls: Some(sluice_tls::TlsServerSetting {
+                    cert_file: Some(missing.display().to_string()),
+                    ..tls_setting(&pki)
+                }),
+                ..Default::default()
+            }),
+        },
+    };
+    let rx = OtlpReceiver::new(
+        ComponentId::parse("otlp").unwrap(),
+        config,
+        SignalConsumers::new(),
+        &Telemetry::new(),
+    );
+    let err = rx.start().await.unwrap_err().to_string();
+    assert!(
+        err.contains("protocols.http.tls")
+            && err.contains("cert_file")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        std::net::TcpListener::bind(port).is_ok(),
+        "nothing was bound"
     );
 }

@@ -3,7 +3,7 @@
 //! The schemas are fixed and checked by [`crate::Payload::set`], so the downcasts here cannot
 //! fail on a payload; a failure would be a programming error in the schema, hence `expect`.
 
-use arrow::array::{Array, AsArray, BooleanArray, FixedSizeBinaryArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, UInt32Type};
 
@@ -85,6 +85,23 @@ impl<'a> Strs<'a> {
         &self.data[start..end]
     }
 
+    /// The bytes all values are slices of (see [`Strs::bounds`]).
+    #[inline(always)]
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// `(start, len)` of row `i`'s value in [`Strs::data`].
+    #[inline(always)]
+    pub fn bounds(&self, i: usize) -> (usize, usize) {
+        let j = match self.keys {
+            Some(k) => k[i] as usize,
+            None => i,
+        };
+        let start = self.offsets[j] as usize;
+        (start, (self.offsets[j + 1] as usize).saturating_sub(start))
+    }
+
     #[inline(always)]
     pub fn len_of(&self, i: usize) -> usize {
         let j = match self.keys {
@@ -132,32 +149,49 @@ pub fn bools<'a>(batch: &'a RecordBatch, name: &str) -> &'a BooleanArray {
 /// A nullable FixedSizeBinary id column: null = empty id, not written.
 #[derive(Clone, Copy)]
 pub struct Ids<'a> {
-    arr: &'a FixedSizeBinaryArray,
+    /// All ids back to back, `width` bytes each (null slots hold zeros).
+    values: &'a [u8],
+    width: usize,
+    nulls: Option<&'a NullBuffer>,
 }
 
 impl<'a> Ids<'a> {
     pub fn of(batch: &'a RecordBatch, name: &str) -> Self {
+        let arr = column(batch, name).as_fixed_size_binary();
+        let width = arr.value_length() as usize;
         Ids {
-            arr: column(batch, name).as_fixed_size_binary(),
+            // Already sliced to the array (row `i` at `i * width`), as `value(i)` reads it.
+            values: arr.value_data(),
+            width,
+            nulls: arr.nulls(),
         }
     }
 
     #[inline(always)]
+    fn present(&self, i: usize) -> bool {
+        self.nulls.is_none_or(|n| n.is_valid(i))
+    }
+
+    /// Row `i`'s id, `None` when absent (read by the Prometheus exporter for exemplars).
+    #[inline(always)]
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
-        if self.arr.is_null(i) {
-            None
-        } else {
-            Some(self.arr.value(i))
-        }
+        self.present(i)
+            .then(|| &self.values[i * self.width..(i + 1) * self.width])
     }
 
     /// The field size with a one-byte tag, 0 when absent.
     #[inline(always)]
     pub fn size(&self, i: usize) -> usize {
-        if self.arr.is_null(i) {
-            0
-        } else {
-            2 + self.arr.value_length() as usize
+        if self.present(i) { 2 + self.width } else { 0 }
+    }
+
+    /// Writes row `i`'s id as field `tag`, unless absent.
+    #[inline(always)]
+    pub fn write(&self, out: &mut super::wire::Out<'_>, tag: u8, i: usize) {
+        if self.present(i) {
+            // Ids are 8 or 16 bytes: the length varint is one byte.
+            out.put_array([tag, self.width as u8]);
+            out.put_within::<16>(self.values, i * self.width, self.width);
         }
     }
 }

@@ -63,12 +63,8 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
             attrs.write(out, 0x32, i);
             put_varint_field(out, 0x38, dropped[i] as u64);
             put_fixed32(out, 0x45, flags[i]);
-            if let Some(id) = trace_id.get(i) {
-                put_len_field(out, 0x4a, id);
-            }
-            if let Some(id) = span_id.get(i) {
-                put_len_field(out, 0x52, id);
-            }
+            trace_id.write(out, 0x4a, i);
+            span_id.write(out, 0x52, i);
             put_fixed64(out, 0x59, observed[i]);
             put_str(out, 0x62, event_name.get(i));
         }

@@ -77,12 +77,8 @@ impl<'a> Exemplars<'a> {
             } else if let Some(d) = self.double.get(e) {
                 put_fixed64_always(out, 0x19, d.to_bits());
             }
-            if let Some(id) = self.span_id.get(e) {
-                put_len_field(out, 0x22, id);
-            }
-            if let Some(id) = self.trace_id.get(e) {
-                put_len_field(out, 0x2a, id);
-            }
+            self.span_id.write(out, 0x22, e);
+            self.trace_id.write(out, 0x2a, e);
             self.attrs.write(out, 0x3a, e);
         }
     }

@@ -23,7 +23,8 @@
 //! type writes no value, points in a table that does not match their metric's type are not
 //! written, summary quantile/value lists of unequal length are truncated to the shorter.
 
-mod columns;
+/// Typed column views, shared with exporters that read payloads (prometheus).
+pub mod columns;
 pub(super) mod json;
 mod logs;
 mod metrics;
@@ -64,7 +65,7 @@ pub fn encode(payload: &Payload, out: &mut Vec<u8>) {
     }
 }
 
-/// [`encode`] into a new, exactly sized vector.
+/// [`encode`] into a new vector (sized to the output plus [`wire::SLACK`] spare bytes).
 pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
     let mut out = Vec::new();
     encode(payload, &mut out);
@@ -80,15 +81,41 @@ pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
 /// sorted ids, which the payload invariants guarantee.
 fn child_starts(parent: &[u32], n_parents: usize) -> Vec<u32> {
     let mut starts = vec![0u32; n_parents + 1];
-    for &p in parent {
+    for_each_run(parent, std::iter::repeat(1u32), |p, count| {
         if let Some(c) = starts.get_mut(p as usize + 1) {
-            *c += 1;
+            *c += count;
         }
-    }
+    });
     for i in 0..n_parents {
         starts[i + 1] += starts[i];
     }
     starts
+}
+
+/// Calls `f(id, sum of values)` once per run of equal ids. Children come sorted by parent, so
+/// summing a run in a register and storing once replaces a read-modify-write of the same slot
+/// per row, each waiting on the previous one's store.
+#[inline(always)]
+fn for_each_run<T: Copy + Default + std::ops::AddAssign>(
+    ids: &[u32],
+    values: impl Iterator<Item = T>,
+    mut f: impl FnMut(u32, T),
+) {
+    let mut current = None;
+    let mut sum = T::default();
+    for (&id, v) in ids.iter().zip(values) {
+        if current != Some(id) {
+            if let Some(c) = current {
+                f(c, sum);
+            }
+            current = Some(id);
+            sum = T::default();
+        }
+        sum += v;
+    }
+    if let Some(c) = current {
+        f(c, sum);
+    }
 }
 
 #[inline(always)]
@@ -102,11 +129,11 @@ fn range(starts: &[u32], p: usize) -> Range<usize> {
 /// Adds `sizes[row]` to `totals[parent[row]]`: the one pass that turns child sizes into parent
 /// sizes.
 fn add_to_parents(totals: &mut [usize], parent: &[u32], sizes: impl Iterator<Item = usize>) {
-    for (&p, s) in parent.iter().zip(sizes) {
+    for_each_run(parent, sizes, |p, s| {
         if let Some(t) = totals.get_mut(p as usize) {
             *t += s;
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,18 +211,19 @@ impl<'a> AnyCols<'a> {
 
 /// The encoded `key` field (tag, length, bytes) of every distinct key, built once per table:
 /// keys repeat on every span, so each row's key becomes one copy of precomputed bytes.
-struct KeyFields {
-    /// Per row: index into `offsets` (the dictionary key, or the row for a plain column).
-    idx: Vec<u32>,
+struct KeyFields<'a> {
+    /// Per row: index into `offsets` (the dictionary key); `None` for a plain column, whose
+    /// rows index `offsets` directly.
+    idx: Option<&'a [u32]>,
     bytes: Vec<u8>,
     offsets: Vec<u32>,
 }
 
-impl KeyFields {
-    fn new(key: Strs<'_>, rows: usize) -> Self {
+impl<'a> KeyFields<'a> {
+    fn new(key: Strs<'a>, rows: usize) -> Self {
         let (idx, n) = match key.dictionary() {
-            Some((keys, n)) => (keys.to_vec(), n),
-            None => ((0..rows as u32).collect(), rows),
+            Some((keys, n)) => (Some(keys), n),
+            None => (None, rows),
         };
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
@@ -214,6 +242,8 @@ impl KeyFields {
             }
             offsets.push(bytes.len() as u32);
         }
+        // So that every key field can be read as one fixed-size block (`Out::put_within`).
+        bytes.resize(bytes.len() + KEY_BLOCK, 0);
         KeyFields {
             idx,
             bytes,
@@ -222,24 +252,41 @@ impl KeyFields {
     }
 
     #[inline(always)]
-    fn get(&self, r: usize) -> &[u8] {
-        let j = self.idx[r] as usize;
-        &self.bytes[self.offsets[j] as usize..self.offsets[j + 1] as usize]
+    fn index(&self, r: usize) -> usize {
+        match self.idx {
+            Some(idx) => idx[r] as usize,
+            None => r,
+        }
+    }
+
+    /// `(start, len)` of row `r`'s key field in `bytes`.
+    #[inline(always)]
+    fn bounds(&self, r: usize) -> (usize, usize) {
+        let j = self.index(r);
+        let start = self.offsets[j] as usize;
+        (start, (self.offsets[j + 1] as usize).saturating_sub(start))
     }
 
     #[inline(always)]
     fn size(&self, r: usize) -> usize {
-        let j = self.idx[r] as usize;
+        let j = self.index(r);
         (self.offsets[j + 1] - self.offsets[j]) as usize
     }
 }
+
+/// Key fields up to this long (nearly all: `http.response.status_code` is 27 bytes with its
+/// header) are written as one fixed-size block.
+const KEY_BLOCK: usize = 32;
+
+/// String values up to this long are written as one fixed-size block.
+const STR_BLOCK: usize = 64;
 
 /// `val_len` marker: no AnyValue message.
 const NO_VALUE: u32 = u32::MAX;
 
 /// An attribute table, sized: `per_parent[p]` is the bytes all of `p`'s KeyValue fields take.
 struct Attrs<'a> {
-    key: KeyFields,
+    key: KeyFields<'a>,
     val: AnyCols<'a>,
     /// KeyValue body length per row (fits u32: a value is at most one i32-offset Arrow slot).
     kv_len: Vec<u32>,
@@ -256,22 +303,17 @@ impl<'a> Attrs<'a> {
         let parent = p.parent_ids(t).values();
         let key = KeyFields::new(Strs::of(batch, col::KEY), rows);
         let val = AnyCols::new(batch, "");
-        // Column by column: value lengths, then KeyValue lengths, then per-parent sums.
-        let val_len: Vec<u32> = (0..rows)
-            .map(|r| val.body_len(r).map_or(NO_VALUE, |v| v as u32))
-            .collect();
-        let kv_len: Vec<u32> = val_len
-            .iter()
-            .enumerate()
-            .map(|(r, &v)| {
-                let v = if v == NO_VALUE {
-                    0
-                } else {
-                    len_field_size(v as usize)
-                };
-                (key.size(r) + v) as u32
-            })
-            .collect();
+        // Row by row: value and KeyValue lengths; then per-parent sums.
+        let mut val_len = vec![0u32; rows];
+        let mut kv_len = vec![0u32; rows];
+        for (r, (v, kv)) in val_len.iter_mut().zip(kv_len.iter_mut()).enumerate() {
+            let (body, field) = match val.body_len(r) {
+                Some(b) => (b as u32, len_field_size(b)),
+                None => (NO_VALUE, 0),
+            };
+            *v = body;
+            *kv = (key.size(r) + field) as u32;
+        }
         let mut per_parent = vec![0usize; n_parents];
         add_to_parents(
             &mut per_parent,
@@ -297,9 +339,23 @@ impl<'a> Attrs<'a> {
     #[inline]
     fn write(&self, out: &mut Out<'_>, tag: u8, parent: usize) {
         let mut o = out.local();
+        let strs = self.val.s.data();
         for r in range(&self.starts, parent) {
-            put_header(&mut o, tag, self.kv_len[r] as usize);
-            o.put(self.key.get(r));
+            let kv = self.kv_len[r];
+            let (key_start, key_len) = self.key.bounds(r);
+            // The common row: a string value in a KeyValue under 128 bytes. Then every length
+            // inside it (value, string) is under 128 too, so all four varints are one byte and
+            // the headers go out as two fixed stores instead of six single-byte ones.
+            if kv < 0x80 && self.val.ty[r] == T_STR {
+                let (s_start, s_len) = self.val.s.bounds(r);
+                o.put_array([tag, kv as u8]);
+                o.put_within::<KEY_BLOCK>(&self.key.bytes, key_start, key_len);
+                o.put_array([0x12, s_len as u8 + 2, 0x0a, s_len as u8]);
+                o.put_within::<STR_BLOCK>(strs, s_start, s_len);
+                continue;
+            }
+            put_header(&mut o, tag, kv as usize);
+            o.put_within::<KEY_BLOCK>(&self.key.bytes, key_start, key_len);
             let len = self.val_len[r];
             if len != NO_VALUE {
                 put_header(&mut o, 0x12, len as usize);
@@ -412,15 +468,19 @@ impl<'a> Envelope<'a> {
     /// Appends the whole request to `vec`; `write_items(out, s)` writes scope `s`'s items as
     /// field 2.
     fn write(&self, vec: &mut Vec<u8>, write_items: impl FnMut(&mut Out<'_>, usize)) {
-        vec.reserve(self.total);
+        vec.reserve(self.total + SLACK);
         let start = vec.len();
-        let mut out = Out::new(&mut vec.spare_capacity_mut()[..self.total]);
+        let mut out = Out::new(&mut vec.spare_capacity_mut()[..self.total + SLACK]);
         self.write_to(&mut out, write_items);
         let written = out.written();
         debug_assert_eq!(written, self.total, "size pass and write pass disagree");
-        // SAFETY: `Out` writes sequentially from the start of the spare capacity, so the
-        // `written` bytes after `start` are initialized, and `written <= self.total <=`
-        // the reserved capacity.
+        // SAFETY: `Out` writes sequentially from the start of the spare capacity: every
+        // advance of its position by `n` follows a store of at least those `n` bytes (a
+        // fixed-size block stores more, never fewer), so the `written` bytes after `start` are
+        // initialized; and `written <= self.total + SLACK <=` the reserved capacity, because
+        // `Out`'s buffer is that long and its indexing is bounds-checked. (That the size pass
+        // is exact, `written == self.total`, is a correctness property, asserted in debug builds
+        // and by the byte-for-byte tests against prost; safety does not rest on it.)
         unsafe { vec.set_len(start + written) };
     }
 

@@ -87,6 +87,34 @@ proptest! {
     }
 }
 
+/// The same payload with every column an offset view into a larger array (as `RecordBatch::
+/// slice` makes them): column readers must honour array offsets.
+fn offset_views(p: &Payload) -> Payload {
+    let mut out = Payload::empty(p.signal());
+    for (t, batch) in p.tables() {
+        let doubled = arrow::compute::concat_batches(&batch.schema(), [batch, batch]).unwrap();
+        out.set(t, doubled.slice(batch.num_rows(), batch.num_rows()))
+            .unwrap();
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn offset_views_encode_the_same(
+        t in arb_traces_request(),
+        m in arb_metrics_request(),
+        l in arb_logs_request(),
+    ) {
+        for p in [reference_traces(&t), reference_metrics(&m), reference_logs(&l)] {
+            let view = offset_views(&p);
+            assert_same_bytes(&encode_to_vec(&view), &encode_to_vec(&p));
+        }
+    }
+}
+
 fn kv(key: &str, value: Option<any_value::Value>) -> KeyValue {
     KeyValue {
         key: key.into(),
@@ -233,6 +261,83 @@ fn trace_edge_cases() {
         ],
     };
     check_traces(&req);
+}
+
+/// Key and value lengths on both sides of every varint width change the attribute writer's
+/// fast paths depend on (KeyValue body, AnyValue body and string under/over 128 bytes, and
+/// two-byte lengths), for string, bytes and int values, in all three signals' attribute tables.
+#[test]
+fn attribute_lengths_around_varint_boundaries() {
+    let lens = [
+        0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 60, 119, 120, 121, 122, 123, 124, 125, 126, 127,
+        128, 129, 200, 16_383, 16_384,
+    ];
+    let mut attributes = Vec::new();
+    for &k in &[0usize, 1, 12, 60, 110, 125, 126, 127, 128] {
+        for &v in &lens {
+            let key = "k".repeat(k);
+            attributes.push(kv(&key, s(&"v".repeat(v))));
+            attributes.push(kv(&key, Some(any_value::Value::BytesValue(vec![7; v]))));
+            attributes.push(kv(&key, Some(any_value::Value::IntValue(v as i64 - 64))));
+        }
+    }
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        attributes: attributes.clone(),
+        events: vec![span::Event {
+            attributes: attributes.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    check_traces(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: attributes.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                }),
+                spans: vec![span.clone(), span],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    });
+    check_logs(&ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    });
+    check_metrics(&ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "m".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            attributes,
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    });
 }
 
 #[test]

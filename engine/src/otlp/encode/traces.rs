@@ -122,16 +122,10 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
     env.write(out, |out, scope| {
         for s in range(&sp_starts, scope) {
             put_header(out, 0x12, sp_body[s]);
-            if let Some(id) = trace_id.get(s) {
-                put_len_field(out, 0x0a, id);
-            }
-            if let Some(id) = span_id.get(s) {
-                put_len_field(out, 0x12, id);
-            }
+            trace_id.write(out, 0x0a, s);
+            span_id.write(out, 0x12, s);
             put_str(out, 0x1a, trace_state.get(s));
-            if let Some(id) = parent_span_id.get(s) {
-                put_len_field(out, 0x22, id);
-            }
+            parent_span_id.write(out, 0x22, s);
             put_str(out, 0x2a, name.get(s));
             put_varint_field(out, 0x30, i32_wire(kind[s]));
             put_fixed64(out, 0x39, start[s]);
@@ -148,12 +142,8 @@ pub(super) fn encode(p: &Payload, out: &mut Vec<u8>) {
             put_varint_field(out, 0x60, dropped_events[s] as u64);
             for l in range(&ln_starts, s) {
                 put_header(out, 0x6a, ln_body[l]);
-                if let Some(id) = ln_trace_id.get(l) {
-                    put_len_field(out, 0x0a, id);
-                }
-                if let Some(id) = ln_span_id.get(l) {
-                    put_len_field(out, 0x12, id);
-                }
+                ln_trace_id.write(out, 0x0a, l);
+                ln_span_id.write(out, 0x12, l);
                 put_str(out, 0x1a, ln_trace_state.get(l));
                 ln_attrs.write(out, 0x22, l);
                 put_varint_field(out, 0x28, ln_dropped[l] as u64);

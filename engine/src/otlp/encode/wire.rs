@@ -7,6 +7,10 @@
 
 use std::mem::MaybeUninit;
 
+/// Spare bytes an [`Out`] buffer has beyond the sized total, so that [`Out::put_within`] can
+/// move fixed-size blocks up to the very end.
+pub const SLACK: usize = 64;
+
 /// A write cursor over a vector's spare capacity, sized exactly by the size pass.
 ///
 /// Why not `Vec::push`/`extend_from_slice`: every byte store may alias the vector's own
@@ -49,6 +53,35 @@ impl<'a> Out<'a> {
         self.pos += 1;
     }
 
+    /// Copies `src[start..start + len]`, as one fixed `W`-byte move when `len <= W` and both
+    /// `src` and the buffer have `W` bytes from there: no length branches, no `memmove` call.
+    /// The bytes moved past `len` are junk, and harmless: the writer is sequential and the size
+    /// pass makes it cover every byte up to the sized total, so later writes overwrite them,
+    /// and junk past the total lies in the vector's spare capacity, outside its length (the
+    /// buffer is sized with [`SLACK`] bytes beyond the total for this).
+    #[inline(always)]
+    pub fn put_within<const W: usize>(&mut self, src: &[u8], start: usize, len: usize) {
+        if len <= W
+            && let Some(from) = src.get(start..).and_then(|s| s.first_chunk::<W>())
+            && let Some(to) = self
+                .buf
+                .get_mut(self.pos..)
+                .and_then(|d| d.first_chunk_mut::<W>())
+        {
+            to.write_copy_of_slice(from);
+            self.pos += len;
+        } else {
+            self.put(&src[start..start + len]);
+        }
+    }
+
+    /// A fixed-size store (headers built in a register): one bounds check, no length branches.
+    #[inline(always)]
+    pub fn put_array<const N: usize>(&mut self, src: [u8; N]) {
+        self.buf[self.pos..self.pos + N].write_copy_of_slice(&src);
+        self.pos += N;
+    }
+
     #[inline(always)]
     pub fn put(&mut self, src: &[u8]) {
         let n = src.len();
@@ -61,11 +94,12 @@ impl<'a> Out<'a> {
         } else if (4..8).contains(&n) {
             dst[..4].write_copy_of_slice(&src[..4]);
             dst[n - 4..].write_copy_of_slice(&src[n - 4..]);
-        } else if n < 4 {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = MaybeUninit::new(s);
-            }
-        } else {
+        } else if n > 0 && n < 4 {
+            // 1 to 3 bytes without a loop (LLVM turns a copy loop into a `memmove` call).
+            dst[0] = MaybeUninit::new(src[0]);
+            dst[n / 2] = MaybeUninit::new(src[n / 2]);
+            dst[n - 1] = MaybeUninit::new(src[n - 1]);
+        } else if n > 16 {
             dst.write_copy_of_slice(src);
         }
         self.pos += n;
@@ -84,15 +118,13 @@ pub fn put_varint(out: &mut Out<'_>, mut v: u64) {
         out.push(v as u8);
         return;
     }
-    let mut buf = [0u8; 10];
-    let mut n = 0;
+    // Byte by byte into the buffer: building the varint on the stack and copying it out
+    // costs a `memmove` call per multi-byte length.
     while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
+        out.push((v as u8) | 0x80);
         v >>= 7;
-        n += 1;
     }
-    buf[n] = v as u8;
-    out.put(&buf[..=n]);
+    out.push(v as u8);
 }
 
 /// A length-delimited field with a one-byte tag and a body of `len` bytes (always written:

@@ -1,0 +1,64 @@
+//! The benchmark's 1,000-span request, encoded by one encoder N times (for callgrind, whose
+//! instruction counts are repeatable where criterion's wall times on a shared machine are not),
+//! or by both encoders interleaved (for a time ratio that load changes do not skew).
+//!
+//! `cargo build --profile bench -p sluice-benches --example encode_profile`, then
+//! - `valgrind --tool=callgrind target/release/examples/encode_profile sluice 50` and the same
+//!   with `0`: the difference divided by 50 is instructions per encode (`prost` likewise);
+//! - `target/release/examples/encode_profile compare 2000`: 2000 rounds of one prost encode
+//!   and one sluice encode back to back; prints each one's median and minimum and the ratios.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use sluice_benches::realistic_traces_request;
+use sluice_engine::otlp::testing::reference_traces;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "sluice".into());
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let req = realistic_traces_request(1_000);
+    let payload = reference_traces(&req);
+    let prost = || black_box(black_box(&req).encode_to_vec()).len();
+    let sluice = || black_box(sluice_engine::otlp::encode_to_vec(black_box(&payload))).len();
+    assert_eq!(
+        sluice_engine::otlp::encode_to_vec(&payload),
+        req.encode_to_vec()
+    );
+    match which.as_str() {
+        "prost" | "sluice" => {
+            let f: &dyn Fn() -> usize = if which == "prost" { &prost } else { &sluice };
+            let total: usize = (0..n).map(|_| f()).sum();
+            println!("{which}: {n} encodes, {total} bytes");
+        }
+        "compare" => {
+            let time = |f: &dyn Fn() -> usize| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            };
+            let (mut p, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for _ in 0..n {
+                p.push(time(&prost));
+                s.push(time(&sluice));
+            }
+            p.sort();
+            s.sort();
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            let (pm, sm) = (us(p[n / 2]), us(s[n / 2]));
+            let (p0, s0) = (us(p[0]), us(s[0]));
+            println!(
+                "median: prost {pm:.1} µs, sluice {sm:.1} µs, ratio {:.2}x; \
+                 minimum: prost {p0:.1} µs, sluice {s0:.1} µs, ratio {:.2}x",
+                pm / sm,
+                p0 / s0
+            );
+        }
+        other => panic!("unknown mode {other}: prost, sluice or compare"),
+    }
+}
