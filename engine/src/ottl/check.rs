@@ -898,7 +898,7 @@ impl Checker {
             "IsMatch" => {
                 let a = self.bind(c, &[("target", true), ("pattern", true)])?;
                 let (target, _) = arg(&a, 0)?;
-                let pattern = self.regex(a[1].expect("required"), "IsMatch")?;
+                let pattern = self.regex(req(&a, 1), "IsMatch")?;
                 (Expr::IsMatch(Box::new(target), pattern), Ty::Bool)
             }
             "IsString" | "IsInt" => {
@@ -926,7 +926,7 @@ impl Checker {
             }
             "Concat" => {
                 let a = self.bind(c, &[("vals", true), ("delimiter", true)])?;
-                let vals = a[0].expect("required");
+                let vals = req(&a, 0);
                 let ast::Value::List(items, _) = vals else {
                     return Err(OttlError::new(
                         vals.pos(),
@@ -947,14 +947,14 @@ impl Checker {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let (d, dty) = arg(&a, 1)?;
-                self.string_getter(dty, a[1].expect("required").pos(), "Concat", "delimiter")?;
+                self.string_getter(dty, req(&a, 1).pos(), "Concat", "delimiter")?;
                 (Expr::Concat(items, Box::new(d)), Ty::Str)
             }
             "Split" => {
                 let a = self.bind(c, &[("target", true), ("delimiter", true)])?;
                 let (target, tty) = arg(&a, 0)?;
-                self.string_getter(tty, a[0].expect("required").pos(), "Split", "target")?;
-                let d = self.str_lit(a[1].expect("required"), "Split's delimiter")?;
+                self.string_getter(tty, req(&a, 0).pos(), "Split", "target")?;
+                let d = self.str_lit(req(&a, 1), "Split's delimiter")?;
                 (Expr::Split(Box::new(target), d), Ty::List)
             }
             "Substring" => {
@@ -975,11 +975,11 @@ impl Checker {
                     ));
                 }
                 let (target, tty) = arg(&a, 0)?;
-                self.string_getter(tty, a[0].expect("required").pos(), "Substring", "target")?;
+                self.string_getter(tty, req(&a, 0).pos(), "Substring", "target")?;
                 let (start, sty) = arg(&a, 1)?;
-                self.int_getter(sty, a[1].expect("required").pos(), "Substring", "start")?;
+                self.int_getter(sty, req(&a, 1).pos(), "Substring", "start")?;
                 let (len, lty) = arg(&a, 2)?;
-                self.int_getter(lty, a[2].expect("required").pos(), "Substring", "length")?;
+                self.int_getter(lty, req(&a, 2).pos(), "Substring", "length")?;
                 (
                     Expr::Substring(Box::new(target), Box::new(start), Box::new(len)),
                     Ty::Str,
@@ -988,8 +988,8 @@ impl Checker {
             "ConvertCase" => {
                 let a = self.bind(c, &[("target", true), ("to_case", true)])?;
                 let (target, tty) = arg(&a, 0)?;
-                self.string_getter(tty, a[0].expect("required").pos(), "ConvertCase", "target")?;
-                let v = a[1].expect("required");
+                self.string_getter(tty, req(&a, 0).pos(), "ConvertCase", "target")?;
+                let v = req(&a, 1);
                 let case = match self.str_lit(v, "ConvertCase's case")?.as_str() {
                     "lower" => Case::Lower,
                     "upper" => Case::Upper,
@@ -1017,7 +1017,7 @@ impl Checker {
             }
             "SpanID" | "TraceID" => {
                 let a = self.bind(c, &[("bytes", true)])?;
-                let v = a[0].expect("required");
+                let v = req(&a, 0);
                 let n = if c.name == "SpanID" { 8 } else { 16 };
                 let bytes = match v {
                     ast::Value::Bytes(b, _) => b.clone(),

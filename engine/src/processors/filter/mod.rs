@@ -249,41 +249,65 @@ impl FilterConfig {
             return Err(ConfigError::new(*block, LEGACY));
         }
         let mode = raw.error_mode;
-        let mut traces = Vec::new();
-        let level =
-            |signal, ctx, texts: &[String], path: &str| -> Result<Vec<Condition>, ConfigError> {
-                compile(signal, Some(ctx), texts, path)
-            };
-        add(
-            &mut traces,
-            mode,
-            level(
+        let (mut traces, mut metrics, mut logs) = (Vec::new(), Vec::new(), Vec::new());
+        let blocks: [(Signal, Context, &[String], &str); 8] = [
+            (
                 Signal::Traces,
                 Context::Resource,
                 &raw.traces.resource,
                 "traces.resource",
-            )?,
-        );
-        add(
-            &mut traces,
-            mode,
-            level(
+            ),
+            (
                 Signal::Traces,
                 Context::Span,
                 &raw.traces.span,
                 "traces.span",
-            )?,
-        );
-        add(
-            &mut traces,
-            mode,
-            level(
+            ),
+            (
                 Signal::Traces,
                 Context::SpanEvent,
                 &raw.traces.spanevent,
                 "traces.spanevent",
-            )?,
-        );
+            ),
+            (
+                Signal::Metrics,
+                Context::Resource,
+                &raw.metrics.resource,
+                "metrics.resource",
+            ),
+            (
+                Signal::Metrics,
+                Context::Metric,
+                &raw.metrics.metric,
+                "metrics.metric",
+            ),
+            (
+                Signal::Metrics,
+                Context::DataPoint,
+                &raw.metrics.datapoint,
+                "metrics.datapoint",
+            ),
+            (
+                Signal::Logs,
+                Context::Resource,
+                &raw.logs.resource,
+                "logs.resource",
+            ),
+            (
+                Signal::Logs,
+                Context::Log,
+                &raw.logs.log_record,
+                "logs.log_record",
+            ),
+        ];
+        for (signal, ctx, texts, path) in blocks {
+            let levels = match signal {
+                Signal::Traces => &mut traces,
+                Signal::Metrics => &mut metrics,
+                Signal::Logs => &mut logs,
+            };
+            add(levels, mode, compile(signal, Some(ctx), texts, path)?);
+        }
         inferred(
             Signal::Traces,
             &raw.trace_conditions,
@@ -291,37 +315,6 @@ impl FilterConfig {
             "trace_conditions",
             &mut traces,
         )?;
-        let mut metrics = Vec::new();
-        add(
-            &mut metrics,
-            mode,
-            level(
-                Signal::Metrics,
-                Context::Resource,
-                &raw.metrics.resource,
-                "metrics.resource",
-            )?,
-        );
-        add(
-            &mut metrics,
-            mode,
-            level(
-                Signal::Metrics,
-                Context::Metric,
-                &raw.metrics.metric,
-                "metrics.metric",
-            )?,
-        );
-        add(
-            &mut metrics,
-            mode,
-            level(
-                Signal::Metrics,
-                Context::DataPoint,
-                &raw.metrics.datapoint,
-                "metrics.datapoint",
-            )?,
-        );
         inferred(
             Signal::Metrics,
             &raw.metric_conditions,
@@ -329,27 +322,6 @@ impl FilterConfig {
             "metric_conditions",
             &mut metrics,
         )?;
-        let mut logs = Vec::new();
-        add(
-            &mut logs,
-            mode,
-            level(
-                Signal::Logs,
-                Context::Resource,
-                &raw.logs.resource,
-                "logs.resource",
-            )?,
-        );
-        add(
-            &mut logs,
-            mode,
-            level(
-                Signal::Logs,
-                Context::Log,
-                &raw.logs.log_record,
-                "logs.log_record",
-            )?,
-        );
         inferred(
             Signal::Logs,
             &raw.log_conditions,
