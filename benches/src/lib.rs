@@ -259,6 +259,48 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
+/// [`realistic_traces_request`] as the gateway sees it from Python and Java pods: every
+/// resource also carries the process and OS attributes SDK resource detectors add
+/// (`process.command`, `process.executable`, `os.type`, `os.version`, ...), one database span
+/// in two carries a `db.connection_string`, and one server span in 50 is an ELB health check
+/// (on top of the `/healthz` probes, one route in five). This is the input of the gateway's
+/// `filter/noise` + transforms benchmark.
+pub fn gateway_traces_request(spans: usize) -> ExportTraceServiceRequest {
+    let mut req = realistic_traces_request(spans);
+    let mut n = 0usize;
+    for rs in &mut req.resource_spans {
+        if let Some(r) = &mut rs.resource {
+            r.attributes.extend([
+                kv_str("process.command", "/app/bin/server"),
+                kv_str("process.executable", "/usr/lib/jvm/java-21/bin/java"),
+                kv_int("process.pid", 1),
+                kv_str("os.type", "linux"),
+                kv_str("os.version", "6.1.0-18-cloud-amd64"),
+            ]);
+        }
+        for ss in &mut rs.scope_spans {
+            for sp in &mut ss.spans {
+                n += 1;
+                let is_db = sp.attributes.iter().any(|kv| kv.key == "db.system");
+                if is_db && n.is_multiple_of(2) {
+                    sp.attributes.push(kv_str(
+                        "db.connection_string",
+                        "jdbc:postgresql://orders-db.prod.svc.cluster.local:5432/orders?user=svc_orders",
+                    ));
+                }
+                if !is_db && n % 50 == 3 {
+                    for kv in &mut sp.attributes {
+                        if kv.key == "user_agent.original" {
+                            *kv = kv_str("user_agent.original", "ELB-HealthChecker/2.0");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

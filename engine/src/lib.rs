@@ -14,6 +14,7 @@ pub mod config_types;
 pub mod health;
 pub mod kernels;
 pub mod otlp;
+pub mod ottl;
 pub mod payload;
 pub mod processors;
 pub mod schema;

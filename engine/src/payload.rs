@@ -250,12 +250,16 @@ impl Payload {
         }
         self.cascade_down(&mut keep);
         // Apply: filter rows, then map each child's parent ids to the parent's new numbering.
-        let mut out = Payload::empty(self.signal);
-        out.origin = self.origin;
+        // Every table is replaced below; starting from a clone (shared buffers) avoids building
+        // empty tables only to drop them.
+        let mut out = self.clone();
         for &t in tables {
             let batch = self.table(t);
             let filtered = match &keep[t as usize] {
-                Some(m) => compute::filter_record_batch(batch, &BooleanArray::from(m.clone()))?,
+                Some(m) => crate::kernels::ranges::filter_record_batch(
+                    batch,
+                    &BooleanArray::from(m.clone()),
+                )?,
                 None => batch.clone(),
             };
             let filtered = match t.parent().and_then(|p| keep[p as usize].as_ref()) {

@@ -76,6 +76,7 @@ use prost::Message as _;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use super::ranges::Run;
 use crate::schema::AnyValueType;
 #[cfg(doc)]
 use crate::schema::attrs_schema;
@@ -238,7 +239,7 @@ pub fn delete_rows(attrs: &RecordBatch, delete: &BooleanArray) -> Result<RecordB
         return Ok(attrs.clone());
     }
     let keep = BooleanArray::new(!&delete, None);
-    Ok(compute::filter_record_batch(attrs, &keep)?)
+    Ok(super::ranges::filter_record_batch(attrs, &keep)?)
 }
 
 /// Deletes every attribute whose key is in `keys` (of the selected parents).
@@ -512,6 +513,51 @@ pub fn lookup(attrs: &RecordBatch, num_parents: usize, key: &str) -> Result<AnyV
     Ok(AnyValues::from_columns(&cols))
 }
 
+/// For each of `keys`, the first row holding it for every parent row (`num_parents` rows),
+/// `u32::MAX` where the parent has no such attribute: the row index behind `lookup`, for many
+/// keys in one pass. Keys are judged once per dictionary value; the pass over the rows is one
+/// table lookup per row. (Added for OTTL, whose conditions read several keys of one table and
+/// compare them in place rather than copying their values out.)
+pub fn first_rows_of_keys(
+    attrs: &RecordBatch,
+    num_parents: usize,
+    keys: &[String],
+) -> Vec<Vec<u32>> {
+    let mut out = vec![vec![u32::MAX; num_parents]; keys.len()];
+    if keys.is_empty() || attrs.num_rows() == 0 {
+        return out;
+    }
+    let dict = self::keys(attrs);
+    let values = dict.values().as_string::<i32>();
+    // dictionary index -> slot in `keys` (u32::MAX: not wanted)
+    let slot_of: Vec<u32> = (0..values.len())
+        .map(|i| {
+            if values.is_null(i) {
+                return u32::MAX;
+            }
+            let v = values.value(i);
+            keys.iter()
+                .position(|k| k == v)
+                .map_or(u32::MAX, |p| p as u32)
+        })
+        .collect();
+    if slot_of.iter().all(|s| *s == u32::MAX) {
+        return out;
+    }
+    let ids = parent_ids(attrs);
+    let key_idx = dict.keys().values();
+    for (row, (&k, &p)) in key_idx.iter().zip(ids).enumerate() {
+        let slot = slot_of.get(k as usize).copied().unwrap_or(u32::MAX);
+        if slot != u32::MAX
+            && let Some(cell) = out[slot as usize].get_mut(p as usize)
+            && *cell == u32::MAX
+        {
+            *cell = row as u32;
+        }
+    }
+    out
+}
+
 /// Inserts, updates or upserts attribute `key` (see [`SetMode`]) on the selected parents
 /// (`parents`: one entry per parent row, null = false; `None` = all `num_parents`), with values
 /// from `values`. Rows of other keys and of unselected parents are untouched; an inserted row
@@ -574,10 +620,10 @@ pub fn set_key(
     let hit = hit.values();
     let ids = parent_ids(attrs);
     let n = ids.len();
-    // value_idx: (0, row) = keep an old row's value, (1, i) = src value i.
-    // key_idx:   (0, row) = an old row's key, (1, 0) = the new key.
-    let mut value_idx: Vec<(usize, usize)> = Vec::with_capacity(n);
-    let mut key_idx: Vec<(usize, usize)> = Vec::new();
+    // The output as runs of rows (see `kernels::ranges`): value runs take source 0 = the old
+    // rows' values, 1 = `src`; key runs take 0 = the old rows' keys, 1 = the new key.
+    let mut value_runs: Vec<Run> = Vec::new();
+    let mut key_runs: Vec<Run> = Vec::new();
     let mut out_parent: Vec<u32> = Vec::new();
     let mut updated = false;
     let mut inserted = false;
@@ -597,9 +643,9 @@ pub fn set_key(
                     updated = true;
                 }
             }
-            value_idx.push(from);
+            extend_run(&mut value_runs, from.0, from.1);
             if inserted {
-                key_idx.push((0, row));
+                extend_run(&mut key_runs, 0, row);
                 out_parent.push(p as u32);
             }
             row += 1;
@@ -612,11 +658,17 @@ pub fn set_key(
             if !inserted {
                 // First insert: the rows so far are old rows, in order.
                 inserted = true;
-                key_idx.extend((0..row).map(|r| (0, r)));
+                if row > 0 {
+                    key_runs.push(Run {
+                        src: 0,
+                        start: 0,
+                        len: row,
+                    });
+                }
                 out_parent.extend_from_slice(&ids[..row]);
             }
-            value_idx.push((1, s));
-            key_idx.push((1, 0));
+            extend_run(&mut value_runs, 1, s);
+            extend_run(&mut key_runs, 1, 0);
             out_parent.push(p as u32);
         }
     }
@@ -630,18 +682,33 @@ pub fn set_key(
             UInt32Array::from(vec![0u32]),
             Arc::new(StringArray::from(vec![key])),
         );
-        columns.push(compute::interleave(
+        columns.push(super::ranges::gather_runs(
             &[attrs.column(idx::KEY).as_ref(), &new_key],
-            &key_idx,
+            &key_runs,
         )?);
     } else {
         columns.push(attrs.column(idx::PARENT_ID).clone());
         columns.push(attrs.column(idx::KEY).clone());
     }
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+        columns.push(super::ranges::gather_runs(
+            &[old.as_ref(), new],
+            &value_runs,
+        )?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+/// Appends row `row` of source `src` to `runs`, extending the last run when it continues it.
+fn extend_run(runs: &mut Vec<Run>, src: usize, row: usize) {
+    match runs.last_mut() {
+        Some(r) if r.src == src && r.start + r.len == row => r.len += 1,
+        _ => runs.push(Run {
+            src,
+            start: row,
+            len: 1,
+        }),
+    }
 }
 
 /// Overwrites the values of some rows: `targets` (ascending row indexes) get row `i` of
@@ -655,8 +722,13 @@ fn overwrite_rows(attrs: &RecordBatch, targets: &[usize], src: &AnyValues) -> Re
         value_idx[t] = (1, i);
     }
     let mut columns: Vec<ArrayRef> = attrs.columns()[..idx::TYPE].to_vec();
+    let runs = super::ranges::runs_of(&value_idx);
     for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+        columns.push(super::ranges::interleave_runs(
+            &[old.as_ref(), new],
+            &runs,
+            &value_idx,
+        )?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
@@ -807,7 +879,7 @@ pub fn as_strings(values: &AnyValues) -> StringArray {
 }
 
 /// Go's `strconv.ParseInt(s, 10, 64)`: optional sign, ASCII digits, no spaces or underscores.
-fn parse_go_int(s: &str) -> Option<i64> {
+pub(crate) fn parse_go_int(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -858,7 +930,7 @@ fn value_as_string(v: &AnyValues, r: usize, out: &mut String) {
 
 /// A double the way Go's `encoding/json` writes it (and `pcommon` `AsString` uses): shortest
 /// round-trip digits, plain notation for 1e-6 <= |f| < 1e21, else `1e+21` / `1e-7`.
-fn go_json_float(f: f64, out: &mut String) {
+pub(crate) fn go_json_float(f: f64, out: &mut String) {
     use std::fmt::Write as _;
     if !f.is_finite() {
         // pcommon: "json: unsupported value: +Inf"
@@ -884,6 +956,15 @@ fn go_json_float(f: f64, out: &mut String) {
         }
     } else {
         let _ = write!(out, "{f}");
+    }
+}
+
+/// `json.Marshal` of a protobuf-encoded `AnyValue` (the `bytes` of an array or map
+/// attribute), appended to `out`; `null` if it does not decode.
+pub(crate) fn any_value_json(encoded: &[u8], out: &mut String) {
+    match opentelemetry_proto::tonic::common::v1::AnyValue::decode(encoded) {
+        Ok(av) => json_any_value(&av, out),
+        Err(_) => out.push_str("null"),
     }
 }
 
@@ -945,7 +1026,7 @@ fn json_any_value(av: &opentelemetry_proto::tonic::common::v1::AnyValue, out: &m
 }
 
 /// A JSON string as Go's `encoding/json` escapes it (`<`, `>`, `&` as \u00XX, too).
-fn json_string(s: &str, out: &mut String) {
+pub(crate) fn json_string(s: &str, out: &mut String) {
     use std::fmt::Write as _;
     out.push('"');
     for c in s.chars() {
@@ -1003,6 +1084,165 @@ pub fn extract(
         .zip(builders)
         .map(|((_, name), mut b)| (name, b.finish()))
         .collect())
+}
+
+/// Truncates every string value of the selected parents to at most `limit` bytes, as OTTL
+/// `truncate_all` does: cut at a UTF-8 character boundary (never inside a character, so a
+/// value may end up shorter than `limit`), with `marker` appended to every value that was cut
+/// and counted within `limit`. Other types are left alone. (Added for OTTL.)
+pub fn truncate_strings(
+    attrs: &RecordBatch,
+    limit: usize,
+    marker: &str,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let str_ty = AnyValueType::Str as u8;
+    let ty = types(attrs).values();
+    let rows = restrict(
+        attrs,
+        BooleanArray::new(
+            BooleanBuffer::collect_bool(ty.len(), |i| ty[i] == str_ty),
+            None,
+        ),
+        parents,
+    )?;
+    let strs = attrs.column(idx::TYPE + 1).as_string::<i32>();
+    let keep = limit.saturating_sub(marker.len());
+    let mut targets = Vec::new();
+    let mut out = StringBuilder::new();
+    let mut buf = String::new();
+    for r in parent_bits(&rows).set_indices() {
+        let v = strs.value(r);
+        if v.len() <= limit {
+            continue;
+        }
+        let mut cut = keep;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        buf.clear();
+        buf.push_str(&v[..cut]);
+        buf.push_str(marker);
+        out.append_value(&buf);
+        targets.push(r);
+    }
+    overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+}
+
+/// Replaces every match of `pattern` in the string values of the selected parents with the
+/// parent's replacement (`replacement(parent)`, expanded as Go's `ReplaceAllString`: `$1`,
+/// `${name}`, `$$`), as OTTL `replace_all_patterns(..., "value", ...)`. A parent whose
+/// replacement is `None` is left alone; other types are left alone. Per row by nature (a
+/// regex per value). (Added for OTTL.)
+pub fn replace_in_values<'r>(
+    attrs: &RecordBatch,
+    pattern: &Regex,
+    replacement: impl Fn(usize) -> Option<&'r str>,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let str_ty = AnyValueType::Str as u8;
+    let ty = types(attrs).values();
+    let rows = restrict(
+        attrs,
+        BooleanArray::new(
+            BooleanBuffer::collect_bool(ty.len(), |i| ty[i] == str_ty),
+            None,
+        ),
+        parents,
+    )?;
+    let strs = attrs.column(idx::TYPE + 1).as_string::<i32>();
+    let ids = parent_ids(attrs);
+    let mut targets = Vec::new();
+    let mut out = StringBuilder::new();
+    for r in parent_bits(&rows).set_indices() {
+        let Some(rep) = replacement(ids[r] as usize) else {
+            continue;
+        };
+        let v = strs.value(r);
+        if let std::borrow::Cow::Owned(new) = pattern.replace_all(v, rep) {
+            out.append_value(&new);
+            targets.push(r);
+        }
+    }
+    overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+}
+
+/// Renames the keys of the selected parents that match `pattern` to
+/// `pattern.replace_all(key, replacement(parent))`, as OTTL
+/// `replace_all_patterns(..., "key", ...)`. The Collector builds a new map with `PutEmpty`
+/// in the old order, so when two keys of one parent end up equal the first one's position
+/// holds the last one's value; the same happens here. A parent whose replacement is `None`
+/// is left alone. (Added for OTTL.)
+pub fn replace_in_keys<'r>(
+    attrs: &RecordBatch,
+    pattern: &Regex,
+    replacement: impl Fn(usize) -> Option<&'r str>,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    if let Some(p) = parents {
+        check_parents(attrs, p.len())?;
+    }
+    let selected = parents.map(parent_bits);
+    let dict = keys(attrs);
+    let dict_values = dict.values().as_string::<i32>();
+    let key_idx = dict.keys();
+    let key_of = |r: usize| -> &str {
+        if key_idx.is_null(r) {
+            ""
+        } else {
+            dict_values.value(key_idx.value(r) as usize)
+        }
+    };
+    let ids = parent_ids(attrs);
+    let n = ids.len();
+    // Output rows: (parent, key, row whose value it holds).
+    let mut out: Vec<(u32, String, u32)> = Vec::with_capacity(n);
+    let mut changed = false;
+    let mut start = 0;
+    while start < n {
+        let p = ids[start];
+        let end = start + ids[start..].iter().take_while(|&&x| x == p).count();
+        let rep = if selected.as_ref().is_none_or(|s| s.value(p as usize)) {
+            replacement(p as usize)
+        } else {
+            None
+        };
+        let run_start = out.len();
+        for r in start..end {
+            let old = key_of(r);
+            let new = match rep {
+                Some(rep) if pattern.is_match(old) => pattern.replace_all(old, rep).into_owned(),
+                _ => old.to_string(),
+            };
+            changed |= new != old;
+            match out[run_start..].iter_mut().find(|(_, k, _)| *k == new) {
+                Some(slot) => {
+                    slot.2 = r as u32;
+                    changed = true;
+                }
+                None => out.push((p, new, r as u32)),
+            }
+        }
+        start = end;
+    }
+    if !changed {
+        return Ok(attrs.clone());
+    }
+    let take_idx = UInt32Array::from(out.iter().map(|o| o.2).collect::<Vec<_>>());
+    let mut builder = arrow::array::StringDictionaryBuilder::<UInt32Type>::new();
+    for (_, k, _) in &out {
+        builder.append_value(k);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(
+            out.iter().map(|o| o.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(builder.finish()),
+    ];
+    for c in &attrs.columns()[idx::VALUES] {
+        columns.push(compute::take(c.as_ref(), &take_idx, None)?);
+    }
+    Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
 
 #[cfg(test)]

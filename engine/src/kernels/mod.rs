@@ -12,3 +12,4 @@
 //!   value for every parent, hash, convert, extract.
 
 pub mod attributes;
+pub mod ranges;

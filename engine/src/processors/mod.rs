@@ -6,16 +6,20 @@ use crate::component::Factory;
 
 pub mod attributes;
 pub mod batch;
+pub mod filter;
 pub mod memory_limiter;
 pub mod resource;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod transform;
 
 /// Every processor factory in the engine.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(batch::BatchFactory),
         Arc::new(memory_limiter::MemoryLimiterFactory),
+        Arc::new(filter::FilterFactory),
+        Arc::new(transform::TransformFactory),
         Arc::new(attributes::AttributesFactory),
         Arc::new(resource::ResourceFactory),
     ]
