@@ -6,6 +6,7 @@ use crate::component::Factory;
 
 pub mod batch;
 pub mod memory_limiter;
+pub mod tail_sampling;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -14,5 +15,6 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(batch::BatchFactory),
         Arc::new(memory_limiter::MemoryLimiterFactory),
+        Arc::new(tail_sampling::TailSamplingFactory),
     ]
 }
