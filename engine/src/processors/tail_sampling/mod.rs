@@ -298,6 +298,9 @@ struct Inner {
     shard_limit: usize,
     metrics: Metrics,
     stopping: AtomicBool,
+    /// The last tick at which idle buckets were sealed (once per tick, also on a virtual clock
+    /// where `fire_due` runs on every arrival).
+    sealed_tick: std::sync::atomic::AtomicU64,
     /// Held (shared) by every ingest, taken (exclusive) by shutdown before the final flush, so
     /// no ingest that passed the `stopping` check can add spans after the flush.
     gate: tokio::sync::RwLock<()>,
@@ -363,6 +366,7 @@ impl TailSampling {
                 shard_limit,
                 metrics: Metrics::new(telemetry, id),
                 stopping: AtomicBool::new(false),
+                sealed_tick: std::sync::atomic::AtomicU64::new(0),
                 gate: tokio::sync::RwLock::new(()),
             }),
             ticker: Mutex::new(None),
@@ -513,6 +517,7 @@ impl Inner {
         let started = std::time::Instant::now();
         let now = self.now();
         let now_tick = self.tick_of(now);
+        let seal = self.sealed_tick.fetch_max(now_tick, Ordering::Relaxed) < now_tick;
         for s in &self.shards {
             let mut out = Vec::new();
             {
@@ -520,9 +525,11 @@ impl Inner {
                 while let Some((_, bucket)) = shard.take_next(now_tick, false) {
                     out.extend(self.decide(&mut shard, bucket));
                 }
-                match shard.seal_idle(self.compression) {
-                    Ok(d) => self.metrics.buffered_bytes.add(d as i64),
-                    Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
+                if seal {
+                    match shard.seal_idle(self.compression) {
+                        Ok(d) => self.metrics.buffered_bytes.add(d as i64),
+                        Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
+                    }
                 }
             }
             self.send(out).await;
