@@ -85,6 +85,76 @@ fn validate_accepts_the_embedded_default() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
 }
 
+#[test]
+fn the_shipped_gateway_config_validates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/config/gateway.yaml");
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .env("JAEGER_ENDPOINT", "jaeger-collector.tracing:4317")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The exporter endpoint comes from the pod's environment; without it, validate says so.
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .env_remove("JAEGER_ENDPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exporters.otlp/jaeger.endpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_ottl_is_refused_with_the_statement_and_column() {
+    let bad = write(
+        "bad-ottl.yaml",
+        r#"receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:4317"}}}
+processors:
+  filter/noise:
+    traces:
+      span:
+        - 'name == "x"'
+        - 'IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT'
+  transform:
+    trace_statements:
+      - context: span
+        statements:
+          - 'set(attributes["peer.service"], Sha256(name))'
+exporters:
+  debug: {}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [filter/noise, transform], exporters: [debug]}
+"#,
+    );
+    let out = sluice()
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("processors.filter/noise.traces.span[1]: OTTL error at column 33: the pattern supplied to IsMatch is not a valid RE2 regexp: unclosed group"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT"#),
+        "{err}"
+    );
+    assert!(
+        err.contains("processors.transform.trace_statements[0].statements[0]: OTTL error at column 33: `Sha256` is not a converter"),
+        "{err}"
+    );
+    assert!(err.contains("supported converters: Concat,"), "{err}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use crate::component::Factory;
 
 pub mod batch;
+pub mod filter;
 pub mod memory_limiter;
 pub mod tail_sampling;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod transform;
 
 /// Every processor factory in the engine.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
@@ -16,5 +18,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(batch::BatchFactory),
         Arc::new(memory_limiter::MemoryLimiterFactory),
         Arc::new(tail_sampling::TailSamplingFactory),
+        Arc::new(filter::FilterFactory),
+        Arc::new(transform::TransformFactory),
     ]
 }

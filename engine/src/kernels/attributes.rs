@@ -1,0 +1,1197 @@
+//! Kernels over attribute tables.
+//!
+//! Every attribute table has the schema [`attrs_schema`]: `parent_id` (the owner's row in the
+//! parent table), `key` (dictionary-encoded UTF-8), `type` ([`AnyValueType`]) and one nullable
+//! value column per type (`str`, `int`, `double`, `bool`, `bytes`). Rows are sorted by
+//! `parent_id`, so "the attributes of parent p" is a contiguous run. Every kernel here takes a
+//! table with that invariant and returns one with it (rows of a parent keep their order; an
+//! inserted attribute goes at the end of its parent's run, as `pcommon.Map.PutEmpty` appends).
+//!
+//! # API
+//!
+//! Selecting rows and parents:
+//! - [`KeySet`]: a set of keys, built once at config load.
+//! - [`key_mask`]: a row mask from a predicate on the key. The predicate runs once per
+//!   distinct key in the dictionary, then one gather over the key indices gives the row mask:
+//!   `key_mask(attrs, |k| k == "http.url")`, `key_mask(attrs, |k| re.is_match(k))`.
+//! - [`rows_of_parents`]: the rows whose parent is selected by a mask over the parent table
+//!   (the compiled `where` clause of an OTTL statement, an include/exclude match).
+//!
+//! Removing rows (one filter over every column; order kept):
+//! - [`delete_rows`]: drop the rows of a mask; the primitive behind the next four.
+//! - [`delete_keys`] / [`delete_matching_keys`]: drop rows whose key is in a set / matches a
+//!   regex (OTTL `delete_key`, `delete_matching_keys`; the Collector's `delete` action).
+//! - [`keep_keys`]: drop rows whose key is not in a set (OTTL `keep_keys`).
+//! - [`limit_keys`]: keep at most `limit` attributes per parent, priority keys first (OTTL
+//!   `limit`).
+//!
+//! Each takes `parents: Option<&BooleanArray>`: `None` acts on every parent; `Some(mask)`
+//! (one entry per parent row, null = false) acts only on the selected parents' rows.
+//!
+//! Writing values:
+//! - [`AnyValues`]: typed values as columns (`types`, null where there is no value, plus the
+//!   five value columns), either one value for every parent ([`Values::Scalar`], from
+//!   [`AnyValues::scalar`]) or one per parent row ([`Values::PerParent`], from
+//!   [`AnyValues::from_strings`], [`AnyValues::from_ints`], [`AnyValues::from_doubles`],
+//!   [`AnyValues::from_bools`], or [`lookup`] of another key).
+//! - [`set_key`] with [`SetMode::Insert`] (only where the key is absent: the Collector's
+//!   `insert`), [`SetMode::Update`] (only where present: `update`), [`SetMode::Upsert`]
+//!   (`upsert`, OTTL `set(attributes["k"], ...)`). A parent whose value is null is left alone,
+//!   as the Collector leaves a span alone when `from_attribute` is absent. Other rows are not
+//!   touched. One pass builds an index list, then one interleave per column.
+//! - [`lookup`]: the typed value of key K for every parent row (null where absent): the
+//!   source of `from_attribute`, and of any OTTL expression that reads `attributes["k"]`.
+//!
+//! Per-row by nature (each value is hashed, parsed or matched on its own; no heap allocation
+//! per row: hex goes through a stack buffer, regex captures reuse one location buffer):
+//! - [`hash_rows`]: SHA-256 hex of each selected value, exactly as the Collector's `hash`
+//!   action (`sha2Hasher` in `internal/coreinternal/attraction`: SHA-256 since v0.75, SHA-1
+//!   before): a string hashes its UTF-8 bytes, a bool one byte (1/0), an int or double its
+//!   8 little-endian bytes; any other type becomes the empty string.
+//! - [`convert_rows`]: the Collector's `convert` action (`string`, `int`, `double`).
+//! - [`extract`]: a regex with named groups over a key's string value, one string column per
+//!   group (the Collector's `extract` action upserts each).
+//!
+//! # Duplicate keys
+//!
+//! OTLP forbids a key twice in one attribute list but does not stop a sender from doing it.
+//! [`lookup`] reads the first row of the key; [`set_key`] updates every row of the key (so the
+//! copies stay equal) and inserts nothing where the key exists; deletes remove every row.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int64Array,
+    RecordBatch, StringArray, StringBuilder, UInt8Array, UInt32Array,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute;
+use arrow::datatypes::UInt32Type;
+use arrow::error::ArrowError;
+use base64::Engine as _;
+use hashbrown::HashSet;
+use prost::Message as _;
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use crate::schema::AnyValueType;
+#[cfg(doc)]
+use crate::schema::attrs_schema;
+
+/// Column positions in [`attrs_schema`].
+mod idx {
+    pub const PARENT_ID: usize = 0;
+    pub const KEY: usize = 1;
+    /// `type`, then `str`, `int`, `double`, `bool`, `bytes`: the six value columns.
+    pub const TYPE: usize = 2;
+    pub const VALUES: std::ops::Range<usize> = 2..8;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("{what} has {got} rows, expected {expected}")]
+    Length {
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("attribute table has parent_id {parent_id}, but the parent table has {parents} rows")]
+    ParentOutOfRange { parent_id: u32, parents: usize },
+}
+
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// A set of attribute keys, built once (at config load) and checked once per distinct key of
+/// a table's dictionary.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    keys: HashSet<String>,
+}
+
+impl KeySet {
+    pub fn new<S: Into<String>>(keys: impl IntoIterator<Item = S>) -> Self {
+        KeySet {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }
+    }
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for KeySet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        KeySet::new(iter)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column access
+// ---------------------------------------------------------------------------------------------
+
+/// The `parent_id` values of an attribute table.
+pub fn parent_ids(attrs: &RecordBatch) -> &[u32] {
+    attrs
+        .column(idx::PARENT_ID)
+        .as_primitive::<UInt32Type>()
+        .values()
+}
+
+/// The `key` column of an attribute table.
+pub fn keys(attrs: &RecordBatch) -> &DictionaryArray<UInt32Type> {
+    attrs.column(idx::KEY).as_dictionary::<UInt32Type>()
+}
+
+/// The `type` column of an attribute table.
+pub fn types(attrs: &RecordBatch) -> &UInt8Array {
+    attrs
+        .column(idx::TYPE)
+        .as_primitive::<arrow::datatypes::UInt8Type>()
+}
+
+/// `true` for every row whose key satisfies `pred`. `pred` is called once per dictionary
+/// value (distinct key), never per row; the row mask is one gather over the key indices.
+pub fn key_mask(attrs: &RecordBatch, mut pred: impl FnMut(&str) -> bool) -> BooleanArray {
+    let keys = keys(attrs);
+    let dict = keys.values().as_string::<i32>();
+    let hit: Vec<bool> = (0..dict.len())
+        .map(|i| dict.is_valid(i) && pred(dict.value(i)))
+        .collect();
+    let ids = keys.keys();
+    // Keys are non-null by schema; a null key (never produced by sluice) matches nothing.
+    let buf = BooleanBuffer::collect_bool(ids.len(), |i| {
+        ids.is_valid(i) && hit.get(ids.value(i) as usize).copied().unwrap_or(false)
+    });
+    BooleanArray::new(buf, None)
+}
+
+/// A parent mask as a plain bit buffer (null = not selected), checked against the number of
+/// parents when that is known.
+fn parent_bits(parents: &BooleanArray) -> BooleanBuffer {
+    match parents.nulls() {
+        Some(n) => parents.values() & n.inner(),
+        None => parents.values().clone(),
+    }
+}
+
+/// Checks that every `parent_id` is below `num_parents` (the table is sorted, so the last is
+/// the largest).
+fn check_parents(attrs: &RecordBatch, num_parents: usize) -> Result<()> {
+    match parent_ids(attrs).last() {
+        Some(&last) if last as usize >= num_parents => Err(KernelError::ParentOutOfRange {
+            parent_id: last,
+            parents: num_parents,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The rows whose parent is selected by `parents` (one entry per parent row, null = false).
+pub fn rows_of_parents(attrs: &RecordBatch, parents: &BooleanArray) -> Result<BooleanArray> {
+    check_parents(attrs, parents.len())?;
+    let bits = parent_bits(parents);
+    let ids = parent_ids(attrs);
+    Ok(BooleanArray::new(
+        BooleanBuffer::collect_bool(ids.len(), |i| bits.value(ids[i] as usize)),
+        None,
+    ))
+}
+
+/// `rows AND (row's parent selected)`, or `rows` when every parent is selected.
+fn restrict(
+    attrs: &RecordBatch,
+    rows: BooleanArray,
+    parents: Option<&BooleanArray>,
+) -> Result<BooleanArray> {
+    match parents {
+        None => Ok(rows),
+        Some(p) => Ok(compute::and(&rows, &rows_of_parents(attrs, p)?)?),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Removing rows
+// ---------------------------------------------------------------------------------------------
+
+/// Drops the rows where `delete` is true (null = keep). Order is kept, so the table stays
+/// sorted by `parent_id`. Returns the input (no copy) when nothing is deleted.
+pub fn delete_rows(attrs: &RecordBatch, delete: &BooleanArray) -> Result<RecordBatch> {
+    if delete.len() != attrs.num_rows() {
+        return Err(KernelError::Length {
+            what: "row mask",
+            got: delete.len(),
+            expected: attrs.num_rows(),
+        });
+    }
+    let delete = parent_bits(delete);
+    if delete.count_set_bits() == 0 {
+        return Ok(attrs.clone());
+    }
+    let keep = BooleanArray::new(!&delete, None);
+    Ok(compute::filter_record_batch(attrs, &keep)?)
+}
+
+/// Deletes every attribute whose key is in `keys` (of the selected parents).
+pub fn delete_keys(
+    attrs: &RecordBatch,
+    keys: &KeySet,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let rows = restrict(attrs, key_mask(attrs, |k| keys.contains(k)), parents)?;
+    delete_rows(attrs, &rows)
+}
+
+/// Deletes every attribute whose key matches `pattern` (unanchored, as Go's `MatchString`
+/// and OTTL's `delete_matching_keys`; anchor the pattern to match whole keys).
+pub fn delete_matching_keys(
+    attrs: &RecordBatch,
+    pattern: &Regex,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let rows = restrict(attrs, key_mask(attrs, |k| pattern.is_match(k)), parents)?;
+    delete_rows(attrs, &rows)
+}
+
+/// Keeps only the attributes whose key is in `keys` (of the selected parents; the others keep
+/// everything).
+pub fn keep_keys(
+    attrs: &RecordBatch,
+    keys: &KeySet,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let rows = restrict(attrs, key_mask(attrs, |k| !keys.contains(k)), parents)?;
+    delete_rows(attrs, &rows)
+}
+
+/// Keeps at most `limit` attributes per selected parent, as OTTL `limit`: attributes whose key
+/// is in `priority` are kept first, then the others in order until `limit` is reached. Kept
+/// attributes stay in their original order.
+///
+/// One scan of each parent's run (sorted table: runs are contiguous), two passes over the run:
+/// count its priority keys, then mark the rows past the budget.
+pub fn limit_keys(
+    attrs: &RecordBatch,
+    limit: usize,
+    priority: &KeySet,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    if let Some(p) = parents {
+        check_parents(attrs, p.len())?;
+    }
+    let selected = parents.map(parent_bits);
+    let is_priority = key_mask(attrs, |k| priority.contains(k));
+    let is_priority = is_priority.values();
+    let ids = parent_ids(attrs);
+    let mut delete = vec![false; ids.len()];
+    let mut start = 0;
+    while start < ids.len() {
+        let p = ids[start];
+        let end = start + ids[start..].iter().take_while(|&&x| x == p).count();
+        if selected.as_ref().is_none_or(|s| s.value(p as usize)) && end - start > limit {
+            let prio = (start..end).filter(|&i| is_priority.value(i)).count();
+            let mut budget = limit.saturating_sub(prio);
+            let mut prio_budget = limit;
+            for (i, d) in delete.iter_mut().enumerate().take(end).skip(start) {
+                if is_priority.value(i) {
+                    *d = prio_budget == 0;
+                    prio_budget = prio_budget.saturating_sub(1);
+                } else {
+                    *d = budget == 0;
+                    budget = budget.saturating_sub(1);
+                }
+            }
+        }
+        start = end;
+    }
+    delete_rows(attrs, &BooleanArray::from(delete))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed values as columns
+// ---------------------------------------------------------------------------------------------
+
+/// One attribute value, as written in config (`value:` of an action, an OTTL literal).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+}
+
+/// Typed values as columns, in the attribute tables' layout: `types` holds the
+/// [`AnyValueType`] (null = no value), and the value column for that type holds the value.
+#[derive(Clone, Debug)]
+pub struct AnyValues {
+    pub types: UInt8Array,
+    pub str: StringArray,
+    pub int: Int64Array,
+    pub double: Float64Array,
+    pub bool: BooleanArray,
+    pub bytes: BinaryArray,
+}
+
+impl AnyValues {
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+    }
+
+    /// Whether row `i` has a value.
+    pub fn is_present(&self, i: usize) -> bool {
+        self.types.is_valid(i)
+    }
+
+    /// The type of row `i`, `None` where there is no value.
+    pub fn value_type(&self, i: usize) -> Option<AnyValueType> {
+        self.types
+            .is_valid(i)
+            .then(|| AnyValueType::from_u8(self.types.value(i)))
+            .flatten()
+    }
+
+    /// The six columns in attribute-table order (`type`, `str`, `int`, `double`, `bool`,
+    /// `bytes`).
+    fn columns(&self) -> [&dyn Array; 6] {
+        [
+            &self.types,
+            &self.str,
+            &self.int,
+            &self.double,
+            &self.bool,
+            &self.bytes,
+        ]
+    }
+
+    fn from_columns(cols: &[ArrayRef]) -> AnyValues {
+        AnyValues {
+            types: cols[0].as_primitive().clone(),
+            str: cols[1].as_string().clone(),
+            int: cols[2].as_primitive().clone(),
+            double: cols[3].as_primitive().clone(),
+            bool: cols[4].as_boolean().clone(),
+            bytes: cols[5].as_binary().clone(),
+        }
+    }
+
+    /// One row holding `value`.
+    pub fn scalar(value: &Scalar) -> AnyValues {
+        match value {
+            Scalar::Str(s) => AnyValues::from_strings(StringArray::from(vec![s.as_str()])),
+            Scalar::Int(i) => AnyValues::from_ints(Int64Array::from(vec![*i])),
+            Scalar::Double(d) => AnyValues::from_doubles(Float64Array::from(vec![*d])),
+            Scalar::Bool(b) => AnyValues::from_bools(BooleanArray::from(vec![*b])),
+            Scalar::Bytes(b) => AnyValues::from_bytes(BinaryArray::from(vec![b.as_slice()])),
+        }
+    }
+
+    /// `len` rows with no value.
+    pub fn nulls(len: usize) -> AnyValues {
+        AnyValues {
+            types: UInt8Array::new_null(len),
+            str: StringArray::new_null(len),
+            int: Int64Array::new_null(len),
+            double: Float64Array::new_null(len),
+            bool: BooleanArray::new_null(len),
+            bytes: BinaryArray::new_null(len),
+        }
+    }
+
+    /// The `types` column for `values`: `ty` where valid, null elsewhere (shares the null
+    /// buffer, no per-row work).
+    fn types_like(values: &dyn Array, ty: AnyValueType) -> UInt8Array {
+        UInt8Array::new(vec![ty as u8; values.len()].into(), values.logical_nulls())
+    }
+
+    /// String values, one per row (null = no value).
+    pub fn from_strings(values: StringArray) -> AnyValues {
+        let mut v = AnyValues::nulls(values.len());
+        v.types = AnyValues::types_like(&values, AnyValueType::Str);
+        v.str = values;
+        v
+    }
+
+    /// Int values, one per row (null = no value).
+    pub fn from_ints(values: Int64Array) -> AnyValues {
+        let mut v = AnyValues::nulls(values.len());
+        v.types = AnyValues::types_like(&values, AnyValueType::Int);
+        v.int = values;
+        v
+    }
+
+    /// Double values, one per row (null = no value).
+    pub fn from_doubles(values: Float64Array) -> AnyValues {
+        let mut v = AnyValues::nulls(values.len());
+        v.types = AnyValues::types_like(&values, AnyValueType::Double);
+        v.double = values;
+        v
+    }
+
+    /// Bool values, one per row (null = no value).
+    pub fn from_bools(values: BooleanArray) -> AnyValues {
+        let mut v = AnyValues::nulls(values.len());
+        v.types = AnyValues::types_like(&values, AnyValueType::Bool);
+        v.bool = values;
+        v
+    }
+
+    /// Bytes values, one per row (null = no value).
+    pub fn from_bytes(values: BinaryArray) -> AnyValues {
+        let mut v = AnyValues::nulls(values.len());
+        v.types = AnyValues::types_like(&values, AnyValueType::Bytes);
+        v.bytes = values;
+        v
+    }
+
+    /// The value columns of an attribute table, one value per attribute row.
+    pub fn of_rows(attrs: &RecordBatch) -> AnyValues {
+        AnyValues::from_columns(&attrs.columns()[idx::VALUES])
+    }
+}
+
+/// Where [`set_key`] takes its values from.
+#[derive(Clone, Copy, Debug)]
+pub enum Values<'a> {
+    /// The same value for every parent: row 0 of a one-row [`AnyValues`] (build it once with
+    /// [`AnyValues::scalar`]).
+    Scalar(&'a AnyValues),
+    /// One value per parent row; a null type = no value there, that parent is left alone.
+    PerParent(&'a AnyValues),
+}
+
+/// What [`set_key`] does where the key exists and where it does not.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SetMode {
+    /// Add the key where it is absent; leave existing values alone.
+    Insert,
+    /// Overwrite the key where it exists; add nothing.
+    Update,
+    /// Overwrite where it exists, add where absent.
+    Upsert,
+}
+
+/// The typed value of `key` for every parent row (`num_parents` rows), null where the parent
+/// has no such attribute. One gather per value column.
+pub fn lookup(attrs: &RecordBatch, num_parents: usize, key: &str) -> Result<AnyValues> {
+    check_parents(attrs, num_parents)?;
+    let hit = key_mask(attrs, |k| k == key);
+    let ids = parent_ids(attrs);
+    let mut first = vec![u32::MAX; num_parents];
+    for row in hit.values().set_indices() {
+        let slot = &mut first[ids[row] as usize];
+        // The first row of a duplicated key wins.
+        if *slot == u32::MAX {
+            *slot = row as u32;
+        }
+    }
+    let take_idx: UInt32Array = first
+        .iter()
+        .map(|&r| (r != u32::MAX).then_some(r))
+        .collect();
+    let cols = attrs.columns()[idx::VALUES]
+        .iter()
+        .map(|c| compute::take(c.as_ref(), &take_idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(AnyValues::from_columns(&cols))
+}
+
+/// For each of `keys`, the first row holding it for every parent row (`num_parents` rows),
+/// `u32::MAX` where the parent has no such attribute: the row index behind `lookup`, for many
+/// keys in one pass. Keys are judged once per dictionary value; the pass over the rows is one
+/// table lookup per row. (Added for OTTL, whose conditions read several keys of one table and
+/// compare them in place rather than copying their values out.)
+pub fn first_rows_of_keys(
+    attrs: &RecordBatch,
+    num_parents: usize,
+    keys: &[String],
+) -> Vec<Vec<u32>> {
+    let mut out = vec![vec![u32::MAX; num_parents]; keys.len()];
+    if keys.is_empty() || attrs.num_rows() == 0 {
+        return out;
+    }
+    let dict = self::keys(attrs);
+    let values = dict.values().as_string::<i32>();
+    // dictionary index -> slot in `keys` (u32::MAX: not wanted)
+    let slot_of: Vec<u32> = (0..values.len())
+        .map(|i| {
+            if values.is_null(i) {
+                return u32::MAX;
+            }
+            let v = values.value(i);
+            keys.iter()
+                .position(|k| k == v)
+                .map_or(u32::MAX, |p| p as u32)
+        })
+        .collect();
+    if slot_of.iter().all(|s| *s == u32::MAX) {
+        return out;
+    }
+    let ids = parent_ids(attrs);
+    let key_idx = dict.keys().values();
+    for (row, (&k, &p)) in key_idx.iter().zip(ids).enumerate() {
+        let slot = slot_of.get(k as usize).copied().unwrap_or(u32::MAX);
+        if slot != u32::MAX
+            && let Some(cell) = out[slot as usize].get_mut(p as usize)
+            && *cell == u32::MAX
+        {
+            *cell = row as u32;
+        }
+    }
+    out
+}
+
+/// Inserts, updates or upserts attribute `key` (see [`SetMode`]) on the selected parents
+/// (`parents`: one entry per parent row, null = false; `None` = all `num_parents`), with values
+/// from `values`. Rows of other keys and of unselected parents are untouched; an inserted row
+/// goes at the end of its parent's run.
+///
+/// One pass over the parents and their runs builds the output's index list (old row or new
+/// value), then one interleave per column builds the table.
+pub fn set_key(
+    attrs: &RecordBatch,
+    num_parents: usize,
+    parents: Option<&BooleanArray>,
+    key: &str,
+    values: Values<'_>,
+    mode: SetMode,
+) -> Result<RecordBatch> {
+    check_parents(attrs, num_parents)?;
+    if let Some(p) = parents
+        && p.len() != num_parents
+    {
+        return Err(KernelError::Length {
+            what: "parent mask",
+            got: p.len(),
+            expected: num_parents,
+        });
+    }
+    let (src, per_parent) = match values {
+        Values::Scalar(v) => {
+            if v.is_empty() {
+                return Err(KernelError::Length {
+                    what: "scalar value",
+                    got: 0,
+                    expected: 1,
+                });
+            }
+            (v, false)
+        }
+        Values::PerParent(v) => {
+            if v.len() != num_parents {
+                return Err(KernelError::Length {
+                    what: "per-parent values",
+                    got: v.len(),
+                    expected: num_parents,
+                });
+            }
+            (v, true)
+        }
+    };
+    let scalar_present = !per_parent && src.is_present(0);
+    let source = |p: usize| -> Option<usize> {
+        if per_parent {
+            src.is_present(p).then_some(p)
+        } else {
+            scalar_present.then_some(0)
+        }
+    };
+    let selected = parents.map(parent_bits);
+    let is_selected = |p: usize| selected.as_ref().is_none_or(|s| s.value(p));
+
+    let hit = key_mask(attrs, |k| k == key);
+    let hit = hit.values();
+    let ids = parent_ids(attrs);
+    let n = ids.len();
+    // value_idx: (0, row) = keep an old row's value, (1, i) = src value i.
+    // key_idx:   (0, row) = an old row's key, (1, 0) = the new key.
+    let mut value_idx: Vec<(usize, usize)> = Vec::with_capacity(n);
+    let mut key_idx: Vec<(usize, usize)> = Vec::new();
+    let mut out_parent: Vec<u32> = Vec::new();
+    let mut updated = false;
+    let mut inserted = false;
+    let mut row = 0;
+    for p in 0..num_parents {
+        let mut has_key = false;
+        let active = is_selected(p);
+        while row < n && ids[row] as usize == p {
+            let mut from = (0, row);
+            if hit.value(row) {
+                has_key = true;
+                if active
+                    && mode != SetMode::Insert
+                    && let Some(s) = source(p)
+                {
+                    from = (1, s);
+                    updated = true;
+                }
+            }
+            value_idx.push(from);
+            if inserted {
+                key_idx.push((0, row));
+                out_parent.push(p as u32);
+            }
+            row += 1;
+        }
+        if !has_key
+            && active
+            && mode != SetMode::Update
+            && let Some(s) = source(p)
+        {
+            if !inserted {
+                // First insert: the rows so far are old rows, in order.
+                inserted = true;
+                key_idx.extend((0..row).map(|r| (0, r)));
+                out_parent.extend_from_slice(&ids[..row]);
+            }
+            value_idx.push((1, s));
+            key_idx.push((1, 0));
+            out_parent.push(p as u32);
+        }
+    }
+    if !updated && !inserted {
+        return Ok(attrs.clone());
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(attrs.num_columns());
+    if inserted {
+        columns.push(Arc::new(UInt32Array::from(out_parent)));
+        let new_key = DictionaryArray::<UInt32Type>::new(
+            UInt32Array::from(vec![0u32]),
+            Arc::new(StringArray::from(vec![key])),
+        );
+        columns.push(compute::interleave(
+            &[attrs.column(idx::KEY).as_ref(), &new_key],
+            &key_idx,
+        )?);
+    } else {
+        columns.push(attrs.column(idx::PARENT_ID).clone());
+        columns.push(attrs.column(idx::KEY).clone());
+    }
+    for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
+        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+    }
+    Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+/// Overwrites the values of some rows: `targets` (ascending row indexes) get row `i` of
+/// `src` for the `i`-th target. One interleave per value column.
+fn overwrite_rows(attrs: &RecordBatch, targets: &[usize], src: &AnyValues) -> Result<RecordBatch> {
+    if targets.is_empty() {
+        return Ok(attrs.clone());
+    }
+    let mut value_idx: Vec<(usize, usize)> = (0..attrs.num_rows()).map(|r| (0, r)).collect();
+    for (i, &t) in targets.iter().enumerate() {
+        value_idx[t] = (1, i);
+    }
+    let mut columns: Vec<ArrayRef> = attrs.columns()[..idx::TYPE].to_vec();
+    for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
+        columns.push(compute::interleave(&[old.as_ref(), new], &value_idx)?);
+    }
+    Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-row by nature
+// ---------------------------------------------------------------------------------------------
+
+/// Replaces the value of every row selected by `rows` (null = no) with the lowercase hex
+/// SHA-256 of that value, as the Collector's `hash` action does (see the module doc for the
+/// bytes each type hashes). Per row by nature: every value is hashed on its own; the digest is
+/// hex-encoded into a stack buffer and appended straight into the output string column.
+pub fn hash_rows(attrs: &RecordBatch, rows: &BooleanArray) -> Result<RecordBatch> {
+    if rows.len() != attrs.num_rows() {
+        return Err(KernelError::Length {
+            what: "row mask",
+            got: rows.len(),
+            expected: attrs.num_rows(),
+        });
+    }
+    let targets: Vec<usize> = parent_bits(rows).set_indices().collect();
+    let v = AnyValues::of_rows(attrs);
+    let mut out = StringBuilder::with_capacity(targets.len(), targets.len() * 64);
+    let mut hex_buf = [0u8; 64];
+    for &r in &targets {
+        let digest = match v.value_type(r) {
+            Some(AnyValueType::Str) => Some(Sha256::digest(v.str.value(r).as_bytes())),
+            Some(AnyValueType::Bool) => Some(Sha256::digest([u8::from(v.bool.value(r))])),
+            Some(AnyValueType::Int) => Some(Sha256::digest(v.int.value(r).to_le_bytes())),
+            Some(AnyValueType::Double) => {
+                Some(Sha256::digest(v.double.value(r).to_bits().to_le_bytes()))
+            }
+            // The Collector hashes nothing for other types and stores "".
+            _ => None,
+        };
+        match digest {
+            Some(d) => {
+                hex::encode_to_slice(d.as_slice(), &mut hex_buf)
+                    .map_err(|e| ArrowError::ComputeError(format!("hex: {e}")))?;
+                // hex digits are ASCII
+                out.append_value(std::str::from_utf8(&hex_buf).unwrap_or_default());
+            }
+            None => out.append_value(""),
+        }
+    }
+    overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+}
+
+/// The target of the Collector's `convert` action (`converted_type`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConvertTarget {
+    String,
+    Int,
+    Double,
+}
+
+/// Converts the value of every row selected by `rows` to `target`, as the Collector's
+/// `convert` action: to `string` every value becomes its string form (`pcommon.Value.AsString`:
+/// ints in decimal, doubles as JSON numbers, bools `true`/`false`, bytes base64, maps and
+/// arrays as JSON, empty as ""); to `int` a double is truncated, a bool is 1/0, a string is
+/// parsed as a base-10 integer; to `double` an int or bool converts, a string is parsed as a
+/// float. A value that cannot be converted (unparseable string, a map to int) is left as it
+/// is, as the Collector does. Per row by nature (formatting and parsing each value).
+pub fn convert_rows(
+    attrs: &RecordBatch,
+    rows: &BooleanArray,
+    target: ConvertTarget,
+) -> Result<RecordBatch> {
+    if rows.len() != attrs.num_rows() {
+        return Err(KernelError::Length {
+            what: "row mask",
+            got: rows.len(),
+            expected: attrs.num_rows(),
+        });
+    }
+    let v = AnyValues::of_rows(attrs);
+    let mut targets = Vec::new();
+    let mut scratch = String::new();
+    match target {
+        ConvertTarget::String => {
+            let mut out = StringBuilder::new();
+            for r in parent_bits(rows).set_indices() {
+                let ty = v.value_type(r);
+                if ty == Some(AnyValueType::Str) {
+                    continue;
+                }
+                scratch.clear();
+                value_as_string(&v, r, &mut scratch);
+                out.append_value(&scratch);
+                targets.push(r);
+            }
+            overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+        }
+        ConvertTarget::Int => {
+            let mut out = Vec::new();
+            for r in parent_bits(rows).set_indices() {
+                let converted = match v.value_type(r) {
+                    // `int64(f)` in Go; Rust's `as` saturates where Go's result is undefined.
+                    Some(AnyValueType::Double) => Some(v.double.value(r) as i64),
+                    Some(AnyValueType::Bool) => Some(i64::from(v.bool.value(r))),
+                    Some(AnyValueType::Str) => parse_go_int(v.str.value(r)),
+                    _ => None,
+                };
+                if let Some(i) = converted {
+                    out.push(i);
+                    targets.push(r);
+                }
+            }
+            overwrite_rows(attrs, &targets, &AnyValues::from_ints(out.into()))
+        }
+        ConvertTarget::Double => {
+            let mut out = Vec::new();
+            for r in parent_bits(rows).set_indices() {
+                let converted = match v.value_type(r) {
+                    Some(AnyValueType::Int) => Some(v.int.value(r) as f64),
+                    Some(AnyValueType::Bool) => Some(f64::from(u8::from(v.bool.value(r)))),
+                    Some(AnyValueType::Str) => parse_go_float(v.str.value(r)),
+                    _ => None,
+                };
+                if let Some(d) = converted {
+                    out.push(d);
+                    targets.push(r);
+                }
+            }
+            overwrite_rows(attrs, &targets, &AnyValues::from_doubles(out.into()))
+        }
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 10, 64)`: optional sign, ASCII digits, no spaces or underscores.
+pub(crate) fn parse_go_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Go's `strconv.ParseFloat(s, 64)` for decimal input, `Inf`/`Infinity`/`NaN` in any case.
+/// (Go also takes hexadecimal floats and `_` separators after a base prefix; those stay
+/// unconverted here.)
+fn parse_go_float(s: &str) -> Option<f64> {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let special = ["inf", "infinity", "nan"]
+        .iter()
+        .any(|w| body.eq_ignore_ascii_case(w));
+    if !special
+        && !body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `pcommon.Value.AsString` of row `r`, appended to `out`.
+fn value_as_string(v: &AnyValues, r: usize, out: &mut String) {
+    use std::fmt::Write as _;
+    match v.value_type(r) {
+        Some(AnyValueType::Str) => out.push_str(v.str.value(r)),
+        Some(AnyValueType::Int) => {
+            let _ = write!(out, "{}", v.int.value(r));
+        }
+        Some(AnyValueType::Double) => go_json_float(v.double.value(r), out),
+        Some(AnyValueType::Bool) => out.push_str(if v.bool.value(r) { "true" } else { "false" }),
+        Some(AnyValueType::Bytes) => {
+            base64::engine::general_purpose::STANDARD.encode_string(v.bytes.value(r), out)
+        }
+        Some(AnyValueType::Array | AnyValueType::Map) => {
+            match opentelemetry_proto::tonic::common::v1::AnyValue::decode(v.bytes.value(r)) {
+                Ok(av) => json_any_value(&av, out),
+                Err(_) => out.push_str("null"),
+            }
+        }
+        Some(AnyValueType::Empty | AnyValueType::Absent) | None => {}
+    }
+}
+
+/// A double the way Go's `encoding/json` writes it (and `pcommon` `AsString` uses): shortest
+/// round-trip digits, plain notation for 1e-6 <= |f| < 1e21, else `1e+21` / `1e-7`.
+pub(crate) fn go_json_float(f: f64, out: &mut String) {
+    use std::fmt::Write as _;
+    if !f.is_finite() {
+        // pcommon: "json: unsupported value: +Inf"
+        let g = if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "+Inf"
+        } else {
+            "-Inf"
+        };
+        let _ = write!(out, "json: unsupported value: {g}");
+        return;
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let start = out.len();
+        let _ = write!(out, "{f:e}");
+        // Rust writes `1e21` / `1.5e-7`; Go writes `1e+21` / `1.5e-7`.
+        if let Some(e) = out[start..].find('e')
+            && !out[start + e + 1..].starts_with('-')
+        {
+            out.insert(start + e + 1, '+');
+        }
+    } else {
+        let _ = write!(out, "{f}");
+    }
+}
+
+/// `json.Marshal` of a protobuf-encoded `AnyValue` (the `bytes` of an array or map
+/// attribute), appended to `out`; `null` if it does not decode.
+pub(crate) fn any_value_json(encoded: &[u8], out: &mut String) {
+    match opentelemetry_proto::tonic::common::v1::AnyValue::decode(encoded) {
+        Ok(av) => json_any_value(&av, out),
+        Err(_) => out.push_str("null"),
+    }
+}
+
+/// `json.Marshal(value.AsRaw())` of an `AnyValue`: maps with sorted keys (Go sorts map keys),
+/// bytes as base64, empty values as null.
+fn json_any_value(av: &opentelemetry_proto::tonic::common::v1::AnyValue, out: &mut String) {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use std::fmt::Write as _;
+    match &av.value {
+        // a string-table index exists only in profiles, never in attributes sluice decodes
+        None | Some(V::StringValueStrindex(_)) => out.push_str("null"),
+        Some(V::StringValue(s)) => json_string(s, out),
+        Some(V::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(V::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(V::DoubleValue(d)) => go_json_float(*d, out),
+        Some(V::BytesValue(b)) => {
+            out.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(b, out);
+            out.push('"');
+        }
+        Some(V::ArrayValue(a)) => {
+            out.push('[');
+            for (i, x) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_any_value(x, out);
+            }
+            out.push(']');
+        }
+        Some(V::KvlistValue(kv)) => {
+            let mut entries: Vec<_> = kv.values.iter().collect();
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+            // A Go map keeps the last of duplicated keys.
+            entries.dedup_by(|later, earlier| {
+                let same = later.key == earlier.key;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
+            out.push('{');
+            for (i, e) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_string(&e.key, out);
+                out.push(':');
+                match &e.value {
+                    Some(v) => json_any_value(v, out),
+                    None => out.push_str("null"),
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string as Go's `encoding/json` escapes it (`<`, `>`, `&` as \u00XX, too).
+pub(crate) fn json_string(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Runs `pattern` over the string value of `key` of every parent (`num_parents` rows) and
+/// returns, for each named group in pattern order, a string column with one entry per parent:
+/// the group's text where the value matched (`""` for a group that did not take part, as Go's
+/// `FindStringSubmatch` gives), null where the key is absent, not a string, or did not match.
+/// The Collector's `extract` action upserts each group's column under the group's name.
+/// Per row by nature (a regex per value); one capture-location buffer is reused for every row.
+pub fn extract(
+    attrs: &RecordBatch,
+    num_parents: usize,
+    key: &str,
+    pattern: &Regex,
+) -> Result<Vec<(String, StringArray)>> {
+    let source = lookup(attrs, num_parents, key)?;
+    let groups: Vec<(usize, String)> = pattern
+        .capture_names()
+        .enumerate()
+        .filter_map(|(i, n)| n.map(|n| (i, n.to_string())))
+        .collect();
+    let mut builders: Vec<StringBuilder> = groups.iter().map(|_| StringBuilder::new()).collect();
+    let mut locs = pattern.capture_locations();
+    for p in 0..num_parents {
+        let matched = (source.value_type(p) == Some(AnyValueType::Str))
+            .then(|| source.str.value(p))
+            .and_then(|s| pattern.captures_read(&mut locs, s).map(|_| s));
+        for ((g, _), b) in groups.iter().zip(&mut builders) {
+            match matched {
+                Some(s) => b.append_value(locs.get(*g).map(|(a, z)| &s[a..z]).unwrap_or("")),
+                None => b.append_null(),
+            }
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .zip(builders)
+        .map(|((_, name), mut b)| (name, b.finish()))
+        .collect())
+}
+
+/// Truncates every string value of the selected parents to at most `limit` bytes, as OTTL
+/// `truncate_all` does: cut at a UTF-8 character boundary (never inside a character, so a
+/// value may end up shorter than `limit`), with `marker` appended to every value that was cut
+/// and counted within `limit`. Other types are left alone. (Added for OTTL.)
+pub fn truncate_strings(
+    attrs: &RecordBatch,
+    limit: usize,
+    marker: &str,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let str_ty = AnyValueType::Str as u8;
+    let ty = types(attrs).values();
+    let rows = restrict(
+        attrs,
+        BooleanArray::new(
+            BooleanBuffer::collect_bool(ty.len(), |i| ty[i] == str_ty),
+            None,
+        ),
+        parents,
+    )?;
+    let strs = attrs.column(idx::TYPE + 1).as_string::<i32>();
+    let keep = limit.saturating_sub(marker.len());
+    let mut targets = Vec::new();
+    let mut out = StringBuilder::new();
+    let mut buf = String::new();
+    for r in parent_bits(&rows).set_indices() {
+        let v = strs.value(r);
+        if v.len() <= limit {
+            continue;
+        }
+        let mut cut = keep;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        buf.clear();
+        buf.push_str(&v[..cut]);
+        buf.push_str(marker);
+        out.append_value(&buf);
+        targets.push(r);
+    }
+    overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+}
+
+/// Replaces every match of `pattern` in the string values of the selected parents with the
+/// parent's replacement (`replacement(parent)`, expanded as Go's `ReplaceAllString`: `$1`,
+/// `${name}`, `$$`), as OTTL `replace_all_patterns(..., "value", ...)`. A parent whose
+/// replacement is `None` is left alone; other types are left alone. Per row by nature (a
+/// regex per value). (Added for OTTL.)
+pub fn replace_in_values<'r>(
+    attrs: &RecordBatch,
+    pattern: &Regex,
+    replacement: impl Fn(usize) -> Option<&'r str>,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let str_ty = AnyValueType::Str as u8;
+    let ty = types(attrs).values();
+    let rows = restrict(
+        attrs,
+        BooleanArray::new(
+            BooleanBuffer::collect_bool(ty.len(), |i| ty[i] == str_ty),
+            None,
+        ),
+        parents,
+    )?;
+    let strs = attrs.column(idx::TYPE + 1).as_string::<i32>();
+    let ids = parent_ids(attrs);
+    let mut targets = Vec::new();
+    let mut out = StringBuilder::new();
+    for r in parent_bits(&rows).set_indices() {
+        let Some(rep) = replacement(ids[r] as usize) else {
+            continue;
+        };
+        let v = strs.value(r);
+        if let std::borrow::Cow::Owned(new) = pattern.replace_all(v, rep) {
+            out.append_value(&new);
+            targets.push(r);
+        }
+    }
+    overwrite_rows(attrs, &targets, &AnyValues::from_strings(out.finish()))
+}
+
+/// Renames the keys of the selected parents that match `pattern` to
+/// `pattern.replace_all(key, replacement(parent))`, as OTTL
+/// `replace_all_patterns(..., "key", ...)`. The Collector builds a new map with `PutEmpty`
+/// in the old order, so when two keys of one parent end up equal the first one's position
+/// holds the last one's value; the same happens here. A parent whose replacement is `None`
+/// is left alone. (Added for OTTL.)
+pub fn replace_in_keys<'r>(
+    attrs: &RecordBatch,
+    pattern: &Regex,
+    replacement: impl Fn(usize) -> Option<&'r str>,
+    parents: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    if let Some(p) = parents {
+        check_parents(attrs, p.len())?;
+    }
+    let selected = parents.map(parent_bits);
+    let dict = keys(attrs);
+    let dict_values = dict.values().as_string::<i32>();
+    let key_idx = dict.keys();
+    let key_of = |r: usize| -> &str {
+        if key_idx.is_null(r) {
+            ""
+        } else {
+            dict_values.value(key_idx.value(r) as usize)
+        }
+    };
+    let ids = parent_ids(attrs);
+    let n = ids.len();
+    // Output rows: (parent, key, row whose value it holds).
+    let mut out: Vec<(u32, String, u32)> = Vec::with_capacity(n);
+    let mut changed = false;
+    let mut start = 0;
+    while start < n {
+        let p = ids[start];
+        let end = start + ids[start..].iter().take_while(|&&x| x == p).count();
+        let rep = if selected.as_ref().is_none_or(|s| s.value(p as usize)) {
+            replacement(p as usize)
+        } else {
+            None
+        };
+        let run_start = out.len();
+        for r in start..end {
+            let old = key_of(r);
+            let new = match rep {
+                Some(rep) if pattern.is_match(old) => pattern.replace_all(old, rep).into_owned(),
+                _ => old.to_string(),
+            };
+            changed |= new != old;
+            match out[run_start..].iter_mut().find(|(_, k, _)| *k == new) {
+                Some(slot) => {
+                    slot.2 = r as u32;
+                    changed = true;
+                }
+                None => out.push((p, new, r as u32)),
+            }
+        }
+        start = end;
+    }
+    if !changed {
+        return Ok(attrs.clone());
+    }
+    let take_idx = UInt32Array::from(out.iter().map(|o| o.2).collect::<Vec<_>>());
+    let mut builder = arrow::array::StringDictionaryBuilder::<UInt32Type>::new();
+    for (_, k, _) in &out {
+        builder.append_value(k);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(
+            out.iter().map(|o| o.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(builder.finish()),
+    ];
+    for c in &attrs.columns()[idx::VALUES] {
+        columns.push(compute::take(c.as_ref(), &take_idx, None)?);
+    }
+    Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,683 @@
+//! Runs compiled conditions and statements over a payload: conditions become masks, editors
+//! become writes to attribute tables and columns (through [`crate::kernels::attributes`]).
+//!
+//! Statements of a group run one after the other, each over all items of the context at once.
+//! This matches the Collector (which runs all statements on one item, then the next) because
+//! a statement only changes its own item, or a field shared with other items that the group
+//! does not read (the checker refuses the rest, see `check::compile_group`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array,
+};
+use arrow::datatypes::{Int32Type, UInt32Type};
+use prost::Message as _;
+use serde::Deserialize;
+
+use super::check::{Condition, Editor, PatternMode, Statement, condition_reads, statement_reads};
+use super::context::{Column, Context, Field, PathRef, attrs_table};
+use super::eval::{Errs, Eval, Lookups, NONE, V, Val, errs_where};
+use crate::kernels::attributes::{self as ka, AnyValues, KeySet, SetMode, Values};
+use crate::payload::{Payload, PayloadError};
+use crate::schema::{AnyValueType, Table, col};
+
+/// What happens when a statement or condition fails on an item (the Collector's
+/// `error_mode`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    /// Skip the statement (or count the condition as false) for that item, log, go on.
+    Ignore,
+    /// The same, without logging.
+    Silent,
+    /// Fail the whole payload: the error goes back to the receiver.
+    Propagate,
+}
+
+/// Failures that did not stop processing (`ignore`/`silent`), for logging and counting.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Items on which a statement or condition failed.
+    pub errors: usize,
+    /// The first failure: statement text and message.
+    pub first: Option<(String, String)>,
+    /// Whether any failure was under `ignore` (to be logged).
+    pub log: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("OTTL `{text}` failed: {message}")]
+    Failed { text: String, message: String },
+    #[error("kernel: {0}")]
+    Kernel(#[from] ka::KernelError),
+    #[error("payload: {0}")]
+    Payload(#[from] PayloadError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Applies `mode` to the errors of one statement or condition: `Err` under `propagate`,
+/// otherwise counted in `report` and returned so the caller can skip those items.
+fn handle(
+    err: Option<Errs>,
+    mode: ErrorMode,
+    text: &str,
+    report: &mut RunReport,
+) -> Result<Option<Errs>, RunError> {
+    let Some(e) = err else { return Ok(None) };
+    if mode == ErrorMode::Propagate {
+        return Err(RunError::Failed {
+            text: text.to_string(),
+            message: e.first,
+        });
+    }
+    report.errors += e.count();
+    report.log |= mode == ErrorMode::Ignore;
+    if report.first.is_none() {
+        report.first = Some((text.to_string(), e.first.clone()));
+    }
+    Ok(Some(e))
+}
+
+fn clear_errors(mask: &mut [bool], err: &Option<Errs>) {
+    if let Some(e) = err {
+        mask.iter_mut().zip(&e.rows).for_each(|(m, e)| *m &= !*e);
+    }
+}
+
+/// The paths a set of conditions and statements reads (for [`Lookups::new`]).
+pub fn reads(statements: &[Statement], conditions: &[Condition]) -> Vec<PathRef> {
+    let mut out = Vec::new();
+    for s in statements {
+        statement_reads(s, &mut out);
+    }
+    for c in conditions {
+        condition_reads(&c.cond, &mut out);
+    }
+    out
+}
+
+/// Per row of `table`: whether any of `conditions` holds, Go style: conditions in order, an
+/// item stops at the first that matches (so a later condition's errors on it do not count).
+/// Under `ignore`/`silent` a condition that fails on an item counts as false for it.
+pub fn any_matches(
+    p: &Payload,
+    table: Table,
+    conditions: &[Condition],
+    mode: ErrorMode,
+    lookups: &mut Lookups,
+    report: &mut RunReport,
+) -> Result<Vec<bool>, RunError> {
+    let mut ev = Eval::new(p, table, lookups);
+    let mut matched = vec![false; ev.len()];
+    for c in conditions {
+        if matched.iter().all(|m| *m) {
+            break;
+        }
+        let m = ev.cond(&c.cond);
+        let err = handle(errs_where(m.err, |i| !matched[i]), mode, &c.text, report)?;
+        let mut hit = m.bits;
+        clear_errors(&mut hit, &err);
+        matched.iter_mut().zip(&hit).for_each(|(a, b)| *a |= *b);
+    }
+    Ok(matched)
+}
+
+/// Statements run in one context, with the group's conditions (ORed) deciding which items
+/// they run on: the transform processor's statement group.
+pub struct StatementGroup {
+    pub context: Context,
+    pub statements: Vec<Statement>,
+    pub conditions: Vec<Condition>,
+    pub mode: ErrorMode,
+    reads: Vec<PathRef>,
+}
+
+impl StatementGroup {
+    pub fn new(
+        context: Context,
+        statements: Vec<Statement>,
+        conditions: Vec<Condition>,
+        mode: ErrorMode,
+    ) -> Self {
+        let statements = fuse_deletes(statements);
+        let reads = reads(&statements, &conditions);
+        StatementGroup {
+            context,
+            statements,
+            conditions,
+            mode,
+            reads,
+        }
+    }
+
+    pub fn run(&self, p: &mut Payload, report: &mut RunReport) -> Result<(), RunError> {
+        for &table in self.context.tables() {
+            if p.table(table).num_rows() == 0 {
+                continue;
+            }
+            let mut lookups = Lookups::new(self.context, &self.reads);
+            let group = if self.conditions.is_empty() {
+                None
+            } else {
+                let m = any_matches(p, table, &self.conditions, self.mode, &mut lookups, report)?;
+                if !m.iter().any(|x| *x) {
+                    continue;
+                }
+                Some(m)
+            };
+            for s in &self.statements {
+                run_statement(
+                    p,
+                    table,
+                    s,
+                    group.as_deref(),
+                    self.mode,
+                    &mut lookups,
+                    report,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Consecutive unconditional `delete_key`s on one map become one pass deleting a key set.
+fn fuse_deletes(statements: Vec<Statement>) -> Vec<Statement> {
+    let mut out: Vec<Statement> = Vec::with_capacity(statements.len());
+    for s in statements {
+        if let (Some(prev), Editor::DeleteKeys { map, keys }) = (out.last_mut(), &s.editor)
+            && prev.condition.is_none()
+            && s.condition.is_none()
+            && let Editor::DeleteKeys {
+                map: prev_map,
+                keys: prev_keys,
+            } = &mut prev.editor
+            && prev_map == map
+        {
+            prev_keys.extend(keys.iter().cloned());
+            prev.text = format!("{}; {}", prev.text, s.text);
+            continue;
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Per row of the `level` table: the last item (row of the context table) that is selected
+/// and has a value, or NONE. "Last wins" is what running the statement item by item leaves in
+/// a field shared by several items.
+fn last_source(
+    mask: &[bool],
+    map: &[u32],
+    parents: usize,
+    present: impl Fn(usize) -> bool,
+) -> Vec<u32> {
+    let mut src = vec![NONE; parents];
+    for (i, (&m, &p)) in mask.iter().zip(map).enumerate() {
+        if m && present(i) {
+            src[p as usize] = i as u32;
+        }
+    }
+    src
+}
+
+/// Per row of the `level` table: whether any selected item maps to it.
+fn lift_any(mask: &[bool], map: &[u32], parents: usize) -> Vec<bool> {
+    let mut out = vec![false; parents];
+    for (&m, &p) in mask.iter().zip(map) {
+        if m {
+            out[p as usize] = true;
+        }
+    }
+    out
+}
+
+fn run_statement(
+    p: &mut Payload,
+    table: Table,
+    s: &Statement,
+    group: Option<&[bool]>,
+    mode: ErrorMode,
+    lookups: &mut Lookups,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    // Reads come from this snapshot (cheap: shared Arrow buffers) while `p` is rewritten.
+    let snap = p.clone();
+    let mut ev = Eval::new(&snap, table, lookups);
+    let n = ev.len();
+    let mut mask: Vec<bool> = group.map_or_else(|| vec![true; n], <[bool]>::to_vec);
+    if let Some(c) = &s.condition {
+        let m = ev.cond(c);
+        let err = handle(errs_where(m.err, |i| mask[i]), mode, &s.text, report)?;
+        mask.iter_mut().zip(&m.bits).for_each(|(a, b)| *a &= *b);
+        clear_errors(&mut mask, &err);
+    }
+    if !mask.iter().any(|x| *x) {
+        return Ok(());
+    }
+    let (lt, map) = ev.rows_of(s.editor.writes().0);
+    let parents = snap.table(lt).num_rows();
+    let attrs = attrs_table(lt);
+    match &s.editor {
+        Editor::Set { target, value } => {
+            let v = ev.expr(value);
+            let err = handle(errs_where(v.err, |i| mask[i]), mode, &s.text, report)?;
+            clear_errors(&mut mask, &err);
+            let src = last_source(&mask, &map, parents, |i| v.col.get(i) != V::Nil);
+            let at = |q: usize| match src[q] {
+                NONE => V::Nil,
+                i => v.col.get(i as usize),
+            };
+            match &target.field {
+                Field::Attribute(key) => {
+                    let a = attrs.expect("level has attributes");
+                    let vals = any_values(parents, at);
+                    let new = ka::set_key(
+                        snap.table(a),
+                        parents,
+                        None,
+                        key,
+                        Values::PerParent(&vals),
+                        SetMode::Upsert,
+                    )?;
+                    p.set(a, new)?;
+                    lookups.invalidate(a);
+                }
+                Field::Column(c) => write_column(p, lt, *c, parents, at)?,
+                Field::Attributes => {}
+            }
+        }
+        Editor::ReplacePattern {
+            target,
+            pattern,
+            replacement,
+        } => {
+            let cur = ev.path(target);
+            let rep = ev.expr(replacement);
+            let mut err = errs_where(rep.err, |i| mask[i]);
+            let mut new: Vec<Option<String>> = vec![None; n];
+            for i in (0..n).filter(|&i| mask[i]) {
+                match (cur.get(i), rep.col.get(i)) {
+                    (V::Str(old), V::Str(r)) => {
+                        if let Cow::Owned(x) = pattern.replace_all(old, r) {
+                            new[i] = Some(x);
+                        }
+                    }
+                    (_, V::Str(_)) => {}
+                    (_, other) => {
+                        let e = err.get_or_insert_with(|| Errs {
+                            rows: vec![false; n],
+                            first: format!("expected string but got {}", other.type_name()),
+                        });
+                        e.rows[i] = true;
+                    }
+                }
+            }
+            let err = handle(err, mode, &s.text, report)?;
+            if let Some(e) = &err {
+                new.iter_mut().zip(&e.rows).for_each(|(x, bad)| {
+                    if *bad {
+                        *x = None
+                    }
+                });
+            }
+            if new.iter().all(Option::is_none) {
+                return Ok(());
+            }
+            // The checker keeps replace_pattern on the context's own level: item = parent.
+            let at = |q: usize| new[q].as_deref().map_or(V::Nil, V::Str);
+            match &target.field {
+                Field::Attribute(key) => {
+                    let a = attrs.expect("level has attributes");
+                    let vals = any_values(parents, at);
+                    let out = ka::set_key(
+                        snap.table(a),
+                        parents,
+                        None,
+                        key,
+                        Values::PerParent(&vals),
+                        SetMode::Update,
+                    )?;
+                    p.set(a, out)?;
+                    lookups.invalidate(a);
+                }
+                Field::Column(c) => write_column(p, lt, *c, parents, at)?,
+                Field::Attributes => {}
+            }
+        }
+        Editor::ReplaceAllPatterns {
+            mode: pmode,
+            pattern,
+            replacement,
+            ..
+        } => {
+            let rep = ev.expr(replacement);
+            let mut err = errs_where(rep.err, |i| mask[i]);
+            for i in (0..n).filter(|&i| mask[i]) {
+                let got = rep.col.get(i);
+                if !matches!(got, V::Str(_)) {
+                    let other = got;
+                    let e = err.get_or_insert_with(|| Errs {
+                        rows: vec![false; n],
+                        first: format!("expected string but got {}", other.type_name()),
+                    });
+                    e.rows[i] = true;
+                }
+            }
+            let err = handle(err, mode, &s.text, report)?;
+            clear_errors(&mut mask, &err);
+            let a = attrs.expect("level has attributes");
+            let replacement = |q: usize| match (mask[q], rep.col.get(q)) {
+                (true, V::Str(r)) => Some(r),
+                _ => None,
+            };
+            let out = match pmode {
+                PatternMode::Value => {
+                    ka::replace_in_values(snap.table(a), pattern, replacement, None)?
+                }
+                PatternMode::Key => ka::replace_in_keys(snap.table(a), pattern, replacement, None)?,
+            };
+            p.set(a, out)?;
+            lookups.invalidate(a);
+        }
+        map_editor => {
+            let a = attrs.expect("map editors name an attribute map");
+            let selected = lift_any(&mask, &map, parents);
+            let all = selected.iter().all(|x| *x);
+            let sel = BooleanArray::from(selected);
+            let parents_mask = (!all).then_some(&sel);
+            let t = snap.table(a);
+            let out = match map_editor {
+                Editor::DeleteKeys { keys, .. } => {
+                    ka::delete_keys(t, &KeySet::new(keys.iter().cloned()), parents_mask)?
+                }
+                Editor::KeepKeys { keys, .. } => {
+                    ka::keep_keys(t, &KeySet::new(keys.iter().cloned()), parents_mask)?
+                }
+                Editor::DeleteMatchingKeys { pattern, .. } => {
+                    ka::delete_matching_keys(t, pattern, parents_mask)?
+                }
+                Editor::Limit {
+                    limit, priority, ..
+                } => ka::limit_keys(
+                    t,
+                    *limit,
+                    &KeySet::new(priority.iter().cloned()),
+                    parents_mask,
+                )?,
+                Editor::TruncateAll { limit, marker, .. } => {
+                    ka::truncate_strings(t, *limit, marker, parents_mask)?
+                }
+                _ => unreachable!("handled above"),
+            };
+            p.set(a, out)?;
+            lookups.invalidate(a);
+        }
+    }
+    Ok(())
+}
+
+/// Typed value columns (an attribute table's layout) holding `at(row)` for `n` rows; nil (and
+/// ids, which the Collector does not store in attributes) leave the row without a value.
+fn any_values<'v>(n: usize, at: impl Fn(usize) -> V<'v>) -> AnyValues {
+    let mut ty: Vec<Option<u8>> = Vec::with_capacity(n);
+    let mut s: Vec<Option<Cow<'v, str>>> = Vec::with_capacity(n);
+    let mut i64s: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut f64s: Vec<Option<f64>> = Vec::with_capacity(n);
+    let mut bools: Vec<Option<bool>> = Vec::with_capacity(n);
+    let mut bytes: Vec<Option<Cow<'v, [u8]>>> = Vec::with_capacity(n);
+    for r in 0..n {
+        let (t, sv, iv, dv, bv, yv) = match at(r) {
+            V::Str(x) => (
+                Some(AnyValueType::Str),
+                Some(Cow::Borrowed(x)),
+                None,
+                None,
+                None,
+                None,
+            ),
+            V::Int(x) => (Some(AnyValueType::Int), None, Some(x), None, None, None),
+            V::Double(x) => (Some(AnyValueType::Double), None, None, Some(x), None, None),
+            V::Bool(x) => (Some(AnyValueType::Bool), None, None, None, Some(x), None),
+            V::Bytes(x) => (
+                Some(AnyValueType::Bytes),
+                None,
+                None,
+                None,
+                None,
+                Some(Cow::Borrowed(x)),
+            ),
+            V::Array(x) => (
+                Some(AnyValueType::Array),
+                None,
+                None,
+                None,
+                None,
+                Some(Cow::Borrowed(x)),
+            ),
+            V::Map(x) => (
+                Some(AnyValueType::Map),
+                None,
+                None,
+                None,
+                None,
+                Some(Cow::Borrowed(x)),
+            ),
+            V::List(items) => (
+                Some(AnyValueType::Array),
+                None,
+                None,
+                None,
+                None,
+                Some(Cow::Owned(encode_list(items))),
+            ),
+            V::Nil | V::SpanId(_) | V::TraceId(_) => (None, None, None, None, None, None),
+        };
+        ty.push(t.map(|t| t as u8));
+        s.push(sv);
+        i64s.push(iv);
+        f64s.push(dv);
+        bools.push(bv);
+        bytes.push(yv);
+    }
+    AnyValues {
+        types: UInt8Array::from(ty),
+        str: s.iter().map(|x| x.as_deref()).collect::<StringArray>(),
+        int: Int64Array::from(i64s),
+        double: Float64Array::from(f64s),
+        bool: BooleanArray::from(bools),
+        bytes: bytes.iter().map(|x| x.as_deref()).collect::<BinaryArray>(),
+    }
+}
+
+/// A list value (`Split`'s result) as the protobuf encoding of an `AnyValue` array, the form
+/// array attributes are stored in.
+fn encode_list(items: &[Val<'_>]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, any_value::Value as P};
+    fn one(v: &Val<'_>) -> AnyValue {
+        let value = match v.as_v() {
+            V::Str(s) => Some(P::StringValue(s.to_string())),
+            V::Int(i) => Some(P::IntValue(i)),
+            V::Double(d) => Some(P::DoubleValue(d)),
+            V::Bool(b) => Some(P::BoolValue(b)),
+            V::Bytes(b) => Some(P::BytesValue(b.to_vec())),
+            V::List(l) => Some(P::ArrayValue(ArrayValue {
+                values: l.iter().map(one).collect(),
+            })),
+            _ => None,
+        };
+        AnyValue { value }
+    }
+    AnyValue {
+        value: Some(P::ArrayValue(ArrayValue {
+            values: items.iter().map(one).collect(),
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Writes a fixed column of table `t` where `at(row)` has a value of the column's type;
+/// other rows keep theirs (the Collector's setters ignore values of another type).
+fn write_column<'v>(
+    p: &mut Payload,
+    t: Table,
+    c: Column,
+    rows: usize,
+    at: impl Fn(usize) -> V<'v>,
+) -> Result<(), RunError> {
+    let batch = p.table(t).clone();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let index = |name: &str| batch.schema().index_of(name);
+    let mut status_written: Vec<usize> = Vec::new();
+    match c {
+        Column::Name
+        | Column::Version
+        | Column::Description
+        | Column::Unit
+        | Column::SeverityText => {
+            let name = match c {
+                Column::Name => col::NAME,
+                Column::Version => col::VERSION,
+                Column::Description => col::DESCRIPTION,
+                Column::Unit => col::UNIT,
+                _ => col::SEVERITY_TEXT,
+            };
+            let i = index(name)?;
+            let updates: Vec<(usize, &str)> = (0..rows)
+                .filter_map(|r| match at(r) {
+                    V::Str(s) => Some((r, s)),
+                    _ => None,
+                })
+                .collect();
+            if updates.is_empty() {
+                return Ok(());
+            }
+            columns[i] = write_dict(columns[i].as_dictionary::<UInt32Type>(), &updates)?;
+        }
+        Column::Kind | Column::StatusCode | Column::SeverityNumber => {
+            let name = match c {
+                Column::Kind => col::KIND,
+                Column::StatusCode => col::STATUS_CODE,
+                _ => col::SEVERITY_NUMBER,
+            };
+            let i = index(name)?;
+            let mut values = columns[i].as_primitive::<Int32Type>().values().to_vec();
+            let mut any = false;
+            for (r, v) in values.iter_mut().enumerate() {
+                if let V::Int(x) = at(r) {
+                    // Go converts int64 to the proto's int32 enum the same way (wrapping).
+                    *v = x as i32;
+                    any = true;
+                    status_written.push(r);
+                }
+            }
+            if !any {
+                return Ok(());
+            }
+            columns[i] = Arc::new(Int32Array::from(values));
+        }
+        Column::StatusMessage => {
+            let i = index(col::STATUS_MESSAGE)?;
+            let old = columns[i].as_string::<i32>();
+            let mut changed = false;
+            let new: StringArray = (0..rows)
+                .map(|r| match at(r) {
+                    V::Str(s) => {
+                        changed = true;
+                        status_written.push(r);
+                        Some(s.to_string())
+                    }
+                    _ => Some(old.value(r).to_string()),
+                })
+                .collect();
+            if !changed {
+                return Ok(());
+            }
+            columns[i] = Arc::new(new);
+        }
+        Column::Body => {
+            let first = index(&format!("body_{}", col::TYPE))?;
+            let targets: Vec<usize> = (0..rows).filter(|&r| at(r) != V::Nil).collect();
+            if targets.is_empty() {
+                return Ok(());
+            }
+            let src = any_values(targets.len(), |k| at(targets[k]));
+            let mut idx: Vec<(usize, usize)> = (0..rows).map(|r| (0, r)).collect();
+            for (k, &r) in targets.iter().enumerate() {
+                idx[r] = (1, k);
+            }
+            let old_cols: Vec<ArrayRef> = columns[first..first + 6].to_vec();
+            let old: Vec<&dyn Array> = old_cols.iter().map(|c| c.as_ref()).collect();
+            let new: [&dyn Array; 6] = [
+                &src.types,
+                &src.str,
+                &src.int,
+                &src.double,
+                &src.bool,
+                &src.bytes,
+            ];
+            for k in 0..6 {
+                let mut out = arrow::compute::interleave(&[old[k], new[k]], &idx)?;
+                if k == 0 {
+                    // `body_type` is not nullable: every row has a type.
+                    out = Arc::new(UInt8Array::from(
+                        out.as_primitive::<arrow::datatypes::UInt8Type>()
+                            .iter()
+                            .map(|x| x.unwrap_or(AnyValueType::Empty as u8))
+                            .collect::<Vec<u8>>(),
+                    ));
+                }
+                columns[first + k] = out;
+            }
+        }
+        // The checker only lets settable columns through.
+        _ => return Ok(()),
+    }
+    if matches!(c, Column::StatusCode | Column::StatusMessage) && !status_written.is_empty() {
+        let i = index(col::STATUS_PRESENT)?;
+        let mut present: Vec<bool> = columns[i]
+            .as_boolean()
+            .iter()
+            .map(|x| x.unwrap_or(false))
+            .collect();
+        for r in status_written {
+            present[r] = true;
+        }
+        columns[i] = Arc::new(BooleanArray::from(present));
+    }
+    p.set(t, RecordBatch::try_new(batch.schema(), columns)?)?;
+    Ok(())
+}
+
+/// A dictionary string column with some rows replaced: new strings are appended to the
+/// dictionary (once each), the other rows keep their keys.
+fn write_dict(
+    d: &DictionaryArray<UInt32Type>,
+    updates: &[(usize, &str)],
+) -> Result<ArrayRef, RunError> {
+    let values = d.values().as_string::<i32>();
+    let mut keys: Vec<u32> = d.keys().values().to_vec();
+    let mut added: Vec<&str> = Vec::new();
+    let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let base = values.len() as u32;
+    for &(r, s) in updates {
+        let k = *index.entry(s).or_insert_with(|| {
+            added.push(s);
+            base + added.len() as u32 - 1
+        });
+        keys[r] = k;
+    }
+    let all: StringArray = (0..values.len())
+        .map(|i| Some(values.value(i)))
+        .chain(added.iter().map(|s| Some(*s)))
+        .collect();
+    Ok(Arc::new(DictionaryArray::<UInt32Type>::try_new(
+        UInt32Array::from(keys),
+        Arc::new(all),
+    )?))
+}

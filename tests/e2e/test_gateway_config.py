@@ -1,0 +1,155 @@
+"""The shipped gateway config (k8s/config/gateway.yaml) run by the real binary: the Python SDK
+sends a request trace that calls Redis, PostgreSQL, MongoDB and RabbitMQ, plus probe, ELB,
+SDK self-trace and bare-connection noise; the otlp/jaeger exporter (pointed at a sink through
+JAEGER_ENDPOINT) delivers exactly the request, cleaned, with peer.service on the DB/queue
+client spans; self-telemetry counts the dropped spans under the Collector's name.
+
+sluice runs on the file as shipped plus a second --config that only moves the listeners to
+free loopback ports (files merge as the Collector merges them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace import SpanKind
+
+from conftest import REPO_ROOT, Sluice, free_port
+
+GATEWAY = REPO_ROOT / "k8s" / "config" / "gateway.yaml"
+
+
+class GatewaySluice(Sluice):
+    """Runs `sluice --config gateway.yaml --config <override>`."""
+
+    def start(self, wait_ready: bool = True, timeout: float = 20) -> "GatewaySluice":
+        import subprocess
+        import os
+        from conftest import sluice_bin
+
+        self._log = open(self.log_path, "ab")
+        env = dict(os.environ, RUST_BACKTRACE="1")
+        self.proc = subprocess.Popen(
+            [str(sluice_bin()), "--config", str(GATEWAY), "--config", str(self.config_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.workdir, env=env)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+
+@pytest.fixture
+def gateway(tmp_path, sink, monkeypatch):
+    monkeypatch.setenv("JAEGER_ENDPOINT", sink.grpc_endpoint)
+    override = {
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
+            "http": {"endpoint": f"127.0.0.1:{free_port()}"},
+        }}},
+        "processors": {"batch": {"timeout": "100ms"}},
+    }
+    g = GatewaySluice(override, tmp_path, "gateway").start()
+    yield g
+    rc = g.stop()
+    assert rc == 0, f"gateway exited with {rc}\n{g.log_tail()}"
+
+
+def send(endpoint: str) -> tuple[set[str], set[str], dict[str, str]]:
+    """Sends the workload; returns (kept span names, noise span names, peer.service wanted)."""
+    resource = Resource.create({
+        "service.name": "orders",
+        "k8s.pod.name": "orders-7d9f8b6c5d-x2k4q",
+        "process.command": "/app/server.py",
+        "process.executable": "/usr/local/bin/python3.12",
+        "process.pid": 1,
+        "os.type": "linux",
+        "os.version": "6.1.0-18-cloud-amd64",
+    })
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(
+        OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True, timeout=5)))
+    tracer = provider.get_tracer("opentelemetry.instrumentation.flask", "0.48b0")
+
+    with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes={
+        "http.request.method": "POST", "http.route": "/orders", "url.path": "/orders",
+        "user_agent.original": "python-requests/2.32.3", "http.response.status_code": 201,
+    }):
+        with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={
+            "db.system": "redis", "db.statement": "GET cart:42",
+            "net.peer.name": "redis-master.cache.svc", "net.peer.port": 6379,
+        }):
+            pass
+        with tracer.start_as_current_span("SELECT orders", kind=SpanKind.CLIENT, attributes={
+            "db.system": "postgresql", "server.address": "orders-db.data.svc",
+            "server.port": 5432,
+            "db.connection_string": "postgresql://orders:s3cret@orders-db.data.svc/orders",
+        }):
+            pass
+        with tracer.start_as_current_span("find orders.items", kind=SpanKind.CLIENT, attributes={
+            "db.system.name": "mongodb", "server.address": "mongo-0.mongo.data.svc",
+        }):
+            pass
+        with tracer.start_as_current_span("orders.created send", kind=SpanKind.PRODUCER,
+                                          attributes={"messaging.system": "rabbitmq",
+                                                      "net.peer.name": "rabbitmq.queue.svc"}):
+            pass
+        with tracer.start_as_current_span("compute totals", kind=SpanKind.INTERNAL):
+            pass
+        with tracer.start_as_current_span("tcp.connect", kind=SpanKind.INTERNAL):
+            pass  # inside the request: kept
+
+    noise = {
+        "GET /healthz": ({"url.path": "/healthz", "user_agent.original": "kube-probe/1.30"},
+                         SpanKind.SERVER),
+        "GET /readyz": ({"http.target": "/readyz"}, SpanKind.SERVER),
+        "GET /metrics": ({"http.route": "/metrics"}, SpanKind.SERVER),
+        "GET / (ELB)": ({"user_agent.original": "ELB-HealthChecker/2.0"}, SpanKind.SERVER),
+        "opentelemetry.proto.collector.trace.v1.TraceService/Export": (
+            {"rpc.system": "grpc",
+             "rpc.service": "opentelemetry.proto.collector.trace.v1.TraceService"},
+            SpanKind.CLIENT),
+        "dns.lookup": ({}, SpanKind.CLIENT),
+    }
+    for name, (attributes, kind) in noise.items():
+        with tracer.start_as_current_span(name, kind=kind, attributes=attributes,
+                                          context=None):
+            pass
+    # a bare root tcp.connect (not inside the request): noise
+    tracer.start_span("tcp.connect", kind=SpanKind.INTERNAL).end()
+    provider.force_flush()
+    provider.shutdown()
+    kept = {"POST /orders", "GET", "SELECT orders", "find orders.items",
+            "orders.created send", "compute totals", "tcp.connect"}
+    peer = {"GET": "redis-master.cache.svc", "SELECT orders": "orders-db.data.svc",
+            "find orders.items": "mongo-0.mongo.data.svc",
+            "orders.created send": "rabbitmq.queue.svc"}
+    return kept, set(noise) | {"tcp.connect (root)"}, peer
+
+
+def test_gateway_config_with_the_python_sdk(gateway, sink):
+    kept, noise, peer = send(gateway.grpc_endpoint)
+    assert sink.wait_for(lambda s: len(s.spans()) >= len(kept), timeout=15), sink.spans()
+    spans = sink.spans()
+    names = [s["name"] for s in spans]
+    assert sorted(names) == sorted(kept), names
+    # exactly the noise was dropped, and counted as the Collector counts it
+    filtered = gateway.wait_metric("otelcol_processor_filter_spans_filtered_total",
+                                   lambda v: v == len(noise), filter="filter/noise")
+    assert filtered == len(noise)
+    assert gateway.metric("otelcol_processor_dropped_spans_total", processor="filter/noise",
+                          reason="filtered") == len(noise)
+    assert gateway.wait_metric("otelcol_exporter_sent_spans_total", lambda v: v == len(kept),
+                               exporter="otlp/jaeger") == len(kept)
+    for s in spans:
+        res = s["resource"]
+        for gone in ("process.command", "process.executable", "os.type", "os.version"):
+            assert gone not in res, (s["name"], res)
+        assert res["service.name"] == "orders" and res["process.pid"] == 1
+        assert res["telemetry.sdk.language"] == "python"
+        assert "db.connection_string" not in s["attributes"]
+        assert s["attributes"].get("peer.service") == peer.get(s["name"]), s
+    pg = next(s for s in spans if s["name"] == "SELECT orders")
+    assert pg["attributes"]["server.address"] == "orders-db.data.svc"
