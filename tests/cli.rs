@@ -145,7 +145,9 @@ service:
         "{err}"
     );
     assert!(
-        err.contains(r#"IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT"#),
+        err.contains(
+            r#"IsMatch(attributes["url.path"], "^/(healthz") or kind == SPAN_KIND_CLIENT"#
+        ),
         "{err}"
     );
     assert!(
@@ -445,7 +447,17 @@ fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
 
 #[test]
 fn the_tail_sampling_gateway_config_validates() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/config/gateway-tail-sampling.yaml");
-    let out = sluice().args(["validate", "--config", path]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/k8s/config/gateway-tail-sampling.yaml"
+    );
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -89,19 +89,24 @@ fn bench(c: &mut Criterion) {
             for _ in 0..(IN_FLIGHT / 250) {
                 now += STEP_NS;
                 clock.advance_to(now);
-                ts.consume(pool[k % pool.len()].clone()).await.expect("consume");
+                ts.consume(pool[k % pool.len()].clone())
+                    .await
+                    .expect("consume");
                 k += 1;
             }
         });
-        g.bench_function(format!("steady_state_100k_in_flight_{compression:?}"), |b| {
-            b.iter(|| {
-                now += STEP_NS;
-                clock.advance_to(now);
-                rt.block_on(ts.consume(pool[k % pool.len()].clone()))
-                    .expect("consume");
-                k += 1;
-            })
-        });
+        g.bench_function(
+            format!("steady_state_100k_in_flight_{compression:?}"),
+            |b| {
+                b.iter(|| {
+                    now += STEP_NS;
+                    clock.advance_to(now);
+                    rt.block_on(ts.consume(pool[k % pool.len()].clone()))
+                        .expect("consume");
+                    k += 1;
+                })
+            },
+        );
     }
 
     // Ingest only: the clock stands still after the fill, so nothing is decided and every
@@ -109,8 +114,8 @@ fn bench(c: &mut Criterion) {
     let clock = VirtualClock::new(t0);
     let ts = processor(clock.clone(), Compression::Lz4);
     rt.block_on(async {
-        for k in 0..(IN_FLIGHT / 250) as usize {
-            ts.consume(pool[k].clone()).await.expect("consume");
+        for p in &pool[..(IN_FLIGHT / 250) as usize] {
+            ts.consume(p.clone()).await.expect("consume");
         }
     });
     let mut k = (IN_FLIGHT / 250) as usize;
@@ -126,7 +131,6 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-
 }
 
 criterion_group!(benches, bench);

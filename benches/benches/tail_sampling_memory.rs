@@ -72,7 +72,9 @@ fn main() {
         arrow / 1000,
         arrow as f64 / buf.len() as f64
     );
-    println!("| compression | resident B/span (allocator) | x protobuf | processor's own gauge B/span |");
+    println!(
+        "| compression | resident B/span (allocator) | x protobuf | processor's own gauge B/span |"
+    );
     println!("|---|---|---|---|");
     for compression in [Compression::Lz4, Compression::Zstd, Compression::None] {
         let config: TailSamplingConfig = serde_json::from_value(serde_json::json!({
@@ -98,7 +100,9 @@ fn main() {
             for k in 0..requests {
                 clock.advance_to(t0 + k * 75_000_000);
                 let fresh = sluice_engine::otlp::decode_traces(&buf).expect("valid");
-                ts.consume(with_trace_ids(&fresh, k, 4)).await.expect("consume");
+                ts.consume(with_trace_ids(&fresh, k, 4))
+                    .await
+                    .expect("consume");
             }
         });
         let live = LIVE.load(Ordering::Relaxed) - before;

@@ -259,27 +259,6 @@ pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn request_has_the_asked_number_of_spans() {
-        for n in [1, 7, 1000] {
-            let r = super::realistic_traces_request(n);
-            let total: usize = r
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len())
-                .sum();
-            assert_eq!(total, n);
-            let p = sluice_engine::otlp::decode_traces(&prost::Message::encode_to_vec(&r))
-                .expect("decodes");
-            p.validate().expect("valid payload");
-            assert_eq!(p.item_count(), n);
-        }
-    }
-}
-
 /// `payload` with its trace ids replaced: spans in groups of `spans_per_trace` share an id, ids
 /// are random-looking and distinct for every `key` (so each call makes new traces).
 pub fn with_trace_ids(
@@ -311,4 +290,25 @@ pub fn with_trace_ids(
     let mut out = payload.clone();
     out.set(Table::Spans, batch).expect("spans table");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_has_the_asked_number_of_spans() {
+        for n in [1, 7, 1000] {
+            let r = super::realistic_traces_request(n);
+            let total: usize = r
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            assert_eq!(total, n);
+            let p = sluice_engine::otlp::decode_traces(&prost::Message::encode_to_vec(&r))
+                .expect("decodes");
+            p.validate().expect("valid payload");
+            assert_eq!(p.item_count(), n);
+        }
+    }
 }

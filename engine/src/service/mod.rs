@@ -36,6 +36,9 @@ pub const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pipeline's processors in pipeline order (first processor first).
 type Chain = Vec<(ComponentId, Arc<dyn Node>)>;
 
+/// A connector's instances: (from signal, to signal, node).
+type ConnectorNodes = Vec<(Signal, Signal, Arc<dyn Node>)>;
+
 /// One step of the shutdown order (start runs the steps backwards).
 enum Step {
     /// The processors of `processors[i]`.
@@ -111,8 +114,7 @@ impl Service {
         // Pipelines downstream first, so a connector's instance can be handed the first
         // consumers of the pipelines it feeds; processors back to front within a pipeline.
         let mut heads: BTreeMap<PipelineId, ConsumerRef> = BTreeMap::new();
-        let mut connectors: BTreeMap<ComponentId, Vec<(Signal, Signal, Arc<dyn Node>)>> =
-            BTreeMap::new();
+        let mut connectors: BTreeMap<ComponentId, ConnectorNodes> = BTreeMap::new();
         let mut chains: BTreeMap<PipelineId, Chain> = BTreeMap::new();
         let mut receiver_heads: BTreeMap<ComponentId, BTreeMap<Signal, Vec<ConsumerRef>>> =
             BTreeMap::new();

@@ -176,12 +176,47 @@ pub struct BooleanAttributeConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OttlConditionConfig {
+    /// `ignore`, `silent` or `propagate` (default). A condition that fails on an item counts
+    /// as false for it (`propagate` cannot fail a decision the way it fails a payload: the
+    /// failure is counted in `sampling_policy_evaluation_error` instead).
     #[serde(default)]
-    pub error_mode: Option<String>,
+    pub error_mode: Option<crate::ottl::ErrorMode>,
+    /// Span conditions (ORed).
     #[serde(default)]
     pub span: Vec<String>,
+    /// Span event conditions (ORed).
     #[serde(default)]
     pub spanevent: Vec<String>,
+}
+
+impl OttlConditionConfig {
+    /// Compiles the span and span event conditions with sluice's OTTL compiler.
+    pub fn compile(
+        &self,
+    ) -> Result<(Vec<crate::ottl::Condition>, Vec<crate::ottl::Condition>), ConfigError> {
+        use crate::ottl::{Context, compile_condition};
+        use crate::schema::Signal;
+        if self.span.is_empty() && self.spanevent.is_empty() {
+            return Err(ConfigError::new(
+                "ottl_condition",
+                "expected at least one span or spanevent condition",
+            ));
+        }
+        let compile = |list: &[String], ctx: Context, field: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    compile_condition(text, Signal::Traces, Some(ctx)).map_err(|e| {
+                        ConfigError::new(format!("ottl_condition.{field}[{i}]"), e.render())
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok((
+            compile(&self.span, Context::Span, "span")?,
+            compile(&self.spanevent, Context::SpanEvent, "spanevent")?,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -375,13 +410,13 @@ impl PolicyConfig {
                 ));
             }
             "ottl_condition" => {
-                return Err(ConfigError::new(
-                    "type",
-                    "policy type \"ottl_condition\" needs sluice's OTTL compiler, which is not \
-                     built into this version yet; express the condition with status_code, \
-                     latency, string_attribute, numeric_attribute or boolean_attribute policies \
-                     (and/drop combine them)",
-                ));
+                let Some(o) = &self.ottl_condition else {
+                    return Err(ConfigError::new(
+                        "ottl_condition",
+                        "expected at least one span or spanevent condition",
+                    ));
+                };
+                o.compile()?;
             }
             "and" => sub_policies(
                 &self.and.and_sub_policy,

@@ -19,8 +19,9 @@
 //!
 //! Policies: `always_sample`, `latency`, `numeric_attribute`, `probabilistic`, `status_code`,
 //! `string_attribute`, `rate_limiting`, `span_count`, `boolean_attribute`, `and`, `drop`,
-//! `composite` (see [`policy`] for their exact semantics). `ottl_condition` is refused at load
-//! until sluice has an OTTL compiler; other Collector types are refused by name.
+//! `composite`, `ottl_condition` (span and span event conditions compiled by sluice's OTTL
+//! compiler to column kernels) — see [`policy`] for their exact semantics. Other Collector
+//! types (`trace_state`, `trace_flags`, `bytes_limiting`, ...) are refused by name.
 //!
 //! # How it works
 //!
@@ -52,7 +53,7 @@
 //! `..._sampling_late_span_age_seconds` (histogram), `..._sampling_decision_timer_latency_milliseconds`
 //! (histogram), `..._sampling_trace_removal_age_seconds` (histogram),
 //! `..._sampling_traces_on_memory`, `..._sampling_trace_dropped_too_early_total` (always 0 here),
-//! `..._sampling_policy_evaluation_error_total`; every series also has `processor="<id>"`.
+//! `..._sampling_policy_evaluation_error_total` (OTTL condition failures); every series also has `processor="<id>"`.
 //! sluice adds `..._traces_decided_early_total`, `..._buffered_spans` and `..._buffered_bytes`,
 //! and the generic `otelcol_processor_{incoming,outgoing}_items` and
 //! `otelcol_processor_dropped_spans{reason="not_sampled"|"export_failed"|"shutdown"}`.
@@ -159,6 +160,7 @@ struct Metrics {
     decided_early: Counter,
     buffered_spans: Gauge,
     buffered_bytes: Gauge,
+    evaluation_errors: Counter,
 }
 
 /// The OpenTelemetry SDK's default histogram bounds (what the Collector's histograms use).
@@ -228,20 +230,19 @@ impl Metrics {
                 "Bytes held by buffered spans and the trace index (sluice)",
                 &l,
             ),
+            evaluation_errors: t.counter(
+                "otelcol_processor_tail_sampling_sampling_policy_evaluation_error",
+                "Count of sampling policy evaluation errors",
+                &l,
+            ),
             t: t.clone(),
             id: sid.clone(),
             generic,
         };
-        // Registered so dashboards find them: sluice decides early instead of dropping, and its
-        // policies cannot fail to evaluate.
+        // Registered so dashboards find it: sluice decides early instead of dropping.
         t.counter(
             "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
             "Count of traces that needed to be dropped before the configured wait time",
-            &l,
-        );
-        t.counter(
-            "otelcol_processor_tail_sampling_sampling_policy_evaluation_error",
-            "Count of sampling policy evaluation errors",
             &l,
         );
         m
@@ -565,7 +566,10 @@ impl Inner {
         let batch = TraceBatch::new(&ids, &parts, now);
         let (finals, counts) = {
             let mut policies = lock(&self.policies);
-            policy::decide(&mut policies, &batch, self.sample_on_first_match)
+            let decided = policy::decide(&mut policies, &batch, self.sample_on_first_match);
+            m.evaluation_errors
+                .add(policies.iter_mut().map(Policy::take_errors).sum());
+            decided
         };
         for (i, by_decision) in counts.iter().enumerate() {
             for (d, (t, s)) in by_decision {

@@ -418,6 +418,11 @@ enum Kind {
         value: bool,
         invert: bool,
     },
+    Ottl {
+        span: Vec<crate::ottl::Condition>,
+        event: Vec<crate::ottl::Condition>,
+        mode: crate::ottl::ErrorMode,
+    },
     And(Vec<Policy>),
     Drop(Vec<Policy>),
     Composite {
@@ -430,6 +435,8 @@ enum Kind {
 pub struct Policy {
     pub name: String,
     kind: Kind,
+    /// Items on which an OTTL condition failed since the last [`Policy::take_errors`].
+    errors: u64,
 }
 
 impl Policy {
@@ -511,6 +518,20 @@ impl Policy {
                 value: c.boolean_attribute.value,
                 invert: c.boolean_attribute.invert_match,
             },
+            "ottl_condition" => {
+                // validate() compiled these already
+                let (span, event) = c
+                    .ottl_condition
+                    .as_ref()
+                    .and_then(|o| o.compile().ok())
+                    .unwrap_or_default();
+                let mode = c
+                    .ottl_condition
+                    .as_ref()
+                    .and_then(|o| o.error_mode)
+                    .unwrap_or(crate::ottl::ErrorMode::Propagate);
+                Kind::Ottl { span, event, mode }
+            }
             "and" => Kind::And(c.and.and_sub_policy.iter().map(Policy::build).collect()),
             "drop" => Kind::Drop(c.drop.drop_sub_policy.iter().map(Policy::build).collect()),
             "composite" => {
@@ -550,7 +571,18 @@ impl Policy {
         Policy {
             name: c.name.clone(),
             kind,
+            errors: 0,
         }
+    }
+
+    /// Condition failures (OTTL) counted since the last call, sub-policies included.
+    pub fn take_errors(&mut self) -> u64 {
+        let nested: u64 = match &mut self.kind {
+            Kind::And(subs) | Kind::Drop(subs) => subs.iter_mut().map(Policy::take_errors).sum(),
+            Kind::Composite { subs, .. } => subs.iter_mut().map(|s| s.policy.take_errors()).sum(),
+            _ => 0,
+        };
+        std::mem::take(&mut self.errors) + nested
     }
 
     /// Whether this is a `drop` policy (evaluated first, as in the Collector).
@@ -641,6 +673,11 @@ impl Policy {
                     }
                 })
                 .collect(),
+            Kind::Ottl { span, event, mode } => {
+                let (hit, errors) = ottl_matches(batch, span, event, *mode);
+                self.errors += errors;
+                bool_to(hit)
+            }
             Kind::And(subs) => all_of(subs, batch, active, Sampled),
             Kind::Drop(subs) => all_of(subs, batch, active, Dropped),
             Kind::Composite {
@@ -683,6 +720,66 @@ impl Policy {
             }
         }
     }
+}
+
+/// Per trace: does any span match a span condition or any span event an event condition?
+/// Conditions run as column kernels over each part's spans / span events table (sluice's OTTL
+/// compiler); a condition that fails on an item counts as false there (failures are returned).
+fn ottl_matches(
+    batch: &TraceBatch,
+    span: &[crate::ottl::Condition],
+    event: &[crate::ottl::Condition],
+    mode: crate::ottl::ErrorMode,
+) -> (Vec<bool>, u64) {
+    use crate::ottl::eval::Lookups;
+    use crate::ottl::exec::reads;
+    use crate::ottl::{Context, ErrorMode, RunReport, any_matches};
+    // `propagate` would fail the whole part; a sampling decision is per trace, so failures
+    // count as no match (and are counted) whatever the mode.
+    let run_mode = match mode {
+        ErrorMode::Propagate => ErrorMode::Silent,
+        m => m,
+    };
+    let mut out = vec![false; batch.len()];
+    let mut errors = 0u64;
+    for part in batch.parts {
+        let p = &part.payload;
+        let mut report = RunReport::default();
+        if !span.is_empty() {
+            let mut lookups = Lookups::new(Context::Span, &reads(&[], span));
+            match any_matches(p, Table::Spans, span, run_mode, &mut lookups, &mut report) {
+                Ok(m) => {
+                    for (row, &t) in part.ordinals.iter().enumerate() {
+                        out[t as usize] |= m[row];
+                    }
+                }
+                Err(_) => errors += p.table(Table::Spans).num_rows() as u64,
+            }
+        }
+        if !event.is_empty() {
+            let mut lookups = Lookups::new(Context::SpanEvent, &reads(&[], event));
+            match any_matches(
+                p,
+                Table::SpanEvents,
+                event,
+                run_mode,
+                &mut lookups,
+                &mut report,
+            ) {
+                Ok(m) => {
+                    let owner = p.parent_ids(Table::SpanEvents).values();
+                    for (e, hit) in m.iter().enumerate() {
+                        if *hit {
+                            out[part.ordinals[owner[e] as usize] as usize] = true;
+                        }
+                    }
+                }
+                Err(_) => errors += p.table(Table::SpanEvents).num_rows() as u64,
+            }
+        }
+        errors += report.errors as u64;
+    }
+    (out, errors)
 }
 
 /// `and` / `drop`: `all` if every sub-policy samples, else NotSampled; sub-policies stop at the

@@ -35,6 +35,7 @@ struct S {
     attrs: Vec<(&'static str, any_value::Value)>,
     service: &'static str,
     resource_attrs: Vec<(&'static str, any_value::Value)>,
+    event: Option<&'static str>,
 }
 
 fn s(trace: u64, span: u64, start: u64, end: u64) -> S {
@@ -47,6 +48,7 @@ fn s(trace: u64, span: u64, start: u64, end: u64) -> S {
         attrs: vec![],
         service: "svc",
         resource_attrs: vec![],
+        event: None,
     }
 }
 
@@ -102,6 +104,15 @@ fn payload(spans: &[S]) -> Payload {
                 ..Default::default()
             }),
             attributes: x.attrs.iter().map(|(k, v)| kv(k, v.clone())).collect(),
+            events: x
+                .event
+                .map(|name| opentelemetry_proto::tonic::trace::v1::span::Event {
+                    name: name.into(),
+                    time_unix_nano: x.start,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
         });
     }
@@ -595,6 +606,41 @@ policies:
 }
 
 #[tokio::test]
+async fn ottl_condition_samples_traces_with_a_matching_span_or_span_event() {
+    let h = harness(
+        r#"
+decision_wait: 1s
+policies:
+  - name: vip-or-retry
+    type: ottl_condition
+    ottl_condition:
+      error_mode: ignore
+      span: ['attributes["customer.tier"] == "vip" and kind == SPAN_KIND_UNSPECIFIED']
+      spanevent: ['name == "retry"']
+"#,
+        2,
+    );
+    use any_value::Value::*;
+    let mut vip = s(1, 1, T0, T0 + MS);
+    vip.attrs = vec![("customer.tier", StringValue("vip".into()))];
+    let mut retried = s(2, 2, T0, T0 + MS);
+    retried.event = Some("retry");
+    let mut other = s(3, 3, T0, T0 + MS);
+    other.attrs = vec![("customer.tier", StringValue("free".into()))];
+    other.event = Some("log");
+    h.send(&[
+        vip,
+        s(1, 10, T0, T0 + MS),
+        retried,
+        other,
+        s(4, 4, T0, T0 + MS),
+    ])
+    .await;
+    h.at(T0 + 2 * SEC).await;
+    assert_eq!(h.exported(), vec![vec![(1, 1), (1, 10), (2, 2)]]);
+}
+
+#[tokio::test]
 async fn rate_limiting_and_composite_budget_spans_per_second() {
     let h = harness(
         r#"
@@ -822,10 +868,18 @@ fn config_errors_name_the_policy_and_what_is_wrong() {
             .unwrap_or_default()
     };
     let e = err(
-        "policies: [{name: o, type: ottl_condition, ottl_condition: {span: ['attributes[\"a\"] == 1']}}]",
+        "policies: [{name: o, type: ottl_condition, ottl_condition: {span: ['attributes[\"a\"] === 1']}}]",
     );
+    assert!(e.contains("policies[0].ottl_condition.span[0]: "), "{e}");
+    let e =
+        err("policies: [{name: o, type: ottl_condition, ottl_condition: {span: ['Nope(name)']}}]");
     assert!(
-        e.contains("policies[0].type: ") && e.contains("OTTL compiler"),
+        e.contains("policies[0].ottl_condition.span[0]: ") && e.contains("Nope"),
+        "{e}"
+    );
+    let e = err("policies: [{name: o, type: ottl_condition, ottl_condition: {}}]");
+    assert!(
+        e.contains("expected at least one span or spanevent condition"),
         "{e}"
     );
     let e = err("policies: [{name: t, type: trace_state}]");
