@@ -65,6 +65,7 @@ impl Decision {
 
 /// Spans of a wheel bucket: one decoded payload and, per span row, the ordinal of its trace in
 /// the bucket's trace list.
+#[derive(Clone)]
 pub struct Part {
     pub payload: Payload,
     pub ordinals: Vec<u32>,

@@ -165,7 +165,10 @@ impl Bucket {
             return Ok(0);
         }
         let before: usize = self.pending.iter().map(part_bytes).sum();
-        let seg = Segment::seal(std::mem::take(&mut self.pending), compression)?;
+        // Parts are cheap to clone (shared buffers): if sealing fails they stay pending, and the
+        // bucket is decided from them as they are.
+        let seg = Segment::seal(self.pending.clone(), compression)?;
+        self.pending.clear();
         self.pending_spans = 0;
         let after = seg.resident_bytes();
         self.segments.push(seg);
@@ -361,7 +364,11 @@ impl Shard {
             out.buffered_spans += spans;
             out.bytes += size as isize;
             if bucket.pending_spans >= SEAL_SPANS {
-                out.bytes += bucket.seal(compression)?;
+                // The spans are buffered either way: a failed seal leaves them unsealed.
+                match bucket.seal(compression) {
+                    Ok(d) => out.bytes += d,
+                    Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
+                }
             }
         }
         Ok(out)
