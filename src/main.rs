@@ -56,6 +56,7 @@ fn registry() -> Registry {
     let mut factories: Vec<Arc<dyn Factory>> = Vec::new();
     factories.extend(sluice_ingest::factories());
     factories.extend(sluice_engine::processors::factories());
+    factories.extend(sluice_engine::connectors::factories());
     factories.extend(sluice_egress::factories());
     factories.push(Arc::new(health_check::HealthCheckFactory));
     Registry::new(factories)

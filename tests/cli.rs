@@ -254,3 +254,210 @@ fn loadgen_counts_agree_with_what_sluice_received() {
         "{metrics}"
     );
 }
+
+/// Sends `traces` traces of `spans_per_trace` spans (random trace ids) over OTLP/gRPC, 1000
+/// traces per request.
+fn send_traces(port: u16, traces: u64, spans_per_trace: u64) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let mut state = 0x1234_5678_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        for _ in 0..traces / 1000 {
+            let mut spans = Vec::new();
+            for _ in 0..1000 {
+                let mut trace_id = next().to_le_bytes().to_vec();
+                trace_id.extend_from_slice(&next().to_le_bytes());
+                for k in 0..spans_per_trace {
+                    spans.push(Span {
+                        trace_id: trace_id.clone(),
+                        span_id: next().to_le_bytes().to_vec(),
+                        name: format!("op-{k}"),
+                        kind: 2,
+                        start_time_unix_nano: now,
+                        end_time_unix_nano: now + 1_000_000 * (k + 1),
+                        ..Default::default()
+                    });
+                }
+            }
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![KeyValue {
+                            key: "service.name".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue("checkout".into())),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            client.export(req).await.unwrap();
+        }
+    });
+}
+
+/// A stopped child's exit status after SIGTERM, waiting at most `secs`.
+fn terminate(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sluice did not exit within {secs}s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// SIGTERM with 10,000 traces buffered in tail_sampling (decision_wait 60 s): every trace is
+/// decided and exported before the process exits, and the spanmetrics connector ahead of tail
+/// sampling flushes its counts of every span through the metrics pipeline on the way out.
+#[test]
+fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
+    let (grpc, telemetry) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-sigterm", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let traces_out = dir.join("traces.jsonl");
+    let metrics_out = dir.join("metrics.jsonl");
+    let config = write(
+        "sigterm.yaml",
+        &format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 127.0.0.1:{grpc}}}}}}}}}\n\
+             processors:\n  tail_sampling:\n    decision_wait: 60s\n    num_traces: 20000\n    policies: [{{name: all, type: always_sample}}]\n\
+             connectors: {{spanmetrics: {{metrics_flush_interval: 1h}}}}\n\
+             exporters:\n  file/traces: {{path: {}}}\n  file/metrics: {{path: {}}}\n\
+             service:\n  pipelines:\n\
+             \x20   traces/spanmetrics: {{receivers: [otlp], exporters: [spanmetrics]}}\n\
+             \x20   traces: {{receivers: [otlp], processors: [tail_sampling], exporters: [file/traces]}}\n\
+             \x20   metrics: {{receivers: [spanmetrics], exporters: [file/metrics]}}\n\
+             \x20 telemetry: {{metrics: {{address: 127.0.0.1:{telemetry}}}}}\n",
+            traces_out.display(),
+            metrics_out.display()
+        ),
+    );
+    let mut running = Running(
+        sluice()
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sluice did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    send_traces(grpc, 10_000, 8);
+    let metrics = scrape(telemetry);
+    let on_memory = metric_value(
+        &metrics,
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory{processor=\"tail_sampling\"}",
+    );
+    assert_eq!(on_memory, Some(10_000.0), "{metrics}");
+    assert_eq!(
+        std::fs::metadata(&traces_out).map(|m| m.len()).unwrap_or(0),
+        0,
+        "nothing exported before the decision wait"
+    );
+
+    let status = terminate(&mut running.0, 60);
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = running.0.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(status.success(), "exit {status:?}\n{stderr}");
+    assert!(
+        stderr.contains("decided every buffered trace at shutdown"),
+        "{stderr}"
+    );
+
+    let mut spans = 0usize;
+    let mut traces = std::collections::HashSet::new();
+    for line in std::fs::read_to_string(&traces_out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for s in ss["spans"].as_array().unwrap() {
+                    spans += 1;
+                    traces.insert(s["traceId"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    assert_eq!((spans, traces.len()), (80_000, 10_000));
+    let mut calls = 0i64;
+    for line in std::fs::read_to_string(&metrics_out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in v["resourceMetrics"].as_array().unwrap() {
+            for sm in rm["scopeMetrics"].as_array().unwrap() {
+                for m in sm["metrics"].as_array().unwrap() {
+                    if m["name"] == "traces.span.metrics.calls" {
+                        for dp in m["sum"]["dataPoints"].as_array().unwrap() {
+                            let n = &dp["asInt"];
+                            calls += n
+                                .as_str()
+                                .map(|s| s.parse().unwrap())
+                                .or(n.as_i64())
+                                .unwrap();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(calls, 80_000, "spanmetrics counted every span received");
+}
+
+#[test]
+fn the_tail_sampling_gateway_config_validates() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/k8s/config/gateway-tail-sampling.yaml"
+    );
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -301,6 +301,39 @@ pub fn gateway_traces_request(spans: usize) -> ExportTraceServiceRequest {
     req
 }
 
+/// `payload` with its trace ids replaced: spans in groups of `spans_per_trace` share an id, ids
+/// are random-looking and distinct for every `key` (so each call makes new traces).
+pub fn with_trace_ids(
+    payload: &sluice_engine::Payload,
+    key: u64,
+    spans_per_trace: usize,
+) -> sluice_engine::Payload {
+    use arrow::array::{ArrayRef, FixedSizeBinaryArray, RecordBatch};
+    use sluice_engine::Table;
+    let spans = payload.table(Table::Spans);
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let ids = (0..spans.num_rows()).map(|row| {
+        let t = key.wrapping_mul(1_000_003) ^ (row / spans_per_trace.max(1)) as u64;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&mix(t).to_le_bytes());
+        id[8..].copy_from_slice(&mix(t ^ 0xA5A5_A5A5).to_le_bytes());
+        Some(id)
+    });
+    let ids = FixedSizeBinaryArray::try_from_sparse_iter_with_size(ids, 16).expect("16-byte ids");
+    let idx = spans.schema().index_of("trace_id").expect("trace_id");
+    let mut columns: Vec<ArrayRef> = spans.columns().to_vec();
+    columns[idx] = std::sync::Arc::new(ids);
+    let batch = RecordBatch::try_new(spans.schema(), columns).expect("same schema");
+    let mut out = payload.clone();
+    out.set(Table::Spans, batch).expect("spans table");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -226,6 +226,25 @@ pub trait Factory: Send + Sync + 'static {
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         Err(ComponentError::new(&ctx.id, "is not an exporter"))
     }
+    /// For a connector: the (signal of the pipeline it exports from, signal of the pipeline it
+    /// receives into) pairs it supports, e.g. `(Traces, Metrics)` for `spanmetrics`.
+    fn connects(&self) -> &'static [(Signal, Signal)] {
+        &[]
+    }
+    /// Build a connector for one (from, to) signal pair: a consumer of `from` payloads (the
+    /// exporter end) that feeds `next`, the pipelines of signal `to` that list it as a receiver.
+    /// Its lifecycle runs between the two: started after the pipelines it feeds, shut down after
+    /// the pipelines that feed it (so their flushes reach it) and before the ones it feeds.
+    fn build_connector(
+        &self,
+        ctx: BuildContext,
+        from: Signal,
+        to: Signal,
+        next: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        let _ = (from, to, next);
+        Err(ComponentError::new(&ctx.id, "is not a connector"))
+    }
     /// Build an extension.
     fn build_extension(
         &self,

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod component;
 pub mod config;
 pub mod config_types;
+pub mod connectors;
 pub mod health;
 pub mod kernels;
 pub mod otlp;

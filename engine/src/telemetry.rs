@@ -33,12 +33,50 @@ struct Family {
 enum FamilyKind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 enum Series {
     Counter(Arc<AtomicU64>),
     Gauge(Arc<AtomicI64>),
     GaugeFn(Arc<dyn Fn() -> f64 + Send + Sync>),
+    Histogram(Arc<HistogramData>),
+}
+
+/// Buckets (cumulative on render), sum and count of a histogram.
+#[derive(Debug)]
+pub struct HistogramData {
+    bounds: Vec<f64>,
+    /// One count per bound, plus the `+Inf` bucket; not cumulative.
+    counts: Vec<AtomicU64>,
+    /// The sum, as f64 bits (updated with a CAS loop; histograms are recorded per batch, not
+    /// per item, so contention is negligible).
+    sum_bits: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A distribution of observed values (Prometheus histogram with fixed bucket bounds).
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramData>);
+
+impl Histogram {
+    pub fn observe(&self, v: f64) {
+        let h = &self.0;
+        let i = h.bounds.partition_point(|b| *b < v);
+        h.counts[i].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let _ = h
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.0.sum_bits.load(Ordering::Relaxed))
+    }
 }
 
 /// A monotonically increasing count.
@@ -139,6 +177,36 @@ impl Telemetry {
         })
     }
 
+    /// A histogram with the given (sorted) bucket upper bounds; `name` without suffixes
+    /// (`_bucket`, `_sum`, `_count` are added on render). The same name and labels return the
+    /// same underlying histogram.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        bounds: &[f64],
+    ) -> Histogram {
+        self.with_family(name, help, FamilyKind::Histogram, |fam| {
+            match fam.series.entry(owned(labels)).or_insert_with(|| {
+                Series::Histogram(Arc::new(HistogramData {
+                    bounds: bounds.to_vec(),
+                    counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                    sum_bits: AtomicU64::new(0f64.to_bits()),
+                    count: AtomicU64::new(0),
+                }))
+            }) {
+                Series::Histogram(h) => Histogram(h.clone()),
+                _ => Histogram(Arc::new(HistogramData {
+                    bounds: vec![],
+                    counts: vec![AtomicU64::new(0)],
+                    sum_bits: AtomicU64::new(0),
+                    count: AtomicU64::new(0),
+                })),
+            }
+        })
+    }
+
     /// A gauge computed at scrape time (memory RSS).
     pub fn gauge_fn(
         &self,
@@ -182,21 +250,17 @@ impl Telemetry {
             let (full, ty) = match fam.kind {
                 FamilyKind::Counter => (format!("{name}_total"), "counter"),
                 FamilyKind::Gauge => (name.to_string(), "gauge"),
+                FamilyKind::Histogram => (name.to_string(), "histogram"),
             };
             let _ = writeln!(out, "# HELP {full} {}", fam.help);
             let _ = writeln!(out, "# TYPE {full} {ty}");
             for (labels, series) in &fam.series {
-                out.push_str(&full);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
-                    out.push('}');
+                if let Series::Histogram(h) = series {
+                    render_histogram(&mut out, &full, labels, h);
+                    continue;
                 }
+                out.push_str(&full);
+                render_labels(&mut out, labels, None);
                 let v = series_value(series);
                 let _ = writeln!(out, " {}", format_value(v));
             }
@@ -210,7 +274,48 @@ fn series_value(s: &Series) -> f64 {
         Series::Counter(c) => c.load(Ordering::Relaxed) as f64,
         Series::Gauge(g) => g.load(Ordering::Relaxed) as f64,
         Series::GaugeFn(f) => f(),
+        Series::Histogram(h) => h.count.load(Ordering::Relaxed) as f64,
     }
+}
+
+fn render_labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, v) in labels.iter().map(|(k, v)| (*k, v.as_str())).chain(extra) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+    }
+    out.push('}');
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &Labels, h: &HistogramData) {
+    let mut cumulative = 0u64;
+    for (i, c) in h.counts.iter().enumerate() {
+        cumulative += c.load(Ordering::Relaxed);
+        let le = match h.bounds.get(i) {
+            Some(b) => format_value(*b),
+            None => "+Inf".to_string(),
+        };
+        let _ = write!(out, "{name}_bucket");
+        render_labels(out, labels, Some(("le", &le)));
+        let _ = writeln!(out, " {cumulative}");
+    }
+    let _ = write!(out, "{name}_sum");
+    render_labels(out, labels, None);
+    let _ = writeln!(
+        out,
+        " {}",
+        format_value(f64::from_bits(h.sum_bits.load(Ordering::Relaxed)))
+    );
+    let _ = write!(out, "{name}_count");
+    render_labels(out, labels, None);
+    let _ = writeln!(out, " {}", h.count.load(Ordering::Relaxed));
 }
 
 fn format_value(v: f64) -> String {
@@ -447,6 +552,32 @@ mod tests {
             ),
             Some(5.0)
         );
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let t = Telemetry::new();
+        let h = t.histogram(
+            "x_latency_milliseconds",
+            "latency",
+            &[("p", "a")],
+            &[1.0, 10.0],
+        );
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(50.0);
+        let text = t.render();
+        for want in [
+            "# TYPE x_latency_milliseconds histogram\n",
+            "x_latency_milliseconds_bucket{p=\"a\",le=\"1\"} 1\n",
+            "x_latency_milliseconds_bucket{p=\"a\",le=\"10\"} 2\n",
+            "x_latency_milliseconds_bucket{p=\"a\",le=\"+Inf\"} 3\n",
+            "x_latency_milliseconds_sum{p=\"a\"} 55.5\n",
+            "x_latency_milliseconds_count{p=\"a\"} 3\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert_eq!(h.count(), 3);
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct Pipeline {
     pub receivers: Vec<ComponentId>,
     pub processors: Vec<ComponentId>,
     pub exporters: Vec<ComponentId>,
+    /// Connectors listed in `receivers`: this pipeline is fed by them.
+    pub connectors_in: Vec<ComponentId>,
+    /// Connectors listed in `exporters`: this pipeline feeds them.
+    pub connectors_out: Vec<ComponentId>,
 }
 
 /// `service.telemetry`.
@@ -393,6 +397,8 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 &mut pipeline.exporters,
             ),
         ];
+        let mut connectors_in = Vec::new();
+        let mut connectors_out = Vec::new();
         for (kind, field, names, out) in lists {
             let mut seen = BTreeSet::new();
             for (i, n) in names.iter().enumerate() {
@@ -404,11 +410,29 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                         continue;
                     }
                 };
-                // A connector is a pipeline's exporter and another's receiver; naming one is
-                // not an undefined-component error (its own section reports what is wrong).
-                let connector =
+                let as_connector =
                     kind != Kind::Processor && defined.contains(&(Kind::Connector, id.clone()));
-                if !defined.contains(&(kind, id.clone())) && !connector {
+                if as_connector && defined.contains(&(kind, id.clone())) {
+                    errors.push(ConfigError::new(
+                        p,
+                        format!(
+                            "ambiguous id {n:?}: both a {} and a connector are defined with it",
+                            kind.label()
+                        ),
+                    ));
+                    continue;
+                }
+                if as_connector {
+                    if !seen.insert(id.clone()) {
+                        errors.push(ConfigError::new(p, format!("{n:?} is listed twice")));
+                    } else if kind == Kind::Receiver {
+                        connectors_in.push(id);
+                    } else {
+                        connectors_out.push(id);
+                    }
+                    continue;
+                }
+                if !defined.contains(&(kind, id.clone())) {
                     let known: Vec<String> = defined
                         .iter()
                         .filter(|(k, _)| *k == kind)
@@ -462,13 +486,112 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 "a pipeline needs at least one exporter",
             ));
         }
+        pipeline.connectors_in = connectors_in;
+        pipeline.connectors_out = connectors_out;
         cfg.pipelines.insert(PipelineId { signal, name }, pipeline);
     }
+    check_connectors(&cfg, registry, &mut errors);
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors)
     }
+}
+
+/// Each connector used must join a pipeline it exports from to one it receives into with a
+/// signal pair its factory supports, and connectors must not form a cycle of pipelines.
+fn check_connectors(cfg: &Config, registry: &Registry, errors: &mut Vec<ConfigError>) {
+    let mut used: BTreeSet<ComponentId> = BTreeSet::new();
+    for p in cfg.pipelines.values() {
+        used.extend(p.connectors_in.iter().cloned());
+        used.extend(p.connectors_out.iter().cloned());
+    }
+    for id in &used {
+        let Some(f) = registry.get(Kind::Connector, &id.type_name) else {
+            continue; // already reported as an unknown type
+        };
+        let pairs = f.connects();
+        let feeding: Vec<&PipelineId> = cfg
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.connectors_out.contains(id))
+            .map(|(pid, _)| pid)
+            .collect();
+        let fed: Vec<&PipelineId> = cfg
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.connectors_in.contains(id))
+            .map(|(pid, _)| pid)
+            .collect();
+        let supported = |from: Signal, to: Signal| pairs.contains(&(from, to));
+        for pid in &feeding {
+            if !fed.iter().any(|q| supported(pid.signal, q.signal)) {
+                errors.push(ConfigError::new(
+                    format!("service.pipelines.{pid}.exporters"),
+                    format!(
+                        "connector \"{id}\" is used as exporter in {} pipeline {pid} but not as receiver in any pipeline it can feed (it connects: {})",
+                        pid.signal.as_str(),
+                        describe_pairs(pairs)
+                    ),
+                ));
+            }
+        }
+        for qid in &fed {
+            if !feeding.iter().any(|p| supported(p.signal, qid.signal)) {
+                errors.push(ConfigError::new(
+                    format!("service.pipelines.{qid}.receivers"),
+                    format!(
+                        "connector \"{id}\" is used as receiver in {} pipeline {qid} but not as exporter in any pipeline that can feed it (it connects: {})",
+                        qid.signal.as_str(),
+                        describe_pairs(pairs)
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() && pipeline_order(cfg).is_none() {
+        errors.push(ConfigError::new(
+            "service.pipelines",
+            "connectors form a cycle: a pipeline would feed itself",
+        ));
+    }
+}
+
+fn describe_pairs(pairs: &[(Signal, Signal)]) -> String {
+    pairs
+        .iter()
+        .map(|(a, b)| format!("{} -> {}", a.as_str(), b.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Pipelines in data-flow order: a pipeline comes after every pipeline that feeds it through a
+/// connector (ties in id order). `None` if connectors form a cycle.
+pub fn pipeline_order(cfg: &Config) -> Option<Vec<PipelineId>> {
+    let ids: Vec<&PipelineId> = cfg.pipelines.keys().collect();
+    let feeds =
+        |a: &Pipeline, b: &Pipeline| a.connectors_out.iter().any(|c| b.connectors_in.contains(c));
+    let mut indegree: Vec<usize> = ids
+        .iter()
+        .map(|q| {
+            ids.iter()
+                .filter(|p| feeds(&cfg.pipelines[**p], &cfg.pipelines[*q]))
+                .count()
+        })
+        .collect();
+    let mut done = vec![false; ids.len()];
+    let mut order = Vec::with_capacity(ids.len());
+    while order.len() < ids.len() {
+        let next = (0..ids.len()).find(|&i| !done[i] && indegree[i] == 0)?;
+        done[next] = true;
+        order.push(ids[next].clone());
+        for (j, q) in ids.iter().enumerate() {
+            if !done[j] && feeds(&cfg.pipelines[ids[next]], &cfg.pipelines[*q]) {
+                indegree[j] -= 1;
+            }
+        }
+    }
+    Some(order)
 }
 
 /// YAML 1.2 as the Collector's go-yaml v3 reads it: only `true`/`false` are booleans, so a

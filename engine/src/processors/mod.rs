@@ -9,6 +9,7 @@ pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
 pub mod resource;
+pub mod tail_sampling;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod transform;
@@ -18,6 +19,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(batch::BatchFactory),
         Arc::new(memory_limiter::MemoryLimiterFactory),
+        Arc::new(tail_sampling::TailSamplingFactory),
         Arc::new(filter::FilterFactory),
         Arc::new(transform::TransformFactory),
         Arc::new(attributes::AttributesFactory),

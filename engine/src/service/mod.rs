@@ -5,10 +5,16 @@
 //! - Receivers: one instance per id, handed the first consumer of every pipeline it feeds, by
 //!   signal (a [`FanOut`] when it feeds several pipelines of one signal).
 //! - A pipeline with several exporters fans out to them.
+//! - Connectors (the `connectors` section) are exporters of one pipeline and receivers of
+//!   another, as in the Collector: one instance per (connector, from signal, to signal), fed by
+//!   every pipeline of the `from` signal that lists it in `exporters` and feeding every
+//!   pipeline of the `to` signal that lists it in `receivers`.
 //!
-//! Start: exporters, processors, receivers, extensions; then health is Ready.
-//! Shutdown: health ShuttingDown; extensions and receivers stop (no new data), processors flush
-//! front to back (batch hands its buffer to the exporters), exporters drain their queues.
+//! Start: exporters, then pipelines and connectors downstream first, receivers, extensions;
+//! then health is Ready.
+//! Shutdown: health ShuttingDown; receivers stop (no new data); pipelines flush in data-flow
+//! order, processors front to back (batch hands its buffer on), each connector after the
+//! pipelines feeding it and before those it feeds; exporters drain their queues; extensions.
 //! Each step is bounded by [`SHUTDOWN_STEP_TIMEOUT`] and a timeout is logged, never hidden.
 
 use std::collections::BTreeMap;
@@ -19,7 +25,7 @@ use crate::clock::Clock;
 use crate::component::{
     BuildContext, ComponentError, ComponentId, ConsumerRef, FanOut, Kind, Node, Service as Svc,
 };
-use crate::config::{Config, PipelineId, Registry};
+use crate::config::{Config, PipelineId, Registry, pipeline_order};
 use crate::health::{Health, Status};
 use crate::schema::Signal;
 use crate::telemetry::Telemetry;
@@ -30,12 +36,35 @@ pub const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pipeline's processors in pipeline order (first processor first).
 type Chain = Vec<(ComponentId, Arc<dyn Node>)>;
 
+/// A connector's instances: (from signal, to signal, node).
+type ConnectorNodes = Vec<(Signal, Signal, Arc<dyn Node>)>;
+
+/// One step of the shutdown order (start runs the steps backwards).
+enum Step {
+    /// The processors of `processors[i]`.
+    Pipeline(usize),
+    /// A connector's instances (one per signal pair), after every pipeline that feeds it and
+    /// before every pipeline it feeds.
+    Connector(ComponentId, Vec<Arc<dyn Node>>),
+}
+
 pub struct Service {
     exporters: Vec<(ComponentId, Arc<dyn Node>)>,
+    /// In data-flow order: a pipeline comes after the pipelines that feed it via connectors.
     processors: Vec<(PipelineId, Chain)>,
+    /// Shutdown order of pipelines and connectors, upstream first.
+    steps: Vec<Step>,
     receivers: Vec<(ComponentId, Arc<dyn Svc>)>,
     extensions: Vec<(ComponentId, Arc<dyn Svc>)>,
     health: Health,
+}
+
+fn one_or_fan_out(mut v: Vec<ConsumerRef>) -> ConsumerRef {
+    if v.len() == 1 {
+        v.remove(0)
+    } else {
+        Arc::new(FanOut(v))
+    }
 }
 
 impl Service {
@@ -77,18 +106,55 @@ impl Service {
             }
         }
 
-        // Processors per pipeline, back to front; collect each pipeline's first consumer.
-        let mut processors = Vec::new();
-        let mut heads: BTreeMap<ComponentId, BTreeMap<Signal, Vec<ConsumerRef>>> = BTreeMap::new();
-        for (pid, p) in &config.pipelines {
-            let mut next: ConsumerRef = match p.exporters.as_slice() {
-                [one] => exporters[one].clone(),
-                many => Arc::new(FanOut(
-                    many.iter()
-                        .map(|id| exporters[id].clone() as ConsumerRef)
-                        .collect(),
-                )),
-            };
+        let order = pipeline_order(config).ok_or_else(|| ComponentError {
+            id: "service".into(),
+            message: "connectors form a cycle".into(),
+        })?;
+
+        // Pipelines downstream first, so a connector's instance can be handed the first
+        // consumers of the pipelines it feeds; processors back to front within a pipeline.
+        let mut heads: BTreeMap<PipelineId, ConsumerRef> = BTreeMap::new();
+        let mut connectors: BTreeMap<ComponentId, ConnectorNodes> = BTreeMap::new();
+        let mut chains: BTreeMap<PipelineId, Chain> = BTreeMap::new();
+        let mut receiver_heads: BTreeMap<ComponentId, BTreeMap<Signal, Vec<ConsumerRef>>> =
+            BTreeMap::new();
+        for pid in order.iter().rev() {
+            let p = &config.pipelines[pid];
+            let mut outs: Vec<ConsumerRef> = p
+                .exporters
+                .iter()
+                .map(|id| exporters[id].clone() as ConsumerRef)
+                .collect();
+            for c in &p.connectors_out {
+                let f = factory(Kind::Connector, c)?;
+                for &(from, to) in f.connects().iter().filter(|(from, _)| *from == pid.signal) {
+                    let fed: Vec<ConsumerRef> = config
+                        .pipelines
+                        .iter()
+                        .filter(|(q, qp)| q.signal == to && qp.connectors_in.contains(c))
+                        .map(|(q, _)| heads[q].clone())
+                        .collect();
+                    if fed.is_empty() {
+                        continue;
+                    }
+                    let built = connectors.entry(c.clone()).or_default();
+                    let node = match built.iter().find(|(f2, t2, _)| *f2 == from && *t2 == to) {
+                        Some((_, _, n)) => n.clone(),
+                        None => {
+                            let n = f.build_connector(
+                                ctx(Kind::Connector, c)?,
+                                from,
+                                to,
+                                one_or_fan_out(fed),
+                            )?;
+                            built.push((from, to, n.clone()));
+                            n
+                        }
+                    };
+                    outs.push(node);
+                }
+            }
+            let mut next = one_or_fan_out(outs);
             let mut chain = Vec::new();
             for id in p.processors.iter().rev() {
                 let node = factory(Kind::Processor, id)?.build_processor(
@@ -100,30 +166,52 @@ impl Service {
                 chain.push((id.clone(), node));
             }
             chain.reverse();
-            processors.push((pid.clone(), chain));
-            for r in &p.receivers {
-                heads
+            chains.insert(pid.clone(), chain);
+            heads.insert(pid.clone(), next);
+        }
+        // A receiver feeding several pipelines of one signal fans out in data-flow order.
+        for pid in &order {
+            for r in &config.pipelines[pid].receivers {
+                receiver_heads
                     .entry(r.clone())
                     .or_default()
                     .entry(pid.signal)
                     .or_default()
-                    .push(next.clone());
+                    .push(heads[pid].clone());
+            }
+        }
+
+        // Shutdown order: pipelines upstream first, each connector right after the last
+        // pipeline that feeds it.
+        let mut processors = Vec::new();
+        let mut steps = Vec::new();
+        for (i, pid) in order.iter().enumerate() {
+            processors.push((pid.clone(), chains.remove(pid).unwrap_or_default()));
+            steps.push(Step::Pipeline(i));
+            for c in &config.pipelines[pid].connectors_out {
+                let feeders_done = order[..=i]
+                    .iter()
+                    .filter(|q| config.pipelines[*q].connectors_out.contains(c))
+                    .count()
+                    == order
+                        .iter()
+                        .filter(|q| config.pipelines[*q].connectors_out.contains(c))
+                        .count();
+                if feeders_done && let Some(nodes) = connectors.remove(c) {
+                    steps.push(Step::Connector(
+                        c.clone(),
+                        nodes.into_iter().map(|(_, _, n)| n).collect(),
+                    ));
+                }
             }
         }
 
         // Receivers, once per id, with one consumer per signal.
         let mut receivers = Vec::new();
-        for (id, by_signal) in heads {
+        for (id, by_signal) in receiver_heads {
             let consumers = by_signal
                 .into_iter()
-                .map(|(s, mut v)| {
-                    let c: ConsumerRef = if v.len() == 1 {
-                        v.remove(0)
-                    } else {
-                        Arc::new(FanOut(v))
-                    };
-                    (s, c)
-                })
+                .map(|(s, v)| (s, one_or_fan_out(v)))
                 .collect();
             let r = factory(Kind::Receiver, &id)?
                 .build_receiver(ctx(Kind::Receiver, &id)?, consumers)?;
@@ -140,6 +228,7 @@ impl Service {
         Ok(Service {
             exporters: exporters.into_iter().collect(),
             processors,
+            steps,
             receivers,
             extensions,
             health,
@@ -152,9 +241,18 @@ impl Service {
         for (_, e) in &self.exporters {
             e.start().await?;
         }
-        for (_, chain) in &self.processors {
-            for (_, p) in chain.iter().rev() {
-                p.start().await?;
+        for step in self.steps.iter().rev() {
+            match step {
+                Step::Pipeline(i) => {
+                    for (_, p) in self.processors[*i].1.iter().rev() {
+                        p.start().await?;
+                    }
+                }
+                Step::Connector(_, nodes) => {
+                    for n in nodes {
+                        n.start().await?;
+                    }
+                }
             }
         }
         for (_, r) in &self.receivers {
@@ -173,15 +271,26 @@ impl Service {
         Ok(())
     }
 
-    /// Stops upstream first so data in flight reaches the exporters and is flushed.
+    /// Stops upstream first so data in flight reaches the exporters and is flushed: receivers,
+    /// then pipelines in data-flow order with each connector after the pipelines feeding it
+    /// (traces -> spanmetrics -> metrics pipeline), then exporters.
     pub async fn shutdown(&self) {
         self.health.set(Status::ShuttingDown);
         for (id, r) in &self.receivers {
             bounded(id, r.shutdown()).await;
         }
-        for (_, chain) in &self.processors {
-            for (id, p) in chain {
-                bounded(id, p.shutdown()).await;
+        for step in &self.steps {
+            match step {
+                Step::Pipeline(i) => {
+                    for (id, p) in &self.processors[*i].1 {
+                        bounded(id, p.shutdown()).await;
+                    }
+                }
+                Step::Connector(id, nodes) => {
+                    for n in nodes {
+                        bounded(id, n.shutdown()).await;
+                    }
+                }
             }
         }
         for (id, e) in &self.exporters {

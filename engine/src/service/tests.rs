@@ -106,26 +106,163 @@ impl Factory for TestFactory {
             next: None,
         }))
     }
+    fn connects(&self) -> &'static [(Signal, Signal)] {
+        &[
+            (Signal::Traces, Signal::Metrics),
+            (Signal::Metrics, Signal::Traces),
+        ]
+    }
+    fn build_connector(
+        &self,
+        ctx: BuildContext,
+        from: Signal,
+        to: Signal,
+        next: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        Ok(Arc::new(Recorder {
+            name: format!("connector {} ({}->{})", ctx.id, from.as_str(), to.as_str()),
+            log: self.log.clone(),
+            next: Some(next),
+        }))
+    }
 }
 
-fn setup(yaml: &str) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
-    let log: Log = Arc::default();
-    let receivers = Arc::default();
+fn registry(log: &Log, receivers: &Arc<Mutex<Vec<SignalConsumers>>>) -> Registry {
     let f = |kind, name| {
         Arc::new(TestFactory {
             kind,
             name,
             log: log.clone(),
-            receivers: Arc::clone(&receivers),
+            receivers: Arc::clone(receivers),
         }) as Arc<dyn Factory>
     };
-    let registry = Registry::new([
+    Registry::new([
         f(Kind::Receiver, "otlp"),
         f(Kind::Processor, "a"),
         f(Kind::Processor, "b"),
         f(Kind::Exporter, "x"),
         f(Kind::Exporter, "y"),
-    ]);
+        f(Kind::Connector, "c"),
+        f(Kind::Connector, "d"),
+    ])
+}
+
+fn load_errors(yaml: &str) -> String {
+    let registry = registry(&Log::default(), &Arc::default());
+    let errors = load(
+        &[Source {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+        }],
+        &|_| None,
+        &registry,
+    )
+    .err()
+    .unwrap_or_default();
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const CONNECTED: &str = "
+receivers: {otlp: {}}
+processors: {a: {}, b: {}}
+exporters: {x: {}, y: {}}
+connectors: {c: {}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [a], exporters: [x, c]}
+    metrics/derived: {receivers: [c], processors: [b], exporters: [y]}
+";
+
+#[tokio::test]
+async fn a_connector_joins_pipelines_and_stops_between_them() {
+    let (svc, log, receivers) = setup(CONNECTED);
+    svc.start().await.unwrap();
+    let started = log.lock().unwrap().clone();
+    let pos = |v: &[String], s: &str| {
+        v.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {v:?}"))
+    };
+    assert!(
+        pos(&started, "start processor b (metrics)")
+            < pos(&started, "start connector c (traces->metrics)")
+    );
+    assert!(
+        pos(&started, "start connector c (traces->metrics)")
+            < pos(&started, "start processor a (traces)")
+    );
+    let consumers = receivers.lock().unwrap().pop().expect("one receiver built");
+    assert_eq!(
+        consumers.keys().copied().collect::<Vec<_>>(),
+        [Signal::Traces]
+    );
+    log.lock().unwrap().clear();
+    consumers[&Signal::Traces]
+        .consume(Payload::empty(Signal::Traces))
+        .await
+        .unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "consume processor a (traces)",
+            "consume exporter x",
+            "consume connector c (traces->metrics)",
+            "consume processor b (metrics)",
+            "consume exporter y",
+        ]
+    );
+    log.lock().unwrap().clear();
+    svc.shutdown().await;
+    let stopped = log.lock().unwrap().clone();
+    // traces flush into the connector, the connector flushes into the metrics pipeline, which
+    // flushes into its exporter.
+    assert!(pos(&stopped, "stop receiver otlp") < pos(&stopped, "stop processor a (traces)"));
+    assert!(
+        pos(&stopped, "stop processor a (traces)")
+            < pos(&stopped, "stop connector c (traces->metrics)")
+    );
+    assert!(
+        pos(&stopped, "stop connector c (traces->metrics)")
+            < pos(&stopped, "stop processor b (metrics)")
+    );
+    assert!(pos(&stopped, "stop processor b (metrics)") < pos(&stopped, "stop exporter y"));
+}
+
+#[test]
+fn connector_misuse_is_refused_with_the_pipeline_named() {
+    let e = load_errors(
+        "receivers: {otlp: {}}\nexporters: {x: {}}\nconnectors: {c: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [c]}}}",
+    );
+    assert!(
+        e.contains("service.pipelines.traces.exporters: connector \"c\" is used as exporter in traces pipeline traces but not as receiver"),
+        "{e}"
+    );
+    let e = load_errors(
+        "receivers: {otlp: {}}\nexporters: {x: {}}\nconnectors: {c: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [c]}, logs: {receivers: [c], exporters: [x]}}}",
+    );
+    assert!(
+        e.contains("(it connects: traces -> metrics, metrics -> traces)"),
+        "{e}"
+    );
+    let e = load_errors(
+        "receivers: {otlp: {}}\nexporters: {x: {}}\nconnectors: {c: {}, d: {}}\nservice: {pipelines: {\
+         traces: {receivers: [otlp, d], exporters: [c]}, metrics: {receivers: [c], exporters: [d]}}}",
+    );
+    assert!(e.contains("connectors form a cycle"), "{e}");
+    let e = load_errors(
+        "receivers: {otlp: {}}\nexporters: {x: {}}\nconnectors: {x: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [x]}}}",
+    );
+    assert!(e.contains("ambiguous id \"x\""), "{e}");
+}
+
+fn setup(yaml: &str) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
+    let log: Log = Arc::default();
+    let receivers = Arc::default();
+    let registry = registry(&log, &receivers);
     let cfg = load(
         &[Source {
             name: "t.yaml".into(),

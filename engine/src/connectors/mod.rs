@@ -1,0 +1,13 @@
+//! Connectors: the exporter end of one pipeline and the receiver end of another (the
+//! Collector's `connectors` section). The pipeline graph wires them (`crate::service`).
+
+use std::sync::Arc;
+
+use crate::component::Factory;
+
+pub mod spanmetrics;
+
+/// Every connector factory in the engine.
+pub fn factories() -> Vec<Arc<dyn Factory>> {
+    vec![Arc::new(spanmetrics::SpanMetricsFactory)]
+}

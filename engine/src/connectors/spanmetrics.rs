@@ -1,0 +1,941 @@
+//! `spanmetrics` connector (traces -> metrics): counts spans and records their durations as
+//! the Collector's spanmetrics connector does, so RED metrics cover every span *received* —
+//! placed before `tail_sampling`, dropped traces still count.
+//!
+//! ```yaml
+//! connectors:
+//!   spanmetrics:
+//!     namespace: traces.span.metrics        # metric names: <namespace>.calls, <namespace>.duration
+//!     metrics_flush_interval: 60s
+//!     aggregation_temporality: AGGREGATION_TEMPORALITY_CUMULATIVE   # or ..._DELTA
+//!     histogram: {unit: ms, explicit: {buckets: [2ms, 4ms, ...]}}  # or disable: true
+//!     dimensions: [{name: http.method, default: GET}]               # from span, then resource attributes
+//!     exclude_dimensions: [status.code]
+//!     resource_metrics_key_attributes: [service.name]
+//! service:
+//!   pipelines:
+//!     traces:  {receivers: [otlp], exporters: [spanmetrics, ...]}
+//!     metrics: {receivers: [spanmetrics], exporters: [...]}
+//! ```
+//!
+//! Output per resource (the span's resource attributes; scope `spanmetricsconnector`):
+//! `calls` (monotonic sum) and `duration` (explicit histogram, default buckets 2 ms … 15 s)
+//! with attributes `service.name`, `span.name`, `span.kind` (`SPAN_KIND_SERVER`, …),
+//! `status.code` (`STATUS_CODE_ERROR`, …) plus the configured dimensions. Spans whose resource
+//! has no `service.name` are not counted (as in the Collector). Durations are `end − start`
+//! (0 when end precedes start).
+//!
+//! Aggregation is columnar: per payload, spans are grouped by (resource, name dictionary index,
+//! kind, status, dimension values borrowed from the attribute columns) in a local map, and only
+//! the distinct groups are merged into the connector's state. Metrics are emitted every
+//! `metrics_flush_interval` (on a virtual clock: whenever data moves the clock past it) and —
+//! unlike the Collector, which loses the last interval — once more at shutdown, so SIGTERM
+//! flushes traces -> spanmetrics -> metrics exporters.
+//!
+//! Not yet (refused at load with a message): exemplars, events, exponential histograms,
+//! `calls_dimensions`, `histogram.dimensions`, `include_instrumentation_scope`,
+//! `aggregation_cardinality_limit`, `metrics_expiration`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::component::{
+    BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
+    Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+};
+use crate::config_types::deserialize_duration;
+use crate::payload::{Payload, parent_ids};
+use crate::schema::{AnyValueType, Signal, Table, col};
+use crate::telemetry::{Counter, Telemetry};
+
+const DEFAULT_BUCKETS_MS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10_000.0, 15_000.0,
+];
+const SERVICE_NAME: &str = "service.name";
+const SPAN_NAME: &str = "span.name";
+const SPAN_KIND: &str = "span.kind";
+const STATUS_CODE: &str = "status.code";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanMetricsConfig {
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+    #[serde(default)]
+    pub calls_dimensions: Vec<Dimension>,
+    #[serde(default)]
+    pub exclude_dimensions: Vec<String>,
+    /// Deprecated in the Collector; accepted.
+    #[serde(default)]
+    pub dimensions_cache_size: Option<usize>,
+    #[serde(default)]
+    pub resource_metrics_cache_size: Option<usize>,
+    #[serde(default)]
+    pub resource_metrics_key_attributes: Vec<String>,
+    #[serde(default = "default_temporality")]
+    pub aggregation_temporality: String,
+    #[serde(default)]
+    pub histogram: HistogramConfig,
+    #[serde(
+        default = "default_flush_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub metrics_flush_interval: Duration,
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub metrics_expiration: Duration,
+    #[serde(default)]
+    pub metric_timestamp_cache_size: Option<usize>,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub exemplars: ExemplarsConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub include_instrumentation_scope: Vec<String>,
+    #[serde(default)]
+    pub aggregation_cardinality_limit: usize,
+}
+
+fn default_temporality() -> String {
+    "AGGREGATION_TEMPORALITY_CUMULATIVE".into()
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_namespace() -> String {
+    "traces.span.metrics".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    pub name: String,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramConfig {
+    #[serde(default)]
+    pub disable: bool,
+    /// `ms` (default) or `s`.
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub explicit: Option<ExplicitConfig>,
+    #[serde(default)]
+    pub exponential: Option<serde_json::Value>,
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitConfig {
+    #[serde(default)]
+    pub buckets: Vec<DurationValue>,
+}
+
+/// A Go duration in a list (`[2ms, 1s]`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct DurationValue(#[serde(deserialize_with = "deserialize_duration")] pub Duration);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemplarsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub max_per_data_point: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+}
+
+impl SpanMetricsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let not_yet = |path: &str, what: &str| {
+            Err(ConfigError::new(
+                path,
+                format!("{what} is not supported by sluice's spanmetrics yet; remove it"),
+            ))
+        };
+        if self.exemplars.enabled {
+            return not_yet("exemplars.enabled", "exemplars");
+        }
+        if self.events.enabled {
+            return not_yet("events.enabled", "events metrics");
+        }
+        if self.histogram.exponential.is_some() {
+            return not_yet("histogram.exponential", "the exponential histogram");
+        }
+        if !self.calls_dimensions.is_empty() {
+            return not_yet("calls_dimensions", "calls_dimensions");
+        }
+        if !self.histogram.dimensions.is_empty() {
+            return not_yet("histogram.dimensions", "histogram.dimensions");
+        }
+        if !self.include_instrumentation_scope.is_empty() {
+            return not_yet(
+                "include_instrumentation_scope",
+                "include_instrumentation_scope",
+            );
+        }
+        if self.aggregation_cardinality_limit != 0 {
+            return not_yet("aggregation_cardinality_limit", "a cardinality limit");
+        }
+        if !self.metrics_expiration.is_zero() {
+            return not_yet("metrics_expiration", "metrics expiration");
+        }
+        if !matches!(
+            self.aggregation_temporality.as_str(),
+            "AGGREGATION_TEMPORALITY_CUMULATIVE" | "AGGREGATION_TEMPORALITY_DELTA"
+        ) {
+            return Err(ConfigError::new(
+                "aggregation_temporality",
+                "must be AGGREGATION_TEMPORALITY_CUMULATIVE or AGGREGATION_TEMPORALITY_DELTA",
+            ));
+        }
+        if !matches!(self.histogram.unit.as_deref(), None | Some("ms" | "s")) {
+            return Err(ConfigError::new("histogram.unit", "must be ms or s"));
+        }
+        if self.metrics_flush_interval.is_zero() {
+            return Err(ConfigError::new(
+                "metrics_flush_interval",
+                "must be greater than 0",
+            ));
+        }
+        let mut names: Vec<&str> = vec![SERVICE_NAME, SPAN_NAME, SPAN_KIND, STATUS_CODE];
+        for (i, d) in self.dimensions.iter().enumerate() {
+            if names.contains(&d.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("dimensions[{i}].name"),
+                    format!("duplicate dimension name {}", d.name),
+                ));
+            }
+            names.push(&d.name);
+        }
+        Ok(())
+    }
+
+    fn delta(&self) -> bool {
+        self.aggregation_temporality == "AGGREGATION_TEMPORALITY_DELTA"
+    }
+
+    fn unit_divider(&self) -> f64 {
+        if self.histogram.unit.as_deref() == Some("s") {
+            1e9
+        } else {
+            1e6
+        }
+    }
+
+    fn bounds(&self) -> Vec<f64> {
+        let div = self.unit_divider();
+        match &self.histogram.explicit {
+            Some(e) if !e.buckets.is_empty() => e
+                .buckets
+                .iter()
+                .map(|d| d.0.as_nanos() as f64 / div)
+                .collect(),
+            _ => DEFAULT_BUCKETS_MS.iter().map(|ms| ms * 1e6 / div).collect(),
+        }
+    }
+}
+
+pub struct SpanMetricsFactory;
+
+impl Factory for SpanMetricsFactory {
+    fn kind(&self) -> Kind {
+        Kind::Connector
+    }
+    fn type_name(&self) -> &'static str {
+        "spanmetrics"
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces, Signal::Metrics]
+    }
+    fn description(&self) -> &'static str {
+        "traces -> metrics: calls and duration per service, span name, kind, status"
+    }
+    fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        let c: SpanMetricsConfig = parse_config(config)?;
+        c.validate()?;
+        Ok(Arc::new(c))
+    }
+    fn connects(&self) -> &'static [(Signal, Signal)] {
+        &[(Signal::Traces, Signal::Metrics)]
+    }
+    fn build_connector(
+        &self,
+        ctx: BuildContext,
+        _from: Signal,
+        _to: Signal,
+        next: ConsumerRef,
+    ) -> Result<Arc<dyn Node>, ComponentError> {
+        let config = ctx.config::<SpanMetricsConfig>()?;
+        Ok(Arc::new(SpanMetrics::new(
+            (*config).clone(),
+            next,
+            ctx.clock.clone(),
+            &ctx.telemetry,
+            &ctx.id.to_string(),
+        )))
+    }
+}
+
+/// A dimension value, owned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum DimValue {
+    Str(String),
+    Int(i64),
+    /// f64 bits
+    Double(u64),
+    Bool(bool),
+}
+
+impl DimValue {
+    fn to_any(&self) -> AnyValue {
+        let v = match self {
+            DimValue::Str(s) => any_value::Value::StringValue(s.clone()),
+            DimValue::Int(i) => any_value::Value::IntValue(*i),
+            DimValue::Double(b) => any_value::Value::DoubleValue(f64::from_bits(*b)),
+            DimValue::Bool(b) => any_value::Value::BoolValue(*b),
+        };
+        AnyValue { value: Some(v) }
+    }
+}
+
+/// A dimension value borrowed from a payload's attribute columns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum DimRef<'a> {
+    Absent,
+    Str(&'a str),
+    Int(i64),
+    Double(u64),
+    Bool(bool),
+}
+
+impl DimRef<'_> {
+    fn owned(self) -> Option<DimValue> {
+        match self {
+            DimRef::Absent => None,
+            DimRef::Str(s) => Some(DimValue::Str(s.to_string())),
+            DimRef::Int(i) => Some(DimValue::Int(i)),
+            DimRef::Double(d) => Some(DimValue::Double(d)),
+            DimRef::Bool(b) => Some(DimValue::Bool(b)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    service: String,
+    name: String,
+    kind: i32,
+    status: i32,
+    dims: Vec<(usize, DimValue)>,
+}
+
+struct SeriesAgg {
+    count: u64,
+    sum: f64,
+    buckets: Vec<u64>,
+    start: u64,
+}
+
+struct ResourceAgg {
+    attributes: Vec<KeyValue>,
+    series: HashMap<SeriesKey, SeriesAgg>,
+}
+
+struct State {
+    resources: HashMap<String, ResourceAgg>,
+    last_flush: u64,
+}
+
+struct Inner {
+    config: SpanMetricsConfig,
+    bounds: Vec<f64>,
+    /// Which default dimensions are emitted (not excluded): service.name, span.name, span.kind, status.code.
+    defaults: [bool; 4],
+    next: ConsumerRef,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    spans_counted: Counter,
+    flush_failed: Counter,
+}
+
+pub struct SpanMetrics {
+    inner: Arc<Inner>,
+    ticker: Mutex<Option<(JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
+}
+
+impl SpanMetrics {
+    pub fn new(
+        config: SpanMetricsConfig,
+        next: ConsumerRef,
+        clock: Arc<dyn Clock>,
+        telemetry: &Telemetry,
+        id: &str,
+    ) -> Self {
+        let bounds = config.bounds();
+        let defaults = [SERVICE_NAME, SPAN_NAME, SPAN_KIND, STATUS_CODE]
+            .map(|d| !config.exclude_dimensions.iter().any(|e| e == d));
+        let now = clock.now_unix_nanos();
+        let labels = [("connector", id)];
+        SpanMetrics {
+            inner: Arc::new(Inner {
+                config,
+                bounds,
+                defaults,
+                next,
+                clock,
+                state: Mutex::new(State {
+                    resources: HashMap::new(),
+                    last_flush: now,
+                }),
+                spans_counted: telemetry.counter(
+                    "otelcol_connector_spanmetrics_spans_counted",
+                    "Spans aggregated into span metrics (sluice)",
+                    &labels,
+                ),
+                flush_failed: telemetry.counter(
+                    "otelcol_connector_spanmetrics_flush_failed",
+                    "Span-metric flushes the metrics pipeline refused (sluice)",
+                    &labels,
+                ),
+            }),
+            ticker: Mutex::new(None),
+        }
+    }
+
+    /// Emits the current metrics now (what the flush timer does).
+    pub async fn flush(&self) {
+        self.inner.flush().await;
+    }
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For each owner row, the attribute row of its first attribute named `key`.
+fn first_attr_rows(attrs: &RecordBatch, owners: usize, key: &str) -> Vec<Option<u32>> {
+    let mut out = vec![None; owners];
+    if attrs.num_rows() == 0 {
+        return out;
+    }
+    let keys = attrs
+        .column_by_name(col::KEY)
+        .expect("key")
+        .as_dictionary::<UInt32Type>();
+    let dict: &StringArray = keys.values().as_string::<i32>();
+    let is_key: Vec<bool> = (0..dict.len()).map(|i| dict.value(i) == key).collect();
+    if !is_key.contains(&true) {
+        return out;
+    }
+    let parents = parent_ids(attrs).values();
+    for (row, &k) in keys.keys().values().iter().enumerate() {
+        if is_key[k as usize] {
+            let o = &mut out[parents[row] as usize];
+            if o.is_none() {
+                *o = Some(row as u32);
+            }
+        }
+    }
+    out
+}
+
+fn attr_ref(attrs: &RecordBatch, row: u32) -> DimRef<'_> {
+    let row = row as usize;
+    let t = attrs
+        .column_by_name(col::TYPE)
+        .expect("type")
+        .as_primitive::<UInt8Type>()
+        .value(row);
+    match AnyValueType::from_u8(t) {
+        Some(AnyValueType::Str) => DimRef::Str(
+            attrs
+                .column_by_name(col::STR)
+                .expect("str")
+                .as_string::<i32>()
+                .value(row),
+        ),
+        Some(AnyValueType::Int) => DimRef::Int(
+            attrs
+                .column_by_name(col::INT)
+                .expect("int")
+                .as_primitive::<Int64Type>()
+                .value(row),
+        ),
+        Some(AnyValueType::Double) => DimRef::Double(
+            attrs
+                .column_by_name(col::DOUBLE)
+                .expect("double")
+                .as_primitive::<Float64Type>()
+                .value(row)
+                .to_bits(),
+        ),
+        Some(AnyValueType::Bool) => DimRef::Bool(
+            attrs
+                .column_by_name(col::BOOL)
+                .expect("bool")
+                .as_boolean()
+                .value(row),
+        ),
+        // Arrays, maps, bytes: rare as dimensions; they read as an empty string.
+        _ => DimRef::Str(""),
+    }
+}
+
+/// The attributes of resource row `r` as OTLP key-values (for the metrics' resource).
+fn resource_attributes(attrs: &RecordBatch, r: u32) -> Vec<KeyValue> {
+    let parents = parent_ids(attrs).values();
+    let keys = attrs
+        .column_by_name(col::KEY)
+        .expect("key")
+        .as_dictionary::<UInt32Type>();
+    let dict = keys.values().as_string::<i32>();
+    let bytes = attrs
+        .column_by_name(col::BYTES)
+        .expect("bytes")
+        .as_binary::<i32>();
+    let types = attrs
+        .column_by_name(col::TYPE)
+        .expect("type")
+        .as_primitive::<UInt8Type>();
+    let start = parents.partition_point(|&p| p < r);
+    let end = parents.partition_point(|&p| p <= r);
+    (start..end)
+        .map(|row| {
+            let value = match AnyValueType::from_u8(types.value(row)) {
+                Some(AnyValueType::Array | AnyValueType::Map) => {
+                    AnyValue::decode(bytes.value(row)).ok()
+                }
+                Some(AnyValueType::Bytes) => Some(AnyValue {
+                    value: Some(any_value::Value::BytesValue(bytes.value(row).to_vec())),
+                }),
+                Some(AnyValueType::Empty) => Some(AnyValue { value: None }),
+                Some(AnyValueType::Absent) | None => None,
+                _ => attr_ref(attrs, row as u32).owned().map(|v| v.to_any()),
+            };
+            KeyValue {
+                key: dict.value(keys.keys().value(row) as usize).to_string(),
+                value,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// A canonical key for a resource's attributes (all, or only `keep` when given).
+fn resource_key(attrs: &[KeyValue], keep: &[String]) -> String {
+    let mut parts: Vec<String> = attrs
+        .iter()
+        .filter(|kv| keep.is_empty() || keep.contains(&kv.key))
+        .map(|kv| format!("{}={:?}", kv.key, kv.value))
+        .collect();
+    parts.sort();
+    parts.join("\u{0}")
+}
+
+fn span_kind_str(k: i32) -> &'static str {
+    match k {
+        1 => "SPAN_KIND_INTERNAL",
+        2 => "SPAN_KIND_SERVER",
+        3 => "SPAN_KIND_CLIENT",
+        4 => "SPAN_KIND_PRODUCER",
+        5 => "SPAN_KIND_CONSUMER",
+        _ => "SPAN_KIND_UNSPECIFIED",
+    }
+}
+
+fn status_code_str(c: i32) -> &'static str {
+    match c {
+        1 => "STATUS_CODE_OK",
+        2 => "STATUS_CODE_ERROR",
+        _ => "STATUS_CODE_UNSET",
+    }
+}
+
+#[derive(Default)]
+struct LocalAgg {
+    count: u64,
+    sum: f64,
+    buckets: Vec<u64>,
+}
+
+impl Inner {
+    fn aggregate(&self, p: &Payload) {
+        let spans = p.table(Table::Spans);
+        let n = spans.num_rows();
+        if n == 0 {
+            return;
+        }
+        let span_attrs = p.table(Table::SpanAttrs);
+        let res_attrs = p.table(Table::ResourceAttrs);
+        let resources = p.table(Table::Resources).num_rows();
+        let service_rows = first_attr_rows(res_attrs, resources, SERVICE_NAME);
+        let scope_res = p.parent_ids(Table::Scopes).values();
+        let span_scope = p.parent_ids(Table::Spans).values();
+        let names = spans
+            .column_by_name(col::NAME)
+            .expect("name")
+            .as_dictionary::<UInt32Type>();
+        let name_idx = names.keys().values();
+        let name_dict = names.values().as_string::<i32>();
+        let kinds = spans
+            .column_by_name(col::KIND)
+            .expect("kind")
+            .as_primitive::<Int32Type>()
+            .values();
+        let status = spans
+            .column_by_name(col::STATUS_CODE)
+            .expect("status")
+            .as_primitive::<Int32Type>()
+            .values();
+        let start = spans
+            .column_by_name(col::START_TIME_UNIX_NANO)
+            .expect("start")
+            .as_primitive::<UInt64Type>()
+            .values();
+        let end = spans
+            .column_by_name(col::END_TIME_UNIX_NANO)
+            .expect("end")
+            .as_primitive::<UInt64Type>()
+            .values();
+        let dims = &self.config.dimensions;
+        let dim_span_rows: Vec<Vec<Option<u32>>> = dims
+            .iter()
+            .map(|d| first_attr_rows(span_attrs, n, &d.name))
+            .collect();
+        let dim_res_rows: Vec<Vec<Option<u32>>> = dims
+            .iter()
+            .map(|d| first_attr_rows(res_attrs, resources, &d.name))
+            .collect();
+        let div = self.config.unit_divider();
+        let mut local: HashMap<(u32, u32, i32, i32, Vec<DimRef>), LocalAgg> = HashMap::new();
+        let mut counted = 0u64;
+        for row in 0..n {
+            let r = scope_res[span_scope[row] as usize];
+            if service_rows[r as usize].is_none() {
+                continue;
+            }
+            let dim_vals: Vec<DimRef> = (0..dims.len())
+                .map(|d| {
+                    if let Some(a) = dim_span_rows[d][row] {
+                        attr_ref(span_attrs, a)
+                    } else if let Some(a) = dim_res_rows[d][r as usize] {
+                        attr_ref(res_attrs, a)
+                    } else {
+                        DimRef::Absent
+                    }
+                })
+                .collect();
+            let duration = if end[row] > start[row] {
+                (end[row] - start[row]) as f64 / div
+            } else {
+                0.0
+            };
+            let agg = local
+                .entry((r, name_idx[row], kinds[row], status[row], dim_vals))
+                .or_insert_with(|| LocalAgg {
+                    buckets: vec![0; self.bounds.len() + 1],
+                    ..Default::default()
+                });
+            agg.count += 1;
+            agg.sum += duration;
+            agg.buckets[self.bounds.partition_point(|b| *b < duration)] += 1;
+            counted += 1;
+        }
+        self.spans_counted.add(counted);
+        let now = self.clock.now_unix_nanos();
+        let keep = &self.config.resource_metrics_key_attributes;
+        let mut res_cache: HashMap<u32, (String, Vec<KeyValue>, String)> = HashMap::new();
+        let mut st = lock(&self.state);
+        for ((r, name, kind, status, dim_vals), agg) in local {
+            let (rkey, rattrs, service) = res_cache.entry(r).or_insert_with(|| {
+                let attrs = resource_attributes(res_attrs, r);
+                let service = service_rows[r as usize]
+                    .map(|a| match attr_ref(res_attrs, a) {
+                        DimRef::Str(s) => s.to_string(),
+                        _ => String::new(), // pdata Str() of a non-string
+                    })
+                    .unwrap_or_default();
+                (resource_key(&attrs, keep), attrs, service)
+            });
+            let res = st
+                .resources
+                .entry(rkey.clone())
+                .or_insert_with(|| ResourceAgg {
+                    attributes: rattrs.clone(),
+                    series: HashMap::new(),
+                });
+            let key = SeriesKey {
+                service: service.clone(),
+                name: name_dict.value(name as usize).to_string(),
+                kind,
+                status,
+                dims: dim_vals
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| {
+                        d.owned()
+                            .or_else(|| dims[i].default.clone().map(DimValue::Str))
+                            .map(|v| (i, v))
+                    })
+                    .collect(),
+            };
+            let s = res.series.entry(key).or_insert_with(|| SeriesAgg {
+                count: 0,
+                sum: 0.0,
+                buckets: vec![0; self.bounds.len() + 1],
+                start: now,
+            });
+            s.count += agg.count;
+            s.sum += agg.sum;
+            s.buckets
+                .iter_mut()
+                .zip(&agg.buckets)
+                .for_each(|(a, b)| *a += b);
+        }
+    }
+
+    /// Builds the metrics payload and resets state for delta temporality.
+    fn build(&self) -> Option<Payload> {
+        let now = self.clock.now_unix_nanos();
+        let delta = self.config.delta();
+        let temporality = if delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        } as i32;
+        let ns = &self.config.namespace;
+        let metric_name = |m: &str| {
+            if ns.is_empty() {
+                m.to_string()
+            } else {
+                format!("{ns}.{m}")
+            }
+        };
+        let unit = self
+            .config
+            .histogram
+            .unit
+            .clone()
+            .unwrap_or_else(|| "ms".into());
+        let mut st = lock(&self.state);
+        let last_flush = std::mem::replace(&mut st.last_flush, now);
+        if st.resources.is_empty() {
+            return None;
+        }
+        let mut resource_metrics = Vec::new();
+        let mut resources: Vec<(&String, &ResourceAgg)> = st.resources.iter().collect();
+        resources.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, res) in resources {
+            let mut series: Vec<(&SeriesKey, &SeriesAgg)> = res.series.iter().collect();
+            series.sort_by(|a, b| {
+                (&a.0.service, &a.0.name, a.0.kind, a.0.status, &a.0.dims).cmp(&(
+                    &b.0.service,
+                    &b.0.name,
+                    b.0.kind,
+                    b.0.status,
+                    &b.0.dims,
+                ))
+            });
+            let attrs_of = |k: &SeriesKey| -> Vec<KeyValue> {
+                let s = |v: &str| AnyValue {
+                    value: Some(any_value::Value::StringValue(v.to_string())),
+                };
+                let defaults = [
+                    (SERVICE_NAME, s(&k.service)),
+                    (SPAN_NAME, s(&k.name)),
+                    (SPAN_KIND, s(span_kind_str(k.kind))),
+                    (STATUS_CODE, s(status_code_str(k.status))),
+                ];
+                let mut out: Vec<KeyValue> = defaults
+                    .into_iter()
+                    .zip(self.defaults)
+                    .filter(|(_, keep)| *keep)
+                    .map(|((key, v), _)| KeyValue {
+                        key: key.into(),
+                        value: Some(v),
+                        ..Default::default()
+                    })
+                    .collect();
+                out.extend(k.dims.iter().map(|(i, v)| KeyValue {
+                    key: self.config.dimensions[*i].name.clone(),
+                    value: Some(v.to_any()),
+                    ..Default::default()
+                }));
+                out
+            };
+            let start_of = |s: &SeriesAgg| {
+                if delta {
+                    last_flush.max(s.start)
+                } else {
+                    s.start
+                }
+            };
+            let mut metrics = vec![Metric {
+                name: metric_name("calls"),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: series
+                        .iter()
+                        .map(|(k, s)| NumberDataPoint {
+                            attributes: attrs_of(k),
+                            start_time_unix_nano: start_of(s),
+                            time_unix_nano: now,
+                            value: Some(number_data_point::Value::AsInt(s.count as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    aggregation_temporality: temporality,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            }];
+            if !self.config.histogram.disable {
+                metrics.push(Metric {
+                    name: metric_name("duration"),
+                    unit: unit.clone(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: series
+                            .iter()
+                            .map(|(k, s)| HistogramDataPoint {
+                                attributes: attrs_of(k),
+                                start_time_unix_nano: start_of(s),
+                                time_unix_nano: now,
+                                count: s.count,
+                                sum: Some(s.sum),
+                                bucket_counts: s.buckets.clone(),
+                                explicit_bounds: self.bounds.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        aggregation_temporality: temporality,
+                    })),
+                    ..Default::default()
+                });
+            }
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: res.attributes.clone(),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "spanmetricsconnector".into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        if delta {
+            st.resources.clear();
+        }
+        drop(st);
+        let bytes = ExportMetricsServiceRequest { resource_metrics }.encode_to_vec();
+        match crate::otlp::decode_metrics(&bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "spanmetrics: cannot build metrics (internal error)");
+                None
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        if let Some(p) = self.build()
+            && let Err(e) = self.next.consume(p).await
+        {
+            tracing::warn!(error = %e, "spanmetrics: the metrics pipeline refused span metrics");
+            self.flush_failed.add(1);
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        let interval = self.config.metrics_flush_interval.as_nanos() as u64;
+        self.clock.now_unix_nanos() >= lock(&self.state).last_flush.saturating_add(interval)
+    }
+}
+
+impl Consumer for SpanMetrics {
+    fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            self.inner.aggregate(&payload);
+            if self.inner.clock.is_virtual() && self.inner.flush_due() {
+                self.inner.flush().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Lifecycle for SpanMetrics {
+    fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(async move {
+            if self.inner.clock.is_virtual() {
+                return Ok(());
+            }
+            let inner = self.inner.clone();
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let stopped = stop.clone();
+            let period = inner.config.metrics_flush_interval;
+            let handle = tokio::spawn(async move {
+                let mut interval =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => inner.flush().await,
+                        _ = stopped.notified() => return,
+                    }
+                }
+            });
+            *self.ticker.lock().unwrap_or_else(|e| e.into_inner()) = Some((handle, stop));
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((handle, stop)) = ticker {
+                stop.notify_one();
+                let _ = handle.await;
+            }
+            self.inner.flush().await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,390 @@
+//! spanmetrics: counts and histograms per series, and — wired before tail sampling in a real
+//! pipeline graph — counts every span received, not only the kept ones.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use super::*;
+use crate::clock::VirtualClock;
+use crate::component::{Service as Svc, SignalConsumers};
+use crate::config::{Registry, Source, load};
+use crate::health::Health;
+use crate::otlp::testing::reference_traces;
+use crate::processors::test_support::Capture;
+use crate::service::Service;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `n` spans of `service`: span i has trace i, duration (i % 4) * 3 ms, status error if i % 5 == 0.
+fn spans(service: Option<&str>, first: u64, n: u64) -> Payload {
+    let spans = (first..first + n)
+        .map(|i| {
+            // Random-looking trace ids, as real ones are (the Collector's FNV-1a hash barely
+            // moves its top bits for ids that differ only in their last bytes).
+            let mix = |x: u64| {
+                (x ^ 0x5851_F42D_4C95_7F2D)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .rotate_left(29)
+                    .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            };
+            let mut tid = mix(i).to_le_bytes().to_vec();
+            tid.extend_from_slice(&mix(i ^ 0xFFFF).to_le_bytes());
+            Span {
+                trace_id: tid,
+                span_id: i.to_be_bytes().to_vec(),
+                name: if i % 2 == 0 {
+                    "GET /a".into()
+                } else {
+                    "GET /b".into()
+                },
+                kind: 2,
+                start_time_unix_nano: T0,
+                end_time_unix_nano: T0 + (i % 4) * 3 * MS,
+                status: Some(Status {
+                    code: if i % 5 == 0 { 2 } else { 0 },
+                    ..Default::default()
+                }),
+                attributes: vec![kv("http.method", "GET")],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let mut attributes = vec![kv("k8s.pod.name", "pod-1")];
+    if let Some(s) = service {
+        attributes.push(kv("service.name", s));
+    }
+    reference_traces(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn decode(p: &Payload) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest::decode(crate::otlp::encode_to_vec(p).as_slice()).unwrap()
+}
+
+fn attr(kvs: &[KeyValue], k: &str) -> String {
+    kvs.iter()
+        .find(|x| x.key == k)
+        .and_then(|x| x.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// (span.name, status.code) -> calls; and the same key -> (histogram count, sum, buckets).
+type Calls = BTreeMap<(String, String), i64>;
+type Durations = BTreeMap<(String, String), (u64, f64, Vec<u64>)>;
+
+fn summarize(reqs: &[ExportMetricsServiceRequest]) -> (Calls, Durations) {
+    let mut calls = BTreeMap::new();
+    let mut durations = BTreeMap::new();
+    for req in reqs {
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                assert_eq!(sm.scope.as_ref().unwrap().name, "spanmetricsconnector");
+                for m in &sm.metrics {
+                    match &m.data {
+                        Some(Data::Sum(s)) => {
+                            assert_eq!(m.name, "traces.span.metrics.calls");
+                            assert!(s.is_monotonic);
+                            for dp in &s.data_points {
+                                let k = (
+                                    attr(&dp.attributes, "span.name"),
+                                    attr(&dp.attributes, "status.code"),
+                                );
+                                let Some(number_data_point::Value::AsInt(v)) = dp.value else {
+                                    panic!()
+                                };
+                                calls.insert(k, v);
+                            }
+                        }
+                        Some(Data::Histogram(h)) => {
+                            assert_eq!(
+                                (m.name.as_str(), m.unit.as_str()),
+                                ("traces.span.metrics.duration", "ms")
+                            );
+                            for dp in &h.data_points {
+                                let k = (
+                                    attr(&dp.attributes, "span.name"),
+                                    attr(&dp.attributes, "status.code"),
+                                );
+                                durations.insert(
+                                    k,
+                                    (dp.count, dp.sum.unwrap(), dp.bucket_counts.clone()),
+                                );
+                            }
+                        }
+                        other => panic!("unexpected metric {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+    (calls, durations)
+}
+
+fn connector(yaml: &str) -> (SpanMetrics, Capture, Arc<VirtualClock>) {
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+    let parsed = SpanMetricsFactory.parse_config(&v).unwrap();
+    let config = parsed.downcast::<SpanMetricsConfig>().unwrap();
+    let out = Capture::default();
+    let clock = VirtualClock::new(T0);
+    let c = SpanMetrics::new(
+        (*config).clone(),
+        Arc::new(out.clone()),
+        clock.clone(),
+        &Telemetry::new(),
+        "spanmetrics",
+    );
+    (c, out, clock)
+}
+
+#[tokio::test]
+async fn counts_calls_and_durations_per_service_name_kind_and_status() {
+    let (c, out, _) = connector("{}");
+    c.consume(spans(Some("checkout"), 0, 40)).await.unwrap();
+    c.consume(spans(None, 100, 10)).await.unwrap(); // no service.name: not counted
+    c.flush().await;
+    let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+    assert_eq!(reqs.len(), 1);
+    let rm = &reqs[0].resource_metrics;
+    assert_eq!(rm.len(), 1);
+    let res = rm[0].resource.as_ref().unwrap();
+    assert_eq!(attr(&res.attributes, "service.name"), "checkout");
+    assert_eq!(attr(&res.attributes, "k8s.pod.name"), "pod-1");
+    let dp = match &rm[0].scope_metrics[0].metrics[0].data {
+        Some(Data::Sum(s)) => &s.data_points[0],
+        _ => panic!(),
+    };
+    assert_eq!(attr(&dp.attributes, "service.name"), "checkout");
+    assert_eq!(attr(&dp.attributes, "span.kind"), "SPAN_KIND_SERVER");
+    let (calls, durations) = summarize(&reqs);
+    // 40 spans: even -> /a, odd -> /b; i % 5 == 0 -> error.
+    let want: Calls = [
+        (("GET /a".to_string(), "STATUS_CODE_ERROR".to_string()), 4),
+        (("GET /a".into(), "STATUS_CODE_UNSET".into()), 16),
+        (("GET /b".into(), "STATUS_CODE_ERROR".into()), 4),
+        (("GET /b".into(), "STATUS_CODE_UNSET".into()), 16),
+    ]
+    .into();
+    assert_eq!(calls, want);
+    assert_eq!(calls.values().sum::<i64>(), 40);
+    // /a spans (even i) last 0 or 6 ms: buckets le=2 (0 ms) and le=6 (6 ms).
+    let (count, sum, buckets) =
+        &durations[&("GET /a".to_string(), "STATUS_CODE_UNSET".to_string())];
+    assert_eq!(*count, 16);
+    assert_eq!(buckets.len(), 17);
+    assert_eq!(buckets[0] + buckets[2], 16, "{buckets:?}");
+    assert_eq!(*sum, buckets[2] as f64 * 6.0);
+}
+
+#[tokio::test]
+async fn cumulative_keeps_counting_and_delta_resets() {
+    for (temporality, second) in [
+        ("AGGREGATION_TEMPORALITY_CUMULATIVE", 80),
+        ("AGGREGATION_TEMPORALITY_DELTA", 40),
+    ] {
+        let (c, out, clock) = connector(&format!(
+            "{{aggregation_temporality: {temporality}, dimensions: [{{name: http.method}}, {{name: tenant, default: none}}]}}"
+        ));
+        c.consume(spans(Some("s"), 0, 40)).await.unwrap();
+        c.flush().await;
+        clock.advance_to(T0 + 60_000 * MS);
+        c.consume(spans(Some("s"), 0, 40)).await.unwrap();
+        c.flush().await;
+        let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+        let (calls, _) = summarize(&reqs[1..]);
+        assert_eq!(calls.values().sum::<i64>(), second, "{temporality}");
+        let dp = match &reqs[1].resource_metrics[0].scope_metrics[0].metrics[0].data {
+            Some(Data::Sum(s)) => s.data_points[0].clone(),
+            _ => panic!(),
+        };
+        assert_eq!(attr(&dp.attributes, "http.method"), "GET");
+        assert_eq!(
+            attr(&dp.attributes, "tenant"),
+            "none",
+            "the default fills a missing dimension"
+        );
+    }
+}
+
+#[test]
+fn unsupported_options_are_refused_by_name() {
+    let err = |yaml: &str| {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        SpanMetricsFactory
+            .parse_config(&v)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        err("{exemplars: {enabled: true}}")
+            .contains("exemplars.enabled: exemplars is not supported")
+    );
+    assert!(
+        err("{dimensions: [{name: span.kind}]}").contains("duplicate dimension name span.kind")
+    );
+    assert!(err("{aggregation_temporality: SOMETIMES}").contains("aggregation_temporality"));
+    assert!(err("{histogram: {unit: h}}").contains("histogram.unit"));
+    assert!(err("{dimensionz: []}").contains("unknown field `dimensionz`"));
+}
+
+/// A receiver that hands its consumers to the test, and an exporter that records.
+struct TestComponents {
+    receivers: Arc<Mutex<Vec<SignalConsumers>>>,
+    exported: Arc<Mutex<BTreeMap<String, Capture>>>,
+    kind: Kind,
+}
+
+impl Lifecycle for TestComponents {}
+impl Factory for TestComponents {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn type_name(&self) -> &'static str {
+        if self.kind == Kind::Receiver {
+            "test"
+        } else {
+            "capture"
+        }
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Traces, Signal::Metrics]
+    }
+    fn description(&self) -> &'static str {
+        "test"
+    }
+    fn parse_config(&self, _: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        Ok(Arc::new(()))
+    }
+    fn build_receiver(
+        &self,
+        _: BuildContext,
+        consumers: SignalConsumers,
+    ) -> Result<Arc<dyn Svc>, ComponentError> {
+        self.receivers.lock().unwrap().push(consumers);
+        Ok(Arc::new(TestComponents {
+            receivers: Arc::default(),
+            exported: Arc::default(),
+            kind: Kind::Receiver,
+        }))
+    }
+    fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
+        let c = Capture::default();
+        self.exported
+            .lock()
+            .unwrap()
+            .insert(ctx.id.to_string(), c.clone());
+        Ok(Arc::new(c))
+    }
+}
+
+impl Lifecycle for Capture {}
+
+#[tokio::test]
+async fn before_tail_sampling_spanmetrics_counts_every_span_received_not_only_the_kept() {
+    let receivers: Arc<Mutex<Vec<SignalConsumers>>> = Arc::default();
+    let exported: Arc<Mutex<BTreeMap<String, Capture>>> = Arc::default();
+    let mut factories: Vec<Arc<dyn Factory>> = vec![
+        Arc::new(TestComponents {
+            receivers: receivers.clone(),
+            exported: exported.clone(),
+            kind: Kind::Receiver,
+        }),
+        Arc::new(TestComponents {
+            receivers: receivers.clone(),
+            exported: exported.clone(),
+            kind: Kind::Exporter,
+        }),
+    ];
+    factories.extend(crate::processors::factories());
+    factories.extend(crate::connectors::factories());
+    let registry = Registry::new(factories);
+    let yaml = "
+receivers: {test: {}}
+processors:
+  tail_sampling:
+    decision_wait: 30s
+    policies: [{name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}]
+exporters: {capture/traces: {}, capture/metrics: {}}
+connectors: {spanmetrics: {}}
+service:
+  pipelines:
+    traces/spanmetrics: {receivers: [test], exporters: [spanmetrics]}
+    traces: {receivers: [test], processors: [tail_sampling], exporters: [capture/traces]}
+    metrics/spanmetrics: {receivers: [spanmetrics], exporters: [capture/metrics]}
+";
+    let cfg = load(
+        &[Source {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+        }],
+        &|_| None,
+        &registry,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let clock = VirtualClock::new(T0);
+    let telemetry = Telemetry::new();
+    let svc = Service::build(&cfg, &registry, &telemetry, clock, Health::default()).unwrap();
+    svc.start().await.unwrap();
+    let consumers = receivers.lock().unwrap().pop().unwrap();
+    let mut sent = 0;
+    for k in 0..20u64 {
+        consumers[&Signal::Traces]
+            .consume(spans(Some("frontend"), k * 500, 500))
+            .await
+            .unwrap();
+        sent += 500;
+    }
+    // SIGTERM path: tail sampling decides everything, spanmetrics flushes, exporters get it.
+    svc.shutdown().await;
+    let exported = exported.lock().unwrap();
+    let kept = exported["capture/traces"].items() as i64;
+    let reqs: Vec<_> = exported["capture/metrics"]
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(decode)
+        .collect();
+    let (calls, _) = summarize(&reqs);
+    assert_eq!(
+        calls.values().sum::<i64>(),
+        sent,
+        "calls count every span received"
+    );
+    assert!(
+        (4000..6000).contains(&kept),
+        "about half kept: {kept}\n{}",
+        telemetry.render()
+    );
+}

@@ -1,0 +1,426 @@
+//! Where undecided spans wait: one [`Shard`] per lock, each a time wheel of [`Bucket`]s keyed
+//! by the tick at which their traces are decided.
+//!
+//! A trace belongs to the bucket of its deadline (first arrival + `decision_wait`, rounded up
+//! to a tick) for its whole life, and every span of it — the first ones and the late ones — is
+//! appended to that bucket. So when a bucket fires, its spans are exactly the spans of the
+//! traces being decided: no search, no partial segments left behind.
+//!
+//! Spans arrive as [`Part`]s (a `Payload` filtered to the bucket's rows, plus each row's trace
+//! ordinal in the bucket). Parts are *sealed* into a [`Segment`] once a bucket holds
+//! [`SEAL_SPANS`] unsealed spans (and, at each tick, when it holds [`SEAL_MIN_SPANS`]): the
+//! parts are concatenated and written as Arrow IPC with buffer compression (LZ4 frame or zstd,
+//! arrow's `ipc_compression`), which removes what makes decoded spans large in memory —
+//! mostly-null typed value columns and repeated strings (`BENCHMARKS.md`). A bucket's segments
+//! are read back once, when it fires.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Cursor;
+use std::num::NonZeroUsize;
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use arrow::ipc::CompressionType;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use lru::LruCache;
+
+use super::policy::{Part, TraceId};
+use crate::payload::{Payload, PayloadError};
+use crate::schema::{Signal, Table};
+
+/// Unsealed spans in a bucket that trigger sealing on arrival.
+pub const SEAL_SPANS: usize = 4096;
+/// At each tick, buckets with at least this many unsealed spans are sealed (fewer are left as
+/// they are: tiny segments compress badly, and what stays unsealed is bounded by
+/// `SEAL_MIN_SPANS` per bucket).
+pub const SEAL_MIN_SPANS: usize = 256;
+
+/// How sealed segments are compressed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Lz4,
+    Zstd,
+    /// IPC without compression (for comparison in benchmarks).
+    None,
+}
+
+impl Compression {
+    fn options(self) -> Result<IpcWriteOptions, ArrowError> {
+        let kind = match self {
+            Compression::Lz4 => Some(CompressionType::LZ4_FRAME),
+            Compression::Zstd => Some(CompressionType::ZSTD),
+            Compression::None => None,
+        };
+        IpcWriteOptions::default().try_with_compression(kind)
+    }
+}
+
+/// Sealed spans: every table of a traces payload as a length-prefixed Arrow IPC stream (an
+/// empty table is a zero length), plus the rows' trace ordinals.
+pub struct Segment {
+    bytes: Vec<u8>,
+    ordinals: Vec<u32>,
+}
+
+impl Segment {
+    pub fn seal(parts: Vec<Part>, compression: Compression) -> Result<Segment, PayloadError> {
+        let mut ordinals = Vec::with_capacity(parts.iter().map(|p| p.ordinals.len()).sum());
+        let mut payloads = Vec::with_capacity(parts.len());
+        for p in parts {
+            ordinals.extend_from_slice(&p.ordinals);
+            payloads.push(p.payload);
+        }
+        let payload = match payloads.len() {
+            1 => payloads.pop().expect("one payload"),
+            _ => Payload::concat(Signal::Traces, &payloads)?,
+        };
+        let options = compression.options()?;
+        let mut bytes = Vec::new();
+        for (_, batch) in payload.tables() {
+            let at = bytes.len();
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let mut w =
+                StreamWriter::try_new_with_options(&mut bytes, &batch.schema(), options.clone())?;
+            w.write(batch)?;
+            w.finish()?;
+            drop(w);
+            let len = (bytes.len() - at - 4) as u32;
+            bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        bytes.shrink_to_fit();
+        ordinals.shrink_to_fit();
+        Ok(Segment { bytes, ordinals })
+    }
+
+    pub fn open(&self) -> Result<Part, PayloadError> {
+        let mut tables = Vec::with_capacity(Signal::Traces.tables().len());
+        let mut at = 0usize;
+        for &t in Signal::Traces.tables() {
+            let len_bytes: [u8; 4] = self
+                .bytes
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt(t))?;
+            let len = u32::from_le_bytes(len_bytes) as usize;
+            at += 4;
+            let batch = if len == 0 {
+                RecordBatch::new_empty(t.schema())
+            } else {
+                let stream = self.bytes.get(at..at + len).ok_or_else(|| corrupt(t))?;
+                let reader = StreamReader::try_new(Cursor::new(stream), None)?;
+                let mut batches = reader.collect::<Result<Vec<_>, _>>()?;
+                match batches.len() {
+                    1 => batches.pop().expect("one batch"), // what seal writes: no copy
+                    _ => arrow::compute::concat_batches(&t.schema(), &batches)?,
+                }
+            };
+            at += len;
+            tables.push((t, batch));
+        }
+        Ok(Part {
+            payload: Payload::from_tables(Signal::Traces, tables)?,
+            ordinals: self.ordinals.clone(),
+        })
+    }
+
+    pub fn spans(&self) -> usize {
+        self.ordinals.len()
+    }
+
+    /// Bytes this segment keeps allocated.
+    pub fn resident_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ordinals.capacity() * 4 + std::mem::size_of::<Self>()
+    }
+}
+
+fn corrupt(t: Table) -> PayloadError {
+    PayloadError::Invariant {
+        table: t,
+        detail: "tail_sampling segment is truncated (internal error)".into(),
+    }
+}
+
+/// The traces decided at one tick, and all their spans.
+#[derive(Default)]
+pub struct Bucket {
+    pub ids: Vec<TraceId>,
+    /// The clock when the first trace of this bucket arrived.
+    pub first_seen: u64,
+    pub segments: Vec<Segment>,
+    pub pending: Vec<Part>,
+    pub pending_spans: usize,
+    pub spans: usize,
+    /// Bytes held (segments, unsealed parts, trace ids), kept up to date for the gauge.
+    pub bytes: usize,
+}
+
+impl Bucket {
+    /// Seals the unsealed parts into one segment; returns the change in resident bytes.
+    fn seal(&mut self, compression: Compression) -> Result<isize, PayloadError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let before: usize = self.pending.iter().map(part_bytes).sum();
+        // Parts are cheap to clone (shared buffers): if sealing fails they stay pending, and the
+        // bucket is decided from them as they are.
+        let seg = Segment::seal(self.pending.clone(), compression)?;
+        self.pending.clear();
+        self.pending_spans = 0;
+        let after = seg.resident_bytes();
+        self.segments.push(seg);
+        self.bytes = self.bytes + after - before;
+        Ok(after as isize - before as isize)
+    }
+
+    /// Every part of this bucket, sealed ones decoded, in arrival order.
+    pub fn open(self) -> Result<(Vec<TraceId>, Vec<Part>), PayloadError> {
+        let mut parts = Vec::with_capacity(self.segments.len() + self.pending.len());
+        for s in &self.segments {
+            parts.push(s.open()?);
+        }
+        parts.extend(self.pending);
+        Ok((self.ids, parts))
+    }
+}
+
+pub fn part_bytes(p: &Part) -> usize {
+    p.payload.memory_size() + p.ordinals.capacity() * 4
+}
+
+/// Decisions remembered after a trace's spans are released, so late spans follow them.
+///
+/// With `decision_cache` sizes set, two LRU caches as in the Collector. A kind whose cache size
+/// is 0 uses a FIFO of the most recent `fallback` decisions instead: the Collector keeps a
+/// decided trace in its trace map until `num_traces` newer traces push it out, which is the
+/// same reach.
+pub struct DecisionMemory {
+    sampled: Option<LruCache<TraceId, u64>>,
+    not_sampled: Option<LruCache<TraceId, u64>>,
+    recent: HashMap<TraceId, (bool, u64)>,
+    recent_order: VecDeque<TraceId>,
+    recent_cap: usize,
+}
+
+impl DecisionMemory {
+    pub fn new(sampled_cache: usize, non_sampled_cache: usize, fallback: usize) -> Self {
+        DecisionMemory {
+            sampled: NonZeroUsize::new(sampled_cache).map(LruCache::new),
+            not_sampled: NonZeroUsize::new(non_sampled_cache).map(LruCache::new),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            recent_cap: fallback.max(1),
+        }
+    }
+
+    /// `Some((sampled, decided_at))` if the trace was decided and is still remembered.
+    pub fn get(&mut self, id: &TraceId) -> Option<(bool, u64)> {
+        if let Some(at) = self.sampled.as_mut().and_then(|c| c.get(id)) {
+            return Some((true, *at));
+        }
+        if let Some(at) = self.not_sampled.as_mut().and_then(|c| c.get(id)) {
+            return Some((false, *at));
+        }
+        self.recent.get(id).copied()
+    }
+
+    pub fn record(&mut self, id: TraceId, sampled: bool, at: u64) {
+        let cache = if sampled {
+            self.sampled.as_mut()
+        } else {
+            self.not_sampled.as_mut()
+        };
+        match cache {
+            Some(c) => {
+                c.put(id, at);
+            }
+            None => {
+                if self.recent.insert(id, (sampled, at)).is_none() {
+                    self.recent_order.push_back(id);
+                }
+                while self.recent_order.len() > self.recent_cap {
+                    if let Some(old) = self.recent_order.pop_front() {
+                        self.recent.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a span goes on arrival.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Buffered: the trace's bucket (fire tick) and ordinal in it.
+    Buffer(u64, u32),
+    /// Its trace was decided: sampled (bool) at the given time.
+    Decided(bool, u64),
+}
+
+/// One lock's worth of the store.
+pub struct Shard {
+    /// Undecided traces: fire tick of their bucket, ordinal in it.
+    pub traces: HashMap<TraceId, (u64, u32)>,
+    pub wheel: BTreeMap<u64, Bucket>,
+    pub memory: DecisionMemory,
+}
+
+/// What ingesting one payload into one shard did.
+#[derive(Default, Debug)]
+pub struct Ingested {
+    pub new_traces: u64,
+    pub buffered_spans: usize,
+    /// Change in resident bytes.
+    pub bytes: isize,
+    /// Late spans by cached decision.
+    pub late_sampled_spans: usize,
+    pub late_not_sampled_spans: usize,
+    /// Age in seconds (now − decision time) of each late trace group.
+    pub late_ages: Vec<f64>,
+}
+
+impl Shard {
+    pub fn new(memory: DecisionMemory) -> Self {
+        Shard {
+            traces: HashMap::new(),
+            wheel: BTreeMap::new(),
+            memory,
+        }
+    }
+
+    /// Routes `rows` of `payload` (their trace ids in `ids`, indexed by row): spans of decided
+    /// traces set `pass[row]` when sampled; the rest are appended to their buckets, a new trace
+    /// going to the bucket of `new_fire_tick`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest(
+        &mut self,
+        payload: &Payload,
+        ids: &[TraceId],
+        rows: &[u32],
+        now: u64,
+        new_fire_tick: u64,
+        compression: Compression,
+        pass: &mut [bool],
+    ) -> Result<Ingested, PayloadError> {
+        let mut out = Ingested::default();
+        // (fire tick, mask over the payload's span rows, ordinals in row order)
+        let mut groups: Vec<(u64, Vec<bool>, Vec<u32>)> = Vec::new();
+        let mut last: Option<(TraceId, Route)> = None;
+        for &row in rows {
+            let id = &ids[row as usize];
+            let route = match last {
+                Some((prev, r)) if prev == *id => r,
+                _ => {
+                    let r = self.route(id, now, new_fire_tick, &mut out);
+                    if let Route::Decided(_, at) = r {
+                        out.late_ages.push(now.saturating_sub(at) as f64 / 1e9);
+                    }
+                    last = Some((*id, r));
+                    r
+                }
+            };
+            match route {
+                Route::Decided(true, _) => {
+                    pass[row as usize] = true;
+                    out.late_sampled_spans += 1;
+                }
+                Route::Decided(false, _) => out.late_not_sampled_spans += 1,
+                Route::Buffer(tick, ordinal) => {
+                    let g = match groups.iter().position(|g| g.0 == tick) {
+                        Some(i) => i,
+                        None => {
+                            groups.push((tick, vec![false; pass.len()], Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    groups[g].1[row as usize] = true;
+                    groups[g].2.push(ordinal);
+                }
+            }
+        }
+        for (tick, mask, ordinals) in groups {
+            let part_payload = if ordinals.len() == pass.len() {
+                payload.clone() // every span of the payload: no copy
+            } else {
+                payload.filter(Table::Spans, &mask)?
+            };
+            let part = Part {
+                payload: part_payload,
+                ordinals,
+            };
+            let bucket = self
+                .wheel
+                .get_mut(&tick)
+                .expect("routed to an existing bucket");
+            let size = part_bytes(&part);
+            let spans = part.ordinals.len();
+            bucket.pending.push(part);
+            bucket.pending_spans += spans;
+            bucket.spans += spans;
+            bucket.bytes += size;
+            out.buffered_spans += spans;
+            out.bytes += size as isize;
+            if bucket.pending_spans >= SEAL_SPANS {
+                // The spans are buffered either way: a failed seal leaves them unsealed.
+                match bucket.seal(compression) {
+                    Ok(d) => out.bytes += d,
+                    Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn route(&mut self, id: &TraceId, now: u64, new_fire_tick: u64, out: &mut Ingested) -> Route {
+        if let Some(&(tick, ordinal)) = self.traces.get(id) {
+            return Route::Buffer(tick, ordinal);
+        }
+        if let Some((sampled, at)) = self.memory.get(id) {
+            return Route::Decided(sampled, at);
+        }
+        let bucket = self.wheel.entry(new_fire_tick).or_insert_with(|| Bucket {
+            first_seen: now,
+            ..Bucket::default()
+        });
+        let ordinal = bucket.ids.len() as u32;
+        bucket.ids.push(*id);
+        bucket.bytes += std::mem::size_of::<TraceId>();
+        self.traces.insert(*id, (new_fire_tick, ordinal));
+        out.new_traces += 1;
+        out.bytes += std::mem::size_of::<TraceId>() as isize + TRACE_INDEX_ENTRY_BYTES as isize;
+        Route::Buffer(new_fire_tick, ordinal)
+    }
+
+    /// Removes and returns the bucket firing first if it is due at `now_tick` (or `force`),
+    /// together with the bytes it held; its traces leave the index.
+    pub fn take_next(&mut self, now_tick: u64, force: bool) -> Option<(u64, Bucket)> {
+        let (&tick, _) = self.wheel.first_key_value()?;
+        if tick > now_tick && !force {
+            return None;
+        }
+        let bucket = self.wheel.remove(&tick)?;
+        for id in &bucket.ids {
+            self.traces.remove(id);
+        }
+        Some((tick, bucket))
+    }
+
+    /// Seals buckets holding at least [`SEAL_MIN_SPANS`] unsealed spans; returns the change in
+    /// resident bytes.
+    pub fn seal_idle(&mut self, compression: Compression) -> Result<isize, PayloadError> {
+        let mut delta = 0;
+        for b in self.wheel.values_mut() {
+            if b.pending_spans >= SEAL_MIN_SPANS {
+                delta += b.seal(compression)?;
+            }
+        }
+        Ok(delta)
+    }
+}
+
+/// What one trace costs in the shard's index besides its id in the bucket (hash map entry:
+/// 16-byte key, 12-byte value, control byte, padding; at the map's typical load).
+pub const TRACE_INDEX_ENTRY_BYTES: usize = 40;
