@@ -444,20 +444,3 @@ fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
     }
     assert_eq!(calls, 80_000, "spanmetrics counted every span received");
 }
-
-#[test]
-fn the_tail_sampling_gateway_config_validates() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/k8s/config/gateway-tail-sampling.yaml"
-    );
-    let out = sluice()
-        .args(["validate", "--config", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}

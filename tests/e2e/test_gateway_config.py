@@ -4,12 +4,20 @@ SDK self-trace and bare-connection noise; the otlp/jaeger exporter (pointed at a
 JAEGER_ENDPOINT) delivers exactly the request, cleaned, with peer.service on the DB/queue
 client spans; self-telemetry counts the dropped spans under the Collector's name.
 
-sluice runs on the file as shipped plus a second --config that only moves the listeners to
-free loopback ports (files merge as the Collector merges them)."""
+The request trace has a failed Redis call, so the shipped tail_sampling keeps it by its `errors`
+policy; spanmetrics (ahead of sampling) counts its spans into the prometheus exporter.
+
+sluice runs on the file as shipped plus a second --config that moves the listeners to free
+loopback ports and shortens the waits (decision_wait, flush intervals) so the test takes
+seconds (files merge as the Collector merges them)."""
 
 from __future__ import annotations
 
+import time
+import urllib.request
+
 import pytest
+from opentelemetry.trace import Status, StatusCode
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.trace import SpanKind
 
-from conftest import REPO_ROOT, Sluice, free_port
+from conftest import REPO_ROOT, Sluice, free_port, metric_sum
 
 GATEWAY = REPO_ROOT / "k8s" / "config" / "gateway.yaml"
 
@@ -49,7 +57,10 @@ def gateway(tmp_path, sink, monkeypatch):
             "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
             "http": {"endpoint": f"127.0.0.1:{free_port()}"},
         }}},
-        "processors": {"batch": {"timeout": "100ms"}},
+        "processors": {"batch": {"timeout": "100ms"},
+                       "tail_sampling": {"decision_wait": "1s"}},
+        "connectors": {"spanmetrics": {"metrics_flush_interval": "1s"}},
+        "exporters": {"prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
     }
     g = GatewaySluice(override, tmp_path, "gateway").start()
     yield g
@@ -80,8 +91,8 @@ def send(endpoint: str) -> tuple[set[str], set[str], dict[str, str]]:
         with tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes={
             "db.system": "redis", "db.statement": "GET cart:42",
             "net.peer.name": "redis-master.cache.svc", "net.peer.port": 6379,
-        }):
-            pass
+        }) as redis_get:
+            redis_get.set_status(Status(StatusCode.ERROR, "READONLY replica"))
         with tracer.start_as_current_span("SELECT orders", kind=SpanKind.CLIENT, attributes={
             "db.system": "postgresql", "server.address": "orders-db.data.svc",
             "server.port": 5432,
@@ -153,3 +164,17 @@ def test_gateway_config_with_the_python_sdk(gateway, sink):
         assert s["attributes"].get("peer.service") == peer.get(s["name"]), s
     pg = next(s for s in spans if s["name"] == "SELECT orders")
     assert pg["attributes"]["server.address"] == "orders-db.data.svc"
+
+    # spanmetrics ahead of tail sampling: one call per kept span (the noise was filtered before
+    # it), on the gateway's prometheus exporter, with the resource attributes as labels.
+    prom = gateway.config["exporters"]["prometheus"]["endpoint"]
+
+    def calls() -> float | None:
+        with urllib.request.urlopen(f"http://{prom}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return metric_sum(text, "traces_span_metrics_calls_total", service_name="orders")
+
+    deadline = time.monotonic() + 15
+    while calls() != len(kept) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert calls() == len(kept), calls()

@@ -5,9 +5,13 @@ use std::sync::Arc;
 
 use crate::component::Factory;
 
+pub mod forward;
 pub mod spanmetrics;
 
 /// Every connector factory in the engine.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    vec![Arc::new(spanmetrics::SpanMetricsFactory)]
+    vec![
+        Arc::new(forward::ForwardFactory),
+        Arc::new(spanmetrics::SpanMetricsFactory),
+    ]
 }
