@@ -116,8 +116,7 @@ mod tests {
         // settings are refused: there are none
         let e = ForwardFactory
             .parse_config(&serde_json::json!({"x": 1}))
-            .err()
-            .expect("unknown field refused");
+            .expect_err("unknown field refused");
         assert!(e.message.contains("unknown field"), "{e}");
     }
 }
