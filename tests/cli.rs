@@ -157,12 +157,22 @@ service:
     assert!(err.contains("supported converters: Concat,"), "{err}");
 }
 
+/// A port that was free a moment ago and not handed out before in this test binary (the kernel
+/// may give the same ephemeral port to two binds in a row once the first is closed).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !seen.contains(&port) {
+            seen.push(port);
+            return port;
+        }
+    }
 }
 
 /// Kills the child on drop so a failing assertion never leaves a sluice running.

@@ -63,11 +63,21 @@ GRPC_METHODS = {
 }
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free on `host` a moment ago and that this process has not handed out
+    before. The kernel may give the same ephemeral port to two binds in a row once the first
+    socket is closed, so without the memory two endpoints of one config can collide."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 1000 tries")
 
 
 @dataclass
