@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -59,6 +59,7 @@ use crate::component::{
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
 use crate::config_types::deserialize_duration;
+use crate::kernels::attributes::first_rows_of_keys;
 use crate::payload::{Payload, parent_ids};
 use crate::schema::{AnyValueType, Signal, Table, col};
 use crate::telemetry::{Counter, Telemetry};
@@ -440,35 +441,11 @@ impl SpanMetrics {
     }
 }
 
+/// `first_rows_of_keys`' mark for an owner without the attribute.
+const ABSENT: u32 = u32::MAX;
+
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// For each owner row, the attribute row of its first attribute named `key`.
-fn first_attr_rows(attrs: &RecordBatch, owners: usize, key: &str) -> Vec<Option<u32>> {
-    let mut out = vec![None; owners];
-    if attrs.num_rows() == 0 {
-        return out;
-    }
-    let keys = attrs
-        .column_by_name(col::KEY)
-        .expect("key")
-        .as_dictionary::<UInt32Type>();
-    let dict: &StringArray = keys.values().as_string::<i32>();
-    let is_key: Vec<bool> = (0..dict.len()).map(|i| dict.value(i) == key).collect();
-    if !is_key.contains(&true) {
-        return out;
-    }
-    let parents = parent_ids(attrs).values();
-    for (row, &k) in keys.keys().values().iter().enumerate() {
-        if is_key[k as usize] {
-            let o = &mut out[parents[row] as usize];
-            if o.is_none() {
-                *o = Some(row as u32);
-            }
-        }
-    }
-    out
 }
 
 fn attr_ref(attrs: &RecordBatch, row: u32) -> DimRef<'_> {
@@ -600,7 +577,17 @@ impl Inner {
         let span_attrs = p.table(Table::SpanAttrs);
         let res_attrs = p.table(Table::ResourceAttrs);
         let resources = p.table(Table::Resources).num_rows();
-        let service_rows = first_attr_rows(res_attrs, resources, SERVICE_NAME);
+        // One pass per attribute table for every key read: `service.name` and the dimensions
+        // on resources, the dimensions on spans (row of the first such attribute per owner).
+        let dims = &self.config.dimensions;
+        let dim_names: Vec<String> = dims.iter().map(|d| d.name.clone()).collect();
+        let res_keys: Vec<String> = std::iter::once(SERVICE_NAME.to_string())
+            .chain(dim_names.iter().cloned())
+            .collect();
+        let mut res_rows = first_rows_of_keys(res_attrs, resources, &res_keys);
+        let dim_res_rows = res_rows.split_off(1);
+        let service_rows = res_rows.pop().expect("service.name rows");
+        let dim_span_rows = first_rows_of_keys(span_attrs, n, &dim_names);
         let scope_res = p.parent_ids(Table::Scopes).values();
         let span_scope = p.parent_ids(Table::Spans).values();
         let names = spans
@@ -629,33 +616,22 @@ impl Inner {
             .expect("end")
             .as_primitive::<UInt64Type>()
             .values();
-        let dims = &self.config.dimensions;
-        let dim_span_rows: Vec<Vec<Option<u32>>> = dims
-            .iter()
-            .map(|d| first_attr_rows(span_attrs, n, &d.name))
-            .collect();
-        let dim_res_rows: Vec<Vec<Option<u32>>> = dims
-            .iter()
-            .map(|d| first_attr_rows(res_attrs, resources, &d.name))
-            .collect();
         let div = self.config.unit_divider();
         let mut local: HashMap<(u32, u32, i32, i32, Vec<DimRef>), LocalAgg> = HashMap::new();
         let mut counted = 0u64;
         for row in 0..n {
             let r = scope_res[span_scope[row] as usize];
-            if service_rows[r as usize].is_none() {
+            if service_rows[r as usize] == ABSENT {
                 continue;
             }
             let dim_vals: Vec<DimRef> = (0..dims.len())
-                .map(|d| {
-                    if let Some(a) = dim_span_rows[d][row] {
-                        attr_ref(span_attrs, a)
-                    } else if let Some(a) = dim_res_rows[d][r as usize] {
-                        attr_ref(res_attrs, a)
-                    } else {
-                        DimRef::Absent
-                    }
-                })
+                .map(
+                    |d| match (dim_span_rows[d][row], dim_res_rows[d][r as usize]) {
+                        (a, _) if a != ABSENT => attr_ref(span_attrs, a),
+                        (_, a) if a != ABSENT => attr_ref(res_attrs, a),
+                        _ => DimRef::Absent,
+                    },
+                )
                 .collect();
             let duration = if end[row] > start[row] {
                 (end[row] - start[row]) as f64 / div
@@ -681,12 +657,13 @@ impl Inner {
         for ((r, name, kind, status, dim_vals), agg) in local {
             let (rkey, rattrs, service) = res_cache.entry(r).or_insert_with(|| {
                 let attrs = resource_attributes(res_attrs, r);
-                let service = service_rows[r as usize]
-                    .map(|a| match attr_ref(res_attrs, a) {
+                let service = match service_rows[r as usize] {
+                    ABSENT => String::new(),
+                    a => match attr_ref(res_attrs, a) {
                         DimRef::Str(s) => s.to_string(),
                         _ => String::new(), // pdata Str() of a non-string
-                    })
-                    .unwrap_or_default();
+                    },
+                };
                 (resource_key(&attrs, keep), attrs, service)
             });
             let res = st
