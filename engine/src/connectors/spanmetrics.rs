@@ -37,10 +37,11 @@
 //! `aggregation_cardinality_limit`, `metrics_expiration`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -255,7 +256,8 @@ impl SpanMetricsConfig {
         }
     }
 
-    fn bounds(&self) -> Vec<f64> {
+    /// The histogram bucket bounds in the configured unit.
+    pub fn bounds(&self) -> Vec<f64> {
         let div = self.unit_divider();
         match &self.histogram.explicit {
             Some(e) if !e.buckets.is_empty() => e
@@ -448,45 +450,37 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn attr_ref(attrs: &RecordBatch, row: u32) -> DimRef<'_> {
-    let row = row as usize;
-    let t = attrs
-        .column_by_name(col::TYPE)
-        .expect("type")
-        .as_primitive::<UInt8Type>()
-        .value(row);
-    match AnyValueType::from_u8(t) {
-        Some(AnyValueType::Str) => DimRef::Str(
-            attrs
-                .column_by_name(col::STR)
-                .expect("str")
-                .as_string::<i32>()
-                .value(row),
-        ),
-        Some(AnyValueType::Int) => DimRef::Int(
-            attrs
-                .column_by_name(col::INT)
-                .expect("int")
-                .as_primitive::<Int64Type>()
-                .value(row),
-        ),
-        Some(AnyValueType::Double) => DimRef::Double(
-            attrs
-                .column_by_name(col::DOUBLE)
-                .expect("double")
-                .as_primitive::<Float64Type>()
-                .value(row)
-                .to_bits(),
-        ),
-        Some(AnyValueType::Bool) => DimRef::Bool(
-            attrs
-                .column_by_name(col::BOOL)
-                .expect("bool")
-                .as_boolean()
-                .value(row),
-        ),
-        // Arrays, maps, bytes: rare as dimensions; they read as an empty string.
-        _ => DimRef::Str(""),
+/// The typed value columns of an attribute table, looked up once (not per row).
+struct AttrValues<'a> {
+    types: &'a [u8],
+    strs: &'a StringArray,
+    ints: &'a [i64],
+    doubles: &'a [f64],
+    bools: &'a BooleanArray,
+}
+
+impl<'a> AttrValues<'a> {
+    fn of(attrs: &'a RecordBatch) -> Self {
+        let column = |name: &str| attrs.column_by_name(name).expect("attribute schema");
+        AttrValues {
+            types: column(col::TYPE).as_primitive::<UInt8Type>().values(),
+            strs: column(col::STR).as_string::<i32>(),
+            ints: column(col::INT).as_primitive::<Int64Type>().values(),
+            doubles: column(col::DOUBLE).as_primitive::<Float64Type>().values(),
+            bools: column(col::BOOL).as_boolean(),
+        }
+    }
+
+    fn get(&self, row: u32) -> DimRef<'a> {
+        let row = row as usize;
+        match AnyValueType::from_u8(self.types[row]) {
+            Some(AnyValueType::Str) => DimRef::Str(self.strs.value(row)),
+            Some(AnyValueType::Int) => DimRef::Int(self.ints[row]),
+            Some(AnyValueType::Double) => DimRef::Double(self.doubles[row].to_bits()),
+            Some(AnyValueType::Bool) => DimRef::Bool(self.bools.value(row)),
+            // Arrays, maps, bytes: rare as dimensions; they read as an empty string.
+            _ => DimRef::Str(""),
+        }
     }
 }
 
@@ -519,7 +513,10 @@ fn resource_attributes(attrs: &RecordBatch, r: u32) -> Vec<KeyValue> {
                 }),
                 Some(AnyValueType::Empty) => Some(AnyValue { value: None }),
                 Some(AnyValueType::Absent) | None => None,
-                _ => attr_ref(attrs, row as u32).owned().map(|v| v.to_any()),
+                _ => AttrValues::of(attrs)
+                    .get(row as u32)
+                    .owned()
+                    .map(|v| v.to_any()),
             };
             KeyValue {
                 key: dict.value(keys.keys().value(row) as usize).to_string(),
@@ -617,38 +614,95 @@ impl Inner {
             .as_primitive::<UInt64Type>()
             .values();
         let div = self.config.unit_divider();
-        let mut local: HashMap<(u32, u32, i32, i32, Vec<DimRef>), LocalAgg> = HashMap::new();
+        let span_values = AttrValues::of(span_attrs);
+        let res_values = AttrValues::of(res_attrs);
+
+        // Per dimension, a dense code per span for its value (0: absent), so the grouping
+        // below hashes a few integers per span, not strings; each distinct value is hashed
+        // once per occurrence here with a fast hasher, and kept once.
+        let mut dim_codes: Vec<Vec<u32>> = Vec::with_capacity(dims.len());
+        let mut dim_values: Vec<Vec<DimRef>> = Vec::with_capacity(dims.len());
+        for d in 0..dims.len() {
+            let mut ids: hashbrown::HashMap<DimRef, u32> = hashbrown::HashMap::new();
+            let mut values = vec![DimRef::Absent];
+            let mut codes = Vec::with_capacity(n);
+            for row in 0..n {
+                let r = scope_res[span_scope[row] as usize] as usize;
+                let v = match (dim_span_rows[d][row], dim_res_rows[d][r]) {
+                    (a, _) if a != ABSENT => span_values.get(a),
+                    (_, a) if a != ABSENT => res_values.get(a),
+                    _ => DimRef::Absent,
+                };
+                codes.push(match v {
+                    DimRef::Absent => 0,
+                    v => *ids.entry(v).or_insert_with(|| {
+                        values.push(v);
+                        (values.len() - 1) as u32
+                    }),
+                });
+            }
+            dim_codes.push(codes);
+            dim_values.push(values);
+        }
+
+        // Group spans by (resource, name, kind, status, dimension codes): keys live back to
+        // back in `keys` (`stride` u32s each), the table maps a key's hash to its group.
+        let stride = 4 + dims.len();
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let mut table: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
+        let mut keys: Vec<u32> = Vec::new();
+        let mut aggs: Vec<LocalAgg> = Vec::new();
+        let mut key = vec![0u32; stride];
         let mut counted = 0u64;
         for row in 0..n {
             let r = scope_res[span_scope[row] as usize];
             if service_rows[r as usize] == ABSENT {
                 continue;
             }
-            let dim_vals: Vec<DimRef> = (0..dims.len())
-                .map(
-                    |d| match (dim_span_rows[d][row], dim_res_rows[d][r as usize]) {
-                        (a, _) if a != ABSENT => attr_ref(span_attrs, a),
-                        (_, a) if a != ABSENT => attr_ref(res_attrs, a),
-                        _ => DimRef::Absent,
-                    },
-                )
-                .collect();
+            key[0] = r;
+            key[1] = name_idx[row];
+            key[2] = kinds[row] as u32;
+            key[3] = status[row] as u32;
+            for (d, codes) in dim_codes.iter().enumerate() {
+                key[4 + d] = codes[row];
+            }
+            let hash = hasher.hash_one(&key[..]);
+            let found = table
+                .find(hash, |&g| keys[g as usize * stride..][..stride] == key[..])
+                .copied();
+            let g = match found {
+                Some(g) => g as usize,
+                None => {
+                    let g = aggs.len();
+                    keys.extend_from_slice(&key);
+                    aggs.push(LocalAgg {
+                        buckets: vec![0; self.bounds.len() + 1],
+                        ..Default::default()
+                    });
+                    table.insert_unique(hash, g as u32, |&g| {
+                        hasher.hash_one(&keys[g as usize * stride..][..stride])
+                    });
+                    g
+                }
+            };
             let duration = if end[row] > start[row] {
                 (end[row] - start[row]) as f64 / div
             } else {
                 0.0
             };
-            let agg = local
-                .entry((r, name_idx[row], kinds[row], status[row], dim_vals))
-                .or_insert_with(|| LocalAgg {
-                    buckets: vec![0; self.bounds.len() + 1],
-                    ..Default::default()
-                });
+            let agg = &mut aggs[g];
             agg.count += 1;
             agg.sum += duration;
             agg.buckets[self.bounds.partition_point(|b| *b < duration)] += 1;
             counted += 1;
         }
+        let local = aggs.into_iter().enumerate().map(|(g, agg)| {
+            let k = &keys[g * stride..][..stride];
+            let dim_vals: Vec<DimRef> = (0..dims.len())
+                .map(|d| dim_values[d][k[4 + d] as usize])
+                .collect();
+            ((k[0], k[1], k[2] as i32, k[3] as i32, dim_vals), agg)
+        });
         self.spans_counted.add(counted);
         let now = self.clock.now_unix_nanos();
         let keep = &self.config.resource_metrics_key_attributes;
@@ -659,7 +713,7 @@ impl Inner {
                 let attrs = resource_attributes(res_attrs, r);
                 let service = match service_rows[r as usize] {
                     ABSENT => String::new(),
-                    a => match attr_ref(res_attrs, a) {
+                    a => match res_values.get(a) {
                         DimRef::Str(s) => s.to_string(),
                         _ => String::new(), // pdata Str() of a non-string
                     },

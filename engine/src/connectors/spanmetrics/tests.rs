@@ -388,3 +388,175 @@ service:
         telemetry.render()
     );
 }
+
+/// One generated span: (resource index, name index, kind, status, `m` on the span, duration ms).
+type GenSpan = (usize, usize, i32, i32, Option<i64>, u64);
+
+/// The aggregation checked against a straightforward model: for each span, find
+/// `service.name` on its resource, each dimension on the span, then on the resource, then its
+/// default, and count the span under the resulting label set. Covers several resources, string
+/// and int dimension values, missing dimensions with and without a default.
+mod grouping_matches_a_per_span_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 3] = ["GET /a", "GET /b", "SELECT"];
+
+    fn int_kv(k: &str, v: i64) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Resources: 0 "a" with resource-level `m` = "res", 1 "b" without, 2 without service.name.
+    fn resource(i: usize) -> Vec<KeyValue> {
+        match i {
+            0 => vec![kv("service.name", "a"), kv("m", "res")],
+            1 => vec![kv("service.name", "b"), kv("k8s.pod.name", "p")],
+            _ => vec![kv("k8s.pod.name", "orphan")],
+        }
+    }
+
+    fn request(spans: &[GenSpan]) -> ExportTraceServiceRequest {
+        // One ResourceSpans per generated span keeps resource order arbitrary, as on the wire.
+        let resource_spans = spans
+            .iter()
+            .enumerate()
+            .map(|(i, &(r, n, kind, status, m, ms))| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource(r),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+                        span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                        name: NAMES[n].into(),
+                        kind,
+                        start_time_unix_nano: T0,
+                        end_time_unix_nano: T0 + ms * MS,
+                        status: Some(Status {
+                            code: status,
+                            ..Default::default()
+                        }),
+                        attributes: m.map(|v| int_kv("m", v)).into_iter().collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }
+    }
+
+    type Labels = Vec<(String, String)>;
+
+    fn label(v: &Option<AnyValue>) -> String {
+        format!("{:?}", v.as_ref().and_then(|v| v.value.clone()))
+    }
+
+    fn model(spans: &[GenSpan]) -> BTreeMap<Labels, (i64, u64, f64)> {
+        let mut out: BTreeMap<Labels, (i64, u64, f64)> = BTreeMap::new();
+        for &(r, n, kind, status, m, ms) in spans {
+            let res = resource(r);
+            let Some(service) = res.iter().find(|kv| kv.key == "service.name") else {
+                continue;
+            };
+            let m_value = match m {
+                Some(v) => Some(label(&int_kv("m", v).value)),
+                None => res
+                    .iter()
+                    .find(|kv| kv.key == "m")
+                    .map(|kv| label(&kv.value)),
+            };
+            let mut labels = vec![
+                ("service.name".to_string(), label(&service.value)),
+                ("span.name".into(), label(&kv("", NAMES[n]).value)),
+                (
+                    "span.kind".into(),
+                    label(&kv("", span_kind_str(kind)).value),
+                ),
+                (
+                    "status.code".into(),
+                    label(&kv("", status_code_str(status)).value),
+                ),
+                ("t".into(), label(&kv("", "x").value)),
+            ];
+            if let Some(m) = m_value {
+                labels.push(("m".into(), m));
+            }
+            labels.sort();
+            let e = out.entry(labels).or_default();
+            e.0 += 1;
+            e.1 += 1;
+            e.2 += ms as f64;
+        }
+        out
+    }
+
+    fn observed(reqs: &[ExportMetricsServiceRequest]) -> BTreeMap<Labels, (i64, u64, f64)> {
+        let mut out: BTreeMap<Labels, (i64, u64, f64)> = BTreeMap::new();
+        let labels = |attrs: &[KeyValue]| {
+            let mut l: Labels = attrs
+                .iter()
+                .map(|kv| (kv.key.clone(), label(&kv.value)))
+                .collect();
+            l.sort();
+            l
+        };
+        for rm in reqs.iter().flat_map(|r| &r.resource_metrics) {
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                match &m.data {
+                    Some(Data::Sum(s)) => {
+                        for dp in &s.data_points {
+                            let Some(number_data_point::Value::AsInt(v)) = dp.value else {
+                                panic!("calls are ints")
+                            };
+                            out.entry(labels(&dp.attributes)).or_default().0 += v;
+                        }
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for dp in &h.data_points {
+                            let e = out.entry(labels(&dp.attributes)).or_default();
+                            e.1 += dp.count;
+                            e.2 += dp.sum.unwrap_or_default();
+                        }
+                    }
+                    other => panic!("unexpected metric {other:?}"),
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn per_label_set_counts_and_sums(
+            spans in proptest::collection::vec(
+                (0usize..3, 0usize..3, 1i32..4, 0i32..3, proptest::option::of(200i64..203), 0u64..40),
+                0..60,
+            ),
+            split in 0usize..60,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let (c, out, _) = connector("{dimensions: [{name: m}, {name: t, default: x}]}");
+                // Two batches, so series continue across consume calls.
+                let split = split.min(spans.len());
+                for part in [&spans[..split], &spans[split..]] {
+                    c.consume(reference_traces(&request(part))).await.unwrap();
+                }
+                c.flush().await;
+                let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+                prop_assert_eq!(observed(&reqs), model(&spans));
+                Ok(())
+            })?;
+        }
+    }
+}
