@@ -2,7 +2,8 @@
 """End-to-end benchmark: release sluice processes on loopback, driven by `sluice loadgen` for a
 fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
 
-    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,nop,passthrough,gateway,metrics]
+    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
+                                   gateway,metrics]
                         [--spans N] [--gateway-spans N] [--points N] [--repeat R]
                         [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
 
@@ -11,8 +12,9 @@ per million items of the process under test (utime + stime from /proc/PID/stat),
 (VmHWM) and the load generator's own CPU per million items (rusage of its process). The table
 shows the median of --repeat runs per column; every run is listed under it. Configs:
 
-- ceiling-grpc / ceiling-http: the generator against `sluice loadgen sink` (answers Export
-  without decoding): the generator's own ceiling, which must be well above every rate below.
+- ceiling-grpc / ceiling-http / ceiling-metrics: the generator (traces over gRPC and HTTP,
+  metrics over gRPC) against `sluice loadgen sink` (answers Export without decoding): the
+  generator's own ceiling, which must be well above the rates below.
 - nop: sluice receives OTLP/gRPC, decodes to Arrow, drops (benches/e2e/nop.yaml).
 - passthrough: receive, batch, encode, export OTLP/gRPC to a second sluice that counts and
   drops (benches/e2e/passthrough.yaml, sink.yaml).
@@ -54,7 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "benches" / "e2e"
 GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
-CONFIGS = ["ceiling-grpc", "ceiling-http", "nop", "passthrough", "gateway", "metrics"]
+CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
+           "metrics"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -360,8 +363,12 @@ class Harness:
         return done
 
     # ---- the generator's ceiling
-    def ceiling(self, protocol: str) -> Run:
-        r = Run(f"ceiling-{protocol}", "spans")
+    def ceiling(self, config: str) -> Run:
+        protocol = "http" if config == "ceiling-http" else "grpc"
+        signal_name, noun, count = (("metrics", "points", self.points)
+                                    if config == "ceiling-metrics"
+                                    else ("traces", "spans", self.spans))
+        r = Run(config, noun)
         port = free_port()
         sink = Proc("loadgen-sink", [self.bin, "loadgen", "sink", "--endpoint",
                                      f"127.0.0.1:{port}"], dict(os.environ), self.workdir,
@@ -369,8 +376,8 @@ class Harness:
         try:
             wait_port(port, [sink])
             measure = self.measured(sink)
-            report, r.gen_cpu_s, _ = run_loadgen(self, "traces", f"127.0.0.1:{port}",
-                                                  self.spans, [sink], protocol)
+            report, r.gen_cpu_s, _ = run_loadgen(self, signal_name, f"127.0.0.1:{port}",
+                                                  count, [sink], protocol)
             r.cpu_s, r.rss_kib = measure()
         finally:
             rc, out = sink.stop()
@@ -378,7 +385,8 @@ class Harness:
             raise HarnessError(f"the sink exited with {rc}:\n{sink.log_tail()}")
         counts = json.loads(out.strip().splitlines()[-1])
         r.items, r.seconds = report["items_accepted"], report["elapsed_s"]
-        r.check("spans accepted = spans sent", report["items_accepted"], report["items_sent"])
+        r.check(f"{noun} accepted = {noun} sent", report["items_accepted"],
+                report["items_sent"])
         r.check("requests received by the sink", counts[f"{protocol}_requests"],
                 report["requests"])
         r.check("bytes received by the sink", counts["payload_bytes"], report["bytes_accepted"])
@@ -679,11 +687,12 @@ def main() -> int:
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help=f"comma-separated, in this order by default: {','.join(CONFIGS)}")
     ap.add_argument("--spans", type=int, default=5_000_000,
-                    help="spans per run for ceiling-*, nop, passthrough (default 5,000,000)")
+                    help="spans per run for ceiling-grpc/http, nop, passthrough (default "
+                         "5,000,000)")
     ap.add_argument("--gateway-spans", type=int, default=4_000_000,
                     help="spans per gateway run (default 4,000,000)")
     ap.add_argument("--points", type=int, default=6_000_000,
-                    help="data points per metrics run (default 6,000,000)")
+                    help="data points per metrics and ceiling-metrics run (default 6,000,000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per config; medians shown")
     ap.add_argument("--decision-wait", default="1s",
                     help="tail_sampling decision_wait for the gateway (shipped: 30s)")
@@ -723,8 +732,7 @@ def main() -> int:
         for k in range(args.repeat):
             for c in configs:
                 log(f"[{k + 1}/{args.repeat}] {c} ...")
-                r = h.ceiling(c.split("-")[1]) if c.startswith("ceiling-") else getattr(
-                    h, c)()
+                r = h.ceiling(c) if c.startswith("ceiling-") else getattr(h, c)()
                 runs.setdefault(c, []).append(r)
                 failed = [x for x in r.checks if not x[1]]
                 log(f"    {r.items:,} {r.noun} in {r.seconds:.2f} s: {fmt_rate(r.rate)} "
