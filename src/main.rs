@@ -139,17 +139,34 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Loadgen(cmd) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
             let (signal, args) = match cmd {
                 loadgen::LoadgenCommand::Traces(a) => (sluice_engine::Signal::Traces, a),
                 loadgen::LoadgenCommand::Metrics(a) => (sluice_engine::Signal::Metrics, a),
                 loadgen::LoadgenCommand::Logs(a) => (sluice_engine::Signal::Logs, a),
+                loadgen::LoadgenCommand::Sink(a) => {
+                    return match runtime.block_on(loadgen::sink::run(a)) {
+                        Ok(counts) => {
+                            println!("{counts}");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            ExitCode::FAILURE
+                        }
+                    };
+                }
             };
-            let Some(runtime) = runtime() else {
-                return ExitCode::FAILURE;
-            };
+            let json = args.json;
             match runtime.block_on(loadgen::run(signal, args)) {
                 Ok(report) => {
-                    report.print(signal);
+                    if json {
+                        println!("{}", report.to_json(signal));
+                    } else {
+                        report.print(signal);
+                    }
                     if report.items_accepted > 0 {
                         ExitCode::SUCCESS
                     } else {

@@ -8,30 +8,38 @@
 //!
 //! Requests are generated up front into a pool of encoded bodies (`--pool`, default 64) and
 //! sent round-robin by `--concurrency` workers, so the generator's own cost per request is a
-//! buffer clone and a send: its ceiling must be far above the rates it measures (measure it
-//! against a sink that does nothing: a sluice whose pipeline ends in the `nop` exporter). Ids
-//! repeat every `pool` requests, which is fine for throughput work; tail-sampling tests want a
-//! pool at least as large as the traces in flight.
+//! copy of the body and a send: its ceiling must be far above the rates it measures (measure it
+//! against `sluice loadgen sink`, which answers without decoding; see [`sink`]). Every trace
+//! (and log record) sent gets a trace id of its own for the whole run: the ids are rewritten
+//! from a run-wide counter as the body is copied out ([`ids`]), so reusing the pool never
+//! repeats a trace.
 //!
 //! The report: items and requests sent, accepted (OK) vs refused (any error status, by
-//! status), achieved items/s, and request latency percentiles.
+//! status), achieved items/s, request latency percentiles and, for traces, how many traces,
+//! probe (noise) spans and error traces were accepted: what a gateway's filter and tail
+//! sampling should then count. `--json` prints it as one JSON object.
 
+pub mod ids;
 pub mod shapes;
+pub mod sink;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sluice_engine::Signal;
 use sluice_engine::config_types::parse_duration;
 
+use ids::{IdSlots, TraceIds};
 use shapes::{Rng, Shape};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 #[derive(Subcommand, Debug)]
 pub enum LoadgenCommand {
@@ -41,6 +49,8 @@ pub enum LoadgenCommand {
     Metrics(GenArgs),
     /// Send logs.
     Logs(GenArgs),
+    /// Answer OTLP/gRPC and OTLP/HTTP without decoding (the generator's ceiling).
+    Sink(sink::SinkArgs),
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
@@ -90,6 +100,161 @@ pub struct GenArgs {
     /// No progress bar (for scripts and CI logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Print the report as one JSON object (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one pre-generated request holds, counted when it is generated.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct BodyStats {
+    items: u64,
+    /// Distinct traces (lone probe spans are traces of one span); log records for logs.
+    traces: u64,
+    /// Health-probe spans: what the gateway's `filter/noise` drops.
+    noise_spans: u64,
+    /// Traces with a span whose status is ERROR: what a `status_code: [ERROR]` policy keeps.
+    error_traces: u64,
+}
+
+struct PooledRequest {
+    body: Bytes,
+    slots: IdSlots,
+    stats: BodyStats,
+}
+
+/// The pre-encoded requests and the run's trace id sequence.
+struct Pool {
+    requests: Vec<PooledRequest>,
+    ids: TraceIds,
+}
+
+fn trace_stats(req: &ExportTraceServiceRequest) -> BodyStats {
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let spans = || {
+        req.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+    };
+    let traces: HashSet<&[u8]> = spans().map(|s| s.trace_id.as_slice()).collect();
+    let failed: HashSet<&[u8]> = spans()
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.code == StatusCode::Error as i32)
+        })
+        .map(|s| s.trace_id.as_slice())
+        .collect();
+    BodyStats {
+        items: spans().count() as u64,
+        traces: traces.len() as u64,
+        noise_spans: spans()
+            .filter(|s| s.name == shapes::PROBE_SPAN_NAME)
+            .count() as u64,
+        error_traces: failed.len() as u64,
+    }
+}
+
+impl Pool {
+    fn generate(signal: Signal, a: &GenArgs, ids: TraceIds) -> anyhow::Result<Pool> {
+        let shape = Shape {
+            spans_per_trace: a.spans_per_trace,
+            services: a.services,
+            error_rate: a.error_rate,
+            noise_rate: a.noise_rate,
+            latency_ms: a.latency_ms,
+        };
+        let now = now_ns();
+        let batch = a.batch.max(1);
+        let requests = (0..a.pool.max(1))
+            .map(|k| {
+                let mut r = Rng(0x5eed ^ (k as u64).wrapping_mul(0x9e37_79b9));
+                let (body, mut stats) = match signal {
+                    Signal::Traces => {
+                        let req = shapes::traces(batch, &shape, &mut r, now);
+                        (req.encode_to_vec(), trace_stats(&req))
+                    }
+                    Signal::Metrics => (
+                        shapes::metrics(batch, &shape, &mut r, now).encode_to_vec(),
+                        BodyStats::default(),
+                    ),
+                    Signal::Logs => (
+                        shapes::logs(batch, &shape, &mut r, now).encode_to_vec(),
+                        BodyStats::default(),
+                    ),
+                };
+                let slots = IdSlots::find(signal, &body)
+                    .context("the generator's own request does not parse")?;
+                if signal != Signal::Traces {
+                    stats.items = batch as u64;
+                    stats.traces = slots.traces();
+                }
+                Ok(PooledRequest {
+                    body: Bytes::from(body),
+                    slots,
+                    stats,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Pool { requests, ids })
+    }
+
+    /// Request `index`'s body with its traces numbered from `first`, as one buffer.
+    fn fresh_body(&self, index: usize, first: u64) -> Bytes {
+        let r = &self.requests[index];
+        if r.slots.traces() == 0 {
+            return r.body.clone();
+        }
+        let mut out = BytesMut::with_capacity(r.body.len());
+        r.slots.write_fresh(&r.body, &self.ids, first, &mut out);
+        out.freeze()
+    }
+}
+
+/// A request on its way out over gRPC: the ids are rewritten as tonic's encoder copies the
+/// body into the frame buffer, so fresh ids cost no extra copy.
+struct Outgoing {
+    pool: Arc<Pool>,
+    index: usize,
+    first: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct FreshIdsCodec;
+
+impl Codec for FreshIdsCodec {
+    type Encode = Outgoing;
+    type Decode = Bytes;
+    type Encoder = FreshIdsCodec;
+    type Decoder = FreshIdsCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        FreshIdsCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        FreshIdsCodec
+    }
+}
+
+impl Encoder for FreshIdsCodec {
+    type Item = Outgoing;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Outgoing, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        let r = &item.pool.requests[item.index];
+        dst.reserve(r.body.len());
+        r.slots
+            .write_fresh(&r.body, &item.pool.ids, item.first, dst);
+        Ok(())
+    }
+}
+
+impl Decoder for FreshIdsCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 /// What a run achieved.
@@ -101,6 +266,13 @@ pub struct Report {
     pub refused_by_status: BTreeMap<String, u64>,
     pub elapsed: Duration,
     pub latencies_us: Vec<u64>,
+    /// Encoded request bytes of the accepted requests.
+    pub bytes_accepted: u64,
+    /// In the accepted requests: distinct traces (each with an id of its own), probe spans and
+    /// traces with an error span (traces only; log records count as traces for logs).
+    pub traces_accepted: u64,
+    pub noise_spans_accepted: u64,
+    pub error_traces_accepted: u64,
 }
 
 impl Report {
@@ -137,6 +309,12 @@ impl Report {
                     .join(", ")
             }
         );
+        if signal == Signal::Traces {
+            println!(
+                "accepted {} traces (each its own trace id), {} of them with an error; {} probe spans",
+                self.traces_accepted, self.error_traces_accepted, self.noise_spans_accepted
+            );
+        }
         println!(
             "request latency p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
             self.percentile(0.5),
@@ -145,6 +323,24 @@ impl Report {
             self.percentile(1.0)
         );
     }
+
+    pub fn to_json(&self, signal: Signal) -> serde_json::Value {
+        let us = |p| self.percentile(p).as_micros() as u64;
+        serde_json::json!({
+            "signal": signal.as_str(),
+            "items_sent": self.items_sent,
+            "items_accepted": self.items_accepted,
+            "requests": self.requests,
+            "refused_by_status": self.refused_by_status,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "items_per_s": self.items_per_sec(),
+            "bytes_accepted": self.bytes_accepted,
+            "traces_accepted": self.traces_accepted,
+            "noise_spans_accepted": self.noise_spans_accepted,
+            "error_traces_accepted": self.error_traces_accepted,
+            "latency_us": {"p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "max": us(1.0)},
+        })
+    }
 }
 
 fn now_ns() -> u64 {
@@ -152,29 +348,6 @@ fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-/// Encoded request bodies, each of `batch` items.
-fn pool(signal: Signal, a: &GenArgs) -> Vec<Bytes> {
-    let shape = Shape {
-        spans_per_trace: a.spans_per_trace,
-        services: a.services,
-        error_rate: a.error_rate,
-        noise_rate: a.noise_rate,
-        latency_ms: a.latency_ms,
-    };
-    let now = now_ns();
-    (0..a.pool.max(1))
-        .map(|k| {
-            let mut r = Rng(0x5eed ^ (k as u64).wrapping_mul(0x9e37_79b9));
-            let body = match signal {
-                Signal::Traces => shapes::traces(a.batch, &shape, &mut r, now).encode_to_vec(),
-                Signal::Metrics => shapes::metrics(a.batch, &shape, &mut r, now).encode_to_vec(),
-                Signal::Logs => shapes::logs(a.batch, &shape, &mut r, now).encode_to_vec(),
-            };
-            Bytes::from(body)
-        })
-        .collect()
 }
 
 enum Client {
@@ -202,6 +375,7 @@ impl Client {
                     format!("http://{ep}")
                 };
                 let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+                    .tcp_nodelay(true)
                     .connect()
                     .await
                     .with_context(|| format!("cannot connect to {url}"))?;
@@ -223,17 +397,28 @@ impl Client {
                     Signal::Logs => "/v1/logs",
                 };
                 let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/')).parse()?;
+                // Without TCP_NODELAY a request whose headers and body go out in two writes
+                // waits for the server's delayed ACK (~40 ms) before the body leaves.
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
-                .build_http::<Full<Bytes>>();
+                .build(connector);
                 Client::Http(Box::new(client), uri)
             }
         })
     }
 
-    /// Sends one request; `Err` carries the status name for the report.
-    async fn send(&self, signal: Signal, body: Bytes) -> Result<(), String> {
+    /// Sends request `index` of the pool with its traces numbered from `first`; `Err` carries
+    /// the status name for the report.
+    async fn send(
+        &self,
+        signal: Signal,
+        pool: &Arc<Pool>,
+        index: usize,
+        first: u64,
+    ) -> Result<(), String> {
         match self {
             Client::Grpc(channel) => {
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
@@ -245,19 +430,20 @@ impl Client {
                     }
                     Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
                 });
-                grpc.unary(
-                    tonic::Request::new(body),
-                    path,
-                    sluice_egress::otlp::BytesCodec,
-                )
-                .await
-                .map(|_| ())
-                .map_err(|s| format!("{:?}", s.code()))
+                let outgoing = Outgoing {
+                    pool: pool.clone(),
+                    index,
+                    first,
+                };
+                grpc.unary(tonic::Request::new(outgoing), path, FreshIdsCodec)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}", s.code()))
             }
             Client::Http(client, uri) => {
                 let req = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-                    .body(Full::new(body))
+                    .body(Full::new(pool.fresh_body(index, first)))
                     .map_err(|e| e.to_string())?;
                 let resp = client
                     .request(req)
@@ -275,14 +461,44 @@ impl Client {
     }
 }
 
+/// Totals of the accepted requests, shared by the workers.
+#[derive(Default)]
+struct Accepted {
+    items: AtomicU64,
+    bytes: AtomicU64,
+    traces: AtomicU64,
+    noise_spans: AtomicU64,
+    error_traces: AtomicU64,
+}
+
+impl Accepted {
+    fn add(&self, request: &PooledRequest) {
+        let s = &request.stats;
+        self.items.fetch_add(s.items, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+        self.traces.fetch_add(s.traces, Ordering::Relaxed);
+        self.noise_spans.fetch_add(s.noise_spans, Ordering::Relaxed);
+        self.error_traces
+            .fetch_add(s.error_traces, Ordering::Relaxed);
+    }
+}
+
 /// Runs the load and returns the report.
 pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
-    let bodies = Arc::new(pool(signal, &a));
+    run_with_ids(signal, a, TraceIds::for_this_run()).await
+}
+
+/// [`run`] with a given trace id sequence (tests pin it).
+async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Result<Report> {
+    let pool = Arc::new(Pool::generate(signal, &a, ids)?);
     let client = Arc::new(Client::new(signal, &a).await?);
     let per_request = a.batch.max(1) as u64;
     let limit = a.count.unwrap_or(u64::MAX);
     let claimed = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
+    // The next trace number: each send takes as many as its body has traces.
+    let next_trace = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(Accepted::default());
     let requests = Arc::new(AtomicU64::new(0));
     let refused: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -293,7 +509,7 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
     let interval = (a.rate > 0)
         .then(|| Duration::from_secs_f64(per_request as f64 * workers as f64 / a.rate as f64));
 
-    let progress = if a.quiet {
+    let progress = if a.quiet || a.json {
         indicatif::ProgressBar::hidden()
     } else {
         let pb = indicatif::ProgressBar::new(a.duration.as_secs().max(1));
@@ -306,7 +522,7 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
 
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (bodies, client) = (bodies.clone(), client.clone());
+        let (pool, client, next_trace) = (pool.clone(), client.clone(), next_trace.clone());
         let (claimed, accepted, requests) = (claimed.clone(), accepted.clone(), requests.clone());
         let (refused, latencies) = (refused.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
@@ -328,16 +544,16 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
-                let body = bodies[k % bodies.len()].clone();
+                let index = k % pool.requests.len();
                 k += workers;
+                let first =
+                    next_trace.fetch_add(pool.requests[index].slots.traces(), Ordering::Relaxed);
                 let t0 = Instant::now();
-                let result = client.send(signal, body).await;
+                let result = client.send(signal, &pool, index, first).await;
                 local_lat.push(t0.elapsed().as_micros() as u64);
                 requests.fetch_add(1, Ordering::Relaxed);
                 match result {
-                    Ok(()) => {
-                        accepted.fetch_add(per_request, Ordering::Relaxed);
-                    }
+                    Ok(()) => accepted.add(&pool.requests[index]),
                     Err(status) => {
                         *refused
                             .lock()
@@ -359,11 +575,11 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let secs = started.elapsed().as_secs_f64();
+                let items = accepted.items.load(Ordering::Relaxed);
                 progress.set_position(secs as u64);
                 progress.set_message(format!(
-                    "{} accepted, {:.0}/s",
-                    accepted.load(Ordering::Relaxed),
-                    accepted.load(Ordering::Relaxed) as f64 / secs.max(1e-9)
+                    "{items} accepted, {:.0}/s",
+                    items as f64 / secs.max(1e-9)
                 ));
             }
         })
@@ -371,6 +587,7 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
     for t in tasks {
         t.await?;
     }
+    let elapsed = started.elapsed();
     ticker.abort();
     progress.finish_and_clear();
     let mut latencies_us =
@@ -379,10 +596,17 @@ pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
     let refused_by_status = std::mem::take(&mut *refused.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Report {
         items_sent: claimed.load(Ordering::Relaxed),
-        items_accepted: accepted.load(Ordering::Relaxed),
+        items_accepted: accepted.items.load(Ordering::Relaxed),
         requests: requests.load(Ordering::Relaxed),
         refused_by_status,
-        elapsed: started.elapsed(),
+        elapsed,
         latencies_us,
+        bytes_accepted: accepted.bytes.load(Ordering::Relaxed),
+        traces_accepted: accepted.traces.load(Ordering::Relaxed),
+        noise_spans_accepted: accepted.noise_spans.load(Ordering::Relaxed),
+        error_traces_accepted: accepted.error_traces.load(Ordering::Relaxed),
     })
 }
+
+#[cfg(test)]
+mod tests;

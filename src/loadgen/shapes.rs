@@ -17,6 +17,9 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
 
+/// The name of the lone health-probe spans (the noise `filter/noise` drops).
+pub const PROBE_SPAN_NAME: &str = "GET /healthz";
+
 /// What the generated data looks like.
 #[derive(Clone, Debug)]
 pub struct Shape {
@@ -228,7 +231,7 @@ pub fn traces(spans: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportTr
             by_service[(r.next() as usize) % services].push(Span {
                 trace_id,
                 span_id: r.bytes(8),
-                name: "GET /healthz".into(),
+                name: PROBE_SPAN_NAME.into(),
                 kind: span::SpanKind::Server as i32,
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + 200_000,

@@ -1,0 +1,783 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: release sluice processes on loopback, driven by `sluice loadgen` for a
+fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
+
+    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
+                                   gateway,metrics]
+                        [--spans N] [--gateway-spans N] [--points N] [--repeat R]
+                        [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
+
+Per config and run: items/s (first request to the last item out of the pipeline), CPU seconds
+per million items of the process under test (utime + stime from /proc/PID/stat), its peak RSS
+(VmHWM) and the load generator's own CPU per million items (rusage of its process). The table
+shows the median of --repeat runs per column; every run is listed under it. Configs:
+
+- ceiling-grpc / ceiling-http / ceiling-metrics: the generator (traces over gRPC and HTTP,
+  metrics over gRPC) against `sluice loadgen sink` (answers Export without decoding): the
+  generator's own ceiling, which must be well above the rates below.
+- nop: sluice receives OTLP/gRPC, decodes to Arrow, drops (benches/e2e/nop.yaml).
+- passthrough: receive, batch, encode, export OTLP/gRPC to a second sluice that counts and
+  drops (benches/e2e/passthrough.yaml, sink.yaml).
+- gateway: k8s/config/gateway.yaml as shipped plus benches/e2e/gateway-overlay.yaml (loopback
+  listeners, a shorter tail_sampling decision_wait, reported); otlp/jaeger to the sink sluice.
+  Checked: spans in, spans dropped by filter/noise (= the probe spans sent), traces seen by
+  tail_sampling (= the traces sent: every trace id unique), traces kept by the `errors` policy
+  (= the error traces sent), kept share (50 % of the rest, within 6 sigma), spans in = dropped
+  by filter + dropped by sampling + exported, exported = received by the sink.
+- metrics: the same gateway, `sluice loadgen metrics` into its metrics pipeline, a scraper on
+  the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
+  asks), so scrape cost is part of the CPU figure; reports scrape size and time.
+
+Every config runs on the same machine: the figures are for the whole loopback setup. Processes
+are started on free ports, stopped on exit (also on failure or Ctrl-C); a sluice that dies
+stops the run with its log. Exit status: 0 all checks passed, 1 a check failed, 2 the harness
+could not run a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import gzip
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+E2E = ROOT / "benches" / "e2e"
+GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
+CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
+           "metrics"]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class HarnessError(Exception):
+    """The harness could not run a config (a process died, timed out, or did not start)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+class Proc:
+    """A child process with its output in a log file (stdout piped only for the load
+    generator and its sink, which print one JSON line at the end)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path,
+                 capture_stdout: bool = False):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE if capture_stdout else self._log, stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            env=env, cwd=ROOT, start_new_session=True)
+        RUNNING.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tail(self, lines: int = 25) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join("    " + line for line in text[-lines:]) or "    (empty)"
+
+    def check_alive(self, during: str) -> None:
+        rc = self.popen.poll()
+        if rc is not None:
+            raise HarnessError(
+                f"{self.name} exited with code {rc} {during}; the end of its log "
+                f"({self.log_path}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> tuple[int | None, str]:
+        """SIGTERM, wait; returns (exit code, stdout). SIGKILL if it does not exit in time."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            out, _ = self.popen.communicate()
+            log(f"{self.name} did not exit {timeout:.0f} s after SIGTERM: killed")
+        if self in RUNNING:
+            RUNNING.remove(self)
+        self._log.close()
+        return self.popen.returncode, (out or b"").decode(errors="replace")
+
+
+RUNNING: list[Proc] = []
+WORKDIR: Path | None = None
+
+
+def cleanup() -> None:
+    # Newest first: the load generator, then the sluice under test (which may still be
+    # exporting to its sink), then the sink.
+    for p in list(reversed(RUNNING)):
+        try:
+            p.stop(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            try:
+                p.popen.kill()
+            except OSError:
+                pass
+
+
+def _on_signal(signum, _frame):
+    cleanup()
+    if WORKDIR:
+        print(f"interrupted (logs in {WORKDIR})", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a live process, in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_port(port: int, procs: list[Proc], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            p.check_alive("while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s "
+                                   f"({', '.join(p.name for p in procs)})")
+            time.sleep(0.05)
+
+
+def wait_healthy(port: int, procs: list[Proc], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            p.check_alive("while starting")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{procs[-1].name} not healthy on :{port} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------ self-telemetry
+
+_SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class Metrics:
+    """One scrape of a sluice's self-telemetry."""
+
+    def __init__(self, text: str):
+        self.series: list[tuple[str, dict[str, str], float]] = []
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = _SERIES.match(line)
+            if m:
+                labels = dict(_LABEL.findall(m.group(3) or ""))
+                self.series.append((m.group(1), labels, float(m.group(4))))
+
+    def get(self, name: str, **labels: str) -> float:
+        """Sum of the series named `name` whose labels include `labels` (0 if none)."""
+        return sum(v for n, ls, v in self.series
+                   if n == name and all(ls.get(k) == want for k, want in labels.items()))
+
+
+def scrape_telemetry(port: int) -> Metrics:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return Metrics(r.read().decode())
+
+
+def wait_until(what: str, cond, procs: list[Proc], timeout: float, poll: float = 0.1):
+    """Polls `cond()` (returns a truthy result or None) until it holds; checks `procs` live."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            p.check_alive(f"while waiting for {what}")
+        result = cond()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+# ------------------------------------------------------------------------------ load generator
+
+
+def run_loadgen(h: "Harness", signal_name: str, endpoint: str, count: int, watch: list[Proc],
+                protocol: str = "grpc") -> tuple[dict, float, float]:
+    """Runs `sluice loadgen` to completion; returns (its JSON report, its CPU seconds, the
+    monotonic time it finished). Fails if a watched process dies meanwhile."""
+    argv = [h.bin, "loadgen", signal_name, "--endpoint", endpoint, "--protocol", protocol,
+            "--count", str(count), "--duration", "30m", "--batch", str(h.batch),
+            "--pool", str(h.pool), "--json"]
+    p = Proc(f"loadgen-{signal_name}-{protocol}", argv, dict(os.environ), h.workdir,
+             capture_stdout=True)
+    deadline = time.monotonic() + h.timeout
+    while True:
+        pid, status, rusage = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            finished = time.monotonic()
+            break
+        for w in watch:
+            if w.popen.poll() is not None:
+                p.popen.kill()
+                p.popen.wait()
+                w.check_alive("while the load generator was sending")
+        if time.monotonic() > deadline:
+            p.popen.kill()
+            raise HarnessError(f"the load generator did not finish in {h.timeout:.0f} s")
+        time.sleep(0.05)
+    p.popen.returncode = os.waitstatus_to_exitcode(status)
+    out = p.popen.stdout.read().decode(errors="replace") if p.popen.stdout else ""
+    RUNNING.remove(p)
+    p._log.close()
+    if p.popen.returncode != 0:
+        raise HarnessError(f"the load generator failed (exit {p.popen.returncode}):\n{out}\n"
+                           f"{p.log_tail()}")
+    try:
+        report = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        raise HarnessError(f"the load generator printed no JSON report: {out!r}") from e
+    return report, rusage.ru_utime + rusage.ru_stime, finished
+
+
+# ------------------------------------------------------------------------------ the runs
+
+
+class Run:
+    """One run of one config: the figures and the cross-checks."""
+
+    def __init__(self, config: str, noun: str):
+        self.config = config
+        self.noun = noun
+        self.items = 0
+        self.seconds = 0.0
+        self.cpu_s = 0.0
+        self.rss_kib = 0
+        self.gen_cpu_s = 0.0
+        self.checks: list[tuple[str, bool, str]] = []
+        self.extra: dict[str, object] = {}
+        self.notes: list[str] = []
+
+    def check(self, what: str, got, want) -> None:
+        self.checks.append((what, got == want, f"{got} (want {want})"))
+
+    def check_near(self, what: str, got: float, want: float, tolerance: float) -> None:
+        ok = abs(got - want) <= tolerance
+        self.checks.append((what, ok, f"{got:.0f} (want {want:.0f} ± {tolerance:.0f})"))
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_m(self) -> float:
+        return self.cpu_s / (self.items / 1e6) if self.items else 0.0
+
+    @property
+    def gen_cpu_per_m(self) -> float:
+        return self.gen_cpu_s / (self.items / 1e6) if self.items else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config, "noun": self.noun, "items": self.items,
+            "seconds": self.seconds, "items_per_s": self.rate, "cpu_s": self.cpu_s,
+            "cpu_s_per_million": self.cpu_per_m, "peak_rss_mib": self.rss_kib / 1024,
+            "loadgen_cpu_s_per_million": self.gen_cpu_per_m, "extra": self.extra,
+            "notes": self.notes,
+            "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in self.checks],
+        }
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.bin = str(args.bin)
+        self.workdir = workdir
+        self.spans = args.spans
+        self.gateway_spans = args.gateway_spans
+        self.points = args.points
+        self.batch = args.batch
+        self.pool = args.pool
+        self.decision_wait = args.decision_wait
+        self.scrape_interval = args.scrape_interval
+        self.timeout = args.timeout
+        self.overlays = [Path(o).resolve() for o in args.overlay]
+
+    def sluice(self, name: str, configs: list[Path], env: dict[str, str]) -> Proc:
+        argv = [self.bin]
+        for c in configs:
+            argv += ["--config", str(c)]
+        return Proc(name, argv, dict(os.environ, **env), self.workdir)
+
+    def sink_sluice(self) -> tuple[Proc, dict[str, str]]:
+        env = {"SINK_GRPC_PORT": str(free_port()), "SINK_HEALTH_PORT": str(free_port()),
+               "SINK_TELEMETRY_PORT": str(free_port())}
+        p = self.sluice("sink-sluice", [E2E / "sink.yaml"], env)
+        wait_healthy(int(env["SINK_HEALTH_PORT"]), [p])
+        return p, env
+
+    def measured(self, proc: Proc):
+        """(CPU ticks now, callable giving CPU seconds and peak RSS since then)."""
+        t0 = cpu_ticks(proc.pid)
+
+        def done() -> tuple[float, int]:
+            return (cpu_ticks(proc.pid) - t0) / TICKS, peak_rss_kib(proc.pid)
+        return done
+
+    # ---- the generator's ceiling
+    def ceiling(self, config: str) -> Run:
+        protocol = "http" if config == "ceiling-http" else "grpc"
+        signal_name, noun, count = (("metrics", "points", self.points)
+                                    if config == "ceiling-metrics"
+                                    else ("traces", "spans", self.spans))
+        r = Run(config, noun)
+        port = free_port()
+        sink = Proc("loadgen-sink", [self.bin, "loadgen", "sink", "--endpoint",
+                                     f"127.0.0.1:{port}"], dict(os.environ), self.workdir,
+                    capture_stdout=True)
+        try:
+            wait_port(port, [sink])
+            measure = self.measured(sink)
+            report, r.gen_cpu_s, _ = run_loadgen(self, signal_name, f"127.0.0.1:{port}",
+                                                  count, [sink], protocol)
+            r.cpu_s, r.rss_kib = measure()
+        finally:
+            rc, out = sink.stop()
+        if rc != 0:
+            raise HarnessError(f"the sink exited with {rc}:\n{sink.log_tail()}")
+        counts = json.loads(out.strip().splitlines()[-1])
+        r.items, r.seconds = report["items_accepted"], report["elapsed_s"]
+        r.check(f"{noun} accepted = {noun} sent", report["items_accepted"],
+                report["items_sent"])
+        r.check("requests received by the sink", counts[f"{protocol}_requests"],
+                report["requests"])
+        r.check("bytes received by the sink", counts["payload_bytes"], report["bytes_accepted"])
+        r.extra["latency_us"] = report["latency_us"]
+        return r
+
+    # ---- sluice receives, decodes, drops
+    def nop(self) -> Run:
+        r = Run("nop", "spans")
+        env = {"GRPC_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
+               "TELEMETRY_PORT": str(free_port())}
+        s = self.sluice("nop", [E2E / "nop.yaml"], env)
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [s])
+            measure = self.measured(s)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", self.spans, [s])
+            tel = int(env["TELEMETRY_PORT"])
+            want = report["items_accepted"]
+            m = wait_until("the nop exporter to count every span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="nop")
+                >= want else None)(scrape_telemetry(tel)), [s], self.timeout)
+            end = time.monotonic()
+            r.cpu_s, r.rss_kib = measure()
+        finally:
+            self.stop_checked(s, r)
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.check("spans accepted = spans sent", want, report["items_sent"])
+        r.check("receiver accepted (self-telemetry)",
+                m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
+        r.check("nop exporter sent", m.get("otelcol_exporter_sent_spans_total", exporter="nop"),
+                want)
+        return r
+
+    # ---- receive, batch, encode, export to a sink sluice
+    def passthrough(self) -> Run:
+        r = Run("passthrough", "spans")
+        sink, sink_env = self.sink_sluice()
+        env = dict(sink_env, GRPC_PORT=str(free_port()), HEALTH_PORT=str(free_port()),
+                   TELEMETRY_PORT=str(free_port()))
+        s = self.sluice("passthrough", [E2E / "passthrough.yaml"], env)
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
+            measure = self.measured(s)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", self.spans, [sink, s])
+            want = report["items_accepted"]
+            tel, sink_tel = int(env["TELEMETRY_PORT"]), int(env["SINK_TELEMETRY_PORT"])
+            # Sent or failed (failures are a failed check below, not a wait for the timeout).
+            m = wait_until("the otlp exporter to send every span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="otlp")
+                + m.get("otelcol_exporter_send_failed_spans_total") >= want else None)(
+                scrape_telemetry(tel)), [sink, s], self.timeout)
+            end = time.monotonic()
+            r.cpu_s, r.rss_kib = measure()
+            sm = wait_until("the sink sluice to receive every span", lambda: (
+                lambda m: m if m.get("otelcol_receiver_accepted_spans_total") >= want
+                else None)(scrape_telemetry(sink_tel)), [sink], 30)
+        finally:
+            self.stop_checked(s, r)
+            self.stop_checked(sink, r)
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.check("spans accepted = spans sent", want, report["items_sent"])
+        r.check("receiver accepted (self-telemetry)",
+                m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
+        r.check("otlp exporter sent", m.get("otelcol_exporter_sent_spans_total",
+                                            exporter="otlp"), want)
+        r.check("otlp exporter send failures",
+                m.get("otelcol_exporter_send_failed_spans_total"), 0)
+        r.check("received by the sink sluice", sm.get("otelcol_receiver_accepted_spans_total"),
+                want)
+        return r
+
+    def gateway_env(self) -> dict[str, str]:
+        return {"GRPC_PORT": str(free_port()), "HTTP_PORT": str(free_port()),
+                "HEALTH_PORT": str(free_port()), "TELEMETRY_PORT": str(free_port()),
+                "PROMETHEUS_PORT": str(free_port()), "DECISION_WAIT": self.decision_wait}
+
+    # ---- the shipped gateway, traces
+    def gateway(self) -> Run:
+        r = Run("gateway", "spans")
+        wait_s = parse_seconds(self.decision_wait)
+        sink, sink_env = self.sink_sluice()
+        env = dict(self.gateway_env(), JAEGER_ENDPOINT=f"127.0.0.1:{sink_env['SINK_GRPC_PORT']}")
+        s = self.sluice("gateway", [GATEWAY, E2E / "gateway-overlay.yaml", *self.overlays], env)
+        ts = "otelcol_processor_tail_sampling_"
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
+            measure = self.measured(s)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", self.gateway_spans, [sink, s])
+            spans_in = report["items_accepted"]
+            tel, sink_tel = int(env["TELEMETRY_PORT"]), int(sink_env["SINK_TELEMETRY_PORT"])
+
+            def accounted(m: Metrics) -> float:
+                return (m.get("otelcol_processor_filter_spans_filtered_total",
+                              filter="filter/noise")
+                        + m.get("otelcol_processor_dropped_spans_total",
+                                processor="tail_sampling", reason="not_sampled")
+                        + m.get("otelcol_exporter_sent_spans_total", exporter="otlp/jaeger")
+                        + m.get("otelcol_exporter_send_failed_spans_total"))
+            # Every span is accounted for once tail_sampling decided the last traces (after
+            # decision_wait) and the exporter sent (or failed to send: a failed check below,
+            # not a wait until the timeout) what it kept.
+            m = wait_until("every span to be filtered, dropped by sampling or exported",
+                           lambda: (lambda m: m if accounted(m) >= spans_in else None)(
+                               scrape_telemetry(tel)),
+                           [sink, s], self.timeout + wait_s)
+            end = time.monotonic()
+            r.cpu_s, r.rss_kib = measure()
+            exported = m.get("otelcol_exporter_sent_spans_total", exporter="otlp/jaeger")
+            sm = wait_until("the sink sluice to receive the exported spans", lambda: (
+                lambda m: m if m.get("otelcol_receiver_accepted_spans_total") >= exported
+                else None)(scrape_telemetry(sink_tel)), [sink], 30)
+        finally:
+            self.stop_checked(s, r)
+            self.stop_checked(sink, r)
+        r.items = spans_in
+        # The last traces wait decision_wait after their last span arrives: that wait is idle
+        # time, not throughput, so it is not counted.
+        r.seconds = end - (finished - report["elapsed_s"]) - wait_s
+        filtered = m.get("otelcol_processor_filter_spans_filtered_total", filter="filter/noise")
+        not_sampled = m.get("otelcol_processor_dropped_spans_total", processor="tail_sampling",
+                            reason="not_sampled")
+        traces = report["traces_accepted"] - report["noise_spans_accepted"]
+        errors = report["error_traces_accepted"]
+        kept_traces = m.get(ts + "global_count_traces_sampled_total", sampled="true")
+        decided = kept_traces + m.get(ts + "global_count_traces_sampled_total",
+                                      sampled="false")
+        r.check("spans accepted = spans sent", spans_in, report["items_sent"])
+        r.check("spans in (receiver accepted)",
+                m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), spans_in)
+        r.check("dropped by filter/noise = probe spans sent", filtered,
+                report["noise_spans_accepted"])
+        r.check("new trace ids at tail_sampling = traces sent", m.get(
+            ts + "new_trace_id_received_total"), traces)
+        r.check("traces decided", decided, traces)
+        r.check("kept by the errors policy = error traces sent", m.get(
+            ts + "count_traces_sampled_total", policy="errors", sampled="true"), errors)
+        # Everything else is kept by the 50 % draw (no generated trace is near 2 s).
+        rest = traces - errors
+        r.check_near("traces kept", kept_traces, errors + rest / 2,
+                     6 * (rest * 0.25) ** 0.5 + 1)
+        r.check("spans in = filtered + dropped by sampling + exported",
+                filtered + not_sampled + exported, spans_in)
+        r.check("export failures", m.get("otelcol_exporter_send_failed_spans_total"), 0)
+        r.check("exported = received by the sink sluice",
+                sm.get("otelcol_receiver_accepted_spans_total"), exported)
+        early = m.get(ts + "traces_decided_early_total")
+        r.extra.update(ingest_s=report["elapsed_s"], drain_s=end - finished,
+                       spans_exported=exported, dropped_by_filter=filtered,
+                       dropped_by_sampling=not_sampled, traces=traces,
+                       traces_kept=kept_traces, traces_decided_early=early,
+                       decision_wait=self.decision_wait)
+        if early:
+            r.notes.append(f"{early:.0f} traces decided early (num_traces reached): the "
+                           "buffer was capped by num_traces, not by decision_wait")
+        return r
+
+    # ---- the shipped gateway, metrics -> prometheus with a scraper
+    def metrics(self) -> Run:
+        r = Run("metrics", "points")
+        jaeger_port = free_port()
+        jaeger = Proc("loadgen-sink", [self.bin, "loadgen", "sink", "--endpoint",
+                                       f"127.0.0.1:{jaeger_port}"], dict(os.environ),
+                      self.workdir, capture_stdout=True)
+        env = dict(self.gateway_env(), JAEGER_ENDPOINT=f"127.0.0.1:{jaeger_port}")
+        s = self.sluice("gateway-metrics",
+                        [GATEWAY, E2E / "gateway-overlay.yaml", *self.overlays], env)
+        scraper = Scraper(int(env["PROMETHEUS_PORT"]), self.scrape_interval)
+        try:
+            wait_port(jaeger_port, [jaeger])
+            wait_healthy(int(env["HEALTH_PORT"]), [jaeger, s])
+            measure = self.measured(s)
+            scraper.start()
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "metrics", f"127.0.0.1:{env['GRPC_PORT']}", self.points, [jaeger, s])
+            want = report["items_accepted"]
+            tel = int(env["TELEMETRY_PORT"])
+            m = wait_until("the prometheus exporter to take every point", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_metric_points_total",
+                                     exporter="prometheus") >= want else None)(
+                scrape_telemetry(tel)), [jaeger, s], self.timeout)
+            end = time.monotonic()
+            scraper.stop()
+            r.cpu_s, r.rss_kib = measure()
+            final = scraper.scrape(count_series=True)
+        finally:
+            scraper.stop()
+            self.stop_checked(s, r)
+            jaeger.stop()
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        during = scraper.results
+        r.check("points accepted = points sent", want, report["items_sent"])
+        r.check("points in (receiver accepted)",
+                m.get("otelcol_receiver_accepted_metric_points_total", receiver="otlp"), want)
+        r.check("points taken by the prometheus exporter",
+                m.get("otelcol_exporter_sent_metric_points_total", exporter="prometheus"), want)
+        r.check("scrapes answered 200", sorted({x["status"] for x in during + [final]}), [200])
+        r.check("final scrape has series", final["series"] > 0, True)
+        times = [x["seconds"] for x in during] or [final["seconds"]]
+        r.extra.update(
+            scrapes_during_run=len(during), series=final["series"],
+            scrape_bytes_gzip=final["bytes"], scrape_bytes=final["raw_bytes"],
+            scrape_ms_median=1000 * statistics.median(times),
+            scrape_ms_max=1000 * max(times), final_scrape_ms=1000 * final["seconds"])
+        if not during:
+            r.notes.append("the run ended before the first scrape: raise --points")
+        return r
+
+    def stop_checked(self, p: Proc, r: Run) -> None:
+        if p not in RUNNING:
+            return
+        rc, _ = p.stop()
+        r.check(f"{p.name} exits 0 on SIGTERM", rc, 0)
+
+
+def parse_seconds(d: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", d.strip())
+    if not m:
+        raise SystemExit(f"--decision-wait: expected a duration like 2s or 500ms, got {d!r}")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
+class Scraper:
+    """Scrapes the prometheus exporter every `interval` seconds in a thread, as Prometheus
+    does (gzip), recording status, size and time of each scrape."""
+
+    def __init__(self, port: int, interval: float):
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.results: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def scrape(self, count_series: bool = False) -> dict:
+        req = urllib.request.Request(self.url, headers={
+            "Accept-Encoding": "gzip",
+            "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"})
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = resp.read()
+                status, gz = resp.status, resp.headers.get("Content-Encoding") == "gzip"
+        except urllib.error.HTTPError as e:
+            return {"status": e.code, "bytes": 0, "raw_bytes": 0, "seconds": 0, "series": 0}
+        seconds = time.monotonic() - t0
+        result = {"status": status, "bytes": len(body), "seconds": seconds,
+                  "raw_bytes": len(body), "series": 0}
+        if count_series:
+            text = gzip.decompress(body) if gz else body
+            result["raw_bytes"] = len(text)
+            result["series"] = sum(1 for line in text.split(b"\n")
+                                   if line and not line.startswith(b"#"))
+        return result
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.results.append(self.scrape())
+            except OSError as e:
+                self.results.append({"status": f"error: {e}", "bytes": 0, "raw_bytes": 0,
+                                     "seconds": 0, "series": 0})
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+# ------------------------------------------------------------------------------ output
+
+ROW_HEADER = ("| config | items | s | items/s | CPU s per M items | peak RSS MiB "
+              "| loadgen CPU s per M |\n|---|---|---|---|---|---|---|")
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} k"
+
+
+def row(config: str, runs: list[Run]) -> str:
+    med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
+    return (f"| {config} | {int(med(lambda r: r.items)):,} {runs[0].noun} "
+            f"| {med(lambda r: r.seconds):.2f} | {fmt_rate(med(lambda r: r.rate))} "
+            f"| {med(lambda r: r.cpu_per_m):.2f} | {med(lambda r: r.rss_kib) / 1024:.0f} "
+            f"| {med(lambda r: r.gen_cpu_per_m):.2f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated, in this order by default: {','.join(CONFIGS)}")
+    ap.add_argument("--spans", type=int, default=5_000_000,
+                    help="spans per run for ceiling-grpc/http, nop, passthrough (default "
+                         "5,000,000)")
+    ap.add_argument("--gateway-spans", type=int, default=4_000_000,
+                    help="spans per gateway run (default 4,000,000)")
+    ap.add_argument("--points", type=int, default=6_000_000,
+                    help="data points per metrics and ceiling-metrics run (default 6,000,000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per config; medians shown")
+    ap.add_argument("--decision-wait", default="1s",
+                    help="tail_sampling decision_wait for the gateway (shipped: 30s)")
+    ap.add_argument("--scrape-interval", type=float, default=1.0,
+                    help="seconds between scrapes of :8889 in the metrics run")
+    ap.add_argument("--overlay", action="append", default=[], metavar="FILE",
+                    help="one more --config for the gateway and metrics runs (what-if runs: "
+                         "e.g. exporters: {otlp/jaeger: {compression: none}}); repeatable")
+    ap.add_argument("--batch", type=int, default=500, help="items per request")
+    ap.add_argument("--pool", type=int, default=64, help="distinct pre-generated requests")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per step before failing")
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "sluice"))
+    ap.add_argument("--json", help="also write every run and check to this file")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 20,000 items per config, one run, scrapes every 0.2 s")
+    args = ap.parse_args()
+    if args.quick:
+        args.spans = args.gateway_spans = args.points = 20_000
+        args.repeat, args.scrape_interval = 1, 0.2
+        args.batch, args.pool = 250, 8
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+    parse_seconds(args.decision_wait)
+    if not Path(args.bin).exists():
+        ap.error(f"{args.bin} does not exist (build it: cargo build --release --bin sluice)")
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    global WORKDIR
+    workdir = WORKDIR = Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
+    h = Harness(args, workdir)
+    runs: dict[str, list[Run]] = {}
+    try:
+        for k in range(args.repeat):
+            for c in configs:
+                log(f"[{k + 1}/{args.repeat}] {c} ...")
+                r = h.ceiling(c) if c.startswith("ceiling-") else getattr(h, c)()
+                runs.setdefault(c, []).append(r)
+                failed = [x for x in r.checks if not x[1]]
+                log(f"    {r.items:,} {r.noun} in {r.seconds:.2f} s: {fmt_rate(r.rate)} "
+                    f"{r.noun}/s, {r.cpu_per_m:.2f} CPU s per M, {r.rss_kib / 1024:.0f} MiB, "
+                    f"checks {'FAILED' if failed else 'ok'}")
+    except HarnessError as e:
+        cleanup()
+        print(f"error: {e}", file=sys.stderr)
+        print(f"(logs in {workdir})", file=sys.stderr)
+        return 2
+
+    print(f"\nsluice end-to-end, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat} run(s)\n")
+    print(ROW_HEADER)
+    for c in configs:
+        print(row(c, runs[c]))
+    print()
+    for c in configs:
+        for i, r in enumerate(runs[c]):
+            extra = ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in r.extra.items() if k != "latency_us")
+            print(f"- {c} run {i + 1}: {r.items:,} {r.noun}, {r.seconds:.2f} s, "
+                  f"{fmt_rate(r.rate)}/s, {r.cpu_per_m:.2f} CPU s per M, "
+                  f"{r.rss_kib / 1024:.0f} MiB, loadgen {r.gen_cpu_per_m:.2f} CPU s per M"
+                  + (f"; {extra}" if extra else ""))
+            for note in r.notes:
+                print(f"  note: {note}")
+    all_checks = [(c, x) for c in configs for r in runs[c] for x in r.checks]
+    failed = [(c, x) for c, x in all_checks if not x[1]]
+    print(f"\nchecks: {len(all_checks) - len(failed)} of {len(all_checks)} passed")
+    for c, (what, _, detail) in failed:
+        print(f"  FAILED {c}: {what}: {detail}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"configs": configs, "repeat": args.repeat, "decision_wait": args.decision_wait,
+             "runs": {c: [r.to_json() for r in runs[c]] for c in configs},
+             "checks_failed": len(failed)}, indent=2))
+    if not failed:
+        for p in workdir.iterdir():
+            p.unlink()
+        workdir.rmdir()
+    else:
+        print(f"(logs in {workdir})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+//! The generator against its own do-nothing sink, over both protocols: every trace sent in a
+//! run has an id of its own (the pool is reused many times over), the spans of one trace
+//! still share theirs, and the sink's counts agree with the generator's report.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use clap::Parser;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use sluice_engine::Signal;
+
+use super::sink::{Sink, serve};
+use super::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: GenArgs,
+}
+
+fn args(endpoint: &str, protocol: &str, extra: &[&str]) -> GenArgs {
+    let mut argv = vec![
+        "loadgen",
+        "--endpoint",
+        endpoint,
+        "--protocol",
+        protocol,
+        "--quiet",
+    ];
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).args
+}
+
+/// Starts a recording sink on a free loopback port.
+async fn sink() -> (String, Arc<Sink>, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let sink = Arc::new(Sink::recording());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, sink.clone(), async {
+        let _ = stopped.await;
+    }));
+    (endpoint, sink, stop)
+}
+
+/// Per received request: trace id -> spans with it.
+fn trace_ids_per_request(payloads: &[bytes::Bytes]) -> Vec<HashMap<Vec<u8>, usize>> {
+    payloads
+        .iter()
+        .map(|p| {
+            let req = ExportTraceServiceRequest::decode(p.as_ref()).unwrap();
+            let mut ids: HashMap<Vec<u8>, usize> = HashMap::new();
+            for span in req
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+            {
+                *ids.entry(span.trace_id.clone()).or_default() += 1;
+            }
+            ids
+        })
+        .collect()
+}
+
+async fn every_trace_id_is_unique_over_a_run(protocol: &str) {
+    let (endpoint, sink, _stop) = sink().await;
+    // 80 pool entries (the case where ids used to repeat), 500 requests: the pool is reused
+    // six times over.
+    let a = args(
+        &endpoint,
+        protocol,
+        &["--pool", "80", "--batch", "100", "--count", "50000"],
+    );
+    let report = run(Signal::Traces, a.clone()).await.unwrap();
+    assert_eq!(
+        report.items_accepted, 50_000,
+        "{:?}",
+        report.refused_by_status
+    );
+    assert_eq!(report.requests, 500);
+
+    let payloads = sink.take_recorded();
+    assert_eq!(payloads.len(), 500);
+    let per_request = trace_ids_per_request(&payloads);
+    let mut seen = HashSet::new();
+    for ids in &per_request {
+        for id in ids.keys() {
+            assert!(seen.insert(id.clone()), "trace id {id:02x?} sent twice");
+        }
+    }
+    assert_eq!(seen.len() as u64, report.traces_accepted);
+    // Without fresh ids the run would hold only the pool's traces: 80 requests' worth.
+    let pool = Pool::generate(Signal::Traces, &a, TraceIds::new(0)).unwrap();
+    let pool_traces: u64 = pool.requests.iter().map(|r| r.stats.traces).sum();
+    assert!(seen.len() as u64 > 5 * pool_traces);
+
+    // The spans of one trace still share one id: each request has the same traces, of the same
+    // sizes, as the pool entry it was made from.
+    let sizes = |ids: &HashMap<Vec<u8>, usize>| {
+        let mut v: Vec<usize> = ids.values().copied().collect();
+        v.sort_unstable();
+        v
+    };
+    let pool_sizes: HashSet<Vec<usize>> = pool
+        .requests
+        .iter()
+        .map(|r| sizes(&trace_ids_per_request(std::slice::from_ref(&r.body))[0]))
+        .collect();
+    for ids in &per_request {
+        assert!(pool_sizes.contains(&sizes(ids)));
+    }
+
+    // What the sink counted is what the generator reports.
+    let counts = sink.counts.to_json();
+    let requests = if protocol == "grpc" {
+        &counts["grpc_requests"]
+    } else {
+        &counts["http_requests"]
+    };
+    assert_eq!(requests, 500);
+    assert_eq!(counts["payload_bytes"], report.bytes_accepted);
+    assert_eq!(counts["broken_requests"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_trace_ids_are_unique_over_a_run() {
+    every_trace_id_is_unique_over_a_run("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_trace_ids_are_unique_over_a_run() {
+    every_trace_id_is_unique_over_a_run("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_get_unique_trace_ids_and_metrics_arrive_unchanged() {
+    let (endpoint, sink, _stop) = sink().await;
+    let a = args(
+        &endpoint,
+        "grpc",
+        &["--pool", "3", "--batch", "50", "--count", "500"],
+    );
+    let report = run(Signal::Logs, a).await.unwrap();
+    assert_eq!(report.items_accepted, 500);
+    let mut seen = HashSet::new();
+    for p in sink.take_recorded() {
+        let req = ExportLogsServiceRequest::decode(p.as_ref()).unwrap();
+        for r in req
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+        {
+            assert!(seen.insert(r.trace_id.clone()));
+        }
+    }
+    assert_eq!(seen.len(), 500);
+
+    // Metrics have no trace ids: the pool's bodies go out byte for byte.
+    let a = args(
+        &endpoint,
+        "http",
+        &["--pool", "2", "--batch", "40", "--count", "160"],
+    );
+    let report = run(Signal::Metrics, a.clone()).await.unwrap();
+    assert_eq!(report.items_accepted, 160);
+    let pool = Pool::generate(Signal::Metrics, &a, TraceIds::new(0)).unwrap();
+    let bodies: HashSet<&[u8]> = pool.requests.iter().map(|r| r.body.as_ref()).collect();
+    let received = sink.take_recorded();
+    assert_eq!(received.len(), 4);
+    for p in &received {
+        // The pool is generated from the clock, so compare sizes and decodability.
+        let req =
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(
+                p.as_ref(),
+            )
+            .unwrap();
+        assert!(!req.resource_metrics.is_empty());
+        assert!(bodies.iter().any(|b| b.len() == p.len()));
+    }
+}
+
+#[test]
+fn trace_stats_count_noise_and_error_traces() {
+    let a = args(
+        "127.0.0.1:1",
+        "grpc",
+        &[
+            "--batch",
+            "2000",
+            "--pool",
+            "1",
+            "--error-rate",
+            "0.2",
+            "--noise-rate",
+            "0.1",
+        ],
+    );
+    let pool = Pool::generate(Signal::Traces, &a, TraceIds::new(0)).unwrap();
+    let r = &pool.requests[0];
+    let req = ExportTraceServiceRequest::decode(r.body.as_ref()).unwrap();
+    let spans: Vec<_> = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .collect();
+    assert_eq!(r.stats.items, 2000);
+    let probes = spans
+        .iter()
+        .filter(|s| s.name == shapes::PROBE_SPAN_NAME)
+        .count() as u64;
+    assert_eq!(r.stats.noise_spans, probes);
+    assert!((100..=300).contains(&probes));
+    // 8-span traces plus lone probes.
+    assert_eq!(r.stats.traces, probes + (2000 - probes).div_ceil(8));
+    let error_traces: HashSet<&[u8]> = spans
+        .iter()
+        .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
+        .map(|s| s.trace_id.as_slice())
+        .collect();
+    assert_eq!(r.stats.error_traces, error_traces.len() as u64);
+    assert!(r.stats.error_traces > 10, "about 20% of ~230 traces");
+    assert_eq!(r.slots.traces(), r.stats.traces);
+}

@@ -1,0 +1,67 @@
+"""The end-to-end benchmark harness (benches/e2e.py) cannot silently rot: a tiny count through
+every config, with the binary under test, must print every row of the table and pass every
+self-telemetry cross-check (gateway: spans in = filtered + dropped by sampling + exported,
+filter drops exactly the probe spans sent, tail_sampling sees every trace id once, ...). A sluice
+that dies mid-benchmark must stop the harness with a clear error naming it, not a hang or a
+half table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, sluice_bin
+
+HARNESS = REPO_ROOT / "benches" / "e2e.py"
+CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
+           "metrics"]
+
+
+def run_harness(tmp_path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict | None]:
+    out = tmp_path / "e2e.json"
+    proc = subprocess.run(
+        [sys.executable, str(HARNESS), "--bin", str(sluice_bin()), "--json", str(out), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_quick_run_prints_every_row_and_passes_every_check(tmp_path):
+    proc, result = run_harness(tmp_path, "--quick")
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert result is not None, report
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == CONFIGS, report
+    for config in CONFIGS:
+        (run,) = result["runs"][config]
+        assert run["items"] == 20_000, (config, run)
+        assert run["items_per_s"] > 0, (config, run)
+        if not config.startswith("ceiling-"):
+            # (the do-nothing sink may use less than one 10 ms clock tick for 20,000 spans)
+            assert run["cpu_s_per_million"] > 0, (config, run)
+        assert run["peak_rss_mib"] > 0, (config, run)
+        assert run["checks"] and all(c["ok"] for c in run["checks"]), (config, run["checks"])
+    gateway = result["runs"]["gateway"][0]
+    names = {c["check"] for c in gateway["checks"]}
+    assert {"dropped by filter/noise = probe spans sent",
+            "new trace ids at tail_sampling = traces sent",
+            "kept by the errors policy = error traces sent",
+            "spans in = filtered + dropped by sampling + exported",
+            "exported = received by the sink sluice"} <= names, names
+    extra = gateway["extra"]
+    assert extra["dropped_by_filter"] > 0 and extra["dropped_by_sampling"] > 0
+    assert extra["spans_exported"] > 0
+    metrics = result["runs"]["metrics"][0]["extra"]
+    assert metrics["series"] > 0 and metrics["scrape_bytes_gzip"] > 0
+    assert f"checks: {sum(len(result['runs'][c][0]['checks']) for c in CONFIGS)} of" in proc.stdout
+
+
+def test_a_sluice_that_cannot_run_stops_the_harness_with_its_log(tmp_path):
+    # An invalid decision_wait reaches the gateway's config: sluice refuses it and exits 1.
+    proc, result = run_harness(tmp_path, "--quick", "--configs", "gateway",
+                               "--decision-wait", "0s", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert result is None
+    assert "error: gateway exited with code 1 while starting" in proc.stderr, proc.stderr
+    assert "decision_wait" in proc.stderr, proc.stderr
