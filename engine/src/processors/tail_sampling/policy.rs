@@ -71,6 +71,33 @@ pub struct Part {
     pub ordinals: Vec<u32>,
 }
 
+/// The span columns the per-trace aggregates and `latency` read, for one part or sealed
+/// segment of a bucket (every span row, in arrival order).
+#[derive(Debug, Default)]
+pub struct SpanColumns {
+    pub ordinals: Vec<u32>,
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+    pub status: Vec<i32>,
+}
+
+impl SpanColumns {
+    pub fn of(part: &Part) -> Self {
+        let spans = part.payload.table(Table::Spans);
+        SpanColumns {
+            ordinals: part.ordinals.clone(),
+            start: u64_col(spans, col::START_TIME_UNIX_NANO).to_vec(),
+            end: u64_col(spans, col::END_TIME_UNIX_NANO).to_vec(),
+            status: spans
+                .column_by_name(col::STATUS_CODE)
+                .expect("status_code")
+                .as_primitive::<Int32Type>()
+                .values()
+                .to_vec(),
+        }
+    }
+}
+
 /// Per-trace aggregates, computed in one pass over the span columns of all parts.
 #[derive(Debug, Default)]
 pub struct Aggregates {
@@ -89,14 +116,25 @@ pub const STATUS_ERROR: u8 = 4;
 /// The expiring traces of one wheel bucket.
 pub struct TraceBatch<'a> {
     pub ids: &'a [TraceId],
+    /// Decoded spans, for the policies that read attributes or run OTTL conditions
+    /// ([`Policy::reads_spans`]); empty when no policy does.
     pub parts: &'a [Part],
+    /// The span columns of every part or segment of the bucket.
+    pub spans: &'a [SpanColumns],
     pub agg: Aggregates,
     /// The clock's "now" at decision time (rate limits and composite budgets).
     pub now_unix_nanos: u64,
 }
 
 impl<'a> TraceBatch<'a> {
-    pub fn new(ids: &'a [TraceId], parts: &'a [Part], now_unix_nanos: u64) -> Self {
+    /// A batch over decoded parts (aggregates computed from `spans`, which must hold the
+    /// span columns of the same spans as `parts` when `parts` is not empty).
+    pub fn new(
+        ids: &'a [TraceId],
+        spans: &'a [SpanColumns],
+        parts: &'a [Part],
+        now_unix_nanos: u64,
+    ) -> Self {
         let n = ids.len();
         let mut agg = Aggregates {
             span_count: vec![0; n],
@@ -104,31 +142,24 @@ impl<'a> TraceBatch<'a> {
             min_start: vec![0; n],
             max_end: vec![0; n],
         };
-        for part in parts {
-            let spans = part.payload.table(Table::Spans);
-            let start = u64_col(spans, col::START_TIME_UNIX_NANO);
-            let end = u64_col(spans, col::END_TIME_UNIX_NANO);
-            let status = spans
-                .column_by_name(col::STATUS_CODE)
-                .expect("status_code")
-                .as_primitive::<Int32Type>()
-                .values();
-            for (row, &t) in part.ordinals.iter().enumerate() {
+        for c in spans {
+            for (row, &t) in c.ordinals.iter().enumerate() {
                 let t = t as usize;
                 agg.span_count[t] += 1;
-                if let Ok(code @ 0..=2) = u8::try_from(status[row]) {
+                if let Ok(code @ 0..=2) = u8::try_from(c.status[row]) {
                     agg.status[t] |= 1 << code;
                 }
-                let s = start[row];
+                let s = c.start[row];
                 if s != 0 && (agg.min_start[t] == 0 || s < agg.min_start[t]) {
                     agg.min_start[t] = s;
                 }
-                agg.max_end[t] = agg.max_end[t].max(end[row]);
+                agg.max_end[t] = agg.max_end[t].max(c.end[row]);
             }
         }
         TraceBatch {
             ids,
             parts,
+            spans,
             agg,
             now_unix_nanos,
         }
@@ -586,6 +617,25 @@ impl Policy {
         std::mem::take(&mut self.errors) + nested
     }
 
+    /// Whether this policy (or a sub-policy) reads decoded spans ([`TraceBatch::parts`]):
+    /// attribute values or OTTL conditions. The others read only the span columns.
+    pub fn reads_spans(&self) -> bool {
+        match &self.kind {
+            Kind::Numeric { .. }
+            | Kind::StringAttr { .. }
+            | Kind::BooleanAttr { .. }
+            | Kind::Ottl { .. } => true,
+            Kind::And(subs) | Kind::Drop(subs) => subs.iter().any(Policy::reads_spans),
+            Kind::Composite { subs, .. } => subs.iter().any(|s| s.policy.reads_spans()),
+            Kind::AlwaysSample
+            | Kind::StatusCode { .. }
+            | Kind::SpanCount { .. }
+            | Kind::Probabilistic { .. }
+            | Kind::Latency { .. }
+            | Kind::RateLimiting(_) => false,
+        }
+    }
+
     /// Whether this is a `drop` policy (evaluated first, as in the Collector).
     pub fn is_drop(&self) -> bool {
         matches!(self.kind, Kind::Drop(_))
@@ -821,11 +871,9 @@ fn latency(batch: &TraceBatch, threshold_ms: i64, upper_ms: i64) -> Vec<bool> {
     // Prefix semantics: replay spans in arrival order, checking after each.
     let n = batch.len();
     let (mut lo, mut hi, mut hit) = (vec![0u64; n], vec![0u64; n], vec![false; n]);
-    for part in batch.parts {
-        let spans = part.payload.table(Table::Spans);
-        let start = u64_col(spans, col::START_TIME_UNIX_NANO);
-        let end = u64_col(spans, col::END_TIME_UNIX_NANO);
-        for (row, &t) in part.ordinals.iter().enumerate() {
+    for c in batch.spans {
+        let (start, end) = (&c.start, &c.end);
+        for (row, &t) in c.ordinals.iter().enumerate() {
             let t = t as usize;
             if start[row] != 0 && (lo[t] == 0 || start[row] < lo[t]) {
                 lo[t] = start[row];
