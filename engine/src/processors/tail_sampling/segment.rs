@@ -859,7 +859,7 @@ impl Validity {
 
     #[inline]
     fn bit(&mut self, valid: bool) {
-        if self.len % 64 == 0 {
+        if self.len.is_multiple_of(64) {
             self.words.push(0);
         }
         if let Some(w) = self.words.last_mut() {
@@ -869,7 +869,7 @@ impl Validity {
     }
 
     fn valid_run(&mut self, mut n: usize) {
-        while n > 0 && self.len % 64 != 0 {
+        while n > 0 && !self.len.is_multiple_of(64) {
             self.bit(true);
             n -= 1;
         }
