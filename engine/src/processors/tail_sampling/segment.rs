@@ -734,19 +734,54 @@ impl<'g> DictBuilder<'g> {
 /// Rows of one table of one segment to take, ascending.
 enum Pick {
     All(usize),
-    Some(Vec<u32>),
+    Some(SomeRows),
+}
+
+/// Picked rows, also as a bitmap over the table's rows with the number of picked rows before
+/// each 64-row word (so a picked row's output position is found from its word, in O(1)).
+struct SomeRows {
+    rows: Vec<u32>,
+    words: Vec<u64>,
+    starts: Vec<u32>,
 }
 
 impl Pick {
+    /// The rows where `mask` is true: packed into words first, then read off word by word.
+    fn of_mask(mask: &[bool]) -> Pick {
+        let words: Vec<u64> = mask
+            .chunks(64)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u64, |w, (i, &k)| w | (u64::from(k) << i))
+            })
+            .collect();
+        let mut starts = Vec::with_capacity(words.len());
+        let mut rows = Vec::with_capacity(mask.len());
+        for (w, &bits) in words.iter().enumerate() {
+            starts.push(rows.len() as u32);
+            let mut m = bits;
+            while m != 0 {
+                rows.push((w * 64) as u32 + m.trailing_zeros());
+                m &= m - 1;
+            }
+        }
+        Pick::Some(SomeRows {
+            rows,
+            words,
+            starts,
+        })
+    }
+
     fn len(&self) -> usize {
         match self {
             Pick::All(n) => *n,
-            Pick::Some(v) => v.len(),
+            Pick::Some(s) => s.rows.len(),
         }
     }
 }
 
-/// A null row in an [`Idx::Ranks`].
+/// A null row (`null` value of a gather into keys).
 const NULL_ROW: u32 = u32::MAX;
 
 /// Where each picked row of a column reads its value: its index among the stored (valid)
@@ -756,8 +791,8 @@ enum Idx<'a> {
     Range(usize),
     /// These rows, none null.
     Rows(&'a [u32]),
-    /// Stored-value indexes, [`NULL_ROW`] for null rows.
-    Ranks(Vec<u32>),
+    /// `len` rows, null but for `hits`: (output position, stored-value index), ascending.
+    Sparse { len: usize, hits: Vec<(u32, u32)> },
     /// `n` null rows.
     AllNull(usize),
 }
@@ -767,38 +802,39 @@ impl<'a> Idx<'a> {
         match (&c.values, &c.nulls, pick) {
             (Values::Null, _, p) => Idx::AllNull(p.len()),
             (_, None, Pick::All(n)) => Idx::Range(*n),
-            (_, None, Pick::Some(rows)) => Idx::Rows(rows),
+            (_, None, Pick::Some(s)) => Idx::Rows(&s.rows),
             (_, Some(nulls), p) => {
-                // A valid row's rank (valid rows before it), from 64-bit words of the validity
-                // and the rank at the start of each word: O(1) per picked row.
-                let words: Vec<u64> = nulls.inner().bit_chunks().iter_padded().collect();
-                let mut starts = Vec::with_capacity(words.len());
-                let mut rank = 0u32;
-                for w in &words {
-                    starts.push(rank);
-                    rank += w.count_ones();
-                }
-                let rank_of = |r: usize| {
-                    let (w, b) = (words[r / 64], r % 64);
-                    if (w >> b) & 1 == 1 {
-                        starts[r / 64] + (w & ((1u64 << b) - 1)).count_ones()
-                    } else {
-                        NULL_ROW
+                // Word by word over the validity and the pick: only rows both valid and picked
+                // are visited (attribute value columns are mostly null), each placed by
+                // popcounts: its output position among the picked rows, its index among the
+                // stored values.
+                let mut hits = Vec::new();
+                let mut stored = 0u32;
+                for (w, valid) in nulls.inner().bit_chunks().iter_padded().enumerate() {
+                    let (picked, before) = match p {
+                        Pick::All(_) => (u64::MAX, (w * 64) as u32),
+                        Pick::Some(s) => (s.words[w], s.starts[w]),
+                    };
+                    let mut m = valid & picked;
+                    while m != 0 {
+                        let below = (1u64 << m.trailing_zeros()) - 1;
+                        hits.push((
+                            before + (picked & below).count_ones(),
+                            stored + (valid & below).count_ones(),
+                        ));
+                        m &= m - 1;
                     }
-                };
-                Idx::Ranks(match p {
-                    Pick::All(n) => (0..*n).map(rank_of).collect(),
-                    Pick::Some(rows) => rows.iter().map(|&r| rank_of(r as usize)).collect(),
-                })
+                    stored += valid.count_ones();
+                }
+                Idx::Sparse { len: p.len(), hits }
             }
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Idx::Range(n) | Idx::AllNull(n) => *n,
+            Idx::Range(n) | Idx::AllNull(n) | Idx::Sparse { len: n, .. } => *n,
             Idx::Rows(r) => r.len(),
-            Idx::Ranks(r) => r.len(),
         }
     }
 
@@ -813,12 +849,17 @@ impl<'a> Idx<'a> {
         out: &mut Vec<O>,
         broadcast: bool,
     ) {
+        if let Idx::Sparse { len, hits } = self {
+            let base = out.len();
+            out.resize(base + len, null);
+            for &(at, i) in hits {
+                out[base + at as usize] = f(src[if broadcast { 0 } else { i as usize }]);
+            }
+            return;
+        }
         if broadcast {
             let v = f(src[0]);
             match self {
-                Idx::Ranks(r) => {
-                    out.extend(r.iter().map(|&i| if i == NULL_ROW { null } else { v }))
-                }
                 Idx::AllNull(n) => out.extend(std::iter::repeat_n(null, *n)),
                 _ => out.extend(std::iter::repeat_n(v, self.len())),
             }
@@ -827,14 +868,9 @@ impl<'a> Idx<'a> {
         match self {
             Idx::Range(n) => out.extend(src[..*n].iter().map(|&x| f(x))),
             Idx::Rows(r) => out.extend(r.iter().map(|&i| f(src[i as usize]))),
-            Idx::Ranks(r) => out.extend(r.iter().map(|&i| {
-                if i == NULL_ROW {
-                    null
-                } else {
-                    f(src[i as usize])
-                }
-            })),
-            Idx::AllNull(n) => out.extend(std::iter::repeat_n(null, *n)),
+            Idx::AllNull(n) | Idx::Sparse { len: n, .. } => {
+                out.extend(std::iter::repeat_n(null, *n))
+            }
         }
     }
 
@@ -844,9 +880,15 @@ impl<'a> Idx<'a> {
         match self {
             Idx::Range(n) => (0..*n).for_each(|i| f(Some(i))),
             Idx::Rows(r) => r.iter().for_each(|&i| f(Some(i as usize))),
-            Idx::Ranks(r) => r
-                .iter()
-                .for_each(|&i| f((i != NULL_ROW).then_some(i as usize))),
+            Idx::Sparse { len, hits } => {
+                let mut next = hits.iter().peekable();
+                for at in 0..*len {
+                    match next.next_if(|h| h.0 as usize == at) {
+                        Some(&(_, i)) => f(Some(i as usize)),
+                        None => f(None),
+                    }
+                }
+            }
             Idx::AllNull(n) => (0..*n).for_each(|_| f(None)),
         }
     }
@@ -902,11 +944,14 @@ impl Validity {
         match idx {
             Idx::Range(_) | Idx::Rows(_) => self.valid_run(idx.len()),
             Idx::AllNull(n) => self.null_run(*n),
-            Idx::Ranks(r) => {
-                for &i in r {
-                    self.bit(i != NULL_ROW);
-                    self.nulls += usize::from(i == NULL_ROW);
+            Idx::Sparse { len, hits } => {
+                let at = self.len;
+                self.null_run(*len);
+                for &(k, _) in hits {
+                    let i = at + k as usize;
+                    self.words[i / 64] |= 1 << (i % 64);
                 }
+                self.nulls -= hits.len();
             }
         }
     }
@@ -976,20 +1021,32 @@ fn select(seg: &Segment, keep_spans: Option<&[bool]>) -> Selection {
     };
     let mut keep: Vec<Option<Vec<bool>>> = vec![None; ts.len()];
     keep[slot(Table::Spans)] = Some(spans_mask.to_vec());
-    let cascade = |keep: &mut Vec<Option<Vec<bool>>>| {
+    // Children follow their parent's mask, for the tables whose parent mask `changed` (parents
+    // come before children in `ts`, so one pass carries a change down the tree).
+    let cascade = |keep: &mut Vec<Option<Vec<bool>>>, changed: &mut Vec<bool>, skip: usize| {
         for (s, &t) in ts.iter().enumerate() {
-            let Some(p) = parent_slot(t) else { continue };
-            let Some(pk) = keep[p].clone() else { continue };
+            let Some(p) = parent_slot(t).filter(|&p| changed[p] && s != skip) else {
+                continue;
+            };
+            let (parents, children) = keep.split_at_mut(s);
+            let Some(pk) = parents[p].as_deref() else {
+                continue;
+            };
             let ids = &parent_ids[s];
-            let m = keep[s].get_or_insert_with(|| vec![true; ids.len()]);
+            let m = children[0].get_or_insert_with(|| vec![true; ids.len()]);
             m.iter_mut()
                 .zip(ids)
                 .for_each(|(k, &p)| *k &= pk[p as usize]);
+            changed[s] = true;
         }
     };
-    cascade(&mut keep);
+    let mut changed = vec![false; ts.len()];
+    changed[slot(Table::Spans)] = true;
+    cascade(&mut keep, &mut changed, usize::MAX);
     // Spans were dropped (the filter "touched" the spans table): scopes left without spans
-    // go, then resources left without scopes.
+    // go, then resources left without scopes. Only their other children need the cascade
+    // again: no kept span is under a scope that goes.
+    changed.fill(false);
     for (container, child) in [
         (Table::Scopes, Table::Spans),
         (Table::Resources, Table::Scopes),
@@ -1006,18 +1063,16 @@ fn select(seg: &Segment, keep_spans: Option<&[bool]>) -> Selection {
             .for_each(|(&p, _)| has_child[p as usize] = true);
         let m = keep[ps].get_or_insert_with(|| vec![true; has_child.len()]);
         m.iter_mut().zip(&has_child).for_each(|(k, h)| *k &= *h);
+        changed[ps] = true;
     }
-    cascade(&mut keep);
+    cascade(&mut keep, &mut changed, slot(Table::Spans));
     let mut picks = Vec::with_capacity(ts.len());
     let mut parents = Vec::with_capacity(ts.len());
     for (s, &t) in ts.iter().enumerate() {
-        let rows: Option<Vec<u32>> = keep[s].as_ref().map(|m| {
-            m.iter()
-                .enumerate()
-                .filter(|(_, k)| **k)
-                .map(|(i, _)| i as u32)
-                .collect()
-        });
+        let pick = match &keep[s] {
+            Some(m) => Pick::of_mask(m),
+            None => Pick::All(seg.tables[s].rows),
+        };
         let new_parent: Option<Vec<u32>> = parent_slot(t).and_then(|p| {
             keep[p].as_ref().map(|pk| {
                 let mut next = 0u32;
@@ -1031,18 +1086,19 @@ fn select(seg: &Segment, keep_spans: Option<&[bool]>) -> Selection {
             })
         });
         let ids = &parent_ids[s];
-        let taken: Vec<u32> = match (&rows, &new_parent) {
+        let taken: Vec<u32> = match (&pick, &new_parent) {
             _ if t.parent().is_none() => Vec::new(),
-            (Some(r), Some(np)) => r.iter().map(|&i| np[ids[i as usize] as usize]).collect(),
-            (Some(r), None) => r.iter().map(|&i| ids[i as usize]).collect(),
-            (None, Some(np)) => ids.iter().map(|&p| np[p as usize]).collect(),
-            (None, None) => ids.clone(),
+            (Pick::Some(r), Some(np)) => r
+                .rows
+                .iter()
+                .map(|&i| np[ids[i as usize] as usize])
+                .collect(),
+            (Pick::Some(r), None) => r.rows.iter().map(|&i| ids[i as usize]).collect(),
+            (Pick::All(_), Some(np)) => ids.iter().map(|&p| np[p as usize]).collect(),
+            (Pick::All(_), None) => ids.clone(),
         };
         parents.push(taken);
-        picks.push(match rows {
-            Some(r) => Pick::Some(r),
-            None => Pick::All(seg.tables[s].rows),
-        });
+        picks.push(pick);
     }
     Selection { picks, parents }
 }
