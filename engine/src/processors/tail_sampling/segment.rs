@@ -626,8 +626,9 @@ impl<'g> DictBuilder<'g> {
         &self.values[self.offsets[k as usize]..self.offsets[k as usize + 1]]
     }
 
-    /// The key of `v`, for row `row` of the concatenation.
-    #[inline]
+    /// The key of `v`, for row `row` of the concatenation. Inlined into the row loops (a call
+    /// per value cost more than the hint check); the hash lookup stays out of line.
+    #[inline(always)]
     fn intern_row(&mut self, row: usize, v: &[u8]) -> u32 {
         let group = self.groups.and_then(|g| g.get(row)).map(|&g| g as usize);
         let hint = match group {
@@ -649,7 +650,7 @@ impl<'g> DictBuilder<'g> {
         k
     }
 
-    #[inline]
+    #[inline(never)]
     fn intern(&mut self, v: &[u8]) -> u32 {
         let h = self.hasher.hash_one(v);
         let (offsets, values) = (&self.offsets, &self.values);
@@ -808,7 +809,7 @@ impl<'a> Idx<'a> {
                 // are visited (attribute value columns are mostly null), each placed by
                 // popcounts: its output position among the picked rows, its index among the
                 // stored values.
-                let mut hits = Vec::new();
+                let mut hits = Vec::with_capacity(p.len().min(nulls.len() - nulls.null_count()));
                 let mut stored = 0u32;
                 for (w, valid) in nulls.inner().bit_chunks().iter_padded().enumerate() {
                     let (picked, before) = match p {
