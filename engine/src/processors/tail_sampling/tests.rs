@@ -968,3 +968,10 @@ async fn the_ticker_fires_decisions_on_the_wall_clock() {
     ts.shutdown().await;
     assert_eq!(out.items(), 1);
 }
+
+#[test]
+fn decision_tallies_index_decisions_by_declaration_order() {
+    for (i, d) in policy::Decision::ALL.iter().enumerate() {
+        assert_eq!(*d as usize, i, "{d:?}");
+    }
+}
