@@ -1351,6 +1351,24 @@ mod tests {
             prop_assert_eq!(seg.spans(), p.item_count() * 2);
         }
 
+        /// An OTLP request decoded, sealed and read back encodes to the very bytes it came
+        /// from: every span, attribute (all value types), event, link, scope and resource.
+        #[test]
+        fn a_sealed_request_encodes_back_to_its_own_bytes(req in arb_traces_request()) {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+            use prost::Message;
+            let bytes = req.encode_to_vec();
+            let decoded = crate::otlp::decode(Signal::Traces, &bytes).unwrap();
+            let n = decoded.item_count() as u32;
+            let seg = Segment::seal(&[Part { payload: decoded, ordinals: (0..n).collect() }]).unwrap();
+            let back = crate::otlp::encode_to_vec(&seg.open().unwrap().payload);
+            prop_assert_eq!(
+                ExportTraceServiceRequest::decode(back.as_slice()).unwrap(),
+                ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap()
+            );
+            prop_assert_eq!(back, bytes);
+        }
+
         /// Taking kept spans out of several segments gives what filtering each segment's
         /// decoded payload and concatenating the results gives (the path before segments).
         #[test]
