@@ -21,7 +21,7 @@
 //! matters for stateful policies and for the per-policy counts, as in the Collector.
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::datatypes::{Int32Type, Int64Type, UInt8Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{Int64Type, UInt8Type, UInt32Type};
 use regex::Regex;
 
 use super::config::{Level, PolicyConfig};
@@ -88,23 +88,6 @@ pub struct SpanColumns {
     pub start: Vec<u64>,
     pub end: Vec<u64>,
     pub status: Vec<i32>,
-}
-
-impl SpanColumns {
-    pub fn of(part: &Part) -> Self {
-        let spans = part.payload.table(Table::Spans);
-        SpanColumns {
-            ordinals: part.ordinals.clone(),
-            start: u64_col(spans, col::START_TIME_UNIX_NANO).to_vec(),
-            end: u64_col(spans, col::END_TIME_UNIX_NANO).to_vec(),
-            status: spans
-                .column_by_name(col::STATUS_CODE)
-                .expect("status_code")
-                .as_primitive::<Int32Type>()
-                .values()
-                .to_vec(),
-        }
-    }
 }
 
 /// Per-trace aggregates, computed in one pass over the span columns of all parts.
@@ -215,14 +198,6 @@ impl<'a> TraceBatch<'a> {
         }
         out
     }
-}
-
-fn u64_col<'b>(batch: &'b RecordBatch, name: &str) -> &'b [u64] {
-    batch
-        .column_by_name(name)
-        .expect("span time column")
-        .as_primitive::<UInt64Type>()
-        .values()
 }
 
 /// An attribute's value as pdata's typed getters see it.
