@@ -17,9 +17,7 @@ use sluice_benches::{realistic_traces_request, with_trace_ids};
 use sluice_engine::Payload;
 use sluice_engine::clock::VirtualClock;
 use sluice_engine::component::{BoxFuture, ComponentId, ConsumeError, Consumer};
-use sluice_engine::processors::tail_sampling::{
-    Compression, Options, TailSampling, TailSamplingConfig,
-};
+use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
 use sluice_engine::telemetry::Telemetry;
 
 #[global_allocator]
@@ -49,17 +47,14 @@ fn config() -> TailSamplingConfig {
     serde_json::from_value(v).expect("config")
 }
 
-fn processor(clock: Arc<VirtualClock>, compression: Compression) -> TailSampling {
+fn processor(clock: Arc<VirtualClock>) -> TailSampling {
     TailSampling::new(
         &config(),
         &ComponentId::parse("tail_sampling").expect("id"),
         Arc::new(Nop),
         clock,
         &Telemetry::new(),
-        Options {
-            shards: 1,
-            compression,
-        },
+        Options { shards: 1 },
     )
 }
 
@@ -79,9 +74,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.sample_size(10);
 
-    for compression in [Compression::Lz4, Compression::Zstd] {
+    {
         let clock = VirtualClock::new(t0);
-        let ts = processor(clock.clone(), compression);
+        let ts = processor(clock.clone());
         let mut k = 0usize;
         let mut now = t0;
         // Fill to 100k traces in flight.
@@ -95,31 +90,28 @@ fn bench(c: &mut Criterion) {
                 k += 1;
             }
         });
-        g.bench_function(
-            format!("steady_state_100k_in_flight_{compression:?}"),
-            |b| {
-                b.iter(|| {
-                    now += STEP_NS;
-                    clock.advance_to(now);
-                    rt.block_on(ts.consume(pool[k % pool.len()].clone()))
-                        .expect("consume");
-                    k += 1;
-                })
-            },
-        );
+        g.bench_function("steady_state_100k_in_flight", |b| {
+            b.iter(|| {
+                now += STEP_NS;
+                clock.advance_to(now);
+                rt.block_on(ts.consume(pool[k % pool.len()].clone()))
+                    .expect("consume");
+                k += 1;
+            })
+        });
     }
 
     // Ingest only: the clock stands still after the fill, so nothing is decided and every
     // request adds new traces to the buffers.
     let clock = VirtualClock::new(t0);
-    let ts = processor(clock.clone(), Compression::Lz4);
+    let ts = processor(clock.clone());
     rt.block_on(async {
         for p in &pool[..(IN_FLIGHT / 250) as usize] {
             ts.consume(p.clone()).await.expect("consume");
         }
     });
     let mut k = (IN_FLIGHT / 250) as usize;
-    g.bench_function("ingest_100k_in_flight_Lz4", |b| {
+    g.bench_function("ingest_100k_in_flight", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {

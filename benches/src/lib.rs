@@ -76,7 +76,13 @@ const AGENTS: &[&str] = &[
 /// and value lengths of HTTP server/client and database spans, 16-span traces with parent
 /// links, a status on every span and an exception event on one span in 20.
 pub fn realistic_traces_request(spans: usize) -> ExportTraceServiceRequest {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    realistic_traces_request_seeded(spans, 0x9E37_79B9_7F4A_7C15)
+}
+
+/// [`realistic_traces_request`] with another seed: the same shapes and vocabulary, different
+/// random values (span and trace ids, pod names and uids, peer addresses, timings, picks).
+pub fn realistic_traces_request_seeded(spans: usize, seed: u64) -> ExportTraceServiceRequest {
+    let mut rng = Rng(seed | 1);
     let resources = 4usize;
     let scopes = 2usize;
     let per_scope = spans.div_ceil(resources * scopes).max(1);

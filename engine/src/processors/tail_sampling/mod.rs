@@ -28,12 +28,14 @@
 //! - Spans are routed by trace id to one of N shards (N = cores), each behind its own lock, so
 //!   receivers on different cores rarely wait for each other.
 //! - Each shard is a time wheel ([`store`]): a trace's spans all go to the bucket of its
-//!   deadline, as filtered Arrow payloads that are sealed into compressed Arrow IPC segments.
-//! - When a bucket fires, its segments are decoded once, per-trace aggregates (span count,
-//!   status codes present, earliest start, latest end) are computed in one pass over the span
-//!   columns, every policy is evaluated for all of the bucket's traces at once, and the kept
-//!   spans leave in bulk: one `filter` per part, one concatenated payload downstream, so all
-//!   spans of a kept trace are exported together.
+//!   deadline, as filtered Arrow payloads that are sealed into compact columnar segments
+//!   ([`segment`]: per-segment dictionaries, narrowed integers, no storage for nulls).
+//! - When a bucket fires, per-trace aggregates (span count, status codes present, earliest
+//!   start, latest end) are computed in one pass over the segments' span columns, every policy
+//!   is evaluated for all of the bucket's traces at once (segments are decoded whole only if a
+//!   policy reads attributes or runs OTTL), and the kept rows of every segment are taken out
+//!   into one payload downstream, so all spans of a kept trace are exported together; segments
+//!   with no kept span are never decoded.
 //! - Decisions are remembered ([`store::DecisionMemory`]): late spans of a kept trace are
 //!   passed on at once, those of a dropped trace are dropped (both counted).
 //! - Time comes from the [`Clock`]: on the wall clock a ticker fires buckets every tick (1 s,
@@ -60,6 +62,7 @@
 
 pub mod config;
 pub mod policy;
+pub mod segment;
 pub mod store;
 
 #[cfg(test)]
@@ -74,8 +77,7 @@ use arrow::datatypes::UInt64Type;
 use tokio::task::JoinHandle;
 
 pub use config::TailSamplingConfig;
-use policy::{Final, Policy, TraceBatch, TraceId};
-pub use store::Compression;
+use policy::{Final, Policy, SpanColumns, TraceBatch, TraceId};
 use store::{Bucket, DecisionMemory, Shard, TRACE_INDEX_ENTRY_BYTES};
 
 use crate::clock::Clock;
@@ -129,16 +131,12 @@ impl Factory for TailSamplingFactory {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub shards: usize,
-    pub compression: Compression,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            // zstd: smaller (0.14x vs 0.19x protobuf) and, measured side by side, faster
-            // through decisions than lz4_flex's frame decoder (BENCHMARKS.md)
-            compression: Compression::Zstd,
         }
     }
 }
@@ -294,7 +292,9 @@ struct Inner {
     policy_labels: Vec<String>,
     sample_on_first_match: bool,
     drop_on_shutdown: bool,
-    compression: Compression,
+    /// Whether any policy reads decoded spans (attributes, OTTL): if none does, decisions
+    /// read only the span columns they aggregate, and only kept rows are ever decoded.
+    reads_spans: bool,
     wait_ns: u64,
     tick_ns: u64,
     /// Undecided traces per shard before the oldest are decided early.
@@ -331,6 +331,7 @@ impl TailSampling {
         let wait_ns = config.decision_wait.as_nanos().min(u128::from(u64::MAX)) as u64;
         let tick_ns = wait_ns.clamp(1, 1_000_000_000);
         let policies = policy::build_all(&config.policies);
+        let reads_spans = policies.iter().any(Policy::reads_spans);
         let policy_labels = policies
             .iter()
             .map(|p| match &id.name {
@@ -360,10 +361,10 @@ impl TailSampling {
                     })
                     .collect(),
                 policies: Mutex::new(policies),
+                reads_spans,
                 policy_labels,
                 sample_on_first_match: config.sample_on_first_match,
                 drop_on_shutdown: config.drop_pending_traces_on_shutdown,
-                compression: options.compression,
                 wait_ns,
                 tick_ns,
                 shard_limit,
@@ -461,15 +462,7 @@ impl Inner {
             }
             let mut shard = lock(&self.shards[s]);
             let got = shard
-                .ingest(
-                    &payload,
-                    &ids,
-                    rows,
-                    now,
-                    new_fire_tick,
-                    self.compression,
-                    &mut pass,
-                )
+                .ingest(&payload, &ids, rows, now, new_fire_tick, &mut pass)
                 .map_err(internal)?;
             if shard.traces.len() > self.shard_limit {
                 over_limit.push(s);
@@ -529,7 +522,7 @@ impl Inner {
                     out.extend(self.decide(&mut shard, bucket));
                 }
                 if seal {
-                    match shard.seal_idle(self.compression) {
+                    match shard.seal_idle() {
                         Ok(d) => self.metrics.buffered_bytes.add(d as i64),
                         Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
                     }
@@ -555,7 +548,7 @@ impl Inner {
         let now = self.now();
         m.removal_age
             .observe(now.saturating_sub(bucket.first_seen) as f64 / 1e9);
-        let (ids, parts) = match bucket.open() {
+        let (ids, segments) = match bucket.into_segments() {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, spans, "tail_sampling: cannot read buffered spans; dropping them");
@@ -563,7 +556,24 @@ impl Inner {
                 return None;
             }
         };
-        let batch = TraceBatch::new(&ids, &parts, now);
+        let columns: Vec<SpanColumns> = segments.iter().map(|s| s.span_columns()).collect();
+        let parts = if self.reads_spans {
+            match segments
+                .iter()
+                .map(|s| s.open())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, spans, "tail_sampling: cannot read buffered spans; dropping them");
+                    m.export_failed.add(spans as u64);
+                    return None;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let batch = TraceBatch::new(&ids, &columns, &parts, now);
         let (finals, counts) = {
             let mut policies = lock(&self.policies);
             let decided = policy::decide(&mut policies, &batch, self.sample_on_first_match);
@@ -587,41 +597,38 @@ impl Inner {
         for f in [Final::Sampled, Final::NotSampled, Final::Dropped] {
             m.global(f).add(by_final[f as usize]);
         }
-        let mut kept = Vec::new();
-        let mut dropped = 0usize;
-        for part in &parts {
-            let mask: Vec<bool> = part
-                .ordinals
-                .iter()
-                .map(|&t| finals[t as usize] == Final::Sampled)
-                .collect();
+        // Per segment: the spans of kept traces; segments with none are never read.
+        let masks: Vec<Vec<bool>> = columns
+            .iter()
+            .map(|c| {
+                c.ordinals
+                    .iter()
+                    .map(|&t| finals[t as usize] == Final::Sampled)
+                    .collect()
+            })
+            .collect();
+        let mut picks = Vec::with_capacity(segments.len());
+        let mut kept = 0usize;
+        for (seg, mask) in segments.iter().zip(&masks) {
             let k = mask.iter().filter(|x| **x).count();
-            dropped += mask.len() - k;
+            kept += k;
             if k == mask.len() {
-                kept.push(part.payload.clone());
+                picks.push((seg, None));
             } else if k > 0 {
-                match part.payload.filter(Table::Spans, &mask) {
-                    Ok(p) => kept.push(p),
-                    Err(e) => {
-                        tracing::error!(error = %e, "tail_sampling: cannot take kept spans; dropping them");
-                        m.export_failed.add(k as u64);
-                    }
-                }
+                picks.push((seg, Some(mask.as_slice())));
             }
         }
-        m.not_sampled.add(dropped as u64);
-        match kept.len() {
-            0 => None,
-            1 => kept.pop(),
-            _ => match Payload::concat(Signal::Traces, &kept) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    let n: usize = kept.iter().map(Payload::item_count).sum();
-                    tracing::error!(error = %e, "tail_sampling: cannot merge kept spans; dropping them");
-                    m.export_failed.add(n as u64);
-                    None
-                }
-            },
+        m.not_sampled.add((spans - kept) as u64);
+        if picks.is_empty() {
+            return None;
+        }
+        match segment::take(&picks) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "tail_sampling: cannot take kept spans; dropping them");
+                m.export_failed.add(kept as u64);
+                None
+            }
         }
     }
 

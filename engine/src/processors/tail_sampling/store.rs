@@ -7,142 +7,29 @@
 //! traces being decided: no search, no partial segments left behind.
 //!
 //! Spans arrive as [`Part`]s (a `Payload` filtered to the bucket's rows, plus each row's trace
-//! ordinal in the bucket). Parts are *sealed* into a [`Segment`] once a bucket holds
-//! [`SEAL_SPANS`] unsealed spans (and, at each tick, when it holds [`SEAL_MIN_SPANS`]): the
-//! parts are concatenated and written as Arrow IPC with buffer compression (LZ4 frame or zstd,
-//! arrow's `ipc_compression`), which removes what makes decoded spans large in memory —
-//! mostly-null typed value columns and repeated strings (`BENCHMARKS.md`). A bucket's segments
-//! are read back once, when it fires.
+//! ordinal in the bucket). Parts are *sealed* into a compact [`Segment`] once a bucket holds
+//! [`SEAL_SPANS`] unsealed spans (and, at each tick, when it holds [`SEAL_MIN_SPANS`]): see
+//! [`super::segment`] for the encoding, which removes what makes decoded spans large in memory
+//! (mostly-null typed value columns, repeated strings, wide integers) without a general-purpose
+//! compressor. A bucket's segments are read once, when it fires, and only for the rows kept.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Cursor;
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroUsize;
 
-use arrow::array::RecordBatch;
-use arrow::error::ArrowError;
-use arrow::ipc::CompressionType;
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use hashbrown::HashMap;
 use lru::LruCache;
 
 use super::policy::{Part, TraceId};
+pub use super::segment::Segment;
 use crate::payload::{Payload, PayloadError};
-use crate::schema::{Signal, Table};
+use crate::schema::Table;
 
 /// Unsealed spans in a bucket that trigger sealing on arrival.
 pub const SEAL_SPANS: usize = 4096;
 /// At each tick, buckets with at least this many unsealed spans are sealed (fewer are left as
-/// they are: tiny segments compress badly, and what stays unsealed is bounded by
-/// `SEAL_MIN_SPANS` per bucket).
+/// they are: small segments carry more per-segment overhead, and what stays unsealed is bounded
+/// by `SEAL_MIN_SPANS` per bucket).
 pub const SEAL_MIN_SPANS: usize = 256;
-
-/// How sealed segments are compressed.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Lz4,
-    Zstd,
-    /// IPC without compression (for comparison in benchmarks).
-    None,
-}
-
-impl Compression {
-    fn options(self) -> Result<IpcWriteOptions, ArrowError> {
-        let kind = match self {
-            Compression::Lz4 => Some(CompressionType::LZ4_FRAME),
-            Compression::Zstd => Some(CompressionType::ZSTD),
-            Compression::None => None,
-        };
-        IpcWriteOptions::default().try_with_compression(kind)
-    }
-}
-
-/// Sealed spans: every table of a traces payload as a length-prefixed Arrow IPC stream (an
-/// empty table is a zero length), plus the rows' trace ordinals.
-pub struct Segment {
-    bytes: Vec<u8>,
-    ordinals: Vec<u32>,
-}
-
-impl Segment {
-    pub fn seal(parts: Vec<Part>, compression: Compression) -> Result<Segment, PayloadError> {
-        let mut ordinals = Vec::with_capacity(parts.iter().map(|p| p.ordinals.len()).sum());
-        let mut payloads = Vec::with_capacity(parts.len());
-        for p in parts {
-            ordinals.extend_from_slice(&p.ordinals);
-            payloads.push(p.payload);
-        }
-        let payload = match payloads.len() {
-            1 => payloads.pop().expect("one payload"),
-            _ => Payload::concat(Signal::Traces, &payloads)?,
-        };
-        let options = compression.options()?;
-        let mut bytes = Vec::new();
-        for (_, batch) in payload.tables() {
-            let at = bytes.len();
-            bytes.extend_from_slice(&0u32.to_le_bytes());
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let mut w =
-                StreamWriter::try_new_with_options(&mut bytes, &batch.schema(), options.clone())?;
-            w.write(batch)?;
-            w.finish()?;
-            drop(w);
-            let len = (bytes.len() - at - 4) as u32;
-            bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        }
-        bytes.shrink_to_fit();
-        ordinals.shrink_to_fit();
-        Ok(Segment { bytes, ordinals })
-    }
-
-    pub fn open(&self) -> Result<Part, PayloadError> {
-        let mut tables = Vec::with_capacity(Signal::Traces.tables().len());
-        let mut at = 0usize;
-        for &t in Signal::Traces.tables() {
-            let len_bytes: [u8; 4] = self
-                .bytes
-                .get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt(t))?;
-            let len = u32::from_le_bytes(len_bytes) as usize;
-            at += 4;
-            let batch = if len == 0 {
-                RecordBatch::new_empty(t.schema())
-            } else {
-                let stream = self.bytes.get(at..at + len).ok_or_else(|| corrupt(t))?;
-                let reader = StreamReader::try_new(Cursor::new(stream), None)?;
-                let mut batches = reader.collect::<Result<Vec<_>, _>>()?;
-                match batches.len() {
-                    1 => batches.pop().expect("one batch"), // what seal writes: no copy
-                    _ => arrow::compute::concat_batches(&t.schema(), &batches)?,
-                }
-            };
-            at += len;
-            tables.push((t, batch));
-        }
-        Ok(Part {
-            payload: Payload::from_tables(Signal::Traces, tables)?,
-            ordinals: self.ordinals.clone(),
-        })
-    }
-
-    pub fn spans(&self) -> usize {
-        self.ordinals.len()
-    }
-
-    /// Bytes this segment keeps allocated.
-    pub fn resident_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ordinals.capacity() * 4 + std::mem::size_of::<Self>()
-    }
-}
-
-fn corrupt(t: Table) -> PayloadError {
-    PayloadError::Invariant {
-        table: t,
-        detail: "tail_sampling segment is truncated (internal error)".into(),
-    }
-}
 
 /// The traces decided at one tick, and all their spans.
 #[derive(Default)]
@@ -160,14 +47,14 @@ pub struct Bucket {
 
 impl Bucket {
     /// Seals the unsealed parts into one segment; returns the change in resident bytes.
-    fn seal(&mut self, compression: Compression) -> Result<isize, PayloadError> {
+    fn seal(&mut self) -> Result<isize, PayloadError> {
         if self.pending.is_empty() {
             return Ok(0);
         }
         let before: usize = self.pending.iter().map(part_bytes).sum();
-        // Parts are cheap to clone (shared buffers): if sealing fails they stay pending, and the
-        // bucket is decided from them as they are.
-        let seg = Segment::seal(self.pending.clone(), compression)?;
+        // If sealing fails (an internal error) the parts stay pending; sealing is tried again
+        // later, and a bucket that cannot be sealed when it fires is counted as failed.
+        let seg = Segment::seal(&self.pending)?;
         self.pending.clear();
         self.pending_spans = 0;
         let after = seg.resident_bytes();
@@ -176,14 +63,11 @@ impl Bucket {
         Ok(after as isize - before as isize)
     }
 
-    /// Every part of this bucket, sealed ones decoded, in arrival order.
-    pub fn open(self) -> Result<(Vec<TraceId>, Vec<Part>), PayloadError> {
-        let mut parts = Vec::with_capacity(self.segments.len() + self.pending.len());
-        for s in &self.segments {
-            parts.push(s.open()?);
-        }
-        parts.extend(self.pending);
-        Ok((self.ids, parts))
+    /// The bucket's traces and all its spans as segments, in arrival order (unsealed parts
+    /// are sealed now).
+    pub fn into_segments(mut self) -> Result<(Vec<TraceId>, Vec<Segment>), PayloadError> {
+        self.seal()?;
+        Ok((self.ids, self.segments))
     }
 }
 
@@ -302,7 +186,6 @@ impl Shard {
         rows: &[u32],
         now: u64,
         new_fire_tick: u64,
-        compression: Compression,
         pass: &mut [bool],
     ) -> Result<Ingested, PayloadError> {
         let mut out = Ingested::default();
@@ -365,7 +248,7 @@ impl Shard {
             out.bytes += size as isize;
             if bucket.pending_spans >= SEAL_SPANS {
                 // The spans are buffered either way: a failed seal leaves them unsealed.
-                match bucket.seal(compression) {
+                match bucket.seal() {
                     Ok(d) => out.bytes += d,
                     Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
                 }
@@ -410,11 +293,11 @@ impl Shard {
 
     /// Seals buckets holding at least [`SEAL_MIN_SPANS`] unsealed spans; returns the change in
     /// resident bytes.
-    pub fn seal_idle(&mut self, compression: Compression) -> Result<isize, PayloadError> {
+    pub fn seal_idle(&mut self) -> Result<isize, PayloadError> {
         let mut delta = 0;
         for b in self.wheel.values_mut() {
             if b.pending_spans >= SEAL_MIN_SPANS {
-                delta += b.seal(compression)?;
+                delta += b.seal()?;
             }
         }
         Ok(delta)
