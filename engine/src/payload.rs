@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute;
 use arrow::datatypes::UInt32Type;
 
@@ -253,23 +253,37 @@ impl Payload {
         // Every table is replaced below; starting from a clone (shared buffers) avoids building
         // empty tables only to drop them.
         let mut out = self.clone();
+        // Per filtered parent table: old row -> new row.
+        let mut new_ids: Vec<Option<Vec<u32>>> = vec![None; Table::COUNT];
         for &t in tables {
             let batch = self.table(t);
             let filtered = match &keep[t as usize] {
-                Some(m) => crate::kernels::ranges::filter_record_batch(
-                    batch,
-                    &BooleanArray::from(m.clone()),
-                )?,
+                Some(m) => {
+                    let runs = crate::kernels::ranges::runs_of_bools(m);
+                    if t.is_attrs() {
+                        crate::kernels::attributes::gather_rows(batch, &runs)?
+                    } else {
+                        crate::kernels::ranges::gather_batch(batch, &runs)?
+                    }
+                }
                 None => batch.clone(),
             };
-            let filtered = match t.parent().and_then(|p| keep[p as usize].as_ref()) {
-                Some(parent_keep) => {
-                    let mut new_id = Vec::with_capacity(parent_keep.len());
-                    let mut next = 0u32;
-                    for &k in parent_keep {
-                        new_id.push(next);
-                        next += u32::from(k);
-                    }
+            let filtered = match t
+                .parent()
+                .and_then(|p| keep[p as usize].as_ref().map(|k| (p, k)))
+            {
+                Some((p, parent_keep)) => {
+                    let new_id = new_ids[p as usize].get_or_insert_with(|| {
+                        let mut next = 0u32;
+                        parent_keep
+                            .iter()
+                            .map(|&k| {
+                                let id = next;
+                                next += u32::from(k);
+                                id
+                            })
+                            .collect()
+                    });
                     let ids: UInt32Array = parent_ids(&filtered).unary(|old| new_id[old as usize]);
                     let mut columns = filtered.columns().to_vec();
                     columns[0] = std::sync::Arc::new(ids);
@@ -286,14 +300,18 @@ impl Payload {
     fn cascade_down(&self, keep: &mut [Option<Vec<bool>>]) {
         for &t in self.signal.tables() {
             let Some(parent) = t.parent() else { continue };
-            let Some(pk) = keep[parent as usize].clone() else {
+            if keep[parent as usize].is_none() {
                 continue;
-            };
+            }
             let ids = self.parent_ids(t).values();
-            let m = keep[t as usize].get_or_insert_with(|| vec![true; ids.len()]);
+            let mut m = keep[t as usize]
+                .take()
+                .unwrap_or_else(|| vec![true; ids.len()]);
+            let pk = keep[parent as usize].as_deref().unwrap_or_default();
             m.iter_mut()
                 .zip(ids.iter())
                 .for_each(|(k, &p)| *k &= pk[p as usize]);
+            keep[t as usize] = Some(m);
         }
     }
 
