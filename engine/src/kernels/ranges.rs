@@ -104,6 +104,31 @@ pub fn runs_of_bools(mask: &[bool]) -> Vec<Run> {
     runs
 }
 
+/// The rows of a child table whose parents are in `parent_runs`, given the child's
+/// `parent_ids` (sorted, as every child table is): each run of parents is one run of children,
+/// found by two binary searches, without visiting the rows.
+pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::with_capacity(parent_runs.len());
+    let mut at = 0usize;
+    for r in parent_runs {
+        let (lo, hi) = (r.start as u32, (r.start + r.len) as u32);
+        let start = at + parent_ids[at..].partition_point(|&p| p < lo);
+        let end = start + parent_ids[start..].partition_point(|&p| p < hi);
+        match out.last_mut() {
+            // Parents between two runs may have no children: the child runs then touch.
+            Some(last) if last.start + last.len == start => last.len += end - start,
+            _ if end > start => out.push(Run {
+                src: 0,
+                start,
+                len: end - start,
+            }),
+            _ => {}
+        }
+        at = end;
+    }
+    out
+}
+
 /// The rows of `batch` in `runs` (of source 0), in order: [`filter_record_batch`] with the runs
 /// of its mask already known.
 pub fn gather_batch(batch: &RecordBatch, runs: &[Run]) -> Result<RecordBatch, ArrowError> {
@@ -605,6 +630,21 @@ mod tests {
         fn runs_of_bools_are_the_runs_of_true(mask in prop::collection::vec(prop::bool::weighted(0.9), 0..100)) {
             let want: Vec<Run> = runs_of_mask(&BooleanArray::from(mask.clone()));
             prop_assert_eq!(runs_of_bools(&mask), want);
+        }
+
+        #[test]
+        fn child_runs_are_the_runs_of_rows_with_a_kept_parent(
+            parent_keep in prop::collection::vec(prop::bool::weighted(0.7), 1..40),
+            children in prop::collection::vec((any::<prop::sample::Index>(), 0usize..4), 0..40),
+        ) {
+            // Sorted parent ids: 0..4 children for randomly chosen parents.
+            let mut ids: Vec<u32> = children
+                .iter()
+                .flat_map(|(p, n)| std::iter::repeat_n(p.index(parent_keep.len()) as u32, *n))
+                .collect();
+            ids.sort_unstable();
+            let want = runs_of_bools(&ids.iter().map(|&p| parent_keep[p as usize]).collect::<Vec<_>>());
+            prop_assert_eq!(child_runs(&runs_of_bools(&parent_keep), &ids), want);
         }
 
         #[test]
