@@ -99,6 +99,13 @@ fn word_where_in(chunk: &[u8], wanted: &[u8]) -> u64 {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn word_where_in(chunk: &[u8], wanted: &[u8]) -> u64 {
+    word_where_in_scalar(chunk, wanted)
+}
+
+/// The portable [`word_where_in`]: compiled (and tested against the SSE2 one) everywhere.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn word_where_in_scalar(chunk: &[u8], wanted: &[u8]) -> u64 {
     let mut w = 0u64;
     for (i, b) in chunk.iter().enumerate() {
         w |= u64::from(wanted.contains(b)) << i;
@@ -241,6 +248,14 @@ mod tests {
             let bits = bits_where_in(&bytes, &wanted);
             let want: Vec<bool> = bytes.iter().map(|b| wanted.contains(b)).collect();
             prop_assert_eq!(bits.iter().collect::<Vec<_>>(), want);
+        }
+
+        #[test]
+        fn scalar_word_where_in_is_membership(bytes in prop::collection::vec(0u8..10, 64), wanted in prop::collection::vec(0u8..10, 0..4)) {
+            let want = bytes.iter().enumerate().fold(0u64, |w, (i, b)| w | (u64::from(wanted.contains(b)) << i));
+            prop_assert_eq!(word_where_in_scalar(&bytes, &wanted), want);
+            // The same as the word the platform uses (SSE2 on x86-64).
+            prop_assert_eq!(word_where_in(&bytes, &wanted), want);
         }
     }
 }
