@@ -350,6 +350,33 @@ proptest! {
     }
 
     #[test]
+    fn first_rows_of_keys_match_model(m in arb_model(), keys in arb_key_set(), extra_parents in 0usize..2) {
+        let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        keys.push("absent".into());
+        // A duplicate key on a parent: the first row holding it is the one found.
+        let mut m = m;
+        if let Some(a) = m.iter_mut().find(|a| !a.is_empty()) {
+            let first = a[0].clone();
+            a.push((first.0, V::Int(7)));
+        }
+        let batch = build(&m);
+        let got = first_rows_of_keys(&batch, m.len() + extra_parents, &keys);
+        let mut row = 0u32;
+        let mut want = vec![vec![u32::MAX; m.len() + extra_parents]; keys.len()];
+        for (p, a) in m.iter().enumerate() {
+            for (k, _) in a {
+                if let Some(slot) = keys.iter().position(|x| x == k)
+                    && want[slot][p] == u32::MAX
+                {
+                    want[slot][p] = row;
+                }
+                row += 1;
+            }
+        }
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn lookup_matches_model(m in arb_model(), key in prop::sample::select(KEYS.to_vec())) {
         let got = lookup(&build(&m), m.len(), key).unwrap();
         prop_assert_eq!(got.len(), m.len());
