@@ -1065,7 +1065,22 @@ fn compare_scalar(c: &Col<'_>, op: CmpOp, s: V<'_>, n: usize) -> Vec<bool> {
                 })
                 .collect()
         }
-        Col::Ints(v) => v.iter().map(|&x| compare(V::Int(x), op, s)).collect(),
+        // `kind == SPAN_KIND_CLIENT`, `status.code != ...`: integers against an integer, one
+        // vectorisable comparison per item instead of the generic dispatch.
+        Col::Ints(v) => match s {
+            V::Int(y) => v
+                .iter()
+                .map(|&x| match op {
+                    CmpOp::Eq => x == y,
+                    CmpOp::Ne => x != y,
+                    CmpOp::Lt => x < y,
+                    CmpOp::Le => x <= y,
+                    CmpOp::Gt => x > y,
+                    CmpOp::Ge => x >= y,
+                })
+                .collect(),
+            _ => v.iter().map(|&x| compare(V::Int(x), op, s)).collect(),
+        },
         _ => (0..n).map(|i| compare(c.get(i), op, s)).collect(),
     }
 }
