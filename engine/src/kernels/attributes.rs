@@ -531,8 +531,9 @@ pub fn first_rows_of_keys(
     num_parents: usize,
     keys: &[String],
 ) -> Vec<Vec<u32>> {
+    let mut out = vec![vec![u32::MAX; num_parents]; keys.len()];
     if keys.is_empty() || attrs.num_rows() == 0 {
-        return vec![vec![u32::MAX; num_parents]; keys.len()];
+        return out;
     }
     let dict = self::keys(attrs);
     let values = dict.values().as_string::<i32>();
@@ -549,35 +550,20 @@ pub fn first_rows_of_keys(
         })
         .collect();
     if slot_of.iter().all(|s| *s == u32::MAX) {
-        return vec![vec![u32::MAX; num_parents]; keys.len()];
+        return out;
     }
-    // One flat table, `num_parents` cells per key plus a last block that unwanted keys (and
-    // out-of-range parent ids) write to, and rows visited backwards: every row is an
-    // unconditional store and the first row of a key is the last one written. No branch per
-    // row, where the forward "is the cell still empty" test mispredicts on every wanted key.
-    let block = num_parents + 1;
-    let spill = keys.len();
-    let slot_of: Vec<usize> = slot_of
-        .iter()
-        .map(|&s| if s == u32::MAX { spill } else { s as usize } * block)
-        .collect();
-    let mut cells = vec![u32::MAX; block * (keys.len() + 1)];
     let ids = parent_ids(attrs);
     let key_idx = dict.keys().values();
-    for (row, (&k, &p)) in key_idx.iter().zip(ids.iter()).enumerate().rev() {
-        let base = slot_of.get(k as usize).copied().unwrap_or(spill * block);
-        let at = if (p as usize) < num_parents {
-            base + p as usize
-        } else {
-            spill * block
-        };
-        cells[at] = row as u32;
+    for (row, (&k, &p)) in key_idx.iter().zip(ids).enumerate() {
+        let slot = slot_of.get(k as usize).copied().unwrap_or(u32::MAX);
+        if slot != u32::MAX
+            && let Some(cell) = out[slot as usize].get_mut(p as usize)
+            && *cell == u32::MAX
+        {
+            *cell = row as u32;
+        }
     }
-    cells
-        .chunks_exact(block)
-        .take(keys.len())
-        .map(|c| c[..num_parents].to_vec())
-        .collect()
+    out
 }
 
 /// Inserts, updates or upserts attribute `key` (see [`SetMode`]) on the selected parents
