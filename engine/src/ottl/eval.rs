@@ -1128,13 +1128,25 @@ fn is_match(c: &Col<'_>, re: &Regex, n: usize, sel: Sel<'_>) -> Vec<bool> {
         }
         Col::Any(cols, rows) => {
             let str_ty = AnyValueType::Str as u8;
+            // The previous string and its result: attribute values repeat from span to span
+            // (`db.system`, `http.route`), and comparing with the last one is cheaper than
+            // running the regex again.
+            let mut last: Option<(&str, bool)> = None;
             rows.iter()
                 .enumerate()
                 .map(|(i, &r)| {
                     if r == NONE || !on(i) {
                         false
                     } else if cols.ty[r as usize] == str_ty {
-                        re.is_match(cols.str.value(r as usize))
+                        let s = cols.str.value(r as usize);
+                        match last {
+                            Some((prev, hit)) if prev == s => hit,
+                            _ => {
+                                let hit = re.is_match(s);
+                                last = Some((s, hit));
+                                hit
+                            }
+                        }
                     } else {
                         one(cols.get(r as usize))
                     }
