@@ -112,8 +112,8 @@ pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
     let mut at = 0usize;
     for r in parent_runs {
         let (lo, hi) = (r.start as u32, (r.start + r.len) as u32);
-        let start = at + parent_ids[at..].partition_point(|&p| p < lo);
-        let end = start + parent_ids[start..].partition_point(|&p| p < hi);
+        let start = first_at_least(parent_ids, at, lo);
+        let end = first_at_least(parent_ids, start, hi);
         match out.last_mut() {
             // Parents between two runs may have no children: the child runs then touch.
             Some(last) if last.start + last.len == start => last.len += end - start,
@@ -127,6 +127,21 @@ pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
         at = end;
     }
     out
+}
+
+/// The first index at or after `from` whose id is at least `target`, in sorted `ids`: a
+/// galloping search (steps 1, 2, 4, ... then a binary search in the last step), since the next
+/// run boundary is usually a few rows ahead, where a binary search over the whole rest of a
+/// 10,000-row table costs 14 mispredicted steps.
+fn first_at_least(ids: &[u32], from: usize, target: u32) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1usize);
+    while hi < ids.len() && ids[hi] < target {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    let hi = hi.min(ids.len());
+    lo + ids[lo..hi].partition_point(|&p| p < target)
 }
 
 /// The rows of `batch` in `runs` (of source 0), in order: [`filter_record_batch`] with the runs
