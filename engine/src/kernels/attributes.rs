@@ -671,7 +671,9 @@ pub fn set_key(
                 continue;
             }
             if let Some(s) = source(p) {
-                at += ids[at..].partition_point(|&x| (x as usize) <= p);
+                // The end of p's run: usually a few rows on (galloping, not a binary search
+                // over the rest of the table).
+                at = super::ranges::first_at_least(ids, at, p as u32 + 1);
                 inserts.push((at, p as u32, s));
             }
         }

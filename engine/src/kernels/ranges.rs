@@ -133,7 +133,7 @@ pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
 /// galloping search (steps 1, 2, 4, ... then a binary search in the last step), since the next
 /// run boundary is usually a few rows ahead, where a binary search over the whole rest of a
 /// 10,000-row table costs 14 mispredicted steps.
-fn first_at_least(ids: &[u32], from: usize, target: u32) -> usize {
+pub(crate) fn first_at_least(ids: &[u32], from: usize, target: u32) -> usize {
     let (mut lo, mut hi, mut step) = (from, from, 1usize);
     while hi < ids.len() && ids[hi] < target {
         lo = hi + 1;
