@@ -274,7 +274,7 @@ impl Payload {
             let runs = match (&keep[t as usize], parent_runs) {
                 (None, None) => None,
                 // Attribute tables (leaves, not cascaded above): the rows of the kept parents,
-                // found from the parents' runs by binary search in the sorted parent ids.
+                // found from the parents' runs by searching the sorted parent ids.
                 (None, Some(parent)) => {
                     Some(ranges::child_runs(parent, self.parent_ids(t).values()))
                 }

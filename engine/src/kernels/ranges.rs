@@ -106,7 +106,7 @@ pub fn runs_of_bools(mask: &[bool]) -> Vec<Run> {
 
 /// The rows of a child table whose parents are in `parent_runs`, given the child's
 /// `parent_ids` (sorted, as every child table is): each run of parents is one run of children,
-/// found by two binary searches, without visiting the rows.
+/// found by two searches (galloping from the previous boundary), without visiting the rows.
 pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::with_capacity(parent_runs.len());
     let mut at = 0usize;
