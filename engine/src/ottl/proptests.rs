@@ -335,17 +335,14 @@ fn group_equals_per_span_execution(
     conditions: &[String],
 ) -> Result<(), TestCaseError> {
     // Groups whose result would depend on span order are refused at load: skip them.
-    let Ok((ctx, stmts, conds)) = compile_group(
-        &statements,
-        &conditions,
-        Signal::Traces,
-        Some(Context::Span),
-    ) else {
+    let Ok((ctx, stmts, conds)) =
+        compile_group(statements, conditions, Signal::Traces, Some(Context::Span))
+    else {
         return Ok(());
     };
     for mode in [ErrorMode::Ignore, ErrorMode::Propagate] {
         let group = StatementGroup::new(ctx, stmts.clone(), conds.clone(), mode);
-        let mut p = reference_traces(&req);
+        let mut p = reference_traces(req);
         let engine = group.run(&mut p, &mut RunReport::default());
         let mut reference = req.clone();
         let interp_result = interp::run_group(&mut reference, &stmts, &conds, mode);
