@@ -16,100 +16,26 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
+use sluice_benches::gateway::{Programs, Reference};
 use sluice_benches::gateway_traces_request;
-use sluice_engine::ottl::interp;
-use sluice_engine::ottl::{Context, ErrorMode, compile_condition, compile_group};
-use sluice_engine::processors::filter::FilterConfig;
-use sluice_engine::processors::transform::TransformConfig;
-use sluice_engine::schema::Signal;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const GATEWAY: &str = include_str!("../../k8s/config/gateway.yaml");
-
-fn processor(doc: &serde_json::Value, id: &str) -> serde_json::Value {
-    doc["processors"][id].clone()
-}
-
-/// The same three processors as the interpreter runs them (span context; the flat
-/// clean-attrs group is inferred as span context, so its resource deletes run per span, as the
-/// Collector runs them).
-struct Reference {
-    noise: Vec<sluice_engine::ottl::Condition>,
-    clean: Vec<sluice_engine::ottl::Statement>,
-    peer: (
-        Vec<sluice_engine::ottl::Statement>,
-        Vec<sluice_engine::ottl::Condition>,
-    ),
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .expect("a list")
-        .iter()
-        .map(|x| x.as_str().expect("a string").to_string())
-        .collect()
-}
-
-fn reference(doc: &serde_json::Value) -> Reference {
-    let noise = strings(&processor(doc, "filter/noise")["traces"]["span"])
-        .iter()
-        .map(|c| compile_condition(c, Signal::Traces, Some(Context::Span)).expect("compiles"))
-        .collect();
-    let clean = strings(&processor(doc, "transform/clean-attrs")["trace_statements"]);
-    let (_, clean, _) = compile_group(&clean, &[], Signal::Traces, None).expect("compiles");
-    let g = &processor(doc, "transform/peer-service")["trace_statements"][0];
-    let (_, stmts, conds) = compile_group(
-        &strings(&g["statements"]),
-        &strings(&g["conditions"]),
-        Signal::Traces,
-        Some(Context::Span),
-    )
-    .expect("compiles");
-    Reference {
-        noise,
-        clean,
-        peer: (stmts, conds),
-    }
-}
-
-fn run_reference(
-    r: &Reference,
-    req: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
-) {
-    interp::filter(req, &r.noise, ErrorMode::Ignore).expect("ignore");
-    interp::run_group(req, &r.clean, &[], ErrorMode::Ignore).expect("ignore");
-    interp::run_group(req, &r.peer.0, &r.peer.1, ErrorMode::Ignore).expect("ignore");
-}
-
 fn gateway(c: &mut Criterion) {
-    let doc: serde_json::Value = serde_saphyr::from_str(GATEWAY).expect("gateway.yaml");
-    let filter = FilterConfig::parse(&processor(&doc, "filter/noise"))
-        .expect("filter/noise")
-        .program(Signal::Traces);
-    let clean = TransformConfig::parse(&processor(&doc, "transform/clean-attrs"))
-        .expect("transform/clean-attrs")
-        .program(Signal::Traces);
-    let peer = TransformConfig::parse(&processor(&doc, "transform/peer-service"))
-        .expect("transform/peer-service")
-        .program(Signal::Traces);
-    let reference = reference(&doc);
+    let programs = Programs::new();
+    let (filter, clean, peer) = (&programs.filter, &programs.clean, &programs.peer);
+    let reference = Reference::new();
 
     let spans = 1000;
     let req = gateway_traces_request(spans);
     let payload = sluice_engine::otlp::decode_traces(&req.encode_to_vec()).expect("decodes");
-    let run_sluice = |p: &sluice_engine::Payload| {
-        let (mut out, _) = filter.apply(p).expect("ignore");
-        clean.apply(&mut out).expect("ignore");
-        peer.apply(&mut out).expect("ignore");
-        out
-    };
+    let run_sluice = |p: &sluice_engine::Payload| programs.run(p);
 
     // Same result both ways, byte for byte.
     let ours = run_sluice(&payload);
     let mut theirs = req.clone();
-    run_reference(&reference, &mut theirs);
+    reference.run(&mut theirs);
     assert_eq!(
         sluice_engine::otlp::encode_to_vec(&ours),
         theirs.encode_to_vec(),
@@ -133,7 +59,7 @@ fn gateway(c: &mut Criterion) {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                run_reference(&reference, &mut r);
+                reference.run(&mut r);
                 r
             },
             BatchSize::SmallInput,

@@ -1,5 +1,7 @@
 //! Shared helpers for sluice benchmarks.
 
+pub mod gateway;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,

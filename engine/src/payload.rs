@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute;
 use arrow::datatypes::UInt32Type;
 
+use crate::kernels::ranges::{self, Run};
 use crate::schema::{Signal, Table, col};
 
 /// One signal's worth of telemetry as normalized Arrow tables.
@@ -219,10 +220,14 @@ impl Payload {
                     ),
                 ));
             }
-            keep[t as usize] = Some(m.to_vec());
+            // An all-true mask keeps everything: no mask.
+            if m.iter().any(|k| !k) {
+                keep[t as usize] = Some(m.to_vec());
+            }
         }
         self.cascade_down(&mut keep);
         // Prune containers left empty, nearest first (points -> metrics -> scopes -> resources).
+        let mut pruned = false;
         for &container in tables.iter().rev() {
             let children: Vec<Table> = tables
                 .iter()
@@ -245,31 +250,67 @@ impl Payload {
                     None => ids.iter().for_each(|&p| has_child[p as usize] = true),
                 }
             }
-            let m = keep[container as usize].get_or_insert_with(|| vec![true; rows]);
-            m.iter_mut().zip(&has_child).for_each(|(k, h)| *k &= *h);
+            let kept = |r: usize| keep[container as usize].as_ref().is_none_or(|m| m[r]);
+            if (0..rows).any(|r| kept(r) && !has_child[r]) {
+                let m = keep[container as usize].get_or_insert_with(|| vec![true; rows]);
+                m.iter_mut().zip(&has_child).for_each(|(k, h)| *k &= *h);
+                pruned = true;
+            }
         }
-        self.cascade_down(&mut keep);
+        if pruned {
+            self.cascade_down(&mut keep);
+        }
         // Apply: filter rows, then map each child's parent ids to the parent's new numbering.
         // Every table is replaced below; starting from a clone (shared buffers) avoids building
         // empty tables only to drop them.
         let mut out = self.clone();
+        // Per filtered parent table: old row -> new row.
+        let mut new_ids: Vec<Option<Vec<u32>>> = vec![None; Table::COUNT];
+        // Runs of kept rows, per table that was filtered.
+        let mut kept_runs: Vec<Option<Vec<Run>>> = vec![None; Table::COUNT];
         for &t in tables {
             let batch = self.table(t);
-            let filtered = match &keep[t as usize] {
-                Some(m) => crate::kernels::ranges::filter_record_batch(
-                    batch,
-                    &BooleanArray::from(m.clone()),
-                )?,
+            let parent_runs = t.parent().and_then(|p| kept_runs[p as usize].as_deref());
+            let runs = match (&keep[t as usize], parent_runs) {
+                (None, None) => None,
+                // Attribute tables (leaves, not cascaded above): the rows of the kept parents,
+                // found from the parents' runs by searching the sorted parent ids.
+                (None, Some(parent)) => {
+                    Some(ranges::child_runs(parent, self.parent_ids(t).values()))
+                }
+                // An attribute table with a mask of its own and a filtered parent: both apply.
+                (Some(m), Some(parent)) if t.is_attrs() => {
+                    let mut both = vec![false; m.len()];
+                    for r in ranges::child_runs(parent, self.parent_ids(t).values()) {
+                        both[r.start..r.start + r.len]
+                            .copy_from_slice(&m[r.start..r.start + r.len]);
+                    }
+                    Some(ranges::runs_of_bools(&both))
+                }
+                (Some(m), _) => Some(ranges::runs_of_bools(m)),
+            };
+            let filtered = match &runs {
+                Some(runs) if t.is_attrs() => crate::kernels::attributes::gather_rows(batch, runs)?,
+                Some(runs) => ranges::gather_batch(batch, runs)?,
                 None => batch.clone(),
             };
-            let filtered = match t.parent().and_then(|p| keep[p as usize].as_ref()) {
-                Some(parent_keep) => {
-                    let mut new_id = Vec::with_capacity(parent_keep.len());
-                    let mut next = 0u32;
-                    for &k in parent_keep {
-                        new_id.push(next);
-                        next += u32::from(k);
-                    }
+            kept_runs[t as usize] = runs;
+            let filtered = match t
+                .parent()
+                .and_then(|p| keep[p as usize].as_ref().map(|k| (p, k)))
+            {
+                Some((p, parent_keep)) => {
+                    let new_id = new_ids[p as usize].get_or_insert_with(|| {
+                        let mut next = 0u32;
+                        parent_keep
+                            .iter()
+                            .map(|&k| {
+                                let id = next;
+                                next += u32::from(k);
+                                id
+                            })
+                            .collect()
+                    });
                     let ids: UInt32Array = parent_ids(&filtered).unary(|old| new_id[old as usize]);
                     let mut columns = filtered.columns().to_vec();
                     columns[0] = std::sync::Arc::new(ids);
@@ -282,18 +323,24 @@ impl Payload {
         Ok(out)
     }
 
-    /// A child row is kept only if its parent row is.
+    /// A child row is kept only if its parent row is. Attribute tables (leaves, and the
+    /// largest tables) are left out: [`Payload::filter_tables`] finds their kept rows from
+    /// their parent's.
     fn cascade_down(&self, keep: &mut [Option<Vec<bool>>]) {
         for &t in self.signal.tables() {
             let Some(parent) = t.parent() else { continue };
-            let Some(pk) = keep[parent as usize].clone() else {
+            if keep[parent as usize].is_none() || t.is_attrs() {
                 continue;
-            };
+            }
             let ids = self.parent_ids(t).values();
-            let m = keep[t as usize].get_or_insert_with(|| vec![true; ids.len()]);
+            let mut m = keep[t as usize]
+                .take()
+                .unwrap_or_else(|| vec![true; ids.len()]);
+            let pk = keep[parent as usize].as_deref().unwrap_or_default();
             m.iter_mut()
                 .zip(ids.iter())
                 .for_each(|(k, &p)| *k &= pk[p as usize]);
+            keep[t as usize] = Some(m);
         }
     }
 
@@ -406,6 +453,7 @@ fn add_to_parent_ids(batch: &RecordBatch, offset: u32) -> Result<RecordBatch, Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::BooleanArray;
 
     #[test]
     fn empty_payloads_are_valid_and_concat_to_empty() {
@@ -447,6 +495,78 @@ mod tests {
         n
     }
 
+    /// [`Payload::filter_tables`] the plain way: a full mask per table, cascaded to every
+    /// table, containers pruned when a child table lost rows, arrow's `filter`, parent ids
+    /// renumbered by a prefix sum.
+    fn filter_model(p: &Payload, masks: &[(Table, Vec<bool>)]) -> Payload {
+        let tables = p.signal.tables();
+        let mut keep: Vec<Vec<bool>> = Table::ALL
+            .iter()
+            .map(|&t| {
+                vec![
+                    true;
+                    if tables.contains(&t) {
+                        p.table(t).num_rows()
+                    } else {
+                        0
+                    }
+                ]
+            })
+            .collect();
+        masks
+            .iter()
+            .for_each(|(t, m)| keep[*t as usize] = m.clone());
+        let cascade = |keep: &mut Vec<Vec<bool>>| {
+            for &t in tables {
+                if let Some(parent) = t.parent() {
+                    for (i, &pid) in p.parent_ids(t).values().iter().enumerate() {
+                        keep[t as usize][i] &= keep[parent as usize][pid as usize];
+                    }
+                }
+            }
+        };
+        cascade(&mut keep);
+        for &container in tables.iter().rev() {
+            let children: Vec<Table> = tables
+                .iter()
+                .copied()
+                .filter(|c| c.parent() == Some(container) && is_structural(*c))
+                .collect();
+            if !children.iter().any(|c| keep[*c as usize].contains(&false)) {
+                continue;
+            }
+            let mut has_child = vec![false; p.table(container).num_rows()];
+            for c in &children {
+                for (i, &pid) in p.parent_ids(*c).values().iter().enumerate() {
+                    has_child[pid as usize] |= keep[*c as usize][i];
+                }
+            }
+            for (k, h) in keep[container as usize].iter_mut().zip(has_child) {
+                *k &= h;
+            }
+        }
+        cascade(&mut keep);
+        let mut out = p.clone();
+        for &t in tables {
+            let mask = BooleanArray::from(keep[t as usize].clone());
+            let mut batch = compute::filter_record_batch(p.table(t), &mask).unwrap();
+            if let Some(parent) = t.parent() {
+                let mut new_id = Vec::new();
+                let mut next = 0u32;
+                for &k in &keep[parent as usize] {
+                    new_id.push(next);
+                    next += u32::from(k);
+                }
+                let ids: UInt32Array = parent_ids(&batch).unary(|old| new_id[old as usize]);
+                let mut columns = batch.columns().to_vec();
+                columns[0] = std::sync::Arc::new(ids);
+                batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+            }
+            out.tables[t as usize] = Some(batch);
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -476,6 +596,34 @@ mod tests {
                 prop_assert!(f.table(Table::Scopes).num_rows() <= p.table(Table::Scopes).num_rows());
                 let scopes_with_spans: std::collections::BTreeSet<u32> = f.parent_ids(Table::Spans).values().iter().copied().collect();
                 prop_assert_eq!(scopes_with_spans.len(), f.table(Table::Scopes).num_rows());
+            }
+        }
+
+        #[test]
+        fn filtering_several_tables_equals_the_row_by_row_model(
+            req in arb_traces_request(),
+            seeds in prop::collection::vec(any::<u64>(), Table::COUNT),
+            which in prop::collection::vec(prop::bool::weighted(0.4), Table::COUNT),
+        ) {
+            let p = reference_traces(&req);
+            let masks: Vec<(Table, Vec<bool>)> = p
+                .signal
+                .tables()
+                .iter()
+                .filter(|t| which[**t as usize])
+                .map(|&t| {
+                    let seed = seeds[t as usize];
+                    // Mostly true, in runs: as filters and deletes produce them.
+                    let m = (0..p.table(t).num_rows()).map(|i| (seed >> ((i / 2) % 64)) & 1 == 1 || i % 3 == 2).collect();
+                    (t, m)
+                })
+                .collect();
+            let refs: Vec<(Table, &[bool])> = masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+            let ours = p.filter_tables(&refs).unwrap();
+            ours.validate().unwrap();
+            let want = filter_model(&p, &masks);
+            for &t in p.signal.tables() {
+                prop_assert_eq!(ours.table(t), want.table(t), "{:?}", t);
             }
         }
 

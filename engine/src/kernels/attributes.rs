@@ -66,7 +66,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int64Array,
     RecordBatch, StringArray, StringBuilder, UInt8Array, UInt32Array,
 };
-use arrow::buffer::BooleanBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::compute;
 use arrow::datatypes::UInt32Type;
 use arrow::error::ArrowError;
@@ -238,8 +238,16 @@ pub fn delete_rows(attrs: &RecordBatch, delete: &BooleanArray) -> Result<RecordB
     if delete.count_set_bits() == 0 {
         return Ok(attrs.clone());
     }
-    let keep = BooleanArray::new(!&delete, None);
-    Ok(super::ranges::filter_record_batch(attrs, &keep)?)
+    let keep = !&delete;
+    let runs: Vec<Run> = keep
+        .set_slices()
+        .map(|(start, end)| Run {
+            src: 0,
+            start,
+            len: end - start,
+        })
+        .collect();
+    Ok(rebuild::gather_rows(attrs, &runs)?)
 }
 
 /// Deletes every attribute whose key is in `keys` (of the selected parents).
@@ -563,8 +571,11 @@ pub fn first_rows_of_keys(
 /// from `values`. Rows of other keys and of unselected parents are untouched; an inserted row
 /// goes at the end of its parent's run.
 ///
-/// One pass over the parents and their runs builds the output's index list (old row or new
-/// value), then one interleave per column builds the table.
+/// The key is judged once per dictionary value, the rows holding it are found with one pass
+/// over the key indices, and the output is spliced from runs of old rows and the new values
+/// ([`rebuild`]): the parent and key columns only where rows are inserted, the value columns
+/// with their validity derived from `type`. An inserted key already in the dictionary reuses
+/// its entry.
 pub fn set_key(
     attrs: &RecordBatch,
     num_parents: usize,
@@ -605,131 +616,196 @@ pub fn set_key(
             (v, true)
         }
     };
-    let scalar_present = !per_parent && src.is_present(0);
+    if !per_parent && !src.is_present(0) {
+        return Ok(attrs.clone());
+    }
+    let selected = parents.map(parent_bits);
+    // The source row of parent p's value, if p is selected and has one.
     let source = |p: usize| -> Option<usize> {
+        if selected.as_ref().is_some_and(|s| !s.value(p)) {
+            return None;
+        }
         if per_parent {
             src.is_present(p).then_some(p)
         } else {
-            scalar_present.then_some(0)
+            Some(0)
         }
     };
-    let selected = parents.map(parent_bits);
-    let is_selected = |p: usize| selected.as_ref().is_none_or(|s| s.value(p));
 
-    let hit = key_mask(attrs, |k| k == key);
-    let hit = hit.values();
     let ids = parent_ids(attrs);
-    let n = ids.len();
-    // The output as runs of rows (see `kernels::ranges`): value runs take source 0 = the old
-    // rows' values, 1 = `src`; key runs take 0 = the old rows' keys, 1 = the new key.
-    let mut value_runs: Vec<Run> = Vec::new();
-    let mut key_runs: Vec<Run> = Vec::new();
-    let mut out_parent: Vec<u32> = Vec::new();
-    let mut updated = false;
-    let mut inserted = false;
-    let mut row = 0;
-    for p in 0..num_parents {
-        let mut has_key = false;
-        let active = is_selected(p);
-        while row < n && ids[row] as usize == p {
-            let mut from = (0, row);
-            if hit.value(row) {
-                has_key = true;
-                if active
-                    && mode != SetMode::Insert
-                    && let Some(s) = source(p)
-                {
-                    from = (1, s);
-                    updated = true;
-                }
-            }
-            extend_run(&mut value_runs, from.0, from.1);
-            if inserted {
-                extend_run(&mut key_runs, 0, row);
-                out_parent.push(p as u32);
-            }
-            row += 1;
+    let dict = keys(attrs);
+    let dict_values = dict.values().as_string::<i32>();
+    let hit: Vec<bool> = (0..dict_values.len())
+        .map(|i| dict_values.is_valid(i) && dict_values.value(i) == key)
+        .collect();
+    let existing_entry = hit.iter().position(|h| *h);
+    // Rows holding the key (any of its dictionary entries), ascending.
+    let key_rows: Vec<usize> = match existing_entry {
+        None => Vec::new(),
+        Some(_) => {
+            let k = dict.keys();
+            (0..k.len())
+                .filter(|&r| k.is_valid(r) && hit.get(k.value(r) as usize) == Some(&true))
+                .collect()
         }
-        if !has_key
-            && active
-            && mode != SetMode::Update
+    };
+    let mut has_key = vec![false; num_parents];
+    // (row, source row): rows whose value is replaced.
+    let mut updates: Vec<(usize, usize)> = Vec::new();
+    for &r in &key_rows {
+        let p = ids[r] as usize;
+        has_key[p] = true;
+        if mode != SetMode::Insert
             && let Some(s) = source(p)
         {
-            if !inserted {
-                // First insert: the rows so far are old rows, in order.
-                inserted = true;
-                if row > 0 {
-                    key_runs.push(Run {
-                        src: 0,
-                        start: 0,
-                        len: row,
-                    });
-                }
-                out_parent.extend_from_slice(&ids[..row]);
-            }
-            extend_run(&mut value_runs, 1, s);
-            extend_run(&mut key_runs, 1, 0);
-            out_parent.push(p as u32);
+            updates.push((r, s));
         }
     }
-    if !updated && !inserted {
+    // (position, parent, source row): a new row before old row `position` (the end of the
+    // parent's run), ascending.
+    let mut inserts: Vec<(usize, u32, usize)> = Vec::new();
+    if mode != SetMode::Update {
+        let mut at = 0usize;
+        for (p, has) in has_key.iter().enumerate() {
+            if *has {
+                continue;
+            }
+            if let Some(s) = source(p) {
+                // The end of p's run: usually a few rows on (galloping, not a binary search
+                // over the rest of the table).
+                at = super::ranges::first_at_least(ids, at, p as u32 + 1);
+                inserts.push((at, p as u32, s));
+            }
+        }
+    }
+    if updates.is_empty() && inserts.is_empty() {
         return Ok(attrs.clone());
     }
+
+    // Value runs: old rows (source 0) with updated rows and inserted rows from `src` (1).
+    let n = ids.len();
+    let len = n + inserts.len();
+    let mut runs: Vec<Run> = Vec::with_capacity(2 * (updates.len() + inserts.len()) + 1);
+    let mut row = 0usize;
+    let (mut u, mut i) = (updates.iter().peekable(), inserts.iter().peekable());
+    loop {
+        // An update of row r comes before an insert at position r (the insert follows the
+        // parent's last old row, which is r - 1 or earlier).
+        let (at, from, replaces) = match (u.peek(), i.peek()) {
+            (Some(&&(r, s)), Some(&&(pos, _, _))) if r < pos => {
+                u.next();
+                (r, s, true)
+            }
+            (_, Some(&&(pos, _, s))) => {
+                i.next();
+                (pos, s, false)
+            }
+            (Some(&&(r, s)), None) => {
+                u.next();
+                (r, s, true)
+            }
+            (None, None) => break,
+        };
+        push_run(&mut runs, 0, row, at - row);
+        push_run(&mut runs, 1, from, 1);
+        row = if replaces { at + 1 } else { at };
+    }
+    push_run(&mut runs, 0, row, n - row);
+
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(attrs.num_columns());
-    if inserted {
-        columns.push(Arc::new(UInt32Array::from(out_parent)));
-        let new_key = DictionaryArray::<UInt32Type>::new(
-            UInt32Array::from(vec![0u32]),
-            Arc::new(StringArray::from(vec![key])),
-        );
-        columns.push(super::ranges::gather_runs(
-            &[attrs.column(idx::KEY).as_ref(), &new_key],
-            &key_runs,
-        )?);
-    } else {
+    if inserts.is_empty() {
         columns.push(attrs.column(idx::PARENT_ID).clone());
         columns.push(attrs.column(idx::KEY).clone());
+    } else {
+        columns.push(Arc::new(UInt32Array::new(
+            ScalarBuffer::from(splice(ids, &inserts, |&(_, p, _)| p)),
+            None,
+        )));
+        let (entry, dict_values) = match existing_entry {
+            Some(e) => (e as u32, dict.values().clone()),
+            None => (
+                dict_values.len() as u32,
+                compute::concat(&[dict_values, &StringArray::from(vec![key])])?,
+            ),
+        };
+        let keys = splice(dict.keys().values(), &inserts, |_| entry);
+        let key_nulls = dict.keys().nulls().map(|n| {
+            let mut b = super::ranges::Bits::with_capacity(len);
+            let mut row = 0;
+            for &(at, _, _) in &inserts {
+                b.append_range(n.inner().values(), n.inner().offset() + row, at - row);
+                b.append_n(1, true);
+                row = at;
+            }
+            b.append_range(n.inner().values(), n.inner().offset() + row, n.len() - row);
+            NullBuffer::new(b.finish())
+        });
+        // SAFETY: every key is an old key of a valid dictionary array (indexing the same
+        // values or a prefix of the extended ones) or `entry`, which indexes `key` in them.
+        columns.push(Arc::new(unsafe {
+            DictionaryArray::<UInt32Type>::new_unchecked(
+                UInt32Array::new(ScalarBuffer::from(keys), key_nulls),
+                dict_values,
+            )
+        }));
     }
-    for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(super::ranges::gather_runs(
-            &[old.as_ref(), new],
-            &value_runs,
-        )?);
-    }
+    let old = rebuild::value_cols(attrs);
+    columns.extend(rebuild::gather_values(&[old, src.columns()], &runs, len)?);
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
 
-/// Appends row `row` of source `src` to `runs`, extending the last run when it continues it.
-fn extend_run(runs: &mut Vec<Run>, src: usize, row: usize) {
+/// `old` with `value(insert)` placed before old element `insert.0` for every insert
+/// `(position, parent, source row)` (ascending positions).
+fn splice<T: Copy>(
+    old: &[T],
+    inserts: &[(usize, u32, usize)],
+    value: impl Fn(&(usize, u32, usize)) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(old.len() + inserts.len());
+    let mut row = 0;
+    for ins in inserts {
+        let at = ins.0;
+        out.extend_from_slice(&old[row..at]);
+        out.push(value(ins));
+        row = at;
+    }
+    out.extend_from_slice(&old[row..]);
+    out
+}
+
+/// Appends a run of `len` rows of `src` from `start` (nothing for an empty run), extending the
+/// last run when it continues it.
+fn push_run(runs: &mut Vec<Run>, src: usize, start: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
     match runs.last_mut() {
-        Some(r) if r.src == src && r.start + r.len == row => r.len += 1,
-        _ => runs.push(Run {
-            src,
-            start: row,
-            len: 1,
-        }),
+        Some(r) if r.src == src && r.start + r.len == start => r.len += len,
+        _ => runs.push(Run { src, start, len }),
     }
 }
 
 /// Overwrites the values of some rows: `targets` (ascending row indexes) get row `i` of
-/// `src` for the `i`-th target. One interleave per value column.
+/// `src` for the `i`-th target. One gather per value column ([`rebuild::gather_values`]).
 fn overwrite_rows(attrs: &RecordBatch, targets: &[usize], src: &AnyValues) -> Result<RecordBatch> {
     if targets.is_empty() {
         return Ok(attrs.clone());
     }
-    let mut value_idx: Vec<(usize, usize)> = (0..attrs.num_rows()).map(|r| (0, r)).collect();
+    let n = attrs.num_rows();
+    let mut runs: Vec<Run> = Vec::with_capacity(2 * targets.len() + 1);
+    let mut row = 0;
     for (i, &t) in targets.iter().enumerate() {
-        value_idx[t] = (1, i);
+        push_run(&mut runs, 0, row, t - row);
+        push_run(&mut runs, 1, i, 1);
+        row = t + 1;
     }
+    push_run(&mut runs, 0, row, n - row);
     let mut columns: Vec<ArrayRef> = attrs.columns()[..idx::TYPE].to_vec();
-    let runs = super::ranges::runs_of(&value_idx);
-    for (old, new) in attrs.columns()[idx::VALUES].iter().zip(src.columns()) {
-        columns.push(super::ranges::interleave_runs(
-            &[old.as_ref(), new],
-            &runs,
-            &value_idx,
-        )?);
-    }
+    columns.extend(rebuild::gather_values(
+        &[rebuild::value_cols(attrs), src.columns()],
+        &runs,
+        n,
+    )?);
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
 
@@ -1245,5 +1321,7 @@ pub fn replace_in_keys<'r>(
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
 }
 
+mod rebuild;
+pub(crate) use rebuild::gather_rows;
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, DictionaryArray,
-    FixedSizeBinaryArray, GenericByteArray, PrimitiveArray, RecordBatch, RecordBatchOptions,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray,
+    GenericByteArray, PrimitiveArray, RecordBatch, RecordBatchOptions,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute;
@@ -62,6 +62,105 @@ pub fn runs_of_mask(mask: &BooleanArray) -> Vec<Run> {
             len: end - start,
         })
         .collect()
+}
+
+/// The runs of `true` in a slice of bools, eight at a time where eight agree.
+pub fn runs_of_bools(mask: &[bool]) -> Vec<Run> {
+    const ALL: u64 = 0x0101_0101_0101_0101;
+    // SAFETY: a bool is one byte holding 0 or 1, so the slice reads as bytes.
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(mask.as_ptr().cast(), mask.len()) };
+    let mut runs = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while i < mask.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([2; 8]));
+            if (word == ALL && start.is_some()) || (word == 0 && start.is_none()) {
+                i += 8;
+                continue;
+            }
+        }
+        match (mask[i], start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push(Run {
+                    src: 0,
+                    start: s,
+                    len: i - s,
+                });
+                start = None;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(s) = start {
+        runs.push(Run {
+            src: 0,
+            start: s,
+            len: mask.len() - s,
+        });
+    }
+    runs
+}
+
+/// The rows of a child table whose parents are in `parent_runs`, given the child's
+/// `parent_ids` (sorted, as every child table is): each run of parents is one run of children,
+/// found by two searches (galloping from the previous boundary), without visiting the rows.
+pub fn child_runs(parent_runs: &[Run], parent_ids: &[u32]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::with_capacity(parent_runs.len());
+    let mut at = 0usize;
+    for r in parent_runs {
+        let (lo, hi) = (r.start as u32, (r.start + r.len) as u32);
+        let start = first_at_least(parent_ids, at, lo);
+        let end = first_at_least(parent_ids, start, hi);
+        match out.last_mut() {
+            // Parents between two runs may have no children: the child runs then touch.
+            Some(last) if last.start + last.len == start => last.len += end - start,
+            _ if end > start => out.push(Run {
+                src: 0,
+                start,
+                len: end - start,
+            }),
+            _ => {}
+        }
+        at = end;
+    }
+    out
+}
+
+/// The first index at or after `from` whose id is at least `target`, in sorted `ids`: a
+/// galloping search (steps 1, 2, 4, ... then a binary search in the last step), since the next
+/// run boundary is usually a few rows ahead, where a binary search over the whole rest of a
+/// 10,000-row table costs 14 mispredicted steps.
+pub(crate) fn first_at_least(ids: &[u32], from: usize, target: u32) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1usize);
+    while hi < ids.len() && ids[hi] < target {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    let hi = hi.min(ids.len());
+    lo + ids[lo..hi].partition_point(|&p| p < target)
+}
+
+/// The rows of `batch` in `runs` (of source 0), in order: [`filter_record_batch`] with the runs
+/// of its mask already known.
+pub fn gather_batch(batch: &RecordBatch, runs: &[Run]) -> Result<RecordBatch, ArrowError> {
+    let rows = total(runs);
+    if rows == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| gather_runs(&[c.as_ref()], runs))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
 }
 
 /// Same as `arrow::compute::interleave`.
@@ -148,7 +247,7 @@ pub fn gather(sources: &[&dyn Array], runs: &[Run]) -> Option<Result<ArrayRef, A
     // null in, all null out, without touching the runs.
     if sources.iter().all(|s| s.null_count() == s.len()) && !matches!(dt, DataType::Dictionary(..))
     {
-        return Some(Ok(arrow::array::new_null_array(&dt, total(runs))));
+        return Some(Ok(null_array(sources, total(runs))));
     }
     let out: ArrayRef = match &dt {
         DataType::UInt8 => Arc::new(primitive::<UInt8Type>(sources, runs)),
@@ -169,35 +268,142 @@ pub fn gather(sources: &[&dyn Array], runs: &[Run]) -> Option<Result<ArrayRef, A
     Some(Ok(out))
 }
 
+/// An all-null array of `len` rows of the type of `sources`: a slice of the first source that
+/// is all null and long enough (no allocation, no zeroing) when that keeps at least half of it
+/// (so the memory a small result reports, its buffers' capacity, stays bounded), else a new
+/// one.
+pub(crate) fn null_array(sources: &[&dyn Array], len: usize) -> ArrayRef {
+    let reusable =
+        |s: &&&dyn Array| s.null_count() == s.len() && s.len() >= len && len * 2 >= s.len();
+    match sources.iter().find(reusable) {
+        Some(s) => s.slice(0, len),
+        None => arrow::array::new_null_array(sources[0].data_type(), len),
+    }
+}
+
 fn nulls(sources: &[&dyn Array], runs: &[Run], len: usize) -> Option<NullBuffer> {
     if sources.iter().all(|s| s.null_count() == 0) {
         return None;
     }
-    // Per source: its validity bits, or whether it is all valid / all null.
-    let state: Vec<(Option<&NullBuffer>, bool)> = sources
+    // Per source: its validity bits (`None`: all valid).
+    let bits: Vec<Option<&arrow::buffer::BooleanBuffer>> = sources
         .iter()
-        .map(|s| (s.nulls(), s.null_count() == s.len()))
+        .map(|s| s.nulls().map(NullBuffer::inner))
         .collect();
-    let mut b = BooleanBufferBuilder::new(len);
+    let mut b = Bits::with_capacity(len);
     for r in runs {
-        match state[r.src] {
-            (None, _) => b.append_n(r.len, true),
-            (Some(_), true) => b.append_n(r.len, false),
-            (Some(n), false) if r.len == 1 => b.append(n.is_valid(r.start)),
-            (Some(n), false) => {
-                let inner = n.inner();
-                b.append_packed_range(
-                    inner.offset() + r.start..inner.offset() + r.start + r.len,
-                    inner.values(),
-                );
-            }
+        match bits[r.src] {
+            None => b.append_n(r.len, true),
+            Some(n) => b.append_range(n.values(), n.offset() + r.start, r.len),
         }
     }
     Some(NullBuffer::new(b.finish()))
 }
 
-fn total(runs: &[Run]) -> usize {
+pub(crate) fn total(runs: &[Run]) -> usize {
     runs.iter().map(|r| r.len).sum()
+}
+
+/// A bitmap built by appending bit ranges of other bitmaps, 56 bits at a time (one unaligned
+/// 8-byte read and one or two word writes), so that a run of one row costs a few instructions
+/// where arrow's `BooleanBufferBuilder::append_packed_range` goes through its general
+/// bit-copy routine.
+pub(crate) struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    pub fn with_capacity(bits: usize) -> Self {
+        Bits {
+            words: Vec::with_capacity(bits.div_ceil(64) + 1),
+            len: 0,
+        }
+    }
+
+    /// Reads `k` <= 56 bits of `src` starting at bit `at` (LSB first, as Arrow packs them).
+    #[inline(always)]
+    fn read(src: &[u8], at: usize, k: usize) -> u64 {
+        let byte = at / 8;
+        let word = match src.get(byte..byte + 8) {
+            Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+            None => {
+                let mut w = [0u8; 8];
+                let avail = src.len().saturating_sub(byte).min(8);
+                w[..avail].copy_from_slice(&src[byte..byte + avail]);
+                u64::from_le_bytes(w)
+            }
+        };
+        (word >> (at % 8)) & ((1u64 << k) - 1)
+    }
+
+    /// Appends `k` <= 64 bits (the low bits of `v`; higher bits must be zero).
+    #[inline(always)]
+    fn push(&mut self, v: u64, k: usize) {
+        let (w, s) = (self.len / 64, self.len % 64);
+        let need = (self.len + k).div_ceil(64);
+        if self.words.len() < need {
+            self.words.resize(need, 0);
+        }
+        self.words[w] |= v << s;
+        if s + k > 64 {
+            self.words[w + 1] |= v >> (64 - s);
+        }
+        self.len += k;
+    }
+
+    /// Appends bits `at..at + len` of the packed bitmap `src`.
+    #[inline]
+    pub fn append_range(&mut self, src: &[u8], mut at: usize, mut len: usize) {
+        while len > 0 {
+            let k = len.min(56);
+            self.push(Self::read(src, at, k), k);
+            at += k;
+            len -= k;
+        }
+    }
+
+    /// Appends `n` copies of `v`.
+    #[inline]
+    pub fn append_n(&mut self, mut n: usize, v: bool) {
+        while n > 0 {
+            let k = n.min(64);
+            self.push(if v { u64::MAX >> (64 - k) } else { 0 }, k);
+            n -= k;
+        }
+    }
+
+    pub fn finish(mut self) -> arrow::buffer::BooleanBuffer {
+        self.words.resize(self.len.div_ceil(64), 0);
+        arrow::buffer::BooleanBuffer::new(Buffer::from_vec(self.words), 0, self.len)
+    }
+}
+
+/// Copies `runs` of `sources` into one vector: short runs element by element (a `memcpy` call
+/// costs more than copying a few values), long ones with `copy_nonoverlapping`.
+pub(crate) fn copy_runs<T: Copy>(sources: &[&[T]], runs: &[Run], len: usize) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let mut at = 0usize;
+    let dst = out.as_mut_ptr();
+    for r in runs {
+        let src = &sources[r.src][r.start..r.start + r.len];
+        assert!(at + src.len() <= len, "runs longer than their total");
+        // SAFETY: `at + src.len() <= len`, the capacity, checked above; `src` is a valid slice
+        // that cannot overlap the fresh allocation.
+        unsafe {
+            if src.len() <= 8 {
+                for (i, v) in src.iter().enumerate() {
+                    dst.add(at + i).write(*v);
+                }
+            } else {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(at), src.len());
+            }
+        }
+        at += src.len();
+    }
+    // SAFETY: the first `at` elements were written above.
+    unsafe { out.set_len(at) };
+    out
 }
 
 fn primitive<T: ArrowPrimitiveType>(sources: &[&dyn Array], runs: &[Run]) -> PrimitiveArray<T> {
@@ -206,10 +412,7 @@ fn primitive<T: ArrowPrimitiveType>(sources: &[&dyn Array], runs: &[Run]) -> Pri
         .iter()
         .map(|s| s.as_primitive::<T>().values().as_ref())
         .collect();
-    let mut values: Vec<T::Native> = Vec::with_capacity(len);
-    for r in runs {
-        values.extend_from_slice(&typed[r.src][r.start..r.start + r.len]);
-    }
+    let values = copy_runs(&typed, runs, len);
     PrimitiveArray::<T>::new(ScalarBuffer::from(values), nulls(sources, runs, len))
         .with_data_type(sources[0].data_type().clone())
 }
@@ -218,13 +421,10 @@ fn boolean(sources: &[&dyn Array], runs: &[Run]) -> BooleanArray {
     let len = total(runs);
     let typed: Vec<&arrow::buffer::BooleanBuffer> =
         sources.iter().map(|s| s.as_boolean().values()).collect();
-    let mut b = BooleanBufferBuilder::new(len);
+    let mut b = Bits::with_capacity(len);
     for r in runs {
         let v = typed[r.src];
-        b.append_packed_range(
-            v.offset() + r.start..v.offset() + r.start + r.len,
-            v.values(),
-        );
+        b.append_range(v.values(), v.offset() + r.start, r.len);
     }
     BooleanArray::new(b.finish(), nulls(sources, runs, len))
 }
@@ -233,8 +433,28 @@ fn bytes<T: ByteArrayType<Offset = i32>>(
     sources: &[&dyn Array],
     runs: &[Run],
 ) -> Result<ArrayRef, ArrowError> {
-    let len = total(runs);
     let typed: Vec<&GenericByteArray<T>> = sources.iter().map(|s| s.as_bytes::<T>()).collect();
+    let len = total(runs);
+    let (offsets, values) = byte_runs(&typed, runs, len)?;
+    let nulls = nulls(sources, runs, len);
+    // SAFETY: see `byte_runs`.
+    Ok(Arc::new(unsafe {
+        GenericByteArray::<T>::new_unchecked(offsets, values, nulls)
+    }))
+}
+
+/// The offsets and value bytes of `runs` of byte arrays, without validity. Per run: one
+/// vectorisable add over its offsets and one copy of its bytes.
+///
+/// The offsets start at 0 and grow by the lengths of whole values of valid arrays of this
+/// type, and the bytes are exactly those values' bytes in that order, so every offset is in
+/// bounds and (for Utf8) every value is the UTF-8 it was in its source: callers may build the
+/// array unchecked, skipping a re-validation of every byte of data that was valid a moment ago.
+pub(crate) fn byte_runs<T: ByteArrayType<Offset = i32>>(
+    typed: &[&GenericByteArray<T>],
+    runs: &[Run],
+    len: usize,
+) -> Result<(OffsetBuffer<i32>, Buffer), ArrowError> {
     let mut size = 0usize;
     for r in runs {
         let o = typed[r.src].value_offsets();
@@ -248,25 +468,17 @@ fn bytes<T: ByteArrayType<Offset = i32>>(
     let mut values: Vec<u8> = Vec::with_capacity(size);
     for r in runs {
         let a = typed[r.src];
-        let o = a.value_offsets();
-        let (first, last) = (o[r.start], o[r.start + r.len]);
+        let o = &a.value_offsets()[r.start..=r.start + r.len];
+        let (first, last) = (o[0], o[r.len]);
         // `values.len()` <= `size`, checked to fit in i32 above.
         let delta = values.len() as i32 - first;
-        offsets.extend(o[r.start + 1..=r.start + r.len].iter().map(|x| x + delta));
+        offsets.extend(o[1..].iter().map(|x| x + delta));
         values.extend_from_slice(&a.value_data()[first as usize..last as usize]);
     }
-    let nulls = nulls(sources, runs, len);
-    // SAFETY: the offsets start at 0 and grow by the lengths of whole values of valid arrays
-    // of this type, and `values` holds exactly those values' bytes in that order, so every
-    // offset is in bounds and (for Utf8) every value is the UTF-8 it was in its source. This
-    // skips re-validating every byte of data that was valid a moment ago.
-    Ok(Arc::new(unsafe {
-        GenericByteArray::<T>::new_unchecked(
-            OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
-            Buffer::from_vec(values),
-            nulls,
-        )
-    }))
+    // SAFETY: as the doc says: offsets start at 0, are non-decreasing (copied differences of
+    // valid offsets) and end at `values.len()`.
+    let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
+    Ok((offsets, Buffer::from_vec(values)))
 }
 
 fn fixed(sources: &[&dyn Array], runs: &[Run], width: i32) -> Result<ArrayRef, ArrowError> {
@@ -312,14 +524,14 @@ fn dictionary(sources: &[&dyn Array], runs: &[Run]) -> Result<ArrayRef, ArrowErr
         (compute::concat(&parts)?, base)
     };
     let len = total(runs);
-    let mut keys: Vec<u32> = Vec::with_capacity(len);
-    for r in runs {
-        let k = dicts[r.src].keys().values();
-        let b = base[r.src];
-        if b == 0 {
-            keys.extend_from_slice(&k[r.start..r.start + r.len]);
-        } else {
-            keys.extend(k[r.start..r.start + r.len].iter().map(|x| x + b));
+    let key_values: Vec<&[u32]> = dicts.iter().map(|d| d.keys().values().as_ref()).collect();
+    let mut keys = copy_runs(&key_values, runs, len);
+    if base.iter().any(|b| *b != 0) {
+        let mut at = 0;
+        for r in runs {
+            let b = base[r.src];
+            keys[at..at + r.len].iter_mut().for_each(|k| *k += b);
+            at += r.len;
         }
     }
     let key_sources: Vec<&dyn Array> = dicts.iter().map(|d| d.keys() as &dyn Array).collect();
@@ -425,6 +637,52 @@ mod tests {
                 prop_assert_eq!(logical(ours.as_ref()), logical(theirs.as_ref()), "{:?}", a.data_type());
                 ours.to_data().validate_full().unwrap();
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn runs_of_bools_are_the_runs_of_true(mask in prop::collection::vec(prop::bool::weighted(0.9), 0..100)) {
+            let want: Vec<Run> = runs_of_mask(&BooleanArray::from(mask.clone()));
+            prop_assert_eq!(runs_of_bools(&mask), want);
+        }
+
+        #[test]
+        fn child_runs_are_the_runs_of_rows_with_a_kept_parent(
+            parent_keep in prop::collection::vec(prop::bool::weighted(0.7), 1..40),
+            children in prop::collection::vec((any::<prop::sample::Index>(), 0usize..4), 0..40),
+        ) {
+            // Sorted parent ids: 0..4 children for randomly chosen parents.
+            let mut ids: Vec<u32> = children
+                .iter()
+                .flat_map(|(p, n)| std::iter::repeat_n(p.index(parent_keep.len()) as u32, *n))
+                .collect();
+            ids.sort_unstable();
+            let want = runs_of_bools(&ids.iter().map(|&p| parent_keep[p as usize]).collect::<Vec<_>>());
+            prop_assert_eq!(child_runs(&runs_of_bools(&parent_keep), &ids), want);
+        }
+
+        #[test]
+        fn bits_append_like_arrows_builder(
+            bits in prop::collection::vec(any::<bool>(), 0..400),
+            cuts in prop::collection::vec((any::<prop::sample::Index>(), 0usize..150, any::<bool>()), 0..12),
+        ) {
+            let src = arrow::buffer::BooleanBuffer::from(bits.clone());
+            let mut ours = Bits::with_capacity(0);
+            let mut theirs = arrow::array::BooleanBufferBuilder::new(0);
+            for (at, len, constant) in cuts {
+                if constant {
+                    ours.append_n(len, at.index(2) == 1);
+                    theirs.append_n(len, at.index(2) == 1);
+                } else if !bits.is_empty() {
+                    let start = at.index(bits.len());
+                    let len = len.min(bits.len() - start);
+                    ours.append_range(src.values(), start, len);
+                    theirs.append_packed_range(start..start + len, src.values());
+                }
+            }
+            let (ours, theirs) = (ours.finish(), theirs.finish());
+            prop_assert_eq!(ours.iter().collect::<Vec<_>>(), theirs.iter().collect::<Vec<_>>());
         }
     }
 

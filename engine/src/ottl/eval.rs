@@ -1065,7 +1065,22 @@ fn compare_scalar(c: &Col<'_>, op: CmpOp, s: V<'_>, n: usize) -> Vec<bool> {
                 })
                 .collect()
         }
-        Col::Ints(v) => v.iter().map(|&x| compare(V::Int(x), op, s)).collect(),
+        // `kind == SPAN_KIND_CLIENT`, `status.code != ...`: integers against an integer, one
+        // vectorisable comparison per item instead of the generic dispatch.
+        Col::Ints(v) => match s {
+            V::Int(y) => v
+                .iter()
+                .map(|&x| match op {
+                    CmpOp::Eq => x == y,
+                    CmpOp::Ne => x != y,
+                    CmpOp::Lt => x < y,
+                    CmpOp::Le => x <= y,
+                    CmpOp::Gt => x > y,
+                    CmpOp::Ge => x >= y,
+                })
+                .collect(),
+            _ => v.iter().map(|&x| compare(V::Int(x), op, s)).collect(),
+        },
         _ => (0..n).map(|i| compare(c.get(i), op, s)).collect(),
     }
 }
@@ -1113,13 +1128,25 @@ fn is_match(c: &Col<'_>, re: &Regex, n: usize, sel: Sel<'_>) -> Vec<bool> {
         }
         Col::Any(cols, rows) => {
             let str_ty = AnyValueType::Str as u8;
+            // The previous string and its result: attribute values repeat from span to span
+            // (`db.system`, `http.route`), and comparing with the last one is cheaper than
+            // running the regex again.
+            let mut last: Option<(&str, bool)> = None;
             rows.iter()
                 .enumerate()
                 .map(|(i, &r)| {
                     if r == NONE || !on(i) {
                         false
                     } else if cols.ty[r as usize] == str_ty {
-                        re.is_match(cols.str.value(r as usize))
+                        let s = cols.str.value(r as usize);
+                        match last {
+                            Some((prev, hit)) if prev == s => hit,
+                            _ => {
+                                let hit = re.is_match(s);
+                                last = Some((s, hit));
+                                hit
+                            }
+                        }
                     } else {
                         one(cols.get(r as usize))
                     }

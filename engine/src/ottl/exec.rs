@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array,
+    Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array, new_null_array,
 };
-use arrow::datatypes::{Int32Type, UInt32Type};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt32Type};
 use prost::Message as _;
 use serde::Deserialize;
 
@@ -429,73 +429,93 @@ fn run_statement(
 /// Typed value columns (an attribute table's layout) holding `at(row)` for `n` rows; nil (and
 /// ids, which the Collector does not store in attributes) leave the row without a value.
 fn any_values<'v>(n: usize, at: impl Fn(usize) -> V<'v>) -> AnyValues {
-    let mut ty: Vec<Option<u8>> = Vec::with_capacity(n);
-    let mut s: Vec<Option<Cow<'v, str>>> = Vec::with_capacity(n);
-    let mut i64s: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut f64s: Vec<Option<f64>> = Vec::with_capacity(n);
-    let mut bools: Vec<Option<bool>> = Vec::with_capacity(n);
-    let mut bytes: Vec<Option<Cow<'v, [u8]>>> = Vec::with_capacity(n);
-    for r in 0..n {
-        let (t, sv, iv, dv, bv, yv) = match at(r) {
-            V::Str(x) => (
-                Some(AnyValueType::Str),
-                Some(Cow::Borrowed(x)),
-                None,
-                None,
-                None,
-                None,
-            ),
-            V::Int(x) => (Some(AnyValueType::Int), None, Some(x), None, None, None),
-            V::Double(x) => (Some(AnyValueType::Double), None, None, Some(x), None, None),
-            V::Bool(x) => (Some(AnyValueType::Bool), None, None, None, Some(x), None),
-            V::Bytes(x) => (
-                Some(AnyValueType::Bytes),
-                None,
-                None,
-                None,
-                None,
-                Some(Cow::Borrowed(x)),
-            ),
-            V::Array(x) => (
-                Some(AnyValueType::Array),
-                None,
-                None,
-                None,
-                None,
-                Some(Cow::Borrowed(x)),
-            ),
-            V::Map(x) => (
-                Some(AnyValueType::Map),
-                None,
-                None,
-                None,
-                None,
-                Some(Cow::Borrowed(x)),
-            ),
-            V::List(items) => (
-                Some(AnyValueType::Array),
-                None,
-                None,
-                None,
-                None,
-                Some(Cow::Owned(encode_list(items))),
-            ),
-            V::Nil | V::SpanId(_) | V::TraceId(_) => (None, None, None, None, None, None),
-        };
-        ty.push(t.map(|t| t as u8));
-        s.push(sv);
-        i64s.push(iv);
-        f64s.push(dv);
-        bools.push(bv);
-        bytes.push(yv);
-    }
+    let vals: Vec<V<'v>> = (0..n).map(at).collect();
+    let type_of = |v: &V<'v>| -> Option<AnyValueType> {
+        Some(match v {
+            V::Str(_) => AnyValueType::Str,
+            V::Int(_) => AnyValueType::Int,
+            V::Double(_) => AnyValueType::Double,
+            V::Bool(_) => AnyValueType::Bool,
+            V::Bytes(_) => AnyValueType::Bytes,
+            V::Array(_) | V::List(_) => AnyValueType::Array,
+            V::Map(_) => AnyValueType::Map,
+            V::Nil | V::SpanId(_) | V::TraceId(_) => return None,
+        })
+    };
+    let types: UInt8Array = vals.iter().map(|v| type_of(v).map(|t| t as u8)).collect();
+    // A value column is built only if some row has its type (usually one: the string
+    // column); the others are all-null arrays, without a pass over the rows.
+    let used = |t: &[AnyValueType]| {
+        vals.iter()
+            .any(|v| type_of(v).is_some_and(|x| t.contains(&x)))
+    };
+    let column = |t: &[AnyValueType], dt: DataType, build: &dyn Fn() -> ArrayRef| -> ArrayRef {
+        if used(t) {
+            build()
+        } else {
+            new_null_array(&dt, n)
+        }
+    };
+    let str = column(&[AnyValueType::Str], DataType::Utf8, &|| {
+        let a: StringArray = vals
+            .iter()
+            .map(|v| match v {
+                V::Str(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        Arc::new(a)
+    });
+    let int = column(&[AnyValueType::Int], DataType::Int64, &|| {
+        let a: Int64Array = vals
+            .iter()
+            .map(|v| match v {
+                V::Int(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        Arc::new(a)
+    });
+    let double = column(&[AnyValueType::Double], DataType::Float64, &|| {
+        let a: Float64Array = vals
+            .iter()
+            .map(|v| match v {
+                V::Double(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        Arc::new(a)
+    });
+    let bool = column(&[AnyValueType::Bool], DataType::Boolean, &|| {
+        let a: BooleanArray = vals
+            .iter()
+            .map(|v| match v {
+                V::Bool(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        Arc::new(a)
+    });
+    let bytes_types = [AnyValueType::Bytes, AnyValueType::Array, AnyValueType::Map];
+    let bytes = column(&bytes_types, DataType::Binary, &|| {
+        let owned: Vec<Option<Cow<'v, [u8]>>> = vals
+            .iter()
+            .map(|v| match v {
+                V::Bytes(x) | V::Array(x) | V::Map(x) => Some(Cow::Borrowed(*x)),
+                V::List(items) => Some(Cow::Owned(encode_list(items))),
+                _ => None,
+            })
+            .collect();
+        let a: BinaryArray = owned.iter().map(|x| x.as_deref()).collect();
+        Arc::new(a)
+    });
     AnyValues {
-        types: UInt8Array::from(ty),
-        str: s.iter().map(|x| x.as_deref()).collect::<StringArray>(),
-        int: Int64Array::from(i64s),
-        double: Float64Array::from(f64s),
-        bool: BooleanArray::from(bools),
-        bytes: bytes.iter().map(|x| x.as_deref()).collect::<BinaryArray>(),
+        types,
+        str: str.as_string::<i32>().clone(),
+        int: int.as_primitive::<Int64Type>().clone(),
+        double: double.as_primitive::<Float64Type>().clone(),
+        bool: bool.as_boolean().clone(),
+        bytes: bytes.as_binary::<i32>().clone(),
     }
 }
 

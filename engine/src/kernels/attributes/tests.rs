@@ -116,11 +116,36 @@ fn value_at(v: &AnyValues, r: usize) -> Option<V> {
     })
 }
 
-/// Reads a table back into the model, checking the schema and the sort invariant.
+/// Reads a table back into the model, checking the schema, the sort invariant, that every
+/// column is a valid Arrow array, and that exactly the value column `type` names is non-null
+/// on each row (the layout the decoder produces and the rebuild kernels rely on).
 fn read(batch: &RecordBatch, num_parents: usize) -> Model {
     assert_eq!(batch.schema(), Table::SpanAttrs.schema());
     let ids = parent_ids(batch);
     assert!(ids.windows(2).all(|w| w[0] <= w[1]), "not sorted: {ids:?}");
+    for c in batch.columns() {
+        c.to_data().validate_full().expect("valid array");
+    }
+    let ty = types(batch);
+    assert_eq!(ty.null_count(), 0, "type is not nullable");
+    for r in 0..batch.num_rows() {
+        let t = AnyValueType::from_u8(ty.value(r)).expect("a known type");
+        let want: [bool; 5] = [
+            t == AnyValueType::Str,
+            t == AnyValueType::Int,
+            t == AnyValueType::Double,
+            t == AnyValueType::Bool,
+            matches!(
+                t,
+                AnyValueType::Bytes | AnyValueType::Array | AnyValueType::Map
+            ),
+        ];
+        let got: Vec<bool> = (3..8).map(|c| batch.column(c).is_valid(r)).collect();
+        assert_eq!(
+            got, want,
+            "row {r} of type {t:?}: validity of str, int, double, bool, bytes"
+        );
+    }
     let keys = keys(batch);
     let dict = keys.values().as_string::<i32>();
     let vals = AnyValues::of_rows(batch);
@@ -322,6 +347,33 @@ proptest! {
         let out = set_key(&build(&m), m.len(), mask_array(&mask).as_ref(), "b", Values::PerParent(&src), mode).unwrap();
         let want = set_model(&m, &mask, "b", |p| ints[p].map(V::Int), mode);
         prop_assert_eq!(read(&out, m.len()), want);
+    }
+
+    #[test]
+    fn first_rows_of_keys_match_model(m in arb_model(), keys in arb_key_set(), extra_parents in 0usize..2) {
+        let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        keys.push("absent".into());
+        // A duplicate key on a parent: the first row holding it is the one found.
+        let mut m = m;
+        if let Some(a) = m.iter_mut().find(|a| !a.is_empty()) {
+            let first = a[0].clone();
+            a.push((first.0, V::Int(7)));
+        }
+        let batch = build(&m);
+        let got = first_rows_of_keys(&batch, m.len() + extra_parents, &keys);
+        let mut row = 0u32;
+        let mut want = vec![vec![u32::MAX; m.len() + extra_parents]; keys.len()];
+        for (p, a) in m.iter().enumerate() {
+            for (k, _) in a {
+                if let Some(slot) = keys.iter().position(|x| x == k)
+                    && want[slot][p] == u32::MAX
+                {
+                    want[slot][p] = row;
+                }
+                row += 1;
+            }
+        }
+        prop_assert_eq!(got, want);
     }
 
     #[test]
