@@ -811,7 +811,12 @@ impl<'a> Idx<'a> {
                 // stored values.
                 let mut hits = Vec::with_capacity(p.len().min(nulls.len() - nulls.null_count()));
                 let mut stored = 0u32;
-                for (w, valid) in nulls.inner().bit_chunks().iter_padded().enumerate() {
+                // `iter_padded` always ends with the remainder word, even an empty one when
+                // the length is a multiple of 64: take exactly the words the rows fill (the
+                // pick has that many).
+                let words = nulls.len().div_ceil(64);
+                let chunks = nulls.inner().bit_chunks();
+                for (w, valid) in chunks.iter_padded().take(words).enumerate() {
                     let (picked, before) = match p {
                         Pick::All(_) => (u64::MAX, (w * 64) as u32),
                         Pick::Some(s) => (s.words[w], s.starts[w]),
@@ -1391,6 +1396,58 @@ mod tests {
             let got = take(&[(&sa, Some(&masks[0])), (&sb, Some(&masks[1]))]).unwrap();
             got.validate().unwrap();
             assert_payload_eq(&got, &Payload::concat(Signal::Traces, &want).unwrap());
+        }
+    }
+
+    /// Tables whose row counts are multiples of 64 (128 spans, 256 attribute rows with a
+    /// mostly-null int column) and a mask that drops spans: the gather over validity words
+    /// must stop at the rows (arrow's `iter_padded` adds an empty remainder word here; reading
+    /// it panicked in the gateway, found by the end-to-end benchmark's smoke test).
+    #[test]
+    fn taking_from_tables_of_whole_64_row_words() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |k: &str, v: Value| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        };
+        let spans: Vec<Span> = (0..128u64)
+            .map(|i| Span {
+                trace_id: (i / 4 + 1).to_be_bytes().repeat(2),
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                name: format!("span {}", i % 5),
+                attributes: vec![
+                    kv("http.route", Value::StringValue(format!("/r/{}", i % 7))),
+                    kv(
+                        "http.response.status_code",
+                        Value::IntValue(200 + i as i64 % 3),
+                    ),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let p = reference_traces(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        assert_eq!(p.table(Table::SpanAttrs).num_rows(), 256);
+        let seg = Segment::seal(&[Part {
+            payload: p.clone(),
+            ordinals: (0..128).map(|i| i / 4).collect(),
+        }])
+        .unwrap();
+        for keep_every in [2, 3, 64] {
+            let mask: Vec<bool> = (0..128).map(|i| i % keep_every == 0).collect();
+            let got = take(&[(&seg, Some(&mask))]).unwrap();
+            got.validate().unwrap();
+            assert_payload_eq(&got, &p.filter(Table::Spans, &mask).unwrap());
         }
     }
 
