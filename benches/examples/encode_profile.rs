@@ -6,14 +6,18 @@
 //! - `valgrind --tool=callgrind target/release/examples/encode_profile sluice 50` and the same
 //!   with `0`: the difference divided by 50 is instructions per encode (`prost` likewise);
 //! - `target/release/examples/encode_profile compare 2000`: 2000 rounds of one prost encode
-//!   and one sluice encode back to back; prints each one's median and minimum and the ratios.
+//!   and one sluice encode back to back; prints each one's median and minimum and the ratios;
+//! - `target/release/examples/encode_profile compare-decode 2000`: the same for decoding the
+//!   request's bytes (prost into `opentelemetry-proto` structs, sluice into Arrow).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use sluice_benches::realistic_traces_request;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use sluice_engine::otlp::testing::reference_traces;
+use sluice_engine::schema::Signal;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,29 +40,48 @@ fn main() {
             let total: usize = (0..n).map(|_| f()).sum();
             println!("{which}: {n} encodes, {total} bytes");
         }
-        "compare" => {
-            let time = |f: &dyn Fn() -> usize| {
-                let t = Instant::now();
-                f();
-                t.elapsed()
+        "compare" => interleaved(n, &prost, &sluice),
+        "compare-decode" => {
+            let bytes = req.encode_to_vec();
+            let prost = || {
+                ExportTraceServiceRequest::decode(black_box(bytes.as_slice()))
+                    .expect("decode")
+                    .resource_spans
+                    .len()
             };
-            let (mut p, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            for _ in 0..n {
-                p.push(time(&prost));
-                s.push(time(&sluice));
-            }
-            p.sort();
-            s.sort();
-            let us = |d: Duration| d.as_secs_f64() * 1e6;
-            let (pm, sm) = (us(p[n / 2]), us(s[n / 2]));
-            let (p0, s0) = (us(p[0]), us(s[0]));
-            println!(
-                "median: prost {pm:.1} µs, sluice {sm:.1} µs, ratio {:.2}x; \
-                 minimum: prost {p0:.1} µs, sluice {s0:.1} µs, ratio {:.2}x",
-                pm / sm,
-                p0 / s0
-            );
+            let sluice = || {
+                sluice_engine::otlp::decode(Signal::Traces, black_box(&bytes))
+                    .expect("decode")
+                    .item_count()
+            };
+            interleaved(n, &prost, &sluice);
         }
-        other => panic!("unknown mode {other}: prost, sluice or compare"),
+        other => panic!("unknown mode {other}: prost, sluice, compare or compare-decode"),
     }
+}
+
+/// `n` rounds of one `prost` call and one `sluice` call back to back (so load that comes and
+/// goes hits both alike); prints each one's median and minimum and the ratios.
+fn interleaved(n: usize, prost: &dyn Fn() -> usize, sluice: &dyn Fn() -> usize) {
+    let time = |f: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        black_box(f());
+        t.elapsed()
+    };
+    let (mut p, mut s) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        p.push(time(prost));
+        s.push(time(sluice));
+    }
+    p.sort();
+    s.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (pm, sm) = (us(p[n / 2]), us(s[n / 2]));
+    let (p0, s0) = (us(p[0]), us(s[0]));
+    println!(
+        "median: prost {pm:.1} µs, sluice {sm:.1} µs, ratio {:.2}x; \
+         minimum: prost {p0:.1} µs, sluice {s0:.1} µs, ratio {:.2}x",
+        pm / sm,
+        p0 / s0
+    );
 }
