@@ -159,6 +159,7 @@ struct Metrics {
     buffered_spans: Gauge,
     buffered_bytes: Gauge,
     evaluation_errors: Counter,
+    tick_panics: Counter,
 }
 
 /// The OpenTelemetry SDK's default histogram bounds (what the Collector's histograms use).
@@ -231,6 +232,11 @@ impl Metrics {
             evaluation_errors: t.counter(
                 "otelcol_processor_tail_sampling_sampling_policy_evaluation_error",
                 "Count of sampling policy evaluation errors",
+                &l,
+            ),
+            tick_panics: t.counter(
+                "otelcol_processor_tail_sampling_decision_tick_panics",
+                "Decision ticks that panicked (a bug: the spans of the bucket being decided are lost; the next tick runs) (sluice)",
                 &l,
             ),
             t: t.clone(),
@@ -704,7 +710,18 @@ impl Lifecycle for TailSampling {
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = interval.tick() => inner.fire_due().await,
+                        _ = interval.tick() => {
+                            // Each tick in a task of its own: a panic (a bug) costs that tick's
+                            // bucket, is logged and counted, and the next tick still runs,
+                            // instead of ending decisions until shutdown.
+                            let tick = inner.clone();
+                            if let Err(e) = tokio::spawn(async move { tick.fire_due().await }).await
+                                && e.is_panic()
+                            {
+                                inner.metrics.tick_panics.add(1);
+                                tracing::error!(error = %e, "tail_sampling: a decision tick panicked; deciding on at the next tick");
+                            }
+                        }
                         _ = stopped.notified() => return,
                     }
                 }
