@@ -130,11 +130,16 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl<'a> Dict<'a> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// A dictionary column expecting about `rows` rows (see [`Attrs::with_capacity`]).
+    pub fn with_capacity(rows: usize) -> Self {
         Dict {
             map: HashMap::new(),
             values: Vec::new(),
             offsets: vec![0],
-            keys: Vec::new(),
+            keys: Vec::with_capacity(rows),
             recent: Vec::new(),
         }
     }
@@ -411,10 +416,18 @@ pub(crate) struct AnyCols {
 
 impl AnyCols {
     pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// Columns expecting about `rows` values and `str_bytes` bytes of string values (see
+    /// [`Attrs::with_capacity`]).
+    pub fn with_capacity(rows: usize, str_bytes: usize) -> Self {
+        let mut str_offsets = Vec::with_capacity(rows + 1);
+        str_offsets.push(0);
         AnyCols {
-            ty: Vec::new(),
-            str_values: Vec::new(),
-            str_offsets: vec![0],
+            ty: Vec::with_capacity(rows),
+            str_values: Vec::with_capacity(str_bytes),
+            str_offsets,
             str_count: 0,
             ints: Vec::new(),
             doubles: Vec::new(),
@@ -570,10 +583,17 @@ pub(crate) struct Attrs<'a> {
 
 impl<'a> Attrs<'a> {
     pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// A table expecting about `rows` attributes with `str_bytes` bytes of string values:
+    /// sizing the buffers up front saves the copies of growing them by doubling (a copy of
+    /// each buffer's final size, in total), and leaves less slack for `finish` to give back.
+    pub fn with_capacity(rows: usize, str_bytes: usize) -> Self {
         Attrs {
-            parent: Vec::new(),
-            key: Dict::new(),
-            vals: AnyCols::new(),
+            parent: Vec::with_capacity(rows),
+            key: Dict::with_capacity(rows),
+            vals: AnyCols::with_capacity(rows, str_bytes),
         }
     }
 

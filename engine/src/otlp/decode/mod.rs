@@ -208,7 +208,7 @@ fn walk<'a, D: Items<'a>>(buf: &'a [u8], d: &mut D, strict: bool) -> R<common::C
 }
 
 fn traces(buf: &[u8], strict: bool) -> R<Payload> {
-    let mut d = traces::Traces::new(strict);
+    let mut d = traces::Traces::new(strict, buf.len());
     let c = walk(buf, &mut d, strict)?;
     let [spans, span_attrs, events, event_attrs, links, link_attrs] = d.finish()?;
     assemble(
