@@ -199,9 +199,15 @@ pub(crate) struct Str {
 
 impl Str {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+    /// A column expecting about `rows` rows (string bytes grow as they come).
+    pub fn with_capacity(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
         Str {
             values: Vec::new(),
-            offsets: vec![0],
+            offsets,
         }
     }
     #[inline]
@@ -252,9 +258,13 @@ pub(crate) struct FixedBin<const N: usize> {
 
 impl<const N: usize> FixedBin<N> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+    /// A column expecting about `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
         FixedBin {
-            values: Vec::new(),
-            nulls: NullBufferBuilder::new(0),
+            values: Vec::with_capacity(rows * N),
+            nulls: NullBufferBuilder::new(rows),
         }
     }
     /// `b` must be empty or `N` bytes long (checked by the caller, which knows the field).
