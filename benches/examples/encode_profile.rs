@@ -16,9 +16,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sluice_benches::realistic_traces_request;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use sluice_engine::otlp::testing::reference_traces;
 use sluice_engine::schema::Signal;
 
