@@ -205,7 +205,8 @@ impl<'a> Items<'a> for Traces<'a> {
 }
 
 impl<'a> Traces<'a> {
-    /// `input_len`: the request's size, from which the span attribute table is sized.
+    /// `input_len`: the request's size, from which the span and span attribute tables are
+    /// sized (a guess: a wrong one costs one growth or one shrink copy, never correctness).
     pub fn new(strict: bool, input_len: usize) -> Self {
         let (attr_rows, attr_bytes) = (input_len / ATTR_BYTES_PER_ROW, input_len / 2);
         let rows = input_len / SPAN_BYTES;
