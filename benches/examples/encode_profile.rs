@@ -8,7 +8,10 @@
 //! - `target/release/examples/encode_profile compare 2000`: 2000 rounds of one prost encode
 //!   and one sluice encode back to back; prints each one's median and minimum and the ratios;
 //! - `target/release/examples/encode_profile compare-decode 2000`: the same for decoding the
-//!   request's bytes (prost into `opentelemetry-proto` structs, sluice into Arrow).
+//!   request's bytes (prost into `opentelemetry-proto` structs, sluice into Arrow);
+//! - `valgrind --tool=callgrind target/release/examples/encode_profile sluice-decode 50` (and
+//!   `prost-decode`): N decodes, for instruction counts as above; `sluice-decode` also prints
+//!   the decoded payload's Arrow memory per span (`Payload::memory_size`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -41,6 +44,28 @@ fn main() {
             println!("{which}: {n} encodes, {total} bytes");
         }
         "compare" => interleaved(n, &prost, &sluice),
+        "sluice-decode" | "prost-decode" => {
+            let bytes = req.encode_to_vec();
+            let mut total = 0usize;
+            for _ in 0..n {
+                total += if which == "prost-decode" {
+                    ExportTraceServiceRequest::decode(black_box(bytes.as_slice()))
+                        .expect("decode")
+                        .resource_spans
+                        .len()
+                } else {
+                    sluice_engine::otlp::decode(Signal::Traces, black_box(&bytes))
+                        .expect("decode")
+                        .item_count()
+                };
+            }
+            let p = sluice_engine::otlp::decode(Signal::Traces, &bytes).expect("decode");
+            println!(
+                "{which}: {n} decodes, {total} items; sluice Arrow memory {} B ({:.1} B/span)",
+                p.memory_size(),
+                p.memory_size() as f64 / p.item_count() as f64
+            );
+        }
         "compare-decode" => {
             let bytes = req.encode_to_vec();
             let prost = || {
@@ -56,7 +81,9 @@ fn main() {
             };
             interleaved(n, &prost, &sluice);
         }
-        other => panic!("unknown mode {other}: prost, sluice, compare or compare-decode"),
+        other => panic!(
+            "unknown mode {other}: prost, sluice, compare, compare-decode, sluice-decode or prost-decode"
+        ),
     }
 }
 

@@ -77,8 +77,22 @@ fn offsets(v: Vec<i32>) -> OffsetBuffer<i32> {
 }
 
 fn utf8_array(offs: Vec<i32>, values: Vec<u8>, nulls: Option<NullBuffer>) -> R<StringArray> {
-    StringArray::try_new(offsets(offs), Buffer::from_vec(values), nulls)
-        .map_err(|_| deferred_utf8())
+    let offsets = offsets(offs);
+    let values = tight(values);
+    // Telemetry strings are nearly always ASCII, and for ASCII values `try_new`'s per-offset
+    // char-boundary check (a third of this function's time) cannot fail.
+    if values.is_ascii()
+        && offsets.last() as usize <= values.len()
+        && nulls.as_ref().is_none_or(|n| n.len() == offsets.len() - 1)
+    {
+        // SAFETY: `new_unchecked` is sound when `try_new` would not error. `try_new` checks:
+        // offsets non-negative and increasing (checked by `OffsetBuffer::new` in `offsets`),
+        // the last offset within `values` and the null buffer's length (both checked just
+        // above), the values valid UTF-8 and every offset on a char boundary (ASCII is valid
+        // UTF-8 and every byte index of ASCII is a char boundary).
+        return Ok(unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls) });
+    }
+    StringArray::try_new(offsets, Buffer::from_vec(values), nulls).map_err(|_| deferred_utf8())
 }
 
 /// A dictionary-encoded UTF-8 column (`Dictionary<UInt32, Utf8>`). The map borrows the input
@@ -130,11 +144,16 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl<'a> Dict<'a> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// A dictionary column expecting about `rows` rows (see [`Attrs::with_capacity`]).
+    pub fn with_capacity(rows: usize) -> Self {
         Dict {
             map: HashMap::new(),
             values: Vec::new(),
             offsets: vec![0],
-            keys: Vec::new(),
+            keys: Vec::with_capacity(rows),
             recent: Vec::new(),
         }
     }
@@ -194,9 +213,15 @@ pub(crate) struct Str {
 
 impl Str {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+    /// A column expecting about `rows` rows (string bytes grow as they come).
+    pub fn with_capacity(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
         Str {
             values: Vec::new(),
-            offsets: vec![0],
+            offsets,
         }
     }
     #[inline]
@@ -247,9 +272,13 @@ pub(crate) struct FixedBin<const N: usize> {
 
 impl<const N: usize> FixedBin<N> {
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+    /// A column expecting about `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
         FixedBin {
-            values: Vec::new(),
-            nulls: NullBufferBuilder::new(0),
+            values: Vec::with_capacity(rows * N),
+            nulls: NullBufferBuilder::new(rows),
         }
     }
     /// `b` must be empty or `N` bytes long (checked by the caller, which knows the field).
@@ -411,10 +440,18 @@ pub(crate) struct AnyCols {
 
 impl AnyCols {
     pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// Columns expecting about `rows` values and `str_bytes` bytes of string values (see
+    /// [`Attrs::with_capacity`]).
+    pub fn with_capacity(rows: usize, str_bytes: usize) -> Self {
+        let mut str_offsets = Vec::with_capacity(rows + 1);
+        str_offsets.push(0);
         AnyCols {
-            ty: Vec::new(),
-            str_values: Vec::new(),
-            str_offsets: vec![0],
+            ty: Vec::with_capacity(rows),
+            str_values: Vec::with_capacity(str_bytes),
+            str_offsets,
             str_count: 0,
             ints: Vec::new(),
             doubles: Vec::new(),
@@ -570,10 +607,17 @@ pub(crate) struct Attrs<'a> {
 
 impl<'a> Attrs<'a> {
     pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// A table expecting about `rows` attributes with `str_bytes` bytes of string values:
+    /// sizing the buffers up front saves the copies of growing them by doubling (a copy of
+    /// each buffer's final size, in total), and leaves less slack for `finish` to give back.
+    pub fn with_capacity(rows: usize, str_bytes: usize) -> Self {
         Attrs {
-            parent: Vec::new(),
-            key: Dict::new(),
-            vals: AnyCols::new(),
+            parent: Vec::with_capacity(rows),
+            key: Dict::with_capacity(rows),
+            vals: AnyCols::with_capacity(rows, str_bytes),
         }
     }
 

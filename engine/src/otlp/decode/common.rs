@@ -279,6 +279,12 @@ pub(crate) fn key_value<'a>(
     mut r: Reader<'a>,
     strict: bool,
 ) -> R<()> {
+    if !strict && let Some((k, s)) = plain_string_attribute(r.all()) {
+        attrs.key.push_at(index, k).at("key")?;
+        attrs.parent.push(parent);
+        attrs.vals.push(Val::Str(s));
+        return Ok(());
+    }
     let mut k: &'a [u8] = &[];
     let mut v = Val::Absent;
     while r.has_more() {
@@ -303,6 +309,30 @@ pub(crate) fn key_value<'a>(
     attrs.parent.push(parent);
     attrs.vals.push(v);
     Ok(())
+}
+
+/// The usual encoding of a string attribute: `key`, then `value` holding only
+/// `string_value`, every length one byte (key and value under 128 bytes). Returns the key and
+/// the string, which is what the general loop in [`key_value`] makes of these bytes; `None`
+/// for any other layout (which the general loop then decodes).
+#[inline(always)]
+fn plain_string_attribute(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    const KEY: u8 = key(1, LEN) as u8;
+    const VALUE: u8 = key(2, LEN) as u8;
+    const STRING_VALUE: u8 = key(1, LEN) as u8;
+    let [KEY, key_len, ref rest @ ..] = *b else {
+        return None;
+    };
+    if key_len >= 0x80 {
+        return None;
+    }
+    let (k, rest) = rest.split_at_checked(key_len as usize)?;
+    let [VALUE, value_len, STRING_VALUE, str_len, ref s @ ..] = *rest else {
+        return None;
+    };
+    let one_byte_lengths = value_len < 0x80 && str_len < 0x80;
+    (one_byte_lengths && value_len as usize == s.len() + 2 && str_len as usize == s.len())
+        .then_some((k, s))
 }
 
 fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {

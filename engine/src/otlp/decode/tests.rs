@@ -1518,3 +1518,58 @@ fn short_eq_matches_slice_eq() {
         assert!(!builders::short_eq_for_tests(a, &base[..n + 1]));
     }
 }
+
+/// Decodes one `KeyValue` message into a fresh attribute table, in fast or strict mode.
+fn one_attribute(bytes: &[u8], strict: bool) -> Option<Vec<arrow::array::ArrayRef>> {
+    let mut attrs = builders::Attrs::new();
+    common::key_value(&mut attrs, 0, 0, wire::Reader::new(bytes, 0), strict).ok()?;
+    attrs.finish().ok()
+}
+
+mod plain_string_attribute {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encoded(key: &str, value: &str) -> Vec<u8> {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// The fast path for the usual string attribute layout (fast mode only) decodes
+        /// exactly as the general field loop (strict mode always takes it): on the layout
+        /// itself with lengths on both sides of the one-byte varint limit, and on every
+        /// one-byte mutation and truncation of it.
+        #[test]
+        fn agrees_with_the_general_loop(
+            key in "[a-z.]{0,140}",
+            value in "[ -~]{0,140}",
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            edit in 0..3u8,
+        ) {
+            let mut bytes = encoded(&key, &value);
+            let i = at.index(bytes.len());
+            match edit {
+                0 => {}
+                1 => bytes[i] = byte,
+                _ => bytes.truncate(i),
+            }
+            let fast = one_attribute(&bytes, false);
+            let strict = one_attribute(&bytes, true);
+            prop_assert_eq!(fast, strict);
+            if edit == 0 {
+                let decoded = one_attribute(&bytes, false).expect("valid attribute");
+                prop_assert_eq!(decoded[2].as_primitive::<UInt8Type>().value(0), AnyValueType::Str as u8);
+            }
+        }
+    }
+}
