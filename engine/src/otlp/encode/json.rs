@@ -65,13 +65,24 @@ const KEEP_DEFAULT: &[&str] = &[
     "resourceLogs",
 ];
 
-fn is_default(v: &Value) -> bool {
+/// The scalar 64-bit integer fields of the three signals: OTLP/JSON writes them as strings, so
+/// their zero is the string "0". Any other string field holding "0" (a span or event named
+/// "0", a severity text "0") is data and stays.
+const INT64_FIELDS: &[&str] = &[
+    "timeUnixNano",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "observedTimeUnixNano",
+    "count",
+    "zeroCount",
+];
+
+fn is_default(key: &str, v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
         Value::Number(n) => n.as_f64() == Some(0.0),
-        // 64-bit integers are strings in OTLP/JSON
-        Value::String(s) => s.is_empty() || s == "0",
+        Value::String(s) => s.is_empty() || (s == "0" && INT64_FIELDS.contains(&key)),
         Value::Array(a) => a.is_empty(),
         Value::Object(_) => false,
     }
@@ -81,7 +92,7 @@ pub(super) fn prune(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.retain(|k, v| {
-                !v.is_null() && (KEEP_DEFAULT.contains(&k.as_str()) || !is_default(v))
+                !v.is_null() && (KEEP_DEFAULT.contains(&k.as_str()) || !is_default(k, v))
             });
             for v in map.values_mut() {
                 prune(v);

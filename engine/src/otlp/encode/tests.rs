@@ -650,3 +650,57 @@ proptest! {
         }
     }
 }
+
+/// A string field that holds "0" is data, not a default to prune: only the 64-bit integer
+/// fields (strings in OTLP/JSON) lose their "0". Found by `json_round_trips` (a log record's
+/// `event_name: "0"` came back as "").
+#[test]
+fn json_keeps_string_fields_that_read_zero() {
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource::default()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "0".into(),
+                    ..Default::default()
+                }),
+                log_records: vec![LogRecord {
+                    event_name: "0".into(),
+                    severity_text: "0".into(),
+                    ..Default::default()
+                }],
+                schema_url: "0".into(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let p = reference_logs(&logs);
+    let json = encode_json(&p).unwrap();
+    let text = String::from_utf8_lossy(&json).to_string();
+    assert!(
+        !text.contains("timeUnixNano"),
+        "zero times are pruned: {text}"
+    );
+    let back: ExportLogsServiceRequest = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, logs, "{text}");
+
+    let traces = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    name: "0".into(),
+                    trace_state: "0".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let json = encode_json(&reference_traces(&traces)).unwrap();
+    let back: ExportTraceServiceRequest = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, traces, "{}", String::from_utf8_lossy(&json));
+}
