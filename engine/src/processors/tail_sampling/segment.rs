@@ -1399,20 +1399,42 @@ mod tests {
         }
     }
 
+    /// A string or int attribute (for the hand-written requests below).
+    fn kv(
+        k: &str,
+        v: opentelemetry_proto::tonic::common::v1::any_value::Value,
+    ) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    /// `spans` under one resource and one scope, as a payload.
+    fn one_scope(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Payload {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        reference_traces(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
     /// Tables whose row counts are multiples of 64 (128 spans, 256 attribute rows with a
     /// mostly-null int column) and a mask that drops spans: the gather over validity words
     /// must stop at the rows (arrow's `iter_padded` adds an empty remainder word here; reading
     /// it panicked in the gateway, found by the end-to-end benchmark's smoke test).
     #[test]
     fn taking_from_tables_of_whole_64_row_words() {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-        let kv = |k: &str, v: Value| KeyValue {
-            key: k.into(),
-            value: Some(AnyValue { value: Some(v) }),
-            ..Default::default()
-        };
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let spans: Vec<Span> = (0..128u64)
             .map(|i| Span {
                 trace_id: (i / 4 + 1).to_be_bytes().repeat(2),
@@ -1428,15 +1450,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let p = reference_traces(&ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        });
+        let p = one_scope(spans);
         assert_eq!(p.table(Table::SpanAttrs).num_rows(), 256);
         let seg = Segment::seal(&[Part {
             payload: p.clone(),
@@ -1455,14 +1469,8 @@ mod tests {
     /// bool and bytes columns mostly or entirely null) seal to a fraction of their Arrow size.
     #[test]
     fn mostly_null_and_repeated_columns_take_little_room() {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-        let kv = |k: &str, v: Value| KeyValue {
-            key: k.into(),
-            value: Some(AnyValue { value: Some(v) }),
-            ..Default::default()
-        };
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::trace::v1::Span;
         let routes = ["/api/v1/users/{id}", "/api/v1/cart", "/healthz"];
         let spans: Vec<Span> = (0..1000u64)
             .map(|i| Span {
@@ -1491,15 +1499,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let p = reference_traces(&ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        });
+        let p = one_scope(spans);
         let seg = Segment::seal(&[Part {
             payload: p.clone(),
             ordinals: (0..1000).map(|i| i / 4).collect(),
