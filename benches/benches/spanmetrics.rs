@@ -14,22 +14,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message;
+use sluice_benches::Nop;
 use sluice_benches::gateway_traces_request;
 use sluice_engine::clock::VirtualClock;
-use sluice_engine::component::{BoxFuture, ConsumeError, Consumer};
+use sluice_engine::component::Consumer;
 use sluice_engine::connectors::spanmetrics::{SpanMetrics, SpanMetricsConfig};
-use sluice_engine::payload::Payload;
 use sluice_engine::telemetry::Telemetry;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Nop;
-impl Consumer for Nop {
-    fn consume(&self, _: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 const DIMENSIONS: [&str; 2] = ["http.request.method", "http.response.status_code"];
 

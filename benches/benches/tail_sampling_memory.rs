@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
+use sluice_benches::Nop;
 use sluice_benches::{realistic_traces_request, realistic_traces_request_seeded, with_trace_ids};
-use sluice_engine::Payload;
 use sluice_engine::clock::VirtualClock;
-use sluice_engine::component::{BoxFuture, ComponentId, ConsumeError, Consumer};
+use sluice_engine::component::{ComponentId, Consumer};
 use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
 use sluice_engine::telemetry::Telemetry;
 
@@ -53,13 +53,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-struct Nop;
-impl Consumer for Nop {
-    fn consume(&self, _: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 /// Request `k` of an input, as protobuf bytes.
 fn request(input: &str, k: u64) -> Vec<u8> {

@@ -12,22 +12,16 @@
 use std::sync::Arc;
 
 use prost::Message;
+use sluice_benches::Nop;
 use sluice_benches::{realistic_traces_request, with_trace_ids};
 use sluice_engine::Payload;
 use sluice_engine::clock::VirtualClock;
-use sluice_engine::component::{BoxFuture, ComponentId, ConsumeError, Consumer};
+use sluice_engine::component::{ComponentId, Consumer};
 use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
 use sluice_engine::telemetry::Telemetry;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Nop;
-impl Consumer for Nop {
-    fn consume(&self, _: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 const STEP_NS: u64 = 75_000_000;
 

@@ -342,6 +342,20 @@ pub fn with_trace_ids(
     out
 }
 
+/// A consumer that drops what it is given: the end of a benchmarked processor or connector, so
+/// only the component itself is measured.
+pub struct Nop;
+
+impl sluice_engine::component::Consumer for Nop {
+    fn consume(
+        &self,
+        _: sluice_engine::Payload,
+    ) -> sluice_engine::component::BoxFuture<'_, Result<(), sluice_engine::component::ConsumeError>>
+    {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
