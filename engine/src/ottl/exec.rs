@@ -17,7 +17,10 @@ use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt32Type};
 use prost::Message as _;
 use serde::Deserialize;
 
-use super::check::{Condition, Editor, PatternMode, Statement, condition_reads, statement_reads};
+use super::ast::CmpOp;
+use super::check::{
+    Cond, Condition, Editor, Expr, Lit, PatternMode, Statement, condition_reads, statement_reads,
+};
 use super::context::{Column, Context, Field, PathRef, attrs_table};
 use super::eval::{Errs, Eval, Lookups, NONE, V, Val};
 use crate::kernels::attributes::{self as ka, AnyValues, KeySet, SetMode, Values};
@@ -132,10 +135,25 @@ pub fn any_matches(
 /// they run on: the transform processor's statement group.
 pub struct StatementGroup {
     pub context: Context,
-    pub statements: Vec<Statement>,
     pub conditions: Vec<Condition>,
     pub mode: ErrorMode,
+    /// The statements as they run: consecutive ones fused where that gives the same result
+    /// with fewer passes (see [`fuse_deletes`], [`fuse_first_of`]).
+    steps: Vec<Step>,
     reads: Vec<PathRef>,
+}
+
+/// One pass over the items.
+enum Step {
+    One(Statement),
+    /// `set(T, E1) where T == nil`, `set(T, E2) where T == nil`, ...: T gets the first of
+    /// E1, E2, ... that has a value, in one write (see [`fuse_first_of`]).
+    FirstOf {
+        target: PathRef,
+        condition: Cond,
+        /// The fused statements, in order (their values and texts).
+        parts: Vec<Statement>,
+    },
 }
 
 impl StatementGroup {
@@ -149,7 +167,7 @@ impl StatementGroup {
         let reads = reads(&statements, &conditions);
         StatementGroup {
             context,
-            statements,
+            steps: fuse_first_of(context, statements),
             conditions,
             mode,
             reads,
@@ -171,16 +189,26 @@ impl StatementGroup {
                 }
                 Some(m)
             };
-            for s in &self.statements {
-                run_statement(
-                    p,
-                    table,
-                    s,
-                    group.as_deref(),
-                    self.mode,
-                    &mut lookups,
-                    report,
-                )?;
+            for step in &self.steps {
+                let group = group.as_deref();
+                match step {
+                    Step::One(s) => {
+                        run_statement(p, table, s, group, self.mode, &mut lookups, report)?
+                    }
+                    Step::FirstOf {
+                        target,
+                        condition,
+                        parts,
+                    } => run_first_of(
+                        p,
+                        table,
+                        (target, condition, parts),
+                        group,
+                        self.mode,
+                        &mut lookups,
+                        report,
+                    )?,
+                }
             }
         }
         Ok(())
@@ -207,6 +235,136 @@ fn fuse_deletes(statements: Vec<Statement>) -> Vec<Statement> {
         out.push(s);
     }
     out
+}
+
+/// Fuses runs of two or more `set(T, E) where T == nil` on the same attribute `T` of the
+/// items' own level (the coalescing idiom: "the first of these that has a value") into one
+/// [`Step::FirstOf`]. Running them one by one re-reads `T` after each write and rebuilds the
+/// attribute table once per statement that sets anything; fused, `T` is read once, each `E`
+/// only on the items still without a value, and the table is rebuilt once.
+///
+/// The result is the same: a statement only sets `T` where it is nil and its value is not
+/// (`set` ignores nil), so an item ends with the value of the first statement whose value it
+/// has; a later statement runs exactly on the items that are still nil, whatever its value
+/// reads (`T` too: still nil there). Errors under `ignore` leave an item nil for that
+/// statement, as unfused; each statement's errors are reported under its own text.
+/// Items of another level would make "last item wins" interact with the guard, so only
+/// targets on the context's own level fuse.
+fn fuse_first_of(context: Context, statements: Vec<Statement>) -> Vec<Step> {
+    fn guard_target(s: &Statement, context: Context) -> Option<&PathRef> {
+        let Editor::Set { target, .. } = &s.editor else {
+            return None;
+        };
+        let own = target.level == context && matches!(target.field, Field::Attribute(_));
+        let nil_guard = match &s.condition {
+            Some(Cond::Cmp(Expr::Path(p), CmpOp::Eq, Expr::Lit(Lit::Nil)))
+            | Some(Cond::Cmp(Expr::Lit(Lit::Nil), CmpOp::Eq, Expr::Path(p))) => p == target,
+            _ => false,
+        };
+        (own && nil_guard).then_some(target)
+    }
+    let mut steps: Vec<Step> = Vec::with_capacity(statements.len());
+    let mut run: Vec<Statement> = Vec::new();
+    let flush = |run: &mut Vec<Statement>, steps: &mut Vec<Step>| {
+        if run.len() >= 2 {
+            let first = &run[0];
+            let target = guard_target(first, context).expect("in a run").clone();
+            let condition = first.condition.clone().expect("guarded");
+            steps.push(Step::FirstOf {
+                target,
+                condition,
+                parts: std::mem::take(run),
+            });
+        } else {
+            steps.extend(run.drain(..).map(Step::One));
+        }
+    };
+    for s in statements {
+        let t = guard_target(&s, context);
+        let continues = match (t, run.first()) {
+            (Some(t), Some(first)) => guard_target(first, context) == Some(t),
+            _ => false,
+        };
+        if !continues {
+            flush(&mut run, &mut steps);
+        }
+        if t.is_some() {
+            run.push(s);
+        } else {
+            steps.push(Step::One(s));
+        }
+    }
+    flush(&mut run, &mut steps);
+    steps
+}
+
+/// Runs a [`Step::FirstOf`]: the guard once, then each part's value on the items that still
+/// have none, then one write.
+fn run_first_of(
+    p: &mut Payload,
+    table: Table,
+    (target, condition, parts): (&PathRef, &Cond, &[Statement]),
+    group: Option<&[bool]>,
+    mode: ErrorMode,
+    lookups: &mut Lookups,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let Field::Attribute(key) = &target.field else {
+        unreachable!("fuse_first_of only fuses attribute targets")
+    };
+    let snap = p.clone();
+    let mut ev = Eval::new(&snap, table, lookups);
+    let n = ev.len();
+    let mut pending: Vec<bool> = group.map_or_else(|| vec![true; n], <[bool]>::to_vec);
+    let m = ev.cond(condition, Some(&pending));
+    let err = handle(m.err, mode, &parts[0].text, report)?;
+    pending.iter_mut().zip(&m.bits).for_each(|(a, b)| *a &= *b);
+    clear_errors(&mut pending, &err);
+    // Per item: which part's value it takes (NONE: none).
+    let mut chosen: Vec<u32> = vec![NONE; n];
+    let mut values = Vec::with_capacity(parts.len());
+    for (k, part) in parts.iter().enumerate() {
+        if !pending.iter().any(|x| *x) {
+            break;
+        }
+        let Editor::Set { value, .. } = &part.editor else {
+            unreachable!("fuse_first_of only fuses set")
+        };
+        let v = ev.expr(value, Some(&pending));
+        let err = handle(v.err, mode, &part.text, report)?;
+        for i in 0..n {
+            let failed = err.as_ref().is_some_and(|e| e.rows[i]);
+            if pending[i] && !failed && storable(v.col.get(i)) {
+                chosen[i] = k as u32;
+                pending[i] = false;
+            }
+        }
+        values.push(v.col);
+    }
+    if chosen.iter().all(|c| *c == NONE) {
+        return Ok(());
+    }
+    let vals = any_values(n, |i| match chosen[i] {
+        NONE => V::Nil,
+        k => values[k as usize].get(i),
+    });
+    let a = attrs_table(table).expect("own level has attributes");
+    let new = ka::set_key(
+        snap.table(a),
+        n,
+        None,
+        key,
+        Values::PerParent(&vals),
+        SetMode::Upsert,
+    )?;
+    p.set(a, new)?;
+    lookups.invalidate(a);
+    Ok(())
+}
+
+/// Whether `set` stores `v` in an attribute (nil and ids leave it unset, see [`any_values`]).
+fn storable(v: V<'_>) -> bool {
+    !matches!(v, V::Nil | V::SpanId(_) | V::TraceId(_))
 }
 
 /// Per row of the `level` table: the last item (row of the context table) that is selected

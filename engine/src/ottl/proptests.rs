@@ -325,6 +325,45 @@ proptest! {
         ];
         group_equals_per_span_execution(&req, &statements, &[])?;
     }
+
+    /// Coalescing chains, `set(T, E) where T == nil` repeated (the engine fuses them into
+    /// one pass): values of any type, nil, failing (`Substring` of a short value), reading
+    /// `T` itself, with other statements and chains on other keys in between, the guard
+    /// written both ways round.
+    #[test]
+    fn coalescing_chains_equal_per_span_execution(
+        req in arb_request(),
+        parts in prop::collection::vec(
+            (
+                prop::sample::select(vec!["a", "b"]),
+                prop_oneof![
+                    4 => arb_expr(),
+                    1 => Just("attributes[\"T\"]".to_string()),
+                    1 => Just("Concat([attributes[\"T\"], name], \"\")".to_string()),
+                    1 => Just("Substring(attributes[\"c\"], 1, 2)".to_string()),
+                ],
+                any::<bool>(),
+                prop::option::of(arb_statement()),
+            ),
+            1..7,
+        ),
+        group_cond in prop::option::of(arb_cond()),
+    ) {
+        let mut statements = Vec::new();
+        for (key, value, nil_first, other) in parts {
+            let target = format!(r#"attributes["{key}"]"#);
+            let value = value.replace(r#"attributes["T"]"#, &target);
+            let guard = if nil_first {
+                format!("nil == {target}")
+            } else {
+                format!("{target} == nil")
+            };
+            statements.push(format!("set({target}, {value}) where {guard}"));
+            statements.extend(other);
+        }
+        let conditions: Vec<String> = group_cond.into_iter().collect();
+        group_equals_per_span_execution(&req, &statements, &conditions)?;
+    }
 }
 
 /// Runs `statements` (with group `conditions`) as a [`StatementGroup`] and with the per-span
