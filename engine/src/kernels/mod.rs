@@ -10,6 +10,9 @@
 //! - [`attributes`]: kernels over attribute tables ([`crate::schema::attrs_schema`]): delete,
 //!   keep, limit, insert / update / upsert a key for a set of parents, look up a key's typed
 //!   value for every parent, hash, convert, extract.
+//! - [`nulls`]: all-null arrays that share one zeroed buffer instead of allocating.
+//! - [`ranges`]: gathers of row runs, the copying half of every rebuild.
 
 pub mod attributes;
+pub mod nulls;
 pub mod ranges;

@@ -269,15 +269,15 @@ pub fn gather(sources: &[&dyn Array], runs: &[Run]) -> Option<Result<ArrayRef, A
 }
 
 /// An all-null array of `len` rows of the type of `sources`: a slice of the first source that
-/// is all null and long enough (no allocation, no zeroing) when that keeps at least half of it
-/// (so the memory a small result reports, its buffers' capacity, stays bounded), else a new
-/// one.
+/// is all null and long enough when that keeps at least half of it (so the memory a small
+/// result reports, its buffers' capacity, stays bounded), else one over shared zeroes
+/// ([`super::nulls`]): no allocation, no zeroing either way.
 pub(crate) fn null_array(sources: &[&dyn Array], len: usize) -> ArrayRef {
     let reusable =
         |s: &&&dyn Array| s.null_count() == s.len() && s.len() >= len && len * 2 >= s.len();
     match sources.iter().find(reusable) {
         Some(s) => s.slice(0, len),
-        None => arrow::array::new_null_array(sources[0].data_type(), len),
+        None => super::nulls::null_array(sources[0].data_type(), len),
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array, new_null_array,
+    Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array,
 };
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt32Type};
 use prost::Message as _;
@@ -611,7 +611,7 @@ fn any_values<'v>(n: usize, at: impl Fn(usize) -> V<'v>) -> AnyValues {
         if used(t) {
             build()
         } else {
-            new_null_array(&dt, n)
+            crate::kernels::nulls::null_array(&dt, n)
         }
     };
     let str = column(&[AnyValueType::Str], DataType::Utf8, &|| {

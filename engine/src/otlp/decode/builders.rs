@@ -12,7 +12,6 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, BooleanBufferBuilder, DictionaryArray,
     FixedSizeBinaryArray, ListArray, NullBufferBuilder, PrimitiveArray, StringArray, UInt32Array,
-    new_null_array,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
@@ -21,6 +20,7 @@ use arrow::datatypes::{
 use hashbrown::HashMap;
 
 use super::wire::{Kind, R, err};
+use crate::kernels::nulls::null_array;
 
 #[cold]
 fn internal(e: impl std::fmt::Display) -> super::wire::Error {
@@ -506,7 +506,7 @@ impl AnyCols {
         let str_col: ArrayRef = {
             let count = self.str_count;
             if count == 0 {
-                new_null_array(&DataType::Utf8, n)
+                null_array(&DataType::Utf8, n)
             } else if count == n {
                 Arc::new(utf8_array(self.str_offsets, self.str_values, None)?)
             } else {
@@ -522,7 +522,7 @@ impl AnyCols {
             let count = self.bin_offsets.len() - 1;
             let is_bin = |t: u8| t == T_BYTES || t == T_ARRAY || t == T_MAP;
             if count == 0 {
-                new_null_array(&DataType::Binary, n)
+                null_array(&DataType::Binary, n)
             } else if count == n {
                 Arc::new(BinaryArray::new(
                     offsets(self.bin_offsets),
@@ -541,7 +541,7 @@ impl AnyCols {
         let int_col = expand_prim::<Int64Type>(ty, T_INT, self.ints);
         let double_col = expand_prim::<Float64Type>(ty, T_DOUBLE, self.doubles);
         let bool_col: ArrayRef = if self.bools.is_empty() {
-            new_null_array(&DataType::Boolean, n)
+            null_array(&DataType::Boolean, n)
         } else {
             let mut values = BooleanBufferBuilder::new(n);
             let mut nulls = BooleanBufferBuilder::new(n);
@@ -580,7 +580,7 @@ fn expand_offsets(ty: &[u8], want: impl Fn(u8) -> bool, compact: &[i32]) -> (Vec
 fn expand_prim<T: ArrowPrimitiveType>(ty: &[u8], code: u8, compact: Vec<T::Native>) -> ArrayRef {
     let n = ty.len();
     if compact.is_empty() {
-        return new_null_array(&T::DATA_TYPE, n);
+        return null_array(&T::DATA_TYPE, n);
     }
     let mut values = Vec::with_capacity(n);
     let mut it = compact.into_iter();
