@@ -2,6 +2,7 @@
 //! [`crate::schema`]) plus where the data came from.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute;
@@ -18,11 +19,146 @@ use crate::schema::{Signal, Table, col};
 pub struct Payload {
     signal: Signal,
     /// Indexed by `Table as usize`; only the signal's own tables are `Some`.
-    tables: [Option<RecordBatch>; Table::COUNT],
+    tables: [Option<Slot>; Table::COUNT],
     /// The peer that sent this data (the receiving socket's remote address), kept for
     /// enrichment such as `k8sattributes`, which runs before `batch`. A concat of payloads from
     /// different peers has no single origin and gets `None`.
     pub origin: Option<SocketAddr>,
+}
+
+/// A table as a payload holds it: built, or an attribute table whose rebuild is deferred.
+#[derive(Clone, Debug)]
+enum Slot {
+    Ready(RecordBatch),
+    /// Shared by clones, so a table built through one clone is built for all.
+    Pending(Arc<PendingRows>),
+}
+
+/// An attribute table whose rebuild is deferred: the rows of `base` in `runs`, in order, each
+/// row's parent id mapped through `new_ids` (old parent row -> new) when set.
+///
+/// Why: every kernel that drops attribute rows (a filter dropping spans, `delete_key`,
+/// `keep_keys`, ...) would otherwise copy every kept row, strings included, and the next
+/// editor copies them all again. Dropping rows from a pending table only narrows its runs,
+/// and the copy happens once: when someone reads the table ([`Payload::table`] builds it), or
+/// fused into the next rebuild (`set` gathers from `base` directly, see
+/// [`crate::kernels::attributes::set_key_pending`]).
+#[derive(Debug)]
+pub struct PendingRows {
+    base: RecordBatch,
+    runs: Vec<Run>,
+    new_ids: Option<Arc<Vec<u32>>>,
+    built: OnceLock<RecordBatch>,
+}
+
+impl PendingRows {
+    /// Rows `runs` (of source 0, ascending, within `base`) of attribute table `base`, parent
+    /// ids mapped through `new_ids` (which must cover every parent id of `base`).
+    pub fn new(
+        table: Table,
+        base: RecordBatch,
+        runs: Vec<Run>,
+        new_ids: Option<Arc<Vec<u32>>>,
+    ) -> Result<Self, PayloadError> {
+        let n = base.num_rows();
+        let mut end = 0;
+        for r in &runs {
+            if r.src != 0 || r.start < end || r.start + r.len > n {
+                return Err(PayloadError::Invariant {
+                    table,
+                    detail: format!("pending run {}..{} of {n} rows", r.start, r.start + r.len),
+                });
+            }
+            end = r.start + r.len;
+        }
+        if let Some(ids) = &new_ids
+            && parent_ids(&base)
+                .values()
+                .iter()
+                .any(|&p| p as usize >= ids.len())
+        {
+            return Err(PayloadError::Invariant {
+                table,
+                detail: "pending parent map does not cover every parent".into(),
+            });
+        }
+        Ok(PendingRows {
+            base,
+            runs,
+            new_ids,
+            built: OnceLock::new(),
+        })
+    }
+
+    /// All rows of `table`, as a pending table (to narrow).
+    pub fn whole(table: RecordBatch) -> Self {
+        let runs = ranges::runs_of_len(table.num_rows());
+        PendingRows {
+            base: table,
+            runs,
+            new_ids: None,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The table the rows are taken from.
+    pub fn base(&self) -> &RecordBatch {
+        &self.base
+    }
+
+    /// The rows of `base`, ascending.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// Old parent row -> new parent row, if the parent table was filtered.
+    pub fn new_ids(&self) -> Option<&Arc<Vec<u32>>> {
+        self.new_ids.as_ref()
+    }
+
+    pub fn num_rows(&self) -> usize {
+        ranges::total(&self.runs)
+    }
+
+    /// The parent row (new numbering) of `base` row `r`.
+    #[inline]
+    pub fn parent_of(&self, base_parents: &[u32], r: usize) -> u32 {
+        let p = base_parents[r];
+        self.new_ids.as_ref().map_or(p, |m| m[p as usize])
+    }
+
+    /// The same rows, narrowed to `runs` (a subset of this table's runs).
+    pub fn narrowed(&self, runs: Vec<Run>) -> Self {
+        PendingRows {
+            base: self.base.clone(),
+            runs,
+            new_ids: self.new_ids.clone(),
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The table, built once.
+    pub fn build(&self) -> &RecordBatch {
+        self.built.get_or_init(|| {
+            // `new` checked the runs and the parent map: neither step can fail.
+            let rows = crate::kernels::attributes::gather_rows(&self.base, &self.runs)
+                .expect("pending runs lie within the base table");
+            match &self.new_ids {
+                None => rows,
+                Some(m) => {
+                    let ids: UInt32Array = parent_ids(&rows).unary(|old| m[old as usize]);
+                    let mut columns = rows.columns().to_vec();
+                    columns[0] = Arc::new(ids);
+                    RecordBatch::try_new(rows.schema(), columns)
+                        .expect("same schema, same row count")
+                }
+            }
+        })
+    }
+
+    fn is_built(&self) -> bool {
+        self.built.get().is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +176,9 @@ pub enum PayloadError {
 impl Payload {
     /// A payload of `signal` with every table present and empty.
     pub fn empty(signal: Signal) -> Self {
-        let mut tables: [Option<RecordBatch>; Table::COUNT] = Default::default();
+        let mut tables: [Option<Slot>; Table::COUNT] = Default::default();
         for &t in signal.tables() {
-            tables[t as usize] = Some(RecordBatch::new_empty(t.schema()));
+            tables[t as usize] = Some(Slot::Ready(RecordBatch::new_empty(t.schema())));
         }
         Payload {
             signal,
@@ -70,10 +206,53 @@ impl Payload {
 
     /// The table `t`. Panics if `t` is not a table of this payload's signal: that is a
     /// programming error, never a data error.
+    /// A pending table ([`PendingRows`]) is built on first read.
     pub fn table(&self, t: Table) -> &RecordBatch {
+        match self.slot(t) {
+            Slot::Ready(b) => b,
+            Slot::Pending(p) => p.build(),
+        }
+    }
+
+    fn slot(&self, t: Table) -> &Slot {
         self.tables[t as usize]
             .as_ref()
             .unwrap_or_else(|| panic!("{t:?} is not a table of a {:?} payload", self.signal))
+    }
+
+    /// Attribute table `t` if its rebuild is still pending (not yet read), for kernels that
+    /// fuse their own rebuild with it.
+    pub fn pending(&self, t: Table) -> Option<&PendingRows> {
+        match self.slot(t) {
+            Slot::Pending(p) if !p.is_built() => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Attribute table `t` as pending rows: the pending ones, or all rows of the built table.
+    pub fn pending_or_whole(&self, t: Table) -> PendingRows {
+        match self.pending(t) {
+            Some(p) => p.narrowed(p.runs.clone()),
+            None => PendingRows::whole(self.table(t).clone()),
+        }
+    }
+
+    /// Replaces attribute table `t` with pending rows (built when first read).
+    pub fn set_pending(&mut self, t: Table, rows: PendingRows) -> Result<(), PayloadError> {
+        if !t.is_attrs() || self.tables[t as usize].is_none() {
+            return Err(PayloadError::WrongTable {
+                signal: self.signal,
+                table: t,
+            });
+        }
+        if rows.base.schema().fields() != t.schema().fields() {
+            return Err(PayloadError::Schema {
+                table: t,
+                detail: format!("got {:?}", rows.base.schema().fields()),
+            });
+        }
+        self.tables[t as usize] = Some(Slot::Pending(Arc::new(rows)));
+        Ok(())
     }
 
     /// Replaces table `t`; its schema must be exactly the sluice schema of `t`.
@@ -90,7 +269,7 @@ impl Payload {
                 detail: format!("got {:?}", batch.schema().fields()),
             });
         }
-        self.tables[t as usize] = Some(batch);
+        self.tables[t as usize] = Some(Slot::Ready(batch));
         Ok(())
     }
 
@@ -183,7 +362,8 @@ impl Payload {
                     parent_offset += p.table(parent).num_rows() as u32;
                 }
             }
-            out.tables[t as usize] = Some(compute::concat_batches(&t.schema(), &batches)?);
+            out.tables[t as usize] =
+                Some(Slot::Ready(compute::concat_batches(&t.schema(), &batches)?));
         }
         Ok(out)
     }
@@ -265,11 +445,10 @@ impl Payload {
         // empty tables only to drop them.
         let mut out = self.clone();
         // Per filtered parent table: old row -> new row.
-        let mut new_ids: Vec<Option<Vec<u32>>> = vec![None; Table::COUNT];
+        let mut new_ids: Vec<Option<Arc<Vec<u32>>>> = vec![None; Table::COUNT];
         // Runs of kept rows, per table that was filtered.
         let mut kept_runs: Vec<Option<Vec<Run>>> = vec![None; Table::COUNT];
         for &t in tables {
-            let batch = self.table(t);
             let parent_runs = t.parent().and_then(|p| kept_runs[p as usize].as_deref());
             let runs = match (&keep[t as usize], parent_runs) {
                 (None, None) => None,
@@ -289,19 +468,16 @@ impl Payload {
                 }
                 (Some(m), _) => Some(ranges::runs_of_bools(m)),
             };
-            let filtered = match &runs {
-                Some(runs) if t.is_attrs() => crate::kernels::attributes::gather_rows(batch, runs)?,
-                Some(runs) => ranges::gather_batch(batch, runs)?,
-                None => batch.clone(),
+            let Some(runs) = runs else {
+                // Untouched (its slot, pending or not, is already in `out`).
+                continue;
             };
-            kept_runs[t as usize] = runs;
-            let filtered = match t
-                .parent()
-                .and_then(|p| keep[p as usize].as_ref().map(|k| (p, k)))
-            {
-                Some((p, parent_keep)) => {
-                    let new_id = new_ids[p as usize].get_or_insert_with(|| {
-                        let mut next = 0u32;
+            // Old row -> new row of the parent table, if it was filtered.
+            let parent_map = t.parent().and_then(|p| {
+                let parent_keep = keep[p as usize].as_ref()?;
+                let m = new_ids[p as usize].get_or_insert_with(|| {
+                    let mut next = 0u32;
+                    Arc::new(
                         parent_keep
                             .iter()
                             .map(|&k| {
@@ -309,16 +485,35 @@ impl Payload {
                                 next += u32::from(k);
                                 id
                             })
-                            .collect()
-                    });
-                    let ids: UInt32Array = parent_ids(&filtered).unary(|old| new_id[old as usize]);
-                    let mut columns = filtered.columns().to_vec();
-                    columns[0] = std::sync::Arc::new(ids);
-                    RecordBatch::try_new(filtered.schema(), columns)?
-                }
-                None => filtered,
+                            .collect(),
+                    )
+                });
+                Some(m.clone())
+            });
+            let batch = self.table(t);
+            let slot = if t.is_attrs() {
+                // Attribute tables are the largest: their copy waits for a reader, or for
+                // the next editor to do it in its own rebuild (see `PendingRows`).
+                Slot::Pending(Arc::new(PendingRows::new(
+                    t,
+                    batch.clone(),
+                    runs.clone(),
+                    parent_map,
+                )?))
+            } else {
+                let filtered = ranges::gather_batch(batch, &runs)?;
+                Slot::Ready(match parent_map {
+                    Some(m) => {
+                        let ids: UInt32Array = parent_ids(&filtered).unary(|old| m[old as usize]);
+                        let mut columns = filtered.columns().to_vec();
+                        columns[0] = Arc::new(ids);
+                        RecordBatch::try_new(filtered.schema(), columns)?
+                    }
+                    None => filtered,
+                })
             };
-            out.tables[t as usize] = Some(filtered);
+            kept_runs[t as usize] = Some(runs);
+            out.tables[t as usize] = Some(slot);
         }
         Ok(out)
     }
@@ -562,7 +757,7 @@ mod tests {
                 columns[0] = std::sync::Arc::new(ids);
                 batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
             }
-            out.tables[t as usize] = Some(batch);
+            out.tables[t as usize] = Some(Slot::Ready(batch));
         }
         out
     }

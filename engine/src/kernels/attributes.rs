@@ -77,6 +77,7 @@ use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use super::ranges::Run;
+use crate::payload::PendingRows;
 use crate::schema::AnyValueType;
 #[cfg(doc)]
 use crate::schema::attrs_schema;
@@ -248,6 +249,60 @@ pub fn delete_rows(attrs: &RecordBatch, delete: &BooleanArray) -> Result<RecordB
         })
         .collect();
     Ok(rebuild::gather_rows(attrs, &runs)?)
+}
+
+/// [`delete_keys`], [`keep_keys`] and [`delete_matching_keys`] on a table whose rebuild is
+/// pending: drops the rows whose key satisfies `delete_key` (judged once per dictionary value)
+/// and whose parent (new numbering) is selected by `parents`, by narrowing the runs. Nothing
+/// is copied: the rebuild stays pending (see [`PendingRows`]).
+pub fn delete_pending(
+    rows: &PendingRows,
+    mut delete_key: impl FnMut(&str) -> bool,
+    parents: Option<&BooleanArray>,
+) -> Result<PendingRows> {
+    let base = rows.base();
+    let dict = keys(base);
+    let dict_values = dict.values().as_string::<i32>();
+    let hit: Vec<bool> = (0..dict_values.len())
+        .map(|i| dict_values.is_valid(i) && delete_key(dict_values.value(i)))
+        .collect();
+    if !hit.iter().any(|h| *h) {
+        return Ok(rows.narrowed(rows.runs().to_vec()));
+    }
+    let selected = parents.map(parent_bits);
+    let ids = parent_ids(base);
+    let key_ids = dict.keys();
+    let key_values = key_ids.values();
+    let null_keys = key_ids.null_count() > 0;
+    // Most rows are kept: runs are cut only at deleted rows.
+    let mut runs: Vec<Run> = Vec::with_capacity(rows.runs().len() + 16);
+    for run in rows.runs() {
+        let mut from = run.start;
+        for r in run.start..run.start + run.len {
+            // Keys are non-null by schema; a null key (never produced by sluice) is kept.
+            if !hit.get(key_values[r] as usize).copied().unwrap_or(false)
+                || (null_keys && key_ids.is_null(r))
+            {
+                continue;
+            }
+            if let Some(s) = &selected {
+                let p = rows.parent_of(ids, r) as usize;
+                if p >= s.len() {
+                    return Err(KernelError::ParentOutOfRange {
+                        parent_id: p as u32,
+                        parents: s.len(),
+                    });
+                }
+                if !s.value(p) {
+                    continue;
+                }
+            }
+            push_run(&mut runs, 0, from, r - from);
+            from = r + 1;
+        }
+        push_run(&mut runs, 0, from, run.start + run.len - from);
+    }
+    Ok(rows.narrowed(runs))
 }
 
 /// Deletes every attribute whose key is in `keys` (of the selected parents).

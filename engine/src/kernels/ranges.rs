@@ -64,6 +64,19 @@ pub fn runs_of_mask(mask: &BooleanArray) -> Vec<Run> {
         .collect()
 }
 
+/// All `len` rows of source 0 as runs (none when empty).
+pub fn runs_of_len(len: usize) -> Vec<Run> {
+    if len == 0 {
+        Vec::new()
+    } else {
+        vec![Run {
+            src: 0,
+            start: 0,
+            len,
+        }]
+    }
+}
+
 /// The runs of `true` in a slice of bools, eight at a time where eight agree.
 pub fn runs_of_bools(mask: &[bool]) -> Vec<Run> {
     const ALL: u64 = 0x0101_0101_0101_0101;

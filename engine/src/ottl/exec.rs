@@ -553,17 +553,39 @@ fn run_statement(
             let all = selected.iter().all(|x| *x);
             let sel = BooleanArray::from(selected);
             let parents_mask = (!all).then_some(&sel);
-            let t = snap.table(a);
-            let out = match map_editor {
+            // Deleting editors only narrow the rows of a pending table (the filter before,
+            // or an earlier delete): the copy is left to whoever reads or rebuilds it next.
+            let deleting = match map_editor {
                 Editor::DeleteKeys { keys, .. } => {
-                    ka::delete_keys(t, &KeySet::new(keys.iter().cloned()), parents_mask)?
+                    let keys = KeySet::new(keys.iter().cloned());
+                    Some(ka::delete_pending(
+                        &snap.pending_or_whole(a),
+                        |k| keys.contains(k),
+                        parents_mask,
+                    )?)
                 }
                 Editor::KeepKeys { keys, .. } => {
-                    ka::keep_keys(t, &KeySet::new(keys.iter().cloned()), parents_mask)?
+                    let keys = KeySet::new(keys.iter().cloned());
+                    Some(ka::delete_pending(
+                        &snap.pending_or_whole(a),
+                        |k| !keys.contains(k),
+                        parents_mask,
+                    )?)
                 }
-                Editor::DeleteMatchingKeys { pattern, .. } => {
-                    ka::delete_matching_keys(t, pattern, parents_mask)?
-                }
+                Editor::DeleteMatchingKeys { pattern, .. } => Some(ka::delete_pending(
+                    &snap.pending_or_whole(a),
+                    |k| pattern.is_match(k),
+                    parents_mask,
+                )?),
+                _ => None,
+            };
+            if let Some(rows) = deleting {
+                p.set_pending(a, rows)?;
+                lookups.invalidate(a);
+                return Ok(());
+            }
+            let t = snap.table(a);
+            let out = match map_editor {
                 Editor::Limit {
                     limit, priority, ..
                 } => ka::limit_keys(

@@ -253,6 +253,43 @@ proptest! {
         prop_assert_eq!(read(&out, m.len()), want);
     }
 
+    /// Deleting from a pending table (the rows of some kept parents, renumbered, as a filter
+    /// leaves it), twice, then building it: the model's kept parents with the keys deleted.
+    #[test]
+    fn delete_pending_matches_model(
+        m in arb_model(),
+        kept_parents in prop::collection::vec(any::<bool>(), 6),
+        first in arb_key_set(),
+        second in arb_key_set(),
+        select_mask in prop::collection::vec(prop::option::of(any::<bool>()), 6),
+    ) {
+        let keep = |p: usize| kept_parents[p % 6];
+        let table = build(&m);
+        let ids = parent_ids(&table).to_vec();
+        let row_kept: Vec<bool> = ids.iter().map(|&p| keep(p as usize)).collect();
+        let mut next = 0u32;
+        let new_ids: Vec<u32> = (0..m.len()).map(|p| { let id = next; next += u32::from(keep(p)); id }).collect();
+        let kept: Model = m.iter().enumerate().filter(|(p, _)| keep(*p)).map(|(_, a)| a.clone()).collect();
+        let rows = PendingRows::new(
+            Table::SpanAttrs,
+            table,
+            crate::kernels::ranges::runs_of_bools(&row_kept),
+            Some(Arc::new(new_ids)),
+        ).unwrap();
+        let mask: Option<Vec<Option<bool>>> = Some(select_mask[..kept.len()].to_vec());
+        let once = delete_pending(&rows, |k| first.contains(&k), None).unwrap();
+        let twice = delete_pending(&once, |k| second.contains(&k), mask_array(&mask).as_ref()).unwrap();
+        let want: Model = kept.iter().enumerate().map(|(p, a)| {
+            a.iter()
+                .filter(|(k, _)| !first.contains(&k.as_str()))
+                .filter(|(k, _)| !(selected(&mask, p) && second.contains(&k.as_str())))
+                .cloned()
+                .collect()
+        }).collect();
+        prop_assert_eq!(twice.num_rows(), want.iter().map(Vec::len).sum::<usize>());
+        prop_assert_eq!(read(twice.build(), kept.len()), want);
+    }
+
     #[test]
     fn delete_matching_keys_matches_model(
         (m, mask) in arb_model_and_mask(),
