@@ -229,6 +229,17 @@ impl Payload {
         }
     }
 
+    /// Attribute table `t`'s pending rows, built or not: for readers that look rows up in the
+    /// pending table's base instead of building it. Which form a table is in changes only
+    /// through [`Payload::set`] / [`Payload::set_pending`], so row numbers found this way stay
+    /// valid until the table is replaced.
+    pub fn pending_rows(&self, t: Table) -> Option<&PendingRows> {
+        match self.slot(t) {
+            Slot::Pending(p) => Some(p),
+            Slot::Ready(_) => None,
+        }
+    }
+
     /// Attribute table `t` as pending rows: the pending ones, or all rows of the built table.
     pub fn pending_or_whole(&self, t: Table) -> PendingRows {
         match self.pending(t) {

@@ -76,7 +76,7 @@ use prost::Message as _;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
-use super::ranges::Run;
+use super::ranges::{self, Run};
 use crate::payload::PendingRows;
 use crate::schema::AnyValueType;
 #[cfg(doc)]
@@ -586,8 +586,32 @@ pub fn first_rows_of_keys(
     num_parents: usize,
     keys: &[String],
 ) -> Vec<Vec<u32>> {
+    let all = ranges::runs_of_len(attrs.num_rows());
+    first_rows_in(attrs, &all, None, num_parents, keys)
+}
+
+/// [`first_rows_of_keys`] of pending rows ([`PendingRows`]), without building them: rows of
+/// the pending table's base, parents in the new numbering.
+pub fn first_rows_of_keys_pending(
+    rows: &PendingRows,
+    num_parents: usize,
+    keys: &[String],
+) -> Vec<Vec<u32>> {
+    let new_ids = rows.new_ids().map(|m| m.as_slice());
+    first_rows_in(rows.base(), rows.runs(), new_ids, num_parents, keys)
+}
+
+/// The rows `runs` of `attrs`, their parent ids mapped through `new_ids`, as
+/// [`first_rows_of_keys`] reads them.
+fn first_rows_in(
+    attrs: &RecordBatch,
+    runs: &[Run],
+    new_ids: Option<&[u32]>,
+    num_parents: usize,
+    keys: &[String],
+) -> Vec<Vec<u32>> {
     let mut out = vec![vec![u32::MAX; num_parents]; keys.len()];
-    if keys.is_empty() || attrs.num_rows() == 0 {
+    if keys.is_empty() || runs.is_empty() {
         return out;
     }
     let dict = self::keys(attrs);
@@ -609,13 +633,20 @@ pub fn first_rows_of_keys(
     }
     let ids = parent_ids(attrs);
     let key_idx = dict.keys().values();
-    for (row, (&k, &p)) in key_idx.iter().zip(ids).enumerate() {
-        let slot = slot_of.get(k as usize).copied().unwrap_or(u32::MAX);
-        if slot != u32::MAX
-            && let Some(cell) = out[slot as usize].get_mut(p as usize)
-            && *cell == u32::MAX
-        {
-            *cell = row as u32;
+    for run in runs {
+        let rows = run.start..run.start + run.len;
+        for (row, &k) in rows.clone().zip(&key_idx[rows]) {
+            let slot = slot_of.get(k as usize).copied().unwrap_or(u32::MAX);
+            if slot == u32::MAX {
+                continue;
+            }
+            let p = ids[row];
+            let p = new_ids.map_or(p, |m| m[p as usize]);
+            if let Some(cell) = out[slot as usize].get_mut(p as usize)
+                && *cell == u32::MAX
+            {
+                *cell = row as u32;
+            }
         }
     }
     out
@@ -639,7 +670,85 @@ pub fn set_key(
     values: Values<'_>,
     mode: SetMode,
 ) -> Result<RecordBatch> {
-    check_parents(attrs, num_parents)?;
+    let side = KeySide {
+        parent_col: attrs.column(idx::PARENT_ID).as_primitive().clone(),
+        key_col: attrs.column(idx::KEY).clone(),
+        values: attrs,
+        view: None,
+    };
+    set_key_on(side, num_parents, parents, key, values, mode, || {
+        attrs.clone()
+    })
+}
+
+/// [`set_key`] on an attribute table whose rebuild is pending ([`PendingRows`]): one rebuild
+/// that gathers the kept rows' values from the pending table's base and splices the new ones
+/// in, instead of building the pending table and then rebuilding it again. Only the parent
+/// and key columns of the pending rows are gathered first (four bytes a row each).
+pub fn set_key_pending(
+    rows: &PendingRows,
+    num_parents: usize,
+    parents: Option<&BooleanArray>,
+    key: &str,
+    values: Values<'_>,
+    mode: SetMode,
+) -> Result<RecordBatch> {
+    let base = rows.base();
+    let base_keys = keys(base);
+    if base_keys.null_count() > 0 {
+        // Never produced by sluice (keys are non-null by schema): the plain way.
+        return set_key(rows.build(), num_parents, parents, key, values, mode);
+    }
+    let len = rows.num_rows();
+    let mut ids = ranges::copy_runs(&[parent_ids(base)], rows.runs(), len);
+    if let Some(m) = rows.new_ids() {
+        ids.iter_mut().for_each(|p| *p = m[*p as usize]);
+    }
+    let key_idx = ranges::copy_runs(&[base_keys.keys().values().as_ref()], rows.runs(), len);
+    // SAFETY: every index is one of the base table's, valid for the same dictionary values.
+    let key_col = unsafe {
+        DictionaryArray::<UInt32Type>::new_unchecked(
+            UInt32Array::new(ScalarBuffer::from(key_idx), None),
+            base_keys.values().clone(),
+        )
+    };
+    let side = KeySide {
+        parent_col: UInt32Array::new(ScalarBuffer::from(ids), None),
+        key_col: Arc::new(key_col),
+        values: base,
+        view: Some(rows.runs()),
+    };
+    set_key_on(side, num_parents, parents, key, values, mode, || {
+        rows.build().clone()
+    })
+}
+
+/// The key side of an attribute table for [`set_key`]: its parent and key columns, and where
+/// its rows' values are: `values` itself, or the rows `view` of it (a pending table).
+struct KeySide<'a> {
+    parent_col: UInt32Array,
+    key_col: ArrayRef,
+    values: &'a RecordBatch,
+    view: Option<&'a [Run]>,
+}
+
+fn set_key_on(
+    side: KeySide<'_>,
+    num_parents: usize,
+    parents: Option<&BooleanArray>,
+    key: &str,
+    values: Values<'_>,
+    mode: SetMode,
+    unchanged: impl FnOnce() -> RecordBatch,
+) -> Result<RecordBatch> {
+    if let Some(&last) = side.parent_col.values().last()
+        && last as usize >= num_parents
+    {
+        return Err(KernelError::ParentOutOfRange {
+            parent_id: last,
+            parents: num_parents,
+        });
+    }
     if let Some(p) = parents
         && p.len() != num_parents
     {
@@ -672,7 +781,7 @@ pub fn set_key(
         }
     };
     if !per_parent && !src.is_present(0) {
-        return Ok(attrs.clone());
+        return Ok(unchanged());
     }
     let selected = parents.map(parent_bits);
     // The source row of parent p's value, if p is selected and has one.
@@ -687,8 +796,8 @@ pub fn set_key(
         }
     };
 
-    let ids = parent_ids(attrs);
-    let dict = keys(attrs);
+    let ids = side.parent_col.values();
+    let dict = side.key_col.as_dictionary::<UInt32Type>();
     let dict_values = dict.values().as_string::<i32>();
     let hit: Vec<bool> = (0..dict_values.len())
         .map(|i| dict_values.is_valid(i) && dict_values.value(i) == key)
@@ -734,7 +843,7 @@ pub fn set_key(
         }
     }
     if updates.is_empty() && inserts.is_empty() {
-        return Ok(attrs.clone());
+        return Ok(unchanged());
     }
 
     // Value runs: old rows (source 0) with updated rows and inserted rows from `src` (1).
@@ -767,10 +876,11 @@ pub fn set_key(
     }
     push_run(&mut runs, 0, row, n - row);
 
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(attrs.num_columns());
+    let schema = side.values.schema();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     if inserts.is_empty() {
-        columns.push(attrs.column(idx::PARENT_ID).clone());
-        columns.push(attrs.column(idx::KEY).clone());
+        columns.push(Arc::new(side.parent_col.clone()));
+        columns.push(side.key_col.clone());
     } else {
         columns.push(Arc::new(UInt32Array::new(
             ScalarBuffer::from(splice(ids, &inserts, |&(_, p, _)| p)),
@@ -804,9 +914,14 @@ pub fn set_key(
             )
         }));
     }
-    let old = rebuild::value_cols(attrs);
+    // Old rows' values from where they are: the table, or the pending table's base.
+    let runs = match side.view {
+        None => runs,
+        Some(view) => ranges::compose(view, &runs),
+    };
+    let old = rebuild::value_cols(side.values);
     columns.extend(rebuild::gather_values(&[old, src.columns()], &runs, len)?);
-    Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// `old` with `value(insert)` placed before old element `insert.0` for every insert

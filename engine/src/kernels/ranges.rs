@@ -64,6 +64,47 @@ pub fn runs_of_mask(mask: &BooleanArray) -> Vec<Run> {
         .collect()
 }
 
+/// `runs` with their source-0 rows read through `view`: row `i` of source 0 stands for the
+/// `i`-th row of `view` (runs of source 0 of some other table, ascending). Other sources pass
+/// through. Source-0 runs of `runs` must be ascending (a rebuild's are).
+///
+/// This is how a rebuild of a table that is itself still pending (see
+/// [`crate::payload::PendingRows`]) gathers from the pending table's base directly.
+pub fn compose(view: &[Run], runs: &[Run]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::with_capacity(runs.len() + view.len());
+    // The view run holding view row `at`, and the view row it starts at.
+    let (mut k, mut k_start) = (0usize, 0usize);
+    let push = |out: &mut Vec<Run>, r: Run| match out.last_mut() {
+        Some(l) if l.src == r.src && l.start + l.len == r.start => l.len += r.len,
+        _ => out.push(r),
+    };
+    for r in runs {
+        if r.src != 0 {
+            push(&mut out, *r);
+            continue;
+        }
+        let (mut at, end) = (r.start, r.start + r.len);
+        while at < end {
+            while k_start + view[k].len <= at {
+                k_start += view[k].len;
+                k += 1;
+            }
+            let v = &view[k];
+            let take = (k_start + v.len).min(end) - at;
+            push(
+                &mut out,
+                Run {
+                    src: 0,
+                    start: v.start + (at - k_start),
+                    len: take,
+                },
+            );
+            at += take;
+        }
+    }
+    out
+}
+
 /// All `len` rows of source 0 as runs (none when empty).
 pub fn runs_of_len(len: usize) -> Vec<Run> {
     if len == 0 {
@@ -658,6 +699,40 @@ mod tests {
         fn runs_of_bools_are_the_runs_of_true(mask in prop::collection::vec(prop::bool::weighted(0.9), 0..100)) {
             let want: Vec<Run> = runs_of_mask(&BooleanArray::from(mask.clone()));
             prop_assert_eq!(runs_of_bools(&mask), want);
+        }
+
+        #[test]
+        fn compose_reads_source_0_through_the_view(
+            keep in prop::collection::vec(prop::bool::weighted(0.7), 0..60),
+            picks in prop::collection::vec((0usize..2, any::<prop::sample::Index>()), 0..40),
+        ) {
+            // A view: the kept rows of a base table; runs over (view, another source).
+            let view = runs_of_bools(&keep);
+            let view_rows: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
+            let mut indices: Vec<(usize, usize)> = Vec::new();
+            let mut next_view_row = 0usize;
+            for (src, i) in picks {
+                if src == 0 && !view_rows.is_empty() {
+                    // ascending source-0 rows
+                    next_view_row = (next_view_row + i.index(3)).min(view_rows.len() - 1);
+                    if indices.iter().any(|&(s, r)| s == 0 && r >= next_view_row) {
+                        continue;
+                    }
+                    indices.push((0, next_view_row));
+                } else {
+                    indices.push((1, i.index(10)));
+                }
+            }
+            let runs = runs_of(&indices);
+            let want: Vec<(usize, usize)> = indices
+                .iter()
+                .map(|&(s, r)| if s == 0 { (0, view_rows[r]) } else { (s, r) })
+                .collect();
+            let got: Vec<(usize, usize)> = compose(&view, &runs)
+                .iter()
+                .flat_map(|r| (r.start..r.start + r.len).map(move |i| (r.src, i)))
+                .collect();
+            prop_assert_eq!(got, want);
         }
 
         #[test]

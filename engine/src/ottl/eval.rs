@@ -323,11 +323,25 @@ impl Lookups {
             keys.push(key.to_string());
         }
         let parent = attrs.parent().expect("attribute tables have a parent");
-        let rows = ka::first_rows_of_keys(p.table(attrs), p.table(parent).num_rows(), &keys);
+        let parents = p.table(parent).num_rows();
+        // Rows of a pending table are found in its base (see `attr_values`), unbuilt.
+        let rows = match p.pending_rows(attrs) {
+            Some(pending) => ka::first_rows_of_keys_pending(pending, parents, &keys),
+            None => ka::first_rows_of_keys(p.table(attrs), parents, &keys),
+        };
         for (k, r) in keys.into_iter().zip(rows) {
             self.attr_rows.insert((attrs, k), Arc::new(r));
         }
         self.attr_rows[&(attrs, key.to_string())].clone()
+    }
+}
+
+/// The table whose rows [`Lookups`] finds for attribute table `a`: a pending table's base
+/// (read without building it), else the table.
+fn attr_values(p: &Payload, a: Table) -> &RecordBatch {
+    match p.pending_rows(a) {
+        Some(pending) => pending.base(),
+        None => p.table(a),
     }
 }
 
@@ -405,7 +419,7 @@ impl<'a, 'l> Eval<'a, 'l> {
             Field::Attribute(k) => {
                 let a = attrs_table(t).expect("level has attributes");
                 let rows = self.lookups.attr_rows(self.p, a, k);
-                Col::Any(AnyCols::of_attrs(self.p.table(a)), gather(&rows))
+                Col::Any(AnyCols::of_attrs(attr_values(self.p, a)), gather(&rows))
             }
             // Rejected by the checker as a value; nil if it ever gets here.
             Field::Attributes => Col::Scalar(Val::Nil),

@@ -349,17 +349,27 @@ fn run_first_of(
         k => values[k as usize].get(i),
     });
     let a = attrs_table(table).expect("own level has attributes");
-    let new = ka::set_key(
-        snap.table(a),
-        n,
-        None,
-        key,
-        Values::PerParent(&vals),
-        SetMode::Upsert,
-    )?;
+    let new = set_attr(&snap, a, n, key, &vals, SetMode::Upsert)?;
     p.set(a, new)?;
     lookups.invalidate(a);
     Ok(())
+}
+
+/// Sets `key` in attribute table `a` of `snap` for every parent with a value in `vals`: one
+/// rebuild, fused with the table's pending one if it has one (see `PendingRows`).
+fn set_attr(
+    snap: &Payload,
+    a: Table,
+    parents: usize,
+    key: &str,
+    vals: &AnyValues,
+    mode: SetMode,
+) -> Result<RecordBatch, RunError> {
+    let values = Values::PerParent(vals);
+    Ok(match snap.pending(a) {
+        Some(rows) => ka::set_key_pending(rows, parents, None, key, values, mode)?,
+        None => ka::set_key(snap.table(a), parents, None, key, values, mode)?,
+    })
 }
 
 /// Whether `set` stores `v` in an attribute (nil and ids leave it unset, see [`any_values`]).
@@ -439,14 +449,7 @@ fn run_statement(
                 Field::Attribute(key) => {
                     let a = attrs.expect("level has attributes");
                     let vals = any_values(parents, at);
-                    let new = ka::set_key(
-                        snap.table(a),
-                        parents,
-                        None,
-                        key,
-                        Values::PerParent(&vals),
-                        SetMode::Upsert,
-                    )?;
+                    let new = set_attr(&snap, a, parents, key, &vals, SetMode::Upsert)?;
                     p.set(a, new)?;
                     lookups.invalidate(a);
                 }
@@ -497,14 +500,7 @@ fn run_statement(
                 Field::Attribute(key) => {
                     let a = attrs.expect("level has attributes");
                     let vals = any_values(parents, at);
-                    let out = ka::set_key(
-                        snap.table(a),
-                        parents,
-                        None,
-                        key,
-                        Values::PerParent(&vals),
-                        SetMode::Update,
-                    )?;
+                    let out = set_attr(&snap, a, parents, key, &vals, SetMode::Update)?;
                     p.set(a, out)?;
                     lookups.invalidate(a);
                 }

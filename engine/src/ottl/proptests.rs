@@ -366,6 +366,46 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A filter, then a statement group: the filter leaves the attribute tables pending
+    /// (rows of the old table, parents renumbered), and the group's reads, deletes and sets
+    /// work on them without building them first. The same as filtering and running the group
+    /// span by span.
+    #[test]
+    fn groups_after_a_filter_equal_per_span_execution(
+        req in arb_request(),
+        drop_cond in arb_cond(),
+        statements in prop::collection::vec(arb_statement(), 1..5),
+    ) {
+        let Ok(drop) = compile_condition(&drop_cond, Signal::Traces, Some(Context::Span)) else {
+            return Ok(());
+        };
+        let Ok((ctx, stmts, conds)) =
+            compile_group(&statements, &[], Signal::Traces, Some(Context::Span))
+        else {
+            return Ok(());
+        };
+        let drop = [drop];
+        let mode = ErrorMode::Ignore;
+        let mut reference = req.clone();
+        interp::filter(&mut reference, &drop, mode).expect("ignore");
+        interp::run_group(&mut reference, &stmts, &conds, mode).expect("ignore");
+
+        let p = reference_traces(&req);
+        let mut lookups = Lookups::new(Context::Span, &reads(&[], &drop));
+        let hit = any_matches(&p, Table::Spans, &drop, mode, &mut lookups, &mut RunReport::default())
+            .expect("ignore");
+        let keep: Vec<bool> = hit.iter().map(|h| !h).collect();
+        let mut p = p.filter(Table::Spans, &keep).expect("filters");
+        StatementGroup::new(ctx, stmts, conds, mode)
+            .run(&mut p, &mut RunReport::default())
+            .expect("ignore");
+        p.validate().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = ExportTraceServiceRequest::decode(encode_to_vec(&p).as_slice()).expect("decodes");
+        prop_assert_eq!(shape(&got), shape(&reference), "{} / {:?}", drop_cond, statements);
+    }
+}
+
 /// Runs `statements` (with group `conditions`) as a [`StatementGroup`] and with the per-span
 /// interpreter, under `ignore` and `propagate`: the same spans, or both refusing.
 fn group_equals_per_span_execution(

@@ -290,6 +290,61 @@ proptest! {
         prop_assert_eq!(read(twice.build(), kept.len()), want);
     }
 
+    /// `set_key` and `first_rows_of_keys` on pending rows (some parents' rows, renumbered,
+    /// some keys deleted) give what they give on the built table: the same table, and the
+    /// same rows (base rows, read through the runs).
+    #[test]
+    fn set_key_and_lookups_on_pending_rows_equal_the_built_table(
+        m in arb_model(),
+        kept_parents in prop::collection::vec(any::<bool>(), 6),
+        deleted in arb_key_set(),
+        key in prop::sample::select(vec!["a", "b", "new"]),
+        values in prop::collection::vec(prop::option::of(any::<i64>()), 6),
+        select_mask in prop::option::of(prop::collection::vec(prop::option::of(any::<bool>()), 6)),
+        mode in prop::sample::select(vec![SetMode::Insert, SetMode::Update, SetMode::Upsert]),
+    ) {
+        let keep = |p: usize| kept_parents[p % 6];
+        let table = build(&m);
+        let row_kept: Vec<bool> = parent_ids(&table).iter().map(|&p| keep(p as usize)).collect();
+        let mut next = 0u32;
+        let new_ids: Vec<u32> = (0..m.len()).map(|p| { let id = next; next += u32::from(keep(p)); id }).collect();
+        let parents = next as usize;
+        let filtered = PendingRows::new(
+            Table::SpanAttrs,
+            table,
+            crate::kernels::ranges::runs_of_bools(&row_kept),
+            Some(Arc::new(new_ids)),
+        ).unwrap();
+        let rows = delete_pending(&filtered, |k| deleted.contains(&k), None).unwrap();
+        // Built on its own, from the same pending description.
+        let built = rows.narrowed(rows.runs().to_vec()).build().clone();
+
+        let keys: Vec<String> = ["a", "b", "c", "d", "e", "new"].iter().map(|k| k.to_string()).collect();
+        let base_rows = first_rows_of_keys_pending(&rows, parents, &keys);
+        let built_rows = first_rows_of_keys(&built, parents, &keys);
+        // Base row -> row of the built table.
+        let mut at_built = vec![u32::MAX; rows.base().num_rows()];
+        let mut i = 0u32;
+        for r in rows.runs() {
+            for slot in &mut at_built[r.start..r.start + r.len] {
+                *slot = i;
+                i += 1;
+            }
+        }
+        let mapped: Vec<Vec<u32>> = base_rows
+            .iter()
+            .map(|v| v.iter().map(|&b| if b == u32::MAX { b } else { at_built[b as usize] }).collect())
+            .collect();
+        prop_assert_eq!(mapped, built_rows);
+
+        let src = AnyValues::from_ints(Int64Array::from(values[..parents].to_vec()));
+        let mask = select_mask.map(|m| m[..parents].to_vec());
+        let fused = set_key_pending(&rows, parents, mask_array(&mask).as_ref(), key, Values::PerParent(&src), mode).unwrap();
+        let plain = set_key(&built, parents, mask_array(&mask).as_ref(), key, Values::PerParent(&src), mode).unwrap();
+        prop_assert_eq!(read(&fused, parents), read(&plain, parents));
+        fused.columns().iter().for_each(|c| c.to_data().validate_full().expect("valid"));
+    }
+
     #[test]
     fn delete_matching_keys_matches_model(
         (m, mask) in arb_model_and_mask(),
