@@ -321,6 +321,9 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
                     self.inner.id
                 )));
             };
+            // Queued maybe for long (the exporter may be down): no deferred rebuilds held.
+            let mut payload = payload;
+            payload.settle();
             match tx.try_send(payload) {
                 Ok(()) => {
                     self.inner.metrics.queue_size.add(1);

@@ -303,8 +303,30 @@ impl Payload {
     }
 
     /// Bytes of Arrow buffers held by this payload (shared buffers are counted once per use).
+    /// A pending table counts what it holds: its base, and its result once built.
     pub fn memory_size(&self) -> usize {
-        self.tables().map(|(_, b)| b.get_array_memory_size()).sum()
+        self.tables
+            .iter()
+            .flatten()
+            .map(|slot| match slot {
+                Slot::Ready(b) => b.get_array_memory_size(),
+                Slot::Pending(p) => {
+                    p.base.get_array_memory_size()
+                        + p.built.get().map_or(0, |b| b.get_array_memory_size())
+                }
+            })
+            .sum()
+    }
+
+    /// Builds every pending table ([`PendingRows`]) and lets go of what it was built from.
+    /// For payloads that are kept a while (buffered by `batch` or tail sampling, queued for
+    /// an exporter), so a pending table's base is not held beside its result.
+    pub fn settle(&mut self) {
+        for slot in self.tables.iter_mut().flatten() {
+            if let Slot::Pending(p) = slot {
+                *slot = Slot::Ready(p.build().clone());
+            }
+        }
     }
 
     /// The `parent_id` column of child table `t`.
@@ -775,6 +797,36 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        /// A filter leaves attribute tables pending: built on first read (once for all
+        /// clones), counted with their base until settled, and equal to the settled tables.
+        fn pending_tables_build_once_and_settle(
+            req in arb_traces_request(),
+            seed in any::<u64>(),
+        ) {
+            let p = reference_traces(&req);
+            let n = p.table(Table::Spans).num_rows();
+            prop_assume!(n > 0);
+            let mask: Vec<bool> = (0..n).map(|i| (seed >> (i % 64)) & 1 == 1 || i == 0).collect();
+            prop_assume!(mask.iter().any(|k| !k));
+            let f = p.filter(Table::Spans, &mask).unwrap();
+            let pending = f.pending(Table::SpanAttrs).expect("span attributes left pending");
+            prop_assert_eq!(pending.base().num_rows(), p.table(Table::SpanAttrs).num_rows());
+            prop_assert!(f.memory_size() >= pending.base().get_array_memory_size());
+            let clone = f.clone();
+            let built = f.table(Table::SpanAttrs).clone();
+            // Built through one clone: built for the other too (same rows, no second build).
+            prop_assert!(clone.pending(Table::SpanAttrs).is_none());
+            prop_assert!(clone.pending_rows(Table::SpanAttrs).is_some());
+            let mut settled = clone.clone();
+            settled.settle();
+            prop_assert!(settled.pending_rows(Table::SpanAttrs).is_none());
+            prop_assert_eq!(settled.table(Table::SpanAttrs), &built);
+            let sizes: usize = settled.tables().map(|(_, b)| b.get_array_memory_size()).sum();
+            prop_assert_eq!(settled.memory_size(), sizes);
+            prop_assert_eq!(encode_to_vec(&settled), encode_to_vec(&f));
+        }
 
         #[test]
         fn filtering_spans_keeps_exactly_the_kept_spans_with_their_attributes(

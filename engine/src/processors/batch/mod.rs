@@ -267,6 +267,8 @@ impl Consumer for Batch {
                             s.wake.notify_one();
                         }
                         st.items += n;
+                        let mut payload = payload;
+                        payload.settle();
                         st.buffer.push(payload);
                         if st.items >= s.config.send_batch_size {
                             s.wake.notify_one();

@@ -225,11 +225,13 @@ impl Shard {
             }
         }
         for (tick, mask, ordinals) in groups {
-            let part_payload = if ordinals.len() == pass.len() {
+            let mut part_payload = if ordinals.len() == pass.len() {
                 payload.clone() // every span of the payload: no copy
             } else {
                 payload.filter(Table::Spans, &mask)?
             };
+            // Buffered until sealed: built now, not holding the whole payload's tables.
+            part_payload.settle();
             let part = Part {
                 payload: part_payload,
                 ordinals,
