@@ -71,11 +71,13 @@ impl PendingRows {
             }
             end = r.start + r.len;
         }
+        // Parent ids are sorted (the table invariant every kernel and encoder relies on): the
+        // last is the largest.
         if let Some(ids) = &new_ids
             && parent_ids(&base)
                 .values()
-                .iter()
-                .any(|&p| p as usize >= ids.len())
+                .last()
+                .is_some_and(|&p| p as usize >= ids.len())
         {
             return Err(PayloadError::Invariant {
                 table,

@@ -30,6 +30,17 @@
 //! they round-trip exactly without nested Arrow types. Log bodies use the same typed columns,
 //! prefixed `body_`, on the logs table.
 //!
+//! # Deferred rebuilds of attribute tables
+//!
+//! Dropping attribute rows (a filter dropping spans, `delete_key`, `keep_keys`) does not copy
+//! the table: a [`Payload`] may hold an attribute table as *pending rows*
+//! ([`crate::payload::PendingRows`]: the rows of an older table in runs, parent ids renumbered).
+//! The next `set` splices its values in and gathers the kept rows from the older table in one
+//! rebuild, OTTL lookups read pending rows in place, and anything else that reads the table
+//! builds it once (shared by clones). So the gateway's filter + delete + `set` chain copies the
+//! span attributes once, not three times. Payloads that are kept a while (batch buffers,
+//! exporter queues, tail-sampling parts) are settled first, so no older table stays alive.
+//!
 //! # Why not nested Arrow (List<Struct>) or one struct per span
 //!
 //! Nested attributes would make `delete_key` a rebuild of every list and make predicates walk
