@@ -264,8 +264,9 @@ pub struct Mask {
 pub struct Lookups {
     /// The keys the program reads, per attribute table: found in one pass.
     wanted: HashMap<Table, Vec<String>>,
-    /// (attribute table, key) -> per parent row: the key's first row, or NONE.
-    attr_rows: HashMap<(Table, String), Arc<Vec<u32>>>,
+    /// (attribute table, key) -> per parent row: the key's first row, or NONE; `None` when
+    /// no parent has the key (a whole condition on it is then decided without a pass).
+    attr_rows: HashMap<(Table, String), Option<Arc<Vec<u32>>>>,
     /// (table, ancestor table) -> per row of table: its ancestor's row.
     maps: HashMap<(Table, Table), Arc<Vec<u32>>>,
 }
@@ -313,8 +314,9 @@ impl Lookups {
         m
     }
 
-    /// Per parent row of `attrs`' parent table: the first row of `key`, or NONE.
-    fn attr_rows(&mut self, p: &Payload, attrs: Table, key: &str) -> Arc<Vec<u32>> {
+    /// Per parent row of `attrs`' parent table: the first row of `key`, or NONE; `None` if
+    /// no parent has it.
+    fn attr_rows(&mut self, p: &Payload, attrs: Table, key: &str) -> Option<Arc<Vec<u32>>> {
         if let Some(r) = self.attr_rows.get(&(attrs, key.to_string())) {
             return r.clone();
         }
@@ -330,7 +332,8 @@ impl Lookups {
             None => ka::first_rows_of_keys(p.table(attrs), parents, &keys),
         };
         for (k, r) in keys.into_iter().zip(rows) {
-            self.attr_rows.insert((attrs, k), Arc::new(r));
+            let found = r.iter().any(|&x| x != NONE);
+            self.attr_rows.insert((attrs, k), found.then(|| Arc::new(r)));
         }
         self.attr_rows[&(attrs, key.to_string())].clone()
     }
@@ -418,8 +421,13 @@ impl<'a, 'l> Eval<'a, 'l> {
         match &r.field {
             Field::Attribute(k) => {
                 let a = attrs_table(t).expect("level has attributes");
-                let rows = self.lookups.attr_rows(self.p, a, k);
-                Col::Any(AnyCols::of_attrs(attr_values(self.p, a)), gather(&rows))
+                match self.lookups.attr_rows(self.p, a, k) {
+                    // The key is on no item: nil for all, as one value.
+                    None => Col::Scalar(Val::Nil),
+                    Some(rows) => {
+                        Col::Any(AnyCols::of_attrs(attr_values(self.p, a)), gather(&rows))
+                    }
+                }
             }
             // Rejected by the checker as a value; nil if it ever gets here.
             Field::Attributes => Col::Scalar(Val::Nil),
