@@ -52,8 +52,9 @@ pub struct PendingRows {
 }
 
 impl PendingRows {
-    /// Rows `runs` (of source 0, ascending, within `base`) of attribute table `base`, parent
-    /// ids mapped through `new_ids` (which must cover every parent id of `base`).
+    /// Rows `runs` (of source 0, ascending, within `base`) of attribute table `base` (which
+    /// errors name as `table`), parent ids mapped through `new_ids` (which must cover every
+    /// parent id of `base`).
     pub fn new(
         table: Table,
         base: RecordBatch,

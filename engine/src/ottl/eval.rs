@@ -333,7 +333,8 @@ impl Lookups {
         };
         for (k, r) in keys.into_iter().zip(rows) {
             let found = r.iter().any(|&x| x != NONE);
-            self.attr_rows.insert((attrs, k), found.then(|| Arc::new(r)));
+            self.attr_rows
+                .insert((attrs, k), found.then(|| Arc::new(r)));
         }
         self.attr_rows[&(attrs, key.to_string())].clone()
     }

@@ -315,28 +315,29 @@ fn run_first_of(
     let snap = p.clone();
     let mut ev = Eval::new(&snap, table, lookups);
     let n = ev.len();
-    let mut pending: Vec<bool> = group.map_or_else(|| vec![true; n], <[bool]>::to_vec);
-    let m = ev.cond(condition, Some(&pending));
+    // Items selected whose target is still nil.
+    let mut unset: Vec<bool> = group.map_or_else(|| vec![true; n], <[bool]>::to_vec);
+    let m = ev.cond(condition, Some(&unset));
     let err = handle(m.err, mode, &parts[0].text, report)?;
-    pending.iter_mut().zip(&m.bits).for_each(|(a, b)| *a &= *b);
-    clear_errors(&mut pending, &err);
+    unset.iter_mut().zip(&m.bits).for_each(|(a, b)| *a &= *b);
+    clear_errors(&mut unset, &err);
     // Per item: which part's value it takes (NONE: none).
     let mut chosen: Vec<u32> = vec![NONE; n];
     let mut values = Vec::with_capacity(parts.len());
     for (k, part) in parts.iter().enumerate() {
-        if !pending.iter().any(|x| *x) {
+        if !unset.iter().any(|x| *x) {
             break;
         }
         let Editor::Set { value, .. } = &part.editor else {
             unreachable!("fuse_first_of only fuses set")
         };
-        let v = ev.expr(value, Some(&pending));
+        let v = ev.expr(value, Some(&unset));
         let err = handle(v.err, mode, &part.text, report)?;
         for i in 0..n {
             let failed = err.as_ref().is_some_and(|e| e.rows[i]);
-            if pending[i] && !failed && storable(v.col.get(i)) {
+            if unset[i] && !failed && storable(v.col.get(i)) {
                 chosen[i] = k as u32;
-                pending[i] = false;
+                unset[i] = false;
             }
         }
         values.push(v.col);
