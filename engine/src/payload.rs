@@ -801,9 +801,9 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-        #[test]
         /// A filter leaves attribute tables pending: built on first read (once for all
         /// clones), counted with their base until settled, and equal to the settled tables.
+        #[test]
         fn pending_tables_build_once_and_settle(
             req in arb_traces_request(),
             seed in any::<u64>(),
