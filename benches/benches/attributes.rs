@@ -17,10 +17,8 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
-use sluice_benches::realistic_traces_request;
+use sluice_benches::{per_span, realistic_traces_request};
 use sluice_engine::Table;
 use sluice_engine::kernels::attributes::{AnyValues, KeySet, Scalar, SetMode, Values};
 
@@ -29,16 +27,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SPANS: usize = 1000;
 const DELETED: &str = "user_agent.original";
-
-fn each_span(req: &mut ExportTraceServiceRequest, mut f: impl FnMut(&mut Vec<KeyValue>)) {
-    for rs in &mut req.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for sp in &mut ss.spans {
-                f(&mut sp.attributes);
-            }
-        }
-    }
-}
 
 fn attributes(c: &mut Criterion) {
     let req = realistic_traces_request(SPANS);
@@ -61,7 +49,7 @@ fn attributes(c: &mut Criterion) {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                each_span(&mut r, |a| a.retain(|kv| kv.key != DELETED));
+                per_span::delete_key(&mut r, DELETED);
                 r
             },
             BatchSize::SmallInput,
@@ -86,19 +74,7 @@ fn attributes(c: &mut Criterion) {
         b.iter_batched(
             || req.clone(),
             |mut r| {
-                each_span(&mut r, |a| {
-                    let v = AnyValue {
-                        value: Some(any_value::Value::StringValue("prod".to_string())),
-                    };
-                    match a.iter_mut().find(|kv| kv.key == "deployment.environment") {
-                        Some(kv) => kv.value = Some(v),
-                        None => a.push(KeyValue {
-                            key: "deployment.environment".to_string(),
-                            value: Some(v),
-                            key_strindex: 0,
-                        }),
-                    }
-                });
+                per_span::upsert_str(&mut r, "deployment.environment", "prod");
                 r
             },
             BatchSize::SmallInput,

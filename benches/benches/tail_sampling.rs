@@ -18,7 +18,7 @@ use sluice_benches::{realistic_traces_request, with_trace_ids};
 use sluice_engine::Payload;
 use sluice_engine::clock::VirtualClock;
 use sluice_engine::component::{ComponentId, Consumer};
-use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
+use sluice_engine::processors::tail_sampling::{Options, TailSampling};
 use sluice_engine::telemetry::Telemetry;
 
 #[global_allocator]
@@ -28,22 +28,9 @@ const SPANS_PER_TRACE: usize = 4;
 const IN_FLIGHT: u64 = 100_000;
 const STEP_NS: u64 = 75_000_000; // 30 s / (100k traces / 250 traces per request)
 
-fn config() -> TailSamplingConfig {
-    let v: serde_json::Value = serde_json::json!({
-        "decision_wait": "30s",
-        "num_traces": 200_000,
-        "policies": [
-            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
-            {"name": "slow", "type": "latency", "latency": {"threshold_ms": 2000}},
-            {"name": "half", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}}
-        ]
-    });
-    serde_json::from_value(v).expect("config")
-}
-
 fn processor(clock: Arc<VirtualClock>) -> TailSampling {
     TailSampling::new(
-        &config(),
+        &sluice_benches::tail_sampling_config(),
         &ComponentId::parse("tail_sampling").expect("id"),
         Arc::new(Nop),
         clock,

@@ -18,26 +18,14 @@ use std::hint::black_box;
 use arrow::array::Array as _;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use sluice_benches::gateway::{Programs, Reference};
-use sluice_benches::{gateway_traces_request, realistic_traces_request};
+use sluice_benches::{gateway_traces_request, per_span, realistic_traces_request};
 use sluice_engine::Table;
 use sluice_engine::kernels::attributes::{self as ka, AnyValues, KeySet, Scalar, SetMode, Values};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn each_span(req: &mut ExportTraceServiceRequest, mut f: impl FnMut(&mut Vec<KeyValue>)) {
-    for rs in &mut req.resource_spans {
-        for ss in &mut rs.scope_spans {
-            for sp in &mut ss.spans {
-                f(&mut sp.attributes);
-            }
-        }
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -115,24 +103,12 @@ fn main() {
         }),
         "delete_base" => (0..n).for_each(|_| {
             let mut r = black_box(&realistic).clone();
-            each_span(&mut r, |a| a.retain(|kv| kv.key != "user_agent.original"));
+            per_span::delete_key(&mut r, "user_agent.original");
             sink += r.resource_spans.len();
         }),
         "upsert_base" => (0..n).for_each(|_| {
             let mut r = black_box(&realistic).clone();
-            each_span(&mut r, |a| {
-                let v = AnyValue {
-                    value: Some(any_value::Value::StringValue("prod".to_string())),
-                };
-                match a.iter_mut().find(|kv| kv.key == "deployment.environment") {
-                    Some(kv) => kv.value = Some(v),
-                    None => a.push(KeyValue {
-                        key: "deployment.environment".to_string(),
-                        value: Some(v),
-                        key_strindex: 0,
-                    }),
-                }
-            });
+            per_span::upsert_str(&mut r, "deployment.environment", "prod");
             sink += r.resource_spans.len();
         }),
         "compare" => {

@@ -17,7 +17,7 @@ use sluice_benches::{realistic_traces_request, with_trace_ids};
 use sluice_engine::Payload;
 use sluice_engine::clock::VirtualClock;
 use sluice_engine::component::{ComponentId, Consumer};
-use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
+use sluice_engine::processors::tail_sampling::{Options, TailSampling};
 use sluice_engine::telemetry::Telemetry;
 
 #[global_allocator]
@@ -54,16 +54,7 @@ fn main() {
     let buf = realistic_traces_request(1000).encode_to_vec();
     let base = sluice_engine::otlp::decode_traces(&buf).expect("valid");
     let pool: Vec<Payload> = (0..2000).map(|k| with_trace_ids(&base, k, 4)).collect();
-    let config: TailSamplingConfig = serde_json::from_value(serde_json::json!({
-        "decision_wait": "30s",
-        "num_traces": 200_000,
-        "policies": [
-            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
-            {"name": "slow", "type": "latency", "latency": {"threshold_ms": 2000}},
-            {"name": "half", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}}
-        ]
-    }))
-    .expect("config");
+    let config = sluice_benches::tail_sampling_config();
     let t0 = 1_700_000_000_000_000_000u64;
     let clock = VirtualClock::new(t0);
     let ts = TailSampling::new(

@@ -1,6 +1,7 @@
 //! Shared helpers for sluice benchmarks.
 
 pub mod gateway;
+pub mod per_span;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -354,6 +355,21 @@ impl sluice_engine::component::Consumer for Nop {
     {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// The tail-sampling configuration of the tail-sampling bench and profile: a 30 s wait, room
+/// for 200k traces, and the gateway's kind of policies (errors, slow traces, half of the rest).
+pub fn tail_sampling_config() -> sluice_engine::processors::tail_sampling::TailSamplingConfig {
+    serde_json::from_value(serde_json::json!({
+        "decision_wait": "30s",
+        "num_traces": 200_000,
+        "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "slow", "type": "latency", "latency": {"threshold_ms": 2000}},
+            {"name": "half", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}}
+        ]
+    }))
+    .expect("config")
 }
 
 #[cfg(test)]

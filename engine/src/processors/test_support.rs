@@ -19,6 +19,11 @@ pub fn spans(first: u64, n: usize) -> Payload {
             ..Default::default()
         })
         .collect();
+    one_scope(spans)
+}
+
+/// `spans` under one resource and one scope, as a payload.
+pub fn one_scope(spans: Vec<Span>) -> Payload {
     reference_traces(&ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {

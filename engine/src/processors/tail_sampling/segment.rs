@@ -1314,6 +1314,7 @@ fn bytes<T: ByteArrayType<Offset = i32>>(
 mod tests {
     use super::*;
     use crate::otlp::testing::{arb_traces_request, assert_payload_eq, reference_traces};
+    use crate::processors::test_support::one_scope;
     use proptest::prelude::*;
 
     /// Splits `p` into up to three parts by span (`cut` picks each span's part), as ingest
@@ -1410,21 +1411,6 @@ mod tests {
             value: Some(AnyValue { value: Some(v) }),
             ..Default::default()
         }
-    }
-
-    /// `spans` under one resource and one scope, as a payload.
-    fn one_scope(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Payload {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-        reference_traces(&ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
     }
 
     /// Tables whose row counts are multiples of 64 (128 spans, 256 attribute rows with a
