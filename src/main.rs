@@ -58,6 +58,7 @@ fn registry() -> Registry {
     factories.extend(sluice_engine::processors::factories());
     factories.extend(sluice_engine::connectors::factories());
     factories.extend(sluice_egress::factories());
+    factories.extend(sluice_k8s::factories());
     factories.push(Arc::new(health_check::HealthCheckFactory));
     Registry::new(factories)
 }

@@ -1,6 +1,17 @@
-//! Kubernetes integration for sluice: the pod metadata cache behind `k8sattributes`, the
-//! headless-service endpoint resolver behind the `loadbalancing` exporter, the kubelet client
-//! behind `kubeletstats`, and the deployment manifests under `k8s/config/` and `k8s/manifests/`.
+//! sluice's agent environment: everything that talks to the cluster or the machine the agent
+//! runs on. The Kubernetes API (kube-rs) feeds the pod metadata cache behind `k8sattributes` and
+//! the endpoint resolver behind the `loadbalancing` exporter; the kubelet client feeds
+//! `kubeletstats`; cloud metadata services feed `resourcedetection`. The engine stays free of
+//! I/O: processors built here read caches that this crate's background tasks keep current, and
+//! apply them with the engine's column kernels.
 //!
-//! Nothing here yet: the agent-side issues build it. The crate exists now so the workspace has
-//! its final shape and `kube` can stay behind this crate (and a cargo feature) when it arrives.
+//! The deployment configs live beside the crate, under `k8s/config/`.
+
+use std::sync::Arc;
+
+use sluice_engine::component::Factory;
+
+/// Every component factory of this crate.
+pub fn factories() -> Vec<Arc<dyn Factory>> {
+    Vec::new()
+}
