@@ -2,8 +2,8 @@
 //! `service.telemetry.metrics.address` (default `localhost:8888`).
 //!
 //! Names and labels are the OpenTelemetry Collector's, as its Prometheus endpoint shows them
-//! (counters end in `_total`), so existing dashboards and the PromQL in
-//! `shared/reference/metrics-pipeline.md` §10 work unchanged:
+//! (counters end in `_total`), so existing dashboards and PromQL written for the Collector work
+//! unchanged:
 //! `otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"}`,
 //! `otelcol_exporter_queue_size{exporter="otlp/jaeger"}`, ...
 //!
