@@ -2,6 +2,7 @@
 //! [`crate::schema`]) plus where the data came from.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
@@ -576,63 +577,148 @@ impl Payload {
     }
 
     /// Splits into consecutive payloads of at most `max_items` items each (spans, data points,
-    /// log records), order kept; each carries the resources, scopes and metrics its items need.
+    /// log records), order kept; each carries the resources, scopes and metrics its items need
+    /// (a resource, scope or metric whose items fall in two parts is in both).
+    ///
+    /// Linear in the payload, whatever the number of parts: a part is a contiguous row range of
+    /// every table (children are sorted by parent, so the rows under a range of parents are a
+    /// range), taken as zero-copy slices with only the `parent_id` columns rebased. The
+    /// exporters split oversized requests with it, so its cost must not grow with the parts.
     pub fn split_items(&self, max_items: usize) -> Result<Vec<Payload>, PayloadError> {
         let total = self.item_count();
         if max_items == 0 || total <= max_items {
             return Ok(vec![self.clone()]);
         }
-        // Chunk number of every item, counting items in OTLP order: for metrics that is metric
-        // by metric (a metric's points are contiguous in its point table).
-        let mut chunk_of: Vec<(Table, Vec<usize>)> = self
-            .signal
-            .item_tables()
+        self.item_chunks(max_items)
             .iter()
-            .map(|&t| (t, vec![0usize; self.table(t).num_rows()]))
-            .collect();
-        if self.signal == Signal::Metrics {
-            let mut starts: Vec<(usize, Table, usize, usize)> = Vec::new(); // (metric, table, from, to)
-            for &t in self.signal.item_tables() {
-                let ids = self.parent_ids(t).values();
-                let mut i = 0;
-                while i < ids.len() {
-                    let j = i + ids[i..].iter().take_while(|&&p| p == ids[i]).count();
-                    starts.push((ids[i] as usize, t, i, j));
-                    i = j;
-                }
+            .map(|items| self.slice_items(items))
+            .collect()
+    }
+
+    /// The item rows of each part: per item table, a row range (empty where the part has none).
+    /// Items count in OTLP order: for metrics that is metric by metric, a metric's points being
+    /// contiguous in its point table.
+    fn item_chunks(&self, max_items: usize) -> Vec<Vec<(Table, Range<usize>)>> {
+        // (first sort key, table, rows): one run per metric for metrics, the whole table
+        // otherwise.
+        let mut runs: Vec<(u32, Table, Range<usize>)> = Vec::new();
+        for &t in self.signal.item_tables() {
+            let rows = self.table(t).num_rows();
+            if self.signal != Signal::Metrics {
+                runs.push((0, t, 0..rows));
+                continue;
             }
-            starts.sort_by_key(|s| s.0);
-            let mut n = 0usize;
-            for (_, t, from, to) in starts {
-                let c = &mut chunk_of
-                    .iter_mut()
-                    .find(|(tt, _)| *tt == t)
-                    .expect("item table")
-                    .1;
-                for slot in &mut c[from..to] {
-                    *slot = n / max_items;
-                    n += 1;
-                }
-            }
-        } else {
-            for (_, c) in &mut chunk_of {
-                c.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, slot)| *slot = i / max_items);
+            let ids = self.parent_ids(t).values();
+            let mut i = 0;
+            while i < ids.len() {
+                let j = i + ids[i..].iter().take_while(|&&p| p == ids[i]).count();
+                runs.push((ids[i], t, i..j));
+                i = j;
             }
         }
-        let chunks = total.div_ceil(max_items);
-        (0..chunks)
-            .map(|k| {
-                let masks: Vec<(Table, Vec<bool>)> = chunk_of
-                    .iter()
-                    .map(|(t, c)| (*t, c.iter().map(|&x| x == k).collect()))
-                    .collect();
-                let refs: Vec<(Table, &[bool])> =
-                    masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
-                self.filter_tables(&refs)
-            })
-            .collect()
+        runs.sort_by_key(|r| r.0);
+        let empty = || -> Vec<(Table, Range<usize>)> {
+            self.signal
+                .item_tables()
+                .iter()
+                .map(|&t| (t, 0..0))
+                .collect()
+        };
+        let mut chunks = Vec::new();
+        let mut current = empty();
+        let mut room = max_items;
+        for (_, t, rows) in runs {
+            let mut from = rows.start;
+            while from < rows.end {
+                let take = (rows.end - from).min(room);
+                let r = &mut current
+                    .iter_mut()
+                    .find(|(tt, _)| *tt == t)
+                    .expect("an item table of this signal")
+                    .1;
+                // Extends the part's range in this table (rows only ever follow on).
+                *r = if r.start == r.end {
+                    from..from + take
+                } else {
+                    r.start..from + take
+                };
+                from += take;
+                room -= take;
+                if room == 0 {
+                    chunks.push(std::mem::replace(&mut current, empty()));
+                    room = max_items;
+                }
+            }
+        }
+        if room < max_items {
+            chunks.push(current);
+        }
+        chunks
+    }
+
+    /// The part holding item rows `items`: every table sliced to the rows the items need.
+    fn slice_items(&self, items: &[(Table, Range<usize>)]) -> Result<Payload, PayloadError> {
+        let tables = self.signal.tables();
+        let mut range: Vec<Option<Range<usize>>> = vec![None; Table::COUNT];
+        for (t, r) in items {
+            range[*t as usize] = Some(r.clone());
+        }
+        // Containers (metrics, scopes, resources), children first: from the first to the last
+        // parent of their structural children's rows.
+        for &c in tables.iter().rev() {
+            if range[c as usize].is_some() {
+                continue;
+            }
+            let mut span: Option<Range<usize>> = None;
+            for &child in tables {
+                if child.parent() != Some(c) || !is_structural(child) {
+                    continue;
+                }
+                let Some(r) = range[child as usize].clone().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                let ids = self.parent_ids(child).values();
+                let (lo, hi) = (ids[r.start] as usize, ids[r.end - 1] as usize + 1);
+                span = Some(match span {
+                    Some(s) => s.start.min(lo)..s.end.max(hi),
+                    None => lo..hi,
+                });
+            }
+            if let Some(s) = span {
+                range[c as usize] = Some(s);
+            }
+        }
+        // Everything else (attributes, events, links, exemplars), parents first: the rows
+        // whose parent is in the parent's range.
+        for &t in tables {
+            if range[t as usize].is_some() {
+                continue;
+            }
+            let r = match t.parent() {
+                Some(p) => {
+                    let pr = range[p as usize].clone().unwrap_or(0..0);
+                    let ids = self.parent_ids(t).values();
+                    let start = ids.partition_point(|&id| (id as usize) < pr.start);
+                    let end = start + ids[start..].partition_point(|&id| (id as usize) < pr.end);
+                    start..end
+                }
+                None => 0..0,
+            };
+            range[t as usize] = Some(r);
+        }
+        let mut out = self.clone();
+        for &t in tables {
+            let r = range[t as usize].clone().unwrap_or(0..0);
+            let mut batch = self.table(t).slice(r.start, r.len());
+            if let Some(p) = t.parent() {
+                let offset = range[p as usize].as_ref().map_or(0, |pr| pr.start) as u32;
+                if offset > 0 {
+                    batch = shift_parent_ids(&batch, |id| id - offset)?;
+                }
+            }
+            out.tables[t as usize] = Some(Slot::Ready(batch));
+        }
+        Ok(out)
     }
 }
 
@@ -674,8 +760,14 @@ pub fn parent_ids(batch: &RecordBatch) -> &UInt32Array {
 }
 
 fn add_to_parent_ids(batch: &RecordBatch, offset: u32) -> Result<RecordBatch, PayloadError> {
-    let ids = parent_ids(batch);
-    let shifted: UInt32Array = ids.unary(|id| id + offset);
+    shift_parent_ids(batch, |id| id + offset)
+}
+
+fn shift_parent_ids(
+    batch: &RecordBatch,
+    shift: impl Fn(u32) -> u32,
+) -> Result<RecordBatch, PayloadError> {
+    let shifted: UInt32Array = parent_ids(batch).unary(shift);
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns[0] = std::sync::Arc::new(shifted);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
@@ -893,12 +985,19 @@ mod tests {
             let p = reference_traces(&req);
             let chunks = p.split_items(max).unwrap();
             let mut ids = Vec::new();
+            let mut attrs = Vec::new();
             for c in &chunks {
                 c.validate().unwrap();
                 prop_assert!(c.item_count() <= max);
                 ids.extend(span_ids(c));
+                attrs.extend(attr_count_per_item(c, Table::Spans, Table::SpanAttrs));
+                // A part is a valid request on its own (slices, rebased parent ids).
+                let bytes = encode_to_vec(c);
+                let again = decode(Signal::Traces, &bytes).unwrap();
+                prop_assert_eq!(encode_to_vec(&again), bytes);
             }
             prop_assert_eq!(ids, span_ids(&p));
+            prop_assert_eq!(attrs, attr_count_per_item(&p, Table::Spans, Table::SpanAttrs));
         }
 
         #[test]
@@ -906,12 +1005,32 @@ mod tests {
             for p in [reference_metrics(&m), reference_logs(&l)] {
                 let chunks = p.split_items(max).unwrap();
                 let mut total = 0;
+                let mut parts = Vec::new();
                 for c in &chunks {
                     c.validate().unwrap();
                     prop_assert!(c.item_count() <= max || chunks.len() == 1);
                     total += c.item_count();
+                    let bytes = encode_to_vec(c);
+                    let again = decode(p.signal(), &bytes).unwrap();
+                    prop_assert_eq!(encode_to_vec(&again), bytes);
+                    parts.push(c.clone());
                 }
                 prop_assert_eq!(total, p.item_count());
+                // Items in order, each with what it carries: the parts' item tables (parent
+                // ids aside) concatenate to the whole's.
+                for &t in p.signal().item_tables() {
+                    let cols = |x: &Payload| x.table(t).columns()[1..].to_vec();
+                    let glued: Vec<_> = (0..cols(&p).len())
+                        .map(|i| {
+                            let pieces: Vec<_> = parts.iter().map(|c| cols(c)[i].clone()).collect();
+                            let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+                            arrow::compute::concat(&refs).unwrap()
+                        })
+                        .collect();
+                    for (a, b) in glued.iter().zip(cols(&p)) {
+                        prop_assert_eq!(a.to_data(), b.to_data(), "{:?}", t);
+                    }
+                }
             }
         }
     }
