@@ -140,7 +140,7 @@ const GRPC: sluice_egress::otlp::OtlpGrpcFactory = sluice_egress::otlp::OtlpGrpc
 const HTTP: sluice_egress::otlp::OtlpHttpFactory = sluice_egress::otlp::OtlpHttpFactory;
 
 fn failed_spans(t: &Telemetry, id: &str) -> f64 {
-    t.value("otelcol_exporter_send_failed_spans", &[("exporter", id)])
+    t.sum("otelcol_exporter_send_failed_spans", &[("exporter", id)])
         .unwrap_or(0.0)
 }
 

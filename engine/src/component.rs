@@ -65,6 +65,11 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// How long the service waits for [`Lifecycle::shutdown`] before moving on: a component
+    /// with a configured deadline of its own (an exporter's drain) says so here.
+    fn shutdown_timeout(&self) -> std::time::Duration {
+        crate::service::SHUTDOWN_STEP_TIMEOUT
+    }
 }
 
 /// A processor or exporter: consumes payloads and has a lifecycle.

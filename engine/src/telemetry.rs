@@ -242,6 +242,19 @@ impl Telemetry {
         Some(series_value(series))
     }
 
+    /// The sum of every series of `name` whose labels include `labels` (as PromQL's
+    /// `sum(name{labels})`): `None` if there is none.
+    pub fn sum(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut matching = fams.get(name)?.series.iter().filter(|(have, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        });
+        let first = series_value(matching.next()?.1);
+        Some(matching.fold(first, |acc, (_, s)| acc + series_value(s)))
+    }
+
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -371,10 +384,15 @@ impl ReceiverMetrics {
 
 /// Counters and gauges of one exporter: `otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`,
 /// `otelcol_exporter_enqueue_failed_*`, `otelcol_exporter_queue_size`, `otelcol_exporter_queue_capacity`.
+///
+/// Failures are counted by why, in an `error_type` label (as the Collector's send_failed
+/// metrics carry `error.type`): the series without it is there from the start, at 0, so
+/// dashboards see the family before the first failure.
 #[derive(Clone)]
 pub struct ExporterMetrics {
+    t: Telemetry,
+    id: String,
     sent: [Counter; 3],
-    send_failed: [Counter; 3],
     enqueue_failed: [Counter; 3],
     pub queue_size: Gauge,
     pub queue_capacity: Gauge,
@@ -385,12 +403,17 @@ impl ExporterMetrics {
         let id = exporter.to_string();
         let labels = [("exporter", id.as_str())];
         let mk = |what: &str, s: Signal| {
-            let name = leak_name(format!("otelcol_exporter_{what}_{}", s.item_noun()));
-            t.counter(name, help_for(name), &labels)
+            t.counter(
+                send_metric_name(what, s),
+                help_for(send_metric_name(what, s)),
+                &labels,
+            )
         };
+        for s in Signal::ALL {
+            mk("send_failed", s);
+        }
         ExporterMetrics {
             sent: Signal::ALL.map(|s| mk("sent", s)),
-            send_failed: Signal::ALL.map(|s| mk("send_failed", s)),
             enqueue_failed: Signal::ALL.map(|s| mk("enqueue_failed", s)),
             queue_size: t.gauge(
                 "otelcol_exporter_queue_size",
@@ -402,19 +425,56 @@ impl ExporterMetrics {
                 "Fixed capacity of the retry queue (in batches)",
                 &labels,
             ),
+            t: t.clone(),
+            id,
         }
     }
     pub fn sent(&self, s: Signal, n: usize) {
         self.sent[s as usize].add(n as u64);
     }
-    /// Items given up on after retries (or a permanent error): data lost, counted.
-    pub fn send_failed(&self, s: Signal, n: usize) {
-        self.send_failed[s as usize].add(n as u64);
+    /// Items given up on (data lost, counted), by `error_type`: `retries_exhausted`,
+    /// `permanent`, `partial_success`, `too_large`, `shutdown`, ... Failures are rare: the
+    /// series is looked up per call.
+    pub fn send_failed(&self, s: Signal, n: usize, error_type: &str) {
+        let name = send_metric_name("send_failed", s);
+        self.t
+            .counter(
+                name,
+                help_for(name),
+                &[("exporter", self.id.as_str()), ("error_type", error_type)],
+            )
+            .add(n as u64);
     }
     /// Items refused because the sending queue was full (the receiver told the client to retry).
     pub fn enqueue_failed(&self, s: Signal, n: usize) {
         self.enqueue_failed[s as usize].add(n as u64);
     }
+    /// A request split in parts before sending: `reason` is `over_limit` (its encoding was
+    /// larger than the exporter's limit) or `too_large_answer` (the server refused it as too
+    /// large). sluice's own metric: the Collector's exporters do not split.
+    pub fn request_split(&self, reason: &str) {
+        self.t
+            .counter(
+                "sluice_exporter_requests_split",
+                "Export requests split in parts because they were over the size limit",
+                &[("exporter", self.id.as_str()), ("reason", reason)],
+            )
+            .add(1);
+    }
+    /// The request size limit in force (bytes): the configured one, or less once a server
+    /// refused a smaller request as too large.
+    pub fn max_request_size(&self) -> Gauge {
+        self.t.gauge(
+            "sluice_exporter_max_request_size_bytes",
+            "Largest export request body (uncompressed) the exporter sends",
+            &[("exporter", self.id.as_str())],
+        )
+    }
+}
+
+/// `otelcol_exporter_<what>_<item noun>`: names are leaked once each (a handful per process).
+fn send_metric_name(what: &str, s: Signal) -> &'static str {
+    leak_name(format!("otelcol_exporter_{what}_{}", s.item_noun()))
 }
 
 /// Processor counters: `otelcol_processor_{incoming,outgoing}_items` (the Collector's current

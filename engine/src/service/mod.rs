@@ -14,8 +14,11 @@
 //! then health is Ready.
 //! Shutdown: health ShuttingDown; receivers stop (no new data); pipelines flush in data-flow
 //! order, processors front to back (batch hands its buffer on), each connector after the
-//! pipelines feeding it and before those it feeds; exporters drain their queues; extensions.
-//! Each step is bounded by [`SHUTDOWN_STEP_TIMEOUT`] and a timeout is logged, never hidden.
+//! pipelines feeding it and before those it feeds; exporters drain their queues, all at once;
+//! extensions. Each step is bounded by the component's
+//! [`Lifecycle::shutdown_timeout`](crate::component::Lifecycle::shutdown_timeout)
+//! ([`SHUTDOWN_STEP_TIMEOUT`] unless it has a deadline of its own) and a timeout is logged,
+//! never hidden.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -293,9 +296,15 @@ impl Service {
                 }
             }
         }
+        // Concurrently: each drains its own queue against its own deadline, so the slowest
+        // one (not their sum) bounds the stop.
+        let mut draining = tokio::task::JoinSet::new();
         for (id, e) in &self.exporters {
-            bounded(id, e.shutdown()).await;
+            let (id, e) = (id.clone(), e.clone());
+            draining
+                .spawn(async move { bounded_by(&id, e.shutdown_timeout(), e.shutdown()).await });
         }
+        while draining.join_next().await.is_some() {}
         for (id, x) in &self.extensions {
             bounded(id, x.shutdown()).await;
         }
@@ -304,11 +313,12 @@ impl Service {
 }
 
 async fn bounded(id: &ComponentId, f: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(SHUTDOWN_STEP_TIMEOUT, f)
-        .await
-        .is_err()
-    {
-        tracing::warn!(component = %id, "shutdown did not finish within {SHUTDOWN_STEP_TIMEOUT:?}; moving on");
+    bounded_by(id, SHUTDOWN_STEP_TIMEOUT, f).await
+}
+
+async fn bounded_by(id: &ComponentId, limit: Duration, f: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(limit, f).await.is_err() {
+        tracing::warn!(component = %id, "shutdown did not finish within {limit:?}; moving on");
     }
 }
 
