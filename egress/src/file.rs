@@ -117,7 +117,7 @@ impl Consumer for FileExporter {
                         j
                     }
                     Err(e) => {
-                        self.metrics.send_failed(s, n);
+                        self.metrics.send_failed(s, n, "encode");
                         return Err(ConsumeError::Permanent(format!(
                             "cannot encode OTLP/JSON: {e}"
                         )));
@@ -147,7 +147,7 @@ impl Consumer for FileExporter {
                     Ok(())
                 }
                 Ok(Err(e)) => {
-                    self.metrics.send_failed(s, n);
+                    self.metrics.send_failed(s, n, "io");
                     tracing::warn!(exporter = %self.id, path = %self.config.path, error = %e, "cannot write");
                     Err(ConsumeError::Unavailable(format!(
                         "cannot write {}: {e}",
@@ -155,7 +155,7 @@ impl Consumer for FileExporter {
                     )))
                 }
                 Err(e) => {
-                    self.metrics.send_failed(s, n);
+                    self.metrics.send_failed(s, n, "io");
                     Err(ConsumeError::Unavailable(format!(
                         "file writer task failed: {e}"
                     )))

@@ -49,7 +49,10 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::queue::{QueueConfig, QueuedExporter, RetryConfig, SendError, Sender, Sent};
+use crate::queue::{
+    DEFAULT_MAX_REQUEST_SIZE, MIN_MAX_REQUEST_SIZE, QueueConfig, QueuedExporter, RetryConfig,
+    SendError, Sender, Sent,
+};
 
 const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
 
@@ -81,6 +84,10 @@ pub struct OtlpGrpcConfig {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// sluice's: the largest request body (uncompressed protobuf) ever sent, in bytes; larger
+    /// payloads are split. Not a Collector setting: see the module documentation.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: usize,
     /// Accepted for compatibility; tonic balances over the resolved addresses itself.
     #[serde(default)]
     pub balancer_name: Option<String>,
@@ -92,6 +99,25 @@ pub struct OtlpGrpcConfig {
 
 fn d5s() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_max_request_size() -> usize {
+    DEFAULT_MAX_REQUEST_SIZE
+}
+
+/// `max_request_size` within what can be sent: at least [`MIN_MAX_REQUEST_SIZE`], at most what
+/// a gRPC frame's 32-bit length can say.
+fn check_max_request_size(n: usize) -> Result<(), ConfigError> {
+    if n < MIN_MAX_REQUEST_SIZE || n > u32::MAX as usize {
+        return Err(ConfigError::new(
+            "max_request_size",
+            format!(
+                "{n} bytes: must be between {MIN_MAX_REQUEST_SIZE} and {} (default {DEFAULT_MAX_REQUEST_SIZE}, 4 MiB)",
+                u32::MAX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A TLS setting's error at its path (`tls.ca_file: ...`).
@@ -207,6 +233,7 @@ fn queued<S: Sender>(
     queue: &QueueConfig,
     retry: &RetryConfig,
     timeout: Duration,
+    max_request_size: usize,
 ) -> Arc<dyn Node> {
     let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
     Arc::new(QueuedExporter::new(
@@ -215,6 +242,7 @@ fn queued<S: Sender>(
         queue.clone(),
         retry.clone(),
         timeout,
+        max_request_size,
         metrics,
     ))
 }
@@ -315,11 +343,20 @@ pub struct GrpcSender {
     headers: tonic::metadata::MetadataMap,
     /// Plaintext connection: failures get a hint when the peer may be speaking TLS.
     plaintext: bool,
+    /// As configured, for logs.
+    endpoint: String,
 }
 
 impl Sender for GrpcSender {
-    async fn send(&self, payload: &Payload) -> Result<Sent, SendError> {
-        let bytes = Bytes::from(sluice_engine::otlp::encode_to_vec(payload));
+    fn endpoint(&self, _: Signal) -> &str {
+        &self.endpoint
+    }
+
+    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
+        Ok(Bytes::from(sluice_engine::otlp::encode_to_vec(payload)))
+    }
+
+    async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         if let Some(c) = self.compression {
             grpc = grpc.send_compressed(c).accept_compressed(c);
@@ -327,11 +364,11 @@ impl Sender for GrpcSender {
         grpc.ready().await.map_err(|e| {
             SendError::retryable(format!("connection not ready: {}", error_chain(&e)))
         })?;
-        let mut req = tonic::Request::new(bytes);
+        let mut req = tonic::Request::new(body.clone());
         *req.metadata_mut() = self.headers.clone();
-        let path = http::uri::PathAndQuery::from_static(grpc_path(payload.signal()));
+        let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
         match grpc.unary(req, path, BytesCodec).await {
-            Ok(resp) => Ok(partial_success(payload.signal(), resp.get_ref(), false)),
+            Ok(resp) => Ok(partial_success(signal, resp.get_ref(), false)),
             Err(status) => Err(with_tls_hint(grpc_error(&status), self.plaintext)),
         }
     }
@@ -355,6 +392,9 @@ fn with_tls_hint(mut e: SendError, plaintext: bool) -> SendError {
 /// a status was made locally, not sent by the server, and gRPC-Go (the Collector) calls it
 /// `Unavailable`: retryable, with the cause in the message.
 fn grpc_error(s: &Status) -> SendError {
+    if is_too_large(s.code(), s.message()) {
+        return SendError::too_large(format!("{:?}: {}", s.code(), s.message()));
+    }
     let transport = std::error::Error::source(s).map(error_chain);
     let retryable = transport.is_some()
         || matches!(
@@ -375,8 +415,25 @@ fn grpc_error(s: &Status) -> SendError {
     SendError {
         retryable,
         retry_after: None,
+        too_large: false,
         message,
     }
+}
+
+/// A server's "your message is over my size limit": `OUT_OF_RANGE` (tonic, sluice) or
+/// `RESOURCE_EXHAUSTED` (gRPC-Go and gRPC C-core, so the Collector and most servers) with a
+/// message saying so. `RESOURCE_EXHAUSTED` alone means memory pressure, retried as before.
+/// The wordings: gRPC-Go "grpc: received message larger than max (N vs. M)", C-core "Received
+/// message larger than max", tonic "decoded message length too large" and "size limit ...
+/// exceeded while decompressing message".
+fn is_too_large(code: Code, message: &str) -> bool {
+    if !matches!(code, Code::OutOfRange | Code::ResourceExhausted) {
+        return false;
+    }
+    let m = message.to_ascii_lowercase();
+    ["larger than max", "too large", "size limit"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 pub struct OtlpGrpcFactory;
@@ -397,6 +454,7 @@ impl Factory for OtlpGrpcFactory {
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpGrpcConfig = parse_config(config)?;
         grpc_endpoint(&c.endpoint)?;
+        check_max_request_size(c.max_request_size)?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
@@ -412,53 +470,62 @@ impl Factory for OtlpGrpcFactory {
     }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let c = ctx.config::<OtlpGrpcConfig>()?;
-        let (https, host_port) =
-            grpc_endpoint(&c.endpoint).map_err(|e| ComponentError::new(&ctx.id, e))?;
-        // Lazy: a peer that is down at startup is a retryable send error, not a fatal one.
-        let channel = if https || !c.tls.plaintext() {
-            let config = client_tls(&ctx.id, &c.tls)?;
-            let connector = https_connector(config, &c.tls, true)
-                .map_err(|e| ComponentError::new(&ctx.id, e))?;
-            // tonic itself does no TLS here (its TLS features are off); the `https` scheme
-            // routes the connection through the rustls connector.
-            Endpoint::from_shared(format!("https://{host_port}"))
-                .map_err(|e| ComponentError::new(&ctx.id, e))?
-                .connect_timeout(c.timeout)
-                .connect_with_connector_lazy(connector)
-        } else {
-            Endpoint::from_shared(format!("http://{host_port}"))
-                .map_err(|e| ComponentError::new(&ctx.id, e))?
-                .connect_timeout(c.timeout)
-                .connect_lazy()
-        };
-        let mut headers = tonic::metadata::MetadataMap::new();
-        for (k, v) in &c.headers {
-            if let (Ok(k), Ok(v)) = (
-                tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
-                tonic::metadata::MetadataValue::try_from(v.as_str()),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        let compression = match c.compression {
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-            Compression::None | Compression::Empty => None,
-        };
-        let sender = GrpcSender {
-            channel,
-            compression,
-            headers,
-            plaintext: !https && c.tls.plaintext(),
-        };
+        let sender = grpc_sender(&ctx.id, &c)?;
         Ok(queued(
             ctx,
             sender,
             &c.sending_queue,
             &c.retry_on_failure,
             c.timeout,
+            c.max_request_size,
         ))
     }
+}
+
+/// The gRPC sender of a checked config (its connection is made lazily, on first send).
+pub(crate) fn grpc_sender(
+    id: &ComponentId,
+    c: &OtlpGrpcConfig,
+) -> Result<GrpcSender, ComponentError> {
+    let (https, host_port) = grpc_endpoint(&c.endpoint).map_err(|e| ComponentError::new(id, e))?;
+    // Lazy: a peer that is down at startup is a retryable send error, not a fatal one.
+    let channel = if https || !c.tls.plaintext() {
+        let config = client_tls(id, &c.tls)?;
+        let connector =
+            https_connector(config, &c.tls, true).map_err(|e| ComponentError::new(id, e))?;
+        // tonic itself does no TLS here (its TLS features are off); the `https` scheme
+        // routes the connection through the rustls connector.
+        Endpoint::from_shared(format!("https://{host_port}"))
+            .map_err(|e| ComponentError::new(id, e))?
+            .connect_timeout(c.timeout)
+            .connect_with_connector_lazy(connector)
+    } else {
+        Endpoint::from_shared(format!("http://{host_port}"))
+            .map_err(|e| ComponentError::new(id, e))?
+            .connect_timeout(c.timeout)
+            .connect_lazy()
+    };
+    let mut headers = tonic::metadata::MetadataMap::new();
+    for (k, v) in &c.headers {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(v.as_str()),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    let compression = match c.compression {
+        Compression::Gzip => Some(CompressionEncoding::Gzip),
+        Compression::Zstd => Some(CompressionEncoding::Zstd),
+        Compression::None | Compression::Empty => None,
+    };
+    Ok(GrpcSender {
+        channel,
+        compression,
+        headers,
+        plaintext: !https && c.tls.plaintext(),
+        endpoint: c.endpoint.clone(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +562,9 @@ pub struct OtlpHttpConfig {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// sluice's: the largest request body (uncompressed protobuf or JSON) ever sent, in bytes.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: usize,
 }
 
 fn d30s() -> Duration {
@@ -539,33 +609,42 @@ impl HttpClient {
 
 pub struct HttpSender {
     client: HttpClient,
-    urls: BTreeMap<Signal, http::Uri>,
+    /// Per signal: the URL, and its text for logs.
+    urls: BTreeMap<Signal, (http::Uri, String)>,
     encoding: HttpEncoding,
     compression: Compression,
     headers: http::HeaderMap,
 }
 
 impl Sender for HttpSender {
-    async fn send(&self, payload: &Payload) -> Result<Sent, SendError> {
-        let signal = payload.signal();
-        let body = match self.encoding {
+    fn endpoint(&self, signal: Signal) -> &str {
+        self.urls.get(&signal).map_or("", |(_, text)| text.as_str())
+    }
+
+    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
+        Ok(Bytes::from(match self.encoding {
             HttpEncoding::Proto => sluice_engine::otlp::encode_to_vec(payload),
             HttpEncoding::Json => sluice_engine::otlp::encode_json(payload)
                 .map_err(|e| SendError::permanent(format!("cannot encode JSON: {e}")))?,
-        };
+        }))
+    }
+
+    async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
         let (body, content_encoding) = match self.compression {
-            Compression::Gzip => (gzip(&body), Some("gzip")),
+            Compression::Gzip => (Bytes::from(gzip(body)), Some("gzip")),
             Compression::Zstd => (
-                zstd::encode_all(&body[..], 1)
-                    .map_err(|e| SendError::permanent(format!("zstd: {e}")))?,
+                Bytes::from(
+                    zstd::encode_all(&body[..], 1)
+                        .map_err(|e| SendError::permanent(format!("zstd: {e}")))?,
+                ),
                 Some("zstd"),
             ),
-            Compression::None | Compression::Empty => (body, None),
+            Compression::None | Compression::Empty => (body.clone(), None),
         };
         let uri = self
             .urls
             .get(&signal)
-            .cloned()
+            .map(|(u, _)| u.clone())
             .ok_or_else(|| SendError::permanent("no endpoint for signal"))?;
         let plaintext = uri.scheme_str() != Some("https");
         let mut req = http::Request::post(uri)
@@ -576,7 +655,7 @@ impl Sender for HttpSender {
                     HttpEncoding::Json => "application/json",
                 },
             )
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| SendError::permanent(e.to_string()))?;
         if let Some(ce) = content_encoding {
             req.headers_mut().insert(
@@ -616,10 +695,14 @@ impl Sender for HttpSender {
             "HTTP {status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(512)])
         );
+        if status == http::StatusCode::PAYLOAD_TOO_LARGE {
+            return Err(SendError::too_large(message));
+        }
         let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
         Err(SendError {
             retryable,
             retry_after,
+            too_large: false,
             message,
         })
     }
@@ -653,6 +736,7 @@ impl Factory for OtlpHttpFactory {
         for s in Signal::ALL {
             c.url(s)?;
         }
+        check_max_request_size(c.max_request_size)?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             if http::HeaderName::try_from(k.as_str()).is_err()
@@ -671,11 +755,10 @@ impl Factory for OtlpHttpFactory {
         let mut urls = BTreeMap::new();
         for s in Signal::ALL {
             let u = c.url(s).map_err(|e| ComponentError::new(&ctx.id, e))?;
-            urls.insert(
-                s,
-                u.parse::<http::Uri>()
-                    .map_err(|e| ComponentError::new(&ctx.id, e))?,
-            );
+            let uri = u
+                .parse::<http::Uri>()
+                .map_err(|e| ComponentError::new(&ctx.id, e))?;
+            urls.insert(s, (uri, u));
         }
         let mut headers = http::HeaderMap::new();
         for (k, v) in &c.headers {
@@ -687,7 +770,7 @@ impl Factory for OtlpHttpFactory {
             }
         }
         let builder = Client::builder(hyper_util::rt::TokioExecutor::new());
-        let client = if urls.values().any(|u| u.scheme_str() == Some("https")) {
+        let client = if urls.values().any(|(u, _)| u.scheme_str() == Some("https")) {
             let config = client_tls(&ctx.id, &c.tls)?;
             let connector = https_connector(config, &c.tls, false)
                 .map_err(|e| ComponentError::new(&ctx.id, e))?;
@@ -708,6 +791,7 @@ impl Factory for OtlpHttpFactory {
             &c.sending_queue,
             &c.retry_on_failure,
             c.timeout,
+            c.max_request_size,
         ))
     }
 }

@@ -1,11 +1,13 @@
 //! The Collector's exporterhelper: a sending queue, retry with exponential backoff, a timeout
-//! per attempt, and an account of every item.
+//! per attempt, and an account of every item — plus what the Collector lacks: no request is
+//! ever sent larger than the exporter's size limit.
 //!
 //! ```yaml
 //! sending_queue:
 //!   enabled: true          # default
 //!   num_consumers: 10      # default: batches sent concurrently
 //!   queue_size: 1000       # default, in batches
+//!   drain_timeout: 25s     # sluice's: how long shutdown keeps delivering what is queued
 //! retry_on_failure:
 //!   enabled: true
 //!   initial_interval: 5s
@@ -14,27 +16,66 @@
 //!   max_interval: 30s
 //!   max_elapsed_time: 300s # 0 = retry forever
 //! timeout: 5s              # per attempt
+//! max_request_size: 4194304  # sluice's, on the exporter: bytes of one request body
 //! ```
 //!
+//! # Request size
+//!
+//! A payload is encoded once, by the [`Sender`]. When the encoded (uncompressed) body is larger
+//! than the limit, the payload is split by items into as many parts as the size calls for
+//! (aiming at 7/8 of the limit, so parts a little heavier than the average still fit), each
+//! part is encoded and checked again, and split again if it is still too large: the work is
+//! about one more encoding of the payload, never one per part. A server that answers "too
+//! large" anyway (gRPC `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED` saying the message is larger than
+//! its maximum, HTTP 413) gets the request again in halves, never the same bytes; and the limit
+//! in force drops to half that request's size for every later request, since the server's own
+//! limit is evidently lower (logged once at warn; `sluice_exporter_max_request_size_bytes`
+//! shows the limit in force). Splits are counted in
+//! `sluice_exporter_requests_split_total{exporter,reason="over_limit"|"too_large_answer"}`. A
+//! single item that alone is larger than the limit cannot be sent: it is dropped, logged and
+//! counted as `send_failed{error_type="too_large"}`.
+//!
+//! # Accounting
+//!
 //! Every item the exporter is given ends in exactly one counter: `otelcol_exporter_sent_*`
-//! (delivered), `otelcol_exporter_send_failed_*` (a permanent error, retries exhausted, or
-//! still undelivered when shutdown's drain deadline passed — each logged), or
-//! `otelcol_exporter_enqueue_failed_*` (the queue was full: the caller got `Unavailable`, so the
-//! client was told to retry and nothing was accepted).
+//! (delivered), `otelcol_exporter_send_failed_*{error_type}` (dropped: `permanent` error
+//! answer, `retries_exhausted`, `partial_success` rejections, `too_large`, `encode` failure, or
+//! `shutdown` — still undelivered at the drain deadline), or `otelcol_exporter_enqueue_failed_*`
+//! (the queue was full: the caller got `Unavailable`, so the client was told to retry and
+//! nothing was accepted).
+//!
+//! # Logs
+//!
+//! Failed attempts are logged at warn with the exporter, the endpoint and the error, at most
+//! one line per [`FAILURE_LOG_INTERVAL`] per exporter: the first failure of a burst at once,
+//! the rest summed up ("N more failed attempts since") in the next line. Drops are logged the
+//! same way, on a limiter of their own, so a drop is never hidden behind a retry line.
+//!
+//! # Shutdown
+//!
+//! Shutdown stops taking new data and keeps delivering what is queued (retrying as usual) until
+//! `sending_queue.drain_timeout` (default 25 s: inside Kubernetes' default 30 s grace period,
+//! with room for the pipelines to flush first). At that deadline attempts in flight are
+//! abandoned and whatever is undelivered goes to the exporter's [`Spill`] — the seam for a
+//! persistent queue (`sending_queue.storage`), which sluice does not have yet — or, without
+//! one, is dropped: counted as `send_failed{error_type="shutdown"}` and logged in one line per
+//! exporter. The binary then exits with status 3 (see the README).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
     BoxFuture, ComponentError, ComponentId, ConsumeError, Consumer, Lifecycle,
 };
 use sluice_engine::config_types::deserialize_duration;
-use sluice_engine::telemetry::ExporterMetrics;
-use tokio::sync::mpsc;
+use sluice_engine::schema::Signal;
+use sluice_engine::telemetry::{ExporterMetrics, Gauge};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -50,9 +91,17 @@ pub struct QueueConfig {
     /// Accepted; a full queue always refuses (the client retries), never blocks.
     #[serde(default)]
     pub block_on_overflow: bool,
-    /// Accepted for compatibility (the Collector's persistent queue); not supported yet.
+    /// Accepted for compatibility (the Collector's persistent queue); not supported yet: a
+    /// warning says so at startup.
     #[serde(default)]
     pub storage: Option<String>,
+    /// sluice's: how long shutdown keeps delivering what is queued before what is left is
+    /// dropped (counted) or, once sluice has a persistent queue, persisted.
+    #[serde(
+        default = "default_drain_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub drain_timeout: Duration,
 }
 
 impl Default for QueueConfig {
@@ -63,6 +112,7 @@ impl Default for QueueConfig {
             queue_size: default_queue_size(),
             block_on_overflow: false,
             storage: None,
+            drain_timeout: default_drain_timeout(),
         }
     }
 }
@@ -106,6 +156,10 @@ fn default_consumers() -> usize {
 fn default_queue_size() -> usize {
     1000
 }
+/// Kubernetes sends SIGKILL 30 s after SIGTERM by default; the pipelines flush first.
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(25)
+}
 fn d5s() -> Duration {
     Duration::from_secs(5)
 }
@@ -122,8 +176,16 @@ fn one_and_half() -> f64 {
     1.5
 }
 
-/// How long shutdown keeps trying to deliver what is queued before counting it as failed.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// The default `max_request_size`: the Collector's (and sluice's) OTLP/gRPC receivers refuse
+/// messages over 4 MiB by default, and the same bound is safe for every OTLP/HTTP receiver.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 4 * 1024 * 1024;
+
+/// The smallest `max_request_size` accepted: below it a request could not carry one item of
+/// ordinary size.
+pub const MIN_MAX_REQUEST_SIZE: usize = 1024;
+
+/// At most one warn line per exporter per this interval for failed attempts (and one for drops).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why one send attempt failed.
 #[derive(Debug, Clone)]
@@ -131,6 +193,8 @@ pub struct SendError {
     pub retryable: bool,
     /// The server's `Retry-After` / `RetryInfo`, when it gave one.
     pub retry_after: Option<Duration>,
+    /// The server refused the request as too large: it is split, never sent again as is.
+    pub too_large: bool,
     pub message: String,
 }
 
@@ -139,6 +203,7 @@ impl SendError {
         SendError {
             retryable: true,
             retry_after: None,
+            too_large: false,
             message: message.into(),
         }
     }
@@ -146,6 +211,15 @@ impl SendError {
         SendError {
             retryable: false,
             retry_after: None,
+            too_large: false,
+            message: message.into(),
+        }
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        SendError {
+            retryable: false,
+            retry_after: None,
+            too_large: true,
             message: message.into(),
         }
     }
@@ -159,9 +233,64 @@ pub struct Sent {
     pub message: String,
 }
 
-/// One protocol's way to deliver a payload once.
+/// One protocol's way to deliver a payload: encode it once, send the bytes (maybe several
+/// times: retries). The queue checks every encoded body against the size limit between the
+/// two, so no exporter built on it can send an oversized request.
 pub trait Sender: Send + Sync + 'static {
-    fn send(&self, payload: &Payload) -> impl Future<Output = Result<Sent, SendError>> + Send;
+    /// Where `signal`'s requests go (`host:port`, a URL), for logs.
+    fn endpoint(&self, signal: Signal) -> &str;
+    /// The request body for `payload`, uncompressed: what `max_request_size` limits.
+    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError>;
+    /// Sends one encoded request of `signal` once (compressing it as configured).
+    fn send(
+        &self,
+        signal: Signal,
+        body: &Bytes,
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send;
+}
+
+/// Where undelivered requests go when shutdown's drain deadline passes: the seam for a
+/// persistent queue (`sending_queue.storage`). sluice has none yet, so no exporter is built
+/// with one and such items are dropped, counted as `send_failed{error_type="shutdown"}`.
+pub trait Spill: Send + Sync + 'static {
+    /// Keeps `payload` for the next start; an error means it is dropped (and counted).
+    fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Warn lines at most once per [`FAILURE_LOG_INTERVAL`]; what is held back is counted and
+/// reported with the next line.
+#[derive(Default)]
+struct LogLimiter {
+    last: Mutex<Option<Instant>>,
+    held_back: AtomicU64,
+    held_back_items: AtomicU64,
+}
+
+impl LogLimiter {
+    /// Whether to log now; if so, how many events (and items) were held back since the last line.
+    fn admit(&self, items: usize) -> Option<(u64, u64)> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < FAILURE_LOG_INTERVAL) {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            self.held_back_items
+                .fetch_add(items as u64, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some((
+            self.held_back.swap(0, Ordering::Relaxed),
+            self.held_back_items.swap(0, Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Why delivery of a payload stopped short.
+enum Stop {
+    /// Counted and logged where it happened; the error for a caller waiting without a queue.
+    Failed(SendError),
+    /// The drain deadline passed: what is left goes to the spill or is dropped.
+    Abandoned,
 }
 
 struct Inner<S> {
@@ -170,28 +299,39 @@ struct Inner<S> {
     retry: RetryConfig,
     timeout: Duration,
     metrics: ExporterMetrics,
-    /// Set when shutdown starts: retries stop once `drain_deadline` passes.
-    stopping: AtomicBool,
-    drain_deadline: Mutex<Option<Instant>>,
+    /// The request size limit in force: `max_request_size`, lowered when a server refuses
+    /// smaller requests as too large.
+    limit: AtomicUsize,
+    limit_gauge: Gauge,
+    attempt_log: LogLimiter,
+    drop_log: LogLimiter,
+    /// Set at the drain deadline: deliveries give up and hand what is left to the spill.
+    abandon: watch::Sender<bool>,
+    spill: Option<Arc<dyn Spill>>,
+    /// Items given up on at the drain deadline (dropped, not spilled), for the shutdown line.
+    abandoned_items: AtomicU64,
     jitter: AtomicU64,
 }
 
-/// An exporter: a [`Sender`] behind the sending queue and the retry loop.
+/// An exporter: a [`Sender`] behind the sending queue, the size limit and the retry loop.
 pub struct QueuedExporter<S> {
     inner: Arc<Inner<S>>,
     queue: QueueConfig,
+    stopping: AtomicBool,
     tx: Mutex<Option<mpsc::Sender<Payload>>>,
     rx: Mutex<Option<mpsc::Receiver<Payload>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<S: Sender> QueuedExporter<S> {
+    /// `max_request_size`: the largest request body (uncompressed) ever sent, in bytes.
     pub fn new(
         id: ComponentId,
         sender: S,
         queue: QueueConfig,
         retry: RetryConfig,
         timeout: Duration,
+        max_request_size: usize,
         metrics: ExporterMetrics,
     ) -> Self {
         let (tx, rx) = if queue.enabled {
@@ -201,6 +341,11 @@ impl<S: Sender> QueuedExporter<S> {
         } else {
             (None, None)
         };
+        if let Some(storage) = &queue.storage {
+            tracing::warn!(exporter = %id, storage = %storage, "sending_queue.storage is set, but sluice has no persistent queue yet: the queue is in memory, and what is still undelivered at the drain deadline of a shutdown is dropped (counted)");
+        }
+        let limit_gauge = metrics.max_request_size();
+        limit_gauge.set(max_request_size as i64);
         QueuedExporter {
             inner: Arc::new(Inner {
                 id,
@@ -208,75 +353,235 @@ impl<S: Sender> QueuedExporter<S> {
                 retry,
                 timeout,
                 metrics,
-                stopping: AtomicBool::new(false),
-                drain_deadline: Mutex::new(None),
+                limit: AtomicUsize::new(max_request_size.max(1)),
+                limit_gauge,
+                attempt_log: LogLimiter::default(),
+                drop_log: LogLimiter::default(),
+                abandon: watch::channel(false).0,
+                spill: None,
+                abandoned_items: AtomicU64::new(0),
                 jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             }),
             queue,
+            stopping: AtomicBool::new(false),
             tx: Mutex::new(tx),
             rx: Mutex::new(rx),
             workers: Mutex::new(Vec::new()),
         }
     }
+
+    /// Hands what is undelivered at the drain deadline to `spill` instead of dropping it.
+    pub fn with_spill(mut self, spill: Arc<dyn Spill>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.spill = Some(spill);
+        }
+        self
+    }
 }
 
 impl<S: Sender> Inner<S> {
-    /// Delivers one payload, retrying as configured; accounts for every item. Returns the
-    /// final error when the payload (or part of it) was not delivered.
+    /// Delivers one payload: encoded once, split to the size limit, each part retried as
+    /// configured; accounts for every item. Returns the first error when the payload (or part
+    /// of it) was not delivered.
     async fn deliver(&self, payload: Payload) -> Result<(), SendError> {
-        let n = payload.item_count();
         let signal = payload.signal();
         let started = Instant::now();
+        let mut result = Ok(());
+        // Parts still to send, the next one last.
+        let mut todo = match self.encode(payload) {
+            Some(part) => vec![part],
+            None => return Err(SendError::permanent("cannot encode the request")),
+        };
+        while let Some((part, body)) = todo.pop() {
+            if self.abandoned() {
+                todo.push((part, body));
+                self.give_up_at_deadline(todo).await;
+                return Err(SendError::retryable("shutdown deadline reached"));
+            }
+            let limit = self.limit.load(Ordering::Relaxed);
+            if body.len() > limit {
+                match self.split(&part, body.len(), limit, "over_limit") {
+                    Ok(parts) => todo.extend(parts.into_iter().rev()),
+                    Err(e) => result = result.and(Err(e)),
+                }
+                continue;
+            }
+            match self.send_with_retry(signal, &part, &body, started).await {
+                Ok(()) => {}
+                Err(Stop::Failed(e)) if e.too_large => {
+                    let limit = self.lower_limit(signal, body.len(), &e);
+                    match self.split(&part, body.len(), limit, "too_large_answer") {
+                        Ok(parts) => todo.extend(parts.into_iter().rev()),
+                        Err(e) => result = result.and(Err(e)),
+                    }
+                }
+                Err(Stop::Failed(e)) => result = result.and(Err(e)),
+                Err(Stop::Abandoned) => {
+                    todo.push((part, body));
+                    self.give_up_at_deadline(todo).await;
+                    return Err(SendError::retryable("shutdown deadline reached"));
+                }
+            }
+        }
+        result
+    }
+
+    /// `payload` and its encoding; `None` (counted, logged) if it cannot be encoded.
+    fn encode(&self, payload: Payload) -> Option<(Payload, Bytes)> {
+        match self.sender.encode(&payload) {
+            Ok(body) => Some((payload, body)),
+            Err(e) => {
+                self.dropped(payload.signal(), payload.item_count(), "encode", &e.message);
+                None
+            }
+        }
+    }
+
+    /// Splits `part` (whose encoding is `size` bytes) into parts that should each encode
+    /// under `limit`, and encodes them. A single item cannot be split: it is dropped, counted
+    /// as `too_large`.
+    fn split(
+        &self,
+        part: &Payload,
+        size: usize,
+        limit: usize,
+        reason: &str,
+    ) -> Result<Vec<(Payload, Bytes)>, SendError> {
+        let (signal, n) = (part.signal(), part.item_count());
+        if n <= 1 {
+            let message = format!(
+                "a single item encodes to {size} bytes, over the request size limit of {limit} bytes (max_request_size)"
+            );
+            self.dropped(signal, n, "too_large", &message);
+            return Err(SendError::permanent(message));
+        }
+        let target = (limit - limit / 8).max(1);
+        let parts = size.div_ceil(target).clamp(2, n);
+        let pieces = match part.split_items(n.div_ceil(parts)) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("cannot split an oversized request: {e}");
+                self.dropped(signal, n, "internal", &message);
+                return Err(SendError::permanent(message));
+            }
+        };
+        self.metrics.request_split(reason);
+        tracing::debug!(exporter = %self.id, bytes = size, limit, parts = pieces.len(), reason, "request split to the size limit");
+        Ok(pieces.into_iter().filter_map(|p| self.encode(p)).collect())
+    }
+
+    /// A server refused a request of `size` bytes as too large: its limit is lower than
+    /// `size`, so later requests are kept to half of it. Returns the limit now in force.
+    fn lower_limit(&self, signal: Signal, size: usize, e: &SendError) -> usize {
+        let lowered = (size / 2).max(1);
+        let before = self.limit.fetch_min(lowered, Ordering::Relaxed);
+        if lowered < before {
+            self.limit_gauge.set(lowered as i64);
+            tracing::warn!(exporter = %self.id, endpoint = %self.sender.endpoint(signal), bytes = size, new_limit = lowered, error = %e.message, "the server refused a request as too large: splitting it, and sending requests of at most {lowered} bytes from now on (set max_request_size to the server's limit)");
+        }
+        lowered.min(before)
+    }
+
+    /// Sends one encoded part until it is delivered, fails for good, or the drain deadline
+    /// passes. Delivered and failed items are counted here; a too-large answer is not (the
+    /// caller splits the part).
+    async fn send_with_retry(
+        &self,
+        signal: Signal,
+        part: &Payload,
+        body: &Bytes,
+        started: Instant,
+    ) -> Result<(), Stop> {
+        let n = part.item_count();
         let mut interval = self.retry.initial_interval;
+        let mut abandon = self.abandon.subscribe();
         loop {
-            let attempt = tokio::time::timeout(self.timeout, self.sender.send(&payload)).await;
+            let attempt = tokio::select! {
+                biased;
+                _ = abandon.wait_for(|a| *a) => return Err(Stop::Abandoned),
+                r = tokio::time::timeout(self.timeout, self.sender.send(signal, body)) => r,
+            };
             let err = match attempt {
                 Ok(Ok(sent)) => {
                     let rejected = sent.rejected.min(n);
                     self.metrics.sent(signal, n - rejected);
                     if rejected > 0 {
-                        self.metrics.send_failed(signal, rejected);
-                        tracing::warn!(exporter = %self.id, rejected, message = %sent.message, "the server rejected part of a batch (partial success)");
-                        return Err(SendError::permanent(format!(
+                        let message = format!(
                             "the server rejected {rejected} of {n} items: {}",
                             sent.message
-                        )));
+                        );
+                        self.dropped(signal, rejected, "partial_success", &message);
+                        return Err(Stop::Failed(SendError::permanent(message)));
                     }
                     return Ok(());
                 }
                 Ok(Err(e)) => e,
                 Err(_) => SendError::retryable(format!("timed out after {:?}", self.timeout)),
             };
+            if err.too_large {
+                return Err(Stop::Failed(err));
+            }
             if !err.retryable || !self.retry.enabled {
-                self.metrics.send_failed(signal, n);
-                tracing::warn!(exporter = %self.id, items = n, error = %err.message, "export failed; not retryable: items dropped");
-                return Err(err);
+                let why = if err.retryable {
+                    "retries_exhausted"
+                } else {
+                    "permanent"
+                };
+                self.dropped(signal, n, why, &err.message);
+                return Err(Stop::Failed(err));
             }
             let wait = err.retry_after.unwrap_or_else(|| self.jittered(interval));
             let max = self.retry.max_elapsed_time;
-            let over_budget = !max.is_zero() && started.elapsed() + wait > max;
-            let past_drain = self.stopping.load(Ordering::Relaxed)
-                && self
-                    .drain_deadline
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some_and(|d| Instant::now() + wait > d);
-            if over_budget || past_drain {
-                self.metrics.send_failed(signal, n);
-                let why = if over_budget {
-                    "retries exhausted"
-                } else {
-                    "shutdown deadline reached"
-                };
-                tracing::warn!(exporter = %self.id, items = n, error = %err.message, "export failed ({why}): items dropped");
-                return Err(err);
+            if !max.is_zero() && started.elapsed() + wait > max {
+                self.dropped(signal, n, "retries_exhausted", &err.message);
+                return Err(Stop::Failed(err));
             }
-            tracing::debug!(exporter = %self.id, error = %err.message, ?wait, "export failed; retrying");
-            tokio::time::sleep(wait).await;
+            if let Some((more, _)) = self.attempt_log.admit(n) {
+                tracing::warn!(exporter = %self.id, endpoint = %self.sender.endpoint(signal), error = %err.message, ?wait, more_failed_attempts = more, "export to {} failed; retrying", self.sender.endpoint(signal));
+            }
+            tokio::select! {
+                biased;
+                _ = abandon.wait_for(|a| *a) => return Err(Stop::Abandoned),
+                _ = tokio::time::sleep(wait) => {}
+            }
             interval = interval
                 .mul_f64(self.retry.multiplier)
                 .min(self.retry.max_interval);
         }
+    }
+
+    /// Counts `n` items as dropped for `error_type` and logs it (rate-limited).
+    fn dropped(&self, signal: Signal, n: usize, error_type: &str, message: &str) {
+        self.metrics.send_failed(signal, n, error_type);
+        if let Some((more, more_items)) = self.drop_log.admit(n) {
+            tracing::warn!(exporter = %self.id, endpoint = %self.sender.endpoint(signal), items = n, error_type, error = %message, more_drops = more, more_dropped_items = more_items, "export to {} failed: items dropped", self.sender.endpoint(signal));
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        *self.abandon.borrow()
+    }
+
+    /// The drain deadline passed with `parts` undelivered: spilled if there is a spill,
+    /// dropped (counted as `shutdown`) otherwise.
+    async fn give_up_at_deadline(&self, parts: Vec<(Payload, Bytes)>) {
+        for (part, _) in parts {
+            self.give_up_payload(part).await;
+        }
+    }
+
+    async fn give_up_payload(&self, payload: Payload) {
+        let (signal, n) = (payload.signal(), payload.item_count());
+        if let Some(spill) = &self.spill {
+            match spill.spill(payload).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(exporter = %self.id, items = n, error = %e, "cannot persist undelivered items at shutdown");
+                }
+            }
+        }
+        self.metrics.send_failed(signal, n, "shutdown");
+        self.abandoned_items.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// `interval` ± `randomization_factor`, as the Collector's backoff does.
@@ -353,6 +658,10 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         let next = rx.lock().await.recv().await;
                         let Some(p) = next else { return };
                         inner.metrics.queue_size.add(-1);
+                        if inner.abandoned() {
+                            inner.give_up_payload(p).await;
+                            continue;
+                        }
                         // Failures are counted and logged inside; nobody is waiting for them.
                         let _ = inner.deliver(p).await;
                     }
@@ -362,23 +671,40 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
         })
     }
 
-    /// Stops taking new data, then drains the queue: retries continue until
-    /// [`DRAIN_DEADLINE`], after which what is left is counted as `send_failed`.
+    /// Stops taking new data, then drains the queue until `sending_queue.drain_timeout`; at
+    /// that deadline what is left is spilled or dropped (counted as `shutdown`, logged).
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            *self
-                .inner
-                .drain_deadline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DRAIN_DEADLINE);
-            self.inner.stopping.store(true, Ordering::Relaxed);
+            if self.stopping.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            let deadline = Instant::now() + self.queue.drain_timeout;
             // Dropping the only sender closes the channel: workers finish what is queued.
             self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let workers: Vec<_> =
+            let mut workers: Vec<_> =
                 std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
-            for w in workers {
-                let _ = w.await;
+            let drained = tokio::time::timeout_at(deadline, async {
+                for w in &mut workers {
+                    let _ = w.await;
+                }
+            })
+            .await;
+            if drained.is_err() {
+                // Attempts in flight give up; workers hand on what is still queued unsent.
+                self.inner.abandon.send_replace(true);
+                for w in workers {
+                    let _ = w.await;
+                }
+            }
+            let lost = self.inner.abandoned_items.load(Ordering::Relaxed);
+            if lost > 0 {
+                tracing::error!(exporter = %self.inner.id, items = lost, drain_timeout = ?self.queue.drain_timeout, "shutdown: {lost} items were still undelivered at the drain deadline and were dropped (otelcol_exporter_send_failed_*{{error_type=\"shutdown\"}})");
             }
         })
+    }
+
+    /// The drain deadline, and a moment for the abandoned attempts to hand their items on.
+    fn shutdown_timeout(&self) -> Duration {
+        self.queue.drain_timeout + Duration::from_secs(5)
     }
 }

@@ -49,6 +49,8 @@ struct Sink {
     fail_with: Arc<Mutex<Option<tonic::Code>>>,
     /// Spans to report as rejected (partial success) in every traces response.
     reject_spans: Arc<AtomicUsize>,
+    /// The encoded size of every traces request delivered to the handler.
+    trace_request_sizes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Sink {
@@ -75,6 +77,10 @@ impl TraceService for Sink {
         r: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.check()?;
+        self.trace_request_sizes
+            .lock()
+            .unwrap()
+            .push(r.get_ref().encoded_len());
         let ids = r
             .into_inner()
             .resource_spans
@@ -135,10 +141,20 @@ impl LogsService for Sink {
     }
 }
 
-/// Serves the sink on `addr` until the returned sender is dropped.
+/// Serves the sink on `addr` until the returned sender is dropped, with tonic's default
+/// message size limit (4 MiB, decompressed), as the Collector's receiver has by default.
 async fn serve_sink(
     sink: Sink,
     addr: SocketAddr,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    serve_sink_limited(sink, addr, 4 << 20).await
+}
+
+/// [`serve_sink`] with a message size limit of `max_message_size` bytes.
+async fn serve_sink_limited(
+    sink: Sink,
+    addr: SocketAddr,
+    max_message_size: usize,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let bound = listener.local_addr().unwrap();
@@ -148,16 +164,19 @@ async fn serve_sink(
         tonic::transport::Server::builder()
             .add_service(
                 TraceServiceServer::new(sink.clone())
+                    .max_decoding_message_size(max_message_size)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             )
             .add_service(
                 MetricsServiceServer::new(sink.clone())
+                    .max_decoding_message_size(max_message_size)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             )
             .add_service(
                 LogsServiceServer::new(sink)
+                    .max_decoding_message_size(max_message_size)
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
             )
@@ -305,7 +324,7 @@ async fn retryable_failures_are_retried_and_delivered_once() {
         Some(4.0)
     );
     assert_eq!(
-        t.value(
+        t.sum(
             "otelcol_exporter_send_failed_spans",
             &[("exporter", "otlp")]
         ),
@@ -329,7 +348,7 @@ async fn permanent_failures_are_counted_not_retried() {
     e.start().await.unwrap();
     e.consume(spans(0, 4)).await.unwrap();
     let failed = || {
-        t.value(
+        t.sum(
             "otelcol_exporter_send_failed_spans",
             &[("exporter", "otlp")],
         )
@@ -620,7 +639,7 @@ async fn without_a_queue_failures_reach_the_caller() {
     e.consume(spans(2, 2)).await.unwrap();
     assert_eq!(sink.spans(), 2);
     assert_eq!(
-        t.value(
+        t.sum(
             "otelcol_exporter_send_failed_spans",
             &[("exporter", "otlp")]
         ),
@@ -746,10 +765,438 @@ async fn partial_success_counts_the_rejected_items_as_failed() {
             "{id}"
         );
         assert_eq!(
-            value("otelcol_exporter_send_failed_spans"),
+            t.sum("otelcol_exporter_send_failed_spans", &[("exporter", id)]),
             Some(rejected as f64),
             "{id}"
         );
+        assert_eq!(
+            t.value(
+                "otelcol_exporter_send_failed_spans",
+                &[("exporter", id), ("error_type", "partial_success")]
+            ),
+            Some(rejected as f64),
+            "{id}: counted by why"
+        );
     }
     assert_eq!(sink.spans(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request size: nothing is ever sent over the limit, and nothing accepted is lost to it.
+
+/// `n` spans (ids from `first`) named with `name_len` bytes each, digits that differ from span
+/// to span (so compression does not make the size question moot).
+fn named_spans(first: u64, n: usize, name_len: usize) -> Payload {
+    let spans = (0..n as u64)
+        .map(|i| Span {
+            trace_id: vec![7; 16],
+            span_id: (first + i).to_be_bytes().to_vec(),
+            name: format!(
+                "{:0>name_len$}",
+                (first + i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ),
+            ..Default::default()
+        })
+        .collect();
+    reference_traces(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+/// Retries so slow that a test which needed one would time out: what these tests prove
+/// happens without retrying.
+fn no_timely_retry() -> serde_json::Value {
+    serde_json::json!({"initial_interval": "60s", "max_interval": "60s", "max_elapsed_time": "120s"})
+}
+
+fn split_count(t: &Telemetry, id: &str, reason: &str) -> f64 {
+    t.value(
+        "sluice_exporter_requests_split",
+        &[("exporter", id), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Issue 16: a payload of ~19 MB (as tail sampling released at shutdown) reaches a real tonic
+/// receiver with its default 4 MiB limit complete, in requests that are each under the limit;
+/// uncompressed and gzip (the receiver checks the decompressed size too).
+#[tokio::test]
+async fn a_payload_far_over_the_limit_reaches_a_4mib_grpc_receiver_complete() {
+    const N: usize = 30_000;
+    let sink = Sink::default();
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    for (i, compression) in ["none", "gzip"].into_iter().enumerate() {
+        let id = format!("otlp/{compression}");
+        let e = build(
+            &crate::otlp::OtlpGrpcFactory,
+            &id,
+            serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+                "compression": compression, "retry_on_failure": no_timely_retry()}),
+            &t,
+        );
+        e.start().await.unwrap();
+        let payload = named_spans(i as u64 * 1_000_000, N, 600);
+        let size = sluice_engine::otlp::encode_to_vec(&payload).len();
+        assert!(
+            size > 4 * (4 << 20),
+            "the payload is far over the limit: {size}"
+        );
+        e.consume(payload).await.unwrap();
+        eventually("every span delivered", || sink.spans() == (i + 1) * N).await;
+        e.shutdown().await;
+        assert_eq!(
+            t.value("otelcol_exporter_sent_spans", &[("exporter", id.as_str())]),
+            Some(N as f64)
+        );
+        assert_eq!(
+            t.sum(
+                "otelcol_exporter_send_failed_spans",
+                &[("exporter", id.as_str())]
+            ),
+            Some(0.0)
+        );
+        assert!(split_count(&t, &id, "over_limit") >= 1.0);
+    }
+    let sizes = sink.trace_request_sizes.lock().unwrap().clone();
+    assert!(sizes.len() >= 10, "{sizes:?}");
+    assert!(sizes.iter().all(|&b| b <= 4 << 20), "{sizes:?}");
+    let mut ids = sink.span_ids.lock().unwrap().clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * N, "each span exactly once");
+}
+
+/// An axum OTLP/HTTP traces receiver that refuses bodies over `limit` bytes with 413, as the
+/// Collector's does, and records every request it is sent (refused or not).
+async fn serve_limited_http(limit: usize) -> (SocketAddr, Arc<Mutex<Vec<(bool, Vec<u8>)>>>) {
+    type Attempts = Arc<Mutex<Vec<(bool, Vec<u8>)>>>; // (accepted, body)
+    let attempts: Attempts = Arc::default();
+    let a = attempts.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let a = a.clone();
+                async move {
+                    let accepted = body.len() <= limit;
+                    a.lock().unwrap().push((accepted, body.to_vec()));
+                    if accepted {
+                        (axum::http::StatusCode::OK, Vec::new())
+                    } else {
+                        (
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body larger than {limit} bytes").into_bytes(),
+                        )
+                    }
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, attempts)
+}
+
+fn delivered_span_ids(attempts: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
+    attempts
+        .iter()
+        .filter(|(ok, _)| *ok)
+        .flat_map(|(_, body)| {
+            ExportTraceServiceRequest::decode(&body[..])
+                .unwrap()
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|s| s.span_id)
+        })
+        .collect()
+}
+
+/// The same over OTLP/HTTP: every request under a 4 MiB body limit, every span delivered once.
+#[tokio::test]
+async fn a_payload_far_over_the_limit_reaches_a_4mib_http_receiver_complete() {
+    const N: usize = 30_000;
+    let (addr, attempts) = serve_limited_http(4 << 20).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpHttpFactory,
+        "otlphttp",
+        serde_json::json!({"endpoint": format!("http://{addr}"), "compression": "none",
+            "retry_on_failure": no_timely_retry()}),
+        &t,
+    );
+    e.start().await.unwrap();
+    e.consume(named_spans(0, N, 600)).await.unwrap();
+    eventually("every span delivered", || {
+        delivered_span_ids(&attempts.lock().unwrap()).len() >= N
+    })
+    .await;
+    e.shutdown().await;
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(
+        attempts.iter().all(|(ok, _)| *ok),
+        "none refused: none over the limit"
+    );
+    assert!(attempts.iter().all(|(_, b)| b.len() <= 4 << 20));
+    let mut ids = delivered_span_ids(&attempts);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N);
+    assert_eq!(
+        t.value("otelcol_exporter_sent_spans", &[("exporter", "otlphttp")]),
+        Some(N as f64)
+    );
+}
+
+/// A receiver whose limit is below the exporter's answers "too large": the request is split
+/// in halves and those are sent, never the same bytes again (a retry would wait 60 s here and
+/// time the test out); later requests respect the lower limit learned.
+#[tokio::test]
+async fn a_too_large_answer_splits_the_request_instead_of_retrying_it() {
+    const LIMIT: usize = 200_000;
+    const N: usize = 3_000; // ~1.9 MB
+    // gRPC: tonic's own refusal (OUT_OF_RANGE, "decoded message length too large").
+    let sink = Sink::default();
+    let (addr, _stop) =
+        serve_sink_limited(sink.clone(), "127.0.0.1:0".parse().unwrap(), LIMIT).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+            "compression": "none", "retry_on_failure": no_timely_retry()}),
+        &t,
+    );
+    e.start().await.unwrap();
+    e.consume(named_spans(0, N, 600)).await.unwrap();
+    eventually("every span delivered", || sink.spans() == N).await;
+    e.consume(named_spans(N as u64, N, 600)).await.unwrap();
+    eventually("the second payload too", || sink.spans() == 2 * N).await;
+    e.shutdown().await;
+    assert!(split_count(&t, "otlp", "too_large_answer") >= 1.0);
+    let limit_now = t
+        .value(
+            "sluice_exporter_max_request_size_bytes",
+            &[("exporter", "otlp")],
+        )
+        .unwrap();
+    assert!(
+        limit_now <= LIMIT as f64,
+        "the lower limit was learned: {limit_now}"
+    );
+    assert_eq!(
+        t.sum(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(0.0)
+    );
+    let mut ids = sink.span_ids.lock().unwrap().clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * N);
+
+    // HTTP: 413, every attempt seen by the receiver.
+    let (addr, attempts) = serve_limited_http(LIMIT).await;
+    let e = build(
+        &crate::otlp::OtlpHttpFactory,
+        "otlphttp",
+        serde_json::json!({"endpoint": format!("http://{addr}"), "compression": "none",
+            "retry_on_failure": no_timely_retry()}),
+        &t,
+    );
+    e.start().await.unwrap();
+    e.consume(named_spans(0, N, 600)).await.unwrap();
+    eventually("every span delivered", || {
+        delivered_span_ids(&attempts.lock().unwrap()).len() >= N
+    })
+    .await;
+    e.shutdown().await;
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(
+        attempts.iter().any(|(ok, _)| !ok),
+        "the receiver refused at least one request"
+    );
+    let bodies: std::collections::HashSet<&Vec<u8>> = attempts.iter().map(|(_, b)| b).collect();
+    assert_eq!(bodies.len(), attempts.len(), "no body was sent twice");
+    let mut ids = delivered_span_ids(&attempts);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N);
+    assert!(split_count(&t, "otlphttp", "too_large_answer") >= 1.0);
+}
+
+/// One item larger than the limit by itself cannot be sent: it is dropped and counted as
+/// `too_large`, never sent; the rest of its payload is delivered.
+#[tokio::test]
+async fn a_single_item_over_the_limit_is_dropped_and_counted_not_sent() {
+    let sink = Sink::default();
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+            "max_request_size": 2048, "retry_on_failure": no_timely_retry()}),
+        &t,
+    );
+    e.start().await.unwrap();
+    let payload = Payload::concat(
+        sluice_engine::schema::Signal::Traces,
+        &[spans(0, 5), named_spans(100, 1, 4000), spans(10, 5)],
+    )
+    .unwrap();
+    e.consume(payload).await.unwrap();
+    eventually("the small spans delivered", || sink.spans() == 10).await;
+    e.shutdown().await;
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "too_large")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !sink
+            .span_ids
+            .lock()
+            .unwrap()
+            .contains(&100u64.to_be_bytes().to_vec())
+    );
+    assert!(
+        sink.trace_request_sizes
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|&b| b <= 2048)
+    );
+}
+
+#[test]
+fn max_request_size_is_checked() {
+    let f = crate::otlp::OtlpGrpcFactory;
+    let err = f
+        .parse_config(&serde_json::json!({"endpoint": "x:4317", "max_request_size": 10}))
+        .err()
+        .unwrap();
+    assert_eq!(err.path, "max_request_size");
+    assert!(
+        f.parse_config(
+            &serde_json::json!({"endpoint": "x:4317", "max_request_size": 1048576,
+            "sending_queue": {"drain_timeout": "5s"}})
+        )
+        .is_ok()
+    );
+    let h = crate::otlp::OtlpHttpFactory;
+    assert!(
+        h.parse_config(&serde_json::json!({"endpoint": "http://x:4318", "max_request_size": 0}))
+            .is_err()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown: the drain deadline.
+
+/// A loopback address where nothing listens (the port was free a moment ago).
+async fn dead_endpoint() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// With the destination down, shutdown keeps retrying until `drain_timeout` (not the 25 s
+/// default), then counts what is left as `send_failed{error_type="shutdown"}`.
+#[tokio::test]
+async fn shutdown_gives_up_at_the_configured_drain_deadline_and_counts_what_is_left() {
+    let addr = dead_endpoint().await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+            "timeout": "500ms", "sending_queue": {"drain_timeout": "1500ms", "num_consumers": 2},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "200ms",
+                                 "max_elapsed_time": "0s"}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    for i in 0..5 {
+        e.consume(spans(i * 10, 4)).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    e.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "drained for {took:?}"
+    );
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "shutdown")]
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        t.value("otelcol_exporter_sent_spans", &[("exporter", "otlp")]),
+        Some(0.0)
+    );
+}
+
+/// What is undelivered at the drain deadline goes to the exporter's spill (the persistent
+/// queue's seam) instead of being dropped.
+#[tokio::test]
+async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it() {
+    use sluice_engine::component::{BoxFuture, Consumer, Lifecycle};
+
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<Payload>>);
+    impl crate::queue::Spill for Kept {
+        fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>> {
+            self.0.lock().unwrap().push(payload);
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let addr = dead_endpoint().await;
+    let config: crate::otlp::OtlpGrpcConfig = serde_json::from_value(serde_json::json!({
+        "endpoint": format!("{addr}"), "tls": {"insecure": true}, "timeout": "500ms",
+        "sending_queue": {"drain_timeout": "500ms", "num_consumers": 1},
+        "retry_on_failure": {"initial_interval": "100ms"}}))
+    .unwrap();
+    let t = Telemetry::new();
+    let id = ComponentId::parse("otlp").unwrap();
+    let kept = Arc::new(Kept::default());
+    let e = crate::queue::QueuedExporter::new(
+        id.clone(),
+        crate::otlp::grpc_sender(&id, &config).unwrap(),
+        config.sending_queue.clone(),
+        config.retry_on_failure.clone(),
+        config.timeout,
+        config.max_request_size,
+        sluice_engine::telemetry::ExporterMetrics::new(&t, &id),
+    )
+    .with_spill(kept.clone());
+    e.start().await.unwrap();
+    for i in 0..4 {
+        e.consume(spans(i * 10, 3)).await.unwrap();
+    }
+    e.shutdown().await;
+    let spilled: usize = kept.0.lock().unwrap().iter().map(Payload::item_count).sum();
+    assert_eq!(spilled, 12);
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "shutdown")]
+        ),
+        None,
+        "nothing dropped"
+    );
 }
