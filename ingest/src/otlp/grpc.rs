@@ -79,6 +79,13 @@ impl OtlpService for Logs {
     const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
 }
 
+/// Whether a `grpc-message` (percent-encoded: spaces are `%20`) is tonic's decoder saying a
+/// compressed message decompressed past the size limit ("Error decompressing: size limit, of
+/// N bytes, exceeded while decompressing message").
+fn decompressed_too_large(grpc_message: &str) -> bool {
+    grpc_message.contains("exceeded") && grpc_message.contains("decompressing")
+}
+
 pub(crate) struct ExportServer<S> {
     handler: Arc<Handler>,
     max_decoding: usize,
@@ -165,12 +172,24 @@ where
             };
             let resp = grpc.unary(call, req).await;
             // Oversized or undecompressible messages are refused inside tonic, before our
-            // handler runs; count them here. tonic uses OUT_OF_RANGE only for the size limit.
+            // handler runs; count them here. tonic uses OUT_OF_RANGE only for the size limit,
+            // except for a compressed message that decompresses past it: that one it answers
+            // RESOURCE_EXHAUSTED, which clients read as memory pressure (retry the same bytes
+            // later). It is the same "too large" and gets the same answer.
             let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
-            match header("grpc-status")
+            let code = header("grpc-status")
                 .and_then(|c| c.parse::<i32>().ok())
-                .map(Code::from)
+                .map(Code::from);
+            if code == Some(Code::ResourceExhausted)
+                && header("grpc-message").is_some_and(decompressed_too_large)
             {
+                handler.failed("too_large");
+                return Ok(Status::out_of_range(format!(
+                    "grpc: received message after decompression larger than max (limit {max} bytes)"
+                ))
+                .into_http());
+            }
+            match code {
                 Some(Code::OutOfRange) => handler.failed("too_large"),
                 Some(Code::Internal) => handler.failed("decompress"),
                 Some(Code::Unimplemented)

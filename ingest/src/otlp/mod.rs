@@ -6,7 +6,7 @@
 //!     protocols:
 //!       grpc:
 //!         endpoint: localhost:4317        # default; bind exactly this
-//!         max_recv_msg_size_mib: 4        # default; larger messages get RESOURCE_EXHAUSTED
+//!         max_recv_msg_size_mib: 4        # default; larger messages get OUT_OF_RANGE
 //!         tls:                            # optional: serve TLS (the Collector's configtls)
 //!           cert_file: server.crt
 //!           key_file: server.key
@@ -26,7 +26,11 @@
 //! Answers follow the Collector: malformed data -> gRPC `INVALID_ARGUMENT` / HTTP 400 with a
 //! `google.rpc.Status` naming the problem; memory limiter over its limit -> `RESOURCE_EXHAUSTED`
 //! / 429; sending queue full -> `UNAVAILABLE` / 503 (both with `Retry-After` on HTTP, so
-//! clients retry). Every request's peer address is kept on the payload (`Payload::origin`)
+//! clients retry). Too large -> `OUT_OF_RANGE` / 413, whether the message is over
+//! `max_recv_msg_size_mib` as sent or only once decompressed (the message says "larger than
+//! max", which sluice's exporters read as "split and send again"), counted as
+//! `failed_requests{reason="too_large"}`; gRPC-Go answers `RESOURCE_EXHAUSTED` there, but that
+//! code means memory pressure, which a client retries unchanged. Every request's peer address is kept on the payload (`Payload::origin`)
 //! for enrichment. Counted: `otelcol_receiver_accepted_*`, `otelcol_receiver_refused_*` and
 //! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type,
 //! tls_handshake).
