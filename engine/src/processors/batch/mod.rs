@@ -11,7 +11,10 @@
 //! `consume` buffers and returns at once (the Collector's behaviour); one worker task per
 //! pipeline concatenates the buffered payloads (one Arrow concat per send, not per arrival) and
 //! sends. Buffering is bounded: past 4 × `send_batch_size` items, `consume` waits for the
-//! worker, so a slow exporter pushes back on receivers instead of growing memory. A send the
+//! worker, so a slow exporter pushes back on receivers instead of growing memory. What piled up
+//! meanwhile leaves as several batches of `send_batch_size` (whole arrivals, so a batch can be
+//! one arrival larger), never merged into one: without `send_batch_max_size` a batch is as
+//! large as the Collector's would be. A send the
 //! next consumer refuses is logged and counted as
 //! `otelcol_processor_dropped_*{processor,reason="export_failed"}` — exporters normally
 //! absorb failures in their sending queue, so this is the visible last resort. Shutdown flushes
@@ -171,16 +174,30 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the buffer if it should be sent now (or everything, when `all`).
+    /// Takes the next batch if one should be sent now (any buffered items when `all`): the
+    /// oldest buffered payloads up to `send_batch_size` items. Whole payloads, so a batch is at
+    /// most `send_batch_size` plus one arrival less one item, as in the Collector — however
+    /// much piled up while the worker was blocked sending (up to 4 × the batch size), which
+    /// used to leave as one merged payload.
     fn take(&self, all: bool) -> Option<Vec<Payload>> {
         let mut st = self.lock();
         let due = st.deadline.is_some_and(|d| Instant::now() >= d);
         if st.items == 0 || !(all || due || st.items >= self.config.send_batch_size) {
             return None;
         }
-        st.items = 0;
-        st.deadline = None;
-        Some(std::mem::take(&mut st.buffer))
+        let (mut taken, mut count) = (0usize, 0usize);
+        while count < st.buffer.len() && taken < self.config.send_batch_size.max(1) {
+            taken += st.buffer[count].item_count();
+            count += 1;
+        }
+        let rest = st.buffer.split_off(count);
+        let batch = std::mem::replace(&mut st.buffer, rest);
+        st.items -= taken.min(st.items);
+        if st.buffer.is_empty() {
+            st.items = 0;
+            st.deadline = None;
+        }
+        Some(batch)
     }
 
     async fn send(&self, parts: Vec<Payload>) {
@@ -235,7 +252,8 @@ impl Shared {
                 }
                 None => self.wake.notified().await,
             }
-            if let Some(parts) = self.take(false) {
+            // Several batches may be due at once (a backlog that built up during a slow send).
+            while let Some(parts) = self.take(false) {
                 self.send(parts).await;
                 self.space.notify_waiters();
             }

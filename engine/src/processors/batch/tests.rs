@@ -70,6 +70,63 @@ async fn splits_batches_larger_than_max_size() {
     assert_eq!(all, (0..20).collect::<Vec<_>>());
 }
 
+/// A next consumer that holds each payload until a permit is released.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    cap: Capture,
+}
+
+impl Consumer for Gated {
+    fn consume(&self, p: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+            self.cap.consume(p).await
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_built_during_a_slow_send_leaves_in_batches_of_the_batch_size() {
+    let cap = Capture::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let cfg = BatchConfig {
+        send_batch_size: 10,
+        send_batch_max_size: 0,
+        timeout: Duration::from_secs(60),
+        metadata_keys: vec![],
+        metadata_cardinality_limit: None,
+    };
+    let t = Telemetry::new();
+    let next = Arc::new(Gated {
+        gate: gate.clone(),
+        cap: cap.clone(),
+    });
+    let b = Batch::new(
+        &cfg,
+        Signal::Traces,
+        next,
+        ProcessorMetrics::new(&t, &ComponentId::parse("batch").unwrap()),
+    );
+    b.start().await.unwrap();
+    b.consume(spans(0, 10)).await.unwrap();
+    settle().await; // the worker is now blocked sending the first batch
+    for i in 1..4 {
+        b.consume(spans(i * 10, 4)).await.unwrap();
+        b.consume(spans(i * 10 + 4, 6)).await.unwrap();
+    }
+    gate.add_permits(100);
+    settle().await;
+    assert_eq!(
+        cap.batches(),
+        [10, 10, 10, 10],
+        "not one merged backlog of 30"
+    );
+    let all: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
+    assert_eq!(all, (0..40).collect::<Vec<_>>());
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_flushes_everything() {
     let (b, cap, _) = batch(1000, 0, 60_000);

@@ -45,6 +45,10 @@
 //!   `otelcol_processor_tail_sampling_traces_decided_early`): nothing is dropped undecided.
 //! - Shutdown decides every buffered trace and sends what is kept before returning
 //!   (`drop_pending_traces_on_shutdown: true` drops them instead, counted).
+//! - What is kept goes downstream in payloads of at most [`RELEASE_MAX_SPANS`] spans, however
+//!   many traces a tick or the shutdown decides (the Collector sends one request per trace;
+//!   sluice sends the kept rows of a whole bucket together, which unbounded would be one
+//!   payload as large as the backlog).
 //!
 //! # Self-telemetry
 //!
@@ -639,7 +643,7 @@ impl Inner {
     }
 
     async fn send(&self, out: Outgoing) {
-        for p in out {
+        for p in out.into_iter().flat_map(bounded_parts) {
             let k = p.item_count();
             match self.next.consume(p).await {
                 Ok(()) => self.metrics.generic.outgoing(Signal::Traces, k),
@@ -681,6 +685,24 @@ impl Inner {
                 dropped = self.drop_on_shutdown,
                 "tail_sampling: decided every buffered trace at shutdown"
             );
+        }
+    }
+}
+
+/// Kept spans go downstream in payloads of at most this many spans (the batch processor's
+/// default size): a tick or a shutdown that decides a large backlog sends it in several
+/// payloads, never one that grows with the backlog (which no receiver would take whole). A
+/// trace whose spans straddle a boundary goes out in two consecutive payloads.
+pub const RELEASE_MAX_SPANS: usize = 8192;
+
+/// `p` in payloads of at most [`RELEASE_MAX_SPANS`] spans (whole if it cannot be split: the
+/// exporters split by size anyway).
+fn bounded_parts(p: Payload) -> Vec<Payload> {
+    match p.split_items(RELEASE_MAX_SPANS) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(error = %e, "tail_sampling: cannot split kept spans; sending them whole");
+            vec![p]
         }
     }
 }

@@ -752,6 +752,34 @@ async fn shutdown_decides_and_flushes_every_buffered_trace() {
 }
 
 #[tokio::test]
+async fn a_large_backlog_leaves_in_bounded_payloads_at_shutdown_and_on_a_tick() {
+    // More kept spans than one release may carry, in one bucket: they used to leave as one
+    // payload, as large as the backlog.
+    let n = 2 * RELEASE_MAX_SPANS as u64 + 100;
+    let all: Vec<S> = (1..=n).map(|t| s(t / 3 + 1, t, T0, T0 + MS)).collect();
+    for at_shutdown in [true, false] {
+        let h = harness(
+            "decision_wait: 30s\npolicies: [{name: all, type: always_sample}]",
+            1,
+        );
+        h.send(&all).await;
+        if at_shutdown {
+            h.ts.shutdown().await;
+        } else {
+            h.at(T0 + 30 * SEC).await;
+        }
+        let sizes: Vec<usize> = h.exported().iter().map(Vec::len).collect();
+        assert!(
+            sizes.len() >= 3 && sizes.iter().all(|&k| k <= RELEASE_MAX_SPANS),
+            "payload sizes {sizes:?}"
+        );
+        let mut spans: Vec<u64> = h.exported().into_iter().flatten().map(|(_, s)| s).collect();
+        spans.sort_unstable();
+        assert_eq!(spans, (1..=n).collect::<Vec<_>>(), "every kept span, once");
+    }
+}
+
+#[tokio::test]
 async fn shutdown_can_drop_pending_traces_instead_and_counts_them() {
     let h = harness(
         "decision_wait: 30s\ndrop_pending_traces_on_shutdown: true\npolicies: [{name: all, type: always_sample}]",
