@@ -18,6 +18,7 @@ use sluice_engine::clock::WallClock;
 use sluice_engine::component::{Factory, Kind};
 use sluice_engine::config::{self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Registry, Source};
 use sluice_engine::health::Health;
+use sluice_engine::schema::Signal;
 use sluice_engine::service::Service;
 use sluice_engine::telemetry::{Telemetry, register_process_metrics};
 
@@ -200,7 +201,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             match runtime.block_on(run(config, registry)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(Stopped::Clean) => ExitCode::SUCCESS,
+                Ok(Stopped::Dropped) => ExitCode::from(EXIT_DROPPED_AT_SHUTDOWN),
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("error: {e:#}");
@@ -239,7 +241,20 @@ fn init_logging(config: &Config) {
         .try_init();
 }
 
-async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
+/// The exit status of a run that stopped on a signal but could not deliver everything it had
+/// accepted before the exporters' drain deadlines (`sending_queue.drain_timeout`): 0 would
+/// tell Kubernetes and supervisors that nothing was lost.
+const EXIT_DROPPED_AT_SHUTDOWN: u8 = 3;
+
+/// How a run that was asked to stop ended.
+enum Stopped {
+    /// Everything accepted was delivered (or is an earlier failure, counted when it happened).
+    Clean,
+    /// Items were still undelivered at a drain deadline and were dropped (counted, logged).
+    Dropped,
+}
+
+async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
     let telemetry = Telemetry::new();
     register_process_metrics(&telemetry, std::time::Instant::now());
     let health = Health::default();
@@ -258,7 +273,22 @@ async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     if let Some(stop) = telemetry_stop {
         let _ = stop.send(());
     }
-    Ok(())
+    let dropped: Vec<String> = Signal::ALL
+        .into_iter()
+        .filter_map(|s| {
+            let name = format!("otelcol_exporter_send_failed_{}", s.item_noun());
+            let n = telemetry.sum(&name, &[("error_type", "shutdown")])?;
+            (n > 0.0).then(|| format!("{n} {}", s.item_noun().replace('_', " ")))
+        })
+        .collect();
+    if dropped.is_empty() {
+        return Ok(Stopped::Clean);
+    }
+    tracing::error!(
+        "stopped with data loss: {} still undelivered at the exporters' drain deadline (sending_queue.drain_timeout) were dropped; exit status {EXIT_DROPPED_AT_SHUTDOWN}",
+        dropped.join(", ")
+    );
+    Ok(Stopped::Dropped)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
