@@ -538,9 +538,10 @@ class OtlpSink:
 
 
 def make_trace_request(n_spans: int, run_id: str, first: int = 0,
-                       service_name: str = "e2e-raw"):
+                       service_name: str = "e2e-raw", pad: int = 0):
     """An ExportTraceServiceRequest with n spans whose span ids encode (run, index) and whose
-    attributes carry e2e.run_id / e2e.index. Returns (request, [span_id hex])."""
+    attributes carry e2e.run_id / e2e.index (and, with `pad`, an `e2e.pad` string of that many
+    bytes, to make spans as large as a test needs). Returns (request, [span_id hex])."""
     from opentelemetry.proto.common.v1 import common_pb2
 
     req = trace_service_pb2.ExportTraceServiceRequest()
@@ -562,5 +563,8 @@ def make_trace_request(n_spans: int, run_id: str, first: int = 0,
         sp.end_time_unix_nano = now + 1_000_000
         sp.attributes.add(key="e2e.run_id", value=common_pb2.AnyValue(string_value=run_id))
         sp.attributes.add(key="e2e.index", value=common_pb2.AnyValue(int_value=i))
+        if pad:
+            sp.attributes.add(key="e2e.pad",
+                              value=common_pb2.AnyValue(string_value=f"{i:0>{pad}}"))
         ids.append(sp.span_id.hex())
     return req, ids
