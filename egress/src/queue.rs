@@ -385,6 +385,8 @@ impl<S: Sender> Inner<S> {
     /// of it) was not delivered.
     async fn deliver(&self, payload: Payload) -> Result<(), SendError> {
         let signal = payload.signal();
+        // One retry budget (`max_elapsed_time`) for the payload, however many parts it is sent
+        // in: ten parts to a dead endpoint do not retry ten times as long.
         let started = Instant::now();
         let mut result = Ok(());
         // Parts still to send, the next one last.

@@ -28,12 +28,12 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
 };
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use sluice_engine::Payload;
 use sluice_engine::clock::WallClock;
 use sluice_engine::component::{BuildContext, ComponentId, ConsumeError, Factory, Node};
-use sluice_engine::otlp::testing::{reference_logs, reference_metrics, reference_traces};
+use sluice_engine::otlp::testing::{one_scope, reference_logs, reference_metrics};
 use sluice_engine::telemetry::Telemetry;
 use tonic::{Request, Response, Status};
 
@@ -190,23 +190,16 @@ async fn serve_sink_limited(
 }
 
 fn spans(first: u64, n: usize) -> Payload {
-    let spans = (0..n as u64)
-        .map(|i| Span {
-            trace_id: vec![3; 16],
-            span_id: (first + i).to_be_bytes().to_vec(),
-            name: "op".into(),
-            ..Default::default()
-        })
-        .collect();
-    reference_traces(&ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
+    one_scope(
+        (0..n as u64)
+            .map(|i| Span {
+                trace_id: vec![3; 16],
+                span_id: (first + i).to_be_bytes().to_vec(),
+                name: "op".into(),
                 ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })
+            })
+            .collect(),
+    )
 }
 
 fn points(n: usize) -> Payload {
@@ -787,26 +780,19 @@ async fn partial_success_counts_the_rejected_items_as_failed() {
 /// `n` spans (ids from `first`) named with `name_len` bytes each, digits that differ from span
 /// to span (so compression does not make the size question moot).
 fn named_spans(first: u64, n: usize, name_len: usize) -> Payload {
-    let spans = (0..n as u64)
-        .map(|i| Span {
-            trace_id: vec![7; 16],
-            span_id: (first + i).to_be_bytes().to_vec(),
-            name: format!(
-                "{:0>name_len$}",
-                (first + i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ),
-            ..Default::default()
-        })
-        .collect();
-    reference_traces(&ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
+    one_scope(
+        (0..n as u64)
+            .map(|i| Span {
+                trace_id: vec![7; 16],
+                span_id: (first + i).to_be_bytes().to_vec(),
+                name: format!(
+                    "{:0>name_len$}",
+                    (first + i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ),
                 ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })
+            })
+            .collect(),
+    )
 }
 
 /// Retries so slow that a test which needed one would time out: what these tests prove

@@ -300,6 +300,19 @@ fn payload(signal: Signal, tables: Vec<(Table, RecordBatch)>) -> Payload {
     p
 }
 
+/// `spans` under one resource and one scope, as a payload.
+pub fn one_scope(spans: Vec<Span>) -> Payload {
+    reference_traces(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
 /// Converts a trace request to a [`Payload`], naively, following the schema docs.
 pub fn reference_traces(req: &ExportTraceServiceRequest) -> Payload {
     let mut env = EnvelopeB::default();

@@ -2,11 +2,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::component::{BoxFuture, ConsumeError, Consumer};
-use crate::otlp::testing::reference_traces;
+pub use crate::otlp::testing::one_scope;
 use crate::payload::Payload;
 
 /// A traces payload of `n` spans whose span ids are `first..first + n` (big-endian).
@@ -20,19 +19,6 @@ pub fn spans(first: u64, n: usize) -> Payload {
         })
         .collect();
     one_scope(spans)
-}
-
-/// `spans` under one resource and one scope, as a payload.
-pub fn one_scope(spans: Vec<Span>) -> Payload {
-    reference_traces(&ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })
 }
 
 /// The span ids of a traces payload, as numbers.
