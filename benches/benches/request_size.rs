@@ -64,7 +64,9 @@ fn split_by_filters(p: &Payload, max_items: usize) -> Vec<Payload> {
 }
 
 fn request_size(c: &mut Criterion) {
+    // Time enabled: each attempt runs under the exporter's timeout.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     const LIMIT: usize = 4 << 20;
