@@ -907,27 +907,34 @@ fn delivered_span_ids(attempts: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The same over OTLP/HTTP: every request under a 4 MiB body limit, every span delivered once.
-#[tokio::test]
-async fn a_payload_far_over_the_limit_reaches_a_4mib_http_receiver_complete() {
-    const N: usize = 30_000;
-    let (addr, attempts) = serve_limited_http(4 << 20).await;
-    let t = Telemetry::new();
+/// `n` spans of 600-byte names through an `otlphttp` exporter (uncompressed, no timely retry)
+/// to a receiver refusing bodies over `limit`; waits until every span arrived, and returns
+/// every request the receiver was sent.
+async fn export_over_http(t: &Telemetry, limit: usize, n: usize) -> Vec<(bool, Vec<u8>)> {
+    let (addr, attempts) = serve_limited_http(limit).await;
     let e = build(
         &crate::otlp::OtlpHttpFactory,
         "otlphttp",
         serde_json::json!({"endpoint": format!("http://{addr}"), "compression": "none",
             "retry_on_failure": no_timely_retry()}),
-        &t,
+        t,
     );
     e.start().await.unwrap();
-    e.consume(named_spans(0, N, 600)).await.unwrap();
+    e.consume(named_spans(0, n, 600)).await.unwrap();
     eventually("every span delivered", || {
-        delivered_span_ids(&attempts.lock().unwrap()).len() >= N
+        delivered_span_ids(&attempts.lock().unwrap()).len() >= n
     })
     .await;
     e.shutdown().await;
-    let attempts = attempts.lock().unwrap().clone();
+    attempts.lock().unwrap().clone()
+}
+
+/// The same over OTLP/HTTP: every request under a 4 MiB body limit, every span delivered once.
+#[tokio::test]
+async fn a_payload_far_over_the_limit_reaches_a_4mib_http_receiver_complete() {
+    const N: usize = 30_000;
+    let t = Telemetry::new();
+    let attempts = export_over_http(&t, 4 << 20, N).await;
     assert!(
         attempts.iter().all(|(ok, _)| *ok),
         "none refused: none over the limit"
@@ -992,22 +999,7 @@ async fn a_too_large_answer_splits_the_request_instead_of_retrying_it() {
     assert_eq!(ids.len(), 2 * N);
 
     // HTTP: 413, every attempt seen by the receiver.
-    let (addr, attempts) = serve_limited_http(LIMIT).await;
-    let e = build(
-        &crate::otlp::OtlpHttpFactory,
-        "otlphttp",
-        serde_json::json!({"endpoint": format!("http://{addr}"), "compression": "none",
-            "retry_on_failure": no_timely_retry()}),
-        &t,
-    );
-    e.start().await.unwrap();
-    e.consume(named_spans(0, N, 600)).await.unwrap();
-    eventually("every span delivered", || {
-        delivered_span_ids(&attempts.lock().unwrap()).len() >= N
-    })
-    .await;
-    e.shutdown().await;
-    let attempts = attempts.lock().unwrap().clone();
+    let attempts = export_over_http(&t, LIMIT, N).await;
     assert!(
         attempts.iter().any(|(ok, _)| !ok),
         "the receiver refused at least one request"
