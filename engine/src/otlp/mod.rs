@@ -5,10 +5,12 @@
 //!   path is a hand-written wire decoder that appends straight into Arrow buffers: no prost
 //!   struct per span.
 //! - [`encode`]: [`crate::Payload`] -> OTLP protobuf (hand-written) and OTLP/JSON.
+//! - [`build`]: metrics payloads built directly by components that produce metrics (scrapers).
 //!
 //! prost / opentelemetry-proto stay the reference: the round-trip property tests and the
 //! criterion benchmarks compare against them.
 
+pub mod build;
 pub mod decode;
 pub mod encode;
 #[cfg(any(test, feature = "testing"))]

@@ -50,7 +50,7 @@
 //! OTLP/JSON is parsed into opentelemetry-proto's prost types with serde, encoded to protobuf
 //! and decoded by the same protobuf decoder, so one code path builds Arrow.
 
-mod builders;
+pub(super) mod builders;
 mod common;
 mod json;
 mod logs;
