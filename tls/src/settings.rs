@@ -391,8 +391,13 @@ impl Common<'_> {
             let (field, pem) = pem_of("ca_file", self.ca_file, "ca_pem", self.ca_pem)?;
             add_roots(&mut roots, field, parse_certs(field, &pem)?)?;
         }
-        if !self.has_ca() || self.include_system_ca_certs_pool {
+        if !self.has_ca() {
             add_system_roots(&mut roots)?;
+        } else if self.include_system_ca_certs_pool {
+            // As Go's x509.SystemCertPool on Linux: a machine without root certificates
+            // (a distroless image) gives an empty pool, not an error, when a CA is set.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
         }
         Ok(roots)
     }
