@@ -7,11 +7,13 @@
 //!
 //! The deployment configs live beside the crate, under `k8s/config/`.
 
+pub mod kubeletstats;
+
 use std::sync::Arc;
 
 use sluice_engine::component::Factory;
 
 /// Every component factory of this crate.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    Vec::new()
+    vec![Arc::new(kubeletstats::KubeletStatsFactory)]
 }
