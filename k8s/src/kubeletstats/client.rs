@@ -185,31 +185,23 @@ impl KubeletClient {
                 if !c.dialer.timeout.is_zero() {
                     tcp.set_connect_timeout(Some(c.dialer.timeout));
                 }
-                let builder = hyper_rustls::HttpsConnectorBuilder::new();
-                let connector = if secure {
-                    let config = tls
-                        .load()
-                        .map_err(|e| ClientError::Tls(format!("tls: {e}")))?;
-                    builder
-                        .with_tls_config(config)
-                        .https_or_http()
-                        .enable_http1()
-                        .wrap_connector(tcp)
+                // TLS exactly for https:// URLs (an explicit http:// endpoint stays plain, as
+                // in the Collector); the configured roots and certificates load only then.
+                let config = if uri.scheme_str() == Some("https") {
+                    tls.load()
                 } else {
-                    // Never used for https (the URL is http://), but the type is one.
-                    builder
-                        .with_tls_config(
-                            sluice_tls::TlsClientSetting {
-                                insecure_skip_verify: true,
-                                ..Default::default()
-                            }
-                            .load()
-                            .map_err(|e| ClientError::Tls(e.to_string()))?,
-                        )
-                        .https_or_http()
-                        .enable_http1()
-                        .wrap_connector(tcp)
-                };
+                    sluice_tls::TlsClientSetting {
+                        insecure_skip_verify: true,
+                        ..Default::default()
+                    }
+                    .load()
+                }
+                .map_err(|e| ClientError::Tls(format!("tls: {e}")))?;
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(tcp);
                 let client =
                     HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
                 Ok(KubeletClient {

@@ -10,7 +10,7 @@ use sluice_engine::component::ConfigError;
 use sluice_engine::config_types::deserialize_duration;
 use sluice_tls::{Opaque, TlsClientSetting, TpmSetting, ZeroDuration};
 
-use super::metrics::{self, MetricId, Support};
+use super::metrics::{self, Support};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,9 +318,5 @@ impl KubeletStatsConfig {
         } else {
             self.timeout
         }
-    }
-
-    pub fn is_enabled(on: &[bool; metrics::COUNT], id: MetricId) -> bool {
-        on[id as usize]
     }
 }

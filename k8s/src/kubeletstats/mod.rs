@@ -223,7 +223,8 @@ impl Scraper {
             now_unix_nanos,
             receiver_start_unix_nanos,
         };
-        // About 12 points per entity: sizes the point columns once.
+        // Up to ~16 points per node, pod or container and ~3 of those per pod: sizes the point
+        // columns once.
         let mut b = MetricsBuilder::with_capacity(16 * (1 + summary.pods.len() * 3));
         metrics::append_summary(&mut b, &summary, &options);
         b.finish().map_err(|e| ScrapeError::Build(e.to_string()))
@@ -231,6 +232,14 @@ impl Scraper {
 
     /// Scrapes once and hands the result on. Never fails: failures are logged and counted.
     pub async fn scrape(&self) {
+        if let Some(payload) = self.fetch().await {
+            self.deliver(payload).await;
+        }
+    }
+
+    /// Reads and converts the summary; `None` when the scrape failed (logged and counted).
+    /// Safe to cancel: nothing has been handed on yet.
+    pub async fn fetch(&self) -> Option<Payload> {
         let result = match self.client.get_summary(self.config.scrape_timeout()).await {
             Ok(body) => Self::payload(
                 &self.config,
@@ -263,12 +272,18 @@ impl Scraper {
                         "kubeletstats: scrape failed (further failures are logged at most once a minute)"
                     );
                 }
-                return;
+                return None;
             }
         };
         if self.log.lock().unwrap_or_else(|p| p.into_inner()).success() {
             tracing::info!(receiver = %self.id, url = self.client.url(), "kubeletstats: scraping again");
         }
+        Some(payload)
+    }
+
+    /// Hands a scrape's payload to the pipeline and counts the outcome. Not cancelled by
+    /// shutdown, so a payload is either taken or counted as refused, never lost uncounted.
+    pub async fn deliver(&self, payload: Payload) {
         let points = payload.item_count();
         self.metrics.scraped.add(points as u64);
         if points == 0 {
@@ -354,9 +369,14 @@ impl Lifecycle for KubeletStatsReceiver {
                         _ = ticks.tick() => {}
                         _ = stop.changed() => return,
                     }
-                    tokio::select! {
-                        _ = scraper.scrape() => {}
+                    // A hung kubelet does not hold up shutdown; a payload being handed on does
+                    // (bounded by the pipeline: the service bounds the whole shutdown).
+                    let payload = tokio::select! {
+                        p = scraper.fetch() => p,
                         _ = stop.changed() => return,
+                    };
+                    if let Some(p) = payload {
+                        scraper.deliver(p).await;
                     }
                 }
             });

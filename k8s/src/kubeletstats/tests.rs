@@ -907,3 +907,200 @@ async fn a_large_node_converts_completely() {
     assert_eq!(p.item_count(), 15 + 100 * 15 + 300 * 11 + 100 * 5);
     let _ = KubeletClient::new; // the client type is part of the public surface
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_hung_kubelet() {
+    let kubelet = FakeKubelet::start(Serve::Http, Answer::Hang).await;
+    let env = service_account(TestPki::new(), "unused");
+    let h = receiver(
+        json!({"auth_type": "none", "endpoint": kubelet.addr.to_string(),
+               "collection_interval": "60s", "initial_delay": "0s"}),
+        &env.env,
+    );
+    h.receiver.start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kubelet.seen().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kubelet.seen().len(), 1, "the scrape is in flight");
+    let started = std::time::Instant::now();
+    h.receiver.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.points(), 0);
+}
+
+// ------------------------------------------------------------------------------ properties
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::{NOW, RECEIVER_START, config, fixture};
+    use crate::kubeletstats::Scraper;
+
+    /// A stats object whose fields are each present or absent.
+    fn fields(names: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::vec(prop::option::of(0u64..u64::MAX), names.len()).prop_map(
+            move |values| {
+                names
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(n, v)| v.map(|v| (n.to_string(), json!(v))))
+                    .collect()
+            },
+        )
+    }
+
+    const CPU: &[&str] = &["usageNanoCores", "usageCoreNanoSeconds"];
+    const MEMORY: &[&str] = &[
+        "availableBytes",
+        "usageBytes",
+        "workingSetBytes",
+        "rssBytes",
+        "pageFaults",
+        "majorPageFaults",
+    ];
+    const FS: &[&str] = &["availableBytes", "capacityBytes", "usedBytes"];
+    const NET: &[&str] = &["rxBytes", "rxErrors", "txBytes", "txErrors"];
+    const VOLUME: &[&str] = &[
+        "availableBytes",
+        "capacityBytes",
+        "inodes",
+        "inodesFree",
+        "inodesUsed",
+    ];
+
+    /// An entity (node, pod or container) with optional sections of optional fields, and the
+    /// number of fields it carries that the default metrics read.
+    fn entity(with_net: bool) -> impl Strategy<Value = (Map<String, Value>, usize)> {
+        (
+            prop::option::of(fields(CPU)),
+            prop::option::of(fields(MEMORY)),
+            prop::option::of(fields(FS)),
+            prop::option::of(fields(NET)),
+        )
+            .prop_map(move |(cpu, memory, fs, net)| {
+                let mut e = Map::new();
+                let mut n = 0;
+                for (key, section) in [("cpu", cpu), ("memory", memory), ("fs", fs)] {
+                    if let Some(s) = section {
+                        n += s.len();
+                        e.insert(key.into(), Value::Object(s));
+                    }
+                }
+                if let (true, Some(mut s)) = (with_net, net) {
+                    n += s.len();
+                    s.insert("name".into(), json!("eth0"));
+                    e.insert("network".into(), Value::Object(s));
+                }
+                (e, n)
+            })
+    }
+
+    fn summary() -> impl Strategy<Value = (Value, usize)> {
+        let container = entity(false);
+        let pod = (
+            entity(true),
+            prop::collection::vec(container, 0..3),
+            prop::collection::vec(fields(VOLUME), 0..2),
+        );
+        (entity(true), prop::collection::vec(pod, 0..4)).prop_map(|((mut node, n_node), pods)| {
+            let mut total = n_node;
+            node.insert("nodeName".into(), json!("node"));
+            let pods: Vec<Value> = pods
+                .into_iter()
+                .enumerate()
+                .map(|(i, ((mut pod, n_pod), containers, volumes))| {
+                    total += n_pod;
+                    // the pod's filesystem is `ephemeral-storage`, the container's `rootfs`
+                    if let Some(fs) = pod.remove("fs") {
+                        pod.insert("ephemeral-storage".into(), fs);
+                    }
+                    pod.insert(
+                        "podRef".into(),
+                        json!({"name": format!("p{i}"), "namespace": "ns", "uid": format!("u{i}")}),
+                    );
+                    let containers: Vec<Value> = containers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, (mut c, n))| {
+                            total += n;
+                            if let Some(fs) = c.remove("fs") {
+                                c.insert("rootfs".into(), fs);
+                            }
+                            c.insert("name".into(), json!(format!("c{j}")));
+                            Value::Object(c)
+                        })
+                        .collect();
+                    let volumes: Vec<Value> = volumes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, mut v)| {
+                            total += v.len();
+                            v.insert("name".into(), json!(format!("v{j}")));
+                            Value::Object(v)
+                        })
+                        .collect();
+                    pod.insert("containers".into(), Value::Array(containers));
+                    pod.insert("volume".into(), Value::Array(volumes));
+                    Value::Object(pod)
+                })
+                .collect();
+            (json!({"node": node, "pods": pods}), total)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Every field present gives exactly one point and every absent one none.
+        #[test]
+        fn one_point_per_present_field(case in summary()) {
+            let (body, fields) = case;
+            let c = config(json!({"auth_type": "none", "metric_groups": ["node", "pod", "container", "volume"]})).unwrap();
+            let body = serde_json::to_vec(&body).unwrap();
+            let p = Scraper::payload(&c, &c.enabled_metrics(), &body, "p", NOW, RECEIVER_START).unwrap();
+            p.validate().unwrap();
+            prop_assert_eq!(p.item_count(), fields);
+        }
+
+        /// Truncated or corrupted summaries are errors or (when still valid JSON) payloads,
+        /// never panics.
+        #[test]
+        fn damaged_bodies_never_panic(cut in 0usize..20_000, flip in 0usize..20_000, byte in any::<u8>()) {
+            let c = config(json!({"auth_type": "none", "metric_groups": ["node", "pod", "container", "volume"]})).unwrap();
+            let mut body = fixture("stats-summary.json");
+            let flip = flip % body.len();
+            body[flip] = byte;
+            body.truncate(cut.min(body.len()));
+            if let Ok(p) = Scraper::payload(&c, &c.enabled_metrics(), &body, "p", NOW, 0) {
+                p.validate().unwrap();
+            }
+        }
+    }
+}
+
+/// `none` with an explicit `https://` endpoint verifies the kubelet like any TLS client (it
+/// never silently skips verification).
+#[tokio::test]
+async fn auth_none_with_an_https_endpoint_verifies_the_certificate() {
+    let pki = TestPki::new();
+    let kubelet = FakeKubelet::start(Serve::Https(&pki), summary_answer()).await;
+    let env = service_account(TestPki::new(), "unused");
+    let h = receiver(
+        json!({"auth_type": "none", "endpoint": kubelet.url()}),
+        &env.env,
+    );
+    h.receiver.scraper().await.unwrap().scrape().await;
+    assert_eq!(h.failures("request"), 1.0);
+    let h = receiver(
+        json!({"auth_type": "none", "endpoint": kubelet.url(), "ca_file": pki.ca_cert.display().to_string()}),
+        &env.env,
+    );
+    h.receiver.scraper().await.unwrap().scrape().await;
+    assert!(h.points() > 0);
+}
