@@ -298,7 +298,7 @@ impl<'a> MetricsBuilder<'a> {
                 };
                 let slot = self.resource_attr_slot;
                 self.resource_attr_slot += 1;
-                push_attr(&mut self.res_attrs, row, slot, *key, val)?;
+                push_attr(&mut self.res_attrs, row, slot, key, val)?;
             }
             self.held_attrs = held;
             self.held_attrs.clear();

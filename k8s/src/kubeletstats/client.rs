@@ -133,8 +133,15 @@ impl ScrapeError {
 type Https = HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 enum Transport {
-    Http { client: Https, uri: http::Uri },
-    Kube { client: kube::Client, path: String },
+    /// Boxed: the hyper client is large next to kube's.
+    Http {
+        client: Box<Https>,
+        uri: http::Uri,
+    },
+    Kube {
+        client: kube::Client,
+        path: String,
+    },
 }
 
 pub struct KubeletClient {
@@ -205,7 +212,10 @@ impl KubeletClient {
                 let client =
                     HyperClient::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
                 Ok(KubeletClient {
-                    transport: Transport::Http { client, uri },
+                    transport: Transport::Http {
+                        client: Box::new(client),
+                        uri,
+                    },
                     token_file,
                     url,
                     max_body_bytes: MAX_SUMMARY_BYTES,
