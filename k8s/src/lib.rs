@@ -7,11 +7,15 @@
 //!
 //! The deployment configs live beside the crate, under `k8s/config/`.
 
+pub mod k8sattributes;
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::sync::Arc;
 
 use sluice_engine::component::Factory;
 
 /// Every component factory of this crate.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    Vec::new()
+    vec![Arc::new(k8sattributes::K8sAttributesFactory::default())]
 }
