@@ -65,7 +65,9 @@ fn enrichment(c: &mut Criterion) {
     assert_eq!(metrics.lookup_miss.get(), 0);
 
     let mut g = c.benchmark_group("k8sattributes_1000_spans_50_pods");
-    g.throughput(Throughput::Elements((RESOURCES * SPANS_PER_RESOURCE) as u64));
+    g.throughput(Throughput::Elements(
+        (RESOURCES * SPANS_PER_RESOURCE) as u64,
+    ));
     g.bench_function("kernel", |b| {
         b.iter(|| {
             let mut p = black_box(&payload).clone();

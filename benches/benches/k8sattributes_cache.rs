@@ -11,10 +11,8 @@
 //!
 //! `cargo bench -p sluice-benches --bench k8sattributes_cache`
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_benches::k8s::pod;
@@ -26,30 +24,8 @@ use sluice_k8s::k8sattributes::config::K8sAttributesConfig;
 use sluice_k8s::k8sattributes::watch::{Environment, WatchTiming};
 use sluice_k8s::testing::FakeApiServer;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: sluice_benches::alloc::Counting = sluice_benches::alloc::Counting;
 
 const PODS: usize = 10_000;
 
@@ -64,13 +40,13 @@ fn main() {
     .expect("config compiles");
 
     // Memory per cached pod.
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = sluice_benches::alloc::live();
     let mut cache = PodCache::new();
     for i in 0..PODS {
         let entry = PodEntry::from_api(&pod(i), &config, &cache);
         cache.add_or_update(entry, &config.associations);
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = sluice_benches::alloc::live();
     println!(
         "cache: {PODS} pods, {} identifiers, {:.0} bytes per pod",
         cache.len(),
@@ -110,11 +86,7 @@ fn main() {
             let t0 = Instant::now();
             instance.start().await.expect("synced");
             let took = t0.elapsed();
-            let pods = instance
-                .cache()
-                .read()
-                .expect("cache")
-                .distinct_pods();
+            let pods = instance.cache().read().expect("cache").distinct_pods();
             assert_eq!(pods, PODS, "every pod cached");
             times.push(took);
             instance.stop();

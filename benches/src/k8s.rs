@@ -61,7 +61,9 @@ pub fn pod(i: usize) -> Pod {
         node_name: Some(format!("ip-10-0-{}-7.ec2.internal", i % 20)),
         containers: vec![Container {
             name: app.into(),
-            image: Some(format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/{app}:1.4.2")),
+            image: Some(format!(
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/{app}:1.4.2"
+            )),
             ..Default::default()
         }],
         ..Default::default()
@@ -104,7 +106,10 @@ pub fn request_from_pods(pods: &[usize], spans_per: usize) -> ExportTraceService
             .map(|&i| ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
-                        kv("service.name", ["checkout", "cart", "payment", "frontend", "inventory"][i % 5]),
+                        kv(
+                            "service.name",
+                            ["checkout", "cart", "payment", "frontend", "inventory"][i % 5],
+                        ),
                         kv("service.version", "1.4.2"),
                         kv("telemetry.sdk.name", "opentelemetry"),
                         kv("telemetry.sdk.language", "java"),
@@ -156,8 +161,12 @@ pub fn enrich_per_resource_map(payload: &Payload, cache: &PodCache) -> RecordBat
     let dict = keys.values().as_string::<i32>();
     let types = attrs.column(2).as_primitive::<UInt8Type>();
     let strs = attrs.column(3).as_string::<i32>();
-    let ints = attrs.column(4).as_primitive::<arrow::datatypes::Int64Type>();
-    let doubles = attrs.column(5).as_primitive::<arrow::datatypes::Float64Type>();
+    let ints = attrs
+        .column(4)
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    let doubles = attrs
+        .column(5)
+        .as_primitive::<arrow::datatypes::Float64Type>();
     let bools = attrs.column(6).as_boolean();
     let bytes = attrs.column(7).as_binary::<i32>();
     let mut maps: Vec<Vec<(String, MapValue)>> = vec![Vec::new(); n];

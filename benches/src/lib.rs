@@ -1,5 +1,6 @@
 //! Shared helpers for sluice benchmarks.
 
+pub mod alloc;
 pub mod gateway;
 pub mod k8s;
 pub mod per_span;

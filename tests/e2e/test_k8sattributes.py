@@ -152,9 +152,6 @@ def test_sdk_spans_get_their_pods_metadata_from_the_fake_cluster(sluice, sink, c
     for sp in ours(sink):
         assert sp["resource"] == {
             "service.name": "checkout",
-            "telemetry.sdk.language": sp["resource"]["telemetry.sdk.language"],
-            "telemetry.sdk.name": sp["resource"]["telemetry.sdk.name"],
-            "telemetry.sdk.version": sp["resource"]["telemetry.sdk.version"],
             "k8s.namespace.name": "shop",
             "k8s.pod.name": "checkout-7d9f6c5b8-aaaaa",
             "k8s.pod.uid": "uid-old",

@@ -243,17 +243,20 @@ impl PodCache {
     /// the cache.
     pub fn add_or_update(&mut self, pod: PodEntry, associations: &[Association]) -> bool {
         let pod = Arc::new(pod);
-        let mut new = true;
-        for id in Self::identifiers(&pod, associations) {
-            if let Some(held) = self.pods.get(&id) {
-                if held.uid == pod.uid {
-                    new = false;
-                } else if let (Some(ours), Some(theirs)) = (pod.start_time, held.start_time)
-                    && ours < theirs
-                {
-                    // The identifier belongs to a pod that started later (IP reuse).
-                    continue;
-                }
+        let ids = Self::identifiers(&pod, associations);
+        // Judged before inserting: an association may repeat one of the always-kept
+        // identifiers (a `connection` source is the IP identifier too).
+        let new = !ids
+            .iter()
+            .any(|id| self.pods.get(id).is_some_and(|p| p.uid == pod.uid));
+        for id in ids {
+            if let Some(held) = self.pods.get(&id)
+                && held.uid != pod.uid
+                && let (Some(ours), Some(theirs)) = (pod.start_time, held.start_time)
+                && ours < theirs
+            {
+                // The identifier belongs to a pod that started later (IP reuse).
+                continue;
             }
             self.pods.insert(id, pod.clone());
         }
@@ -707,6 +710,12 @@ mod tests {
         assert_eq!(c.len(), 4);
         assert_eq!(c.distinct_pods(), 2);
         assert!(!c.add_or_update(pod("a", "10.0.0.1", 1), &[]), "an update");
+        // An association that repeats the IP identifier: still one new pod, then an update.
+        let by_connection = [Association {
+            sources: vec![Source::Connection],
+        }];
+        assert!(c.add_or_update(pod("b", "10.0.0.2", 1), &by_connection));
+        assert!(!c.add_or_update(pod("b", "10.0.0.2", 1), &by_connection));
     }
 
     #[test]

@@ -20,50 +20,69 @@ use super::cache::{KeyBuilder, PodCache};
 use super::config::{Compiled, Source};
 
 const POD_IP: &str = "k8s.pod.ip";
-const CLIENT_IP: &str = "ip";
 const HOST_NAME: &str = "host.name";
-const NAMESPACE: &str = "k8s.namespace.name";
-const NODE: &str = "k8s.node.name";
-const CONTAINER_NAME: &str = "k8s.container.name";
-const CONTAINER_ID: &str = "container.id";
 
-/// The resource attributes enrichment reads, found once per payload.
+/// The attributes every resource is looked at for, in this order: their slots in
+/// [`Lookup::keys`] are their positions here.
+const ALWAYS_READ: [&str; 7] = [
+    POD_IP,
+    "ip",
+    HOST_NAME,
+    "k8s.namespace.name",
+    "k8s.node.name",
+    "k8s.container.name",
+    "container.id",
+];
+const POD_IP_SLOT: usize = 0;
+const CLIENT_IP_SLOT: usize = 1;
+const HOST_NAME_SLOT: usize = 2;
+const NAMESPACE_SLOT: usize = 3;
+const NODE_SLOT: usize = 4;
+const CONTAINER_NAME_SLOT: usize = 5;
+const CONTAINER_ID_SLOT: usize = 6;
+
+/// The resource attributes enrichment reads, found once per payload, and the associations
+/// with each source's attribute resolved to its place among them (once, at build).
 #[derive(Debug, Clone)]
 pub struct Lookup {
     keys: Vec<String>,
+    associations: Vec<Vec<SourceSlot>>,
+}
+
+/// An association source, its attribute as a slot of [`Lookup::keys`].
+#[derive(Debug, Clone, Copy)]
+enum SourceSlot {
+    Connection,
+    Attribute { slot: usize, host_name: bool },
 }
 
 impl Lookup {
     pub fn new(config: &Compiled) -> Self {
-        let mut keys: Vec<String> = [
-            POD_IP,
-            CLIENT_IP,
-            HOST_NAME,
-            NAMESPACE,
-            NODE,
-            CONTAINER_NAME,
-            CONTAINER_ID,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut keys: Vec<String> = ALWAYS_READ.iter().map(|s| s.to_string()).collect();
+        let mut associations = Vec::new();
         for a in &config.associations {
+            let mut sources = Vec::new();
             for s in &a.sources {
-                if let Source::ResourceAttribute(n) = s
-                    && !keys.contains(n)
-                {
-                    keys.push(n.clone());
-                }
+                sources.push(match s {
+                    Source::Connection => SourceSlot::Connection,
+                    Source::ResourceAttribute(n) => {
+                        let slot = match keys.iter().position(|k| k == n) {
+                            Some(i) => i,
+                            None => {
+                                keys.push(n.clone());
+                                keys.len() - 1
+                            }
+                        };
+                        SourceSlot::Attribute {
+                            slot,
+                            host_name: n == HOST_NAME,
+                        }
+                    }
+                });
             }
+            associations.push(sources);
         }
-        Lookup { keys }
-    }
-
-    fn slot(&self, key: &str) -> usize {
-        self.keys
-            .iter()
-            .position(|k| k == key)
-            .expect("every key enrichment reads is in the lookup")
+        Lookup { keys, associations }
     }
 }
 
@@ -117,24 +136,6 @@ pub fn enrich(
             .then(|| strs.value(row))
             .filter(|s| !s.is_empty())
     };
-    let [
-        pod_ip,
-        client_ip,
-        host_name,
-        namespace,
-        node,
-        container_name,
-        container_id,
-    ] = [
-        POD_IP,
-        CLIENT_IP,
-        HOST_NAME,
-        NAMESPACE,
-        NODE,
-        CONTAINER_NAME,
-        CONTAINER_ID,
-    ]
-    .map(|k| lookup.slot(k));
     let rules = &config.rules;
     let add_pod_ip = config.passthrough || rules.pod_ip;
     let mut add = StringsPerParent::with_capacity(n, n * 12);
@@ -145,37 +146,35 @@ pub fn enrich(
         // The first connection-kind value of the identifier (what `k8s.pod.ip` gets).
         let mut connection: Option<&str> = None;
         if config.associations.is_empty() {
-            let ip = value(pod_ip, r)
-                .or_else(|| value(client_ip, r))
+            let ip = value(POD_IP_SLOT, r)
+                .or_else(|| value(CLIENT_IP_SLOT, r))
                 .or(origin.as_deref())
-                .or_else(|| value(host_name, r).filter(|h| h.parse::<IpAddr>().is_ok()));
+                .or_else(|| value(HOST_NAME_SLOT, r).filter(|h| h.parse::<IpAddr>().is_ok()));
             if let Some(ip) = ip {
                 key.connection(ip);
                 connection = Some(ip);
             }
         } else {
-            for a in &config.associations {
+            for a in &lookup.associations {
                 key.clear();
                 connection = None;
                 let mut resolved = true;
-                for s in &a.sources {
-                    match s {
-                        Source::Connection => match origin.as_deref() {
+                for s in a {
+                    match *s {
+                        SourceSlot::Connection => match origin.as_deref() {
                             Some(ip) => {
                                 key.connection(ip);
                                 connection.get_or_insert(ip);
                             }
                             None => resolved = false,
                         },
-                        Source::ResourceAttribute(name) => {
-                            match value(lookup.slot(name), r) {
-                                // host.name identifies a pod only when it holds an IP.
-                                Some(v) if name != HOST_NAME || v.parse::<IpAddr>().is_ok() => {
-                                    key.resource_attribute(name, v)
-                                }
-                                _ => resolved = false,
+                        SourceSlot::Attribute { slot, host_name } => match value(slot, r) {
+                            // host.name identifies a pod only when it holds an IP.
+                            Some(v) if !host_name || v.parse::<IpAddr>().is_ok() => {
+                                key.resource_attribute(&lookup.keys[slot], v)
                             }
-                        }
+                            _ => resolved = false,
+                        },
                     }
                     if !resolved {
                         break;
@@ -211,7 +210,7 @@ pub fn enrich(
             for (k, v) in &p.attributes {
                 add.push(k, v);
             }
-            let container = match (value(container_name, r), value(container_id, r)) {
+            let container = match (value(CONTAINER_NAME_SLOT, r), value(CONTAINER_ID_SLOT, r)) {
                 (Some(name), _) => p.containers.iter().find(|c| c.name == name),
                 (None, Some(id)) => p.containers.iter().find(|c| c.ids.iter().any(|i| i == id)),
                 (None, None) if p.containers.len() == 1 => p.containers.first(),
@@ -230,7 +229,7 @@ pub fn enrich(
         let ns = pod
             .map(|p| p.namespace.as_str())
             .filter(|s| !s.is_empty())
-            .or_else(|| value(namespace, r));
+            .or_else(|| value(NAMESPACE_SLOT, r));
         if let Some(entry) = ns.and_then(|ns| cache.namespace(ns)) {
             for (k, v) in &entry.attributes {
                 add.push(k, v);
@@ -239,7 +238,7 @@ pub fn enrich(
         let node_name = pod
             .map(|p| p.node_name.as_str())
             .filter(|s| !s.is_empty())
-            .or_else(|| value(node, r));
+            .or_else(|| value(NODE_SLOT, r));
         if let Some(entry) = node_name.and_then(|n| cache.node(n)) {
             for (k, v) in &entry.attributes {
                 add.push(k, v);
