@@ -41,6 +41,10 @@
 //!   touched. One pass builds an index list, then one interleave per column.
 //! - [`lookup`]: the typed value of key K for every parent row (null where absent): the
 //!   source of `from_attribute`, and of any OTTL expression that reads `attributes["k"]`.
+//! - [`insert_strings`]: many string attributes per parent, each added where the parent lacks
+//!   the key (optionally also where its value is empty), in one rebuild: what an enrichment
+//!   that looks each parent up somewhere (`k8sattributes`' pod cache) produces, as
+//!   [`StringsPerParent`].
 //!
 //! Per-row by nature (each value is hashed, parsed or matched on its own; no heap allocation
 //! per row: hex goes through a stack buffer, regex captures reuse one location buffer):
