@@ -151,7 +151,8 @@ enum MapValue {
 /// The per-resource-map baseline of the enrichment: each resource's attributes copied out of
 /// the table into a map of owned keys and values (as the Collector holds a resource's
 /// `pcommon.Map`), the pod looked up by `k8s.pod.ip` (the same cache, the same one lookup),
-/// the pod's attributes inserted where absent (a `String` copy each, as `PutStr` makes), and
+/// the pod's and its container's attributes inserted where absent (a `String` copy each, as
+/// `PutStr` makes), and
 /// the resource attribute table built again from the maps, row by row.
 pub fn enrich_per_resource_map(payload: &Payload, cache: &PodCache) -> RecordBatch {
     let n = payload.table(Table::Resources).num_rows();
@@ -194,7 +195,12 @@ pub fn enrich_per_resource_map(payload: &Payload, cache: &PodCache) -> RecordBat
         key.clear();
         key.connection(&ip);
         if let Some(pod) = cache.pod(key.as_str()) {
-            for (k, v) in &pod.attributes {
+            // The pod's attributes, then its only container's (as the kernel's enrichment).
+            let container = match pod.containers.as_slice() {
+                [only] => only.attributes.as_slice(),
+                _ => &[],
+            };
+            for (k, v) in pod.attributes.iter().chain(container) {
                 if !m.iter().any(|(have, _)| have == k) {
                     m.push((k.clone(), MapValue::Str(v.clone())));
                 }
