@@ -11,8 +11,9 @@ step() { echo; echo "==> $*"; }
 step "setup test environment"
 bash scripts/setup-test-env.sh
 
-step "cargo build (sluice binary)"
+step "cargo build (sluice binary, the fake Kubernetes API server for the agent tests)"
 cargo build --bin sluice
+cargo build -p sluice-k8s --features testing --bin sluice-fake-apiserver
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

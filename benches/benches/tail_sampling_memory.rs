@@ -16,9 +16,7 @@
 //!
 //! `cargo bench -p sluice-benches --bench tail_sampling_memory`
 
-use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
@@ -29,30 +27,8 @@ use sluice_engine::component::{ComponentId, Consumer};
 use sluice_engine::processors::tail_sampling::{Options, TailSampling, TailSamplingConfig};
 use sluice_engine::telemetry::Telemetry;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: sluice_benches::alloc::Counting = sluice_benches::alloc::Counting;
 
 /// Request `k` of an input, as protobuf bytes.
 fn request(input: &str, k: u64) -> Vec<u8> {
@@ -106,7 +82,7 @@ fn main() {
         .expect("config");
         let telemetry = Telemetry::new();
         let clock = VirtualClock::new(t0);
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = sluice_benches::alloc::live();
         let ts = TailSampling::new(
             &config,
             &ComponentId::parse("tail_sampling").expect("id"),
@@ -125,7 +101,7 @@ fn main() {
                     .expect("consume");
             }
         });
-        let live = LIVE.load(Ordering::Relaxed) - before;
+        let live = sluice_benches::alloc::live() - before;
         let spans = (requests * 1000) as f64;
         let gauge = telemetry
             .value(

@@ -1,6 +1,8 @@
 //! Shared helpers for sluice benchmarks.
 
+pub mod alloc;
 pub mod gateway;
+pub mod k8s;
 pub mod per_span;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -7,7 +7,10 @@
 //!
 //! The deployment configs live beside the crate, under `k8s/config/`.
 
+pub mod k8sattributes;
 pub mod kubeletstats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -15,5 +18,8 @@ use sluice_engine::component::Factory;
 
 /// Every component factory of this crate.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    vec![Arc::new(kubeletstats::KubeletStatsFactory)]
+    vec![
+        Arc::new(k8sattributes::K8sAttributesFactory::default()),
+        Arc::new(kubeletstats::KubeletStatsFactory),
+    ]
 }

@@ -41,6 +41,10 @@
 //!   touched. One pass builds an index list, then one interleave per column.
 //! - [`lookup`]: the typed value of key K for every parent row (null where absent): the
 //!   source of `from_attribute`, and of any OTTL expression that reads `attributes["k"]`.
+//! - [`insert_strings`]: many string attributes per parent, each added where the parent lacks
+//!   the key (optionally also where its value is empty), in one rebuild: what an enrichment
+//!   that looks each parent up somewhere (`k8sattributes`' pod cache) produces, as
+//!   [`StringsPerParent`].
 //!
 //! Per-row by nature (each value is hashed, parsed or matched on its own; no heap allocation
 //! per row: hex goes through a stack buffer, regex captures reuse one location buffer):
@@ -1489,6 +1493,270 @@ pub fn replace_in_keys<'r>(
         columns.push(compute::take(c.as_ref(), &take_idx, None)?);
     }
     Ok(RecordBatch::try_new(attrs.schema(), columns)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many string attributes per parent, where absent
+// ---------------------------------------------------------------------------------------------
+
+/// String attributes to add, grouped by parent row, in parent order: what an enrichment finds
+/// for each parent (the pod metadata of a resource, say). Built by pushing each parent's pairs
+/// and closing it with [`StringsPerParent::end_parent`]; the strings are borrowed from
+/// wherever they live (a cache), nothing is copied until the table is rebuilt.
+#[derive(Clone, Debug, Default)]
+pub struct StringsPerParent<'a> {
+    /// Parent `p`'s pairs are `pairs[ends[p - 1]..ends[p]]`.
+    ends: Vec<u32>,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> StringsPerParent<'a> {
+    pub fn with_capacity(parents: usize, pairs: usize) -> Self {
+        StringsPerParent {
+            ends: Vec::with_capacity(parents),
+            pairs: Vec::with_capacity(pairs),
+        }
+    }
+
+    /// Adds `key = value` to the current parent.
+    pub fn push(&mut self, key: &'a str, value: &'a str) {
+        self.pairs.push((key, value));
+    }
+
+    /// Closes the current parent (possibly with no pairs) and starts the next.
+    pub fn end_parent(&mut self) {
+        self.ends.push(self.pairs.len() as u32);
+    }
+
+    /// Parents closed so far.
+    pub fn num_parents(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Pairs pushed so far, over all parents.
+    pub fn num_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Parent `p`'s pairs.
+    pub fn of(&self, p: usize) -> &[(&'a str, &'a str)] {
+        let start = if p == 0 { 0 } else { self.ends[p - 1] as usize };
+        &self.pairs[start..self.ends[p] as usize]
+    }
+}
+
+/// Whether row `r`'s value reads as the empty string (pdata's `AsString() == ""`): an empty
+/// string or byte string, an `AnyValue` with no value, a key with no value at all.
+fn is_empty_value(attrs: &RecordBatch, r: usize) -> bool {
+    let t = types(attrs).value(r);
+    match AnyValueType::from_u8(t) {
+        Some(AnyValueType::Empty | AnyValueType::Absent) => true,
+        Some(AnyValueType::Str) => {
+            let s = attrs.column(idx::TYPE + 1).as_string::<i32>();
+            s.is_valid(r) && s.value_length(r) == 0
+        }
+        Some(AnyValueType::Bytes) => {
+            let b = attrs.column(idx::VALUES.end - 1).as_binary::<i32>();
+            b.is_valid(r) && b.value_length(r) == 0
+        }
+        _ => false,
+    }
+}
+
+/// Adds each parent's string pairs from `add` (one entry per parent row of `attrs`' parent
+/// table) where the parent has no attribute of that key; with `replace_empty`, also replaces
+/// an existing value that reads as empty (see [`is_empty_value`]: what the Collector's
+/// `k8sattributes` does). Existing values are otherwise never touched; within one parent the
+/// first pair of a key wins. New rows go at the end of their parent's run.
+///
+/// One pass over the table's key indices (keys judged once per dictionary value) finds what
+/// each parent has; the output is one splice of runs of old rows and the new values, as
+/// [`set_key`] does for one key, so adding ten keys costs one rebuild, not ten.
+pub fn insert_strings(
+    attrs: &RecordBatch,
+    add: &StringsPerParent<'_>,
+    replace_empty: bool,
+) -> Result<RecordBatch> {
+    let num_parents = add.num_parents();
+    check_parents(attrs, num_parents)?;
+    if add.num_pairs() == 0 {
+        return Ok(attrs.clone());
+    }
+    // Distinct keys to add, each a slot.
+    let mut slot_of_key: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
+    for (k, _) in &add.pairs {
+        let next = slot_of_key.len() as u32;
+        slot_of_key.entry(k).or_insert(next);
+    }
+    let slots = slot_of_key.len();
+    let dict = keys(attrs);
+    let dict_values = dict.values().as_string::<i32>();
+    // dictionary index -> slot (u32::MAX: a key nobody adds)
+    let slot_of_entry: Vec<u32> = (0..dict_values.len())
+        .map(|i| {
+            if dict_values.is_null(i) {
+                return u32::MAX;
+            }
+            slot_of_key
+                .get(dict_values.value(i))
+                .copied()
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
+    let ids = parent_ids(attrs);
+    let key_idx = dict.keys();
+    // Per slot: the row holding it for the parent being looked at (u32::MAX: none).
+    let mut row_of_slot = vec![u32::MAX; slots];
+    let mut touched: Vec<usize> = Vec::new();
+    let mut added = vec![false; slots];
+    // (row, value): rows whose value is replaced; (position, parent, slot): new rows before
+    // old row `position`, with their values in `insert_values`. Both ascending.
+    let mut updates: Vec<(usize, &str)> = Vec::new();
+    let mut inserts: Vec<(usize, u32, usize)> = Vec::new();
+    let mut insert_values: Vec<&str> = Vec::new();
+    let mut row = 0usize;
+    for p in 0..num_parents {
+        while row < ids.len() && ids[row] as usize == p {
+            if key_idx.is_valid(row) {
+                let s = slot_of_entry
+                    .get(key_idx.value(row) as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                if s != u32::MAX && row_of_slot[s as usize] == u32::MAX {
+                    // The first row of a duplicated key is the one judged.
+                    row_of_slot[s as usize] = row as u32;
+                    touched.push(s as usize);
+                }
+            }
+            row += 1;
+        }
+        for &(k, v) in add.of(p) {
+            let s = slot_of_key[k] as usize;
+            if added[s] {
+                continue;
+            }
+            added[s] = true;
+            touched.push(s);
+            match row_of_slot[s] {
+                u32::MAX => {
+                    inserts.push((row, p as u32, s));
+                    insert_values.push(v);
+                }
+                r if replace_empty && is_empty_value(attrs, r as usize) => {
+                    updates.push((r as usize, v));
+                }
+                _ => {}
+            }
+        }
+        for &s in &touched {
+            row_of_slot[s] = u32::MAX;
+            added[s] = false;
+        }
+        touched.clear();
+    }
+    if updates.is_empty() && inserts.is_empty() {
+        return Ok(attrs.clone());
+    }
+    updates.sort_unstable_by_key(|u| u.0);
+
+    // New values in output order (source 1 of the value runs), and the runs.
+    let n = ids.len();
+    let len = n + inserts.len();
+    let mut new_values = StringBuilder::with_capacity(
+        updates.len() + inserts.len(),
+        updates.iter().map(|u| u.1.len()).sum::<usize>()
+            + insert_values.iter().map(|v| v.len()).sum::<usize>(),
+    );
+    let mut runs: Vec<Run> = Vec::with_capacity(2 * (updates.len() + inserts.len()) + 1);
+    let mut at_row = 0usize;
+    let (mut u, mut i) = (
+        updates.iter().peekable(),
+        inserts.iter().zip(&insert_values).peekable(),
+    );
+    let mut next_new = 0usize;
+    loop {
+        // An update of row r comes before an insert at position r (see `set_key_on`).
+        let (at, value, replaces) = match (u.peek(), i.peek()) {
+            (Some(&&(r, v)), Some(&(&(pos, _, _), _))) if r < pos => {
+                u.next();
+                (r, v, true)
+            }
+            (_, Some(&(&(pos, _, _), &v))) => {
+                i.next();
+                (pos, v, false)
+            }
+            (Some(&&(r, v)), None) => {
+                u.next();
+                (r, v, true)
+            }
+            (None, None) => break,
+        };
+        push_run(&mut runs, 0, at_row, at - at_row);
+        push_run(&mut runs, 1, next_new, 1);
+        new_values.append_value(value);
+        next_new += 1;
+        at_row = if replaces { at + 1 } else { at };
+    }
+    push_run(&mut runs, 0, at_row, n - at_row);
+    let src = AnyValues::from_strings(new_values.finish());
+
+    let schema = attrs.schema();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    if inserts.is_empty() {
+        columns.push(attrs.column(idx::PARENT_ID).clone());
+        columns.push(attrs.column(idx::KEY).clone());
+    } else {
+        columns.push(Arc::new(UInt32Array::new(
+            ScalarBuffer::from(splice(ids, &inserts, |&(_, p, _)| p)),
+            None,
+        )));
+        // Dictionary entries for keys the table does not have yet, appended once each.
+        let mut entry_of_slot = vec![u32::MAX; slots];
+        for (e, &s) in slot_of_entry.iter().enumerate() {
+            if s != u32::MAX && entry_of_slot[s as usize] == u32::MAX {
+                entry_of_slot[s as usize] = e as u32;
+            }
+        }
+        let mut key_of_slot = vec![""; slots];
+        for (k, &s) in &slot_of_key {
+            key_of_slot[s as usize] = k;
+        }
+        let mut extra: Vec<&str> = Vec::new();
+        for &(_, _, s) in &inserts {
+            if entry_of_slot[s] == u32::MAX {
+                entry_of_slot[s] = (dict_values.len() + extra.len()) as u32;
+                extra.push(key_of_slot[s]);
+            }
+        }
+        let dict_out: ArrayRef = if extra.is_empty() {
+            dict.values().clone()
+        } else {
+            compute::concat(&[dict_values, &StringArray::from(extra)])?
+        };
+        let keys = splice(key_idx.values(), &inserts, |&(_, _, s)| entry_of_slot[s]);
+        let key_nulls = key_idx.nulls().map(|nb| {
+            let mut b = super::ranges::Bits::with_capacity(len);
+            let mut r = 0;
+            for &(at, _, _) in &inserts {
+                b.append_range(nb.inner().values(), nb.inner().offset() + r, at - r);
+                b.append_n(1, true);
+                r = at;
+            }
+            b.append_range(nb.inner().values(), nb.inner().offset() + r, nb.len() - r);
+            NullBuffer::new(b.finish())
+        });
+        // SAFETY: every key is an old key of a valid dictionary array (indexing the same
+        // values, a prefix of the extended ones) or an entry found or appended above.
+        columns.push(Arc::new(unsafe {
+            DictionaryArray::<UInt32Type>::new_unchecked(
+                UInt32Array::new(ScalarBuffer::from(keys), key_nulls),
+                dict_out,
+            )
+        }));
+    }
+    let old = rebuild::value_cols(attrs);
+    columns.extend(rebuild::gather_values(&[old, src.columns()], &runs, len)?);
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 mod rebuild;

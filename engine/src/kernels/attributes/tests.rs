@@ -778,3 +778,76 @@ fn duplicate_keys_lookup_reads_the_first_and_set_updates_all() {
         one_parent(vec![("a", V::Int(9)), ("b", V::Int(2)), ("a", V::Int(9))])
     );
 }
+
+/// Per parent, string pairs to add: keys partly from the table's (`a`..`e`), partly new ones
+/// (`new`, `k8s.pod.name`), repeats included (the first of a key wins).
+fn arb_additions(parents: usize) -> impl Strategy<Value = Vec<Vec<(&'static str, &'static str)>>> {
+    let keys = vec!["a", "b", "c", "d", "e", "new", "k8s.pod.name"];
+    let values = vec!["", "pod-1", "10.0.0.7", "web", "héllo"];
+    prop::collection::vec(
+        prop::collection::vec(
+            (prop::sample::select(keys), prop::sample::select(values)),
+            0..5,
+        ),
+        parents,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `insert_strings` against the Collector's `setResourceAttribute` applied pair by pair to
+    /// a per-parent map: absent keys are appended, existing values kept unless empty (with
+    /// `replace_empty`), the first pair of a key wins.
+    #[test]
+    fn insert_strings_matches_model(
+        (m, adds) in arb_model().prop_flat_map(|m| { let n = m.len(); (Just(m), arb_additions(n)) }),
+        replace_empty in any::<bool>(),
+    ) {
+        let mut add = StringsPerParent::with_capacity(m.len(), 0);
+        for pairs in &adds {
+            for (k, v) in pairs {
+                add.push(k, v);
+            }
+            add.end_parent();
+        }
+        let out = insert_strings(&build(&m), &add, replace_empty).unwrap();
+        let mut want = m.clone();
+        for (p, pairs) in adds.iter().enumerate() {
+            let mut done: Vec<&str> = Vec::new();
+            for (k, v) in pairs {
+                if done.contains(k) {
+                    continue;
+                }
+                done.push(k);
+                match want[p].iter_mut().find(|(key, _)| key == k) {
+                    None => want[p].push((k.to_string(), V::Str(v.to_string()))),
+                    Some((_, old)) => {
+                        let empty = match old {
+                            V::Str(s) => s.is_empty(),
+                            V::Bytes(b) => b.is_empty(),
+                            V::Empty | V::Absent => true,
+                            _ => false,
+                        };
+                        if replace_empty && empty {
+                            *old = V::Str(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(read(&out, m.len()), want);
+    }
+}
+
+#[test]
+fn insert_strings_refuses_a_table_with_more_parents_than_given() {
+    let m: Model = vec![vec![], vec![("a".into(), V::Int(1))]];
+    let mut add = StringsPerParent::default();
+    add.push("x", "y");
+    add.end_parent();
+    assert!(matches!(
+        insert_strings(&build(&m), &add, false),
+        Err(KernelError::ParentOutOfRange { .. })
+    ));
+}
