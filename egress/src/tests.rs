@@ -1160,6 +1160,7 @@ async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it
         config.timeout,
         config.max_request_size,
         sluice_engine::telemetry::ExporterMetrics::new(&t, &id),
+        t.memory().holder(&t, "otlp", "queue"),
     )
     .with_spill(kept.clone());
     e.start().await.unwrap();
