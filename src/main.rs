@@ -113,6 +113,7 @@ fn load(files: &[String], registry: &Registry) -> Option<Config> {
 }
 
 fn main() -> ExitCode {
+    process_memory::configure_allocator();
     let cli = Cli::parse();
     let registry = registry();
     match cli.command.unwrap_or(Command::Run) {

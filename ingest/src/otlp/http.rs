@@ -148,13 +148,13 @@ async fn export(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n <= st.limit && !compressed);
+    let mut body = body;
     let mut held = match st.handler.admit(signal, content_length, json) {
         Ok(h) => h,
-        Err(r) => return memory_refusal(enc, &r),
+        Err(r) => return refuse_unread(enc, &r, body, st.limit).await,
     };
     let mut covered = content_length.unwrap_or(0);
     let mut raw = BytesMut::new();
-    let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
@@ -183,7 +183,8 @@ async fn export(
             // Grow by doubling: a few account updates per request, never one per chunk.
             covered = raw.len().max(covered * 2).max(64 * 1024).min(st.limit);
             if let Err(r) = st.handler.reserve_body(signal, &mut held, covered, json) {
-                return memory_refusal(enc, &r);
+                drop(raw);
+                return refuse_unread(enc, &r, body, st.limit).await;
             }
         }
     }
@@ -233,6 +234,21 @@ async fn export(
             &format!("this receiver is not in any {} pipeline", s.as_str()),
         ),
     }
+}
+
+/// A memory refusal before (all of) the body was read. The rest of the body is read and thrown
+/// away (up to `limit` bytes, nothing kept): an HTTP/1.1 connection whose request body is left
+/// unread cannot be reused, and closing it under a client still sending fails that client with
+/// a connection error instead of the 429 it should retry on.
+async fn refuse_unread(enc: Encoding, r: &Refusal, mut body: Body, limit: usize) -> Response {
+    let mut drained = 0usize;
+    while drained <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    memory_refusal(enc, r)
 }
 
 /// A memory refusal: 429 + `Retry-After` when retrying can help, 413 when the request could
