@@ -660,6 +660,7 @@ class Harness:
         r.check("only retryable refusals",
                 sorted(set(refused) - {"ResourceExhausted", "Unavailable"}), [])
         r.extra.update(unloaded_spans_per_s=calm_rate,
+                       unloaded_requests_refused=sum(calm["refused_by_status"].values()),
                        overload_vs_unloaded=r.rate / calm_rate if calm_rate else 0.0,
                        senders=self.overload_senders,
                        requests_refused=sum(refused.values()),
