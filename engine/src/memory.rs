@@ -10,8 +10,8 @@
 //!
 //! - **held**: bytes of payloads that components keep — `batch` buffers, exporter sending
 //!   queues, tail-sampling segments — and **in flight**: what receivers reserve for a request
-//!   (its body and an estimate of its decoded size) *before* reading and decoding it, resized
-//!   to the exact size once decoded, and released when the pipeline returns. Each holder is a
+//!   (its body and an estimate of its decoded size) *before* reading and decoding it, grown to
+//!   the decoded size if the estimate was short, and released when the pipeline returns. Each holder is a
 //!   [`Holder`]; what it keeps is a [`Held`], which gives its bytes back when dropped, so
 //!   bytes return to the account when data leaves (sent, dropped or freed) on every path.
 //! - **untracked**: what RSS shows beyond that (code, runtime, connection buffers, encodings

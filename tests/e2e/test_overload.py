@@ -26,7 +26,11 @@ from conftest import otlp_receiver, sluice_bin
 from otlp_sink import GRPC_METHODS, make_trace_request
 
 LIMIT_MIB = 150
-SPIKE_MIB = 30
+# The Collector's advice is a spike limit of ~20 % of the limit; with 20 % (30 MiB) the peak
+# was 148–170 MiB in debug builds on a busy 2-core machine (the copies processors make of one
+# 15 MiB request are not held bytes, and are seen only at the next RSS sample): 40 MiB of
+# headroom keeps the test about the mechanism, not the machine's load.
+SPIKE_MIB = 40
 OVERLOAD_SECONDS = float(os.environ.get("SLUICE_OVERLOAD_SECONDS", "20"))
 RETRYABLE = {"ResourceExhausted", "Unavailable", "HTTP 429", "HTTP 503"}
 

@@ -154,7 +154,8 @@ async fn export(
         Err(r) => return refuse_unread(enc, &r, body, st.limit).await,
     };
     let mut covered = content_length.unwrap_or(0);
-    let mut raw = BytesMut::new();
+    // Sized from Content-Length: growing by doubling would copy the body and hold two buffers.
+    let mut raw = BytesMut::with_capacity(covered);
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,

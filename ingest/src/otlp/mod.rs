@@ -403,8 +403,9 @@ impl Handler {
     }
 
     /// Decodes and hands one request to the pipelines; returns the number of items accepted.
-    /// `held` is the request's reservation: resized to the decoded payload's size (refused if
-    /// it does not fit) and released when the pipeline has taken the data.
+    /// `held` is the request's reservation: grown to the decoded payload's size if the estimate
+    /// was short (refused if that does not fit), and released when the pipeline has taken the
+    /// data.
     pub(crate) async fn export(
         &self,
         signal: Signal,
@@ -435,7 +436,10 @@ impl Handler {
         };
         payload.origin = origin;
         let n = payload.item_count();
-        let size = payload.memory_size();
+        // The reservation covers the request until the pipeline returns: the processors' copies
+        // of it (filters, attribute rebuilds, tail sampling's partitions) live during that
+        // time, so it only grows here (to the payload's size, if the estimate was short).
+        let size = payload.memory_size().max(held.bytes() as usize);
         if self.limited(signal) {
             if let Err(r) = held.try_resize(size) {
                 self.metrics.refused(signal, n);

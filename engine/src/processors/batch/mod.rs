@@ -222,8 +222,11 @@ impl Shared {
     /// (and holds it itself, if it keeps it).
     async fn send(&self, (parts, mut held): (Vec<Payload>, Held)) {
         let n: usize = parts.iter().map(Payload::item_count).sum();
-        let merged = Payload::concat(self.signal, &parts);
-        drop(parts);
+        // One part needs no merge: concatenating it would only copy it.
+        let merged = match <[Payload; 1]>::try_from(parts) {
+            Ok([one]) => Ok(one),
+            Err(parts) => Payload::concat(self.signal, &parts),
+        };
         let merged = match merged {
             Ok(m) => m,
             Err(e) => {
