@@ -24,6 +24,11 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   tail_sampling (= the traces sent: every trace id unique), traces kept by the `errors` policy
   (= the error traces sent), kept share (50 % of the rest, within 6 sigma), spans in = dropped
   by filter + dropped by sampling + exported, exported = received by the sink.
+- overload: passthrough behind a memory_limiter (benches/e2e/overload.yaml, limit 200 MiB),
+  driven first unloaded (4 senders, --spans) and then by --overload-senders (128) senders for
+  --overload-seconds; the row is the overload run (spans delivered to the sink per second),
+  with the unloaded rate of the same run, the ratio, refusals and peak RSS beside it. Checked:
+  nothing accepted is lost (sink = exported = accepted, in both phases).
 - metrics: the same gateway, `sluice loadgen metrics` into its metrics pipeline, a scraper on
   the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
   asks), so scrape cost is part of the CPU figure; reports scrape size and time.
@@ -57,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "benches" / "e2e"
 GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
-           "metrics"]
+           "metrics", "overload"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -242,12 +247,13 @@ def wait_until(what: str, cond, procs: list[Proc], timeout: float, poll: float =
 
 
 def run_loadgen(h: "Harness", signal_name: str, endpoint: str, count: int, watch: list[Proc],
-                protocol: str = "grpc") -> tuple[dict, float, float]:
+                protocol: str = "grpc", concurrency: int = 4,
+                duration: str = "30m") -> tuple[dict, float, float]:
     """Runs `sluice loadgen` to completion; returns (its JSON report, its CPU seconds, the
     monotonic time it finished). Fails if a watched process dies meanwhile."""
     argv = [h.bin, "loadgen", signal_name, "--endpoint", endpoint, "--protocol", protocol,
-            "--count", str(count), "--duration", "30m", "--batch", str(h.batch),
-            "--pool", str(h.pool), "--json"]
+            "--count", str(count), "--duration", duration, "--batch", str(h.batch),
+            "--pool", str(h.pool), "--concurrency", str(concurrency), "--json"]
     p = Proc(f"loadgen-{signal_name}-{protocol}", argv, dict(os.environ), h.workdir,
              capture_stdout=True)
     deadline = time.monotonic() + h.timeout
@@ -340,6 +346,8 @@ class Harness:
         self.scrape_interval = args.scrape_interval
         self.timeout = args.timeout
         self.overlays = [Path(o).resolve() for o in args.overlay]
+        self.overload_senders = args.overload_senders
+        self.overload_seconds = args.overload_seconds
 
     def sluice(self, name: str, configs: list[Path], env: dict[str, str]) -> Proc:
         argv = [self.bin]
@@ -600,6 +608,66 @@ class Harness:
             r.notes.append("the run ended before the first scrape: raise --points")
         return r
 
+    # ---- unloaded, then overloaded, behind a memory_limiter
+    def overload(self) -> Run:
+        r = Run("overload", "spans")
+        sink, sink_env = self.sink_sluice()
+        env = dict(sink_env, GRPC_PORT=str(free_port()), HEALTH_PORT=str(free_port()),
+                   TELEMETRY_PORT=str(free_port()))
+        s = self.sluice("overload", [E2E / "overload.yaml"], env)
+        tel, sink_tel = int(env["TELEMETRY_PORT"]), int(env["SINK_TELEMETRY_PORT"])
+        endpoint = f"127.0.0.1:{env['GRPC_PORT']}"
+
+        def drained(want: float):
+            # Everything accepted so far sent (or failed: a failed check) and in the sink.
+            m = wait_until("the exporter to send every accepted span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total")
+                + m.get("otelcol_exporter_send_failed_spans_total") >= want else None)(
+                scrape_telemetry(tel)), [sink, s], self.timeout)
+            sm = wait_until("the sink to receive every span", lambda: (
+                lambda x: x if x.get("otelcol_receiver_accepted_spans_total")
+                >= m.get("otelcol_exporter_sent_spans_total") else None)(
+                scrape_telemetry(sink_tel)), [sink], 60)
+            return time.monotonic(), m, sm
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
+            # Unloaded: 4 senders, a fixed count.
+            calm, _, calm_finished = run_loadgen(self, "traces", endpoint, self.spans,
+                                                 [sink, s])
+            calm_end, _, _ = drained(calm["items_accepted"])
+            calm_rate = calm["items_accepted"] / (calm_end - (calm_finished
+                                                               - calm["elapsed_s"]))
+            # Overloaded: many senders for a fixed time, measured from the outside.
+            measure = self.measured(s)
+            Path(f"/proc/{s.pid}/clear_refs").write_text("5")  # reset VmHWM for this phase
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", endpoint, 10**12, [sink, s],
+                concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
+            want = calm["items_accepted"] + report["items_accepted"]
+            end, m, sm = drained(want)
+            r.cpu_s, r.rss_kib = measure()
+        finally:
+            self.stop_checked(s, r)
+            self.stop_checked(sink, r)
+        r.items = report["items_accepted"]
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.check("receiver accepted (self-telemetry) = accepted by the generators",
+                m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
+        r.check("exported = accepted", m.get("otelcol_exporter_sent_spans_total"), want)
+        r.check("received by the sink = exported",
+                sm.get("otelcol_receiver_accepted_spans_total"), want)
+        refused = report["refused_by_status"]
+        r.check("only retryable refusals",
+                sorted(set(refused) - {"ResourceExhausted", "Unavailable"}), [])
+        r.extra.update(unloaded_spans_per_s=calm_rate,
+                       unloaded_requests_refused=sum(calm["refused_by_status"].values()),
+                       overload_vs_unloaded=r.rate / calm_rate if calm_rate else 0.0,
+                       senders=self.overload_senders,
+                       requests_refused=sum(refused.values()),
+                       refused_by_status=json.dumps(refused),
+                       memory_refusals=m.get("sluice_memory_refused_requests_total"))
+        return r
+
     def stop_checked(self, p: Proc, r: Run) -> None:
         if p not in RUNNING:
             return
@@ -701,6 +769,10 @@ def main() -> int:
     ap.add_argument("--overlay", action="append", default=[], metavar="FILE",
                     help="one more --config for the gateway and metrics runs (what-if runs: "
                          "e.g. exporters: {otlp/jaeger: {compression: none}}); repeatable")
+    ap.add_argument("--overload-senders", type=int, default=128,
+                    help="concurrent senders in the overload phase of the overload config")
+    ap.add_argument("--overload-seconds", type=float, default=20,
+                    help="length of the overload phase")
     ap.add_argument("--batch", type=int, default=500, help="items per request")
     ap.add_argument("--pool", type=int, default=64, help="distinct pre-generated requests")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per step before failing")
@@ -713,6 +785,7 @@ def main() -> int:
         args.spans = args.gateway_spans = args.points = 20_000
         args.repeat, args.scrape_interval = 1, 0.2
         args.batch, args.pool = 250, 8
+        args.overload_senders, args.overload_seconds = 16, 2
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:

@@ -7,6 +7,7 @@
 
 mod health_check;
 mod loadgen;
+mod process_memory;
 mod telemetry_server;
 
 use std::process::ExitCode;
@@ -112,6 +113,7 @@ fn load(files: &[String], registry: &Registry) -> Option<Config> {
 }
 
 fn main() -> ExitCode {
+    process_memory::configure_allocator();
     let cli = Cli::parse();
     let registry = registry();
     match cli.command.unwrap_or(Command::Run) {
@@ -216,6 +218,8 @@ fn main() -> ExitCode {
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Workers give their free allocator pages back when a purge was asked for.
+        .on_thread_park(process_memory::on_worker_park)
         .build()
     {
         Ok(r) => Some(r),
@@ -256,6 +260,9 @@ enum Stopped {
 
 async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
     let telemetry = Telemetry::new();
+    telemetry
+        .memory()
+        .set_process(Arc::new(process_memory::LinuxProcess));
     register_process_metrics(&telemetry, std::time::Instant::now());
     let health = Health::default();
     let service = Service::build(&config, &registry, &telemetry, Arc::new(WallClock), health)?;

@@ -236,6 +236,10 @@ fn queued<S: Sender>(
     max_request_size: usize,
 ) -> Arc<dyn Node> {
     let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
+    let memory = ctx
+        .telemetry
+        .memory()
+        .holder(&ctx.telemetry, &ctx.id.to_string(), "queue");
     Arc::new(QueuedExporter::new(
         ctx.id,
         sender,
@@ -244,6 +248,7 @@ fn queued<S: Sender>(
         timeout,
         max_request_size,
         metrics,
+        memory,
     ))
 }
 

@@ -6,7 +6,8 @@
 //! sending_queue:
 //!   enabled: true          # default
 //!   num_consumers: 10      # default: batches sent concurrently
-//!   queue_size: 1000       # default, in batches
+//!   queue_size: 1000       # default, in units of the sizer
+//!   sizer: requests        # default; items (spans, points, records) or bytes
 //!   drain_timeout: 25s     # sluice's: how long shutdown keeps delivering what is queued
 //! retry_on_failure:
 //!   enabled: true
@@ -44,6 +45,15 @@
 //! (the queue was full: the caller got `Unavailable`, so the client was told to retry and
 //! nothing was accepted).
 //!
+//! `sizer` says what `queue_size` counts, as in the Collector: `requests` (batches), `items`, or
+//! `bytes` — for sluice the bytes of the queued Arrow payloads (`Payload::memory_size`, what
+//! the memory limiter counts), where the Collector counts their protobuf size.
+//! `otelcol_exporter_queue_size` / `_capacity` are in the same unit. A payload larger than the
+//! whole capacity is still taken when the queue is empty, so it cannot be refused forever.
+//! Queued and in-flight payloads are held in the memory account
+//! (`sluice_memory_held_bytes{component="<exporter>",kind="queue"}`) until delivered or
+//! dropped; a payload being sent counts twice (the data and its encoding).
+//!
 //! # Logs
 //!
 //! Failed attempts are logged at warn with the exporter, the endpoint and the error, at most
@@ -73,6 +83,7 @@ use sluice_engine::component::{
     BoxFuture, ComponentError, ComponentId, ConsumeError, Consumer, Lifecycle,
 };
 use sluice_engine::config_types::deserialize_duration;
+use sluice_engine::memory::{Held, Holder};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{ExporterMetrics, Gauge};
 use tokio::sync::{mpsc, watch};
@@ -88,6 +99,8 @@ pub struct QueueConfig {
     pub num_consumers: usize,
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
+    #[serde(default)]
+    pub sizer: Sizer,
     /// Accepted; a full queue always refuses (the client retries), never blocks.
     #[serde(default)]
     pub block_on_overflow: bool,
@@ -110,11 +123,41 @@ impl Default for QueueConfig {
             enabled: true,
             num_consumers: default_consumers(),
             queue_size: default_queue_size(),
+            sizer: Sizer::default(),
             block_on_overflow: false,
             storage: None,
             drain_timeout: default_drain_timeout(),
         }
     }
+}
+
+/// What `queue_size` counts (the Collector's `sending_queue.sizer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    #[default]
+    Requests,
+    Items,
+    Bytes,
+}
+
+impl Sizer {
+    /// The size of one queued payload in this sizer's unit.
+    fn size(self, payload: &Payload, bytes: usize) -> u64 {
+        match self {
+            Sizer::Requests => 1,
+            Sizer::Items => payload.item_count() as u64,
+            Sizer::Bytes => bytes as u64,
+        }
+    }
+}
+
+/// A queued payload, its bytes held in the memory account until it is delivered or dropped,
+/// and its size in the sizer's unit.
+struct Queued {
+    payload: Payload,
+    held: Held,
+    size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,8 +361,11 @@ pub struct QueuedExporter<S> {
     inner: Arc<Inner<S>>,
     queue: QueueConfig,
     stopping: AtomicBool,
-    tx: Mutex<Option<mpsc::Sender<Payload>>>,
-    rx: Mutex<Option<mpsc::Receiver<Payload>>>,
+    /// What is queued, in the sizer's unit (the channel itself is unbounded: this bounds it).
+    queued: Arc<AtomicU64>,
+    memory: Holder,
+    tx: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -333,9 +379,10 @@ impl<S: Sender> QueuedExporter<S> {
         timeout: Duration,
         max_request_size: usize,
         metrics: ExporterMetrics,
+        memory: Holder,
     ) -> Self {
         let (tx, rx) = if queue.enabled {
-            let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
+            let (tx, rx) = mpsc::unbounded_channel();
             metrics.queue_capacity.set(queue.queue_size as i64);
             (Some(tx), Some(rx))
         } else {
@@ -364,6 +411,8 @@ impl<S: Sender> QueuedExporter<S> {
             }),
             queue,
             stopping: AtomicBool::new(false),
+            queued: Arc::default(),
+            memory,
             tx: Mutex::new(tx),
             rx: Mutex::new(rx),
             workers: Mutex::new(Vec::new()),
@@ -631,14 +680,37 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             // Queued maybe for long (the exporter may be down): no deferred rebuilds held.
             let mut payload = payload;
             payload.settle();
-            match tx.try_send(payload) {
+            let bytes = payload.memory_size();
+            let size = self.queue.sizer.size(&payload, bytes);
+            let capacity = self.queue.queue_size as u64;
+            // Room for it, or an empty queue (a payload larger than the whole capacity).
+            let fits = self
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                    (q == 0 || q + size <= capacity).then_some(q + size)
+                })
+                .is_ok();
+            if !fits {
+                self.inner.metrics.enqueue_failed(signal, n);
+                return Err(ConsumeError::Unavailable("sending queue is full".into()));
+            }
+            let held = self.memory.hold(bytes);
+            match tx.send(Queued {
+                payload,
+                held,
+                size,
+            }) {
                 Ok(()) => {
-                    self.inner.metrics.queue_size.add(1);
+                    self.inner.metrics.queue_size.add(size as i64);
                     Ok(())
                 }
                 Err(_) => {
+                    self.queued.fetch_sub(size, Ordering::Relaxed);
                     self.inner.metrics.enqueue_failed(signal, n);
-                    Err(ConsumeError::Unavailable("sending queue is full".into()))
+                    Err(ConsumeError::Unavailable(format!(
+                        "exporter {} is shutting down",
+                        self.inner.id
+                    )))
                 }
             }
         })
@@ -654,18 +726,26 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
             let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
             for _ in 0..self.queue.num_consumers.max(1) {
-                let (rx, inner) = (rx.clone(), self.inner.clone());
+                let (rx, inner, queued) = (rx.clone(), self.inner.clone(), self.queued.clone());
                 workers.push(tokio::spawn(async move {
                     loop {
                         let next = rx.lock().await.recv().await;
-                        let Some(p) = next else { return };
-                        inner.metrics.queue_size.add(-1);
+                        let Some(q) = next else { return };
+                        queued.fetch_sub(q.size, Ordering::Relaxed);
+                        inner.metrics.queue_size.add(-(q.size as i64));
+                        // While it is sent the payload is held twice: the Arrow data and its
+                        // encoding (OTLP protobuf is about the size of the Arrow data), so the
+                        // memory limiter sees the send at once, not at its next RSS sample.
+                        let mut held = q.held;
+                        held.resize(held.bytes() as usize * 2);
                         if inner.abandoned() {
-                            inner.give_up_payload(p).await;
+                            inner.give_up_payload(q.payload).await;
                             continue;
                         }
                         // Failures are counted and logged inside; nobody is waiting for them.
-                        let _ = inner.deliver(p).await;
+                        let _ = inner.deliver(q.payload).await;
+                        // Delivered or dropped: its bytes leave the account.
+                        drop(held);
                     }
                 }));
             }

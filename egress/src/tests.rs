@@ -384,6 +384,103 @@ async fn a_full_queue_refuses_and_counts() {
     );
 }
 
+/// `sizer: items` and `sizer: bytes` bound the queue in their unit (the gauges say it in that
+/// unit too); a payload larger than the whole capacity still gets into an empty queue; queued
+/// payloads hold their bytes in the memory account.
+#[tokio::test]
+async fn the_queue_is_sized_in_items_or_bytes_and_holds_its_bytes() {
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/items",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 10, "sizer": "items"}}),
+        &t,
+    );
+    e.consume(spans(0, 6)).await.unwrap();
+    e.consume(spans(6, 4)).await.unwrap();
+    assert!(
+        e.consume(spans(10, 1)).await.is_err(),
+        "10 of 10 items queued"
+    );
+    let q = |id: &str| t.value("otelcol_exporter_queue_size", &[("exporter", id)]);
+    assert_eq!(q("otlp/items"), Some(10.0));
+    let held = t.memory().held();
+    let want = spans(0, 6).memory_size() + spans(6, 4).memory_size();
+    assert_eq!(held, want as u64);
+    assert_eq!(
+        t.value(
+            "sluice_memory_held_bytes",
+            &[("component", "otlp/items"), ("kind", "queue")]
+        ),
+        Some(want as f64)
+    );
+
+    let one = spans(0, 50).memory_size();
+    let b = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/bytes",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": one + one / 2, "sizer": "bytes"}}),
+        &t,
+    );
+    b.consume(spans(0, 50)).await.unwrap();
+    assert!(
+        b.consume(spans(50, 50)).await.is_err(),
+        "a second one does not fit"
+    );
+    assert_eq!(q("otlp/bytes"), Some(one as f64));
+    let tiny = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/tiny",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "sending_queue": {"queue_size": 1, "sizer": "bytes"}}),
+        &t,
+    );
+    tiny.consume(spans(0, 5))
+        .await
+        .expect("an empty queue takes a payload larger than its capacity");
+    drop((e, b, tiny));
+    assert_eq!(t.memory().held(), 0, "dropped with the queues");
+}
+
+/// Bytes held by queued payloads leave the account when they are delivered, and when they are
+/// given up on.
+#[tokio::test]
+async fn delivered_and_failed_payloads_release_their_bytes() {
+    let sink = Sink::default();
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}")}),
+        &t,
+    );
+    e.start().await.unwrap();
+    for i in 0..20 {
+        e.consume(spans(i * 10, 10)).await.unwrap();
+    }
+    eventually("every span delivered", || sink.spans() >= 200).await;
+    eventually("the bytes released", || t.memory().held() == 0).await;
+    e.shutdown().await;
+
+    let down = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/down",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": "http://127.0.0.1:9", "timeout": "200ms", "retry_on_failure": {"enabled": false}}),
+        &t,
+    );
+    down.start().await.unwrap();
+    down.consume(spans(0, 10)).await.unwrap();
+    eventually("the failure counted", || {
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp/down")],
+        ) == Some(10.0)
+    })
+    .await;
+    eventually("the bytes released", || t.memory().held() == 0).await;
+    down.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_outage_delays_delivery_but_loses_nothing() {
     // Reserve a port, then free it: the downstream is down when data is exported.
@@ -1160,6 +1257,7 @@ async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it
         config.timeout,
         config.max_request_size,
         sluice_engine::telemetry::ExporterMetrics::new(&t, &id),
+        t.memory().holder(&t, "otlp", "queue"),
     )
     .with_spill(kept.clone());
     e.start().await.unwrap();

@@ -49,6 +49,13 @@ impl ConsumeError {
 /// Anything that takes payloads: a processor, an exporter, a fan-out.
 pub trait Consumer: Send + Sync + 'static {
     fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>>;
+
+    /// Whether this consumer is a `memory_limiter` (or fans out to one): a receiver feeding it
+    /// asks the memory account for admission before reading and decoding a request, see
+    /// [`crate::memory`].
+    fn memory_limited(&self) -> bool {
+        false
+    }
 }
 
 pub type ConsumerRef = Arc<dyn Consumer>;
@@ -326,6 +333,10 @@ impl Consumer for FanOut {
             }
             result
         })
+    }
+
+    fn memory_limited(&self) -> bool {
+        self.0.iter().any(|c| c.memory_limited())
     }
 }
 

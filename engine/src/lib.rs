@@ -1,5 +1,6 @@
-//! sluice-engine: the data model, the OTLP codec, processors, config model, pipeline graph and
-//! self-telemetry. This crate does no I/O: no sockets, no files; time comes through a clock.
+//! sluice-engine: the data model, the OTLP codec, processors, config model, pipeline graph,
+//! self-telemetry and the memory account. This crate does no I/O: no sockets, no files; time
+//! comes through a clock, process memory figures through [`memory::ProcessMemory`].
 //!
 //! Design note (a deliberate change from the first architecture sketch, which put decoders in
 //! `ingest` and encoders in `egress`): the OTLP <-> Arrow codec lives here, both directions in
@@ -14,6 +15,7 @@ pub mod config_types;
 pub mod connectors;
 pub mod health;
 pub mod kernels;
+pub mod memory;
 pub mod otlp;
 pub mod ottl;
 pub mod payload;

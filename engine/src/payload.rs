@@ -306,17 +306,21 @@ impl Payload {
         self.item_count() == 0
     }
 
-    /// Bytes of Arrow buffers held by this payload (shared buffers are counted once per use).
-    /// A pending table counts what it holds: its base, and its result once built.
+    /// Bytes of Arrow buffers held by this payload: what the memory account counts for it.
+    /// A pending table counts what it holds: its base, and its result once built. All-null
+    /// columns in the process-wide shared zero buffers ([`crate::kernels::nulls`]) count as
+    /// nothing: they are allocated once per process, not per payload. Other buffers shared
+    /// with another payload (fan-out clones, dictionary values shared by the chunks of one
+    /// split) are counted in each: an over-estimate, never an under-estimate.
     pub fn memory_size(&self) -> usize {
+        use crate::kernels::nulls::batch_memory_size;
         self.tables
             .iter()
             .flatten()
             .map(|slot| match slot {
-                Slot::Ready(b) => b.get_array_memory_size(),
+                Slot::Ready(b) => batch_memory_size(b),
                 Slot::Pending(p) => {
-                    p.base.get_array_memory_size()
-                        + p.built.get().map_or(0, |b| b.get_array_memory_size())
+                    batch_memory_size(&p.base) + p.built.get().map_or(0, batch_memory_size)
                 }
             })
             .sum()
@@ -908,7 +912,7 @@ mod tests {
             let f = p.filter(Table::Spans, &mask).unwrap();
             let pending = f.pending(Table::SpanAttrs).expect("span attributes left pending");
             prop_assert_eq!(pending.base().num_rows(), p.table(Table::SpanAttrs).num_rows());
-            prop_assert!(f.memory_size() >= pending.base().get_array_memory_size());
+            prop_assert!(f.memory_size() >= crate::kernels::nulls::batch_memory_size(pending.base()));
             let clone = f.clone();
             let built = f.table(Table::SpanAttrs).clone();
             // Built through one clone: built for the other too (same rows, no second build).
@@ -918,7 +922,7 @@ mod tests {
             settled.settle();
             prop_assert!(settled.pending_rows(Table::SpanAttrs).is_none());
             prop_assert_eq!(settled.table(Table::SpanAttrs), &built);
-            let sizes: usize = settled.tables().map(|(_, b)| b.get_array_memory_size()).sum();
+            let sizes: usize = settled.tables().map(|(_, b)| crate::kernels::nulls::batch_memory_size(b)).sum();
             prop_assert_eq!(settled.memory_size(), sizes);
             prop_assert_eq!(encode_to_vec(&settled), encode_to_vec(&f));
         }

@@ -16,12 +16,18 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::component::ComponentId;
+use crate::memory::MemoryAccount;
 use crate::schema::Signal;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The registry, and the process's memory account (which every component reaches through
+/// the telemetry handle it is built with; see [`crate::memory`]).
 #[derive(Clone, Default)]
-pub struct Telemetry(Arc<Mutex<BTreeMap<&'static str, Family>>>);
+pub struct Telemetry {
+    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    memory: MemoryAccount,
+}
 
 struct Family {
     help: &'static str,
@@ -121,6 +127,11 @@ impl Telemetry {
         Self::default()
     }
 
+    /// The process-wide memory account (bytes held by components, the limiter's view).
+    pub fn memory(&self) -> &MemoryAccount {
+        &self.memory
+    }
+
     /// Runs `f` on the family `name`, creating it with `help` and `kind` on first use.
     fn with_family<R>(
         &self,
@@ -129,7 +140,7 @@ impl Telemetry {
         kind: FamilyKind,
         f: impl FnOnce(&mut Family) -> R,
     ) -> R {
-        let mut fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let fam = fams.entry(name).or_insert_with(|| Family {
             help,
             kind,
@@ -237,7 +248,7 @@ impl Telemetry {
 
     /// The current value of a series, for tests: `None` if it was never registered.
     pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
-        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let series = fams.get(name)?.series.get(&owned(labels))?;
         Some(series_value(series))
     }
@@ -245,7 +256,7 @@ impl Telemetry {
     /// The sum of every series of `name` whose labels include `labels` (as PromQL's
     /// `sum(name{labels})`): `None` if there is none.
     pub fn sum(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
-        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut matching = fams.get(name)?.series.iter().filter(|(have, _)| {
             labels
                 .iter()
@@ -257,7 +268,7 @@ impl Telemetry {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let fams = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::with_capacity(4096);
         for (name, fam) in fams.iter() {
             let (full, ty) = match fam.kind {
@@ -417,12 +428,12 @@ impl ExporterMetrics {
             enqueue_failed: Signal::ALL.map(|s| mk("enqueue_failed", s)),
             queue_size: t.gauge(
                 "otelcol_exporter_queue_size",
-                "Current size of the retry queue (in batches)",
+                "Current size of the retry queue (in the sizer's unit: batches by default)",
                 &labels,
             ),
             queue_capacity: t.gauge(
                 "otelcol_exporter_queue_capacity",
-                "Fixed capacity of the retry queue (in batches)",
+                "Fixed capacity of the retry queue (in the sizer's unit: batches by default)",
                 &labels,
             ),
             t: t.clone(),
@@ -530,6 +541,10 @@ impl ProcessorMetrics {
         self.t
             .counter(name, help_for(name), &[("processor", self.id.as_str())])
     }
+    /// This processor's share of the memory account, of `kind` (`batch`, `tail_sampling`).
+    pub fn memory_holder(&self, kind: &'static str) -> crate::memory::Holder {
+        self.t.memory().holder(&self.t, &self.id, kind)
+    }
     /// A counter of items this processor dropped for `reason` (create once, add per batch).
     pub fn dropped(&self, s: Signal, reason: &str) -> Counter {
         let name = leak_name(format!("otelcol_processor_dropped_{}", s.item_noun()));
@@ -559,14 +574,16 @@ fn help_for(name: &str) -> &'static str {
     leak_name(format!("Number of {}", rest.replace('_', " ")))
 }
 
-/// Registers process metrics: `otelcol_process_memory_rss_bytes` and
+/// Registers process metrics: `otelcol_process_memory_rss_bytes` (from the memory account's
+/// process source, which the binary injects; 0 without one) and
 /// `otelcol_process_uptime_seconds_total`.
 pub fn register_process_metrics(t: &Telemetry, started: std::time::Instant) {
+    let memory = t.memory().clone();
     t.gauge_fn(
         "otelcol_process_memory_rss_bytes",
         "Total physical memory (resident set size)",
         &[],
-        || process_rss_bytes().unwrap_or(0) as f64,
+        move || memory.process().and_then(|p| p.resident()).unwrap_or(0) as f64,
     );
     t.counter_fn(
         "otelcol_process_uptime_seconds",
@@ -574,13 +591,6 @@ pub fn register_process_metrics(t: &Telemetry, started: std::time::Instant) {
         &[],
         move || started.elapsed().as_secs_f64(),
     );
-}
-
-/// Resident set size of this process, from `/proc/self/statm` (Linux).
-pub fn process_rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 #[cfg(test)]

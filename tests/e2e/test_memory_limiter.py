@@ -1,6 +1,7 @@
 """Memory pressure: with the process above memory_limiter's soft limit, sluice refuses new data
-with the status clients retry on (gRPC RESOURCE_EXHAUSTED, HTTP 429 + Retry-After), counts the
-refusals, and keeps serving."""
+before reading it, with the status clients retry on (gRPC RESOURCE_EXHAUSTED with a RetryInfo,
+HTTP 429 + Retry-After), counts the refusals by reason, and keeps serving. (The overload and
+big-request tests are in test_overload.py.)"""
 
 import uuid
 
@@ -36,9 +37,15 @@ def test_over_the_limit_refuses_with_retryable_statuses(sluice):
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
             assert "memory" in e.details()
+            # OTLP clients retry RESOURCE_EXHAUSTED only with a RetryInfo in the details.
+            details = dict(e.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+            assert b"google.rpc.RetryInfo" in details, details
 
-    assert s.metric("otelcol_receiver_refused_spans_total", receiver="otlp", transport="http") == 3
-    assert s.metric("otelcol_receiver_refused_spans_total", receiver="otlp", transport="grpc") == 3
-    assert s.metric("otelcol_processor_refused_spans_total", processor="memory_limiter") == 6
-    assert (s.metric("otelcol_receiver_accepted_spans_total", receiver="otlp", transport="http")
-            or 0) == 0
+    # Refused before the body was read: counted as requests, by reason (no items are known).
+    for transport in ("http", "grpc"):
+        assert s.metric("sluice_memory_refused_requests_total", receiver="otlp",
+                        transport=transport, reason="above_soft_limit") == 1
+    assert s.metric("sluice_memory_limiter_refusing") == 1
+    assert s.metric("sluice_memory_limit_bytes", limit="hard") == 2**20
+    assert (s.metric("otelcol_receiver_accepted_spans_total", receiver="otlp") or 0) == 0
+    assert (s.metric("otelcol_receiver_refused_spans_total", receiver="otlp") or 0) == 0

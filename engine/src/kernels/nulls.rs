@@ -21,7 +21,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
     UInt8Array, UInt32Array, UInt64Array, new_null_array,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -50,6 +50,29 @@ fn zeros(bytes: usize) -> Option<Buffer> {
 /// of the plain types tables use (else, and for very long arrays, as `new_null_array` makes it).
 pub fn null_array(data_type: &DataType, len: usize) -> ArrayRef {
     shared(data_type, len).unwrap_or_else(|| new_null_array(data_type, len))
+}
+
+/// Whether `array` lies in the process-wide zero buffers (an all-null array [`null_array`]
+/// shared): it holds no memory of its own, so memory accounting counts it as nothing.
+pub fn is_shared_zeros(array: &dyn Array) -> bool {
+    let Some(nulls) = array.nulls() else {
+        return false;
+    };
+    let ptr = nulls.buffer().data_ptr();
+    ZEROS
+        .iter()
+        .any(|z| z.get().is_some_and(|b| b.data_ptr() == ptr))
+}
+
+/// Bytes of `batch`'s buffers that it holds: [`RecordBatch::get_array_memory_size`] less the
+/// columns that lie in the shared zero buffers.
+pub fn batch_memory_size(batch: &arrow::array::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .filter(|c| !is_shared_zeros(c.as_ref()))
+        .map(|c| c.get_array_memory_size())
+        .sum()
 }
 
 fn shared(data_type: &DataType, len: usize) -> Option<ArrayRef> {
@@ -120,6 +143,30 @@ mod tests {
                 assert_eq!(&ours, &arrows, "{dt} {len}");
             }
         }
+    }
+
+    #[test]
+    fn shared_arrays_hold_nothing_and_others_do() {
+        let shared = null_array(&DataType::Int64, 1000);
+        assert!(is_shared_zeros(shared.as_ref()));
+        assert!(!is_shared_zeros(
+            new_null_array(&DataType::Int64, 1000).as_ref()
+        ));
+        assert!(!is_shared_zeros(
+            null_array(&DataType::Int64, MAX_SHARED).as_ref()
+        ));
+        let own = Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef;
+        assert!(!is_shared_zeros(own.as_ref()));
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("a", DataType::Int64, true),
+            arrow::datatypes::Field::new("b", DataType::Int64, true),
+        ]));
+        let b = arrow::array::RecordBatch::try_new(
+            schema,
+            vec![null_array(&DataType::Int64, 2), own.clone()],
+        )
+        .unwrap();
+        assert_eq!(batch_memory_size(&b), own.get_array_memory_size());
     }
 
     #[test]

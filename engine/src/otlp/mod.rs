@@ -19,5 +19,8 @@ pub mod testing;
 #[cfg(test)]
 mod roundtrip_tests;
 
-pub use decode::{DecodeError, decode, decode_json, decode_logs, decode_metrics, decode_traces};
+pub use decode::{
+    DecodeError, decode, decode_json, decode_logs, decode_metrics, decode_traces,
+    decoded_size_estimate,
+};
 pub use encode::{EncodeError, encode, encode_json, encode_to_vec};

@@ -1,5 +1,10 @@
 //! OTLP/gRPC: the three `Export` methods served by tonic with a codec that hands over the raw
 //! request bytes, so the only decode is sluice's own, straight to Arrow.
+//!
+//! Admission before reading: the first bytes of a request body are the gRPC message prefix
+//! (compressed flag, 4-byte length), so the size of the message is known before tonic buffers
+//! it. The memory account is asked for that much (and the decoded estimate) first; a refusal
+//! answers at once, and the rest of the body is never read.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -8,7 +13,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
+use http_body_util::BodyExt;
 use sluice_engine::component::ConsumeError;
+use sluice_engine::memory::{Held, Refusal};
 use sluice_engine::schema::Signal;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -21,7 +28,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Status};
 
-use super::{ExportError, GrpcConfig, Handler};
+use super::{ExportError, GrpcConfig, Handler, RETRY_AFTER_SECS, rpc_status_proto};
 
 /// Request and response bodies as raw bytes: decoding is sluice's business, and the response
 /// (an empty `Export*ServiceResponse`) is zero bytes.
@@ -108,6 +115,8 @@ impl<S: OtlpService> NamedService for ExportServer<S> {
 
 struct ExportCall<S> {
     handler: Arc<Handler>,
+    /// The request's reservation, taken before its body was read.
+    held: Option<Held>,
     _s: PhantomData<S>,
 }
 
@@ -117,10 +126,12 @@ impl<S: OtlpService> UnaryService<Bytes> for ExportCall<S> {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let handler = self.handler.clone();
+        let held = self.held.take();
         Box::pin(async move {
             let origin = request.remote_addr();
             let body = request.into_inner();
-            match handler.export(S::SIGNAL, &body, false, origin).await {
+            let held = held.unwrap_or_else(|| handler.in_flight.none());
+            match handler.export(S::SIGNAL, body, false, origin, held).await {
                 Ok(_) => Ok(tonic::Response::new(Bytes::new())),
                 Err(e) => Err(status_of(e)),
             }
@@ -138,6 +149,87 @@ pub(crate) fn status_of(e: ExportError) -> Status {
             "this receiver is not in any {} pipeline",
             s.as_str()
         )),
+        ExportError::Memory(r) => memory_status(&r),
+    }
+}
+
+/// A memory refusal: `RESOURCE_EXHAUSTED`, with `RetryInfo` when retrying can help (OTLP
+/// clients retry `RESOURCE_EXHAUSTED` only then).
+pub(crate) fn memory_status(r: &Refusal) -> Status {
+    let message = r.to_string();
+    let retry = r.is_retryable().then_some(RETRY_AFTER_SECS);
+    let details = rpc_status_proto(Code::ResourceExhausted as u32, &message, retry);
+    Status::with_details(Code::ResourceExhausted, message, Bytes::from(details))
+}
+
+/// The gRPC message prefix: 1 byte compressed flag, 4 bytes big-endian length.
+const PREFIX_LEN: usize = 5;
+
+/// Reads the start of the body until the message prefix is in: (the bytes read, the prefix's
+/// compressed flag and message length), or `None` if the body ended first.
+async fn read_prefix<B>(body: &mut B) -> Result<(Bytes, Option<(bool, usize)>), Status>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    let mut head = bytes::BytesMut::new();
+    while head.len() < PREFIX_LEN {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(mut data) = frame.into_data() {
+                    while data.has_remaining() {
+                        let chunk = data.chunk();
+                        head.extend_from_slice(chunk);
+                        let n = chunk.len();
+                        data.advance(n);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                return Err(Status::cancelled(format!(
+                    "cannot read request: {}",
+                    e.into()
+                )));
+            }
+            None => break,
+        }
+    }
+    let prefix = (head.len() >= PREFIX_LEN).then(|| {
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        (head[0] == 1, len)
+    });
+    Ok((head.freeze(), prefix))
+}
+
+/// A body whose first bytes were already read: them, then the rest.
+struct Prefixed<B> {
+    head: Option<Bytes>,
+    rest: B,
+}
+
+impl<B> http_body::Body for Prefixed<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        if let Some(head) = self.head.take()
+            && !head.is_empty()
+        {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx).map(|f| {
+            f.map(|r| r.map(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))))
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.as_ref().is_none_or(Bytes::is_empty) && self.rest.is_end_stream()
     }
 }
 
@@ -162,12 +254,64 @@ where
             if !export_path {
                 return Ok(Status::unimplemented("only Export is served").into_http());
             }
+            let (parts, body) = req.into_parts();
+            // Pinned on the heap so the start can be read here and the rest by tonic.
+            let mut body = Box::pin(body);
+            let mut held = None;
+            if handler.limited(S::SIGNAL) {
+                // Admission before reading: refused now while memory is above the soft limit;
+                // otherwise the message size is read from its prefix and reserved, with its
+                // decoded estimate, before tonic buffers it.
+                if let Err(r) = handler.admit(S::SIGNAL, None, false) {
+                    return Ok(memory_status(&r).into_http());
+                }
+                let (head, prefix) = match read_prefix(&mut body).await {
+                    Ok(x) => x,
+                    Err(status) => return Ok(status.into_http()),
+                };
+                let mut h = handler.in_flight.none();
+                // An oversized message is tonic's to refuse (OUT_OF_RANGE); a compressed one
+                // is reserved as its wire size now and resized once inflated.
+                if let Some((_, len)) = prefix.filter(|(_, len)| *len <= max)
+                    && let Err(r) = handler.reserve_body(S::SIGNAL, &mut h, len, false)
+                {
+                    return Ok(memory_status(&r).into_http());
+                }
+                held = Some(h);
+                let req = http::Request::from_parts(
+                    parts,
+                    Prefixed {
+                        head: Some(head),
+                        rest: body,
+                    },
+                );
+                return Ok(Self::serve(handler, max, req, held).await);
+            }
+            let req = http::Request::from_parts(parts, body);
+            Ok(Self::serve(handler, max, req, held).await)
+        })
+    }
+}
+
+impl<S: OtlpService> ExportServer<S> {
+    async fn serve<B>(
+        handler: Arc<Handler>,
+        max: usize,
+        req: http::Request<B>,
+        held: Option<Held>,
+    ) -> http::Response<tonic::body::Body>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    {
+        {
             let mut grpc = Grpc::new(RawCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(max);
             let call = ExportCall::<S> {
                 handler: handler.clone(),
+                held,
                 _s: PhantomData,
             };
             let resp = grpc.unary(call, req).await;
@@ -184,10 +328,10 @@ where
                 && header("grpc-message").is_some_and(decompressed_too_large)
             {
                 handler.failed("too_large");
-                return Ok(Status::out_of_range(format!(
+                return Status::out_of_range(format!(
                     "grpc: received message after decompression larger than max (limit {max} bytes)"
                 ))
-                .into_http());
+                .into_http();
             }
             match code {
                 Some(Code::OutOfRange) => handler.failed("too_large"),
@@ -199,8 +343,8 @@ where
                 }
                 _ => {}
             }
-            Ok(resp)
-        })
+            resp
+        }
     }
 }
 

@@ -12,13 +12,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use sluice_engine::component::ConsumeError;
+use sluice_engine::memory::Refusal;
 use sluice_engine::schema::Signal;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{ExportError, Handler, HttpConfig};
+use super::{ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, rpc_status_proto};
 
 #[derive(Clone)]
 struct AppState {
@@ -131,9 +133,45 @@ async fn export(
             );
         }
     };
-    let raw = match Limited::new(body, st.limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let compressed = !matches!(content_encoding.as_str(), "" | "identity");
+    let json = enc == Encoding::Json;
+    // Admission before the body is read: with a Content-Length (of an uncompressed body) the
+    // whole request is reserved now; otherwise the reservation grows as the body arrives.
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n <= st.limit && !compressed);
+    let mut body = body;
+    let mut held = match st.handler.admit(signal, content_length, json) {
+        Ok(h) => h,
+        Err(r) => return refuse_unread(enc, &r, body, st.limit).await,
+    };
+    let mut covered = content_length.unwrap_or(0);
+    // Sized from Content-Length: growing by doubling would copy the body and hold two buffers.
+    let mut raw = BytesMut::with_capacity(covered);
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                st.handler.failed("decode");
+                return status(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read request body: {e}"),
+                );
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if raw.len() + data.len() > st.limit {
             st.handler.failed("too_large");
             return status(
                 enc,
@@ -141,30 +179,26 @@ async fn export(
                 &format!("request body larger than {} bytes", st.limit),
             );
         }
-        Err(e) => {
-            st.handler.failed("decode");
-            return status(
-                enc,
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read request body: {e}"),
-            );
+        raw.extend_from_slice(&data);
+        if raw.len() > covered {
+            // Grow by doubling: a few account updates per request, never one per chunk.
+            covered = raw.len().max(covered * 2).max(64 * 1024).min(st.limit);
+            if let Err(r) = st.handler.reserve_body(signal, &mut held, covered, json) {
+                drop(raw);
+                return refuse_unread(enc, &r, body, st.limit).await;
+            }
         }
-    };
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    }
+    let raw = raw.freeze();
     let body = match content_encoding.as_str() {
-        "" | "identity" => raw.to_vec(),
+        "" | "identity" => raw,
         "gzip" | "x-gzip" => match inflate(flate2::read::MultiGzDecoder::new(&raw[..]), st.limit) {
-            Ok(b) => b,
+            Ok(b) => Bytes::from(b),
             Err(r) => return decompress_error(&st, enc, r),
         },
         "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
             Ok(d) => match inflate(d, st.limit) {
-                Ok(b) => b,
+                Ok(b) => Bytes::from(b),
                 Err(r) => return decompress_error(&st, enc, r),
             },
             Err(e) => return decompress_error(&st, enc, Inflate::Bad(e.to_string())),
@@ -180,11 +214,12 @@ async fn export(
     };
     match st
         .handler
-        .export(signal, &body, enc == Encoding::Json, Some(peer))
+        .export(signal, body, json, Some(peer), held)
         .await
     {
         Ok(_) => success(enc),
         Err(ExportError::Decode(m)) => status(enc, StatusCode::BAD_REQUEST, &m),
+        Err(ExportError::Memory(r)) => memory_refusal(enc, &r),
         Err(ExportError::Consume(ConsumeError::Refused(m))) => {
             retry_later(enc, StatusCode::TOO_MANY_REQUESTS, &m)
         }
@@ -199,6 +234,31 @@ async fn export(
             StatusCode::NOT_FOUND,
             &format!("this receiver is not in any {} pipeline", s.as_str()),
         ),
+    }
+}
+
+/// A memory refusal before (all of) the body was read. The rest of the body is read and thrown
+/// away (up to `limit` bytes, nothing kept): an HTTP/1.1 connection whose request body is left
+/// unread cannot be reused, and closing it under a client still sending fails that client with
+/// a connection error instead of the 429 it should retry on.
+async fn refuse_unread(enc: Encoding, r: &Refusal, mut body: Body, limit: usize) -> Response {
+    let mut drained = 0usize;
+    while drained <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    memory_refusal(enc, r)
+}
+
+/// A memory refusal: 429 + `Retry-After` when retrying can help, 413 when the request could
+/// never fit under the limit.
+fn memory_refusal(enc: Encoding, r: &Refusal) -> Response {
+    if r.is_retryable() {
+        retry_later(enc, StatusCode::TOO_MANY_REQUESTS, &r.to_string())
+    } else {
+        status(enc, StatusCode::PAYLOAD_TOO_LARGE, &r.to_string())
     }
 }
 
@@ -259,6 +319,15 @@ fn success(enc: Encoding) -> Response {
 
 /// An error answer with a `google.rpc.Status` body in the request's encoding.
 fn status(enc: Encoding, code: StatusCode, message: &str) -> Response {
+    status_with_retry(enc, code, message, None)
+}
+
+fn status_with_retry(
+    enc: Encoding,
+    code: StatusCode,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response {
     let grpc_code = match code {
         StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
         StatusCode::NOT_FOUND => 12,           // UNIMPLEMENTED
@@ -268,38 +337,26 @@ fn status(enc: Encoding, code: StatusCode, message: &str) -> Response {
         _ => 3,
     };
     let body = match enc {
-        Encoding::Json => serde_json::json!({"code": grpc_code, "message": message})
-            .to_string()
-            .into_bytes(),
-        Encoding::Protobuf => rpc_status_proto(grpc_code, message),
+        Encoding::Json => match retry_after {
+            None => serde_json::json!({"code": grpc_code, "message": message}),
+            Some(secs) => serde_json::json!({"code": grpc_code, "message": message, "details": [{
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": format!("{secs}s"),
+            }]}),
+        }
+        .to_string()
+        .into_bytes(),
+        Encoding::Protobuf => rpc_status_proto(grpc_code, message, retry_after),
     };
     (code, [(header::CONTENT_TYPE, content_type(enc))], body).into_response()
 }
 
 fn retry_later(enc: Encoding, code: StatusCode, message: &str) -> Response {
-    let mut r = status(enc, code, message);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut r = status_with_retry(enc, code, message, Some(RETRY_AFTER_SECS));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&RETRY_AFTER_SECS.to_string())
+            .unwrap_or(HeaderValue::from_static("1")),
+    );
     r
-}
-
-/// `google.rpc.Status { code = 1; message = 2 }`, hand-encoded (two fields).
-fn rpc_status_proto(code: u32, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 8);
-    out.push(0x08);
-    put_varint(&mut out, u64::from(code));
-    if !message.is_empty() {
-        out.push(0x12);
-        put_varint(&mut out, message.len() as u64);
-        out.extend_from_slice(message.as_bytes());
-    }
-    out
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }

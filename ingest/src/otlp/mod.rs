@@ -25,12 +25,27 @@
 //!
 //! Answers follow the Collector: malformed data -> gRPC `INVALID_ARGUMENT` / HTTP 400 with a
 //! `google.rpc.Status` naming the problem; memory limiter over its limit -> `RESOURCE_EXHAUSTED`
-//! / 429; sending queue full -> `UNAVAILABLE` / 503 (both with `Retry-After` on HTTP, so
-//! clients retry). Too large -> `OUT_OF_RANGE` / 413, whether the message is over
-//! `max_recv_msg_size_mib` as sent or only once decompressed (the message says "larger than
-//! max", which sluice's exporters read as "split and send again"), counted as
-//! `failed_requests{reason="too_large"}`; gRPC-Go answers `RESOURCE_EXHAUSTED` there, but that
-//! code means memory pressure, which a client retries unchanged. Every request's peer address is kept on the payload (`Payload::origin`)
+//! / 429; sending queue full -> `UNAVAILABLE` / 503 (both with `Retry-After` on HTTP and a
+//! `google.rpc.RetryInfo` in the status details, so clients retry). Too large -> `OUT_OF_RANGE`
+//! / 413, whether the message is over `max_recv_msg_size_mib` as sent or only once
+//! decompressed (the message says "larger than max", which sluice's exporters read as "split
+//! and send again"), counted as `failed_requests{reason="too_large"}`; gRPC-Go answers
+//! `RESOURCE_EXHAUSTED` there, but that code means memory pressure, which a client retries
+//! unchanged.
+//!
+//! Admission before work: when a pipeline fed by the receiver starts with `memory_limiter`,
+//! each request asks the process's memory account (`sluice_engine::memory`) for room *before*
+//! its body is read: refused at once while memory is above the soft limit, else it reserves
+//! its size (gRPC: from the message's length prefix; HTTP: from `Content-Length`, or growing
+//! as the body arrives) plus an estimate of its decoded size
+//! (`sluice_engine::otlp::decoded_size_estimate`), grown to the decoded payload's size if the
+//! estimate was short, and released when the pipeline returns (the processors' copies of the
+//! request live until then). A request that does not fit is refused before it is decoded (429
+//! / `RESOURCE_EXHAUSTED` with `RetryInfo`); one that could never fit under the limit gets 413 /
+//! `RESOURCE_EXHAUSTED` without `RetryInfo` (not retryable). These are counted as
+//! `sluice_memory_refused_requests_total{receiver,transport,reason}`; the bytes in flight as
+//! `sluice_memory_held_bytes{component="<receiver>",kind="in_flight"}`. Every request's peer
+//! address is kept on the payload (`Payload::origin`)
 //! for enrichment. Counted: `otelcol_receiver_accepted_*`, `otelcol_receiver_refused_*` and
 //! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type,
 //! tls_handshake).
@@ -50,11 +65,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, ConsumerRef,
     Factory, Kind, Lifecycle, ParsedConfig, Service, SignalConsumers, parse_config,
 };
+use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::{TlsError, TlsServerSetting};
@@ -254,11 +271,16 @@ impl Factory for OtlpReceiverFactory {
     }
 }
 
-/// What both transports share: the pipelines by signal and the counters of one transport.
+/// What both transports share: the pipelines by signal, the counters of one transport, and
+/// the receiver's share of the memory account (requests in flight).
 pub(crate) struct Handler {
     consumers: SignalConsumers,
     metrics: ReceiverMetrics,
     failed: BTreeMap<&'static str, Counter>,
+    /// Per signal: whether the pipelines fed start with a memory limiter (admission first).
+    limited: [bool; 3],
+    in_flight: Holder,
+    refused_requests: BTreeMap<&'static str, Counter>,
 }
 
 /// Why an export request was not accepted.
@@ -269,6 +291,8 @@ pub(crate) enum ExportError {
     Consume(ConsumeError),
     /// No pipeline takes this signal from this receiver.
     NoPipeline(Signal),
+    /// No room in memory for the request (before or right after decoding).
+    Memory(Refusal),
 }
 
 pub(crate) const FAIL_REASONS: [&str; 5] = [
@@ -278,6 +302,9 @@ pub(crate) const FAIL_REASONS: [&str; 5] = [
     "media_type",
     "tls_handshake",
 ];
+
+/// How long clients are asked to wait before retrying a refusal (`Retry-After`, `RetryInfo`).
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
 
 impl Handler {
     fn new(id: &ComponentId, transport: &str, consumers: SignalConsumers, t: &Telemetry) -> Self {
@@ -295,10 +322,27 @@ impl Handler {
                 )
             })
             .collect();
+        let refused_requests = REFUSAL_REASONS
+            .into_iter()
+            .map(|r| {
+                (
+                    r,
+                    t.counter(
+                        "sluice_memory_refused_requests",
+                        "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)",
+                        &[("receiver", id_s.as_str()), ("transport", transport), ("reason", r)],
+                    ),
+                )
+            })
+            .collect();
+        let limited = Signal::ALL.map(|s| consumers.get(&s).is_some_and(|c| c.memory_limited()));
         Handler {
             consumers,
             metrics: ReceiverMetrics::new(t, id, transport),
             failed,
+            limited,
+            in_flight: t.memory().holder(t, &id_s, "in_flight"),
+            refused_requests,
         }
     }
 
@@ -308,23 +352,81 @@ impl Handler {
         }
     }
 
+    fn refused(&self, r: Refusal) -> Refusal {
+        if let Some(c) = self.refused_requests.get(r.reason()) {
+            c.add(1);
+        }
+        r
+    }
+
+    /// Whether requests of `signal` are admitted by the memory limiter.
+    pub(crate) fn limited(&self, signal: Signal) -> bool {
+        self.limited[signal as usize]
+    }
+
+    /// Admission before anything is read: refused while memory is above the soft limit, else
+    /// `wire_len` bytes of body (when known) and their decoded estimate are reserved.
+    pub(crate) fn admit(
+        &self,
+        signal: Signal,
+        wire_len: Option<usize>,
+        json: bool,
+    ) -> Result<Held, Refusal> {
+        if !self.limited(signal) {
+            return Ok(self.in_flight.none());
+        }
+        let account = self.in_flight.account();
+        if account.refusing() {
+            let (used, soft) = (account.used(), account.limits().map_or(0, |l| l.soft));
+            return Err(self.refused(Refusal::AboveSoftLimit { used, soft }));
+        }
+        let need = wire_len.map_or(0, |n| in_flight_bytes(signal, n, json));
+        self.in_flight.admit(need).map_err(|r| self.refused(r))
+    }
+
+    /// Grows (or sets) a request's reservation to cover `body_len` bytes of body and their
+    /// decoded estimate, once the body size is known: refused if it does not fit.
+    pub(crate) fn reserve_body(
+        &self,
+        signal: Signal,
+        held: &mut Held,
+        body_len: usize,
+        json: bool,
+    ) -> Result<(), Refusal> {
+        let need = in_flight_bytes(signal, body_len, json);
+        if self.limited(signal) {
+            held.try_resize(need).map_err(|r| self.refused(r))
+        } else {
+            held.resize(need);
+            Ok(())
+        }
+    }
+
     /// Decodes and hands one request to the pipelines; returns the number of items accepted.
+    /// `held` is the request's reservation: grown to the decoded payload's size if the estimate
+    /// was short (refused if that does not fit), and released when the pipeline has taken the
+    /// data.
     pub(crate) async fn export(
         &self,
         signal: Signal,
-        body: &[u8],
+        body: Bytes,
         json: bool,
         origin: Option<SocketAddr>,
+        mut held: Held,
     ) -> Result<usize, ExportError> {
         let consumer: &ConsumerRef = self
             .consumers
             .get(&signal)
             .ok_or(ExportError::NoPipeline(signal))?;
+        self.reserve_body(signal, &mut held, body.len(), json)
+            .map_err(ExportError::Memory)?;
         let decoded = if json {
-            sluice_engine::otlp::decode_json(signal, body)
+            sluice_engine::otlp::decode_json(signal, &body)
         } else {
-            sluice_engine::otlp::decode(signal, body)
+            sluice_engine::otlp::decode(signal, &body)
         };
+        // The body is not needed once decoded: strings were copied into the columns.
+        drop(body);
         let mut payload = match decoded {
             Ok(p) => p,
             Err(e) => {
@@ -334,7 +436,22 @@ impl Handler {
         };
         payload.origin = origin;
         let n = payload.item_count();
-        match consumer.consume(payload).await {
+        // The reservation covers the request until the pipeline returns: the processors' copies
+        // of it (filters, attribute rebuilds, tail sampling's partitions) live during that
+        // time, so it only grows here (to the payload's size, if the estimate was short).
+        let size = payload.memory_size().max(held.bytes() as usize);
+        if self.limited(signal) {
+            if let Err(r) = held.try_resize(size) {
+                self.metrics.refused(signal, n);
+                return Err(ExportError::Memory(self.refused(r)));
+            }
+        } else {
+            held.resize(size);
+        }
+        let result = consumer.consume(payload).await;
+        // Whoever keeps the data now (a batch buffer, a queue) holds its bytes itself.
+        drop(held);
+        match result {
             Ok(()) => {
                 self.metrics.accepted(signal, n);
                 Ok(n)
@@ -345,6 +462,55 @@ impl Handler {
             }
         }
     }
+}
+
+/// A request in flight: its body and its decoded estimate.
+fn in_flight_bytes(signal: Signal, body_len: usize, json: bool) -> usize {
+    body_len.saturating_add(sluice_engine::otlp::decoded_size_estimate(
+        signal, body_len, json,
+    ))
+}
+
+/// `google.rpc.Status { code = 1; message = 2; details = 3 }`, with a `google.rpc.RetryInfo`
+/// detail when `retry_after` is set (OTLP: `RESOURCE_EXHAUSTED` is retryable exactly when the
+/// server says when to retry), hand-encoded.
+pub(crate) fn rpc_status_proto(code: u32, message: &str, retry_after: Option<u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    out.push(0x08);
+    put_varint(&mut out, u64::from(code));
+    if !message.is_empty() {
+        out.push(0x12);
+        put_varint(&mut out, message.len() as u64);
+        out.extend_from_slice(message.as_bytes());
+    }
+    if let Some(secs) = retry_after {
+        // RetryInfo { retry_delay = 1: Duration { seconds = 1 } }
+        let mut duration = vec![0x08];
+        put_varint(&mut duration, secs);
+        let mut retry_info = vec![0x0a];
+        put_varint(&mut retry_info, duration.len() as u64);
+        retry_info.extend_from_slice(&duration);
+        // Any { type_url = 1; value = 2 }
+        const TYPE_URL: &[u8] = b"type.googleapis.com/google.rpc.RetryInfo";
+        let mut any = vec![0x0a];
+        put_varint(&mut any, TYPE_URL.len() as u64);
+        any.extend_from_slice(TYPE_URL);
+        any.push(0x12);
+        put_varint(&mut any, retry_info.len() as u64);
+        any.extend_from_slice(&retry_info);
+        out.push(0x1a);
+        put_varint(&mut out, any.len() as u64);
+        out.extend_from_slice(&any);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 struct Running {

@@ -26,9 +26,15 @@ use super::*;
 struct Capture {
     got: Mutex<Vec<Payload>>,
     refuse: Mutex<Option<ConsumeError>>,
+    /// Stands for a pipeline that starts with `memory_limiter`.
+    limited: bool,
 }
 
 impl Consumer for Capture {
+    fn memory_limited(&self) -> bool {
+        self.limited
+    }
+
     fn consume(&self, p: sluice_engine::Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
             if let Some(e) = self.refuse.lock().unwrap().clone() {
@@ -60,8 +66,11 @@ struct Rig {
 }
 
 async fn rig(max_body: u64) -> Rig {
-    let cap = Arc::new(Capture::default());
-    let t = Telemetry::new();
+    rig_with(max_body, Capture::default(), Telemetry::new()).await
+}
+
+async fn rig_with(max_body: u64, cap: Capture, t: Telemetry) -> Rig {
+    let cap = Arc::new(cap);
     let consumers: SignalConsumers = Signal::ALL
         .into_iter()
         .map(|s| (s, cap.clone() as ConsumerRef))
@@ -800,4 +809,97 @@ async fn a_missing_certificate_file_fails_startup_naming_it_before_binding() {
         std::net::TcpListener::bind(port).is_ok(),
         "nothing was bound"
     );
+}
+
+/// Admission before reading, against a pipeline that starts with a memory limiter: a request
+/// that fits is taken and its reservation released; above the soft limit requests are refused
+/// before their body is read, with the retryable answers (429 + Retry-After; RESOURCE_EXHAUSTED
+/// with a RetryInfo); a request that could never fit gets 413 / RESOURCE_EXHAUSTED without a
+/// RetryInfo; every refusal is counted by reason.
+#[tokio::test]
+async fn memory_admission_refuses_before_reading() {
+    use sluice_engine::memory::Limits;
+    let t = Telemetry::new();
+    t.memory().set_limits(Limits {
+        soft: 1 << 20,
+        hard: 2 << 20,
+    });
+    let cap = Capture {
+        limited: true,
+        ..Default::default()
+    };
+    let r = rig_with(4 << 20, cap, t.clone()).await;
+    let small = traces(3).encode_to_vec();
+    let http = |body: Vec<u8>| {
+        let addr = r.http;
+        async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let req = ::http::Request::post(format!("http://{addr}/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            client.request(req).await.unwrap()
+        }
+    };
+    let grpc = |req: ExportTraceServiceRequest| {
+        let addr = r.grpc;
+        async move {
+            let mut c = TraceServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            c.export(req).await
+        }
+    };
+    assert_eq!(http(small.clone()).await.status(), 200);
+    grpc(traces(3)).await.unwrap();
+    assert_eq!(r.cap.items(), 6);
+    assert_eq!(t.memory().held(), 0, "reservations released");
+
+    // Larger than the soft limit allows, even with nothing else held: never retryable.
+    let big = traces(20_000).encode_to_vec();
+    assert!(big.len() > 256 << 10);
+    assert_eq!(http(big).await.status(), 413);
+    let e = grpc(traces(20_000)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        !String::from_utf8_lossy(e.details()).contains("RetryInfo"),
+        "{e:?}"
+    );
+
+    // Memory held elsewhere at the soft limit: refused before reading, retryable.
+    let queue = t.memory().holder(&t, "otlp/jaeger", "queue");
+    let full = queue.hold(1 << 20);
+    let resp = http(small.clone()).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let e = grpc(traces(3)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("memory"), "{e:?}");
+    assert!(
+        String::from_utf8_lossy(e.details()).contains("type.googleapis.com/google.rpc.RetryInfo"),
+        "{e:?}"
+    );
+    let refused = |transport: &str, reason: &str| {
+        t.value(
+            "sluice_memory_refused_requests",
+            &[
+                ("receiver", "otlp"),
+                ("transport", transport),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(refused("http", "above_soft_limit"), Some(1.0));
+    assert_eq!(refused("grpc", "above_soft_limit"), Some(1.0));
+    assert_eq!(refused("http", "too_large"), Some(1.0));
+    assert_eq!(refused("grpc", "too_large"), Some(1.0));
+    assert_eq!(r.cap.items(), 6, "nothing refused reached the pipeline");
+
+    // Room again: accepted at once.
+    drop(full);
+    assert_eq!(http(small).await.status(), 200);
+    assert_eq!(t.memory().held(), 0);
+    r.rx.shutdown().await;
 }

@@ -161,6 +161,39 @@ impl From<wire::Error> for DecodeError {
     }
 }
 
+/// Bytes of memory decoding a request of `wire_len` bytes is expected to need at its peak (the
+/// column buffers being filled, with their slack, and for JSON the parsed document and the
+/// protobuf it is turned into), for admission before decoding: receivers reserve this much
+/// from the memory account and resize the reservation to the payload's exact
+/// [`Payload::memory_size`] once decoded.
+///
+/// The factors are measured, not guessed: `tests/decode_peak.rs` (its own counting allocator)
+/// checks that they cover the peak of realistic requests of every signal and of the shapes that
+/// expand most in practice (hundreds of thousands of small spans; a span with a million
+/// repeated attributes). They do not cover the pathological worst case (a request made of empty
+/// messages decodes to ~50 bytes per input byte): such a request is held to the limit by the
+/// resize after decoding, which refuses it if it does not fit.
+pub fn decoded_size_estimate(signal: Signal, wire_len: usize, json: bool) -> usize {
+    let factor = match (json, signal) {
+        (false, Signal::Traces) => DECODE_PEAK_FACTOR_TRACES,
+        (false, _) => DECODE_PEAK_FACTOR_OTHER,
+        (true, _) => DECODE_PEAK_FACTOR_JSON,
+    };
+    wire_len
+        .saturating_mul(factor)
+        .saturating_add(DECODE_PEAK_FIXED)
+}
+
+/// Peak decode memory that does not grow with the request (tables, schemas, small buffers).
+pub const DECODE_PEAK_FIXED: usize = 64 * 1024;
+
+/// Peak decode memory per protobuf byte for traces (see [`decoded_size_estimate`]).
+pub const DECODE_PEAK_FACTOR_TRACES: usize = 4;
+/// ... for metrics and logs.
+pub const DECODE_PEAK_FACTOR_OTHER: usize = 4;
+/// ... per OTLP/JSON byte (serde's document, the prost request, its protobuf, then Arrow).
+pub const DECODE_PEAK_FACTOR_JSON: usize = 16;
+
 /// Decodes a protobuf `Export{Trace,Metrics,Logs}ServiceRequest` of `signal`.
 pub fn decode(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
     match signal {

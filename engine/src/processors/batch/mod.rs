@@ -18,7 +18,8 @@
 //! next consumer refuses is logged and counted as
 //! `otelcol_processor_dropped_*{processor,reason="export_failed"}` — exporters normally
 //! absorb failures in their sending queue, so this is the visible last resort. Shutdown flushes
-//! everything buffered.
+//! everything buffered. What is buffered (and the merged batch on its way out) is held in the
+//! memory account: `sluice_memory_held_bytes{component="<id>",kind="batch"}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,7 @@ use crate::component::{
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
 use crate::config_types::deserialize_duration;
+use crate::memory::{Held, Holder};
 use crate::payload::Payload;
 use crate::schema::Signal;
 use crate::telemetry::{Counter, ProcessorMetrics};
@@ -115,6 +117,7 @@ struct Shared {
     next: ConsumerRef,
     metrics: ProcessorMetrics,
     export_failed: Counter,
+    memory: Holder,
     state: Mutex<State>,
     /// Wakes the worker: size reached, first item after idle, or shutdown.
     wake: Notify,
@@ -122,9 +125,10 @@ struct Shared {
     space: Notify,
 }
 
-#[derive(Default)]
 struct State {
     buffer: Vec<Payload>,
+    /// The buffer's bytes in the memory account.
+    held: Held,
     items: usize,
     /// When the oldest buffered item must be sent.
     deadline: Option<Instant>,
@@ -144,6 +148,14 @@ impl Batch {
         metrics: ProcessorMetrics,
     ) -> Self {
         let export_failed = metrics.dropped(signal, "export_failed");
+        let memory = metrics.memory_holder("batch");
+        let state = State {
+            buffer: Vec::new(),
+            held: memory.none(),
+            items: 0,
+            deadline: None,
+            stopping: false,
+        };
         Batch {
             shared: Arc::new(Shared {
                 config: config.clone(),
@@ -151,7 +163,8 @@ impl Batch {
                 next,
                 metrics,
                 export_failed,
-                state: Mutex::new(State::default()),
+                memory,
+                state: Mutex::new(state),
                 wake: Notify::new(),
                 space: Notify::new(),
             }),
@@ -175,11 +188,11 @@ impl Shared {
     }
 
     /// Takes the next batch if one should be sent now (any buffered items when `all`): the
-    /// oldest buffered payloads up to `send_batch_size` items. Whole payloads, so a batch is at
-    /// most `send_batch_size` plus one arrival less one item, as in the Collector — however
-    /// much piled up while the worker was blocked sending (up to 4 × the batch size), which
-    /// used to leave as one merged payload.
-    fn take(&self, all: bool) -> Option<Vec<Payload>> {
+    /// oldest buffered payloads up to `send_batch_size` items, with their bytes. Whole payloads,
+    /// so a batch is at most `send_batch_size` plus one arrival less one item, as in the
+    /// Collector — however much piled up while the worker was blocked sending (up to 4 × the
+    /// batch size), which used to leave as one merged payload.
+    fn take(&self, all: bool) -> Option<(Vec<Payload>, Held)> {
         let mut st = self.lock();
         let due = st.deadline.is_some_and(|d| Instant::now() >= d);
         if st.items == 0 || !(all || due || st.items >= self.config.send_batch_size) {
@@ -193,16 +206,28 @@ impl Shared {
         let rest = st.buffer.split_off(count);
         let batch = std::mem::replace(&mut st.buffer, rest);
         st.items -= taken.min(st.items);
-        if st.buffer.is_empty() {
+        // Buffered payloads are settled: their size now is their size when they came.
+        let bytes: usize = batch.iter().map(Payload::memory_size).sum();
+        let held = if st.buffer.is_empty() {
             st.items = 0;
             st.deadline = None;
-        }
-        Some(batch)
+            st.held.take()
+        } else {
+            st.held.split(bytes)
+        };
+        Some((batch, held))
     }
 
-    async fn send(&self, parts: Vec<Payload>) {
+    /// Merges and sends; the bytes stay held until the next component has taken the data
+    /// (and holds it itself, if it keeps it).
+    async fn send(&self, (parts, mut held): (Vec<Payload>, Held)) {
         let n: usize = parts.iter().map(Payload::item_count).sum();
-        let merged = match Payload::concat(self.signal, &parts) {
+        // One part needs no merge: concatenating it would only copy it.
+        let merged = match <[Payload; 1]>::try_from(parts) {
+            Ok([one]) => Ok(one),
+            Err(parts) => Payload::concat(self.signal, &parts),
+        };
+        let merged = match merged {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, items = n, "batch: cannot merge payloads; dropping");
@@ -210,6 +235,7 @@ impl Shared {
                 return;
             }
         };
+        held.resize(merged.memory_size());
         let chunks = match merged.split_items(self.config.send_batch_max_size) {
             Ok(c) => c,
             Err(e) => {
@@ -228,6 +254,7 @@ impl Shared {
                 }
             }
         }
+        drop(held);
     }
 
     async fn run(self: Arc<Self>) {
@@ -287,6 +314,7 @@ impl Consumer for Batch {
                         st.items += n;
                         let mut payload = payload;
                         payload.settle();
+                        st.held.absorb(s.memory.hold(payload.memory_size()));
                         st.buffer.push(payload);
                         if st.items >= s.config.send_batch_size {
                             s.wake.notify_one();

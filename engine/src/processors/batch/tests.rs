@@ -214,3 +214,78 @@ fn config_is_checked() {
         .unwrap();
     assert_eq!(e.path, "timeout");
 }
+
+mod memory {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::component::ConsumeError;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(usize),
+        Wait(u64),
+        Refuse(bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..40).prop_map(Op::Push),
+            2 => (1u64..300).prop_map(Op::Wait),
+            1 => any::<bool>().prop_map(Op::Refuse),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever is pushed, flushed by size or timeout, refused downstream (dropped, counted)
+        /// or flushed at shutdown: the bytes the batch holds in the memory account are the
+        /// bytes of what it buffers, and nothing is held once the data has left.
+        #[test]
+        fn held_bytes_follow_the_buffer_and_return_to_zero(
+            size in 1usize..60, max in 0usize..80, ops in prop::collection::vec(op(), 1..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let max = if max != 0 && max < size { 0 } else { max };
+                let (b, cap, t) = batch(size, max, 200);
+                b.start().await.unwrap();
+                let mut pushed = 0;
+                for op in ops {
+                    match op {
+                        Op::Push(n) => {
+                            b.consume(spans(pushed as u64, n)).await.unwrap();
+                            pushed += n;
+                        }
+                        Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        Op::Refuse(on) => {
+                            *cap.refuse.lock().unwrap() =
+                                on.then(|| ConsumeError::Unavailable("down".into()));
+                        }
+                    }
+                    settle().await;
+                    let buffered: usize = {
+                        let st = b.shared.lock();
+                        st.buffer.iter().map(Payload::memory_size).sum()
+                    };
+                    prop_assert_eq!(t.memory().held(), buffered as u64);
+                }
+                b.shutdown().await;
+                let dropped = t
+                    .value(
+                        "otelcol_processor_dropped_spans",
+                        &[("processor", "batch"), ("reason", "export_failed")],
+                    )
+                    .unwrap_or(0.0) as usize;
+                prop_assert_eq!(cap.items() + dropped, pushed);
+                prop_assert_eq!(t.memory().held(), 0);
+                Ok(())
+            })?;
+        }
+    }
+}

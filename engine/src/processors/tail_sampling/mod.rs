@@ -161,9 +161,23 @@ struct Metrics {
     traces_on_memory: Gauge,
     decided_early: Counter,
     buffered_spans: Gauge,
-    buffered_bytes: Gauge,
+    buffered_bytes: BufferedBytes,
     evaluation_errors: Counter,
     tick_panics: Counter,
+}
+
+/// Bytes held by buffered spans: the processor's gauge and its share of the memory account
+/// (which the memory limiter counts), changed together.
+struct BufferedBytes {
+    gauge: Gauge,
+    memory: crate::memory::Holder,
+}
+
+impl BufferedBytes {
+    fn add(&self, delta: i64) {
+        self.gauge.add(delta);
+        self.memory.adjust(delta);
+    }
 }
 
 /// The OpenTelemetry SDK's default histogram bounds (what the Collector's histograms use).
@@ -228,11 +242,14 @@ impl Metrics {
                 "Spans held waiting for a decision (sluice)",
                 &l,
             ),
-            buffered_bytes: t.gauge(
-                "otelcol_processor_tail_sampling_buffered_bytes",
-                "Bytes held by buffered spans and the trace index (sluice)",
-                &l,
-            ),
+            buffered_bytes: BufferedBytes {
+                gauge: t.gauge(
+                    "otelcol_processor_tail_sampling_buffered_bytes",
+                    "Bytes held by buffered spans and the trace index (sluice)",
+                    &l,
+                ),
+                memory: generic.memory_holder("tail_sampling"),
+            },
             evaluation_errors: t.counter(
                 "otelcol_processor_tail_sampling_sampling_policy_evaluation_error",
                 "Count of sampling policy evaluation errors",

@@ -964,6 +964,8 @@ proptest! {
             prop_assert_eq!(h.metric("otelcol_processor_dropped_spans", &[("reason", "export_failed")]), 0.0);
             prop_assert_eq!(h.metric("otelcol_processor_tail_sampling_buffered_spans", &[]), 0.0);
             prop_assert_eq!(h.metric("otelcol_processor_tail_sampling_buffered_bytes", &[]), 0.0);
+            // ... and so is its share of the memory account the memory limiter reads.
+            prop_assert_eq!(h.telemetry.memory().held(), 0);
             Ok(())
         })?;
     }

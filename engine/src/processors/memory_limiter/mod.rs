@@ -11,13 +11,27 @@
 //!     # spike_limit_percentage: 20
 //! ```
 //!
-//! Memory in use (RSS) is sampled every `check_interval` into an atomic, so `consume` costs
-//! one atomic load. Above the soft limit, `consume` returns `Refused`, which receivers answer
-//! with gRPC `RESOURCE_EXHAUSTED` / HTTP 429 + `Retry-After`; nothing already accepted is
-//! dropped. Refusals are counted as `otelcol_processor_refused_*{processor}`. Total memory for
-//! the percentage forms is the cgroup limit when one is set, else the machine's.
+//! The settings and their meaning are the Collector's: above the soft limit new data is
+//! refused (gRPC `RESOURCE_EXHAUSTED`, HTTP 429 + `Retry-After`, so clients retry); nothing
+//! already accepted is dropped. What differs is how memory is measured and where data is
+//! refused (see [`crate::memory`] and `README.md` beside this file):
+//!
+//! - memory in use is the bytes sluice holds (payloads in buffers, queues, tail-sampling
+//!   segments, requests in flight; counted at once) plus what RSS showed beyond them at the
+//!   last `check_interval` sample, not RSS alone;
+//! - a receiver whose pipeline starts with this processor asks for admission *before* reading
+//!   and decoding a request, reserving its body size and an estimate of its decoded size; so a
+//!   burst cannot overshoot between two samples, and refused load costs almost nothing;
+//! - after a spike the allocator is asked to return free memory to the OS, so RSS (and the
+//!   limiter) sees the truth within a sample or two.
+//!
+//! Data reaching this processor has either been admitted (receiver ahead of it) or was
+//! accepted upstream (a connector feeds the pipeline): it is refused only above the *hard*
+//! limit, the backstop. Refusals here are counted as `otelcol_processor_refused_*{processor}`;
+//! refusals before decoding (no items known yet) as
+//! `sluice_memory_refused_requests_total{receiver,transport,reason}`. Total memory for the
+//! percentage forms is the cgroup limit when one is set, else the machine's.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,11 +42,11 @@ use crate::component::{
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
 use crate::config_types::deserialize_opt_duration;
+pub use crate::memory::Limits;
+use crate::memory::{MIB, MemoryAccount};
 use crate::payload::Payload;
 use crate::schema::Signal;
-use crate::telemetry::{Counter, ProcessorMetrics, process_rss_bytes};
-
-const MIB: u64 = 1024 * 1024;
+use crate::telemetry::{Counter, ProcessorMetrics};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,41 +61,6 @@ pub struct MemoryLimiterConfig {
     pub limit_percentage: u64,
     #[serde(default)]
     pub spike_limit_percentage: Option<u64>,
-}
-
-/// Where memory figures come from; injectable so tests can drive the limiter.
-pub trait MemorySource: Send + Sync + 'static {
-    /// Bytes in use now.
-    fn used(&self) -> Option<u64>;
-    /// Bytes available to the process in total (for the percentage settings).
-    fn total(&self) -> Option<u64>;
-}
-
-/// RSS from `/proc/self/statm`; total from the cgroup limit, else `/proc/meminfo`.
-pub struct ProcessMemory;
-
-impl MemorySource for ProcessMemory {
-    fn used(&self) -> Option<u64> {
-        process_rss_bytes()
-    }
-    fn total(&self) -> Option<u64> {
-        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        cgroup.or_else(|| {
-            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-    }
-}
-
-/// The limits in bytes, from config and total memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub hard: u64,
-    pub soft: u64,
 }
 
 impl MemoryLimiterConfig {
@@ -179,7 +158,9 @@ impl Factory for MemoryLimiterFactory {
     ) -> Result<Arc<dyn Node>, ComponentError> {
         let config = ctx.config::<MemoryLimiterConfig>()?;
         let metrics = ProcessorMetrics::new(&ctx.telemetry, &ctx.id);
-        MemoryLimiter::new(&config, signal, next, metrics, Arc::new(ProcessMemory))
+        let account = ctx.telemetry.memory().clone();
+        account.register_telemetry(&ctx.telemetry);
+        MemoryLimiter::new(&config, signal, next, metrics, account)
             .map(|m| Arc::new(m) as Arc<dyn Node>)
             .map_err(|e| ComponentError::new(&ctx.id, e))
     }
@@ -190,70 +171,41 @@ pub struct MemoryLimiter {
     next: ConsumerRef,
     interval: Duration,
     limits: Limits,
-    source: Arc<dyn MemorySource>,
-    refusing: Arc<AtomicBool>,
-    last_used: Arc<AtomicU64>,
+    account: MemoryAccount,
     refused: Counter,
     metrics: ProcessorMetrics,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl MemoryLimiter {
+    /// Sets `config`'s limits on `account` (total memory for the percentage forms from the
+    /// account's process source).
     pub fn new(
         config: &MemoryLimiterConfig,
         signal: Signal,
         next: ConsumerRef,
         metrics: ProcessorMetrics,
-        source: Arc<dyn MemorySource>,
+        account: MemoryAccount,
     ) -> Result<Self, String> {
         let interval = config.check().map_err(|e| e.to_string())?;
-        let limits = config.limits(source.total())?;
+        let total = account.process().and_then(|p| p.total());
+        let limits = config.limits(total)?;
+        account.set_limits(limits);
         Ok(MemoryLimiter {
             signal,
             next,
             interval,
             limits,
-            source,
-            refusing: Arc::default(),
-            last_used: Arc::default(),
+            account,
             refused: metrics.refused(signal),
             metrics,
             ticker: Mutex::new(None),
         })
     }
 
-    /// Samples memory once and updates the refusing flag (what the ticker does each interval).
+    /// Samples memory once (what the ticker does each interval).
     pub fn check_now(&self) {
-        sample(&*self.source, self.limits, &self.refusing, &self.last_used);
-    }
-}
-
-fn sample(source: &dyn MemorySource, limits: Limits, refusing: &AtomicBool, last: &AtomicU64) {
-    let Some(used) = source.used() else { return };
-    last.store(used, Ordering::Relaxed);
-    let was = refusing.load(Ordering::Relaxed);
-    let now = used >= limits.soft;
-    if now != was {
-        refusing.store(now, Ordering::Relaxed);
-        if now {
-            tracing::warn!(
-                used_mib = used / MIB,
-                soft_limit_mib = limits.soft / MIB,
-                "memory usage above soft limit: refusing data"
-            );
-        } else {
-            tracing::info!(
-                used_mib = used / MIB,
-                "memory usage back below soft limit: accepting data"
-            );
-        }
-    }
-    if used >= limits.hard {
-        tracing::warn!(
-            used_mib = used / MIB,
-            hard_limit_mib = limits.hard / MIB,
-            "memory usage above hard limit"
-        );
+        self.account.sample();
     }
 }
 
@@ -262,16 +214,22 @@ impl Consumer for MemoryLimiter {
         Box::pin(async move {
             let n = payload.item_count();
             self.metrics.incoming(self.signal, n);
-            if self.refusing.load(Ordering::Relaxed) {
+            if self.account.above_hard_limit() {
                 self.refused.add(n as u64);
-                return Err(ConsumeError::Refused(
-                    "data refused due to high memory usage".into(),
-                ));
+                return Err(ConsumeError::Refused(format!(
+                    "data refused due to high memory usage: {} MiB in use, hard limit {} MiB",
+                    self.account.used() / MIB,
+                    self.limits.hard / MIB
+                )));
             }
             self.next.consume(payload).await?;
             self.metrics.outgoing(self.signal, n);
             Ok(())
         })
+    }
+
+    fn memory_limited(&self) -> bool {
+        true
     }
 }
 
@@ -279,15 +237,14 @@ impl Lifecycle for MemoryLimiter {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
             self.check_now();
-            let (source, limits) = (self.source.clone(), self.limits);
-            let (refusing, last) = (self.refusing.clone(), self.last_used.clone());
+            let account = self.account.clone();
             let interval = self.interval;
             let handle = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    sample(&*source, limits, &refusing, &last);
+                    account.sample();
                 }
             });
             *self.ticker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
@@ -305,14 +262,17 @@ impl Lifecycle for MemoryLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
     use crate::component::ComponentId;
+    use crate::memory::{ProcessMemory, Refusal};
     use crate::processors::test_support::{Capture, spans};
     use crate::telemetry::Telemetry;
 
     struct Fake(AtomicU64);
-    impl MemorySource for Fake {
-        fn used(&self) -> Option<u64> {
+    impl ProcessMemory for Fake {
+        fn resident(&self) -> Option<u64> {
             Some(self.0.load(Ordering::Relaxed))
         }
         fn total(&self) -> Option<u64> {
@@ -326,38 +286,66 @@ mod tests {
         Ok(c)
     }
 
+    /// Admission (what receivers ask before decoding) follows RSS sampled every interval and
+    /// the soft limit; the processor itself refuses only above the hard limit; and both
+    /// recover as soon as memory drops.
     #[tokio::test(start_paused = true)]
-    async fn refuses_above_the_soft_limit_and_recovers() {
+    async fn admission_follows_the_soft_limit_and_the_processor_the_hard_one() {
         let fake = Arc::new(Fake(AtomicU64::new(100 * MIB)));
         let cap = Capture::default();
         let t = Telemetry::new();
+        t.memory().set_process(fake.clone());
         let c = cfg(
             serde_json::json!({"check_interval": "1s", "limit_mib": 1000, "spike_limit_mib": 200}),
         )
         .unwrap();
         let m = ProcessorMetrics::new(&t, &ComponentId::parse("memory_limiter").unwrap());
-        let ml =
-            MemoryLimiter::new(&c, Signal::Traces, Arc::new(cap.clone()), m, fake.clone()).unwrap();
+        let ml = MemoryLimiter::new(
+            &c,
+            Signal::Traces,
+            Arc::new(cap.clone()),
+            m,
+            t.memory().clone(),
+        )
+        .unwrap();
+        assert!(
+            ml.memory_limited(),
+            "receivers ask this pipeline for admission"
+        );
         assert_eq!(
-            ml.limits,
-            Limits {
+            t.memory().limits(),
+            Some(Limits {
                 hard: 1000 * MIB,
                 soft: 800 * MIB
-            }
+            })
         );
+        let receiver = t.memory().holder(&t, "otlp", "in_flight");
         ml.start().await.unwrap();
+        drop(receiver.admit(10 * MIB as usize).unwrap());
         ml.consume(spans(0, 3)).await.unwrap();
+
         fake.0.store(850 * MIB, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let e = ml.consume(spans(3, 4)).await.unwrap_err();
-        assert_eq!(
-            e,
-            ConsumeError::Refused("data refused due to high memory usage".into())
+        assert!(matches!(
+            receiver.admit(1024),
+            Err(Refusal::AboveSoftLimit { .. })
+        ));
+        // Between the soft and the hard limit, data that was admitted still flows.
+        ml.consume(spans(3, 2)).await.unwrap();
+
+        fake.0.store(1001 * MIB, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let e = ml.consume(spans(5, 4)).await.unwrap_err();
+        assert!(
+            matches!(&e, ConsumeError::Refused(m) if m.contains("hard limit")),
+            "{e:?}"
         );
+
         fake.0.store(700 * MIB, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        ml.consume(spans(7, 2)).await.unwrap();
-        assert_eq!(cap.items(), 5, "refused items were not passed on");
+        drop(receiver.admit(10 * MIB as usize).unwrap());
+        ml.consume(spans(9, 2)).await.unwrap();
+        assert_eq!(cap.items(), 7, "refused items were not passed on");
         assert_eq!(
             t.value(
                 "otelcol_processor_refused_spans",

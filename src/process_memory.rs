@@ -1,0 +1,116 @@
+//! The process's memory as the memory account sees it ([`ProcessMemory`]): resident set size
+//! from `/proc/self/statm`, total memory from the cgroup limit (else `/proc/meminfo`), and the
+//! allocator purge that gives freed memory back to the OS after a spike.
+//!
+//! The purge: mimalloc (the global allocator) keeps freed pages for reuse and returns them to
+//! the OS lazily (`purge_delay`, 1 s in mimalloc v3) and only from the thread that owns them,
+//! when that thread next allocates or frees. After a burst, idle worker threads may sit on
+//! tens of MiB of free pages for a long time: RSS stays high, and a limiter reading RSS would
+//! refuse data that is long gone. `mi_collect(true)` frees a thread's empty pages and purges
+//! free arena memory process-wide, but only for the calling thread's own pages, so a purge is
+//! a request: the epoch below is bumped, and every runtime worker collects when it next parks
+//! (idle), which it does within moments ([`on_worker_park`], registered on the tokio runtime).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sluice_engine::memory::ProcessMemory;
+
+/// mimalloc's `mi_option_purge_delay` (`mi_option_e` in mimalloc.h, v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc return freed memory to the OS at once instead of after its default 1 s
+/// `purge_delay`, unless `MIMALLOC_PURGE_DELAY` is set in the environment (then that wins).
+///
+/// Measured (BENCHMARKS.md, "Memory limiter"): under overload with a 150 MiB limit, peak RSS
+/// 171–175 MiB with the default delay (1000 ms; also with 100 ms) and 140 MiB with 0: freed
+/// pages that wait a second to be purged are exactly the overshoot, because the limiter sees
+/// them as memory in use and the data that replaces them arrives in the meantime.
+pub fn configure_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting an option is a plain store in mimalloc's option table.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
+/// Bumped by every purge request; each thread collects once per new value.
+static PURGE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SEEN_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Called by each tokio worker thread when it parks: collects this thread's free pages if a
+/// purge was asked for since it last did. One relaxed load when there is nothing to do.
+pub fn on_worker_park() {
+    let epoch = PURGE_EPOCH.load(Ordering::Relaxed);
+    if SEEN_EPOCH.with(|s| s.replace(epoch)) != epoch {
+        collect_this_thread();
+    }
+}
+
+fn collect_this_thread() {
+    // SAFETY: mi_collect only walks and frees this thread's allocator state; it is safe to
+    // call at any time from any thread that uses mimalloc.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+pub struct LinuxProcess;
+
+impl ProcessMemory for LinuxProcess {
+    fn resident(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page_size())
+    }
+
+    fn total(&self) -> Option<u64> {
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        cgroup.or_else(|| {
+            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+    }
+
+    fn release_free_memory(&self) {
+        PURGE_EPOCH.fetch_add(1, Ordering::Relaxed);
+        collect_this_thread();
+    }
+}
+
+fn page_size() -> u64 {
+    // statm counts pages; every Linux platform sluice targets uses 4 KiB base pages.
+    4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The purge gives a freed spike back: RSS after freeing 256 MiB of touched memory and
+    /// collecting is well below RSS while it was held (on this thread, which owns the pages).
+    #[test]
+    fn a_freed_spike_leaves_rss_after_a_purge() {
+        let p = LinuxProcess;
+        let before = p.resident().unwrap();
+        let mut blocks: Vec<Vec<u8>> = (0..256).map(|_| vec![1u8; 1 << 20]).collect();
+        blocks.iter_mut().for_each(|b| b[0] = 2);
+        let held = p.resident().unwrap();
+        assert!(held > before + 200 * (1 << 20), "{before} -> {held}");
+        drop(blocks);
+        p.release_free_memory();
+        let after = p.resident().unwrap();
+        assert!(
+            after < before + 64 * (1 << 20),
+            "RSS {} MiB before, {} MiB held, {} MiB after the purge",
+            before >> 20,
+            held >> 20,
+            after >> 20
+        );
+        assert!(p.total().unwrap() > 0);
+    }
+}
