@@ -8,6 +8,7 @@
 //! The deployment configs live beside the crate, under `k8s/config/`.
 
 pub mod kubeletstats;
+pub mod resourcedetection;
 
 use std::sync::Arc;
 
@@ -15,5 +16,8 @@ use sluice_engine::component::Factory;
 
 /// Every component factory of this crate.
 pub fn factories() -> Vec<Arc<dyn Factory>> {
-    vec![Arc::new(kubeletstats::KubeletStatsFactory)]
+    vec![
+        Arc::new(kubeletstats::KubeletStatsFactory),
+        Arc::new(resourcedetection::ResourceDetectionFactory::default()),
+    ]
 }
