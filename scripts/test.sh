@@ -14,6 +14,9 @@ bash scripts/setup-test-env.sh
 step "cargo build (sluice binary)"
 cargo build --bin sluice
 
+step "cargo build (the fake instance metadata service the end-to-end tests run)"
+cargo build -p sluice-k8s --features testing --bin sluice-fake-imds
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-tests=pass
