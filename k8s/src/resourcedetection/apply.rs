@@ -138,3 +138,92 @@ impl ResourceMerge {
         Ok(payload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use proptest::prelude::*;
+    use prost::Message;
+    use sluice_engine::otlp::encode_to_vec;
+    use sluice_engine::otlp::testing::{arb_traces_request, reference_traces};
+
+    use super::*;
+
+    /// The Collector's `MergeResource` and `MergeSchemaURL`, resource by resource, on the
+    /// request itself; a key a sender repeated is updated everywhere, as sluice's kernels keep
+    /// copies equal.
+    fn merge_by_hand(
+        mut req: ExportTraceServiceRequest,
+        d: &DetectedResource,
+        overwrite: bool,
+    ) -> ExportTraceServiceRequest {
+        for rs in &mut req.resource_spans {
+            if rs.schema_url.is_empty() {
+                rs.schema_url = d.schema_url.clone();
+            }
+            if d.attributes.is_empty() {
+                continue;
+            }
+            let attrs = &mut rs.resource.get_or_insert_with(Default::default).attributes;
+            for (k, v) in &d.attributes {
+                let value = Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v.clone())),
+                });
+                if attrs.iter().any(|a| a.key == *k) {
+                    if overwrite {
+                        attrs
+                            .iter_mut()
+                            .filter(|a| a.key == *k)
+                            .for_each(|a| a.value = value.clone());
+                    }
+                } else {
+                    attrs.push(KeyValue {
+                        key: k.clone(),
+                        value,
+                        key_strindex: 0,
+                    });
+                }
+            }
+        }
+        req
+    }
+
+    fn arb_detected() -> impl Strategy<Value = DetectedResource> {
+        let key = prop::sample::select(vec![
+            "service.name",
+            "k8s.pod.name",
+            "a",
+            "cloud.region",
+            "host.name",
+        ]);
+        (
+            prop::collection::btree_map(key, "[a-z0-9 .-]{0,12}", 0..5),
+            prop_oneof![
+                Just(String::new()),
+                Just("https://opentelemetry.io/schemas/1.6.1".to_string())
+            ],
+        )
+            .prop_map(|(attrs, schema_url)| DetectedResource {
+                attributes: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                schema_url,
+            })
+    }
+
+    proptest! {
+        /// Any request, any detected resource, either mode: what sluice sends is what merging
+        /// by hand on the request gives.
+        #[test]
+        fn apply_is_the_collectors_merge(
+            req in arb_traces_request(),
+            detected in arb_detected(),
+            overwrite in any::<bool>(),
+        ) {
+            let merge = ResourceMerge::new(detected.clone(), overwrite);
+            let out = merge.apply(reference_traces(&req)).unwrap();
+            out.validate().unwrap();
+            let got = ExportTraceServiceRequest::decode(encode_to_vec(&out).as_slice()).unwrap();
+            prop_assert_eq!(got, merge_by_hand(req, &detected, overwrite));
+        }
+    }
+}

@@ -343,6 +343,18 @@ impl Enabled {
     pub fn any(&self, names: &[&str]) -> bool {
         names.iter().any(|n| self.on(n))
     }
+
+    /// The enabled ones of `values`, in their order.
+    pub fn pick<'a>(
+        &self,
+        values: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Vec<(String, String)> {
+        values
+            .into_iter()
+            .filter(|(k, _)| self.on(k))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
 }
 
 /// `system.hostname_sources` entries.
@@ -359,14 +371,18 @@ pub enum HostnameSource {
 }
 
 impl HostnameSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            HostnameSource::Dns => "dns",
+            HostnameSource::Os => "os",
+            HostnameSource::Cname => "cname",
+            HostnameSource::Lookup => "lookup",
+        }
+    }
+
     fn parse(s: &str) -> Option<HostnameSource> {
-        Some(match s {
-            "dns" => HostnameSource::Dns,
-            "os" => HostnameSource::Os,
-            "cname" => HostnameSource::Cname,
-            "lookup" => HostnameSource::Lookup,
-            _ => return None,
-        })
+        use HostnameSource::*;
+        [Dns, Os, Cname, Lookup].into_iter().find(|h| h.name() == s)
     }
 }
 

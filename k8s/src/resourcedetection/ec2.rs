@@ -63,11 +63,7 @@ impl Ec2Detector {
             ("host.name", hostname),
         ];
         Ok(DetectedResource {
-            attributes: values
-                .into_iter()
-                .filter(|(k, _)| self.attributes.on(k))
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            attributes: self.attributes.pick(values),
             schema_url: SEMCONV_SCHEMA_URL.to_string(),
         })
     }

@@ -47,8 +47,8 @@ impl SystemDetector {
             let name = match hostname_from(source, host, deadline).await {
                 Ok(name) => name,
                 Err(e) => {
-                    tracing::debug!(detector = "system", ?source, error = %e, "hostname source failed");
-                    failures.push(format!("{source:?}: {e}").to_lowercase());
+                    tracing::debug!(detector = "system", source = source.name(), error = %e, "hostname source failed");
+                    failures.push(format!("{}: {e}", source.name()));
                     continue;
                 }
             };
@@ -60,11 +60,9 @@ impl SystemDetector {
                 ("os.description", os_description),
             ];
             return Ok(DetectedResource {
-                attributes: values
-                    .into_iter()
-                    .filter(|(k, _)| on(k))
-                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                    .collect(),
+                attributes: self
+                    .attributes
+                    .pick(values.into_iter().filter_map(|(k, v)| Some((k, v?)))),
                 schema_url: SEMCONV_SCHEMA_URL.to_string(),
             });
         }
@@ -157,31 +155,20 @@ async fn canonical_name(
     name: &str,
     deadline: Instant,
 ) -> Result<String, DetectError> {
-    if !host.uses_system_resolver() {
-        return Err(DetectError::Unsupported(
-            "no resolver in this environment".into(),
-        ));
-    }
-    let owned = name.to_string();
-    let lookup = async move {
-        tokio::task::spawn_blocking(move || {
-            let hints = dns_lookup::AddrInfoHints {
-                flags: libc::AI_CANONNAME,
-                socktype: libc::SOCK_STREAM,
-                ..Default::default()
-            };
-            let mut infos = dns_lookup::getaddrinfo(Some(&owned), None, Some(hints))
-                .map_err(|e| DetectError::Unreachable(format!("{e:?}")))?;
-            infos
-                .find_map(|i| i.ok()?.canonname)
-                .map(|c| c.trim_end_matches('.').to_string())
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| DetectError::InvalidResponse("no canonical name".into()))
-        })
-        .await
-        .map_err(|e| DetectError::Io(format!("resolver task: {e}")))?
-    };
-    by_deadline(deadline, &format!("canonical name of {name:?}"), lookup).await
+    resolve(host, name, "canonical name", deadline, |name| {
+        let hints = dns_lookup::AddrInfoHints {
+            flags: libc::AI_CANONNAME,
+            socktype: libc::SOCK_STREAM,
+            ..Default::default()
+        };
+        let mut infos = dns_lookup::getaddrinfo(Some(name), None, Some(hints))
+            .map_err(|e| DetectError::Unreachable(format!("{e:?}")))?;
+        infos
+            .find_map(|i| i.ok()?.canonname)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| DetectError::InvalidResponse("no canonical name".into()))
+    })
+    .await
 }
 
 /// The first name a reverse lookup gives for one of `name`'s addresses, without a trailing
@@ -191,6 +178,27 @@ async fn reverse_lookup(
     name: &str,
     deadline: Instant,
 ) -> Result<String, DetectError> {
+    resolve(host, name, "reverse lookup", deadline, |name| {
+        let addrs: Vec<IpAddr> = dns_lookup::lookup_host(name)
+            .map_err(|e| DetectError::Unreachable(format!("{e:?}")))?
+            .collect();
+        addrs
+            .iter()
+            .find_map(|ip| dns_lookup::lookup_addr(ip).ok())
+            .ok_or_else(|| DetectError::Unreachable(format!("no name for any of {addrs:?}")))
+    })
+    .await
+}
+
+/// Runs a (blocking) resolver call for `name` on the blocking pool, abandoned at `deadline`;
+/// the answer without a trailing dot. No resolver in this environment: an error.
+async fn resolve(
+    host: &HostEnvironment,
+    name: &str,
+    what: &str,
+    deadline: Instant,
+    call: impl FnOnce(&str) -> Result<String, DetectError> + Send + 'static,
+) -> Result<String, DetectError> {
     if !host.uses_system_resolver() {
         return Err(DetectError::Unsupported(
             "no resolver in this environment".into(),
@@ -198,20 +206,12 @@ async fn reverse_lookup(
     }
     let owned = name.to_string();
     let lookup = async move {
-        tokio::task::spawn_blocking(move || {
-            let addrs: Vec<IpAddr> = dns_lookup::lookup_host(&owned)
-                .map_err(|e| DetectError::Unreachable(format!("{e:?}")))?
-                .collect();
-            addrs
-                .iter()
-                .find_map(|ip| dns_lookup::lookup_addr(ip).ok())
-                .map(|n| n.trim_end_matches('.').to_string())
-                .ok_or_else(|| DetectError::Unreachable(format!("no name for any of {addrs:?}")))
-        })
-        .await
-        .map_err(|e| DetectError::Io(format!("resolver task: {e}")))?
+        tokio::task::spawn_blocking(move || call(&owned))
+            .await
+            .map_err(|e| DetectError::Io(format!("resolver task: {e}")))?
+            .map(|n| n.trim_end_matches('.').to_string())
     };
-    by_deadline(deadline, &format!("reverse lookup of {name:?}"), lookup).await
+    by_deadline(deadline, &format!("{what} of {name:?}"), lookup).await
 }
 
 /// The Go SDK's host id on Linux: the machine id.
