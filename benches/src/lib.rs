@@ -2,6 +2,7 @@
 
 pub mod gateway;
 pub mod per_span;
+pub mod resourcedetection;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
