@@ -11,9 +11,9 @@ step() { echo; echo "==> $*"; }
 step "setup test environment"
 bash scripts/setup-test-env.sh
 
-step "cargo build (sluice binary, the fake Kubernetes API server for the agent tests)"
+step "cargo build (sluice binary; the fake Kubernetes API server and instance metadata service the agent tests run)"
 cargo build --bin sluice
-cargo build -p sluice-k8s --features testing --bin sluice-fake-apiserver
+cargo build -p sluice-k8s --features testing --bin sluice-fake-apiserver --bin sluice-fake-imds
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod gateway;
 pub mod k8s;
 pub mod per_span;
+pub mod resourcedetection;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{

@@ -9,6 +9,7 @@
 
 pub mod k8sattributes;
 pub mod kubeletstats;
+pub mod resourcedetection;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -21,5 +22,6 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(k8sattributes::K8sAttributesFactory::default()),
         Arc::new(kubeletstats::KubeletStatsFactory),
+        Arc::new(resourcedetection::ResourceDetectionFactory::default()),
     ]
 }

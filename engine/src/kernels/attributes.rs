@@ -39,6 +39,8 @@
 //!   (`upsert`, OTTL `set(attributes["k"], ...)`). A parent whose value is null is left alone,
 //!   as the Collector leaves a span alone when `from_attribute` is absent. Other rows are not
 //!   touched. One pass builds an index list, then one interleave per column.
+//! - [`set_keys`]: [`set_key`] for several keys in one rebuild (consecutive `insert`/`upsert`
+//!   actions with values, a detected resource merged into every resource).
 //! - [`lookup`]: the typed value of key K for every parent row (null where absent): the
 //!   source of `from_attribute`, and of any OTTL expression that reads `attributes["k"]`.
 //! - [`insert_strings`]: many string attributes per parent, each added where the parent lacks
@@ -680,9 +682,40 @@ pub fn set_key(
         values: attrs,
         view: None,
     };
-    set_key_on(side, num_parents, parents, key, values, mode, || {
+    set_keys_on(side, num_parents, parents, &[(key, values)], mode, || {
         attrs.clone()
     })
+}
+
+/// [`set_key`] for several keys at once, with the same `mode` and `parents`: one rebuild of the
+/// table instead of one per key, and the result of calling [`set_key`] for each `(key, values)`
+/// in turn (a parent's inserted rows in the order of `sets`). A key given twice is set in turn,
+/// key by key, as that order then matters.
+pub fn set_keys(
+    attrs: &RecordBatch,
+    num_parents: usize,
+    parents: Option<&BooleanArray>,
+    sets: &[(&str, Values<'_>)],
+    mode: SetMode,
+) -> Result<RecordBatch> {
+    let distinct = sets
+        .iter()
+        .enumerate()
+        .all(|(i, (k, _))| sets[..i].iter().all(|(earlier, _)| earlier != k));
+    if !distinct {
+        let mut out = attrs.clone();
+        for (key, values) in sets {
+            out = set_key(&out, num_parents, parents, key, *values, mode)?;
+        }
+        return Ok(out);
+    }
+    let side = KeySide {
+        parent_col: attrs.column(idx::PARENT_ID).as_primitive().clone(),
+        key_col: attrs.column(idx::KEY).clone(),
+        values: attrs,
+        view: None,
+    };
+    set_keys_on(side, num_parents, parents, sets, mode, || attrs.clone())
 }
 
 /// [`set_key`] on an attribute table whose rebuild is pending ([`PendingRows`]): one rebuild
@@ -722,7 +755,7 @@ pub fn set_key_pending(
         values: base,
         view: Some(rows.runs()),
     };
-    set_key_on(side, num_parents, parents, key, values, mode, || {
+    set_keys_on(side, num_parents, parents, &[(key, values)], mode, || {
         rows.build().clone()
     })
 }
@@ -736,12 +769,24 @@ struct KeySide<'a> {
     view: Option<&'a [Run]>,
 }
 
-fn set_key_on(
+/// A row [`set_keys_on`] inserts: before old row `at`, for `parent`, the value of set `set`
+/// from its source row `src`.
+#[derive(Clone, Copy)]
+struct Insert {
+    at: usize,
+    parent: u32,
+    set: usize,
+    src: usize,
+}
+
+/// The kernel behind [`set_key`], [`set_key_pending`] and [`set_keys`]: every `(key, values)`
+/// of `sets` (distinct keys) in one rebuild, with the result of setting them one after the
+/// other (a parent's inserted rows follow its old rows, in the order of `sets`).
+fn set_keys_on(
     side: KeySide<'_>,
     num_parents: usize,
     parents: Option<&BooleanArray>,
-    key: &str,
-    values: Values<'_>,
+    sets: &[(&str, Values<'_>)],
     mode: SetMode,
     unchanged: impl FnOnce() -> RecordBatch,
 ) -> Result<RecordBatch> {
@@ -762,37 +807,47 @@ fn set_key_on(
             expected: num_parents,
         });
     }
-    let (src, per_parent) = match values {
-        Values::Scalar(v) => {
-            if v.is_empty() {
-                return Err(KernelError::Length {
-                    what: "scalar value",
-                    got: 0,
-                    expected: 1,
-                });
+    // Each set's values, whether they are one per parent, and whether they can set anything
+    // (a scalar with no value sets nothing).
+    let mut sources: Vec<(&AnyValues, bool)> = Vec::with_capacity(sets.len());
+    for (_, values) in sets {
+        sources.push(match *values {
+            Values::Scalar(v) => {
+                if v.is_empty() {
+                    return Err(KernelError::Length {
+                        what: "scalar value",
+                        got: 0,
+                        expected: 1,
+                    });
+                }
+                (v, false)
             }
-            (v, false)
-        }
-        Values::PerParent(v) => {
-            if v.len() != num_parents {
-                return Err(KernelError::Length {
-                    what: "per-parent values",
-                    got: v.len(),
-                    expected: num_parents,
-                });
+            Values::PerParent(v) => {
+                if v.len() != num_parents {
+                    return Err(KernelError::Length {
+                        what: "per-parent values",
+                        got: v.len(),
+                        expected: num_parents,
+                    });
+                }
+                (v, true)
             }
-            (v, true)
-        }
-    };
-    if !per_parent && !src.is_present(0) {
+        });
+    }
+    let live: Vec<bool> = sources
+        .iter()
+        .map(|(src, per_parent)| *per_parent || src.is_present(0))
+        .collect();
+    if !live.contains(&true) {
         return Ok(unchanged());
     }
     let selected = parents.map(parent_bits);
-    // The source row of parent p's value, if p is selected and has one.
-    let source = |p: usize| -> Option<usize> {
-        if selected.as_ref().is_some_and(|s| !s.value(p)) {
+    // The source row of set `s`'s value for parent p, if p is selected and has one.
+    let source = |s: usize, p: usize| -> Option<usize> {
+        if !live[s] || selected.as_ref().is_some_and(|m| !m.value(p)) {
             return None;
         }
+        let (src, per_parent) = sources[s];
         if per_parent {
             src.is_present(p).then_some(p)
         } else {
@@ -803,46 +858,78 @@ fn set_key_on(
     let ids = side.parent_col.values();
     let dict = side.key_col.as_dictionary::<UInt32Type>();
     let dict_values = dict.values().as_string::<i32>();
-    let hit: Vec<bool> = (0..dict_values.len())
-        .map(|i| dict_values.is_valid(i) && dict_values.value(i) == key)
+    // Dictionary entry -> the set whose key it is (`NONE`: no set's), judged once per entry;
+    // and each set's first entry, if its key is in the dictionary at all.
+    const NONE: u32 = u32::MAX;
+    let mut existing_entry: Vec<Option<u32>> = vec![None; sets.len()];
+    let set_of_entry: Vec<u32> = (0..dict_values.len())
+        .map(|i| {
+            if !dict_values.is_valid(i) {
+                return NONE;
+            }
+            let value = dict_values.value(i);
+            match sets.iter().position(|(k, _)| *k == value) {
+                Some(s) => {
+                    existing_entry[s].get_or_insert(i as u32);
+                    s as u32
+                }
+                None => NONE,
+            }
+        })
         .collect();
-    let existing_entry = hit.iter().position(|h| *h);
-    // Rows holding the key (any of its dictionary entries), ascending.
-    let key_rows: Vec<usize> = match existing_entry {
-        None => Vec::new(),
-        Some(_) => {
-            let k = dict.keys();
-            (0..k.len())
-                .filter(|&r| k.is_valid(r) && hit.get(k.value(r) as usize) == Some(&true))
-                .collect()
-        }
-    };
-    let mut has_key = vec![false; num_parents];
-    // (row, source row): rows whose value is replaced.
-    let mut updates: Vec<(usize, usize)> = Vec::new();
-    for &r in &key_rows {
-        let p = ids[r] as usize;
-        has_key[p] = true;
-        if mode != SetMode::Insert
-            && let Some(s) = source(p)
-        {
-            updates.push((r, s));
-        }
-    }
-    // (position, parent, source row): a new row before old row `position` (the end of the
-    // parent's run), ascending.
-    let mut inserts: Vec<(usize, u32, usize)> = Vec::new();
-    if mode != SetMode::Update {
-        let mut at = 0usize;
-        for (p, has) in has_key.iter().enumerate() {
-            if *has {
+    // has_key[s * num_parents + p]: parent p already holds set s's key.
+    let mut has_key = vec![false; sets.len() * num_parents];
+    // (row, set, source row): rows whose value is replaced, ascending.
+    let mut updates: Vec<(usize, usize, usize)> = Vec::new();
+    if existing_entry.iter().any(Option::is_some) {
+        let k = dict.keys();
+        for r in 0..k.len() {
+            if !k.is_valid(r) {
                 continue;
             }
-            if let Some(s) = source(p) {
-                // The end of p's run: usually a few rows on (galloping, not a binary search
-                // over the rest of the table).
-                at = super::ranges::first_at_least(ids, at, p as u32 + 1);
-                inserts.push((at, p as u32, s));
+            let s = set_of_entry
+                .get(k.value(r) as usize)
+                .copied()
+                .unwrap_or(NONE);
+            if s == NONE {
+                continue;
+            }
+            let (s, p) = (s as usize, ids[r] as usize);
+            has_key[s * num_parents + p] = true;
+            if mode != SetMode::Insert
+                && let Some(src) = source(s, p)
+            {
+                updates.push((r, s, src));
+            }
+        }
+    }
+    // New rows at the end of their parent's run (ascending), a parent's in the order of `sets`.
+    let mut inserts: Vec<Insert> = Vec::with_capacity(match mode {
+        SetMode::Update => 0,
+        _ => num_parents * sets.len(),
+    });
+    if mode != SetMode::Update {
+        let mut at = 0usize;
+        for p in 0..num_parents {
+            let mut end_found = false;
+            for s in 0..sets.len() {
+                if has_key[s * num_parents + p] {
+                    continue;
+                }
+                if let Some(src) = source(s, p) {
+                    if !end_found {
+                        // The end of p's run: usually a few rows on (galloping, not a binary
+                        // search over the rest of the table).
+                        at = super::ranges::first_at_least(ids, at, p as u32 + 1);
+                        end_found = true;
+                    }
+                    inserts.push(Insert {
+                        at,
+                        parent: p as u32,
+                        set: s,
+                        src,
+                    });
+                }
             }
         }
     }
@@ -850,7 +937,8 @@ fn set_key_on(
         return Ok(unchanged());
     }
 
-    // Value runs: old rows (source 0) with updated rows and inserted rows from `src` (1).
+    // Value runs: old rows (source 0) with updated and inserted rows from the sets' values
+    // (source 1 + set).
     let n = ids.len();
     let len = n + inserts.len();
     let mut runs: Vec<Run> = Vec::with_capacity(2 * (updates.len() + inserts.len()) + 1);
@@ -859,23 +947,23 @@ fn set_key_on(
     loop {
         // An update of row r comes before an insert at position r (the insert follows the
         // parent's last old row, which is r - 1 or earlier).
-        let (at, from, replaces) = match (u.peek(), i.peek()) {
-            (Some(&&(r, s)), Some(&&(pos, _, _))) if r < pos => {
+        let (at, from_source, from, replaces) = match (u.peek(), i.peek()) {
+            (Some(&&(r, s, src)), Some(ins)) if r < ins.at => {
                 u.next();
-                (r, s, true)
+                (r, 1 + s, src, true)
             }
-            (_, Some(&&(pos, _, s))) => {
+            (_, Some(&&ins)) => {
                 i.next();
-                (pos, s, false)
+                (ins.at, 1 + ins.set, ins.src, false)
             }
-            (Some(&&(r, s)), None) => {
+            (Some(&&(r, s, src)), None) => {
                 u.next();
-                (r, s, true)
+                (r, 1 + s, src, true)
             }
             (None, None) => break,
         };
         push_run(&mut runs, 0, row, at - row);
-        push_run(&mut runs, 1, from, 1);
+        push_run(&mut runs, from_source, from, 1);
         row = if replaces { at + 1 } else { at };
     }
     push_run(&mut runs, 0, row, n - row);
@@ -887,30 +975,38 @@ fn set_key_on(
         columns.push(side.key_col.clone());
     } else {
         columns.push(Arc::new(UInt32Array::new(
-            ScalarBuffer::from(splice(ids, &inserts, |&(_, p, _)| p)),
+            ScalarBuffer::from(splice(ids, &inserts, |ins| ins.parent)),
             None,
         )));
-        let (entry, dict_values) = match existing_entry {
-            Some(e) => (e as u32, dict.values().clone()),
-            None => (
-                dict_values.len() as u32,
-                compute::concat(&[dict_values, &StringArray::from(vec![key])])?,
-            ),
+        // An inserted key already in the dictionary reuses its entry; the others are appended.
+        let mut entry_of_set: Vec<u32> = existing_entry.iter().map(|e| e.unwrap_or(NONE)).collect();
+        let mut new_keys: Vec<&str> = Vec::new();
+        for ins in &inserts {
+            if entry_of_set[ins.set] == NONE {
+                entry_of_set[ins.set] = (dict_values.len() + new_keys.len()) as u32;
+                new_keys.push(sets[ins.set].0);
+            }
+        }
+        let dict_values = if new_keys.is_empty() {
+            dict.values().clone()
+        } else {
+            compute::concat(&[dict_values, &StringArray::from(new_keys)])?
         };
-        let keys = splice(dict.keys().values(), &inserts, |_| entry);
+        let keys = splice(dict.keys().values(), &inserts, |ins| entry_of_set[ins.set]);
         let key_nulls = dict.keys().nulls().map(|n| {
             let mut b = super::ranges::Bits::with_capacity(len);
             let mut row = 0;
-            for &(at, _, _) in &inserts {
-                b.append_range(n.inner().values(), n.inner().offset() + row, at - row);
+            for ins in &inserts {
+                b.append_range(n.inner().values(), n.inner().offset() + row, ins.at - row);
                 b.append_n(1, true);
-                row = at;
+                row = ins.at;
             }
             b.append_range(n.inner().values(), n.inner().offset() + row, n.len() - row);
             NullBuffer::new(b.finish())
         });
         // SAFETY: every key is an old key of a valid dictionary array (indexing the same
-        // values or a prefix of the extended ones) or `entry`, which indexes `key` in them.
+        // values or a prefix of the extended ones) or a set's entry, which indexes its key in
+        // them.
         columns.push(Arc::new(unsafe {
             DictionaryArray::<UInt32Type>::new_unchecked(
                 UInt32Array::new(ScalarBuffer::from(keys), key_nulls),
@@ -923,22 +1019,20 @@ fn set_key_on(
         None => runs,
         Some(view) => ranges::compose(view, &runs),
     };
-    let old = rebuild::value_cols(side.values);
-    columns.extend(rebuild::gather_values(&[old, src.columns()], &runs, len)?);
+    let mut value_sources = Vec::with_capacity(1 + sets.len());
+    value_sources.push(rebuild::value_cols(side.values));
+    value_sources.extend(sources.iter().map(|(src, _)| src.columns()));
+    columns.extend(rebuild::gather_values(&value_sources, &runs, len)?);
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// `old` with `value(insert)` placed before old element `insert.0` for every insert
-/// `(position, parent, source row)` (ascending positions).
-fn splice<T: Copy>(
-    old: &[T],
-    inserts: &[(usize, u32, usize)],
-    value: impl Fn(&(usize, u32, usize)) -> T,
-) -> Vec<T> {
+/// `old` with `value(insert)` placed before old element `insert.at` for every insert
+/// (ascending positions).
+fn splice<T: Copy>(old: &[T], inserts: &[Insert], value: impl Fn(&Insert) -> T) -> Vec<T> {
     let mut out = Vec::with_capacity(old.len() + inserts.len());
     let mut row = 0;
     for ins in inserts {
-        let at = ins.0;
+        let at = ins.at;
         out.extend_from_slice(&old[row..at]);
         out.push(value(ins));
         row = at;

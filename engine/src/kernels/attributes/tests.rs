@@ -441,6 +441,57 @@ proptest! {
         prop_assert_eq!(read(&out, m.len()), want);
     }
 
+    /// Several keys in one rebuild give what setting them one after the other gives: scalar
+    /// and per-parent values, keys present, absent or new to the dictionary, a key given
+    /// twice, every mode, with and without a parent mask.
+    #[test]
+    fn set_keys_match_setting_keys_in_turn(
+        (m, mask) in arb_model_and_mask(),
+        sets in prop::collection::vec(
+            (
+                prop::sample::select(vec!["a", "c", "e", "new", "new2"]),
+                prop_oneof![
+                    arb_value().prop_map(Ok),
+                    prop::collection::vec(prop::option::of(-3i64..3), 6).prop_map(Err),
+                ],
+            ),
+            0..5,
+        ),
+        mode in prop::sample::select(vec![SetMode::Insert, SetMode::Update, SetMode::Upsert]),
+    ) {
+        let n = m.len();
+        // Ok(v): a scalar (skipped if it has no scalar form); Err(ints): one per parent.
+        let columns: Vec<(&str, AnyValues)> = sets
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Ok(v) => scalar_values(v).map(|a| (*k, a)),
+                Err(ints) => Some((*k, AnyValues::from_ints(Int64Array::from(ints[..n].to_vec())))),
+            })
+            .collect();
+        let per_parent: Vec<bool> = sets
+            .iter()
+            .filter(|(_, v)| v.as_ref().map_or(true, |v| scalar_values(v).is_some()))
+            .map(|(_, v)| v.is_err())
+            .collect();
+        let values: Vec<(&str, Values<'_>)> = columns
+            .iter()
+            .zip(&per_parent)
+            .map(|((k, a), pp)| (*k, if *pp { Values::PerParent(a) } else { Values::Scalar(a) }))
+            .collect();
+        let batch = build(&m);
+        let out = set_keys(&batch, n, mask_array(&mask).as_ref(), &values, mode).unwrap();
+        let mut want = m.clone();
+        let mut one_by_one = batch.clone();
+        for (((key, a), pp), (_, v)) in columns.iter().zip(&per_parent).zip(&values) {
+            want = set_model(&want, &mask, key, |p| {
+                if *pp { value_at(a, p) } else { value_at(a, 0) }
+            }, mode);
+            one_by_one = set_key(&one_by_one, n, mask_array(&mask).as_ref(), key, *v, mode).unwrap();
+        }
+        prop_assert_eq!(read(&out, n), want);
+        prop_assert_eq!(read(&one_by_one, n), read(&out, n));
+    }
+
     #[test]
     fn first_rows_of_keys_match_model(m in arb_model(), keys in arb_key_set(), extra_parents in 0usize..2) {
         let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();

@@ -113,7 +113,35 @@ impl Actions {
         parents: Option<&BooleanArray>,
         origin: Option<SocketAddr>,
     ) -> Result<RecordBatch, KernelError> {
-        for action in &self.0 {
+        let mut i = 0;
+        while i < self.0.len() {
+            // Consecutive `value:` actions of one mode (the detected resource of
+            // `resourcedetection`, a list of `insert`s) are one rebuild of the table.
+            if let Action::Set {
+                mode,
+                source: Source::Value(_),
+                ..
+            } = &self.0[i]
+            {
+                let sets: Vec<(&str, Values<'_>)> = self.0[i..]
+                    .iter()
+                    .map_while(|a| match a {
+                        Action::Set {
+                            key,
+                            mode: m,
+                            source: Source::Value(v),
+                        } if m == mode => Some((key.as_str(), Values::Scalar(v))),
+                        _ => None,
+                    })
+                    .collect();
+                if sets.len() > 1 {
+                    attrs = k::set_keys(&attrs, num_parents, parents, &sets, *mode)?;
+                    i += sets.len();
+                    continue;
+                }
+            }
+            let action = &self.0[i];
+            i += 1;
             attrs = match action {
                 Action::Set { key, mode, source } => match source {
                     Source::Value(v) => {
