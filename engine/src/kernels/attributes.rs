@@ -1800,8 +1800,19 @@ pub fn insert_strings(
         columns.push(attrs.column(idx::PARENT_ID).clone());
         columns.push(attrs.column(idx::KEY).clone());
     } else {
+        // The shared splice takes `Insert`s (`set` is the slot here, `src` the new value's index).
+        let spliced: Vec<Insert> = inserts
+            .iter()
+            .enumerate()
+            .map(|(src, &(at, parent, set))| Insert {
+                at,
+                parent,
+                set,
+                src,
+            })
+            .collect();
         columns.push(Arc::new(UInt32Array::new(
-            ScalarBuffer::from(splice(ids, &inserts, |&(_, p, _)| p)),
+            ScalarBuffer::from(splice(ids, &spliced, |ins| ins.parent)),
             None,
         )));
         // Dictionary entries for keys the table does not have yet, appended once each.
@@ -1827,7 +1838,7 @@ pub fn insert_strings(
         } else {
             compute::concat(&[dict_values, &StringArray::from(extra)])?
         };
-        let keys = splice(key_idx.values(), &inserts, |&(_, _, s)| entry_of_slot[s]);
+        let keys = splice(key_idx.values(), &spliced, |ins| entry_of_slot[ins.set]);
         let key_nulls = key_idx.nulls().map(|nb| {
             let mut b = super::ranges::Bits::with_capacity(len);
             let mut r = 0;
