@@ -471,7 +471,8 @@ async fn delivered_and_failed_payloads_release_their_bytes() {
     down.start().await.unwrap();
     down.consume(spans(0, 10)).await.unwrap();
     eventually("the failure counted", || {
-        t.value(
+        // Summed over `error_type`.
+        t.sum(
             "otelcol_exporter_send_failed_spans",
             &[("exporter", "otlp/down")],
         ) == Some(10.0)
