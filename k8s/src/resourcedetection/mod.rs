@@ -52,8 +52,6 @@ pub mod system;
 pub mod testing;
 
 #[cfg(test)]
-mod fake_apiserver;
-#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, OnceLock};

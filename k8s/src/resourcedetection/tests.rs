@@ -1,5 +1,5 @@
-//! The processor against real peers: the fake IMDS (`testing`) and the fake API server
-//! (`fake_apiserver`) over HTTP(S), made-up machines (a temporary root) for `system` and the
+//! The processor against real peers: the fake IMDS (`testing`) and the crate's fake Kubernetes
+//! API server (`crate::testing`) over HTTP(S), made-up machines (a temporary root) for `system` and the
 //! service account, and OTLP payloads through the processor.
 
 use std::sync::{Arc, Mutex};
@@ -23,11 +23,11 @@ use tokio::time::Instant;
 
 use super::config::{self, DetectorKind};
 use super::detect::{DetectError, HostEnvironment, SEMCONV_SCHEMA_URL};
-use super::fake_apiserver::{FakeApiServer, TOKEN};
 use super::imds::{ENDPOINT_ENV, TOKEN_PATH};
 use super::provider::Provider;
 use super::testing::{FakeImds, FakeInstance, ImdsMode, refused_endpoint};
 use super::{DetectedResource, ResourceDetectionFactory};
+use crate::testing::{FakeApiServer, FakeApiServerOptions};
 
 fn strs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items
@@ -383,18 +383,51 @@ async fn fail_on_missing_metadata_makes_absence_an_error() {
 
 // ------------------------------------------------------------------------------------ eks
 
-/// A pod's view: the API server's address in the environment, the service account under a
-/// temporary root.
+/// The fake API server reporting `git_version` (what tells EKS from other distributions).
+async fn api_server(git_version: &str) -> FakeApiServer {
+    FakeApiServer::start_with(FakeApiServerOptions {
+        git_version: git_version.into(),
+        ..FakeApiServerOptions::default()
+    })
+    .await
+    .expect("fake API server starts")
+}
+
+/// Paths requested, with whether each carried the right token.
+fn seen(api: &FakeApiServer) -> Vec<(String, bool)> {
+    api.requests()
+        .into_iter()
+        .map(|r| (r.path, r.authorized))
+        .collect()
+}
+
+/// A node with `spec.providerID`, as EKS registers it.
+fn add_node(api: &FakeApiServer, name: &str, provider_id: &str) {
+    let mut node = k8s_openapi::api::core::v1::Node::default();
+    node.metadata.name = Some(name.into());
+    node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        provider_id: Some(provider_id.into()),
+        ..Default::default()
+    });
+    api.apply(&node);
+}
+
+/// A pod's view: the API server's address in the environment, the service account (with
+/// `token`, which may be wrong) under a temporary root.
 fn pod(
     api: &FakeApiServer,
     token: &str,
     extra: &[(&str, &str)],
 ) -> (tempfile::TempDir, HostEnvironment) {
     let root = tempfile::tempdir().unwrap();
-    api.write_service_account(root.path(), token);
+    let dir = root
+        .path()
+        .join(super::eks::SERVICE_ACCOUNT_DIR.trim_start_matches('/'));
+    api.write_service_account(&dir, "default").unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
     let mut vars = strs(&[
         ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
-        ("KUBERNETES_SERVICE_PORT", &api.addr.port().to_string()),
+        ("KUBERNETES_SERVICE_PORT", &api.addr().port().to_string()),
     ]);
     vars.extend(strs(extra));
     let env = HostEnvironment::new(env_of(vars), root.path());
@@ -403,11 +436,11 @@ fn pod(
 
 #[tokio::test]
 async fn eks_detects_with_the_api_server_and_imds() {
-    let api = FakeApiServer::start("v1.30.4-eks-a737599").await;
+    let api = api_server("v1.30.4-eks-a737599").await;
     let imds = FakeImds::start(ImdsMode::V2Required, FakeInstance::default())
         .await
         .unwrap();
-    let (_root, env) = pod(&api, TOKEN, &[(ENDPOINT_ENV, &imds.endpoint())]);
+    let (_root, env) = pod(&api, api.token(), &[(ENDPOINT_ENV, &imds.endpoint())]);
     // The defaults: provider and platform only, and no IMDS call for them.
     let (p, _) = provider(json!({"detectors": ["eks"]}), env.clone());
     let run = p.detect_all().await;
@@ -417,7 +450,7 @@ async fn eks_detects_with_the_api_server_and_imds() {
         strs(&[("cloud.provider", "aws"), ("cloud.platform", "aws_eks")])
     );
     assert!(imds.requests().is_empty());
-    assert_eq!(api.seen(), vec![("/version".to_string(), true)]);
+    assert_eq!(seen(&api), vec![("/version".to_string(), true)]);
     // What the reference deployment's labels need.
     let on = json!({"enabled": true});
     let (p, _) = provider(
@@ -443,23 +476,23 @@ async fn eks_detects_with_the_api_server_and_imds() {
 #[tokio::test]
 async fn eks_elsewhere_detects_nothing() {
     // Another Kubernetes distribution.
-    let api = FakeApiServer::start("v1.31.2+k3s1").await;
-    let (_root, env) = pod(&api, TOKEN, &[]);
+    let api = api_server("v1.31.2+k3s1").await;
+    let (_root, env) = pod(&api, api.token(), &[]);
     let (p, _) = provider(json!({"detectors": ["eks"]}), env);
     let run = p.detect_all().await;
     assert!(run.failures.is_empty() && run.merged.is_empty(), "{run:?}");
-    assert_eq!(api.seen().len(), 1);
+    assert_eq!(seen(&api).len(), 1);
     // Not on Kubernetes at all: no request anywhere.
     let (p, _) = provider(json!({"detectors": ["eks"]}), host(&[]));
     let run = p.detect_all().await;
     assert!(run.failures.is_empty() && run.merged.is_empty(), "{run:?}");
-    assert_eq!(api.seen().len(), 1);
+    assert_eq!(seen(&api).len(), 1);
 }
 
 #[tokio::test]
 async fn eks_errors_are_retried_then_reported() {
     // A wrong token: the API server answers 401, which is an error, not "not EKS".
-    let api = FakeApiServer::start("v1.30.4-eks-a737599").await;
+    let api = api_server("v1.30.4-eks-a737599").await;
     let (_root, env) = pod(&api, "not-the-token", &[]);
     // 3 s: the Collector's first retry comes within 2.5 s, so there is always a second try.
     let (p, _) = provider(json!({"detectors": ["eks"], "timeout": "3s"}), env);
@@ -468,7 +501,7 @@ async fn eks_errors_are_retried_then_reported() {
         panic!("{:?}", run.failures)
     };
     assert!(msg.contains("401"), "{msg}");
-    assert!(api.seen().len() >= 2, "retried: {:?}", api.seen());
+    assert!(seen(&api).len() >= 2, "retried: {:?}", seen(&api));
     // KUBERNETES_SERVICE_PORT missing: the in-cluster config cannot be made.
     let (p, _) = provider(
         json!({"detectors": ["eks"], "timeout": "300ms"}),
@@ -487,14 +520,15 @@ async fn eks_errors_are_retried_then_reported() {
 
 #[tokio::test]
 async fn eks_without_imds_reads_the_node() {
-    let api = FakeApiServer::start("v1.30.4-eks-a737599").await;
-    api.add_node(
+    let api = api_server("v1.30.4-eks-a737599").await;
+    add_node(
+        &api,
         "ip-10-0-1-2.eu-west-1.compute.internal",
         "aws:///eu-west-1c/i-0fedcba9876543210",
     );
     let (_root, env) = pod(
         &api,
-        TOKEN,
+        api.token(),
         &[
             (ENDPOINT_ENV, &refused_endpoint()),
             ("K8S_NODE_NAME", "ip-10-0-1-2.eu-west-1.compute.internal"),

@@ -22,6 +22,7 @@
 //!   e.g. `spec.nodeName`, `metadata.name`) and `labelSelector` (`k=v`, `k!=v`, `k`, `!k`,
 //!   `k in (a,b)`, `k notin (a,b)`). An object changed into or out of a watch's selection
 //!   arrives as `ADDED` / `DELETED`, as from the real server.
+//! - `GET /version`: an `Info` with [`FakeApiServerOptions::git_version`].
 //! - Every request needs `Authorization: Bearer <token>` (else `401` with a `Status`).
 //!
 //! Test knobs: [`FakeApiServer::drop_watches`] ends every open watch (clients resume from their
@@ -78,6 +79,8 @@ pub struct FakeApiServerOptions {
     pub bookmark_interval: Duration,
     /// The address to bind (port 0: a free one).
     pub bind: SocketAddr,
+    /// What `GET /version` answers as `gitVersion` (the eks detector reads it).
+    pub git_version: String,
 }
 
 impl Default for FakeApiServerOptions {
@@ -87,6 +90,7 @@ impl Default for FakeApiServerOptions {
             history_limit: 100_000,
             bookmark_interval: Duration::from_secs(1),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            git_version: "v1.37.0".into(),
         }
     }
 }
@@ -690,6 +694,29 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
+/// `GET /version`: an `Info` as the server reports its build.
+fn version_info(git_version: &str) -> Value {
+    let (major, minor) = git_version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .fold((None, None), |acc, part| match acc {
+            (None, _) => (Some(part), None),
+            (m, None) => (m, Some(part)),
+            done => done,
+        });
+    json!({
+        "major": major.unwrap_or("1"),
+        "minor": minor.unwrap_or("0"),
+        "gitVersion": git_version,
+        "gitCommit": "0123456789abcdef0123456789abcdef01234567",
+        "gitTreeState": "clean",
+        "buildDate": "2026-10-01T00:00:00Z",
+        "goVersion": "go1.25.3",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
 fn json_response(code: u16, body: &Value) -> Response {
     Response::builder()
         .status(code)
@@ -716,6 +743,9 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
             405,
             &status(405, "MethodNotAllowed", "the fake API server only reads"),
         );
+    }
+    if path == "/version" {
+        return json_response(200, &version_info(&shared.options.git_version));
     }
     let Some(target) = parse_path(&path) else {
         return json_response(
