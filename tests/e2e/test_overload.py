@@ -94,6 +94,9 @@ def gateway_config(sink_grpc: str) -> dict:
         # sink would count it twice.
         "exporters": {"otlp": {"endpoint": sink_grpc, "tls": {"insecure": True},
                                "compression": "none", "timeout": "60s",
+                               # the one-span, 10 MB request must pass whole (one span is
+                               # never split): within the sink's 64 MiB receive limit
+                               "max_request_size": 48 * 2**20,
                                # in bytes, above the memory limit: the limiter, which
                                # refuses before decoding, binds before the queue does
                                "sending_queue": {"queue_size": 256 * 2**20, "sizer": "bytes"}}},
