@@ -455,6 +455,9 @@ impl Factory for OtlpGrpcFactory {
         let c: OtlpGrpcConfig = parse_config(config)?;
         grpc_endpoint(&c.endpoint)?;
         check_max_request_size(c.max_request_size)?;
+        c.sending_queue
+            .check()
+            .map_err(|e| e.within("sending_queue"))?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
@@ -737,6 +740,9 @@ impl Factory for OtlpHttpFactory {
             c.url(s)?;
         }
         check_max_request_size(c.max_request_size)?;
+        c.sending_queue
+            .check()
+            .map_err(|e| e.within("sending_queue"))?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             if http::HeaderName::try_from(k.as_str()).is_err()
