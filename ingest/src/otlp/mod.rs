@@ -32,7 +32,8 @@
 //! `failed_requests{reason="too_large"}`; gRPC-Go answers `RESOURCE_EXHAUSTED` there, but that
 //! code means memory pressure, which a client retries unchanged. Every request's peer address is kept on the payload (`Payload::origin`)
 //! for enrichment. Counted: `otelcol_receiver_accepted_*`, `otelcol_receiver_refused_*` and
-//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type,
+//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type (an
+//! unsupported `Content-Type`), content_encoding (an unsupported `Content-Encoding`),
 //! tls_handshake).
 //!
 //! `tls` (either protocol) is the Collector's server TLS setting, see `sluice_tls`: checked at
@@ -271,7 +272,7 @@ pub(crate) enum ExportError {
     NoPipeline(Signal),
 }
 
-pub(crate) const FAIL_REASONS: [&str; 5] = [
+pub(crate) const FAIL_REASONS: [&str; 6] = [
     "decode",
     "too_large",
     "decompress",
@@ -286,6 +287,7 @@ impl Handler {
             .into_iter()
             .map(|r| {
                 (
+    "content_encoding",
                     r,
                     t.counter(
                         "otelcol_receiver_failed_requests",
