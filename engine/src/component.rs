@@ -208,6 +208,15 @@ pub trait Factory: Send + Sync + 'static {
     /// Errors carry the path inside the component's config; the loader prefixes the file and
     /// the component path.
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError>;
+    /// [`Factory::parse_config`] reporting every error it finds rather than the first (what
+    /// the loader calls, so `sluice validate` lists a processor's four bad OTTL statements in
+    /// one run). Components whose config can hold several independent errors override it.
+    fn parse_config_all(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<ParsedConfig, Vec<ConfigError>> {
+        self.parse_config(config).map_err(|e| vec![e])
+    }
     /// Build a receiver; `consumers` holds the pipelines it feeds, by signal.
     fn build_receiver(
         &self,

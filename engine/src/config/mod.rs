@@ -308,11 +308,11 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 ));
                 continue;
             };
-            match factory.parse_config(body) {
+            match factory.parse_config_all(body) {
                 Ok(parsed) => {
                     cfg.components.insert((kind, id), parsed);
                 }
-                Err(e) => errors.push(e.within(&path)),
+                Err(es) => errors.extend(es.into_iter().map(|e| e.within(&path))),
             }
         }
     }
