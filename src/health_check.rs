@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, ParsedConfig,
     Service, parse_config,
+use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 };
 use sluice_engine::health::{Health, Status};
 use sluice_engine::schema::Signal;
@@ -65,6 +66,7 @@ impl Factory for HealthCheckFactory {
         "HTTP health endpoint for readiness/liveness probes (default localhost:13133)"
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        check_listen_endpoint(&c.endpoint).map_err(|m| ConfigError::new("endpoint", m))?;
         let c: HealthCheckConfig = parse_config(config)?;
         if !c.path.starts_with('/') {
             return Err(ConfigError::new("path", "must start with `/`"));
@@ -96,14 +98,15 @@ struct HealthCheck {
 impl Lifecycle for HealthCheck {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind(&self.config.endpoint)
-                .await
-                .map_err(|e| {
-                    ComponentError::new(
-                        &self.id,
-                        format!("cannot listen on {}: {e}", self.config.endpoint),
-                    )
-                })?;
+            let listener =
+                tokio::net::TcpListener::bind(bind_address(&self.config.endpoint).as_ref())
+                    .await
+                    .map_err(|e| {
+                        ComponentError::new(
+                            &self.id,
+                            format!("cannot listen on {}: {e}", self.config.endpoint),
+                        )
+                    })?;
             let health = self.health.clone();
             let since = SystemTime::now();
             let started = Instant::now();

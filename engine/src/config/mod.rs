@@ -399,6 +399,16 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
         }
     };
     cfg.telemetry = service.telemetry;
+    if let Some(address) = cfg.telemetry.metrics.listen_address()
+        && let Err(m) = crate::config_types::check_listen_endpoint(&address)
+    {
+        let path = if cfg.telemetry.metrics.address.is_some() {
+            "service.telemetry.metrics.address"
+        } else {
+            "service.telemetry.metrics.readers"
+        };
+        errors.push(ConfigError::new(path, m));
+    }
     for (i, ext) in service.extensions.iter().enumerate() {
         let path = format!("service.extensions[{i}]");
         match ComponentId::parse(ext) {

@@ -56,6 +56,7 @@ use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, ConsumerRef,
     Factory, Kind, Lifecycle, ParsedConfig, Service, SignalConsumers, parse_config,
 };
+use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::{TlsError, TlsServerSetting};
@@ -215,6 +216,15 @@ impl Factory for OtlpReceiverFactory {
                 "enable at least one of grpc, http",
             ));
         }
+        for (protocol, endpoint) in [
+            ("grpc", p.grpc.as_ref().map(|g| &g.endpoint)),
+            ("http", p.http.as_ref().map(|h| &h.endpoint)),
+        ] {
+            if let Some(endpoint) = endpoint {
+                check_listen_endpoint(endpoint)
+                    .map_err(|m| ConfigError::new(format!("protocols.{protocol}.endpoint"), m))?;
+            }
+        }
         for (protocol, tls) in [
             ("grpc", p.grpc.as_ref().and_then(|g| g.tls.as_ref())),
             ("http", p.http.as_ref().and_then(|h| h.tls.as_ref())),
@@ -277,6 +287,7 @@ pub(crate) const FAIL_REASONS: [&str; 6] = [
     "too_large",
     "decompress",
     "media_type",
+    "content_encoding",
     "tls_handshake",
 ];
 
@@ -287,7 +298,6 @@ impl Handler {
             .into_iter()
             .map(|r| {
                 (
-    "content_encoding",
                     r,
                     t.counter(
                         "otelcol_receiver_failed_requests",
@@ -391,7 +401,7 @@ impl OtlpReceiver {
 }
 
 async fn bind(id: &ComponentId, endpoint: &str) -> Result<tokio::net::TcpListener, ComponentError> {
-    tokio::net::TcpListener::bind(endpoint)
+    tokio::net::TcpListener::bind(bind_address(endpoint).as_ref())
         .await
         .map_err(|e| ComponentError::new(id, format!("cannot listen on {endpoint}: {e}")))
 }
