@@ -10,7 +10,6 @@
 //!     path: /                     # default
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -21,8 +20,8 @@ use serde::Deserialize;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, ParsedConfig,
     Service, parse_config,
-use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 };
+use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 use sluice_engine::health::{Health, Status};
 use sluice_engine::schema::Signal;
 
@@ -66,8 +65,8 @@ impl Factory for HealthCheckFactory {
         "HTTP health endpoint for readiness/liveness probes (default localhost:13133)"
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
-        check_listen_endpoint(&c.endpoint).map_err(|m| ConfigError::new("endpoint", m))?;
         let c: HealthCheckConfig = parse_config(config)?;
+        check_listen_endpoint(&c.endpoint).map_err(|m| ConfigError::new("endpoint", m))?;
         if !c.path.starts_with('/') {
             return Err(ConfigError::new("path", "must start with `/`"));
         }
@@ -136,8 +135,14 @@ impl Lifecycle for HealthCheck {
             );
             let (tx, rx) = tokio::sync::oneshot::channel();
             *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-            let addr: Option<SocketAddr> = listener.local_addr().ok();
-            tracing::info!(extension = %self.id, address = ?addr, "health check listening");
+            match listener.local_addr() {
+                Ok(addr) => {
+                    tracing::info!(extension = %self.id, address = %addr, "health check listening")
+                }
+                Err(e) => {
+                    tracing::info!(extension = %self.id, endpoint = %self.config.endpoint, error = %e, "health check listening")
+                }
+            }
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
