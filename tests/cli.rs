@@ -15,6 +15,15 @@ fn write(name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `sluice validate --config PATH`.
+fn validate(config: &std::path::Path) -> std::process::Output {
+    sluice()
+        .args(["validate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn components_lists_every_kind() {
     let out = sluice().arg("components").output().unwrap();
@@ -37,11 +46,7 @@ fn validate_names_file_path_and_accepted_fields() {
         "bad.yaml",
         "extensions:\n  health_check:\n    endpointt: localhost:1\nservice:\n  extensions: [health_check]\n",
     );
-    let out = sluice()
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -153,11 +158,7 @@ service:
     traces: {receivers: [otlp], processors: [transform, filter], exporters: [debug]}
 "#,
     );
-    let out = sluice()
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid configuration (6 errors):"), "{err}");
@@ -337,11 +338,7 @@ service:
     traces: {receivers: [otlp], processors: [filter/noise, transform], exporters: [debug]}
 "#,
     );
-    let out = sluice()
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -388,6 +385,16 @@ impl Drop for Running {
     }
 }
 
+/// Waits (at most 20 s) until sluice accepts connections on `port`: its OTLP/gRPC port is
+/// bound once everything downstream started (receivers start after exporters).
+fn wait_until_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sluice did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -418,12 +425,7 @@ fn loadgen_counts_agree_with_what_sluice_received() {
             .spawn()
             .unwrap(),
     );
-    // Ready once the OTLP/gRPC port accepts connections (receivers start after exporters).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_listening(grpc);
     let out = sluice()
         .args([
             "loadgen",
@@ -594,11 +596,7 @@ fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_listening(grpc);
     send_traces(grpc, 10_000, 8);
     let metrics = scrape(telemetry);
     let on_memory = metric_value(
@@ -685,11 +683,7 @@ fn logs_say_which_config_runs_in_plain_text() {
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_listening(grpc);
     assert!(terminate(&mut child.0, 30).success());
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut log).unwrap();

@@ -85,7 +85,7 @@ mod normal {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Sum, metric, number_data_point};
     use prost::Message;
     use sluice_engine::Payload;
     use sluice_engine::schema::Signal;
@@ -149,63 +149,41 @@ mod normal {
             .flat_map(|r| &r.scope_metrics)
             .flat_map(|s| &s.metrics);
         for m in all {
-            let labels =
-                |attrs: &[KeyValue]| attrs.iter().map(attribute).collect::<Vec<_>>().join(",");
+            // `name{k=v,...} value`, a line per data point.
+            let mut point = |attributes: &[KeyValue], value: String| {
+                let labels: Vec<String> = attributes.iter().map(attribute).collect();
+                let line = format!("{}{{{}}} {value}", m.name, labels.join(","));
+                out.push(line.trim_end().to_string());
+            };
+            let count_sum = |count: u64, sum: Option<f64>| match sum {
+                Some(sum) => format!("count={count} sum={sum}"),
+                None => format!("count={count}"),
+            };
             match &m.data {
-                Some(metric::Data::Gauge(g)) => {
-                    for p in &g.data_points {
-                        out.push(format!(
-                            "{}{{{}}} {}",
-                            m.name,
-                            labels(&p.attributes),
-                            number(&p.value)
-                        ));
-                    }
-                }
-                Some(metric::Data::Sum(g)) => {
-                    for p in &g.data_points {
-                        out.push(format!(
-                            "{}{{{}}} {}",
-                            m.name,
-                            labels(&p.attributes),
-                            number(&p.value)
-                        ));
+                Some(
+                    metric::Data::Gauge(Gauge { data_points })
+                    | metric::Data::Sum(Sum { data_points, .. }),
+                ) => {
+                    for p in data_points {
+                        point(&p.attributes, number(&p.value));
                     }
                 }
                 Some(metric::Data::Histogram(h)) => {
                     for p in &h.data_points {
-                        let sum = p.sum.map(|s| format!(" sum={s}")).unwrap_or_default();
-                        out.push(format!(
-                            "{}{{{}}} count={}{sum}",
-                            m.name,
-                            labels(&p.attributes),
-                            p.count
-                        ));
+                        point(&p.attributes, count_sum(p.count, p.sum));
                     }
                 }
                 Some(metric::Data::ExponentialHistogram(h)) => {
                     for p in &h.data_points {
-                        let sum = p.sum.map(|s| format!(" sum={s}")).unwrap_or_default();
-                        out.push(format!(
-                            "{}{{{}}} count={}{sum}",
-                            m.name,
-                            labels(&p.attributes),
-                            p.count
-                        ));
+                        point(&p.attributes, count_sum(p.count, p.sum));
                     }
                 }
                 Some(metric::Data::Summary(s)) => {
                     for p in &s.data_points {
-                        out.push(format!(
-                            "{}{{{}}} count={} sum={}",
-                            m.name,
-                            labels(&p.attributes),
-                            p.count,
-                            p.sum
-                        ));
+                        point(&p.attributes, count_sum(p.count, Some(p.sum)));
                     }
                 }
-                None => out.push(format!("{}{{}}", m.name)),
+                None => point(&[], String::new()),
             }
         }
         out
