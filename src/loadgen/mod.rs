@@ -535,11 +535,13 @@ mod failure {
     /// the peer is not a gRPC server at all, that.
     pub fn grpc_status(s: &tonic::Status) -> String {
         // tonic's words for an answer that is plain HTTP: "... while receiving response with
-        // status: 404 Not Found".
-        if let Some((_, http)) = s
-            .message()
+        // status: 404 Not Found" (a body came back), "grpc-status header missing, mapped from
+        // HTTP status code 404" (none did).
+        let m = s.message();
+        let http = m
             .split_once("while receiving response with status: ")
-        {
+            .or_else(|| m.split_once("mapped from HTTP status code "));
+        if let Some((_, http)) = http {
             return format!(
                 "the server answered HTTP {http}, not gRPC (an OTLP/HTTP port? try --protocol http)"
             );
