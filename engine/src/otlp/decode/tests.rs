@@ -1206,6 +1206,10 @@ mod props {
                 Err(DecodeError::InvalidIdLength { .. }) => {}
                 Err(e) => prop_assert!(!prost_ok, "we rejected what prost accepts: {e}"),
             }
+            // Every refusal names the field it is about (`(request)` for the request itself).
+            if let Err(e) = &ours {
+                prop_assert!(e.path().is_some_and(|p| !p.is_empty()), "no field path: {e}");
+            }
         }
     }
 }
