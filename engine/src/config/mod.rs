@@ -26,7 +26,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::component::{ComponentId, ConfigError, Factory, Kind, ParsedConfig, parse_config};
+use crate::component::{
+    ComponentId, ConfigError, Factory, Kind, NoEffect, ParsedConfig, parse_config,
+};
 use crate::schema::Signal;
 
 /// The embedded default config: a gateway with OTLP in on localhost.
@@ -99,6 +101,24 @@ pub struct Pipeline {
     /// Connectors listed in `exporters`: this pipeline feeds them.
     pub connectors_out: Vec<ComponentId>,
 }
+
+/// `service.telemetry` settings accepted for the Collector's sake that change nothing here.
+const TELEMETRY_WITHOUT_EFFECT: &[NoEffect] = &[
+    NoEffect::new(
+        "resource",
+        "sluice's own telemetry is served as Prometheus metrics, without resource attributes",
+    ),
+    NoEffect::new(
+        "logs.encoding",
+        "sluice logs text lines to stderr (coloured on a terminal)",
+    ),
+    NoEffect::new("logs.development", "sluice has no development logging mode"),
+    NoEffect::new("logs.disable_caller", "sluice's log lines carry no caller"),
+    NoEffect::new(
+        "logs.disable_stacktrace",
+        "sluice's log lines carry no stack traces",
+    ),
+];
 
 /// `service.telemetry`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -270,7 +290,10 @@ pub fn load(
     };
     match check(&merged, registry) {
         Ok(mut c) => {
-            c.warnings = references
+            // Settings without effect first (at their file), then unset variables.
+            let no_effect: Vec<ConfigError> = c.warnings.drain(..).map(locate).collect();
+            c.warnings = no_effect;
+            c.warnings.extend(references
                 .iter()
                 .filter(|r| r.state == VarState::Unset)
                 .map(|r| ConfigError {
@@ -280,8 +303,7 @@ pub fn load(
                         "{} is not set, so it expands to an empty string (write ${{env:{}:-default}} for a default)",
                         r.text, r.name
                     ),
-                })
-                .collect();
+                }));
             Ok(c)
         }
         Err(es) => Err(es.into_iter().map(locate).collect()),
@@ -364,6 +386,11 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
             match factory.parse_config_all(body) {
                 Ok(parsed) => {
                     cfg.components.insert((kind, id), parsed);
+                    cfg.warnings.extend(
+                        NoEffect::warnings(factory.without_effect(), body)
+                            .into_iter()
+                            .map(|w| w.within(&path)),
+                    );
                 }
                 Err(es) => errors.extend(es.into_iter().map(|e| e.within(&path))),
             }
@@ -399,6 +426,13 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
         }
     };
     cfg.telemetry = service.telemetry;
+    if let Some(telemetry) = root.get("service").and_then(|s| s.get("telemetry")) {
+        cfg.warnings.extend(
+            NoEffect::warnings(TELEMETRY_WITHOUT_EFFECT, telemetry)
+                .into_iter()
+                .map(|w| w.within("service.telemetry")),
+        );
+    }
     if let Some(address) = cfg.telemetry.metrics.listen_address()
         && let Err(m) = crate::config_types::check_listen_endpoint(&address)
     {

@@ -42,6 +42,17 @@ impl Factory for TestFactory {
     fn parse_config(&self, config: &Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(parse_config::<TestConfig>(config)?))
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const RECEIVER: &[NoEffect] = &[NoEffect::new(
+            "protocols.grpc.include_metadata",
+            "client metadata is not passed on",
+        )];
+        if self.kind == Kind::Receiver {
+            RECEIVER
+        } else {
+            &[]
+        }
+    }
     fn build_processor(
         &self,
         ctx: BuildContext,
@@ -392,6 +403,40 @@ f: \"${env:UNSET:-}\"
     );
     assert_eq!(v["e"], Value::from("http://localhost:4318/v1"));
     assert_eq!(v["f"], Value::from(""));
+}
+
+/// A setting accepted without effect loads, with a warning naming the file and the field;
+/// `service.telemetry`'s too. Warnings come before those about unset variables.
+#[test]
+fn settings_without_effect_are_warned_about_and_the_config_still_loads() {
+    let text = GOOD.replace(
+        "{grpc: {endpoint: localhost:4317}}",
+        "{grpc: {endpoint: localhost:4317, include_metadata: \"${env:NOPE}true\"}}",
+    ) + "  telemetry: {logs: {encoding: json, development: false}, resource: {a: b}}\n";
+    let c = load(&[src("c.yaml", &text)], &no_env, &registry()).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    let says = "accepted so Collector configs load, but has no effect in sluice";
+    assert_eq!(
+        w,
+        vec![
+            format!(
+                "c.yaml: receivers.otlp.protocols.grpc.include_metadata: {says}: client \
+                 metadata is not passed on (from ${{env:NOPE}}, which is not set)"
+            ),
+            format!(
+                "c.yaml: service.telemetry.resource: {says}: sluice's own telemetry is served \
+                 as Prometheus metrics, without resource attributes"
+            ),
+            format!(
+                "c.yaml: service.telemetry.logs.encoding: {says}: sluice logs text lines to \
+                 stderr (coloured on a terminal)"
+            ),
+            "c.yaml: receivers.otlp.protocols.grpc.include_metadata: ${env:NOPE} is not set, so \
+             it expands to an empty string (write ${env:NOPE:-default} for a default)"
+                .to_string(),
+        ]
+    );
+    assert!(load1(GOOD).unwrap().warnings.is_empty());
 }
 
 #[test]
