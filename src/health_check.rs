@@ -18,8 +18,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 use sluice_engine::component::{
-    BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, ParsedConfig,
-    Service, parse_config,
+    BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, NoEffect,
+    ParsedConfig, Service, parse_config,
 };
 use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 use sluice_engine::health::{Health, Status};
@@ -63,6 +63,14 @@ impl Factory for HealthCheckFactory {
     }
     fn description(&self) -> &'static str {
         "HTTP health endpoint for readiness/liveness probes (default localhost:13133)"
+    }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SETTINGS: &[NoEffect] = &[NoEffect::new(
+            "check_collector_pipeline.enabled",
+            "health already follows pipeline start and shutdown; exporter failures do not \
+                  change it",
+        )];
+        SETTINGS
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: HealthCheckConfig = parse_config(config)?;

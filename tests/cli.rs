@@ -286,6 +286,46 @@ fn validate_warns_about_unset_variables() {
     );
 }
 
+/// A Collector setting sluice accepts but does not act on is a warning naming the file and
+/// the field (the config is valid); one it does act on, or left at its zero, is not.
+#[test]
+fn validate_warns_about_settings_without_effect() {
+    let cfg = write(
+        "no-effect.yaml",
+        "receivers:\n\
+         \x20 otlp:\n\
+         \x20   protocols:\n\
+         \x20     grpc:\n\
+         \x20       endpoint: 127.0.0.1:4317\n\
+         \x20       include_metadata: true\n\
+         \x20       keepalive:\n\
+         \x20         server_parameters: {max_connection_age: 5m, max_connection_idle: 1m}\n\
+         \x20         enforcement_policy: {min_time: 10s}\n\
+         \x20     http: {endpoint: 127.0.0.1:4318, include_metadata: false}\n\
+         exporters: {debug: {sampling_initial: 5}}\n\
+         service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}\n",
+    );
+    let out = validate(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let says = "accepted so Collector configs load, but has no effect in sluice";
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    for field in [
+        "receivers.otlp.protocols.grpc.include_metadata",
+        "receivers.otlp.protocols.grpc.keepalive.server_parameters.max_connection_idle",
+        "receivers.otlp.protocols.grpc.keepalive.enforcement_policy",
+        "exporters.debug.sampling_initial",
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("no-effect.yaml: {field}: {says}: "))),
+            "no warning about {field}:\n{err}"
+        );
+    }
+    assert_eq!(warnings.len(), 4, "{err}");
+}
+
 /// Server endpoints are checked by `validate`, not left to fail at start.
 #[test]
 fn validate_checks_listen_endpoints() {
@@ -679,6 +719,10 @@ fn logs_say_which_config_runs_in_plain_text() {
     let grpc = free_port();
     let mut child = Running(
         default_config_on(grpc)
+            .args([
+                "--set",
+                "receivers.otlp.protocols.http.cors.allowed_origins=[x]",
+            ])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -692,6 +736,14 @@ fn logs_say_which_config_runs_in_plain_text() {
         "{log}"
     );
     assert!(!log.contains('\x1b'), "colour codes in a piped log:\n{log}");
+    // A setting without effect is warned about at start, as `validate` does.
+    assert!(
+        log.contains(
+            "receivers.otlp.protocols.http.cors: accepted so Collector configs load, but has no \
+             effect in sluice: CORS preflight requests are not answered"
+        ),
+        "{log}"
+    );
     assert!(!log.contains("Some("), "{log}");
     assert!(
         log.contains("health check listening extension=health_check address=127.0.0.1:"),

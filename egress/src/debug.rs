@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, Factory, Kind,
-    Lifecycle, Node, ParsedConfig, parse_config,
+    Lifecycle, NoEffect, Node, ParsedConfig, parse_config,
 };
 use sluice_engine::schema::{Signal, Table};
 use sluice_engine::telemetry::ExporterMetrics;
@@ -34,7 +34,7 @@ pub enum Verbosity {
 pub struct DebugConfig {
     #[serde(default)]
     pub verbosity: Verbosity,
-    /// Accepted for compatibility; every batch is logged.
+    /// Accepted without effect (warned, as the two below): every batch is logged.
     #[serde(default)]
     pub sampling_initial: Option<u64>,
     #[serde(default)]
@@ -57,6 +57,19 @@ impl Factory for DebugFactory {
     }
     fn description(&self) -> &'static str {
         "logs received data to stderr (basic, normal, detailed)"
+    }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SAMPLING: &str = "every batch is written, none sampled away";
+        const SETTINGS: &[NoEffect] = &[
+            NoEffect::new("sampling_initial", SAMPLING),
+            NoEffect::new("sampling_thereafter", SAMPLING),
+            NoEffect::new(
+                "use_internal_logger",
+                "the exporter always writes through sluice's log (stderr), never to stdout",
+            )
+            .only_when("false"),
+        ];
+        SETTINGS
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(parse_config::<DebugConfig>(config)?))

@@ -88,7 +88,8 @@ pub struct QueueConfig {
     pub num_consumers: usize,
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
-    /// Accepted; a full queue always refuses (the client retries), never blocks.
+    /// Accepted without effect (warned by the exporters): a full queue always refuses (the
+    /// client retries), never blocks.
     #[serde(default)]
     pub block_on_overflow: bool,
     /// The Collector's persistent queue (the id of a storage extension, `file_storage`).
