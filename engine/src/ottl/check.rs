@@ -266,6 +266,9 @@ pub enum GroupEntry {
     Condition(usize),
 }
 
+/// A statement group compiled: its context, statements and conditions.
+pub type CompiledGroup = (Context, Vec<Statement>, Vec<Condition>);
+
 /// [`compile_group`], reporting the error of every statement and condition that has one (in
 /// list order, statements first), so that `sluice validate` lists them all in one run. The
 /// group-wide check (order independence) runs once every entry compiles.
@@ -274,7 +277,7 @@ pub fn compile_group_all(
     conditions: &[String],
     signal: Signal,
     context: Option<Context>,
-) -> std::result::Result<(Context, Vec<Statement>, Vec<Condition>), Vec<(GroupEntry, TextError)>> {
+) -> std::result::Result<CompiledGroup, Vec<(GroupEntry, TextError)>> {
     let mut errors: Vec<(GroupEntry, TextError)> = Vec::new();
     let text_error = |text: &String, error| TextError {
         text: text.clone(),
