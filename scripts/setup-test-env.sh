@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Prepare the test environment for sluice. Idempotent and non-interactive; safe on a fresh
 # Debian machine as root and in CI (CI=true).
-#   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt
+#   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt (Debian's
+#     `python3-venv` is installed first if creating a venv fails for lack of it)
 #   - promtool and the prometheus server (Debian's `prometheus` package), unless both are
 #     already on PATH (the exporter's tests check scrapes with promtool and query a real
 #     Prometheus that scrapes sluice)
+#   - the openssl CLI (the TLS tests make their certificates with it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +17,26 @@ STAMP="$VENV/.requirements.sha256"
 
 log()  { echo "setup-test-env: $*"; }
 fail() { echo "setup-test-env: ERROR: $*" >&2; exit 1; }
+
+# Installs Debian packages with apt-get, as root or through `sudo -n`.
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || fail "$* missing and no apt-get to install it"
+    local sudo="" apt_log
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || fail "$* missing; need root or sudo to apt-get install it"
+        sudo="sudo -n"
+    fi
+    log "installing Debian package(s): $*"
+    apt_log="$(mktemp)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { $sudo apt-get update -qq && \
+           $sudo apt-get install -y -qq --no-install-recommends "$@"; } >"$apt_log" 2>&1; then
+        tail -n 40 "$apt_log" >&2
+        rm -f "$apt_log"
+        fail "apt-get install $* failed (see above)"
+    fi
+    rm -f "$apt_log"
+}
 
 # ---- Python venv -------------------------------------------------------------------------
 PYTHON="${PYTHON:-}"
@@ -36,8 +58,23 @@ else
         rm -rf "$VENV"
         log "creating .venv with $("$PYTHON" --version 2>&1)"
         if ! out="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
-            echo "$out" >&2
-            fail "could not create $VENV (on Debian: apt-get install python3-venv)"
+            rm -rf "$VENV"
+            # Debian splits venv (ensurepip) out of python3: install it, as prometheus is.
+            if [[ "$out" == *ensurepip* || "$out" == *python3-venv* ]] \
+                && command -v apt-get >/dev/null 2>&1; then
+                apt_install python3-venv
+                if ! out="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+                    # A python other than Debian's default python3 has its own package.
+                    rm -rf "$VENV"
+                    ver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+                    apt_install "python$ver-venv"
+                    out="$("$PYTHON" -m venv "$VENV" 2>&1)" || { echo "$out" >&2; \
+                        fail "could not create $VENV even with python3-venv installed"; }
+                fi
+            else
+                echo "$out" >&2
+                fail "could not create $VENV (on Debian: apt-get install python3-venv)"
+            fi
         fi
     fi
     log "installing pinned packages from $REQ"
@@ -61,25 +98,11 @@ fi
 if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
     log "promtool present: $(command -v promtool); prometheus present: $(command -v prometheus)"
 else
-    command -v apt-get >/dev/null 2>&1 \
-        || fail "promtool/prometheus not on PATH and no apt-get to install them (install Prometheus)"
-    SUDO=""
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || fail "promtool/prometheus missing; need root or sudo to apt-get install prometheus"
-        SUDO="sudo -n"
-    fi
-    log "installing Debian package prometheus (promtool and the server)"
-    apt_log="$(mktemp)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { $SUDO apt-get update -qq && \
-           $SUDO apt-get install -y -qq --no-install-recommends prometheus; } >"$apt_log" 2>&1; then
-        tail -n 40 "$apt_log" >&2
-        rm -f "$apt_log"
-        fail "apt-get install prometheus failed (see above)"
-    fi
-    rm -f "$apt_log"
+    apt_install prometheus
     # The package starts a prometheus service where an init system runs; tests don't need it.
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+        SUDO=""
+        [[ "$(id -u)" == 0 ]] || SUDO="sudo -n"
         $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
         $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
     fi
@@ -92,15 +115,6 @@ fi
 if command -v openssl >/dev/null 2>&1; then
     log "openssl present: $(command -v openssl)"
 else
-    command -v apt-get >/dev/null 2>&1 || fail "openssl not on PATH and no apt-get to install it"
-    SUDO=""
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || fail "openssl missing; need root or sudo to apt-get install openssl"
-        SUDO="sudo -n"
-    fi
-    log "installing Debian package openssl"
-    export DEBIAN_FRONTEND=noninteractive
-    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends openssl; } \
-        >/dev/null 2>&1 || fail "apt-get install openssl failed"
+    apt_install openssl
     command -v openssl >/dev/null 2>&1 || fail "openssl installed but not on PATH"
 fi

@@ -10,7 +10,6 @@
 //!     path: /                     # default
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -19,9 +18,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 use sluice_engine::component::{
-    BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, ParsedConfig,
-    Service, parse_config,
+    BoxFuture, BuildContext, ComponentError, ConfigError, Factory, Kind, Lifecycle, NoEffect,
+    ParsedConfig, Service, parse_config,
 };
+use sluice_engine::config_types::{bind_address, check_listen_endpoint};
 use sluice_engine::health::{Health, Status};
 use sluice_engine::schema::Signal;
 
@@ -64,8 +64,17 @@ impl Factory for HealthCheckFactory {
     fn description(&self) -> &'static str {
         "HTTP health endpoint for readiness/liveness probes (default localhost:13133)"
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SETTINGS: &[NoEffect] = &[NoEffect::new(
+            "check_collector_pipeline.enabled",
+            "health already follows pipeline start and shutdown; exporter failures do not \
+                  change it",
+        )];
+        SETTINGS
+    }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: HealthCheckConfig = parse_config(config)?;
+        check_listen_endpoint(&c.endpoint).map_err(|m| ConfigError::new("endpoint", m))?;
         if !c.path.starts_with('/') {
             return Err(ConfigError::new("path", "must start with `/`"));
         }
@@ -96,14 +105,15 @@ struct HealthCheck {
 impl Lifecycle for HealthCheck {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind(&self.config.endpoint)
-                .await
-                .map_err(|e| {
-                    ComponentError::new(
-                        &self.id,
-                        format!("cannot listen on {}: {e}", self.config.endpoint),
-                    )
-                })?;
+            let listener =
+                tokio::net::TcpListener::bind(bind_address(&self.config.endpoint).as_ref())
+                    .await
+                    .map_err(|e| {
+                        ComponentError::new(
+                            &self.id,
+                            format!("cannot listen on {}: {e}", self.config.endpoint),
+                        )
+                    })?;
             let health = self.health.clone();
             let since = SystemTime::now();
             let started = Instant::now();
@@ -133,8 +143,14 @@ impl Lifecycle for HealthCheck {
             );
             let (tx, rx) = tokio::sync::oneshot::channel();
             *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-            let addr: Option<SocketAddr> = listener.local_addr().ok();
-            tracing::info!(extension = %self.id, address = ?addr, "health check listening");
+            match listener.local_addr() {
+                Ok(addr) => {
+                    tracing::info!(extension = %self.id, address = %addr, "health check listening")
+                }
+                Err(e) => {
+                    tracing::info!(extension = %self.id, endpoint = %self.config.endpoint, error = %e, "health check listening")
+                }
+            }
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {

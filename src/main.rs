@@ -1,7 +1,8 @@
 //! `sluice`: run an OpenTelemetry Collector config on sluice's Arrow engine.
 //!
-//! - `sluice [--config FILE]...` runs (no `--config`: the embedded default gateway config);
-//! - `sluice validate --config FILE...` checks a config and exits non-zero on any error;
+//! - `sluice [--config SOURCE]... [--set KEY=VALUE]...` runs (no `--config`: the embedded default
+//!   gateway config); a source is a file, `yaml:TEXT` or `env:VAR`, as the Collector's;
+//! - `sluice validate --config SOURCE...` checks a config and exits non-zero on any error;
 //! - `sluice components` lists what is built in;
 //! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports.
 
@@ -10,11 +11,12 @@ mod loadgen;
 mod process_memory;
 mod telemetry_server;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sluice_engine::clock::WallClock;
 use sluice_engine::component::{Factory, Kind};
 use sluice_engine::config::{self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Registry, Source};
@@ -26,27 +28,70 @@ use sluice_engine::telemetry::{Telemetry, register_process_metrics};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const ABOUT: &str = "OpenTelemetry agent and gateway on Apache Arrow";
+
+const LONG_ABOUT: &str = "OpenTelemetry agent and gateway on Apache Arrow.
+
+sluice runs an OpenTelemetry Collector config. Without --config it runs its embedded default: \
+OTLP in on localhost:4317 (gRPC) and localhost:4318 (HTTP), traces and logs printed by the \
+debug exporter (a line per span or log record), metrics for Prometheus on \
+localhost:8889/metrics, self-telemetry on localhost:8888/metrics, health on localhost:13133.";
+
+const AFTER_HELP: &str =
+    "Config sources, as the Collector's (repeat --config to merge several; later ones win):
+  --config gateway.yaml                        a file (also file:gateway.yaml)
+  --config 'yaml:exporters::debug::verbosity: detailed'   inline YAML (:: separates levels)
+  --config env:SLUICE_CONFIG                   the whole config from an environment variable
+  --set processors.batch.timeout=2s            one value (applied after every --config)
+In values, ${env:VAR} expands (${env:VAR:-default} when VAR is unset; $$ is a literal $).";
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
     version,
-    about = "OpenTelemetry agent and gateway on Apache Arrow"
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Collector YAML config file(s); several are merged in order, later ones win.
-    /// `file:PATH` is accepted as the Collector spells it.
-    #[arg(long = "config", global = true, value_name = "FILE")]
-    config: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Where the config comes from: for running and validating only.
+#[derive(Args, Clone, Debug, Default)]
+struct ConfigArgs {
+    /// A config source: a file (FILE or file:FILE), inline YAML (yaml:TEXT) or an environment
+    /// variable holding the config (env:VAR). Repeat to merge several, later ones win. Without
+    /// --config, the embedded default config runs.
+    #[arg(long = "config", value_name = "SOURCE")]
+    config: Vec<String>,
+    /// Set one value, as the Collector's --set: KEY is a dotted path, VALUE is YAML
+    /// (--set exporters.debug.verbosity=detailed). Applied after every --config.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn is_empty(&self) -> bool {
+        self.config.is_empty() && self.set.is_empty()
+    }
+    /// These arguments followed by `more` (given after the subcommand).
+    fn and(mut self, more: ConfigArgs) -> ConfigArgs {
+        self.config.extend(more.config);
+        self.set.extend(more.set);
+        self
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the pipelines (the default).
-    Run,
+    Run(ConfigArgs),
     /// Check the config and exit: 0 if valid, 1 with every error otherwise.
-    Validate,
+    Validate(ConfigArgs),
     /// List the receivers, processors, exporters and extensions built in.
     Components,
     /// Send realistic OTLP load to an endpoint and report rate, refusals and latency.
@@ -65,30 +110,82 @@ fn registry() -> Registry {
     Registry::new(factories)
 }
 
-fn read_sources(files: &[String]) -> anyhow::Result<Vec<Source>> {
-    if files.is_empty() {
-        return Ok(vec![Source {
+/// The config sources named on the command line, in merge order: each `--config`, then each
+/// `--set`; the embedded default when there is no `--config`.
+fn read_sources(args: &ConfigArgs) -> anyhow::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    if args.config.is_empty() {
+        sources.push(Source {
             name: DEFAULT_CONFIG_NAME.into(),
             text: DEFAULT_CONFIG.into(),
-        }]);
+        });
     }
-    files
-        .iter()
-        .map(|f| {
-            let path = f.strip_prefix("file:").unwrap_or(f);
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {path}"))?;
-            Ok(Source {
-                name: path.to_string(),
-                text,
-            })
-        })
-        .collect()
+    for c in &args.config {
+        sources.push(read_source(c)?);
+    }
+    for s in &args.set {
+        let (key, value) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s}: missing `=` (expected --set KEY=VALUE)"))?;
+        // The Collector's translation: dots separate levels, the value is YAML.
+        sources.push(Source {
+            name: format!("--set {s}"),
+            text: format!("{}: {}", key.trim().replace('.', "::"), value.trim()),
+        });
+    }
+    Ok(sources)
 }
 
-/// Loads and checks the config; prints every error.
-fn load(files: &[String], registry: &Registry) -> Option<Config> {
-    let sources = match read_sources(files) {
+/// One `--config` source: `file:PATH` (or a plain path), `yaml:TEXT`, `env:VAR`.
+fn read_source(spec: &str) -> anyhow::Result<Source> {
+    if let Some(text) = spec.strip_prefix("yaml:") {
+        return Ok(Source {
+            name: spec.to_string(),
+            text: text.to_string(),
+        });
+    }
+    if let Some(var) = spec.strip_prefix("env:") {
+        let text = std::env::var(var).map_err(|e| match e {
+            std::env::VarError::NotPresent => {
+                anyhow::anyhow!("--config {spec}: environment variable {var} is not set")
+            }
+            std::env::VarError::NotUnicode(_) => {
+                anyhow::anyhow!("--config {spec}: environment variable {var} is not valid UTF-8")
+            }
+        })?;
+        return Ok(Source {
+            name: spec.to_string(),
+            text,
+        });
+    }
+    let path = match spec.split_once(':') {
+        Some(("file", path)) => path,
+        // A URI scheme (two characters at least, so a Windows drive letter is a path).
+        Some((scheme, _))
+            if scheme.len() > 1
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')) =>
+        {
+            anyhow::bail!(
+                "--config {spec}: config source {scheme:?} is not supported; use a file \
+                 (FILE or file:FILE), yaml:TEXT or env:VAR"
+            )
+        }
+        _ => spec,
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read config file {path}"))?;
+    Ok(Source {
+        name: path.to_string(),
+        text,
+    })
+}
+
+/// Loads and checks the config; prints every error. Returns the config and its sources' names.
+fn load(args: &ConfigArgs, registry: &Registry) -> Option<(Config, Vec<String>)> {
+    let sources = match read_sources(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -97,7 +194,7 @@ fn load(files: &[String], registry: &Registry) -> Option<Config> {
     };
     let env = |name: &str| std::env::var(name).ok();
     match config::load(&sources, &env, registry) {
-        Ok(c) => Some(c),
+        Ok(c) => Some((c, sources.into_iter().map(|s| s.name).collect())),
         Err(errors) => {
             eprintln!(
                 "invalid configuration ({} error{}):",
@@ -116,7 +213,12 @@ fn main() -> ExitCode {
     process_memory::configure_allocator();
     let cli = Cli::parse();
     let registry = registry();
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run(ConfigArgs::default()));
+    if !cli.config.is_empty() && !matches!(command, Command::Run(_) | Command::Validate(_)) {
+        eprintln!("error: --config and --set apply to running and to `sluice validate` only");
+        return ExitCode::FAILURE;
+    }
+    match command {
         Command::Components => {
             for kind in [
                 Kind::Receiver,
@@ -183,8 +285,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate => match load(&cli.config, &registry) {
-            Some(c) => {
+        Command::Validate(args) => match load(&cli.config.and(args), &registry) {
+            Some((c, _)) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "configuration is valid: {} pipeline(s), {} component(s)",
                     c.pipelines.len(),
@@ -194,11 +299,23 @@ fn main() -> ExitCode {
             }
             None => ExitCode::FAILURE,
         },
-        Command::Run => {
-            let Some(config) = load(&cli.config, &registry) else {
+        Command::Run(args) => {
+            let Some((config, sources)) = load(&cli.config.and(args), &registry) else {
                 return ExitCode::FAILURE;
             };
             init_logging(&config);
+            if sources.iter().any(|s| s == DEFAULT_CONFIG_NAME) {
+                tracing::info!(
+                    "running the embedded default config (no --config given): OTLP in on \
+                     localhost:4317 (gRPC) and localhost:4318 (HTTP), traces and logs printed \
+                     here; `sluice --help` says how to run your own"
+                );
+            } else {
+                tracing::info!(config = %sources.join(", "), "running");
+            }
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
@@ -206,8 +323,8 @@ fn main() -> ExitCode {
                 Ok(Stopped::Clean) => ExitCode::SUCCESS,
                 Ok(Stopped::Dropped) => ExitCode::from(EXIT_DROPPED_AT_SHUTDOWN),
                 Err(e) => {
+                    // Logged once (stderr is where the log goes).
                     tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -239,9 +356,12 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colours only for a person at a terminal: a log file or `kubectl logs` gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 

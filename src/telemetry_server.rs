@@ -4,14 +4,17 @@
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
+use sluice_engine::config_types::bind_address;
 use sluice_engine::telemetry::Telemetry;
 use tokio::sync::oneshot;
 
 /// Binds `address` and serves `GET /metrics` until the returned sender is dropped or fired.
 pub async fn start(address: &str, telemetry: Telemetry) -> anyhow::Result<oneshot::Sender<()>> {
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        anyhow::anyhow!("service.telemetry.metrics: cannot listen on {address}: {e}")
-    })?;
+    let listener = tokio::net::TcpListener::bind(bind_address(address).as_ref())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("service.telemetry.metrics: cannot listen on {address}: {e}")
+        })?;
     tracing::info!(address = %address, "self-telemetry on /metrics");
     let app = Router::new().route(
         "/metrics",

@@ -15,6 +15,15 @@ fn write(name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `sluice validate --config PATH`.
+fn validate(config: &std::path::Path) -> std::process::Output {
+    sluice()
+        .args(["validate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn components_lists_every_kind() {
     let out = sluice().arg("components").output().unwrap();
@@ -37,11 +46,7 @@ fn validate_names_file_path_and_accepted_fields() {
         "bad.yaml",
         "extensions:\n  health_check:\n    endpointt: localhost:1\nservice:\n  extensions: [health_check]\n",
     );
-    let out = sluice()
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -95,18 +100,258 @@ fn the_shipped_gateway_config_validates() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    // The exporter endpoint comes from the pod's environment; without it, validate says so.
+    // The exporter endpoint comes from the pod's environment, with a default: the README's
+    // `sluice validate --config k8s/config/gateway.yaml` passes as shipped.
     let out = sluice()
         .args(["validate", "--config", path])
         .env_remove("JAEGER_ENDPOINT")
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // Set but empty is not unset (no default, as in the Collector): the error names it.
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .env("JAEGER_ENDPOINT", "")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("exporters.otlp/jaeger.endpoint"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains(
+            "exporters.otlp/jaeger.endpoint: invalid endpoint \"\": expected host:port, \
+             http://host:port or https://host:port (from \
+             ${env:JAEGER_ENDPOINT:-jaeger-collector.tracing:4317}, which is set to an empty \
+             string)"
+        ),
+        "{err}"
     );
+}
+
+/// `sluice validate` lists the error of every bad OTTL statement and condition in one run.
+#[test]
+fn validate_reports_every_bad_ottl_statement_at_once() {
+    let bad = write(
+        "four-bad.yaml",
+        r#"receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:4317"}}}
+processors:
+  transform:
+    trace_statements:
+      - delete_key(span.attributes, "ok")
+      - set(span.attributes["a"], Sha256(span.name))
+      - delete_key(span.attributes, "also ok")
+      - set(span.nme, "x")
+      - keep_keys(span.attributes, "not a list")
+      - set(span.attributes["b"], Concat(["x"]
+  filter:
+    traces:
+      span:
+        - 'IsMatch(name, "(")'
+        - 'name == "fine"'
+        - 'nmae == "x"'
+exporters:
+  debug: {}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [transform, filter], exporters: [debug]}
+"#,
+    );
+    let out = validate(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid configuration (6 errors):"), "{err}");
+    for path in [
+        "processors.transform.trace_statements[1]: OTTL error",
+        "processors.transform.trace_statements[3]: OTTL error",
+        "processors.transform.trace_statements[4]: OTTL error",
+        "processors.transform.trace_statements[5]: OTTL error",
+        "processors.filter.traces.span[0]: OTTL error",
+        "processors.filter.traces.span[2]: OTTL error",
+    ] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+}
+
+/// The Collector's config sources: `yaml:`, `env:`, files, and `--set` over them.
+#[test]
+fn config_sources_are_the_collectors() {
+    let inline = "{receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:4317'}}}}, \
+                  exporters: {debug: {}}, \
+                  service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}}";
+    let valid = |out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("configuration is valid: 1 pipeline")
+        );
+    };
+    valid(
+        sluice()
+            .args(["validate", "--config", &format!("yaml:{inline}")])
+            .output()
+            .unwrap(),
+    );
+    valid(
+        sluice()
+            .args(["validate", "--config", "env:SLUICE_TEST_CONFIG"])
+            .env("SLUICE_TEST_CONFIG", inline)
+            .output()
+            .unwrap(),
+    );
+    // --set applies after every --config, with the Collector's key syntax; its errors name it.
+    let base = write("set-base.yaml", &format!("{inline}\n"));
+    let out = sluice()
+        .arg("validate")
+        .arg("--config")
+        .arg(&base)
+        .args(["--set", "exporters.debug.verbosity=loud"])
+        .args(["--config", "yaml:processors::batch::timeout: 2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--set exporters.debug.verbosity=loud: exporters.debug.verbosity: unknown variant `loud`"),
+        "{err}"
+    );
+    valid(
+        sluice()
+            .arg("validate")
+            .arg("--config")
+            .arg(&base)
+            .args(["--set", "exporters.debug.verbosity=detailed"])
+            .output()
+            .unwrap(),
+    );
+    for (args, want) in [
+        (
+            vec!["validate", "--config", "http://config-server/x.yaml"],
+            "config source \"http\" is not supported",
+        ),
+        (
+            vec!["validate", "--config", "env:SLUICE_TEST_NOT_SET"],
+            "environment variable SLUICE_TEST_NOT_SET is not set",
+        ),
+        (vec!["validate", "--set", "exporters.debug"], "missing `=`"),
+        (
+            vec!["--config", "x.yaml", "loadgen", "sink"],
+            "--config and --set apply to running and to `sluice validate` only",
+        ),
+    ] {
+        let out = sluice()
+            .args(&args)
+            .env_remove("SLUICE_TEST_NOT_SET")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // loadgen's subcommands do not take --config at all.
+    let out = sluice()
+        .args(["loadgen", "traces", "--config", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// An unset `${env:VAR}` is valid (it expands to nothing, as in the Collector) but is warned
+/// about, naming the variable and the place.
+#[test]
+fn validate_warns_about_unset_variables() {
+    let cfg = write(
+        "unset.yaml",
+        "receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:4317'}}}}\n\
+         processors: {batch: {timeout: '2${env:SLUICE_TEST_UNSET_SUFFIX}s'}}\n\
+         exporters: {debug: {}}\n\
+         service: {pipelines: {traces: {receivers: [otlp], processors: [batch], exporters: [debug]}}}\n",
+    );
+    let out = sluice()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .env_remove("SLUICE_TEST_UNSET_SUFFIX")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.starts_with("warning: ")
+            && err.contains(
+                "unset.yaml: processors.batch.timeout: ${env:SLUICE_TEST_UNSET_SUFFIX} is not \
+                 set, so it expands to an empty string"
+            ),
+        "{err}"
+    );
+}
+
+/// A Collector setting sluice accepts but does not act on is a warning naming the file and
+/// the field (the config is valid); one it does act on, or left at its zero, is not.
+#[test]
+fn validate_warns_about_settings_without_effect() {
+    let cfg = write(
+        "no-effect.yaml",
+        "receivers:\n\
+         \x20 otlp:\n\
+         \x20   protocols:\n\
+         \x20     grpc:\n\
+         \x20       endpoint: 127.0.0.1:4317\n\
+         \x20       include_metadata: true\n\
+         \x20       keepalive:\n\
+         \x20         server_parameters: {max_connection_age: 5m, max_connection_idle: 1m}\n\
+         \x20         enforcement_policy: {min_time: 10s}\n\
+         \x20     http: {endpoint: 127.0.0.1:4318, include_metadata: false}\n\
+         exporters: {debug: {sampling_initial: 5}}\n\
+         service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}\n",
+    );
+    let out = validate(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let says = "accepted so Collector configs load, but has no effect in sluice";
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    for field in [
+        "receivers.otlp.protocols.grpc.include_metadata",
+        "receivers.otlp.protocols.grpc.keepalive.server_parameters.max_connection_idle",
+        "receivers.otlp.protocols.grpc.keepalive.enforcement_policy",
+        "exporters.debug.sampling_initial",
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("no-effect.yaml: {field}: {says}: "))),
+            "no warning about {field}:\n{err}"
+        );
+    }
+    assert_eq!(warnings.len(), 4, "{err}");
+}
+
+/// Server endpoints are checked by `validate`, not left to fail at start.
+#[test]
+fn validate_checks_listen_endpoints() {
+    let cfg = write(
+        "endpoints.yaml",
+        "receivers: {otlp: {protocols: {grpc: {endpoint: '${env:SLUICE_TEST_NOPE}'}, http: {endpoint: 'localhost:99999'}}}}\n\
+         exporters: {debug: {}}\n\
+         extensions: {health_check: {endpoint: 'localhost'}}\n\
+         service:\n  extensions: [health_check]\n  pipelines: {traces: {receivers: [otlp], exporters: [debug]}}\n\
+         \x20 telemetry: {metrics: {address: ''}}\n",
+    );
+    let out = sluice()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .env_remove("SLUICE_TEST_NOPE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "receivers.otlp.protocols.grpc.endpoint: the endpoint is empty; expected host:port, e.g. localhost:4317, or 0.0.0.0:4317 for every interface (from ${env:SLUICE_TEST_NOPE}, which is not set)",
+        "extensions.health_check.endpoint: invalid endpoint \"localhost\": no port",
+        "service.telemetry.metrics.address: the endpoint is empty",
+    ] {
+        assert!(err.contains(want), "{want} missing from:\n{err}");
+    }
 }
 
 #[test]
@@ -133,11 +378,7 @@ service:
     traces: {receivers: [otlp], processors: [filter/noise, transform], exporters: [debug]}
 "#,
     );
-    let out = sluice()
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -184,6 +425,16 @@ impl Drop for Running {
     }
 }
 
+/// Waits (at most 20 s) until sluice accepts connections on `port`: its OTLP/gRPC port is
+/// bound once everything downstream started (receivers start after exporters).
+fn wait_until_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sluice did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -214,12 +465,7 @@ fn loadgen_counts_agree_with_what_sluice_received() {
             .spawn()
             .unwrap(),
     );
-    // Ready once the OTLP/gRPC port accepts connections (receivers start after exporters).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_listening(grpc);
     let out = sluice()
         .args([
             "loadgen",
@@ -390,11 +636,7 @@ fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_listening(grpc);
     send_traces(grpc, 10_000, 8);
     let metrics = scrape(telemetry);
     let on_memory = metric_value(
@@ -453,4 +695,72 @@ fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
         }
     }
     assert_eq!(calls, 80_000, "spanmetrics counted every span received");
+}
+
+/// The embedded default config on free ports (`--set` over it).
+fn default_config_on(grpc: u16) -> Command {
+    let mut cmd = sluice();
+    for (key, port) in [
+        ("receivers.otlp.protocols.grpc.endpoint", grpc),
+        ("receivers.otlp.protocols.http.endpoint", free_port()),
+        ("exporters.prometheus.endpoint", free_port()),
+        ("extensions.health_check.endpoint", free_port()),
+        ("service.telemetry.metrics.address", free_port()),
+    ] {
+        cmd.arg("--set").arg(format!("{key}=127.0.0.1:{port}"));
+    }
+    cmd
+}
+
+/// What a person reading the log sees: which config runs, addresses as addresses, no colour
+/// codes when stderr is not a terminal, and a failure said once.
+#[test]
+fn logs_say_which_config_runs_in_plain_text() {
+    let grpc = free_port();
+    let mut child = Running(
+        default_config_on(grpc)
+            .args([
+                "--set",
+                "receivers.otlp.protocols.http.cors.allowed_origins=[x]",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_listening(grpc);
+    assert!(terminate(&mut child.0, 30).success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("running the embedded default config (no --config given)"),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "colour codes in a piped log:\n{log}");
+    // A setting without effect is warned about at start, as `validate` does.
+    assert!(
+        log.contains(
+            "receivers.otlp.protocols.http.cors: accepted so Collector configs load, but has no \
+             effect in sluice: CORS preflight requests are not answered"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("Some("), "{log}");
+    assert!(
+        log.contains("health check listening extension=health_check address=127.0.0.1:"),
+        "{log}"
+    );
+
+    // A port in use: one error line saying so, exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = default_config_on(port).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "otlp: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{err}"
+    );
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
-    Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+    Factory, Kind, Lifecycle, NoEffect, Node, ParsedConfig, parse_config,
 };
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::ExporterMetrics;
@@ -39,7 +39,7 @@ pub struct FileConfig {
     pub format: FileFormat,
     #[serde(default)]
     pub append: bool,
-    /// Accepted; every batch is flushed when written.
+    /// Accepted without effect (warned): every batch is flushed when written.
     #[serde(default)]
     pub flush_interval: Option<String>,
     #[serde(default)]
@@ -64,6 +64,13 @@ impl Factory for FileFactory {
     }
     fn description(&self) -> &'static str {
         "writes OTLP/JSON lines (or length-prefixed protobuf) to a file: captures for replay"
+    }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SETTINGS: &[NoEffect] = &[NoEffect::new(
+            "flush_interval",
+            "every batch is flushed as it is written",
+        )];
+        SETTINGS
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: FileConfig = parse_config(config)?;

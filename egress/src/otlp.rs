@@ -38,8 +38,8 @@ use prost::Message;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
-    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, Node, ParsedConfig,
-    parse_config,
+    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, NoEffect, Node,
+    ParsedConfig, parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::schema::Signal;
@@ -88,7 +88,8 @@ pub struct OtlpGrpcConfig {
     /// payloads are split. Not a Collector setting: see the module documentation.
     #[serde(default = "default_max_request_size")]
     pub max_request_size: usize,
-    /// Accepted for compatibility; tonic balances over the resolved addresses itself.
+    /// Accepted without effect (warned, see `without_effect`), as `keepalive` and
+    /// `wait_for_ready`.
     #[serde(default)]
     pub balancer_name: Option<String>,
     #[serde(default)]
@@ -96,6 +97,12 @@ pub struct OtlpGrpcConfig {
     #[serde(default)]
     pub wait_for_ready: Option<bool>,
 }
+
+/// `sending_queue.block_on_overflow`, accepted without effect by both OTLP exporters.
+const BLOCK_ON_OVERFLOW: NoEffect = NoEffect::new(
+    "sending_queue.block_on_overflow",
+    "a full queue refuses at once (the sender is told to retry), it never blocks",
+);
 
 fn d5s() -> Duration {
     Duration::from_secs(5)
@@ -456,10 +463,34 @@ impl Factory for OtlpGrpcFactory {
     fn description(&self) -> &'static str {
         "OTLP over gRPC, with sending queue and retry"
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SETTINGS: &[NoEffect] = &[
+            NoEffect::new(
+                "balancer_name",
+                "requests go over one HTTP/2 connection to the endpoint (the first of its \
+                 addresses that answers)",
+            ),
+            NoEffect::new(
+                "keepalive",
+                "the exporter sends no keepalive pings; a broken connection is found by the \
+                      request timeout",
+            ),
+            NoEffect::new(
+                "wait_for_ready",
+                "a request to an unreachable endpoint fails at once and is retried by \
+                      retry_on_failure",
+            ),
+            BLOCK_ON_OVERFLOW,
+        ];
+        SETTINGS
+    }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpGrpcConfig = parse_config(config)?;
         grpc_endpoint(&c.endpoint)?;
         check_max_request_size(c.max_request_size)?;
+        c.sending_queue
+            .check()
+            .map_err(|e| e.within("sending_queue"))?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
@@ -736,12 +767,19 @@ impl Factory for OtlpHttpFactory {
     fn description(&self) -> &'static str {
         "OTLP over HTTP (protobuf or JSON), with sending queue and retry"
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const SETTINGS: &[NoEffect] = &[BLOCK_ON_OVERFLOW];
+        SETTINGS
+    }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpHttpConfig = parse_config(config)?;
         for s in Signal::ALL {
             c.url(s)?;
         }
         check_max_request_size(c.max_request_size)?;
+        c.sending_queue
+            .check()
+            .map_err(|e| e.within("sending_queue"))?;
         c.tls.validate().map_err(|e| tls_config_error(&e))?;
         for (k, v) in &c.headers {
             if http::HeaderName::try_from(k.as_str()).is_err()

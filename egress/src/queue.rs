@@ -80,7 +80,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
-    BoxFuture, ComponentError, ComponentId, ConsumeError, Consumer, Lifecycle,
+    BoxFuture, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer, Lifecycle,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::memory::{Held, Holder};
@@ -101,11 +101,13 @@ pub struct QueueConfig {
     pub queue_size: usize,
     #[serde(default)]
     pub sizer: Sizer,
-    /// Accepted; a full queue always refuses (the client retries), never blocks.
+    /// Accepted without effect (warned by the exporters): a full queue always refuses (the
+    /// client retries), never blocks.
     #[serde(default)]
     pub block_on_overflow: bool,
-    /// Accepted for compatibility (the Collector's persistent queue); not supported yet: a
-    /// warning says so at startup.
+    /// The Collector's persistent queue (the id of a storage extension, `file_storage`).
+    /// sluice has no storage extension yet, so any value is refused by [`QueueConfig::check`]
+    /// rather than silently keeping the queue in memory.
     #[serde(default)]
     pub storage: Option<String>,
     /// sluice's: how long shutdown keeps delivering what is queued before what is left is
@@ -115,6 +117,24 @@ pub struct QueueConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub drain_timeout: Duration,
+}
+
+impl QueueConfig {
+    /// What the types alone do not say: a `storage` cannot be honoured (yet). Paths are
+    /// inside `sending_queue`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(storage) = &self.storage {
+            return Err(ConfigError::new(
+                "storage",
+                format!(
+                    "persistent queues are not supported yet: sluice has no storage extension, \
+                     so the queue cannot be kept in {storage:?}; remove `storage` to queue in \
+                     memory (what is queued is lost on restart)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for QueueConfig {
@@ -388,9 +408,6 @@ impl<S: Sender> QueuedExporter<S> {
         } else {
             (None, None)
         };
-        if let Some(storage) = &queue.storage {
-            tracing::warn!(exporter = %id, storage = %storage, "sending_queue.storage is set, but sluice has no persistent queue yet: the queue is in memory, and what is still undelivered at the drain deadline of a shutdown is dropped (counted)");
-        }
         let limit_gauge = metrics.max_request_size();
         limit_gauge.set(max_request_size as i64);
         QueuedExporter {

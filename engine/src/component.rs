@@ -215,6 +215,21 @@ pub trait Factory: Send + Sync + 'static {
     /// Errors carry the path inside the component's config; the loader prefixes the file and
     /// the component path.
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError>;
+    /// [`Factory::parse_config`] reporting every error it finds rather than the first (what
+    /// the loader calls, so `sluice validate` lists a processor's four bad OTTL statements in
+    /// one run). Components whose config can hold several independent errors override it.
+    fn parse_config_all(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<ParsedConfig, Vec<ConfigError>> {
+        self.parse_config(config).map_err(|e| vec![e])
+    }
+    /// Settings this component accepts, so a Collector config loads unchanged, but does not
+    /// act on. The loader warns about each one a config sets (`sluice validate` prints the
+    /// warnings, a run logs them at start), so no setting is silently without effect.
+    fn without_effect(&self) -> &'static [NoEffect] {
+        &[]
+    }
     /// Build a receiver; `consumers` holds the pipelines it feeds, by signal.
     fn build_receiver(
         &self,
@@ -295,6 +310,114 @@ impl ConfigError {
             (false, false) => format!("{outer}.{}", self.path),
         };
         self
+    }
+}
+
+/// A setting that is accepted but changes nothing in sluice (see [`Factory::without_effect`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoEffect {
+    /// Where it is inside the component's config (`protocols.grpc.include_metadata`); `*`
+    /// stands for any map key or list index (`policies.*.string_attribute.cache_max_size`).
+    pub path: &'static str,
+    /// Why it changes nothing, or what sluice does instead.
+    pub why: &'static str,
+    /// Warn only when the setting has this value (as JSON: `false`), where every other value
+    /// asks for what sluice does anyway. `None`: any value but the zero one.
+    pub only_when: Option<&'static str>,
+}
+
+impl NoEffect {
+    pub const fn new(path: &'static str, why: &'static str) -> Self {
+        NoEffect {
+            path,
+            why,
+            only_when: None,
+        }
+    }
+
+    /// See [`NoEffect::only_when`].
+    pub const fn only_when(self, value: &'static str) -> Self {
+        NoEffect {
+            only_when: Some(value),
+            ..self
+        }
+    }
+
+    /// A warning for every place in `config` (a component's config) that sets one of `settings`:
+    /// paths are inside the component. A value left at its zero (`null`, `false`, `0`, `""`,
+    /// empty) is not set: that is what the Collector reads as "unset" too.
+    pub fn warnings(settings: &[NoEffect], config: &serde_json::Value) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for s in settings {
+            let steps: Vec<&str> = s.path.split('.').collect();
+            find_set(config, &steps, String::new(), s.only_when, &mut |path| {
+                out.push(ConfigError::new(
+                    path,
+                    format!(
+                        "accepted so Collector configs load, but has no effect in sluice: {}",
+                        s.why
+                    ),
+                ))
+            });
+        }
+        out
+    }
+}
+
+/// Calls `found` with the path of every value at `steps` below `v` that is set (not a zero),
+/// or, with `only_when`, that is that value.
+fn find_set(
+    v: &serde_json::Value,
+    steps: &[&str],
+    at: String,
+    only_when: Option<&str>,
+    found: &mut dyn FnMut(String),
+) {
+    use serde_json::Value;
+    let Some((step, rest)) = steps.split_first() else {
+        if let Some(value) = only_when {
+            if serde_json::from_str::<Value>(value).is_ok_and(|w| &w == v) {
+                found(at);
+            }
+            return;
+        }
+        let zero = match v {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty(),
+        };
+        if !zero {
+            found(at);
+        }
+        return;
+    };
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match (v, *step) {
+        (Value::Object(m), "*") => {
+            for (k, child) in m {
+                find_set(child, rest, join(k), only_when, found);
+            }
+        }
+        (Value::Object(m), key) => {
+            if let Some(child) = m.get(key) {
+                find_set(child, rest, join(key), only_when, found);
+            }
+        }
+        (Value::Array(items), "*") => {
+            for (i, child) in items.iter().enumerate() {
+                find_set(child, rest, format!("{at}[{i}]"), only_when, found);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -382,5 +505,50 @@ mod tests {
             "{e}"
         );
         assert!(parse_config::<Outer>(&serde_json::Value::Null).is_ok());
+    }
+
+    /// Every place a config sets a setting without effect is named, through maps and lists;
+    /// a setting left at its zero (what Go reads as unset) or absent is not.
+    #[test]
+    fn settings_without_effect_are_found_wherever_set() {
+        const SETTINGS: &[NoEffect] = &[
+            NoEffect::new("protocols.grpc.include_metadata", "metadata"),
+            NoEffect::new("policies.*.string_attribute.cache_max_size", "cache"),
+            NoEffect::new("headers.*", "any key"),
+            NoEffect::new("use_internal_logger", "stderr").only_when("false"),
+        ];
+        let config = serde_json::json!({
+            "protocols": {"grpc": {"include_metadata": true}, "http": {"include_metadata": true}},
+            "policies": [
+                {"string_attribute": {"cache_max_size": 10}},
+                {"string_attribute": {"cache_max_size": 0}},
+                {"latency": {}},
+                {"string_attribute": {"cache_max_size": 5}},
+            ],
+            "headers": {"a": "x", "b": "", "c": null, "d": {}, "e": false, "f": [1]},
+            "use_internal_logger": false,
+        });
+        let found: Vec<String> = NoEffect::warnings(SETTINGS, &config)
+            .into_iter()
+            .map(|e| e.within("processors.x").to_string())
+            .collect();
+        let says = "accepted so Collector configs load, but has no effect in sluice";
+        assert_eq!(
+            found,
+            [
+                format!("processors.x.protocols.grpc.include_metadata: {says}: metadata"),
+                format!("processors.x.policies[0].string_attribute.cache_max_size: {says}: cache"),
+                format!("processors.x.policies[3].string_attribute.cache_max_size: {says}: cache"),
+                format!("processors.x.headers.a: {says}: any key"),
+                format!("processors.x.headers.f: {says}: any key"),
+                format!("processors.x.use_internal_logger: {says}: stderr"),
+            ]
+        );
+        let unset = serde_json::json!({
+            "protocols": {"grpc": {"include_metadata": false}},
+            "use_internal_logger": true,
+        });
+        assert!(NoEffect::warnings(SETTINGS, &unset).is_empty());
+        assert!(NoEffect::warnings(SETTINGS, &serde_json::Value::Null).is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Config value types shared by components: Go-style durations (`200ms`, `5s`, `1m30s`), as
-//! the Collector writes them.
+//! the Collector writes them, and the `host:port` endpoints servers listen on.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -80,9 +81,79 @@ pub fn deserialize_opt_duration<'de, D: Deserializer<'de>>(
     deserialize_duration(d).map(Some)
 }
 
+/// Checks the `endpoint` a server listens on when the config loads, so that `sluice validate`
+/// catches what would otherwise fail at start ("cannot listen on : invalid socket address"):
+/// `host:port` or `[ipv6]:port` with a port from 0 to 65535; `:port` (Go's form) means every
+/// interface.
+pub fn check_listen_endpoint(endpoint: &str) -> Result<(), String> {
+    let expected = "expected host:port, e.g. localhost:4317, or 0.0.0.0:4317 for every interface";
+    if endpoint.trim().is_empty() {
+        return Err(format!("the endpoint is empty; {expected}"));
+    }
+    if endpoint.contains('/') || endpoint.chars().any(char::is_whitespace) {
+        return Err(format!("invalid endpoint {endpoint:?}: {expected}"));
+    }
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(format!(
+            "invalid endpoint {endpoint:?}: no port; {expected}"
+        ));
+    };
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "invalid endpoint {endpoint:?}: an IPv6 address is written in brackets, [::1]:4317"
+        ));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "invalid endpoint {endpoint:?}: the port {port:?} is not a number from 0 to 65535"
+        ));
+    }
+    Ok(())
+}
+
+/// What to bind for a checked endpoint: Go's `:port` (every interface) as `0.0.0.0:port`;
+/// anything else as written.
+pub fn bind_address(endpoint: &str) -> Cow<'_, str> {
+    match endpoint.strip_prefix(':') {
+        Some(port) => Cow::Owned(format!("0.0.0.0:{port}")),
+        None => Cow::Borrowed(endpoint),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_endpoints_are_checked_before_start() {
+        for ok in [
+            "localhost:4317",
+            "0.0.0.0:0",
+            "[::1]:65535",
+            ":8888",
+            "otel.svc:4318",
+        ] {
+            assert_eq!(check_listen_endpoint(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "the endpoint is empty"),
+            ("   ", "the endpoint is empty"),
+            ("localhost", "no port"),
+            (
+                "localhost:99999",
+                "the port \"99999\" is not a number from 0 to 65535",
+            ),
+            ("localhost:", "the port \"\" is not a number"),
+            ("localhost:http", "the port \"http\" is not a number"),
+            ("http://localhost:4318", "expected host:port"),
+            ("::1:4317", "in brackets"),
+        ] {
+            let e = check_listen_endpoint(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert_eq!(bind_address(":8888"), "0.0.0.0:8888");
+        assert_eq!(bind_address("localhost:8888"), "localhost:8888");
+    }
 
     #[test]
     fn go_durations() {

@@ -10,29 +10,52 @@
 //! Hot paths touch one relaxed atomic per batch, never a lock: handles are created once, when a
 //! component is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::component::ComponentId;
+use crate::component::{ComponentId, Kind};
 use crate::memory::MemoryAccount;
 use crate::schema::Signal;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A component's per-signal series belongs to (kind, component id, signal).
+type Wire = (Kind, String, Signal);
+
 /// The registry, and the process's memory account (which every component reaches through
 /// the telemetry handle it is built with; see [`crate::memory`]).
 #[derive(Clone, Default)]
 pub struct Telemetry {
-    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    registry: Arc<Mutex<Registry>>,
     memory: MemoryAccount,
+}
+
+#[derive(Default)]
+struct Registry {
+    families: BTreeMap<&'static str, Family>,
+    /// The (kind, id, signal) triples the pipelines wire, once the service is built: a
+    /// component's series for a signal it is not wired for can never count, so it is not shown
+    /// (`otelcol_exporter_sent_spans{exporter="prometheus"}`). `None`: show everything.
+    wired: Option<BTreeSet<Wire>>,
 }
 
 struct Family {
     help: &'static str,
     kind: FamilyKind,
     series: BTreeMap<Labels, Series>,
+    /// The series that count one signal of one component.
+    wires: BTreeMap<Labels, Wire>,
+}
+
+impl Registry {
+    fn shown(&self, fam: &Family, labels: &Labels) -> bool {
+        match (&self.wired, fam.wires.get(labels)) {
+            (Some(wired), Some(w)) => wired.contains(w),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -140,11 +163,12 @@ impl Telemetry {
         kind: FamilyKind,
         f: impl FnOnce(&mut Family) -> R,
     ) -> R {
-        let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = registry.families.entry(name).or_insert_with(|| Family {
             help,
             kind,
             series: BTreeMap::new(),
+            wires: BTreeMap::new(),
         });
         debug_assert_eq!(fam.kind, kind, "{name} registered as two kinds");
         f(fam)
@@ -168,6 +192,36 @@ impl Telemetry {
                 _ => Counter::default(),
             }
         })
+    }
+
+    /// A counter of one signal's items of one component: shown only if the pipelines wire
+    /// the component for that signal (see [`Telemetry::set_wiring`]).
+    fn signal_counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        wire: Wire,
+    ) -> Counter {
+        let c = self.counter(name, help, labels);
+        self.with_family(name, help, FamilyKind::Counter, |fam| {
+            fam.wires.insert(owned(labels), wire)
+        });
+        c
+    }
+
+    /// Records which signals each component is wired for (the service does, once built).
+    /// From then on a component's per-signal series for any other signal is not shown: it
+    /// could never count anything.
+    pub fn set_wiring(&self, wired: impl IntoIterator<Item = (Kind, ComponentId, Signal)>) {
+        let wired = wired
+            .into_iter()
+            .map(|(k, id, s)| (k, id.to_string(), s))
+            .collect();
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wired = Some(wired);
     }
 
     pub fn gauge(
@@ -247,20 +301,25 @@ impl Telemetry {
     }
 
     /// The current value of a series, for tests: `None` if it was never registered.
+    /// `None` also for a series not shown (see [`Telemetry::set_wiring`]).
     pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
-        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let series = fams.get(name)?.series.get(&owned(labels))?;
-        Some(series_value(series))
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = registry.families.get(name)?;
+        let labels = owned(labels);
+        let series = fam.series.get(&labels)?;
+        registry.shown(fam, &labels).then(|| series_value(series))
     }
 
     /// The sum of every series of `name` whose labels include `labels` (as PromQL's
     /// `sum(name{labels})`): `None` if there is none.
     pub fn sum(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
-        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut matching = fams.get(name)?.series.iter().filter(|(have, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let fam = registry.families.get(name)?;
+        let mut matching = fam.series.iter().filter(|(have, _)| {
+            registry.shown(fam, have)
+                && labels
+                    .iter()
+                    .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
         });
         let first = series_value(matching.next()?.1);
         Some(matching.fold(first, |acc, (_, s)| acc + series_value(s)))
@@ -268,9 +327,17 @@ impl Telemetry {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::with_capacity(4096);
-        for (name, fam) in fams.iter() {
+        for (name, fam) in registry.families.iter() {
+            let shown: Vec<_> = fam
+                .series
+                .iter()
+                .filter(|(labels, _)| registry.shown(fam, labels))
+                .collect();
+            if shown.is_empty() {
+                continue;
+            }
             let (full, ty) = match fam.kind {
                 FamilyKind::Counter => (format!("{name}_total"), "counter"),
                 FamilyKind::Gauge => (name.to_string(), "gauge"),
@@ -278,7 +345,7 @@ impl Telemetry {
             };
             let _ = writeln!(out, "# HELP {full} {}", fam.help);
             let _ = writeln!(out, "# TYPE {full} {ty}");
-            for (labels, series) in &fam.series {
+            for (labels, series) in shown {
                 if let Series::Histogram(h) = series {
                     render_histogram(&mut out, &full, labels, h);
                     continue;
@@ -378,7 +445,12 @@ impl ReceiverMetrics {
         let labels = [("receiver", id.as_str()), ("transport", transport)];
         let mk = |what: &str, s: Signal| {
             let name = leak_name(format!("otelcol_receiver_{what}_{}", s.item_noun()));
-            t.counter(name, help_for(name), &labels)
+            t.signal_counter(
+                name,
+                help_for(name),
+                &labels,
+                (Kind::Receiver, id.clone(), s),
+            )
         };
         ReceiverMetrics {
             accepted: Signal::ALL.map(|s| mk("accepted", s)),
@@ -414,10 +486,11 @@ impl ExporterMetrics {
         let id = exporter.to_string();
         let labels = [("exporter", id.as_str())];
         let mk = |what: &str, s: Signal| {
-            t.counter(
+            t.signal_counter(
                 send_metric_name(what, s),
                 help_for(send_metric_name(what, s)),
                 &labels,
+                (Kind::Exporter, id.clone(), s),
             )
         };
         for s in Signal::ALL {
@@ -503,11 +576,8 @@ impl ProcessorMetrics {
     pub fn new(t: &Telemetry, processor: &ComponentId) -> Self {
         let id = processor.to_string();
         let mk = |name: &'static str, help: &'static str, s: Signal| {
-            t.counter(
-                name,
-                help,
-                &[("processor", id.as_str()), ("otel_signal", s.as_str())],
-            )
+            let labels = [("processor", id.as_str()), ("otel_signal", s.as_str())];
+            t.signal_counter(name, help, &labels, (Kind::Processor, id.clone(), s))
         };
         ProcessorMetrics {
             incoming: Signal::ALL.map(|s| {

@@ -64,28 +64,37 @@ pub struct GenArgs {
     /// host:port of the OTLP receiver (gRPC default 127.0.0.1:4317, HTTP 127.0.0.1:4318).
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// OTLP over gRPC, or over HTTP (protobuf bodies to /v1/traces, /v1/metrics, /v1/logs).
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
     pub protocol: Protocol,
     /// How long to send (Go duration: 30s, 2m). Ignored when --count is reached first.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// How long one request may wait for its answer before it counts as failed ("no answer"),
+    /// so a peer that never answers cannot hang the run (Go duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Stop after this many items (spans, data points, log records).
     #[arg(long)]
     pub count: Option<u64>,
-    /// Target items per second over all workers; 0 = as fast as possible.
+    /// Target items per second over all senders, held over the whole run (requests leave on
+    /// a fixed schedule, so the count sent over --duration is rate × duration); 0 = as fast as
+    /// possible.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Items per request.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Concurrent senders.
+    /// Concurrent senders (requests in flight at once).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// Distinct pre-generated requests.
+    /// Distinct pre-generated requests, sent round-robin (each send gets fresh trace ids).
     #[arg(long, default_value_t = 64)]
     pub pool: usize,
+    /// Spans in each generated trace (a root span and its descendants across services).
     #[arg(long, default_value_t = 8)]
     pub spans_per_trace: usize,
+    /// Distinct services (service.name) the traces, metrics and logs come from.
     #[arg(long, default_value_t = 5)]
     pub services: usize,
     /// Share of traces (or log records) with an error.
@@ -378,7 +387,9 @@ impl Client {
                     .tcp_nodelay(true)
                     .connect()
                     .await
-                    .with_context(|| format!("cannot connect to {url}"))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot connect to {url}: {}", failure::describe(&e))
+                    })?;
                 Client::Grpc(channel)
             }
             Protocol::Http => {
@@ -422,7 +433,7 @@ impl Client {
         match self {
             Client::Grpc(channel) => {
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
-                grpc.ready().await.map_err(|e| format!("connect: {e}"))?;
+                grpc.ready().await.map_err(|e| failure::describe(&e))?;
                 let path = http::uri::PathAndQuery::from_static(match signal {
                     Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                     Signal::Metrics => {
@@ -438,17 +449,14 @@ impl Client {
                 grpc.unary(tonic::Request::new(outgoing), path, FreshIdsCodec)
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("{:?}", s.code()))
+                    .map_err(|s| failure::grpc_status(&s))
             }
             Client::Http(client, uri) => {
                 let req = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(Full::new(pool.fresh_body(index, first)))
                     .map_err(|e| e.to_string())?;
-                let resp = client
-                    .request(req)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
+                let resp = client.request(req).await.map_err(|e| failure::http(&e))?;
                 let status = resp.status();
                 let _ = resp.into_body().collect().await;
                 if status.is_success() {
@@ -458,6 +466,92 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Why a request failed, in words: the report groups failed requests by these texts, so they
+/// are short and stable (no counters, no addresses), and say what probably happened.
+mod failure {
+    use std::error::Error;
+
+    /// An error and its sources, each said once (`transport error: tcp connect error:
+    /// Connection refused`, where tonic repeats "tcp connect error" two levels deep).
+    pub fn chain(e: &(dyn Error + 'static)) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut next = Some(e);
+        while let Some(err) = next {
+            let text = err.to_string();
+            if !parts.last().is_some_and(|last| last.contains(&text)) {
+                parts.push(text);
+            }
+            next = err.source();
+        }
+        parts.join(": ")
+    }
+
+    /// The first error of type `T` in `e`'s chain.
+    fn find<'a, T: Error + 'static>(e: &'a (dyn Error + 'static)) -> Option<&'a T> {
+        let mut next = Some(e);
+        while let Some(err) = next {
+            if let Some(t) = err.downcast_ref::<T>() {
+                return Some(t);
+            }
+            next = err.source();
+        }
+        None
+    }
+
+    /// A failure to connect or to exchange bytes, by its I/O cause where there is one.
+    pub fn describe(e: &(dyn Error + 'static)) -> String {
+        use std::io::ErrorKind;
+        match find::<std::io::Error>(e).map(std::io::Error::kind) {
+            Some(ErrorKind::ConnectionRefused) => {
+                "connection refused (nothing listens on the endpoint)".into()
+            }
+            Some(ErrorKind::ConnectionReset) => "the connection was reset by the server".into(),
+            Some(ErrorKind::TimedOut) => "connecting timed out".into(),
+            _ => chain(e),
+        }
+    }
+
+    /// A failed OTLP/HTTP request (no HTTP status came back).
+    pub fn http(e: &hyper_util::client::legacy::Error) -> String {
+        let not_http = find::<hyper::Error>(e).is_some_and(|h| {
+            h.is_parse()
+                || h.is_incomplete_message()
+                || h.to_string().contains("unexpected message")
+        });
+        if not_http {
+            return "the server did not answer in HTTP/1.1 (a gRPC port? try --protocol grpc)"
+                .into();
+        }
+        if find::<hyper::Error>(e).is_some_and(hyper::Error::is_canceled) {
+            return "the connection closed before the request was answered".into();
+        }
+        describe(e)
+    }
+
+    /// A failed OTLP/gRPC call: its status code (as the Collector's logs name them), or, when
+    /// the peer is not a gRPC server at all, that.
+    pub fn grpc_status(s: &tonic::Status) -> String {
+        // tonic's words for an answer that is plain HTTP: "... while receiving response with
+        // status: 404 Not Found" (a body came back), "grpc-status header missing, mapped from
+        // HTTP status code 404" (none did).
+        let m = s.message();
+        let http = m
+            .split_once("while receiving response with status: ")
+            .or_else(|| m.split_once("mapped from HTTP status code "));
+        if let Some((_, http)) = http {
+            return format!(
+                "the server answered HTTP {http}, not gRPC (an OTLP/HTTP port? try --protocol http)"
+            );
+        }
+        if s.code() == tonic::Code::Unavailable
+            && let Some(source) = std::error::Error::source(s)
+        {
+            return format!("Unavailable: {}", describe(source));
+        }
+        format!("{:?}", s.code())
     }
 }
 
@@ -505,9 +599,13 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
     let started = Instant::now();
     let deadline = started + a.duration;
     let workers = a.concurrency.max(1);
-    // Each worker paces itself to its share of --rate.
-    let interval = (a.rate > 0)
-        .then(|| Duration::from_secs_f64(per_request as f64 * workers as f64 / a.rate as f64));
+    let timeout = a.timeout;
+    // With --rate, request n (counted over all workers) is due at `started + n × period`: the
+    // rate holds over the run however the workers interleave, and a worker that falls behind
+    // (a slow answer) sends at once, keeping the schedule rather than restarting it. The run
+    // sends exactly the requests due before the deadline.
+    let period = (a.rate > 0).then(|| per_request as f64 / a.rate as f64);
+    let next_slot = Arc::new(AtomicU64::new(0));
 
     let progress = if a.quiet || a.json {
         indicatif::ProgressBar::hidden()
@@ -524,32 +622,43 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
     for w in 0..workers {
         let (pool, client, next_trace) = (pool.clone(), client.clone(), next_trace.clone());
         let (claimed, accepted, requests) = (claimed.clone(), accepted.clone(), requests.clone());
-        let (refused, latencies) = (refused.clone(), latencies.clone());
+        let (refused, latencies, next_slot) =
+            (refused.clone(), latencies.clone(), next_slot.clone());
         tasks.push(tokio::spawn(async move {
-            let mut tick = interval.map(|i| {
-                let mut t = tokio::time::interval(i);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            });
             let mut k = w;
             let mut local_lat = Vec::new();
             loop {
-                if Instant::now() >= deadline {
-                    break;
-                }
+                let due = match period {
+                    Some(p) => {
+                        let n = next_slot.fetch_add(1, Ordering::Relaxed);
+                        let due = started + Duration::from_secs_f64(n as f64 * p);
+                        if due >= deadline {
+                            break;
+                        }
+                        Some(due)
+                    }
+                    None if Instant::now() >= deadline => break,
+                    None => None,
+                };
                 if claimed.fetch_add(per_request, Ordering::Relaxed) >= limit {
                     claimed.fetch_sub(per_request, Ordering::Relaxed);
                     break;
                 }
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let index = k % pool.requests.len();
                 k += workers;
                 let first =
                     next_trace.fetch_add(pool.requests[index].slots.traces(), Ordering::Relaxed);
                 let t0 = Instant::now();
-                let result = client.send(signal, &pool, index, first).await;
+                let result =
+                    match tokio::time::timeout(timeout, client.send(signal, &pool, index, first))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    };
                 local_lat.push(t0.elapsed().as_micros() as u64);
                 requests.fetch_add(1, Ordering::Relaxed);
                 match result {
@@ -587,7 +696,15 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
     for t in tasks {
         t.await?;
     }
-    let elapsed = started.elapsed();
+    // A paced run's window is its schedule: the requests sent, a period each (what the
+    // rate is held over), or longer if the sends fell behind.
+    let sent_requests = claimed.load(Ordering::Relaxed) / per_request;
+    let elapsed = match period {
+        Some(p) => started
+            .elapsed()
+            .max(Duration::from_secs_f64(sent_requests as f64 * p)),
+        None => started.elapsed(),
+    };
     ticker.abort();
     progress.finish_and_clear();
     let mut latencies_us =

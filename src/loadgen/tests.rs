@@ -226,3 +226,149 @@ fn trace_stats_count_noise_and_error_traces() {
     assert!(r.stats.error_traces > 10, "about 20% of ~230 traces");
     assert_eq!(r.slots.traces(), r.stats.traces);
 }
+
+/// `--rate` holds: over 10 s the sink receives rate × 10 s items (within 2 %), and the report
+/// says the same rate, at the rates and default batch size where it used to overshoot by
+/// 12–20 % (a burst at each sender's start, and the elapsed time cut short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_holds_within_two_percent_over_ten_seconds() {
+    async fn at(rate: u64) -> (u64, Report, u64) {
+        let (endpoint, sink, _stop) = sink().await;
+        let a = args(
+            &endpoint,
+            "grpc",
+            &[
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                "10s",
+                "--pool",
+                "4",
+            ],
+        );
+        let report = run(Signal::Traces, a.clone()).await.unwrap();
+        let received = sink.counts.grpc_requests.load(Ordering::Relaxed) * a.batch as u64;
+        (rate, report, received)
+    }
+    // Side by side, so the test takes 10 s.
+    let (slow, fast) = tokio::join!(at(2_000), at(5_000));
+    for (rate, report, received) in [slow, fast] {
+        let want = rate as f64 * 10.0;
+        let off = |got: f64| (got - want).abs() / want;
+        assert!(
+            off(received as f64) <= 0.02,
+            "at {rate}/s the sink received {received} spans in 10 s, want {want}"
+        );
+        assert_eq!(
+            report.items_accepted, received,
+            "{:?}",
+            report.refused_by_status
+        );
+        let per_second = report.items_per_sec();
+        assert!(
+            (per_second - rate as f64).abs() / rate as f64 <= 0.02,
+            "at {rate}/s the report says {per_second:.0}/s over {:?}",
+            report.elapsed
+        );
+        assert!(
+            report.elapsed >= Duration::from_secs(10)
+                && report.elapsed < Duration::from_millis(10_500),
+            "{:?}",
+            report.elapsed
+        );
+    }
+}
+
+/// A server on a free port that answers every request with `status` and a small JSON body:
+/// HTTP/2 only (as a gRPC server is) or HTTP/1.1 and HTTP/2 (as sluice's OTLP/HTTP port is).
+async fn plain_server(http2_only: bool, status: u16) -> String {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(move |_req| async move {
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            br#"{"code":5,"message":"not found"}"#,
+                        )))
+                });
+                let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if http2_only {
+                    server = server.http2_only();
+                }
+                let _ = server.serve_connection(TokioIo::new(stream), answer).await;
+            });
+        }
+    });
+    endpoint
+}
+
+/// Failures are reported in words, each cause once: nothing listening, OTLP/HTTP sent to a
+/// gRPC port, gRPC sent to an OTLP/HTTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_say_what_happened() {
+    // Nothing listens: the run cannot start, and says why once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let e = run(Signal::Traces, args(&closed, "grpc", &["--count", "10"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{e:#}"),
+        format!(
+            "cannot connect to http://{closed}: connection refused (nothing listens on the endpoint)"
+        )
+    );
+    let report = run(Signal::Traces, args(&closed, "http", &["--count", "1000"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.refused_by_status.keys().collect::<Vec<_>>(),
+        ["connection refused (nothing listens on the endpoint)"]
+    );
+
+    // OTLP/HTTP to a port that speaks only HTTP/2 (a gRPC port).
+    let grpc_port = plain_server(true, 200).await;
+    let report = run(
+        Signal::Traces,
+        args(&grpc_port, "http", &["--count", "2000"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.items_accepted, 0);
+    let why: Vec<&String> = report.refused_by_status.keys().collect();
+    assert!(
+        why.contains(
+            &&"the server did not answer in HTTP/1.1 (a gRPC port? try --protocol grpc)"
+                .to_string()
+        ),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .all(|w| !w.contains("client error") && !w.contains("SendRequest")),
+        "{why:?}"
+    );
+
+    // gRPC to an OTLP/HTTP port: it answers HTTP 404 for the gRPC path.
+    let http_port = plain_server(false, 404).await;
+    let report = run(
+        Signal::Traces,
+        args(&http_port, "grpc", &["--count", "1000"]),
+    )
+    .await
+    .unwrap();
+    let why: Vec<&String> = report.refused_by_status.keys().collect();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(
+        why[0].starts_with("the server answered HTTP 404")
+            && why[0].ends_with(", not gRPC (an OTLP/HTTP port? try --protocol http)"),
+        "{why:?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_engine::component::ConfigError;
-use sluice_engine::config_types::deserialize_duration;
+use sluice_engine::config_types::{check_listen_endpoint, deserialize_duration};
 use sluice_tls::TlsServerSetting;
 
 use super::naming;
@@ -89,6 +89,7 @@ impl PrometheusConfig {
                  (the Collector's \"expecting a non-blank address to run the Prometheus metrics handler\")",
             ));
         }
+        check_listen_endpoint(self.endpoint.trim()).map_err(|m| ConfigError::new("endpoint", m))?;
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| {
                 ConfigError::new(e.field().unwrap_or_default(), e.detail()).within("tls")

@@ -59,6 +59,7 @@ use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
+use sluice_engine::config_types::bind_address;
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ExporterMetrics, Gauge, Telemetry};
 use tokio::sync::oneshot;
@@ -279,9 +280,11 @@ impl Lifecycle for PrometheusExporter {
                 .map(|t| t.load(sluice_tls::ALPN_HTTP))
                 .transpose()
                 .map_err(|e| ComponentError::new(&self.id, format!("tls: {e}")))?;
-            let listener = tokio::net::TcpListener::bind(endpoint).await.map_err(|e| {
-                ComponentError::new(&self.id, format!("cannot listen on {endpoint}: {e}"))
-            })?;
+            let listener = tokio::net::TcpListener::bind(bind_address(endpoint).as_ref())
+                .await
+                .map_err(|e| {
+                    ComponentError::new(&self.id, format!("cannot listen on {endpoint}: {e}"))
+                })?;
             let addr = listener
                 .local_addr()
                 .map_err(|e| ComponentError::new(&self.id, e))?;

@@ -6,7 +6,13 @@
 //!   scalars replaced whole.
 //! - `${env:VAR}` and `${VAR}` expand in scalar values after parsing; a value that is exactly one
 //!   reference takes the YAML type of the variable's text (`port: ${env:PORT}` is an int); `$$` is
-//!   a literal `$`; an unset variable expands to the empty string, as in the Collector.
+//!   a literal `$`. `${env:VAR:-default}` gives a default for an unset variable (not for one set
+//!   to the empty string), as the Collector's env provider does. An unset variable without a
+//!   default expands to the empty string, as in the Collector, with a warning; any error about a
+//!   value made from a variable names it (`... (from ${env:JAEGER_ENDPOINT}, which is not set)`).
+//!   References to other config sources (`${file:...}`) are refused: sluice has only `env`.
+//! - A key holding `::` is the nested path it names (`processors::batch::timeout: 2s`), the
+//!   Collector's key delimiter: what `--set` and `--config yaml:...` sources are made of.
 //! - Everything unknown is refused: section keys, component types (the message lists what sluice
 //!   has), component fields (each factory's `deny_unknown_fields` struct), pipeline references.
 //!   Every error names the file, the path in it and the accepted names; all errors are reported,
@@ -20,7 +26,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::component::{ComponentId, ConfigError, Factory, Kind, ParsedConfig, parse_config};
+use crate::component::{
+    ComponentId, ConfigError, Factory, Kind, NoEffect, ParsedConfig, parse_config,
+};
 use crate::schema::Signal;
 
 /// The embedded default config: a gateway with OTLP in on localhost.
@@ -93,6 +101,24 @@ pub struct Pipeline {
     /// Connectors listed in `exporters`: this pipeline feeds them.
     pub connectors_out: Vec<ComponentId>,
 }
+
+/// `service.telemetry` settings accepted for the Collector's sake that change nothing here.
+const TELEMETRY_WITHOUT_EFFECT: &[NoEffect] = &[
+    NoEffect::new(
+        "resource",
+        "sluice's own telemetry is served as Prometheus metrics, without resource attributes",
+    ),
+    NoEffect::new(
+        "logs.encoding",
+        "sluice logs text lines to stderr (coloured on a terminal)",
+    ),
+    NoEffect::new("logs.development", "sluice has no development logging mode"),
+    NoEffect::new("logs.disable_caller", "sluice's log lines carry no caller"),
+    NoEffect::new(
+        "logs.disable_stacktrace",
+        "sluice's log lines carry no stack traces",
+    ),
+];
 
 /// `service.telemetry`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -170,6 +196,9 @@ pub struct Config {
     pub extensions: Vec<ComponentId>,
     pub pipelines: BTreeMap<PipelineId, Pipeline>,
     pub telemetry: TelemetryConfig,
+    /// What is valid but likely not meant (an unset `${env:VAR}`): `sluice validate` prints
+    /// these and a run logs them at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl std::fmt::Debug for Config {
@@ -198,7 +227,9 @@ const KINDS: [Kind; 5] = [
     Kind::Extension,
 ];
 
-/// Parses, merges, expands and checks `sources` against `registry`.
+/// Parses, merges, expands and checks `sources` against `registry`. An error about a value made
+/// by `${env:VAR}` names the variable (and says when it is not set); unset variables without a
+/// default are warned about in [`Config::warnings`].
 pub fn load(
     sources: &[Source],
     env: &dyn Fn(&str) -> Option<String>,
@@ -206,10 +237,21 @@ pub fn load(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut docs = Vec::new();
+    let mut references = Vec::new();
     for s in sources {
         match parse_yaml(&s.text) {
             Ok(Value::Null) => docs.push(Value::Object(Map::new())),
-            Ok(v @ Value::Object(_)) => docs.push(expand(v, env)),
+            Ok(v @ Value::Object(_)) => {
+                let mut expander = Expander {
+                    env,
+                    file: &s.name,
+                    references: Vec::new(),
+                    errors: Vec::new(),
+                };
+                docs.push(expander.value(split_delimited_keys(v), ""));
+                references.extend(expander.references);
+                errors.extend(expander.errors.into_iter().map(|e| in_file(e, &s.name)));
+            }
             Ok(_) => errors.push(in_file(
                 ConfigError::new("", "the config must be a YAML map"),
                 &s.name,
@@ -228,17 +270,50 @@ pub fn load(
         merge(&mut merged, d.clone());
     }
     let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    // A reference counts where its file is the one that defines the value after the merge.
+    references.retain(|r| locate_file(&docs, &names, &r.path) == Some(r.file.as_str()));
     let locate = |e: ConfigError| -> ConfigError {
         let file = locate_file(&docs, &names, &e.path);
-        ConfigError {
+        let mut e = ConfigError {
             file: file.map(str::to_string),
             ..e
+        };
+        let from: Vec<String> = references
+            .iter()
+            .filter(|r| Some(r.file.as_str()) == file && is_within(&e.path, &r.path))
+            .map(EnvReference::explain)
+            .collect();
+        if !from.is_empty() {
+            e.message = format!("{} ({})", e.message, from.join("; "));
         }
+        e
     };
     match check(&merged, registry) {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            // Settings without effect first (at their file), then unset variables.
+            let no_effect: Vec<ConfigError> = c.warnings.drain(..).map(locate).collect();
+            c.warnings = no_effect;
+            c.warnings.extend(references
+                .iter()
+                .filter(|r| r.state == VarState::Unset)
+                .map(|r| ConfigError {
+                    file: Some(r.file.clone()),
+                    path: r.path.clone(),
+                    message: format!(
+                        "{} is not set, so it expands to an empty string (write ${{env:{}:-default}} for a default)",
+                        r.text, r.name
+                    ),
+                }));
+            Ok(c)
+        }
         Err(es) => Err(es.into_iter().map(locate).collect()),
     }
+}
+
+/// Whether config path `path` is `outer` or lies inside it (`a.b` is within `a`; `a.bc` is not).
+fn is_within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 fn in_file(e: ConfigError, file: &str) -> ConfigError {
@@ -308,11 +383,16 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 ));
                 continue;
             };
-            match factory.parse_config(body) {
+            match factory.parse_config_all(body) {
                 Ok(parsed) => {
                     cfg.components.insert((kind, id), parsed);
+                    cfg.warnings.extend(
+                        NoEffect::warnings(factory.without_effect(), body)
+                            .into_iter()
+                            .map(|w| w.within(&path)),
+                    );
                 }
-                Err(e) => errors.push(e.within(&path)),
+                Err(es) => errors.extend(es.into_iter().map(|e| e.within(&path))),
             }
         }
     }
@@ -346,6 +426,23 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
         }
     };
     cfg.telemetry = service.telemetry;
+    if let Some(telemetry) = root.get("service").and_then(|s| s.get("telemetry")) {
+        cfg.warnings.extend(
+            NoEffect::warnings(TELEMETRY_WITHOUT_EFFECT, telemetry)
+                .into_iter()
+                .map(|w| w.within("service.telemetry")),
+        );
+    }
+    if let Some(address) = cfg.telemetry.metrics.listen_address()
+        && let Err(m) = crate::config_types::check_listen_endpoint(&address)
+    {
+        let path = if cfg.telemetry.metrics.address.is_some() {
+            "service.telemetry.metrics.address"
+        } else {
+            "service.telemetry.metrics.readers"
+        };
+        errors.push(ConfigError::new(path, m));
+    }
     for (i, ext) in service.extensions.iter().enumerate() {
         let path = format!("service.extensions[{i}]");
         match ComponentId::parse(ext) {
@@ -619,58 +716,238 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
-/// Expands `${env:VAR}` / `${VAR}` in every string value.
-fn expand(v: Value, env: &dyn Fn(&str) -> Option<String>) -> Value {
-    match v {
-        Value::String(s) => expand_str(&s, env),
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| expand(x, env)).collect()),
-        Value::Object(m) => {
-            Value::Object(m.into_iter().map(|(k, x)| (k, expand(x, env))).collect())
+/// How an `${env:VAR}` reference was resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VarState {
+    Set,
+    /// Set to the empty string (used as is; the default applies only to unset variables).
+    Empty,
+    /// Not set and no default: expands to the empty string, as in the Collector (which warns).
+    Unset,
+    /// Not set; the `:-default` was used.
+    Defaulted,
+}
+
+/// One `${env:VAR}` met while expanding: kept to name the variable in an error about the value
+/// it made, and to warn about unset variables as the Collector does.
+#[derive(Clone, Debug)]
+struct EnvReference {
+    /// The source the reference is written in.
+    file: String,
+    /// The config path of the value (`exporters.otlp/jaeger.endpoint`).
+    path: String,
+    /// As written: `${env:JAEGER_ENDPOINT}`, `${env:PORT:-4317}`.
+    text: String,
+    name: String,
+    state: VarState,
+}
+
+impl EnvReference {
+    fn explain(&self) -> String {
+        match self.state {
+            VarState::Set => format!("from {}", self.text),
+            VarState::Empty => format!("from {}, which is set to an empty string", self.text),
+            VarState::Unset => format!("from {}, which is not set", self.text),
+            VarState::Defaulted => {
+                format!(
+                    "from {}, with {} not set (the default)",
+                    self.text, self.name
+                )
+            }
         }
-        other => other,
     }
 }
 
-fn env_ref(s: &str) -> Option<&str> {
-    let inner = s.strip_prefix("${")?.strip_suffix('}')?;
-    let name = inner.strip_prefix("env:").unwrap_or(inner);
-    let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    valid.then_some(name)
+/// `${env:VAR}`, `${VAR}`, `${env:VAR:-default}` expansion over one parsed source, as the
+/// Collector's resolver does it: the default is used only when the variable is unset (not when
+/// it is empty); an unset variable without a default expands to the empty string; `$$` is a
+/// literal `$`; a reference to another config source (`${file:...}`, `${http:...}`) is an error
+/// (sluice has only `env`).
+struct Expander<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: &'a str,
+    references: Vec<EnvReference>,
+    errors: Vec<ConfigError>,
 }
 
-fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Value {
-    if let Some(name) = env_ref(s) {
-        let text = env(name).unwrap_or_default();
-        // A whole-value reference takes the YAML type of its text (a port becomes an int), but
-        // only for scalars: a variable holding `{a: 1}` stays a string.
-        return match parse_yaml(&text) {
-            Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
-            _ => Value::String(text),
+/// What the text between `${` and `}` asks for.
+enum Reference<'t> {
+    Env {
+        name: &'t str,
+        default: Option<&'t str>,
+    },
+    /// `${scheme:...}` for a scheme other than `env`.
+    OtherSource(&'t str),
+    /// Not a reference (`${1x}`, `${a b}`): left as written.
+    Text,
+}
+
+fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn is_scheme(s: &str) -> bool {
+    s.len() > 1
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
+}
+
+fn parse_reference(inner: &str) -> Reference<'_> {
+    if let Some(rest) = inner.strip_prefix("env:") {
+        let (name, default) = match rest.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (rest, None),
+        };
+        return Reference::Env { name, default };
+    }
+    if is_var_name(inner) {
+        return Reference::Env {
+            name: inner,
+            default: None,
         };
     }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("$$") {
-            out.push('$');
-            rest = t;
-        } else if let Some(end) = tail.find('}').filter(|_| tail.starts_with("${")) {
-            match env_ref(&tail[..=end]) {
-                Some(name) => out.push_str(&env(name).unwrap_or_default()),
-                None => out.push_str(&tail[..=end]),
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
+    match inner.split_once(':') {
+        Some((scheme, _)) if is_scheme(scheme) => Reference::OtherSource(scheme),
+        _ => Reference::Text,
+    }
+}
+
+impl Expander<'_> {
+    fn value(&mut self, v: Value, path: &str) -> Value {
+        match v {
+            Value::String(s) => self.string(&s, path),
+            Value::Array(a) => Value::Array(
+                a.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| self.value(x, &format!("{path}[{i}]")))
+                    .collect(),
+            ),
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .map(|(k, x)| {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        let x = self.value(x, &p);
+                        (k, x)
+                    })
+                    .collect(),
+            ),
+            other => other,
         }
     }
-    out.push_str(rest);
-    Value::String(out)
+
+    /// The text a reference stands for, or `None` when it is not one (kept as written).
+    fn resolve(&mut self, reference: &str, path: &str) -> Option<String> {
+        let inner = &reference[2..reference.len() - 1];
+        match parse_reference(inner) {
+            Reference::Text => None,
+            Reference::OtherSource(scheme) => {
+                self.errors.push(ConfigError::new(
+                    path,
+                    format!(
+                        "{reference}: config source {scheme:?} is not supported; sluice expands \
+                         ${{env:VAR}}, ${{env:VAR:-default}} and ${{VAR}}"
+                    ),
+                ));
+                Some(String::new())
+            }
+            Reference::Env { name, .. } if !is_var_name(name) => {
+                self.errors.push(ConfigError::new(
+                    path,
+                    format!(
+                        "{reference}: {name:?} is not a valid environment variable name \
+                         (letters, digits and `_`, not starting with a digit)"
+                    ),
+                ));
+                Some(String::new())
+            }
+            Reference::Env { name, default } => {
+                let (text, state) = match ((self.env)(name), default) {
+                    (Some(v), _) if v.is_empty() => (v, VarState::Empty),
+                    (Some(v), _) => (v, VarState::Set),
+                    (None, Some(d)) => (d.to_string(), VarState::Defaulted),
+                    (None, None) => (String::new(), VarState::Unset),
+                };
+                self.references.push(EnvReference {
+                    file: self.file.to_string(),
+                    path: path.to_string(),
+                    text: reference.to_string(),
+                    name: name.to_string(),
+                    state,
+                });
+                Some(text)
+            }
+        }
+    }
+
+    fn string(&mut self, s: &str, path: &str) -> Value {
+        let whole = s.starts_with("${") && s.find('}') == Some(s.len() - 1);
+        if whole && let Some(text) = self.resolve(s, path) {
+            // A whole-value reference takes the YAML type of its text (a port becomes an
+            // int), but only for scalars: a variable holding `{a: 1}` stays a string.
+            return match parse_yaml(&text) {
+                Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
+                _ => Value::String(text),
+            };
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if let Some(t) = tail.strip_prefix("$$") {
+                out.push('$');
+                rest = t;
+            } else if let Some(end) = tail.find('}').filter(|_| tail.starts_with("${")) {
+                let reference = &tail[..=end];
+                match self.resolve(reference, path) {
+                    Some(text) => out.push_str(&text),
+                    None => out.push_str(reference),
+                }
+                rest = &tail[end + 1..];
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        Value::String(out)
+    }
+}
+
+/// The Collector's key delimiter: a key `processors::batch::timeout` (as `--set` and
+/// `yaml:` sources write them, and any source may) is the nested path it names.
+const KEY_DELIMITER: &str = "::";
+
+fn split_delimited_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Value::Object(Map::new());
+            for (k, x) in m {
+                let x = split_delimited_keys(x);
+                let nested = k
+                    .split(KEY_DELIMITER)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .fold(x, |inner, part| {
+                        let mut m = Map::new();
+                        m.insert(part.to_string(), inner);
+                        Value::Object(m)
+                    });
+                merge(&mut out, nested);
+            }
+            out
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(split_delimited_keys).collect()),
+        other => other,
+    }
 }
 
 /// The file that defines the deepest prefix of `path` (the last such file on ties, since later

@@ -42,6 +42,17 @@ impl Factory for TestFactory {
     fn parse_config(&self, config: &Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(parse_config::<TestConfig>(config)?))
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const RECEIVER: &[NoEffect] = &[NoEffect::new(
+            "protocols.grpc.include_metadata",
+            "client metadata is not passed on",
+        )];
+        if self.kind == Kind::Receiver {
+            RECEIVER
+        } else {
+            &[]
+        }
+    }
     fn build_processor(
         &self,
         ctx: BuildContext,
@@ -267,8 +278,8 @@ receivers: {otlp: {protocols: {grpc: {endpoint: \"${env:HOST}:${PORT}\"}}}}
 exporters: {debug: {verbosity: \"${V}\"}, otlp: {port: \"${env:PORT}\", endpoint: \"$${literal} ${env:UNSET}x\"}}
 service: {pipelines: {traces: {receivers: [otlp], exporters: [debug, otlp]}}}
 ";
-    // expand() is what load() applies; check the values directly.
-    let v = expand(parse_yaml(text).unwrap(), &env);
+    // The expander is what load() applies; check the values directly.
+    let v = expand(text, &env);
     assert_eq!(
         v.pointer("/receivers/otlp/protocols/grpc/endpoint"),
         Some(&Value::from("0.0.0.0:4317"))
@@ -287,6 +298,211 @@ service: {pipelines: {traces: {receivers: [otlp], exporters: [debug, otlp]}}}
         Some(&Value::from("detailed"))
     );
     load(&[src("c.yaml", text)], &env, &registry()).unwrap();
+}
+
+/// The expanded document, as load() makes it before merging.
+fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Value {
+    let mut expander = Expander {
+        env,
+        file: "c.yaml",
+        references: Vec::new(),
+        errors: Vec::new(),
+    };
+    let v = expander.value(split_delimited_keys(parse_yaml(text).unwrap()), "");
+    assert!(expander.errors.is_empty(), "{:?}", expander.errors);
+    v
+}
+
+const JAEGER: &str = "
+receivers: {otlp: {protocols: {grpc: {endpoint: localhost:4317}}}}
+exporters: {otlp/jaeger: {endpoint: \"${env:JAEGER_ENDPOINT}\"}}
+service: {pipelines: {traces: {receivers: [otlp], exporters: [otlp/jaeger]}}}
+";
+
+/// A factory whose `endpoint` must not be empty, as the otlp exporter's.
+struct EndpointRequired;
+
+impl Factory for EndpointRequired {
+    fn kind(&self) -> Kind {
+        Kind::Exporter
+    }
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+    fn signals(&self) -> &'static [Signal] {
+        ALL
+    }
+    fn description(&self) -> &'static str {
+        "test"
+    }
+    fn parse_config(&self, config: &Value) -> Result<ParsedConfig, ConfigError> {
+        let c: TestConfig = parse_config(config)?;
+        match c.endpoint.as_deref() {
+            Some("") | None => Err(ConfigError::new("endpoint", "invalid endpoint \"\"")),
+            Some(_) => Ok(Arc::new(c)),
+        }
+    }
+}
+
+fn registry_with_required_endpoint() -> Registry {
+    let mut factories: Vec<Arc<dyn Factory>> = registry().list().cloned().collect();
+    factories.push(Arc::new(EndpointRequired));
+    Registry::new(factories)
+}
+
+#[test]
+fn an_error_about_an_expanded_value_names_the_variable() {
+    let reg = registry_with_required_endpoint();
+    let m = messages(load(&[src("gw.yaml", JAEGER)], &no_env, &reg));
+    assert_eq!(
+        m,
+        vec![
+            "gw.yaml: exporters.otlp/jaeger.endpoint: invalid endpoint \"\" \
+             (from ${env:JAEGER_ENDPOINT}, which is not set)"
+        ]
+    );
+    let empty = |k: &str| (k == "JAEGER_ENDPOINT").then(String::new);
+    let m = messages(load(&[src("gw.yaml", JAEGER)], &empty, &reg));
+    assert!(
+        m[0].ends_with("(from ${env:JAEGER_ENDPOINT}, which is set to an empty string)"),
+        "{m:?}"
+    );
+    // An error elsewhere does not mention it.
+    let other = JAEGER.replace("{otlp: {protocols:", "{otlp: {bogus: 1, protocols:");
+    let set = |k: &str| (k == "JAEGER_ENDPOINT").then(|| "jaeger:4317".to_string());
+    let m = messages(load(&[src("gw.yaml", &other)], &set, &reg));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(!m[0].contains("JAEGER"), "{m:?}");
+}
+
+#[test]
+fn env_defaults_apply_only_to_unset_variables() {
+    let vars: HashMap<&str, &str> = [("EMPTY", ""), ("PORT", "4318")].into();
+    let env = |k: &str| vars.get(k).map(|v| v.to_string());
+    let v = expand(
+        "a: ${env:UNSET:-jaeger:4317}
+b: ${env:PORT:-4317}
+c: ${env:UNSET:-4317}
+d: \"${env:EMPTY:-x}\"
+e: \"http://${env:UNSET:-localhost}:${env:PORT:-1}/v1\"
+f: \"${env:UNSET:-}\"
+",
+        &env,
+    );
+    assert_eq!(v["a"], Value::from("jaeger:4317"));
+    assert_eq!(v["b"], Value::from(4318), "set: the variable, typed");
+    assert_eq!(
+        v["c"],
+        Value::from(4317),
+        "the default is typed like a value"
+    );
+    assert_eq!(
+        v["d"],
+        Value::from(""),
+        "set but empty: no default (the Collector's rule)"
+    );
+    assert_eq!(v["e"], Value::from("http://localhost:4318/v1"));
+    assert_eq!(v["f"], Value::from(""));
+}
+
+/// A setting accepted without effect loads, with a warning naming the file and the field;
+/// `service.telemetry`'s too. Warnings come before those about unset variables.
+#[test]
+fn settings_without_effect_are_warned_about_and_the_config_still_loads() {
+    let text = GOOD.replace(
+        "{grpc: {endpoint: localhost:4317}}",
+        "{grpc: {endpoint: localhost:4317, include_metadata: \"${env:NOPE}true\"}}",
+    ) + "  telemetry: {logs: {encoding: json, development: false}, resource: {a: b}}\n";
+    let c = load(&[src("c.yaml", &text)], &no_env, &registry()).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    let says = "accepted so Collector configs load, but has no effect in sluice";
+    assert_eq!(
+        w,
+        vec![
+            format!(
+                "c.yaml: receivers.otlp.protocols.grpc.include_metadata: {says}: client \
+                 metadata is not passed on (from ${{env:NOPE}}, which is not set)"
+            ),
+            format!(
+                "c.yaml: service.telemetry.resource: {says}: sluice's own telemetry is served \
+                 as Prometheus metrics, without resource attributes"
+            ),
+            format!(
+                "c.yaml: service.telemetry.logs.encoding: {says}: sluice logs text lines to \
+                 stderr (coloured on a terminal)"
+            ),
+            "c.yaml: receivers.otlp.protocols.grpc.include_metadata: ${env:NOPE} is not set, so \
+             it expands to an empty string (write ${env:NOPE:-default} for a default)"
+                .to_string(),
+        ]
+    );
+    assert!(load1(GOOD).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn unset_variables_are_warned_about_and_the_config_still_loads() {
+    let text = GOOD.replace("jaeger:4317", "\"${env:NOPE}jaeger:4317\"");
+    let c = load(&[src("c.yaml", &text)], &no_env, &registry()).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        vec![
+            "c.yaml: exporters.otlp/jaeger.endpoint: ${env:NOPE} is not set, so it expands to an \
+             empty string (write ${env:NOPE:-default} for a default)"
+        ]
+    );
+    // With a default, or overridden by a later file: nothing to warn about.
+    let text = GOOD.replace("jaeger:4317", "\"${env:NOPE:-jaeger:4317}\"");
+    assert!(load1(&text).unwrap().warnings.is_empty());
+    let text = GOOD.replace("jaeger:4317", "\"${env:NOPE}\"");
+    let over = src("over.yaml", "exporters: {otlp/jaeger: {endpoint: j:1}}");
+    let c = load(&[src("c.yaml", &text), over], &no_env, &registry()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn other_config_sources_and_bad_names_are_refused() {
+    for (value, want) in [
+        ("${file:/etc/x}", "config source \"file\" is not supported"),
+        ("${http://h/x}", "config source \"http\" is not supported"),
+        ("${VAR:-x}", "config source \"VAR\" is not supported"),
+        (
+            "${env:1X}",
+            "\"1X\" is not a valid environment variable name",
+        ),
+    ] {
+        let text = GOOD.replace("jaeger:4317", &format!("\"{value}\""));
+        let m = messages(load1(&text));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("c.yaml: exporters.otlp/jaeger.endpoint: ") && m[0].contains(want),
+            "{value}: {m:?}"
+        );
+    }
+    // Not a reference at all: kept as written.
+    let v = expand("a: \"${not a ref}\"", &no_env);
+    assert_eq!(v["a"], Value::from("${not a ref}"));
+}
+
+#[test]
+fn double_colon_keys_are_nested_paths() {
+    let base = src("c.yaml", GOOD);
+    let set = src(
+        "--set",
+        "processors::batch::timeout: 2s\nexporters::otlp/jaeger::endpoint: other:4317",
+    );
+    let c = load(&[base, set], &no_env, &registry()).unwrap();
+    let batch = c
+        .components
+        .get(&(Kind::Processor, ComponentId::parse("batch").unwrap()))
+        .and_then(|p| p.downcast_ref::<TestConfig>())
+        .unwrap();
+    assert_eq!(batch.timeout.as_deref(), Some("2s"));
+    let v = expand("a::b: 1\na: {c: 2}\nl: [{x::y: 3}]", &no_env);
+    assert_eq!(
+        v,
+        serde_json::json!({"a": {"b": 1, "c": 2}, "l": [{"x": {"y": 3}}]})
+    );
 }
 
 #[test]

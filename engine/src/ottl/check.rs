@@ -247,42 +247,73 @@ pub fn compile_condition(
 
 /// A group of statements run in one context, with optional group conditions (ORed), as in
 /// the transform processor's advanced form; or a flat list whose context is inferred (the
-/// deepest context any path names, as the Collector infers it).
+/// deepest context any path names, as the Collector infers it). The first error only; see
+/// [`compile_group_all`] for every one.
 pub fn compile_group(
     statements: &[String],
     conditions: &[String],
     signal: Signal,
     context: Option<Context>,
 ) -> std::result::Result<(Context, Vec<Statement>, Vec<Condition>), TextError> {
+    compile_group_all(statements, conditions, signal, context)
+        .map_err(|mut errors| errors.swap_remove(0).1)
+}
+
+/// The entry of a group an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupEntry {
+    Statement(usize),
+    Condition(usize),
+}
+
+/// A statement group compiled: its context, statements and conditions.
+pub type CompiledGroup = (Context, Vec<Statement>, Vec<Condition>);
+
+/// [`compile_group`], reporting the error of every statement and condition that has one (in
+/// list order, statements first), so that `sluice validate` lists them all in one run. The
+/// group-wide check (order independence) runs once every entry compiles.
+pub fn compile_group_all(
+    statements: &[String],
+    conditions: &[String],
+    signal: Signal,
+    context: Option<Context>,
+) -> std::result::Result<CompiledGroup, Vec<(GroupEntry, TextError)>> {
+    let mut errors: Vec<(GroupEntry, TextError)> = Vec::new();
+    let text_error = |text: &String, error| TextError {
+        text: text.clone(),
+        error,
+    };
     let ctx = match context {
         Some(c) => c,
         None => {
             let mut deepest: Option<(Context, String)> = None;
-            for text in statements {
-                let with_text = |error| TextError {
-                    text: text.clone(),
-                    error,
+            for (i, text) in statements.iter().enumerate() {
+                let inferred =
+                    parse_statement(text).and_then(|ast| infer(signal, &statement_paths(&ast)));
+                let c = match inferred {
+                    Ok(c) => c,
+                    Err(e) => {
+                        errors.push((GroupEntry::Statement(i), text_error(text, e)));
+                        continue;
+                    }
                 };
-                let ast = parse_statement(text).map_err(with_text)?;
-                let c = infer(signal, &statement_paths(&ast)).map_err(with_text)?;
                 deepest = match deepest {
                     None => Some((c, text.clone())),
                     Some((d, t)) if c.within(d) => Some((c, if c == d { t } else { text.clone() })),
                     Some((d, t)) if d.within(c) => Some((d, t)),
                     Some((d, t)) => {
-                        return Err(TextError {
-                            text: text.clone(),
-                            error: OttlError::new(
-                                Pos::new(0, text.len()),
-                                format!(
-                                    "this statement runs in the {} context, but `{t}` runs in the {} \
-                                     context; statements of one list share a context",
-                                    c.name(),
-                                    d.name()
-                                ),
-                            )
-                            .help("split them into groups with `context:` and `statements:`"),
-                        });
+                        let error = OttlError::new(
+                            Pos::new(0, text.len()),
+                            format!(
+                                "this statement runs in the {} context, but `{t}` runs in the {} \
+                                 context; statements of one list share a context",
+                                c.name(),
+                                d.name()
+                            ),
+                        )
+                        .help("split them into groups with `context:` and `statements:`");
+                        errors.push((GroupEntry::Statement(i), text_error(text, error)));
+                        Some((d, t))
                     }
                 };
             }
@@ -293,26 +324,39 @@ pub fn compile_group(
         }
     };
     let inferred = context.is_none();
-    let stmts = statements
-        .iter()
-        .map(|t| {
-            let ast = parse_statement(t).map_err(|error| TextError {
-                text: t.clone(),
-                error,
-            })?;
-            Checker::new(signal, ctx, inferred)
-                .statement(t, &ast)
-                .map_err(|error| TextError {
-                    text: t.clone(),
-                    error,
-                })
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let conds = conditions
-        .iter()
-        .map(|t| compile_condition(t, signal, Some(ctx)))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    check_order_independent(&stmts, &conds)?;
+    let mut stmts = Vec::with_capacity(statements.len());
+    for (i, t) in statements.iter().enumerate() {
+        if errors.iter().any(|(at, _)| *at == GroupEntry::Statement(i)) {
+            continue;
+        }
+        let checked = parse_statement(t)
+            .and_then(|ast| Checker::new(signal, ctx, inferred).statement(t, &ast));
+        match checked {
+            Ok(s) => stmts.push(s),
+            Err(e) => errors.push((GroupEntry::Statement(i), text_error(t, e))),
+        }
+    }
+    let mut conds = Vec::with_capacity(conditions.len());
+    for (i, t) in conditions.iter().enumerate() {
+        match compile_condition(t, signal, Some(ctx)) {
+            Ok(c) => conds.push(c),
+            Err(e) => errors.push((GroupEntry::Condition(i), e)),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|(at, _)| match at {
+            GroupEntry::Statement(i) => (0, *i),
+            GroupEntry::Condition(i) => (1, *i),
+        });
+        return Err(errors);
+    }
+    if let Err(e) = check_order_independent(&stmts, &conds) {
+        let at = statements
+            .iter()
+            .position(|s| *s == e.text)
+            .map_or(GroupEntry::Statement(0), GroupEntry::Statement);
+        return Err(vec![(at, e)]);
+    }
     Ok((ctx, stmts, conds))
 }
 

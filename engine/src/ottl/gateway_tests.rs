@@ -5,7 +5,8 @@
 //! calls Redis, PostgreSQL, MongoDB and RabbitMQ (attributes as the Python
 //! instrumentations write them, old and current semantic conventions).
 //!
-//! Exactly the noise is dropped (and counted), exactly the five attributes are gone, and
+//! Exactly the noise is dropped (and counted), exactly the five attributes are gone (from the
+//! resource and from the spans), and
 //! `peer.service` is set on exactly the database and queue client spans.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,6 +95,11 @@ fn python_resource(service: &str, pod: &str) -> Resource {
             s("os.type", "linux"),
             s("os.version", "6.1.0-18-cloud-amd64"),
             s("host.name", pod),
+            // set by a hand-written resource, credentials and all
+            s(
+                "db.connection_string",
+                "mysql://app:hunter2@legacy-db:3306/app",
+            ),
         ],
         ..Default::default()
     }
@@ -160,6 +166,20 @@ fn fixture() -> Fixture {
                     "db.connection_string",
                     "postgresql://orders:s3cret@orders-db.data.svc:5432/orders",
                 ),
+            ],
+        ),
+        // a hand-instrumented worker that copies process details onto its spans: they must
+        // go from the span as they go from the resource
+        b.span(
+            "render invoice",
+            SpanKind::Internal,
+            1,
+            vec![
+                s("process.command", "/app/worker.py"),
+                s("process.executable", "/usr/local/bin/python3.12"),
+                s("os.type", "linux"),
+                s("os.version", "6.1.0-18-cloud-amd64"),
+                s("invoice.id", "INV-42"),
             ],
         ),
         // pymongo, newest conventions (db.system.name)
@@ -531,6 +551,20 @@ async fn the_shipped_gateway_drops_exactly_the_noise_cleans_and_derives_peer_ser
         res_out.contains_key("process.executable.name")
             && res_out.contains_key("process.command_line")
     );
+    // Each of the five was on the resource and on a span, and is on neither now.
+    let on_a_span = |spans: &[Span], key: &str| {
+        spans
+            .iter()
+            .any(|s| s.attributes.iter().any(|kv| kv.key == key))
+    };
+    for key in five {
+        assert!(
+            res_in.contains_key(key) && on_a_span(&before, key),
+            "fixture: {key}"
+        );
+        assert!(!res_out.contains_key(key), "{key} left on the resource");
+        assert!(!on_a_span(&after, key), "{key} left on a span");
+    }
     let by_label: BTreeMap<String, &Span> = before.iter().map(|s| (label(s), s)).collect();
     for sp in &after {
         let mut want = attrs(&by_label[&label(sp)].attributes);

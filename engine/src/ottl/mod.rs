@@ -42,7 +42,8 @@ pub mod parser;
 pub mod regex;
 
 pub use check::{
-    Condition, Statement, TextError, compile_condition, compile_group, compile_statement,
+    Condition, GroupEntry, Statement, TextError, compile_condition, compile_group,
+    compile_group_all, compile_statement,
 };
 pub use context::Context;
 pub use exec::{ErrorMode, RunError, RunReport, StatementGroup, any_matches};

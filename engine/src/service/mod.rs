@@ -97,6 +97,23 @@ impl Service {
                 .ok_or_else(|| ComponentError::new(id, format!("no {} factory", kind.label())))
         };
 
+        // What each component is wired for: self-telemetry shows a component's per-signal
+        // series only for those signals.
+        let mut wiring = Vec::new();
+        for (pid, p) in &config.pipelines {
+            let of = |kind: Kind, ids: &[ComponentId]| {
+                ids.iter()
+                    .map(move |id| (kind, id.clone(), pid.signal))
+                    .collect::<Vec<_>>()
+            };
+            wiring.extend(of(Kind::Receiver, &p.receivers));
+            wiring.extend(of(Kind::Processor, &p.processors));
+            wiring.extend(of(Kind::Exporter, &p.exporters));
+            wiring.extend(of(Kind::Connector, &p.connectors_in));
+            wiring.extend(of(Kind::Connector, &p.connectors_out));
+        }
+        telemetry.set_wiring(wiring);
+
         // Exporters, once per id.
         let mut exporters: BTreeMap<ComponentId, Arc<dyn Node>> = BTreeMap::new();
         for p in config.pipelines.values() {

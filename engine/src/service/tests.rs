@@ -12,6 +12,7 @@ use crate::component::{
 };
 use crate::config::{Source, load};
 use crate::payload::Payload;
+use crate::telemetry::{ExporterMetrics, ProcessorMetrics, ReceiverMetrics};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -81,6 +82,7 @@ impl Factory for TestFactory {
         consumers: SignalConsumers,
     ) -> Result<Arc<dyn Svc>, ComponentError> {
         self.receivers.lock().unwrap().push(consumers);
+        let _ = ReceiverMetrics::new(&ctx.telemetry, &ctx.id, "test");
         Ok(Arc::new(Recorder {
             name: format!("receiver {}", ctx.id),
             log: self.log.clone(),
@@ -93,6 +95,7 @@ impl Factory for TestFactory {
         signal: Signal,
         next: ConsumerRef,
     ) -> Result<Arc<dyn Node>, ComponentError> {
+        let _ = ProcessorMetrics::new(&ctx.telemetry, &ctx.id);
         Ok(Arc::new(Recorder {
             name: format!("processor {} ({})", ctx.id, signal.as_str()),
             log: self.log.clone(),
@@ -100,6 +103,7 @@ impl Factory for TestFactory {
         }))
     }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
+        let _ = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
         Ok(Arc::new(Recorder {
             name: format!("exporter {}", ctx.id),
             log: self.log.clone(),
@@ -260,6 +264,13 @@ fn connector_misuse_is_refused_with_the_pipeline_named() {
 }
 
 fn setup(yaml: &str) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
+    setup_with(yaml, &Telemetry::new())
+}
+
+fn setup_with(
+    yaml: &str,
+    telemetry: &Telemetry,
+) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
     let log: Log = Arc::default();
     let receivers = Arc::default();
     let registry = registry(&log, &receivers);
@@ -275,7 +286,7 @@ fn setup(yaml: &str) -> (Service, Log, Arc<Mutex<Vec<SignalConsumers>>>) {
     let svc = Service::build(
         &cfg,
         &registry,
-        &Telemetry::new(),
+        telemetry,
         Arc::new(WallClock),
         Health::default(),
     )
@@ -363,4 +374,46 @@ async fn starts_downstream_first_and_stops_upstream_first() {
         pos(&stopped, "stop processor a (traces)") < pos(&stopped, "stop processor b (traces)")
     );
     assert!(pos(&stopped, "stop processor b (traces)") < pos(&stopped, "stop exporter x"));
+}
+
+/// Self-telemetry shows a component's per-signal series only for the signals the pipelines
+/// wire it for: `x` exports traces and logs, so it has no metric points series; `y` only
+/// traces; the receiver feeds traces and logs; processor `a` runs on traces only.
+#[test]
+fn series_exist_only_for_the_signals_a_component_is_wired_for() {
+    let t = Telemetry::new();
+    let _ = setup_with(YAML, &t);
+    let text = t.render();
+    let has = |series: &str| text.lines().any(|l| l.starts_with(series));
+    for present in [
+        "otelcol_exporter_sent_spans_total{exporter=\"x\"}",
+        "otelcol_exporter_sent_log_records_total{exporter=\"x\"}",
+        "otelcol_exporter_send_failed_log_records_total{exporter=\"x\"}",
+        "otelcol_exporter_sent_spans_total{exporter=\"y\"}",
+        "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"test\"}",
+        "otelcol_receiver_accepted_log_records_total{receiver=\"otlp\",transport=\"test\"}",
+        "otelcol_processor_incoming_items_total{otel_signal=\"traces\",processor=\"a\"}",
+        "otelcol_exporter_queue_size{exporter=\"y\"}",
+    ] {
+        assert!(has(present), "{present} missing from\n{text}");
+    }
+    for absent in [
+        "otelcol_exporter_sent_metric_points_total{exporter=\"x\"}",
+        "otelcol_exporter_sent_log_records_total{exporter=\"y\"}",
+        "otelcol_exporter_enqueue_failed_metric_points_total{exporter=\"y\"}",
+        "otelcol_receiver_accepted_metric_points_total",
+        "otelcol_processor_incoming_items_total{otel_signal=\"logs\",processor=\"a\"}",
+        "otelcol_processor_incoming_items_total{otel_signal=\"metrics\"",
+    ] {
+        assert!(!has(absent), "{absent} shown in\n{text}");
+    }
+    // No series at all for metrics: the family is not rendered either.
+    assert!(
+        !text.contains("otelcol_exporter_sent_metric_points"),
+        "{text}"
+    );
+    assert_eq!(
+        t.value("otelcol_exporter_sent_metric_points", &[("exporter", "x")]),
+        None
+    );
 }

@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use http_body_util::BodyExt;
@@ -399,6 +400,89 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// A connection that fails every read and write once `max_connection_age` +
+/// `max_connection_age_grace` has passed since it was accepted: the end of the grace that
+/// follows the GOAWAY sent at `max_connection_age`, for a connection whose requests have not
+/// finished by then. (A failing read ends the connection in hyper, which is woken by the timer.)
+struct Cutoff<IO> {
+    io: IO,
+    at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> Cutoff<IO> {
+    fn new(io: IO, after: Option<Duration>) -> Self {
+        Cutoff {
+            io,
+            at: after.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+
+    fn passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.at
+            .as_mut()
+            .is_some_and(|at| std::future::Future::poll(at.as_mut(), cx).is_ready())
+    }
+}
+
+fn cut_off() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "closed: max_connection_age_grace passed with requests in flight",
+    )
+}
+
+impl<IO: Connected> Connected for Cutoff<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+    fn connect_info(&self) -> IO::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Cutoff<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.passed(cx) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Cutoff<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.passed(cx) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.passed(cx) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -425,10 +509,19 @@ pub(crate) fn serve(
         max_decoding: max,
         _s: PhantomData,
     };
-    let mut server = tonic::transport::Server::builder();
+    let keepalive = config.keepalive.resolve();
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive.ping_after))
+        .http2_keepalive_timeout(Some(keepalive.ping_timeout));
     if let Some(n) = config.max_concurrent_streams {
         server = server.max_concurrent_streams(n);
     }
+    // Only the age: tonic's own grace closes the connection at age + grace without the
+    // GOAWAY at age, so the grace is `Cutoff`'s.
+    if let Some(age) = keepalive.max_age {
+        server = server.max_connection_age(age);
+    }
+    let cutoff = keepalive.cutoff;
     let router = server
         .add_service(traces)
         .add_service(metrics)
@@ -443,16 +536,18 @@ pub(crate) fn serve(
                 let failed = handler.clone();
                 let connections =
                     sluice_tls::accept_tls(listener, tls, move |_| failed.failed("tls_handshake"));
-                let incoming = ReceiverStream::new(connections)
-                    .map(|(tls, _peer)| Ok::<_, std::io::Error>(TlsConn(tls)));
+                let incoming = ReceiverStream::new(connections).map(move |(tls, _peer)| {
+                    Ok::<_, std::io::Error>(Cutoff::new(TlsConn(tls), cutoff))
+                });
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             None => {
                 // TCP_NODELAY: without it a small gRPC response waits for the client's delayed
                 // ACK, and every Export takes ~40 ms (Nagle). Found with `sluice loadgen`: p90
                 // 44 ms -> sub-ms.
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(move |tcp| tcp.map(|tcp| Cutoff::new(tcp, cutoff)));
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };

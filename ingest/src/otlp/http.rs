@@ -204,7 +204,7 @@ async fn export(
             Err(e) => return decompress_error(&st, enc, Inflate::Bad(e.to_string())),
         },
         other => {
-            st.handler.failed("media_type");
+            st.handler.failed("content_encoding");
             return status(
                 enc,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,6 +7,12 @@
 //!       grpc:
 //!         endpoint: localhost:4317        # default; bind exactly this
 //!         max_recv_msg_size_mib: 4        # default; larger messages get OUT_OF_RANGE
+//!         keepalive:                      # optional; gRPC-Go's defaults
+//!           server_parameters:
+//!             max_connection_age: 5m      # GOAWAY after 5 minutes (default: never)
+//!             max_connection_age_grace: 30s  # then closed under requests in flight (default: never)
+//!             time: 2h                    # ping a client silent this long (default 2h)
+//!             timeout: 20s                # close if the ping is unanswered (default 20s)
 //!         tls:                            # optional: serve TLS (the Collector's configtls)
 //!           cert_file: server.crt
 //!           key_file: server.key
@@ -47,7 +53,8 @@
 //! `sluice_memory_held_bytes{component="<receiver>",kind="in_flight"}`. Every request's peer
 //! address is kept on the payload (`Payload::origin`)
 //! for enrichment. Counted: `otelcol_receiver_accepted_*`, `otelcol_receiver_refused_*` and
-//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type,
+//! `otelcol_receiver_failed_requests{reason}` (decode, too_large, decompress, media_type (an
+//! unsupported `Content-Type`), content_encoding (an unsupported `Content-Encoding`),
 //! tls_handshake).
 //!
 //! `tls` (either protocol) is the Collector's server TLS setting, see `sluice_tls`: checked at
@@ -64,13 +71,15 @@ mod tests;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, ConsumerRef,
-    Factory, Kind, Lifecycle, ParsedConfig, Service, SignalConsumers, parse_config,
+    Factory, Kind, Lifecycle, NoEffect, ParsedConfig, Service, SignalConsumers, parse_config,
 };
+use sluice_engine::config_types::{bind_address, check_listen_endpoint, deserialize_opt_duration};
 use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
@@ -95,6 +104,15 @@ pub struct Protocols {
     pub http: Option<HttpConfig>,
 }
 
+/// A key present with a `null` body (`keepalive:`) means the defaults.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A key that is present with a `null` body (`grpc:`) means "on, with defaults".
 fn present_or_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -113,10 +131,9 @@ pub struct GrpcConfig {
     pub max_recv_msg_size_mib: u64,
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
-    /// Accepted for compatibility; sluice keeps tonic's keepalive defaults.
-    #[serde(default)]
-    pub keepalive: Option<serde_json::Value>,
-    /// Accepted for compatibility; client metadata is not propagated yet.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub keepalive: KeepaliveConfig,
+    /// Accepted without effect (warned): client metadata is not propagated yet.
     #[serde(default)]
     pub include_metadata: Option<bool>,
     #[serde(default)]
@@ -133,7 +150,7 @@ impl Default for GrpcConfig {
             endpoint: default_grpc_endpoint(),
             max_recv_msg_size_mib: default_max_recv_msg_size_mib(),
             max_concurrent_streams: None,
-            keepalive: None,
+            keepalive: KeepaliveConfig::default(),
             include_metadata: None,
             tls: None,
             read_buffer_size: None,
@@ -141,6 +158,107 @@ impl Default for GrpcConfig {
         }
     }
 }
+
+/// `protocols.grpc.keepalive`: the Collector's `configgrpc.KeepaliveServerConfig`, with
+/// gRPC-Go's defaults (a zero or absent duration means the default, as in Go).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    #[serde(default, deserialize_with = "present_or_default")]
+    pub server_parameters: Option<KeepaliveServerParameters>,
+    /// Accepted without effect (warned): sluice does not police the clients' pings.
+    #[serde(default)]
+    pub enforcement_policy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveServerParameters {
+    /// Accepted without effect (warned): idle connections stay open.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub max_connection_idle: Option<Duration>,
+    /// A connection this old is told to go away (HTTP/2 GOAWAY): requests in flight finish,
+    /// the client reconnects (to another replica, behind a load balancer). Default: never.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub max_connection_age: Option<Duration>,
+    /// How long requests in flight may still take after `max_connection_age` before the
+    /// connection is closed under them. Default: as long as they take.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// After this long without hearing from a client, the server pings it. Default 2h, at
+    /// least 1s (gRPC-Go's).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub time: Option<Duration>,
+    /// A ping unanswered for this long closes the connection. Default 20s.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// gRPC-Go's defaults for the server's keepalive pings.
+const DEFAULT_KEEPALIVE_TIME: Duration = Duration::from_secs(2 * 60 * 60);
+const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(1);
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the gRPC server applies, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keepalive {
+    pub ping_after: Duration,
+    pub ping_timeout: Duration,
+    pub max_age: Option<Duration>,
+    /// When a connection is closed whatever it is doing: `max_age` + grace, if both are set.
+    pub cutoff: Option<Duration>,
+}
+
+impl KeepaliveConfig {
+    pub(crate) fn resolve(&self) -> Keepalive {
+        let p = self.server_parameters.clone().unwrap_or_default();
+        let set = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let max_age = set(p.max_connection_age);
+        Keepalive {
+            ping_after: set(p.time)
+                .unwrap_or(DEFAULT_KEEPALIVE_TIME)
+                .max(MIN_KEEPALIVE_TIME),
+            ping_timeout: set(p.timeout).unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+            max_age,
+            cutoff: max_age
+                .zip(set(p.max_connection_age_grace))
+                .map(|(a, g)| a + g),
+        }
+    }
+}
+
+/// Settings accepted so Collector configs load, without effect in sluice: warned about at
+/// load (see `Factory::without_effect`).
+const WITHOUT_EFFECT: &[NoEffect] = &[
+    NoEffect::new(
+        "protocols.grpc.include_metadata",
+        "client metadata is not passed on to processors or exporters",
+    ),
+    NoEffect::new(
+        "protocols.http.include_metadata",
+        "client metadata is not passed on to processors or exporters",
+    ),
+    NoEffect::new(
+        "protocols.http.cors",
+        "CORS preflight requests are not answered, so browsers cannot send OTLP/HTTP here",
+    ),
+    NoEffect::new(
+        "protocols.grpc.read_buffer_size",
+        "buffers are sized by the HTTP/2 implementation",
+    ),
+    NoEffect::new(
+        "protocols.grpc.write_buffer_size",
+        "buffers are sized by the HTTP/2 implementation",
+    ),
+    NoEffect::new(
+        "protocols.grpc.keepalive.server_parameters.max_connection_idle",
+        "idle connections stay open (max_connection_age does close old ones)",
+    ),
+    NoEffect::new(
+        "protocols.grpc.keepalive.enforcement_policy",
+        "clients' pings are answered however often they come, never refused",
+    ),
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,10 +273,10 @@ pub struct HttpConfig {
     pub metrics_url_path: String,
     #[serde(default = "default_logs_path")]
     pub logs_url_path: String,
-    /// Accepted for compatibility; client metadata is not propagated yet.
+    /// Accepted without effect (warned): client metadata is not propagated yet.
     #[serde(default)]
     pub include_metadata: Option<bool>,
-    /// Accepted for compatibility; browsers' CORS preflight is not answered yet.
+    /// Accepted without effect (warned): browsers' CORS preflight is not answered yet.
     #[serde(default)]
     pub cors: Option<serde_json::Value>,
     #[serde(default)]
@@ -222,6 +340,9 @@ impl Factory for OtlpReceiverFactory {
     fn description(&self) -> &'static str {
         "OTLP over gRPC and HTTP (protobuf, JSON; gzip, zstd), decoded straight to Arrow"
     }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        WITHOUT_EFFECT
+    }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpReceiverConfig = parse_config(config)?;
         let p = &c.protocols;
@@ -230,6 +351,15 @@ impl Factory for OtlpReceiverFactory {
                 "protocols",
                 "enable at least one of grpc, http",
             ));
+        }
+        for (protocol, endpoint) in [
+            ("grpc", p.grpc.as_ref().map(|g| &g.endpoint)),
+            ("http", p.http.as_ref().map(|h| &h.endpoint)),
+        ] {
+            if let Some(endpoint) = endpoint {
+                check_listen_endpoint(endpoint)
+                    .map_err(|m| ConfigError::new(format!("protocols.{protocol}.endpoint"), m))?;
+            }
         }
         for (protocol, tls) in [
             ("grpc", p.grpc.as_ref().and_then(|g| g.tls.as_ref())),
@@ -295,11 +425,12 @@ pub(crate) enum ExportError {
     Memory(Refusal),
 }
 
-pub(crate) const FAIL_REASONS: [&str; 5] = [
+pub(crate) const FAIL_REASONS: [&str; 6] = [
     "decode",
     "too_large",
     "decompress",
     "media_type",
+    "content_encoding",
     "tls_handshake",
 ];
 
@@ -555,7 +686,7 @@ impl OtlpReceiver {
 }
 
 async fn bind(id: &ComponentId, endpoint: &str) -> Result<tokio::net::TcpListener, ComponentError> {
-    tokio::net::TcpListener::bind(endpoint)
+    tokio::net::TcpListener::bind(bind_address(endpoint).as_ref())
         .await
         .map_err(|e| ComponentError::new(id, format!("cannot listen on {endpoint}: {e}")))
 }

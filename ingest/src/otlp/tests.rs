@@ -21,6 +21,7 @@ use sluice_engine::component::Consumer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use sluice_engine::component::NoEffect;
 
 #[derive(Default)]
 struct Capture {
@@ -488,7 +489,10 @@ async fn http_bad_input_gets_clear_statuses_and_the_server_keeps_serving() {
     };
     assert_eq!(failed("decode"), Some(2.0));
     assert_eq!(failed("too_large"), Some(2.0));
-    assert_eq!(failed("media_type"), Some(2.0));
+    // A content type nobody speaks and a Content-Encoding nobody speaks are different
+    // problems, counted apart.
+    assert_eq!(failed("media_type"), Some(1.0));
+    assert_eq!(failed("content_encoding"), Some(1.0));
     let labels = [("receiver", "otlp"), ("transport", "http")];
     assert_eq!(
         r.t.value("otelcol_receiver_refused_spans", &labels),
@@ -902,4 +906,285 @@ async fn memory_admission_refuses_before_reading() {
     assert_eq!(http(small).await.status(), 200);
     assert_eq!(t.memory().held(), 0);
     r.rx.shutdown().await;
+}
+
+/// `keepalive` as the Collector reads it, with gRPC-Go's defaults where a duration is absent
+/// or zero; the grace counts only with an age.
+#[test]
+fn keepalive_has_grpc_go_defaults() {
+    let resolve = |keepalive: serde_json::Value| {
+        let c = OtlpReceiverFactory
+            .parse_config(&serde_json::json!({"protocols": {"grpc": {"keepalive": keepalive}}}))
+            .unwrap();
+        let c = c.downcast_ref::<OtlpReceiverConfig>().unwrap();
+        c.protocols.grpc.as_ref().unwrap().keepalive.resolve()
+    };
+    let defaults = Keepalive {
+        ping_after: Duration::from_secs(7200),
+        ping_timeout: Duration::from_secs(20),
+        max_age: None,
+        cutoff: None,
+    };
+    assert_eq!(resolve(serde_json::Value::Null), defaults);
+    assert_eq!(
+        resolve(serde_json::json!({"server_parameters": null})),
+        defaults
+    );
+    assert_eq!(
+        resolve(
+            serde_json::json!({"server_parameters": {"time": "0s", "max_connection_age_grace": "5s"}})
+        ),
+        defaults
+    );
+    assert_eq!(
+        resolve(serde_json::json!({"server_parameters": {
+            "time": "100ms", "timeout": "3s", "max_connection_age": "1m", "max_connection_age_grace": "10s"
+        }})),
+        Keepalive {
+            ping_after: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(3),
+            max_age: Some(Duration::from_secs(60)),
+            cutoff: Some(Duration::from_secs(70)),
+        }
+    );
+    let e = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"grpc": {"keepalive": {"server_parameters": {"max_conection_age": "1m"}}}}}))
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.path,
+        "protocols.grpc.keepalive.server_parameters.max_conection_age"
+    );
+}
+
+/// The settings the receiver accepts without acting on them are the ones it warns about.
+#[test]
+fn settings_without_effect_are_named() {
+    let config = serde_json::json!({"protocols": {
+        "grpc": {
+            "include_metadata": true,
+            "read_buffer_size": 524288,
+            "keepalive": {
+                "server_parameters": {"max_connection_idle": "1m", "max_connection_age": "5m"},
+                "enforcement_policy": {"min_time": "10s"},
+            },
+        },
+        "http": {"include_metadata": false, "cors": {"allowed_origins": ["https://x"]}},
+    }});
+    assert!(OtlpReceiverFactory.parse_config(&config).is_ok());
+    let named: Vec<String> = NoEffect::warnings(OtlpReceiverFactory.without_effect(), &config)
+        .into_iter()
+        .map(|w| w.path)
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "protocols.grpc.include_metadata",
+            "protocols.http.cors",
+            "protocols.grpc.read_buffer_size",
+            "protocols.grpc.keepalive.server_parameters.max_connection_idle",
+            "protocols.grpc.keepalive.enforcement_policy",
+        ]
+    );
+}
+
+/// A receiver with only gRPC, from the config as YAML would give it, feeding `consumer`.
+async fn grpc_only(grpc: serde_json::Value, consumer: ConsumerRef) -> (OtlpReceiver, SocketAddr) {
+    let mut grpc = grpc;
+    grpc["endpoint"] = "127.0.0.1:0".into();
+    let config = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"grpc": grpc}}))
+        .unwrap();
+    let config = config.downcast_ref::<OtlpReceiverConfig>().unwrap().clone();
+    let consumers = Signal::ALL
+        .into_iter()
+        .map(|s| (s, consumer.clone()))
+        .collect();
+    let rx = OtlpReceiver::new(
+        ComponentId::parse("otlp").unwrap(),
+        config,
+        consumers,
+        &Telemetry::new(),
+    );
+    rx.start().await.unwrap();
+    let addr = rx.local_addrs()[0].1;
+    (rx, addr)
+}
+
+/// HTTP/2 frame types the raw client below looks for.
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+
+/// A bare HTTP/2 client: the preface and an empty SETTINGS frame, then it only reads; it
+/// acknowledges SETTINGS, and PINGs only if `answer_pings`. Returns each frame type with when
+/// it arrived, and when the server closed the connection (`None`: still open after `limit`).
+async fn frames_until_closed(
+    addr: SocketAddr,
+    answer_pings: bool,
+    limit: Duration,
+) -> (Vec<(u8, Duration)>, Option<Duration>) {
+    let start = tokio::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            if s.read_exact(&mut header).await.is_err() {
+                return start.elapsed();
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let (kind, flags) = (header[3], header[4]);
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                return start.elapsed();
+            }
+            seen.push((kind, start.elapsed()));
+            let answer = match kind {
+                SETTINGS if flags & 1 == 0 => vec![0, 0, 0, SETTINGS, 1, 0, 0, 0, 0],
+                PING if flags & 1 == 0 && answer_pings => {
+                    let mut ack = vec![0, 0, 8, PING, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    ack
+                }
+                _ => continue,
+            };
+            if s.write_all(&answer).await.is_err() {
+                return start.elapsed();
+            }
+        }
+    };
+    let closed = tokio::time::timeout(limit, read).await.ok();
+    (seen, closed)
+}
+
+/// `time` and `timeout`: a silent client is pinged after `time`, and a client that does not
+/// answer is dropped `timeout` later, with no GOAWAY for age along the way (none configured).
+#[tokio::test]
+async fn keepalive_pings_a_silent_client_and_drops_it_when_it_does_not_answer() {
+    let (rx, addr) = grpc_only(
+        serde_json::json!({"keepalive": {"server_parameters": {"time": "1s", "timeout": "1s"}}}),
+        Arc::new(Capture::default()),
+    )
+    .await;
+    let (frames, closed) = frames_until_closed(addr, false, Duration::from_secs(20)).await;
+    let ping = frames.iter().find(|(k, _)| *k == PING).map(|(_, t)| *t);
+    let ping = ping.unwrap_or_else(|| panic!("no ping: {frames:?}"));
+    assert!(
+        ping >= Duration::from_millis(900),
+        "pinged after {ping:?}: {frames:?}"
+    );
+    let closed = closed.unwrap_or_else(|| panic!("the connection stayed open: {frames:?}"));
+    assert!(
+        closed >= ping + Duration::from_millis(900),
+        "closed {closed:?}, before the ping timed out: {frames:?}"
+    );
+    assert!(
+        frames.iter().all(|(k, t)| *k != GOAWAY || *t >= ping),
+        "went away before the ping: {frames:?}"
+    );
+    rx.shutdown().await;
+}
+
+/// A consumer that holds every payload until released: a request in flight for as long as
+/// the test wants.
+struct Held(tokio::sync::Semaphore);
+
+impl Consumer for Held {
+    fn consume(&self, _: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            let _ = self.0.acquire().await;
+            Ok(())
+        })
+    }
+}
+
+/// One OTLP/gRPC Export over a fresh HTTP/2 connection (a client of its own), as raw bytes.
+fn export_over_new_connection(
+    addr: SocketAddr,
+) -> impl std::future::Future<Output = Result<::http::StatusCode, String>> {
+    use hyper_util::rt::TokioExecutor;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let message = traces(1).encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = ::http::Request::post(format!(
+        "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+    .unwrap();
+    async move {
+        client
+            .request(request)
+            .await
+            .map(|answer| answer.status())
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// `max_connection_age`: the server says GOAWAY once the connection is that old, and a
+/// request in flight still finishes; with `max_connection_age_grace`, one still running when
+/// the grace has passed has its connection closed under it.
+#[tokio::test]
+async fn max_connection_age_sends_goaway_and_the_grace_bounds_requests_in_flight() {
+    // GOAWAY at the age, then the connection (no request on it) closes.
+    let (rx, addr) = grpc_only(
+        serde_json::json!({"keepalive": {"server_parameters": {"max_connection_age": "300ms"}}}),
+        Arc::new(Capture::default()),
+    )
+    .await;
+    let (frames, closed) = frames_until_closed(addr, true, Duration::from_secs(20)).await;
+    let away = frames.iter().find(|(k, _)| *k == GOAWAY).map(|(_, t)| *t);
+    let away = away.unwrap_or_else(|| panic!("no GOAWAY: {frames:?}"));
+    assert!(away >= Duration::from_millis(250), "GOAWAY after {away:?}");
+    assert!(closed.is_some(), "the connection stayed open: {frames:?}");
+    rx.shutdown().await;
+
+    // No grace: a request in flight at the age finishes, however long it takes.
+    let held = Arc::new(Held(tokio::sync::Semaphore::new(0)));
+    let (rx, addr) = grpc_only(
+        serde_json::json!({"keepalive": {"server_parameters": {"max_connection_age": "300ms"}}}),
+        held.clone(),
+    )
+    .await;
+    let mut request = Box::pin(export_over_new_connection(addr));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), &mut request)
+            .await
+            .is_err(),
+        "the request ended before it was released"
+    );
+    held.0.add_permits(1000);
+    assert_eq!(request.await, Ok(::http::StatusCode::OK));
+    rx.shutdown().await;
+
+    // A grace: the connection is closed under the request once age + grace has passed.
+    let held = Arc::new(Held(tokio::sync::Semaphore::new(0)));
+    let (rx, addr) = grpc_only(
+        serde_json::json!({"keepalive": {"server_parameters": {
+            "max_connection_age": "300ms", "max_connection_age_grace": "300ms"
+        }}}),
+        held.clone(),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(20), export_over_new_connection(addr))
+        .await
+        .expect("the request outlived age + grace");
+    assert!(answer.is_err(), "answered: {answer:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    held.0.add_permits(1000);
+    rx.shutdown().await;
 }

@@ -14,9 +14,16 @@
 //!   `quantileValues`; in `asDouble`, `sum`, `min`, `max`, `zeroThreshold` and
 //!   `explicitBounds` they are substituted before parsing and patched in after.
 //!
-//! Still not accepted (rejected with a clear error, none silently): enum names instead of
-//! integers (the OTLP spec requires integers), 32-bit integers as strings, and non-finite
-//! `doubleValue` in AnyValues.
+//! - Enum fields by name (`"kind": "SPAN_KIND_SERVER"`, `"code": "STATUS_CODE_ERROR"`,
+//!   `"severityNumber": "SEVERITY_NUMBER_INFO"`, `"aggregationTemporality":
+//!   "AGGREGATION_TEMPORALITY_CUMULATIVE"`) are accepted as well as numbers, as the Collector's
+//!   decoder accepts them: replaced by their numbers in the same walk that drops nulls.
+//! - Errors name the field: a request serde refuses is decoded again with its path tracked
+//!   (`resourceSpans[0].scopeSpans[0].spans[1].traceId: odd number of digits`); only bad
+//!   requests pay for the tracking.
+//!
+//! Still not accepted (rejected with a clear error, none silently): 32-bit integers as strings,
+//! and non-finite `doubleValue` in AnyValues.
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -37,28 +44,81 @@ pub fn decode_json(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
         detail,
     };
     let mut v: Value = serde_json::from_slice(buf).map_err(|e| json_err(e.to_string()))?;
-    drop_nulls(&mut v);
+    normalize(&mut v);
     let proto = match signal {
         Signal::Traces => serde_json::from_value::<ExportTraceServiceRequest>(v)
-            .map_err(|e| json_err(e.to_string()))?
+            .map_err(|e| json_err(at_field::<ExportTraceServiceRequest>(buf, e, |_| {})))?
             .encode_to_vec(),
-        Signal::Metrics => metrics_from_json(v).map_err(json_err)?.encode_to_vec(),
+        Signal::Metrics => metrics_from_json(v, buf).map_err(json_err)?.encode_to_vec(),
         Signal::Logs => serde_json::from_value::<ExportLogsServiceRequest>(v)
-            .map_err(|e| json_err(e.to_string()))?
+            .map_err(|e| json_err(at_field::<ExportLogsServiceRequest>(buf, e, |_| {})))?
             .encode_to_vec(),
     };
     super::decode(signal, &proto)
 }
 
-/// proto3 JSON: a `null` field value means the default; removing the key says the same.
-fn drop_nulls(v: &mut Value) {
+/// An error of serde at the field it is about (`resourceSpans[0].scopeSpans[0].spans[1]
+/// .traceId: odd number of digits`). Tracking the path costs an allocation per key, so the
+/// fast path does not: only a request that failed is decoded again, with the tracking on.
+/// `prepare` repeats what was done to the JSON before the failed attempt.
+fn at_field<T: serde::de::DeserializeOwned>(
+    buf: &[u8],
+    first: serde_json::Error,
+    prepare: impl FnOnce(&mut Value),
+) -> String {
+    let Ok(mut v) = serde_json::from_slice::<Value>(buf) else {
+        return first.to_string();
+    };
+    normalize(&mut v);
+    prepare(&mut v);
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Err(e) if e.path().iter().next().is_some() => {
+            format!("{}: {}", e.path(), e.inner())
+        }
+        _ => first.to_string(),
+    }
+}
+
+/// What the JSON needs before serde reads it, in one walk:
+/// - proto3 JSON: a `null` field value means the default; removing the key says the same.
+/// - Enum fields given by name (`"kind": "SPAN_KIND_SERVER"`), which the Collector accepts as
+///   well as numbers, become their numbers. Only a name of the field's own enum is replaced;
+///   anything else is left for serde to refuse. The keys are field names of the OTLP messages,
+///   never user data (attributes are `{"key": ..., "value": ...}` lists), so a key identifies
+///   its field.
+fn normalize(v: &mut Value) {
     match v {
         Value::Object(m) => {
             m.retain(|_, x| !x.is_null());
-            m.values_mut().for_each(drop_nulls);
+            for (k, x) in m.iter_mut() {
+                match x {
+                    Value::String(name) => {
+                        if let Some(n) = enum_number(k, name) {
+                            *x = Value::from(n);
+                        }
+                    }
+                    Value::Object(_) | Value::Array(_) => normalize(x),
+                    _ => {}
+                }
+            }
         }
-        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        Value::Array(a) => a.iter_mut().for_each(normalize),
         _ => {}
+    }
+}
+
+/// The number of enum value `name` of the enum field `key`, if it is one.
+fn enum_number(key: &str, name: &str) -> Option<i32> {
+    use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+    match key {
+        "kind" => SpanKind::from_str_name(name).map(|e| e as i32),
+        "code" => StatusCode::from_str_name(name).map(|e| e as i32),
+        "severityNumber" => SeverityNumber::from_str_name(name).map(|e| e as i32),
+        "aggregationTemporality" => {
+            pb::AggregationTemporality::from_str_name(name).map(|e| e as i32)
+        }
+        _ => None,
     }
 }
 
@@ -98,11 +158,11 @@ fn substitute_specials(v: &mut Value) {
     }
 }
 
-fn metrics_from_json(orig: Value) -> Result<ExportMetricsServiceRequest, String> {
+fn metrics_from_json(orig: Value, buf: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
     let mut sanitized = orig.clone();
     substitute_specials(&mut sanitized);
-    let mut req: ExportMetricsServiceRequest =
-        serde_json::from_value(sanitized).map_err(|e| e.to_string())?;
+    let mut req: ExportMetricsServiceRequest = serde_json::from_value(sanitized)
+        .map_err(|e| at_field::<ExportMetricsServiceRequest>(buf, e, substitute_specials))?;
     // Walk the original JSON alongside the result (serde keeps order and counts).
     let list = list_of;
     for (i, (rj, rp)) in list(&orig, "resourceMetrics")

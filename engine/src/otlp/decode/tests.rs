@@ -1206,6 +1206,10 @@ mod props {
                 Err(DecodeError::InvalidIdLength { .. }) => {}
                 Err(e) => prop_assert!(!prost_ok, "we rejected what prost accepts: {e}"),
             }
+            // Every refusal names the field it is about (`(request)` for the request itself).
+            if let Err(e) = &ours {
+                prop_assert!(e.path().is_some_and(|p| !p.is_empty()), "no field path: {e}");
+            }
         }
     }
 }
@@ -1496,12 +1500,171 @@ fn json_spec_edges() {
     let e = decode_json(Signal::Metrics, j.as_bytes()).unwrap_err();
     assert!(e.to_string().contains("dataPoints[0].asInt"), "{e}");
 
-    // enums must be integers (OTLP/JSON spec): a clear error, not a silent default
-    let j = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SERVER"}]}]}]}"#;
-    assert!(matches!(
-        decode_json(Signal::Traces, j.as_bytes()),
-        Err(DecodeError::Json { .. })
-    ));
+    // an enum name that is not one of the field's: a clear error naming the field, not a
+    // silent default
+    let j = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"SPAN_KIND_SERVR"}]}]}]}"#;
+    let e = decode_json(Signal::Traces, j.as_bytes()).unwrap_err();
+    assert!(matches!(e, DecodeError::Json { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("resourceSpans[0].scopeSpans[0].spans[0].kind: invalid type: string"),
+        "{e}"
+    );
+}
+
+/// One span, log record or metric with `field` set to `value` (a JSON literal), decoded.
+fn json_with(signal: Signal, field: &str, value: &str) -> Result<Payload, DecodeError> {
+    let j = match signal {
+        Signal::Traces => format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"name":"s",
+            "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "{field}":{value}}}]}}]}}]}}"#
+        ),
+        Signal::Logs => format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"{field}":{value}}}]}}]}}]}}"#
+        ),
+        Signal::Metrics => format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[
+            {{"name":"c","sum":{{"{field}":{value},"isMonotonic":true,
+              "dataPoints":[{{"asInt":"1"}}]}}}},
+            {{"name":"h","histogram":{{"{field}":{value},"dataPoints":[{{"count":"1"}}]}}}},
+            {{"name":"e","exponentialHistogram":{{"{field}":{value},"dataPoints":[{{"count":"1"}}]}}}}
+            ]}}]}}]}}"#
+        ),
+    };
+    decode_json(signal, j.as_bytes())
+}
+
+/// `field` given as `by_name` and as `by_number` decodes to the same column, holding `n`.
+fn same_by_name(
+    signal: Signal,
+    field: &str,
+    (by_name, by_number): (&str, &str),
+    n: i32,
+    read: impl Fn(&Payload) -> Vec<i32>,
+) {
+    let named = json_with(signal, field, by_name).unwrap_or_else(|e| panic!("{by_name}: {e}"));
+    let numbered = json_with(signal, field, by_number).unwrap();
+    assert_eq!(read(&named), read(&numbered), "{field}: {by_name}");
+    assert!(
+        !read(&named).is_empty() && read(&named).iter().all(|x| *x == n),
+        "{field}: {by_name}: {:?}",
+        read(&named)
+    );
+}
+
+/// The Collector's OTLP/JSON decoder takes enum values by name as well as by number; so does
+/// sluice's, field by field, with the same result as the number.
+#[test]
+fn json_enum_names_decode_like_their_numbers() {
+    // Span.kind
+    for (name, n) in [
+        ("SPAN_KIND_UNSPECIFIED", 0),
+        ("SPAN_KIND_INTERNAL", 1),
+        ("SPAN_KIND_SERVER", 2),
+        ("SPAN_KIND_CLIENT", 3),
+        ("SPAN_KIND_PRODUCER", 4),
+        ("SPAN_KIND_CONSUMER", 5),
+    ] {
+        let values = (&format!("\"{name}\"")[..], &n.to_string()[..]);
+        same_by_name(Signal::Traces, "kind", values, n, |p| {
+            i32s(p.table(Table::Spans), col::KIND)
+        });
+    }
+    // Status.code
+    for (name, n) in [
+        ("STATUS_CODE_UNSET", 0),
+        ("STATUS_CODE_OK", 1),
+        ("STATUS_CODE_ERROR", 2),
+    ] {
+        let by_name = format!("{{\"code\":\"{name}\",\"message\":\"m\"}}");
+        let by_number = format!("{{\"code\":{n},\"message\":\"m\"}}");
+        same_by_name(Signal::Traces, "status", (&by_name, &by_number), n, |p| {
+            i32s(p.table(Table::Spans), col::STATUS_CODE)
+        });
+    }
+    // LogRecord.severityNumber
+    for (name, n) in [
+        ("SEVERITY_NUMBER_UNSPECIFIED", 0),
+        ("SEVERITY_NUMBER_TRACE", 1),
+        ("SEVERITY_NUMBER_DEBUG4", 8),
+        ("SEVERITY_NUMBER_INFO", 9),
+        ("SEVERITY_NUMBER_WARN2", 14),
+        ("SEVERITY_NUMBER_ERROR", 17),
+        ("SEVERITY_NUMBER_FATAL4", 24),
+    ] {
+        let values = (&format!("\"{name}\"")[..], &n.to_string()[..]);
+        same_by_name(Signal::Logs, "severityNumber", values, n, |p| {
+            i32s(p.table(Table::Logs), col::SEVERITY_NUMBER)
+        });
+    }
+    // Sum, Histogram and ExponentialHistogram .aggregationTemporality (one metric of each)
+    for (name, n) in [
+        ("AGGREGATION_TEMPORALITY_UNSPECIFIED", 0),
+        ("AGGREGATION_TEMPORALITY_DELTA", 1),
+        ("AGGREGATION_TEMPORALITY_CUMULATIVE", 2),
+    ] {
+        let values = (&format!("\"{name}\"")[..], &n.to_string()[..]);
+        same_by_name(Signal::Metrics, "aggregationTemporality", values, n, |p| {
+            let t = i32s(p.table(Table::Metrics), col::AGGREGATION_TEMPORALITY);
+            assert_eq!(t.len(), 3, "sum, histogram, exponential histogram");
+            t
+        });
+    }
+    // A name of another enum, or a number as a string, is not taken.
+    for (field, value) in [("kind", "\"STATUS_CODE_OK\""), ("kind", "\"2\"")] {
+        assert!(json_with(Signal::Traces, field, value).is_err(), "{value}");
+    }
+}
+
+/// Every JSON decode error names the field it is about, as the protobuf decoder's do.
+#[test]
+fn json_errors_name_the_field() {
+    let traces = "resourceSpans[0].scopeSpans[0].spans[0]";
+    for (field, value, want) in [
+        ("traceId", "\"abc\"", format!("{traces}.traceId: ")),
+        ("spanId", "\"zz\"", format!("{traces}.spanId: ")),
+        (
+            "startTimeUnixNano",
+            "\"soon\"",
+            format!("{traces}.startTimeUnixNano: "),
+        ),
+        ("kind", "\"SERVER\"", format!("{traces}.kind: ")),
+        (
+            "status",
+            "{\"code\":\"ERROR\"}",
+            format!("{traces}.status.code: "),
+        ),
+        (
+            "attributes",
+            "[{\"key\":\"n\",\"value\":{\"intValue\":\"notanumber\"}}]",
+            format!("{traces}.attributes[0].value"),
+        ),
+        (
+            "events",
+            "[{\"timeUnixNano\":true}]",
+            format!("{traces}.events[0].timeUnixNano: "),
+        ),
+    ] {
+        let e = json_with(Signal::Traces, field, value).unwrap_err();
+        assert!(matches!(e, DecodeError::Json { .. }), "{e}");
+        assert!(e.to_string().contains(&want), "{field}: {e}");
+    }
+    // A trace id of the wrong length is caught after the JSON: by the protobuf path.
+    let e = json_with(Signal::Traces, "parentSpanId", "\"0102\"").unwrap_err();
+    assert!(e.to_string().contains("spans[0].parent_span_id"), "{e}");
+    let e = json_with(Signal::Logs, "severityNumber", "\"INFO\"").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("resourceLogs[0].scopeLogs[0].logRecords[0].severityNumber: "),
+        "{e}"
+    );
+    let e = json_with(Signal::Metrics, "aggregationTemporality", "\"DELTA\"").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("resourceMetrics[0].scopeMetrics[0].metrics[0].sum"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1570,6 +1733,82 @@ mod plain_string_attribute {
                 let decoded = one_attribute(&bytes, false).expect("valid attribute");
                 prop_assert_eq!(decoded[2].as_primitive::<UInt8Type>().value(0), AnyValueType::Str as u8);
             }
+        }
+    }
+}
+
+/// On any request: OTLP/JSON with every enum written by name decodes exactly as the same
+/// JSON with numbers (or both are refused).
+mod json_enum_names {
+    use super::*;
+    use crate::otlp::encode_json;
+    use crate::otlp::testing::{
+        arb_logs_request, arb_metrics_request, arb_traces_request, payload_diff, reference_logs,
+        reference_metrics, reference_traces,
+    };
+    use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+    use proptest::prelude::*;
+    use serde_json::Value as Json;
+
+    /// Writes every known enum value of `v` by its name.
+    fn to_names(v: &mut Json) {
+        match v {
+            Json::Object(map) => {
+                for (k, x) in map.iter_mut() {
+                    let n = x.as_i64().and_then(|n| i32::try_from(n).ok());
+                    let name = n.and_then(|n| match k.as_str() {
+                        "kind" => SpanKind::try_from(n).ok().map(|e| e.as_str_name()),
+                        "code" => StatusCode::try_from(n).ok().map(|e| e.as_str_name()),
+                        "severityNumber" => {
+                            SeverityNumber::try_from(n).ok().map(|e| e.as_str_name())
+                        }
+                        "aggregationTemporality" => m::AggregationTemporality::try_from(n)
+                            .ok()
+                            .map(|e| e.as_str_name()),
+                        _ => None,
+                    });
+                    match name {
+                        Some(name) => *x = Json::from(name),
+                        None => to_names(x),
+                    }
+                }
+            }
+            Json::Array(a) => a.iter_mut().for_each(to_names),
+            _ => {}
+        }
+    }
+
+    fn check(signal: Signal, numbers: Vec<u8>) -> Result<(), TestCaseError> {
+        let mut v: Json = serde_json::from_slice(&numbers).unwrap();
+        to_names(&mut v);
+        let names = serde_json::to_vec(&v).unwrap();
+        match (decode_json(signal, &numbers), decode_json(signal, &names)) {
+            (Ok(a), Ok(b)) => {
+                prop_assert!(payload_diff(&a, &b).is_none(), "{:?}", payload_diff(&a, &b))
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "by number: {:?}; by name: {:?}", a.err(), b.err()),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn traces(req in arb_traces_request()) {
+            check(Signal::Traces, encode_json(&reference_traces(&req)).unwrap())?;
+        }
+
+        #[test]
+        fn metrics(req in arb_metrics_request()) {
+            check(Signal::Metrics, encode_json(&reference_metrics(&req)).unwrap())?;
+        }
+
+        #[test]
+        fn logs(req in arb_logs_request()) {
+            check(Signal::Logs, encode_json(&reference_logs(&req)).unwrap())?;
         }
     }
 }

@@ -161,18 +161,23 @@ impl FilterConfig {
 const LEGACY: &str = "the legacy include/exclude form is not supported; write OTTL conditions \
                       (traces.span, metrics.metric, logs.log_record, ...)";
 
+/// Compiles a list of conditions; the error of every one that has one goes to `errors`.
 fn compile(
     signal: Signal,
     context: Option<Context>,
     texts: &[String],
     path: &str,
-) -> Result<Vec<Condition>, ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Condition> {
     texts
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            compile_condition(t, signal, context)
-                .map_err(|e| ConfigError::new(format!("{path}[{i}]"), e.render()))
+        .filter_map(|(i, t)| match compile_condition(t, signal, context) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(ConfigError::new(format!("{path}[{i}]"), e.render()));
+                None
+            }
         })
         .collect()
 }
@@ -200,36 +205,51 @@ fn inferred(
     default_mode: ErrorMode,
     field: &str,
     levels: &mut Vec<Level>,
-) -> Result<(), ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) {
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("{field}[{i}]");
         match entry {
-            serde_json::Value::String(s) => {
-                let c = compile_condition(s, signal, None)
-                    .map_err(|e| ConfigError::new(path, e.render()))?;
-                add(levels, default_mode, vec![c]);
-            }
+            serde_json::Value::String(s) => match compile_condition(s, signal, None) {
+                Ok(c) => add(levels, default_mode, vec![c]),
+                Err(e) => errors.push(ConfigError::new(path, e.render())),
+            },
             obj @ serde_json::Value::Object(_) => {
-                let g: ConditionGroup = parse_config(obj).map_err(|e| e.within(&path))?;
-                let conds = compile(signal, None, &g.conditions, &format!("{path}.conditions"))?;
+                let g: ConditionGroup = match parse_config(obj) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        errors.push(e.within(&path));
+                        continue;
+                    }
+                };
+                let conds = compile(
+                    signal,
+                    None,
+                    &g.conditions,
+                    &format!("{path}.conditions"),
+                    errors,
+                );
                 add(levels, g.error_mode.unwrap_or(default_mode), conds);
             }
-            _ => {
-                return Err(ConfigError::new(
-                    path,
-                    "expected a condition (string) or a group {error_mode, conditions}",
-                ));
-            }
+            _ => errors.push(ConfigError::new(
+                path,
+                "expected a condition (string) or a group {error_mode, conditions}",
+            )),
         }
     }
-    Ok(())
 }
 
 impl FilterConfig {
+    /// The first error only; see [`FilterConfig::parse_all`].
     pub fn parse(config: &serde_json::Value) -> Result<FilterConfig, ConfigError> {
-        let raw: RawConfig = parse_config(config)?;
+        Self::parse_all(config).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Parses and compiles every condition, reporting the error of each one that has one.
+    pub fn parse_all(config: &serde_json::Value) -> Result<FilterConfig, Vec<ConfigError>> {
+        let raw: RawConfig = parse_config(config).map_err(|e| vec![e])?;
         if raw.spans.is_some() {
-            return Err(ConfigError::new("spans", LEGACY));
+            return Err(vec![ConfigError::new("spans", LEGACY)]);
         }
         let legacy = [
             (
@@ -246,9 +266,10 @@ impl FilterConfig {
             ),
         ];
         if let Some((block, _)) = legacy.iter().find(|(_, used)| *used) {
-            return Err(ConfigError::new(*block, LEGACY));
+            return Err(vec![ConfigError::new(*block, LEGACY)]);
         }
         let mode = raw.error_mode;
+        let mut errors = Vec::new();
         let (mut traces, mut metrics, mut logs) = (Vec::new(), Vec::new(), Vec::new());
         let blocks: [(Signal, Context, &[String], &str); 8] = [
             (
@@ -306,7 +327,11 @@ impl FilterConfig {
                 Signal::Metrics => &mut metrics,
                 Signal::Logs => &mut logs,
             };
-            add(levels, mode, compile(signal, Some(ctx), texts, path)?);
+            add(
+                levels,
+                mode,
+                compile(signal, Some(ctx), texts, path, &mut errors),
+            );
         }
         inferred(
             Signal::Traces,
@@ -314,21 +339,27 @@ impl FilterConfig {
             mode,
             "trace_conditions",
             &mut traces,
-        )?;
+            &mut errors,
+        );
         inferred(
             Signal::Metrics,
             &raw.metric_conditions,
             mode,
             "metric_conditions",
             &mut metrics,
-        )?;
+            &mut errors,
+        );
         inferred(
             Signal::Logs,
             &raw.log_conditions,
             mode,
             "log_conditions",
             &mut logs,
-        )?;
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         for levels in [&mut traces, &mut metrics, &mut logs] {
             levels.sort_by_key(|l| l.context.depth());
         }
@@ -357,6 +388,12 @@ impl Factory for FilterFactory {
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(FilterConfig::parse(config)?))
+    }
+    fn parse_config_all(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<ParsedConfig, Vec<ConfigError>> {
+        Ok(Arc::new(FilterConfig::parse_all(config)?))
     }
     fn build_processor(
         &self,

@@ -438,3 +438,27 @@ fn config_errors_name_the_condition() {
     let e = err(serde_json::json!({"logs": {"log_record": ["span.name == \"x\""]}}));
     assert!(e.message.contains("not available for logs"), "{e}");
 }
+
+/// Every bad condition is reported, each at its path, in one pass.
+#[test]
+fn every_config_error_is_reported_at_once() {
+    let errors = match FilterFactory.parse_config_all(&serde_json::json!({
+        "traces": {"span": ["name == \"a\"", "nam == \"b\"", "IsMatch(name, \"(\")"]},
+        "logs": {"log_record": ["span.name == \"x\""]},
+        "trace_conditions": ["span.name == \"ok\"", {"conditions": ["span.nme == 1"]}],
+    })) {
+        Ok(_) => panic!("refused"),
+        Err(errors) => errors,
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "traces.span[1]",
+            "traces.span[2]",
+            "logs.log_record[0]",
+            "trace_conditions[1].conditions[0]",
+        ],
+        "{errors:#?}"
+    );
+}

@@ -137,8 +137,8 @@ pub struct StringAttributeConfig {
     pub values: Vec<String>,
     #[serde(default)]
     pub enabled_regex_matching: bool,
-    /// The Collector's regex-result cache size; accepted, not needed (values are matched once
-    /// per attribute row in a columnar pass).
+    /// The Collector's regex-result cache size; accepted without effect (warned: values are
+    /// matched once per attribute row in a columnar pass).
     #[serde(default)]
     pub cache_max_size: usize,
     #[serde(default)]

@@ -87,7 +87,7 @@ use store::{Bucket, DecisionMemory, Shard, TRACE_INDEX_ENTRY_BYTES};
 use crate::clock::Clock;
 use crate::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
-    ConsumerRef, Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+    ConsumerRef, Factory, Kind, Lifecycle, NoEffect, Node, ParsedConfig, parse_config,
 };
 use crate::payload::{Payload, PayloadError};
 use crate::schema::{Signal, Table, col};
@@ -107,6 +107,22 @@ impl Factory for TailSamplingFactory {
     }
     fn description(&self) -> &'static str {
         "keeps or drops whole traces by policy after waiting for their spans"
+    }
+    fn without_effect(&self) -> &'static [NoEffect] {
+        const WHY: &str = "values are matched once per attribute in a columnar pass: there is \
+                           no regex-result cache to size";
+        const SETTINGS: &[NoEffect] = &[
+            NoEffect::new("policies.*.string_attribute.cache_max_size", WHY),
+            NoEffect::new(
+                "policies.*.and.and_sub_policy.*.string_attribute.cache_max_size",
+                WHY,
+            ),
+            NoEffect::new(
+                "policies.*.composite.composite_sub_policy.*.string_attribute.cache_max_size",
+                WHY,
+            ),
+        ];
+        SETTINGS
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: TailSamplingConfig = parse_config(config)?;

@@ -37,7 +37,9 @@ use crate::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
-use crate::ottl::{Context, ErrorMode, RunError, RunReport, StatementGroup, compile_group};
+use crate::ottl::{
+    Context, ErrorMode, GroupEntry, RunError, RunReport, StatementGroup, compile_group_all,
+};
 use crate::payload::Payload;
 use crate::schema::Signal;
 use crate::telemetry::ProcessorMetrics;
@@ -89,29 +91,38 @@ pub struct TransformConfig {
 }
 
 impl TransformConfig {
+    /// The first error only; see [`TransformConfig::parse_all`].
     pub fn parse(config: &serde_json::Value) -> Result<TransformConfig, ConfigError> {
-        let raw: RawConfig = parse_config(config)?;
+        Self::parse_all(config).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Parses and compiles every statement, reporting the error of each one that has one.
+    pub fn parse_all(config: &serde_json::Value) -> Result<TransformConfig, Vec<ConfigError>> {
+        let raw: RawConfig = parse_config(config).map_err(|e| vec![e])?;
         if raw.flatten_data {
-            return Err(ConfigError::new(
+            return Err(vec![ConfigError::new(
                 "flatten_data",
                 "flatten_data is not supported by sluice",
-            ));
+            )]);
         }
         let mode = raw.error_mode;
+        let mut errors = Vec::new();
+        let mut signal_groups = |signal, entries: &[serde_json::Value], field| {
+            groups(signal, entries, mode, field).unwrap_or_else(|e| {
+                errors.extend(e);
+                Vec::new()
+            })
+        };
+        let traces = signal_groups(Signal::Traces, &raw.trace_statements, "trace_statements");
+        let metrics = signal_groups(Signal::Metrics, &raw.metric_statements, "metric_statements");
+        let logs = signal_groups(Signal::Logs, &raw.log_statements, "log_statements");
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         Ok(TransformConfig {
-            traces: groups(
-                Signal::Traces,
-                &raw.trace_statements,
-                mode,
-                "trace_statements",
-            )?,
-            metrics: groups(
-                Signal::Metrics,
-                &raw.metric_statements,
-                mode,
-                "metric_statements",
-            )?,
-            logs: groups(Signal::Logs, &raw.log_statements, mode, "log_statements")?,
+            traces,
+            metrics,
+            logs,
         })
     }
 
@@ -124,98 +135,110 @@ impl TransformConfig {
     }
 }
 
+/// The statement groups of one signal; every error, each at its path
+/// (`trace_statements[2]`, `trace_statements[0].conditions[1]`).
 fn groups(
     signal: Signal,
     entries: &[serde_json::Value],
     default_mode: ErrorMode,
     field: &str,
-) -> Result<Vec<Arc<StatementGroup>>, ConfigError> {
+) -> Result<Vec<Arc<StatementGroup>>, Vec<ConfigError>> {
     let strings: Vec<String> = entries
         .iter()
         .filter_map(|e| e.as_str().map(str::to_string))
         .collect();
     if !strings.is_empty() && strings.len() != entries.len() {
-        return Err(ConfigError::new(
+        return Err(vec![ConfigError::new(
             field,
             "configuring multiple configuration styles is not supported: use either a list of \
              statements or a list of groups ({context, statements})",
-        ));
+        )]);
     }
+    // `statements_at`: where the group's statements are (`trace_statements` for the flat
+    // form, `trace_statements[0].statements` for a group).
     let compile = |statements: &[String],
                    conditions: &[String],
                    context: Option<Context>,
                    mode: ErrorMode,
-                   path: &str|
-     -> Result<Arc<StatementGroup>, ConfigError> {
-        let (ctx, stmts, conds) =
-            compile_group(statements, conditions, signal, context).map_err(|e| {
-                let which = statements
-                    .iter()
-                    .position(|s| *s == e.text)
-                    .map(|i| format!("{path}statements[{i}]"))
-                    .or_else(|| {
-                        conditions
-                            .iter()
-                            .position(|s| *s == e.text)
-                            .map(|i| format!("{path}conditions[{i}]"))
+                   statements_at: &str,
+                   conditions_at: &str|
+     -> Result<Arc<StatementGroup>, Vec<ConfigError>> {
+        let (ctx, stmts, conds) = compile_group_all(statements, conditions, signal, context)
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|(entry, e)| {
+                        let path = match entry {
+                            GroupEntry::Statement(i) => format!("{statements_at}[{i}]"),
+                            GroupEntry::Condition(i) => format!("{conditions_at}[{i}]"),
+                        };
+                        ConfigError::new(path, e.render())
                     })
-                    .unwrap_or_else(|| path.trim_end_matches('.').to_string());
-                ConfigError::new(which, e.render())
+                    .collect::<Vec<_>>()
             })?;
         Ok(Arc::new(StatementGroup::new(ctx, stmts, conds, mode)))
     };
     if !strings.is_empty() {
         // The flat form: one group; the statement index is the list index.
-        let g = compile(&strings, &[], None, default_mode, "").map_err(|mut e| {
-            e.path = e
-                .path
-                .strip_prefix("statements")
-                .map_or(field.to_string(), |rest| format!("{field}{rest}"));
-            e
-        })?;
+        let g = compile(&strings, &[], None, default_mode, field, field)?;
         return Ok(vec![g]);
     }
-    entries
-        .iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let path = format!("{field}[{i}]");
-            if !entry.is_object() {
-                return Err(ConfigError::new(
-                    path,
-                    "expected a group {context, statements, conditions, error_mode}",
-                ));
+    let mut out = Vec::with_capacity(entries.len());
+    let mut errors = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("{field}[{i}]");
+        if !entry.is_object() {
+            errors.push(ConfigError::new(
+                path,
+                "expected a group {context, statements, conditions, error_mode}",
+            ));
+            continue;
+        }
+        let g: GroupConfig = match parse_config(entry) {
+            Ok(g) => g,
+            Err(e) => {
+                errors.push(e.within(&path));
+                continue;
             }
-            let g: GroupConfig = parse_config(entry).map_err(|e| e.within(&path))?;
-            let context = match &g.context {
-                None => None,
-                Some(name) => {
-                    let allowed = Context::of_signal(signal);
-                    match Context::parse(name).filter(|c| allowed.contains(c)) {
-                        Some(c) => Some(c),
-                        None => {
-                            let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
-                            return Err(ConfigError::new(
-                                format!("{path}.context"),
-                                format!(
-                                    "unknown context {name:?} for {}; expected one of {}",
-                                    signal.as_str(),
-                                    names.join(", ")
-                                ),
-                            ));
-                        }
+        };
+        let context = match &g.context {
+            None => None,
+            Some(name) => {
+                let allowed = Context::of_signal(signal);
+                match Context::parse(name).filter(|c| allowed.contains(c)) {
+                    Some(c) => Some(c),
+                    None => {
+                        let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
+                        errors.push(ConfigError::new(
+                            format!("{path}.context"),
+                            format!(
+                                "unknown context {name:?} for {}; expected one of {}",
+                                signal.as_str(),
+                                names.join(", ")
+                            ),
+                        ));
+                        continue;
                     }
                 }
-            };
-            compile(
-                &g.statements,
-                &g.conditions,
-                context,
-                g.error_mode.unwrap_or(default_mode),
-                &format!("{path}."),
-            )
-        })
-        .collect()
+            }
+        };
+        match compile(
+            &g.statements,
+            &g.conditions,
+            context,
+            g.error_mode.unwrap_or(default_mode),
+            &format!("{path}.statements"),
+            &format!("{path}.conditions"),
+        ) {
+            Ok(g) => out.push(g),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 pub struct TransformFactory;
@@ -235,6 +258,12 @@ impl Factory for TransformFactory {
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(TransformConfig::parse(config)?))
+    }
+    fn parse_config_all(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<ParsedConfig, Vec<ConfigError>> {
+        Ok(Arc::new(TransformConfig::parse_all(config)?))
     }
     fn build_processor(
         &self,

@@ -342,3 +342,60 @@ fn config_errors_name_the_statement() {
     assert_eq!(e.path, "log_statements[1]");
     assert!(e.message.contains("context: resource"), "{e}");
 }
+
+/// Every bad statement and condition is reported, each at its path, in one pass (what
+/// `sluice validate` lists): flat lists, groups, and all three signals together.
+#[test]
+fn every_config_error_is_reported_at_once() {
+    let errors = match TransformFactory.parse_config_all(&serde_json::json!({
+        "trace_statements": [
+            "set(span.attributes[\"ok\"], \"x\")",
+            "set(span.nme, \"b\")",
+            "set(span.attributes[\"a\"], Sha256(span.name))",
+            "delete_key(span.attributes, \"fine\")",
+            "keep_keys(span.attributes, \"not a list\")",
+            "set(span.name, Concat([\"x\"]",
+        ],
+        "metric_statements": [{
+            "context": "datapoint",
+            "conditions": ["metric.nme == \"m\"", "metric.name == \"m\""],
+            "statements": ["set(attributes[\"k\"], \"v\")", "set(nope, 1)"],
+        }],
+        "log_statements": [{"context": "spanevent", "statements": []}],
+    })) {
+        Ok(_) => panic!("refused"),
+        Err(errors) => errors,
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "trace_statements[1]",
+            "trace_statements[2]",
+            "trace_statements[4]",
+            "trace_statements[5]",
+            "metric_statements[0].statements[1]",
+            "metric_statements[0].conditions[0]",
+            "log_statements[0].context",
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors[0].message.contains("unknown path `nme`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].message.contains("`Sha256` is not a converter"),
+        "{}",
+        errors[1]
+    );
+    // parse_config (the first error) agrees with parse_config_all.
+    let first = TransformFactory
+        .parse_config(
+            &serde_json::json!({"trace_statements": ["set(span.nme, \"b\")", "set(x, 1)"]}),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(first.path, "trace_statements[0]");
+}
