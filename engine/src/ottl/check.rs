@@ -363,16 +363,52 @@ pub fn compile_group_all(
 /// sluice runs a group statement by statement over all items (column at a time); the
 /// Collector runs it item by item. The two agree unless a statement writes a field shared by
 /// several items (a resource attribute written from the span context) that the group also
-/// reads: then each span would see what was written for the spans before it. Such groups are
-/// refused rather than run differently.
+/// reads, or that another statement of the group also writes: then each span would see (or
+/// undo) what was written for the spans before it, and the last span's statements, not the
+/// last statement, would decide the value. Such groups are refused rather than run
+/// differently.
 fn check_order_independent(
     stmts: &[Statement],
     conds: &[Condition],
 ) -> std::result::Result<(), TextError> {
-    for w in stmts {
+    for (i, w) in stmts.iter().enumerate() {
         let (level, written) = w.editor.writes();
         if level == w.context {
             continue;
+        }
+        // Another statement writing the same shared field (e.g. `delete_key` then `set` of one
+        // resource attribute under span-dependent conditions).
+        let overlaps = |other: &Written<'_>| match (&written, other) {
+            (Written::Column(a), Written::Column(b)) => a == b,
+            (Written::Column(_), _) | (_, Written::Column(_)) => false,
+            (Written::AnyKey, _) | (_, Written::AnyKey) => true,
+            (Written::Keys(a), Written::Keys(b)) => a.iter().any(|k| b.contains(k)),
+        };
+        if let Some(other) = stmts[..i].iter().find(|o| {
+            let (other_level, other_written) = o.editor.writes();
+            other_level == level && overlaps(&other_written)
+        }) {
+            return Err(TextError {
+                text: w.text.clone(),
+                error: OttlError::new(
+                    Pos::new(0, w.text.len()),
+                    format!(
+                        "this {} statement writes a {} field that `{}` in the same group also \
+                         writes; the Collector would apply both for each {} in turn, so the last \
+                         {}'s statements decide the value, which sluice (running each statement \
+                         over all items at once) does not reproduce",
+                        w.context.name(),
+                        level.name(),
+                        other.text,
+                        w.context.name(),
+                        w.context.name()
+                    ),
+                )
+                .help(format!(
+                    "move the statements into their own group with `context: {}`",
+                    level.name()
+                )),
+            });
         }
         let conflicts = |p: &PathRef| {
             p.level == level

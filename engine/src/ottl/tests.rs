@@ -1064,6 +1064,37 @@ fn order_dependent_groups_are_refused() {
         "{}",
         err.render()
     );
+    // Two statements writing one resource attribute under span-dependent conditions (found by
+    // `groups_after_a_filter_equal_per_span_execution`): per span, a root span after a child
+    // deletes what the child set; statement by statement, the set comes last.
+    let group = |statements: &[&str]| {
+        compile_group(
+            &statements.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            &[],
+            Signal::Traces,
+            Some(Context::Span),
+        )
+    };
+    let err = group(&[
+        r#"delete_key(resource.attributes, "http.route") where IsRootSpan()"#,
+        r#"set(resource.attributes["http.route"], true) where not IsRootSpan()"#,
+    ])
+    .unwrap_err();
+    assert!(
+        err.render().contains("also writes") && err.render().contains("context: resource"),
+        "{}",
+        err.render()
+    );
+    // Different keys, or writes at the span's own level, stay allowed.
+    assert!(
+        group(&[
+            r#"delete_key(resource.attributes, "a")"#,
+            r#"set(resource.attributes["b"], true)"#,
+            r#"set(attributes["c"], 1)"#,
+            r#"delete_key(attributes, "c") where IsRootSpan()"#,
+        ])
+        .is_ok()
+    );
     let err = compile_statement(
         r#"replace_pattern(resource.attributes["x"], "a", "b")"#,
         Signal::Traces,
