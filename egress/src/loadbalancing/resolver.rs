@@ -1,0 +1,233 @@
+//! Resolvers: where the `loadbalancing` exporter's backends come from.
+//!
+//! A resolver is a task that publishes endpoint sets ([`Publisher::publish`]): the full list
+//! each time, or an error (a failed lookup keeps the last good set, as in the Collector). The
+//! publisher sorts and deduplicates, counts resolutions and updates in self-telemetry, and
+//! passes a set on only when it changed. The exporter rebuilds its ring from what is passed on.
+//! `static` publishes once, `dns` polls; a watch-based resolver (the `k8s` one, from the
+//! cluster's EndpointSlices) publishes whenever its view changes: every resolver has this one
+//! shape, [`Resolver::run`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
+use sluice_engine::component::BoxFuture;
+use sluice_engine::telemetry::{Counter, Gauge, Telemetry};
+use tokio::sync::watch;
+
+/// The environment variable that points the `dns` resolver at one nameserver (`ip:port`)
+/// instead of the system's (`/etc/resolv.conf`). For tests, which run a DNS responder on
+/// loopback; a deployment leaves it unset.
+pub const NAMESERVER_ENV: &str = "SLUICE_DNS_NAMESERVER";
+
+/// A source of backend sets.
+pub trait Resolver: Send + Sync + 'static {
+    /// The `resolver` label of self-telemetry: `static`, `dns`, `k8s`.
+    fn kind(&self) -> &'static str;
+    /// Resolves until the task is dropped, publishing every outcome.
+    fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()>;
+}
+
+/// Where a resolver publishes: sorts, deduplicates, counts, and passes changes on.
+pub struct Publisher {
+    tx: watch::Sender<Option<Vec<String>>>,
+    resolved_ok: Counter,
+    resolved_failed: Counter,
+    backends: Gauge,
+    updates: Counter,
+    exporter: String,
+}
+
+impl Publisher {
+    pub fn new(
+        telemetry: &Telemetry,
+        exporter: &str,
+        resolver: &'static str,
+    ) -> (Publisher, watch::Receiver<Option<Vec<String>>>) {
+        let (tx, rx) = watch::channel(None);
+        let resolutions = |success: &str| {
+            telemetry.counter(
+                "otelcol_loadbalancer_num_resolutions",
+                "Number of times the resolver has triggered new resolutions.",
+                &[
+                    ("exporter", exporter),
+                    ("resolver", resolver),
+                    ("success", success),
+                ],
+            )
+        };
+        let labels = [("exporter", exporter), ("resolver", resolver)];
+        let p = Publisher {
+            tx,
+            resolved_ok: resolutions("true"),
+            resolved_failed: resolutions("false"),
+            backends: telemetry.gauge(
+                "otelcol_loadbalancer_num_backends",
+                "Current number of backends in use.",
+                &labels,
+            ),
+            updates: telemetry.counter(
+                "otelcol_loadbalancer_num_backend_updates",
+                "Number of times the list of backends was updated.",
+                &labels,
+            ),
+            exporter: exporter.to_string(),
+        };
+        (p, rx)
+    }
+
+    /// One resolution's outcome. A failure (or an empty answer, which the Collector's Go
+    /// resolver also reports as an error) keeps the last good set.
+    pub fn publish(&self, outcome: Result<Vec<String>, String>) {
+        let mut endpoints = match outcome {
+            Ok(e) if !e.is_empty() => e,
+            Ok(_) => {
+                self.resolved_failed.add(1);
+                tracing::warn!(exporter = %self.exporter, "the resolver found no backends; keeping the last ones");
+                return;
+            }
+            Err(e) => {
+                self.resolved_failed.add(1);
+                tracing::warn!(exporter = %self.exporter, error = %e, "failed to resolve backends; keeping the last ones");
+                return;
+            }
+        };
+        self.resolved_ok.add(1);
+        endpoints.sort();
+        endpoints.dedup();
+        self.tx.send_if_modified(|current| {
+            if current.as_ref() == Some(&endpoints) {
+                return false;
+            }
+            self.backends.set(endpoints.len() as i64);
+            self.updates.add(1);
+            tracing::info!(exporter = %self.exporter, backends = ?endpoints, "backends changed");
+            *current = Some(endpoints);
+            true
+        });
+    }
+}
+
+/// `resolver.static`: the configured hostnames, once.
+pub struct StaticResolver {
+    pub hostnames: Vec<String>,
+}
+
+impl Resolver for StaticResolver {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+    fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            out.publish(Ok(self.hostnames.clone()));
+            // Nothing changes: hold the channel open until the exporter stops.
+            std::future::pending::<()>().await
+        })
+    }
+}
+
+/// `resolver.dns`: A and AAAA records of `hostname`, every `interval`, each lookup bounded by
+/// `timeout`. IPv4 answers are written `ip`, IPv6 `[ip]`, followed by `:port` when a port is
+/// configured (the Collector's strings, which its ring hashes).
+pub struct DnsResolver {
+    pub hostname: String,
+    pub port: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    resolver: TokioResolver,
+}
+
+impl DnsResolver {
+    /// A resolver using the system's configuration, or the nameserver named by
+    /// [`NAMESERVER_ENV`]. Answers are never cached (the Collector's Go resolver does not
+    /// cache either: each lookup asks).
+    pub fn new(
+        hostname: String,
+        port: Option<String>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<DnsResolver, String> {
+        let mut builder = match std::env::var(NAMESERVER_ENV) {
+            Ok(addr) => {
+                let addr: SocketAddr = addr.parse().map_err(|e| {
+                    format!("{NAMESERVER_ENV}={addr:?} is not an ip:port address: {e}")
+                })?;
+                let mut ns = NameServerConfig::udp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                HickoryResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![ns]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+            Err(_) => TokioResolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
+        };
+        let opts = builder.options_mut();
+        opts.cache_size = 0;
+        opts.positive_max_ttl = Some(Duration::ZERO);
+        opts.negative_max_ttl = Some(Duration::ZERO);
+        opts.timeout = timeout;
+        opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+        let resolver = builder
+            .build()
+            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        Ok(DnsResolver {
+            hostname,
+            port,
+            interval,
+            timeout,
+            resolver,
+        })
+    }
+
+    /// One lookup: the backend strings, or why not.
+    pub async fn resolve(&self) -> Result<Vec<String>, String> {
+        let lookup = tokio::time::timeout(
+            self.timeout,
+            self.resolver.lookup_ip(self.hostname.as_str()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "looking up {} timed out after {:?}",
+                self.hostname, self.timeout
+            )
+        })?
+        .map_err(|e| format!("looking up {}: {e}", self.hostname))?;
+        Ok(lookup
+            .iter()
+            .map(|ip| {
+                let host = match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                };
+                match &self.port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                }
+            })
+            .collect())
+    }
+}
+
+impl Resolver for DnsResolver {
+    fn kind(&self) -> &'static str {
+        "dns"
+    }
+    fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                out.publish(self.resolve().await);
+            }
+        })
+    }
+}
