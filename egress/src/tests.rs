@@ -40,13 +40,13 @@ use tonic::{Request, Response, Status};
 /// An OTLP gRPC sink: records span ids, data points, log records; fails the first
 /// `fail_first` requests with `fail_with`.
 #[derive(Default, Clone)]
-struct Sink {
-    span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
-    points: Arc<AtomicUsize>,
-    logs: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-    fail_first: Arc<AtomicUsize>,
-    fail_with: Arc<Mutex<Option<tonic::Code>>>,
+pub(crate) struct Sink {
+    pub(crate) span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub(crate) points: Arc<AtomicUsize>,
+    pub(crate) logs: Arc<AtomicUsize>,
+    pub(crate) requests: Arc<AtomicUsize>,
+    pub(crate) fail_first: Arc<AtomicUsize>,
+    pub(crate) fail_with: Arc<Mutex<Option<tonic::Code>>>,
     /// Spans to report as rejected (partial success) in every traces response.
     reject_spans: Arc<AtomicUsize>,
     /// The encoded size of every traces request delivered to the handler.
@@ -65,7 +65,7 @@ impl Sink {
         }
         Ok(())
     }
-    fn spans(&self) -> usize {
+    pub(crate) fn spans(&self) -> usize {
         self.span_ids.lock().unwrap().len()
     }
 }
@@ -143,7 +143,7 @@ impl LogsService for Sink {
 
 /// Serves the sink on `addr` until the returned sender is dropped, with tonic's default
 /// message size limit (4 MiB, decompressed), as the Collector's receiver has by default.
-async fn serve_sink(
+pub(crate) async fn serve_sink(
     sink: Sink,
     addr: SocketAddr,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -232,7 +232,7 @@ fn logs(n: usize) -> Payload {
     })
 }
 
-fn build(
+pub(crate) fn build(
     factory: &dyn Factory,
     id: &str,
     config: serde_json::Value,
@@ -251,7 +251,7 @@ fn build(
         .unwrap()
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(crate) async fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(

@@ -23,6 +23,8 @@
 //! queue's [`Spill`] seam, to a task that routes it again through the new ring (the Collector
 //! loses it), counted in `otelcol_loadbalancer_rerouted_*`.
 
+#[cfg(test)]
+mod fake_dns;
 pub mod resolver;
 #[cfg(test)]
 mod tests;
@@ -409,7 +411,10 @@ impl Factory for LoadBalancingFactory {
                 interval,
                 timeout,
             } => Arc::new(
-                DnsResolver::new(hostname.clone(), port.clone(), *interval, *timeout)
+                DnsResolver::nameserver_from_env()
+                    .and_then(|ns| {
+                        DnsResolver::new(hostname.clone(), port.clone(), *interval, *timeout, ns)
+                    })
                     .map_err(|e| ComponentError::new(&ctx.id, e))?,
             ),
         };
@@ -841,6 +846,7 @@ impl Lifecycle for LoadBalancer {
                 return Ok(());
             };
             let id = self.shared.id.to_string();
+            let wait = resolver.first_answer_within();
             let (publisher, mut updates) =
                 Publisher::new(&self.shared.telemetry, &id, resolver.kind());
             lock(&self.tasks).push(tokio::spawn(resolver.run(publisher)));
@@ -848,7 +854,7 @@ impl Lifecycle for LoadBalancer {
                 *lock(&self.reroute) = Some(tokio::spawn(self.shared.clone().reroute(rx)));
             }
             // The first set, before data flows (the Collector resolves once in Start too).
-            let first = tokio::time::timeout(Duration::from_secs(5), async {
+            let first = tokio::time::timeout(wait, async {
                 loop {
                     if let Some(e) = updates.borrow_and_update().clone() {
                         return Some(e);

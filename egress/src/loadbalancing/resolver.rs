@@ -30,6 +30,10 @@ pub trait Resolver: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Resolves until the task is dropped, publishing every outcome.
     fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()>;
+    /// How long the exporter's start waits for the first answer.
+    fn first_answer_within(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// Where a resolver publishes: sorts, deduplicates, counts, and passes changes on.
@@ -142,20 +146,29 @@ pub struct DnsResolver {
 }
 
 impl DnsResolver {
-    /// A resolver using the system's configuration, or the nameserver named by
-    /// [`NAMESERVER_ENV`]. Answers are never cached (the Collector's Go resolver does not
-    /// cache either: each lookup asks).
+    /// The nameserver [`NAMESERVER_ENV`] names, if set.
+    pub fn nameserver_from_env() -> Result<Option<SocketAddr>, String> {
+        match std::env::var(NAMESERVER_ENV) {
+            Ok(addr) => addr
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("{NAMESERVER_ENV}={addr:?} is not an ip:port address: {e}")),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A resolver asking `nameserver`, or the system's nameservers (`/etc/resolv.conf`, with
+    /// its search domains) when `None`. Answers are never cached (the Collector's Go resolver
+    /// does not cache either: each lookup asks).
     pub fn new(
         hostname: String,
         port: Option<String>,
         interval: Duration,
         timeout: Duration,
+        nameserver: Option<SocketAddr>,
     ) -> Result<DnsResolver, String> {
-        let mut builder = match std::env::var(NAMESERVER_ENV) {
-            Ok(addr) => {
-                let addr: SocketAddr = addr.parse().map_err(|e| {
-                    format!("{NAMESERVER_ENV}={addr:?} is not an ip:port address: {e}")
-                })?;
+        let mut builder = match nameserver {
+            Some(addr) => {
                 let mut ns = NameServerConfig::udp(addr.ip());
                 for c in &mut ns.connections {
                     c.port = addr.port();
@@ -165,7 +178,7 @@ impl DnsResolver {
                     TokioRuntimeProvider::default(),
                 )
             }
-            Err(_) => TokioResolver::builder_tokio()
+            None => TokioResolver::builder_tokio()
                 .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
         };
         let opts = builder.options_mut();
@@ -219,6 +232,9 @@ impl DnsResolver {
 impl Resolver for DnsResolver {
     fn kind(&self) -> &'static str {
         "dns"
+    }
+    fn first_answer_within(&self) -> Duration {
+        self.timeout + Duration::from_millis(100)
     }
     fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()> {
         Box::pin(async move {
