@@ -146,11 +146,18 @@ async fn static_backends_get_whole_traces_where_the_ring_says() {
             .iter()
             .map(|h| {
                 let id = format!("loadbalancing/{h}");
-                value(&t, "otelcol_exporter_sent_spans", &[("exporter", id.as_str())])
+                value(
+                    &t,
+                    "otelcol_exporter_sent_spans",
+                    &[("exporter", id.as_str())],
+                )
             })
             .sum()
     };
-    eventually("240 spans counted as sent by the backends", || sent() == 240.0).await;
+    eventually("240 spans counted as sent by the backends", || {
+        sent() == 240.0
+    })
+    .await;
     let outcomes: f64 = hostnames
         .iter()
         .map(|h| {
