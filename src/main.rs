@@ -1,6 +1,9 @@
 //! `sluice`: run an OpenTelemetry Collector config on sluice's Arrow engine.
 //!
 //! - `sluice [--config FILE]...` runs (no `--config`: the embedded default gateway config);
+//!   SIGHUP reloads the files, as the Collector does: a valid new config replaces the running
+//!   pipelines (the old ones shut down first, draining as at exit), an invalid one is refused
+//!   and the running one kept;
 //! - `sluice validate --config FILE...` checks a config and exits non-zero on any error;
 //! - `sluice components` lists what is built in;
 //! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports.
@@ -200,7 +203,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            match runtime.block_on(run(config, registry)) {
+            match runtime.block_on(run(config, cli.config.clone(), registry)) {
                 Ok(Stopped::Clean) => ExitCode::SUCCESS,
                 Ok(Stopped::Dropped) => ExitCode::from(EXIT_DROPPED_AT_SHUTDOWN),
                 Err(e) => {
@@ -254,20 +257,43 @@ enum Stopped {
     Dropped,
 }
 
-async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
+async fn run(
+    config: Config,
+    files: Vec<String>,
+    registry: Registry,
+) -> anyhow::Result<Stopped> {
     let telemetry = Telemetry::new();
     register_process_metrics(&telemetry, std::time::Instant::now());
-    let health = Health::default();
-    let service = Service::build(&config, &registry, &telemetry, Arc::new(WallClock), health)?;
     let telemetry_stop = match config.telemetry.metrics.listen_address() {
         Some(addr) => Some(telemetry_server::start(&addr, telemetry.clone()).await?),
         None => None,
     };
-    if let Err(e) = service.start().await {
-        service.shutdown().await;
-        return Err(e.into());
+    let mut signals = Signals::new()?;
+    let mut service = start_service(&config, &registry, &telemetry).await?;
+    loop {
+        match signals.next().await {
+            Received::Stop => break,
+            Received::Reload => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let Some(next) = load(&files, &registry) else {
+                    tracing::error!(
+                        "the reloaded configuration is invalid (errors above); keeping the running one"
+                    );
+                    continue;
+                };
+                if next.telemetry.metrics.listen_address()
+                    != config.telemetry.metrics.listen_address()
+                {
+                    tracing::warn!(
+                        "service.telemetry.metrics changed: it takes effect at the next start"
+                    );
+                }
+                service.shutdown().await;
+                service = start_service(&next, &registry, &telemetry).await?;
+                tracing::info!("configuration reloaded");
+            }
+        }
     }
-    wait_for_signal().await?;
     tracing::info!("shutting down: no new data accepted; flushing batches and queues");
     service.shutdown().await;
     if let Some(stop) = telemetry_stop {
@@ -291,13 +317,59 @@ async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
     Ok(Stopped::Dropped)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// Builds and starts the pipelines of `config` (a failed start shuts down what started).
+async fn start_service(
+    config: &Config,
+    registry: &Registry,
+    telemetry: &Telemetry,
+) -> anyhow::Result<Service> {
+    let service = Service::build(
+        config,
+        registry,
+        telemetry,
+        Arc::new(WallClock),
+        Health::default(),
+    )?;
+    if let Err(e) = service.start().await {
+        service.shutdown().await;
+        return Err(e.into());
     }
-    Ok(())
+    Ok(service)
+}
+
+enum Received {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM and SIGINT stop; SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.term.recv() => {
+                tracing::info!("SIGTERM received");
+                Received::Stop
+            }
+            _ = self.int.recv() => {
+                tracing::info!("SIGINT received");
+                Received::Stop
+            }
+            _ = self.hup.recv() => Received::Reload,
+        }
+    }
 }
