@@ -24,7 +24,11 @@ fn bench(c: &mut Criterion) {
     let ring = HashRing::new(&endpoints).expect("ring");
     let key = RoutingKey::TraceId;
     let parts = routing::split(&payload, &key, &ring).expect("split");
-    assert_eq!(parts.len(), 3, "the payload spreads over the three backends");
+    assert_eq!(
+        parts.len(),
+        3,
+        "the payload spreads over the three backends"
+    );
     let mut g = c.benchmark_group("loadbalancing_1000_spans_3_backends");
     g.throughput(Throughput::Elements(payload.item_count() as u64));
     g.bench_function("positions", |b| {

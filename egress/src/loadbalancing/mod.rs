@@ -633,6 +633,7 @@ impl Shared {
             return;
         }
         let mut backends = Vec::with_capacity(endpoints.len());
+        let mut started: Vec<Arc<Backend>> = Vec::new();
         for e in ring.endpoints() {
             if let Some(b) = current.backends.iter().find(|b| &b.endpoint == e) {
                 backends.push(b.clone());
@@ -643,12 +644,16 @@ impl Shared {
                     if let Err(err) = b.exporter.start().await {
                         tracing::error!(exporter = %self.id, endpoint = %e, error = %err, "cannot start the backend's exporter");
                     }
+                    started.push(b.clone());
                     backends.push(b);
                 }
                 Err(err) => {
-                    // Only a TLS file gone missing since startup gets here: the endpoint keeps
-                    // its ring positions (as everywhere else) and its items are refused.
-                    tracing::error!(exporter = %self.id, endpoint = %e, error = %err, "cannot build the backend's exporter");
+                    // Building fails only on TLS files gone since startup: this set is not
+                    // applied (the old ring stays, routing as before) and says why.
+                    tracing::error!(exporter = %self.id, endpoint = %e, error = %err, "cannot build the backend's exporter; keeping the previous backends");
+                    for b in started {
+                        b.exporter.shutdown().await;
+                    }
                     return;
                 }
             }

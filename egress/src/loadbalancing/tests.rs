@@ -176,6 +176,37 @@ async fn static_backends_get_whole_traces_where_the_ring_says() {
     lb.shutdown().await;
 }
 
+/// A load balancer `id` resolving `gateways.test` (with `port`) through the DNS responder.
+fn dns_load_balancer(
+    id: &str,
+    t: &Telemetry,
+    dns: &FakeDns,
+    port: Option<u16>,
+    interval: Duration,
+    timeout: Duration,
+) -> LoadBalancer {
+    let resolver_config = serde_json::json!({"dns": {"hostname": "gateways.test", "port": port}});
+    let parsed = Arc::new(parse(&lb_config(resolver_config)).unwrap());
+    let resolver = DnsResolver::new(
+        "gateways.test".into(),
+        port.map(|p| p.to_string()),
+        interval,
+        timeout,
+        Some(dns.addr),
+    )
+    .unwrap();
+    LoadBalancer::new(
+        BuildContext {
+            id: ComponentId::parse(id).unwrap(),
+            config: parsed.clone(),
+            telemetry: t.clone(),
+            clock: Arc::new(WallClock),
+        },
+        parsed,
+        Arc::new(resolver),
+    )
+}
+
 /// The same free port on 127.0.0.1, .2 and .3 (DNS answers addresses; the port is one).
 async fn sinks_on_three_addresses() -> (
     u16,
@@ -219,29 +250,13 @@ async fn dns_changes_rebuild_the_ring_and_reroute_what_a_removed_backend_held() 
     let ips: Vec<IpAddr> = sinks.iter().map(|(ip, _)| *ip).collect();
     let dns = FakeDns::start(ips[..2].to_vec()).await;
     let t = Telemetry::new();
-    let parsed = Arc::new(
-        parse(&lb_config(serde_json::json!({"dns": {
-            "hostname": "gateways.test", "port": port, "interval": "50ms", "timeout": "1s"
-        }})))
-        .unwrap(),
-    );
-    let resolver = DnsResolver::new(
-        "gateways.test".into(),
-        Some(port.to_string()),
+    let lb = dns_load_balancer(
+        "loadbalancing",
+        &t,
+        &dns,
+        Some(port),
         Duration::from_millis(50),
         Duration::from_secs(1),
-        Some(dns.addr),
-    )
-    .unwrap();
-    let lb = LoadBalancer::new(
-        BuildContext {
-            id: ComponentId::parse("loadbalancing").unwrap(),
-            config: parsed.clone(),
-            telemetry: t.clone(),
-            clock: Arc::new(WallClock),
-        },
-        parsed,
-        Arc::new(resolver),
     );
     lb.start().await.unwrap();
     let dns_labels = [("exporter", "loadbalancing"), ("resolver", "dns")];
@@ -438,25 +453,13 @@ async fn no_backends_means_unavailable() {
     let dns = FakeDns::start(vec![]).await;
     dns.mode(Mode::Silent);
     let t = Telemetry::new();
-    let parsed =
-        Arc::new(parse(&lb_config(serde_json::json!({"dns": {"hostname": "gw"}}))).unwrap());
-    let resolver = DnsResolver::new(
-        "gw".into(),
+    let lb = dns_load_balancer(
+        "loadbalancing/agent",
+        &t,
+        &dns,
         None,
         Duration::from_secs(60),
         Duration::from_millis(200),
-        Some(dns.addr),
-    )
-    .unwrap();
-    let lb = LoadBalancer::new(
-        BuildContext {
-            id: ComponentId::parse("loadbalancing/agent").unwrap(),
-            config: parsed.clone(),
-            telemetry: t.clone(),
-            clock: Arc::new(WallClock),
-        },
-        parsed,
-        Arc::new(resolver),
     );
     lb.start().await.unwrap();
     let e = lb.consume(traces(0..2, 0..1)).await.unwrap_err();
