@@ -257,11 +257,7 @@ enum Stopped {
     Dropped,
 }
 
-async fn run(
-    config: Config,
-    files: Vec<String>,
-    registry: Registry,
-) -> anyhow::Result<Stopped> {
+async fn run(config: Config, files: Vec<String>, registry: Registry) -> anyhow::Result<Stopped> {
     let telemetry = Telemetry::new();
     register_process_metrics(&telemetry, std::time::Instant::now());
     let telemetry_stop = match config.telemetry.metrics.listen_address() {
