@@ -9,6 +9,7 @@
 
 pub mod k8sattributes;
 pub mod kubeletstats;
+pub mod service_endpoints;
 #[cfg(feature = "testing")]
 pub mod testing;
 
