@@ -48,7 +48,9 @@ use tokio::time::Instant;
 
 use crate::otlp::{GrpcSender, OtlpGrpcConfig, grpc_exporter};
 use crate::queue::{QueuedExporter, Spill};
-use resolver::{DnsResolver, Publisher, Resolver, StaticResolver};
+use resolver::{DnsResolver, K8sResolver, Publisher, Resolver, StaticResolver};
+use sluice_k8s::k8sattributes::watch::Environment;
+use sluice_k8s::service_endpoints::{Backoff, ServiceEndpoints};
 
 const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
 
@@ -183,6 +185,10 @@ enum ResolverSpec {
         hostname: String,
         port: Option<String>,
         interval: Duration,
+        timeout: Duration,
+    },
+    K8s {
+        endpoints: ServiceEndpoints,
         timeout: Duration,
     },
 }
@@ -357,10 +363,24 @@ fn parse(config: &serde_json::Value) -> Result<Parsed, ConfigError> {
                 format!("{p} is not a port number"),
             ));
         }
-        return Err(ConfigError::new(
-            "resolver.k8s",
-            "not yet supported by this build: use resolver.dns with the headless service's name (it resolves to the same ready pod addresses)",
-        ));
+        if k.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "resolver.k8s.timeout",
+                "must be greater than 0",
+            ));
+        }
+        let ports = k.ports.iter().map(|p| *p as u16).collect();
+        let endpoints = ServiceEndpoints::new(
+            &k.service,
+            ports,
+            k.return_hostnames,
+            &Environment::process(),
+        )
+        .map_err(|e| ConfigError::new("resolver.k8s.service", e))?;
+        ResolverSpec::K8s {
+            endpoints,
+            timeout: k.timeout,
+        }
     } else {
         return Err(ConfigError::new(
             "resolver.aws_cloud_map",
@@ -391,7 +411,7 @@ impl Factory for LoadBalancingFactory {
         ALL
     }
     fn description(&self) -> &'static str {
-        "consistent-hash routing by trace id (or service, resource, ...) to backends from a static list or DNS, OTLP to each"
+        "consistent-hash routing by trace id (or service, resource, ...) to backends from a static list, DNS or a Kubernetes service's EndpointSlices, OTLP to each"
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(parse(config)?))
@@ -417,6 +437,12 @@ impl Factory for LoadBalancingFactory {
                     })
                     .map_err(|e| ComponentError::new(&ctx.id, e))?,
             ),
+            ResolverSpec::K8s { endpoints, timeout } => Arc::new(K8sResolver {
+                endpoints: endpoints.clone(),
+                timeout: *timeout,
+                env: Environment::process(),
+                backoff: Backoff::default(),
+            }),
         };
         Ok(Arc::new(LoadBalancer::new(ctx, parsed, resolver)))
     }

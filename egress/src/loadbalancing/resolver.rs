@@ -17,6 +17,8 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver as HickoryResolver, TokioResolver};
 use sluice_engine::component::BoxFuture;
 use sluice_engine::telemetry::{Counter, Gauge, Telemetry};
+use sluice_k8s::k8sattributes::watch::Environment;
+use sluice_k8s::service_endpoints::{self, Backoff, ServiceEndpoints};
 use tokio::sync::watch;
 
 /// The environment variable that points the `dns` resolver at one nameserver (`ip:port`)
@@ -130,6 +132,45 @@ impl Resolver for StaticResolver {
             out.publish(Ok(self.hostnames.clone()));
             // Nothing changes: hold the channel open until the exporter stops.
             std::future::pending::<()>().await
+        })
+    }
+}
+
+/// `resolver.k8s`: the ready endpoints of a service, from a watch of its EndpointSlices
+/// ([`sluice_k8s::service_endpoints`]), published after the first list and on every change.
+/// The API is reached as the Collector does (`KUBECONFIG`, else the pod's service account,
+/// else `~/.kube/config`); while it cannot be, each failure is a failed resolution and the
+/// last backends stay.
+pub struct K8sResolver {
+    pub endpoints: ServiceEndpoints,
+    /// How long the exporter's start waits for the first list.
+    pub timeout: Duration,
+    pub env: Environment,
+    pub backoff: Backoff,
+}
+
+impl Resolver for K8sResolver {
+    fn kind(&self) -> &'static str {
+        "k8s"
+    }
+    fn first_answer_within(&self) -> Duration {
+        self.timeout
+    }
+    fn run(self: Arc<Self>, out: Publisher) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut delay = self.backoff.min;
+            let client = loop {
+                match service_endpoints::client(&self.env).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        out.publish(Err(format!("cannot reach the Kubernetes API: {e}")));
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(self.backoff.max);
+                    }
+                }
+            };
+            let publish = |r| out.publish(r);
+            self.endpoints.watch(client, &self.backoff, &publish).await;
         })
     }
 }

@@ -438,9 +438,17 @@ fn config_is_the_collectors_and_refuses_what_is_not_supported() {
         serde_json::json!({"routing_key": "attributes", "routing_attributes": ["service.name", "span.kind"],
         "resolver": {"static": {"hostnames": ["a"]}}, "sending_queue": {"enabled": false}}),
     );
+    ok(
+        serde_json::json!({"resolver": {"k8s": {"service": "gw.telemetry", "ports": [4317, 4318], "timeout": "3s", "return_hostnames": true}}}),
+    );
+    ok(serde_json::json!({"resolver": {"k8s": {"service": "gw"}}}));
     assert!(
-        err(serde_json::json!({"resolver": {"k8s": {"service": "gw.telemetry", "ports": [4317], "return_hostnames": true}}}))
-            .contains("resolver.k8s: not yet supported")
+        err(serde_json::json!({"resolver": {"k8s": {"service": "gw.telemetry.svc.cluster.local"}}}))
+            .contains("resolver.k8s.service: namespace \"telemetry.svc.cluster.local\" is not a valid Kubernetes namespace")
+    );
+    assert!(
+        err(serde_json::json!({"resolver": {"k8s": {"service": ""}}}))
+            .contains("no service specified")
     );
     assert!(
         err(serde_json::json!({"resolver": {"k8s": {"service": "gw", "ports": [0]}}}))
@@ -515,5 +523,169 @@ async fn no_backends_means_unavailable() {
         2.0
     );
     assert!(dns.queries.load(Ordering::SeqCst) > 0);
+    lb.shutdown().await;
+}
+
+/// An EndpointSlice `name` of service `gateway` in `telemetry` with these ready addresses (and
+/// one endpoint that is not ready, which must never become a backend).
+fn gateway_slice(name: &str, ready: &[IpAddr]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+    let endpoint = |ip: String, ready: bool| Endpoint {
+        addresses: vec![ip],
+        conditions: Some(EndpointConditions {
+            ready: Some(ready),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut endpoints: Vec<Endpoint> = ready
+        .iter()
+        .map(|ip| endpoint(ip.to_string(), true))
+        .collect();
+    endpoints.push(endpoint("127.0.0.9".into(), false));
+    let mut s = EndpointSlice {
+        address_type: "IPv4".into(),
+        endpoints: Some(endpoints),
+        ..Default::default()
+    };
+    s.metadata.name = Some(name.into());
+    s.metadata.namespace = Some("telemetry".into());
+    s.metadata.labels = Some(
+        [(
+            sluice_k8s::service_endpoints::SERVICE_NAME_LABEL.to_string(),
+            "gateway".to_string(),
+        )]
+        .into(),
+    );
+    s
+}
+
+/// The `k8s` resolver against the fake Kubernetes API server (list + watch over TLS with a
+/// bearer token): the ring follows the service's ready endpoints as its EndpointSlices change
+/// (2 -> 3 by a new slice, 3 -> 2 by a pod turning unready), traces go where the Collector's
+/// ring says, and what the removed backend held is routed again, nothing lost.
+#[tokio::test]
+async fn k8s_endpoint_slices_drive_the_ring_and_a_pod_turning_unready_is_drained_elsewhere() {
+    use sluice_k8s::k8sattributes::watch::Environment;
+    use sluice_k8s::service_endpoints::{Backoff, ServiceEndpoints};
+    use sluice_k8s::testing::FakeApiServer;
+
+    let (port, sinks, _stops) = sinks_on_three_addresses().await;
+    let ips: Vec<IpAddr> = sinks.iter().map(|(ip, _)| *ip).collect();
+    let server = FakeApiServer::start_default().await;
+    server.apply(&gateway_slice("gateway-a", &ips[..2]));
+    let kubeconfig = server.kubeconfig().display().to_string();
+    let env = Environment {
+        vars: Arc::new(move |k| (k == "KUBECONFIG").then(|| kubeconfig.clone())),
+        service_account_dir: server.dir().join("no-service-account"),
+    };
+    let config =
+        lb_config(serde_json::json!({"k8s": {"service": "gateway.telemetry", "ports": [port]}}));
+    let parsed = Arc::new(parse(&config).unwrap());
+    let resolver = K8sResolver {
+        endpoints: ServiceEndpoints::new("gateway.telemetry", vec![port], false, &env).unwrap(),
+        timeout: Duration::from_secs(10),
+        env,
+        backoff: Backoff {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
+    };
+    let t = Telemetry::new();
+    let lb = LoadBalancer::new(
+        BuildContext {
+            id: ComponentId::parse("loadbalancing").unwrap(),
+            config: parsed.clone(),
+            telemetry: t.clone(),
+            clock: Arc::new(WallClock),
+        },
+        parsed,
+        Arc::new(resolver),
+    );
+    lb.start().await.unwrap();
+    let labels = [("exporter", "loadbalancing"), ("resolver", "k8s")];
+    assert_eq!(value(&t, "otelcol_loadbalancer_num_backends", &labels), 2.0);
+    let ring_of = |ips: &[IpAddr]| {
+        let e: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
+        HashRing::new(&e).unwrap()
+    };
+    let check = |range: std::ops::Range<u32>, ring: &HashRing| {
+        for tr in range {
+            let want = &ring.endpoints()[ring.backend_for(&trace_id(tr)).unwrap()];
+            for (ip, sink) in &sinks {
+                let here = traces_at(sink).contains(&tr);
+                assert_eq!(here, &format!("{ip}:{port}") == want, "trace {tr} at {ip}");
+            }
+        }
+    };
+    let total = || sinks.iter().map(|(_, s)| s.spans()).sum::<usize>();
+
+    lb.consume(traces(0..40, 0..2)).await.unwrap();
+    eventually("80 spans", || total() == 80).await;
+    check(0..40, &ring_of(&ips[..2]));
+
+    // Scale out: the third gateway's pod is ready, in a second slice of the service.
+    server.apply(&gateway_slice("gateway-b", &ips[2..]));
+    eventually("the third backend", || {
+        value(&t, "otelcol_loadbalancer_num_backends", &labels) == 3.0
+    })
+    .await;
+    lb.consume(traces(40..80, 0..2)).await.unwrap();
+    eventually("160 spans", || total() == 160).await;
+    check(40..80, &ring_of(&ips));
+    assert!(!traces_at(&sinks[2].1).is_empty());
+
+    // The first gateway's peer refuses (retryable), so its share of the next traces waits in
+    // its queue; then its pod turns unready: it leaves the ring and what it holds goes to the
+    // remaining two at once.
+    let first = &sinks[0].1;
+    *first.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    first.fail_first.store(1_000_000, Ordering::SeqCst);
+    lb.consume(traces(80..120, 0..2)).await.unwrap();
+    let all = ring_of(&ips);
+    let held: Vec<u32> = (80..120)
+        .filter(|&tr| {
+            all.endpoints()[all.backend_for(&trace_id(tr)).unwrap()] == format!("{}:{port}", ips[0])
+        })
+        .collect();
+    assert!(!held.is_empty());
+    eventually("the first backend's queue retrying", || {
+        first.requests.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    server.apply(&gateway_slice("gateway-a", &ips[1..2]));
+    eventually("all 240 spans delivered", || total() == 240).await;
+    let remaining = ring_of(&ips[1..]);
+    for tr in &held {
+        assert!(
+            !traces_at(first).contains(tr),
+            "held trace {tr} not also at the removed one"
+        );
+        let want = &remaining.endpoints()[remaining.backend_for(&trace_id(*tr)).unwrap()];
+        let at = &sinks
+            .iter()
+            .find(|(ip, _)| &format!("{ip}:{port}") == want)
+            .unwrap()
+            .1;
+        assert!(
+            traces_at(at).contains(tr),
+            "held trace {tr} re-routed to {want}"
+        );
+    }
+    assert_eq!(
+        value(
+            &t,
+            "otelcol_loadbalancer_rerouted_spans",
+            &[("exporter", "loadbalancing")]
+        ),
+        (held.len() * 2) as f64
+    );
+    assert_eq!(t.sum("otelcol_exporter_send_failed_spans", &[]), Some(0.0));
+    assert_eq!(value(&t, "otelcol_loadbalancer_num_backends", &labels), 2.0);
+    assert_eq!(
+        value(&t, "otelcol_loadbalancer_num_backend_updates", &labels),
+        3.0,
+        "2, then 3, then 2: the unready endpoint never counted"
+    );
     lb.shutdown().await;
 }
