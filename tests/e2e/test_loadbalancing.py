@@ -14,6 +14,10 @@ must be what one gateway seeing every span keeps.
 - test_dns_scale_up_and_down: the `dns` resolver against a DNS responder on loopback; 2 -> 3
   gateways, then the third stops and leaves the DNS answer while the agents still hold data for
   it: that data is routed again (counted) and no span is lost.
+- test_k8s_scale_out_by_endpoint_slices: the `k8s` resolver watching a service's
+  EndpointSlices on the fake Kubernetes API server (`sluice-fake-apiserver`: TLS, bearer
+  token, list + watch); 2 -> 3 gateways by a pod turning ready, then the third gateway's pod
+  turns unready while the agents hold data for it: routed again, nothing lost.
 
 Decision waits are 2 s, so each test takes tens of seconds."""
 
@@ -35,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from conftest import REPO_ROOT, free_port, otlp_receiver, to_yaml
 from dns_responder import DnsResponder
 from otlp_sink import OtlpSink, flatten_spans
+from test_k8sattributes import FakeCluster
 
 _spec = importlib.util.spec_from_file_location(
     "ring_golden", REPO_ROOT / "engine" / "testdata" / "loadbalancing" / "ring_golden.py")
@@ -307,3 +312,83 @@ def test_dns_scale_up_and_down(sluice, monkeypatch):
         svc.shutdown()
         stop_in_order(agents, gateways)
         dns.stop()
+
+
+def gateway_slice(hosts_ready: dict[str, bool]) -> dict:
+    """The EndpointSlice of service `gateway` in `telemetry`: one endpoint per host."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "gateway-x7k2p", "namespace": "telemetry",
+                     "labels": {"kubernetes.io/service-name": "gateway"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "otlp-grpc", "port": 4317, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [h], "conditions": {"ready": ready},
+                       "hostname": f"gateway-{i}"}
+                      for i, (h, ready) in enumerate(hosts_ready.items())],
+    }
+
+
+def test_k8s_scale_out_by_endpoint_slices(sluice, tmp_path, monkeypatch):
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    port = next(p for p in (free_port() for _ in range(50)) if port_free_on(p, hosts[1:]))
+    gateways = [Gateway(sluice, f"gateway{i}", f"{h}:{port}") for i, h in enumerate(hosts)]
+    cluster = FakeCluster(tmp_path, [gateway_slice({hosts[0]: True, hosts[1]: True,
+                                                    hosts[2]: False})])
+    monkeypatch.setenv("KUBECONFIG", cluster.info["kubeconfig"])
+    resolver = {"k8s": {"service": "gateway.telemetry", "ports": [port], "timeout": "10s"}}
+    agents = [sluice(agent_config(resolver, None), name=f"agent{i}") for i in range(2)]
+    svc = Services(agents[0].grpc_endpoint, agents[1].grpc_endpoint)
+    endpoints = [f"{h}:{port}" for h in hosts]
+    try:
+        for a in agents:
+            assert a.wait_metric("otelcol_loadbalancer_num_backends", lambda v: v == 2,
+                                 resolver="k8s") == 2, a.log_tail()
+        first = svc.finish(svc.begin(30, "two"))
+        wait_for("phase 1 spans", lambda: spans_total(gateways) == 90)
+
+        # The third gateway's pod turns ready.
+        cluster.control("POST", "/objects", gateway_slice(dict.fromkeys(hosts, True)))
+        for a in agents:
+            assert a.wait_metric("otelcol_loadbalancer_num_backends", lambda v: v == 3,
+                                 resolver="k8s") == 3, a.log_tail()
+        second = svc.finish(svc.begin(30, "three"))
+        wait_for("phase 2 spans", lambda: spans_total(gateways) == 180)
+        where = placement(gateways)
+        for ids, ring in ((first, endpoints[:2]), (second, endpoints)):
+            for tid in ids:
+                assert list(where[tid]) == [collector_backend(ring, tid)], (tid, where[tid])
+
+        # The third gateway stops before its endpoint turns unready (a pod killed before the
+        # EndpointSlice controller notices): the agents hold its share of the next traces
+        # until the slice says it is not ready, then route it again.
+        third = gateways[2]
+        assert third.proc.stop() == 0, third.proc.log_tail()
+        third.proc.exit_reported = True
+        received_by_third = sum(len(s) for s in third.traces().values())
+        held_ids = svc.finish(svc.begin(30, "removed"))
+        held = [t for t in held_ids if collector_backend(endpoints, t) == endpoints[2]]
+        assert held, "some of these traces hash to the third gateway"
+        time.sleep(1)
+        cluster.control("POST", "/objects",
+                        gateway_slice({hosts[0]: True, hosts[1]: True, hosts[2]: False}))
+        wait_for("every span delivered", lambda: spans_total(gateways) == 270, timeout=30)
+        assert sum(len(s) for s in third.traces().values()) == received_by_third
+        where = placement(gateways)
+        for tid in held:
+            assert endpoints[2] not in where[tid]
+            assert sum(where[tid].values()) == 3
+        rerouted = sum(a.metric("otelcol_loadbalancer_rerouted_spans_total") or 0 for a in agents)
+        failed = sum(a.metric("otelcol_exporter_send_failed_spans_total") or 0 for a in agents)
+        print(f"\nspans routed again after the third gateway's pod turned unready: {rerouted:.0f}")
+        assert rerouted >= 1
+        assert failed == 0
+        # The agents asked for this service's slices only, with the cluster's token.
+        requests = cluster.control("GET", "/requests")
+        slices = [r for r in requests
+                  if r["path"] == "/apis/discovery.k8s.io/v1/namespaces/telemetry/endpointslices"]
+        assert slices and all(r["authorized"] for r in slices), requests
+        assert any(r["query"].get("watch") in ("1", "true") for r in slices), slices
+    finally:
+        svc.shutdown()
+        stop_in_order(agents, gateways)
+        cluster.stop()
