@@ -186,12 +186,15 @@ impl RoutingKey {
     /// Whether the Collector accepts this key for `signal`.
     pub fn supports(&self, signal: Signal) -> bool {
         use RoutingKey::*;
-        match (self, signal) {
-            (TraceId | Service | Attributes(_), Signal::Traces) => true,
-            (TraceId | Service | Resource | Attributes(_), Signal::Logs) => true,
-            (Service | Resource | Metric | StreamId | Attributes(_), Signal::Metrics) => true,
-            _ => false,
-        }
+        matches!(
+            (self, signal),
+            (TraceId | Service | Attributes(_), Signal::Traces)
+                | (TraceId | Service | Resource | Attributes(_), Signal::Logs)
+                | (
+                    Service | Resource | Metric | StreamId | Attributes(_),
+                    Signal::Metrics
+                )
+        )
     }
 
     /// The config name.
@@ -769,11 +772,11 @@ fn canonical_attrs(attrs: &RecordBatch, parents: usize) -> Vec<Vec<u8>> {
         entries.clear();
         while row < ids.len() && ids[row] as usize == parent {
             let k = keys.keys().value(row) as usize;
-            let ty = values
-                .types
-                .is_valid(row)
-                .then(|| values.types.value(row))
-                .unwrap_or(0);
+            let ty = if values.types.is_valid(row) {
+                values.types.value(row)
+            } else {
+                0
+            };
             let text = if texts.is_valid(row) {
                 texts.value(row)
             } else {
