@@ -46,8 +46,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::otlp::{GrpcSender, OtlpGrpcConfig, grpc_exporter};
-use crate::queue::{QueuedExporter, Spill};
+use crate::otlp::{OtlpGrpcConfig, grpc_exporter};
+use crate::queue::{QueuedExporter, Sender, Spill};
 use resolver::{DnsResolver, K8sResolver, Publisher, Resolver, StaticResolver};
 use sluice_k8s::k8sattributes::watch::Environment;
 use sluice_k8s::service_endpoints::{Backoff, ServiceEndpoints};
@@ -454,10 +454,26 @@ struct Backend {
     endpoint: String,
     /// The `exporter` label of its exporter metrics: `loadbalancing[/name]/<endpoint>`.
     exporter_id: String,
-    exporter: Arc<QueuedExporter<GrpcSender>>,
+    exporter: Arc<dyn BackendExporter>,
     latency: Histogram,
     succeeded: Counter,
     failed: Counter,
+}
+
+/// What the load balancer needs of a backend's exporter: a [`QueuedExporter`] (its own
+/// queue, retry and counters) whatever the protocol it speaks.
+trait BackendExporter: Consumer + Lifecycle + Send + Sync {
+    fn hand_off_failures(&self, to: Arc<dyn Spill>);
+    fn give_up_now(&self);
+}
+
+impl<S: Sender> BackendExporter for QueuedExporter<S> {
+    fn hand_off_failures(&self, to: Arc<dyn Spill>) {
+        QueuedExporter::hand_off_failures(self, to)
+    }
+    fn give_up_now(&self) {
+        QueuedExporter::give_up_now(self)
+    }
 }
 
 /// The ring and its backends, `backends[i]` serving `ring.endpoints()[i]`. Replaced whole on a
