@@ -2,7 +2,7 @@
 """End-to-end benchmark: release sluice processes on loopback, driven by `sluice loadgen` for a
 fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
 
-    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
+    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,loadbalancing,
                                    gateway,metrics]
                         [--spans N] [--gateway-spans N] [--points N] [--repeat R]
                         [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
@@ -18,6 +18,9 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
 - nop: sluice receives OTLP/gRPC, decodes to Arrow, drops (benches/e2e/nop.yaml).
 - passthrough: receive, batch, encode, export OTLP/gRPC to a second sluice that counts and
   drops (benches/e2e/passthrough.yaml, sink.yaml).
+- loadbalancing: the same with the agent's `loadbalancing` exporter: split by trace id over
+  three backends (three names of the one sink), encode and send per backend
+  (benches/e2e/loadbalancing.yaml).
 - gateway: k8s/config/gateway.yaml as shipped plus benches/e2e/gateway-overlay.yaml (loopback
   listeners, a shorter tail_sampling decision_wait, reported); otlp/jaeger to the sink sluice.
   Checked: spans in, spans dropped by filter/noise (= the probe spans sent), traces seen by
@@ -61,8 +64,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "benches" / "e2e"
 GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
-CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
-           "metrics", "overload"]
+CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
+           "loadbalancing", "gateway", "metrics", "overload"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -430,13 +433,15 @@ class Harness:
                 want)
         return r
 
-    # ---- receive, batch, encode, export to a sink sluice
-    def passthrough(self) -> Run:
-        r = Run("passthrough", "spans")
+    # ---- receive, batch, encode, export to a sink sluice (loadbalancing: split by trace id
+    # over three backends first)
+    def passthrough(self, name: str = "passthrough") -> Run:
+        exporter = "otlp" if name == "passthrough" else None
+        r = Run(name, "spans")
         sink, sink_env = self.sink_sluice()
         env = dict(sink_env, GRPC_PORT=str(free_port()), HEALTH_PORT=str(free_port()),
                    TELEMETRY_PORT=str(free_port()))
-        s = self.sluice("passthrough", [E2E / "passthrough.yaml"], env)
+        s = self.sluice(name, [E2E / f"{name}.yaml"], env)
         try:
             wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
             measure = self.measured(s)
@@ -445,8 +450,10 @@ class Harness:
             want = report["items_accepted"]
             tel, sink_tel = int(env["TELEMETRY_PORT"]), int(env["SINK_TELEMETRY_PORT"])
             # Sent or failed (failures are a failed check below, not a wait for the timeout).
-            m = wait_until("the otlp exporter to send every span", lambda: (
-                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="otlp")
+            sent = (lambda m: m.get("otelcol_exporter_sent_spans_total", exporter=exporter)
+                    if exporter else m.get("otelcol_exporter_sent_spans_total"))
+            m = wait_until("the exporter to send every span", lambda: (
+                lambda m: m if sent(m)
                 + m.get("otelcol_exporter_send_failed_spans_total") >= want else None)(
                 scrape_telemetry(tel)), [sink, s], self.timeout)
             end = time.monotonic()
@@ -462,8 +469,7 @@ class Harness:
         r.check("spans accepted = spans sent", want, report["items_sent"])
         r.check("receiver accepted (self-telemetry)",
                 m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
-        r.check("otlp exporter sent", m.get("otelcol_exporter_sent_spans_total",
-                                            exporter="otlp"), want)
+        r.check("exporter sent", sent(m), want)
         r.check("otlp exporter send failures",
                 m.get("otelcol_exporter_send_failed_spans_total"), 0)
         r.check("received by the sink sluice", sm.get("otelcol_receiver_accepted_spans_total"),
@@ -805,7 +811,8 @@ def main() -> int:
         for k in range(args.repeat):
             for c in configs:
                 log(f"[{k + 1}/{args.repeat}] {c} ...")
-                r = h.ceiling(c) if c.startswith("ceiling-") else getattr(h, c)()
+                r = (h.ceiling(c) if c.startswith("ceiling-")
+                     else h.passthrough(c) if c == "loadbalancing" else getattr(h, c)())
                 runs.setdefault(c, []).append(r)
                 failed = [x for x in r.checks if not x[1]]
                 log(f"    {r.items:,} {r.noun} in {r.seconds:.2f} s: {fmt_rate(r.rate)} "

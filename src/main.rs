@@ -1,7 +1,10 @@
 //! `sluice`: run an OpenTelemetry Collector config on sluice's Arrow engine.
 //!
 //! - `sluice [--config SOURCE]... [--set KEY=VALUE]...` runs (no `--config`: the embedded default
-//!   gateway config); a source is a file, `yaml:TEXT` or `env:VAR`, as the Collector's;
+//!   gateway config); a source is a file, `yaml:TEXT` or `env:VAR`, as the Collector's. SIGHUP
+//!   reloads the sources, as the Collector does: a valid new config replaces the running
+//!   pipelines (the old ones shut down first, draining as at exit), an invalid one is refused
+//!   and the running one kept;
 //! - `sluice validate --config SOURCE...` checks a config and exits non-zero on any error;
 //! - `sluice components` lists what is built in;
 //! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports.
@@ -300,7 +303,8 @@ fn main() -> ExitCode {
             None => ExitCode::FAILURE,
         },
         Command::Run(args) => {
-            let Some((config, sources)) = load(&cli.config.and(args), &registry) else {
+            let args = cli.config.and(args);
+            let Some((config, sources)) = load(&args, &registry) else {
                 return ExitCode::FAILURE;
             };
             init_logging(&config);
@@ -319,7 +323,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            match runtime.block_on(run(config, registry)) {
+            match runtime.block_on(run(config, args, registry)) {
                 Ok(Stopped::Clean) => ExitCode::SUCCESS,
                 Ok(Stopped::Dropped) => ExitCode::from(EXIT_DROPPED_AT_SHUTDOWN),
                 Err(e) => {
@@ -378,23 +382,43 @@ enum Stopped {
     Dropped,
 }
 
-async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
+async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow::Result<Stopped> {
     let telemetry = Telemetry::new();
     telemetry
         .memory()
         .set_process(Arc::new(process_memory::LinuxProcess));
     register_process_metrics(&telemetry, std::time::Instant::now());
-    let health = Health::default();
-    let service = Service::build(&config, &registry, &telemetry, Arc::new(WallClock), health)?;
     let telemetry_stop = match config.telemetry.metrics.listen_address() {
         Some(addr) => Some(telemetry_server::start(&addr, telemetry.clone()).await?),
         None => None,
     };
-    if let Err(e) = service.start().await {
-        service.shutdown().await;
-        return Err(e.into());
+    let mut signals = Signals::new()?;
+    let mut service = start_service(&config, &registry, &telemetry).await?;
+    loop {
+        match signals.next().await {
+            Received::Stop => break,
+            Received::Reload => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // The same sources as at start, read again (files and variables may have changed).
+                let Some((next, _)) = load(&sources, &registry) else {
+                    tracing::error!(
+                        "the reloaded configuration is invalid (errors above); keeping the running one"
+                    );
+                    continue;
+                };
+                if next.telemetry.metrics.listen_address()
+                    != config.telemetry.metrics.listen_address()
+                {
+                    tracing::warn!(
+                        "service.telemetry.metrics changed: it takes effect at the next start"
+                    );
+                }
+                service.shutdown().await;
+                service = start_service(&next, &registry, &telemetry).await?;
+                tracing::info!("configuration reloaded");
+            }
+        }
     }
-    wait_for_signal().await?;
     tracing::info!("shutting down: no new data accepted; flushing batches and queues");
     service.shutdown().await;
     if let Some(stop) = telemetry_stop {
@@ -418,13 +442,59 @@ async fn run(config: Config, registry: Registry) -> anyhow::Result<Stopped> {
     Ok(Stopped::Dropped)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// Builds and starts the pipelines of `config` (a failed start shuts down what started).
+async fn start_service(
+    config: &Config,
+    registry: &Registry,
+    telemetry: &Telemetry,
+) -> anyhow::Result<Service> {
+    let service = Service::build(
+        config,
+        registry,
+        telemetry,
+        Arc::new(WallClock),
+        Health::default(),
+    )?;
+    if let Err(e) = service.start().await {
+        service.shutdown().await;
+        return Err(e.into());
     }
-    Ok(())
+    Ok(service)
+}
+
+enum Received {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM and SIGINT stop; SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = self.term.recv() => {
+                tracing::info!("SIGTERM received");
+                Received::Stop
+            }
+            _ = self.int.recv() => {
+                tracing::info!("SIGINT received");
+                Received::Stop
+            }
+            _ = self.hup.recv() => Received::Reload,
+        }
+    }
 }

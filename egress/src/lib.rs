@@ -6,6 +6,7 @@ use sluice_engine::component::Factory;
 
 pub mod debug;
 pub mod file;
+pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;
@@ -22,5 +23,11 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(file::FileFactory),
         Arc::new(nop::NopFactory),
         Arc::new(prometheus::PrometheusFactory),
+        Arc::new(loadbalancing::LoadBalancingFactory {
+            type_name: "loadbalancing",
+        }),
+        Arc::new(loadbalancing::LoadBalancingFactory {
+            type_name: "load_balancing",
+        }),
     ]
 }

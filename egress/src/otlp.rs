@@ -241,7 +241,7 @@ fn queued<S: Sender>(
     retry: &RetryConfig,
     timeout: Duration,
     max_request_size: usize,
-) -> Arc<dyn Node> {
+) -> Arc<QueuedExporter<S>> {
     let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
     let memory = ctx
         .telemetry
@@ -486,13 +486,26 @@ impl Factory for OtlpGrpcFactory {
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpGrpcConfig = parse_config(config)?;
-        grpc_endpoint(&c.endpoint)?;
-        check_max_request_size(c.max_request_size)?;
-        c.sending_queue
+        c.validate()?;
+        Ok(Arc::new(c))
+    }
+    fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
+        let c = ctx.config::<OtlpGrpcConfig>()?;
+        Ok(grpc_exporter(ctx, &c)?)
+    }
+}
+
+impl OtlpGrpcConfig {
+    /// The checks `parse_config` makes: the endpoint's form, the request size limit, TLS
+    /// settings, header names and values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        grpc_endpoint(&self.endpoint)?;
+        check_max_request_size(self.max_request_size)?;
+        self.sending_queue
             .check()
             .map_err(|e| e.within("sending_queue"))?;
-        c.tls.validate().map_err(|e| tls_config_error(&e))?;
-        for (k, v) in &c.headers {
+        self.tls.validate().map_err(|e| tls_config_error(&e))?;
+        for (k, v) in &self.headers {
             let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
                 || tonic::metadata::MetadataValue::try_from(v.as_str()).is_err();
             if bad {
@@ -502,20 +515,26 @@ impl Factory for OtlpGrpcFactory {
                 ));
             }
         }
-        Ok(Arc::new(c))
+        Ok(())
     }
-    fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
-        let c = ctx.config::<OtlpGrpcConfig>()?;
-        let sender = grpc_sender(&ctx.id, &c)?;
-        Ok(queued(
-            ctx,
-            sender,
-            &c.sending_queue,
-            &c.retry_on_failure,
-            c.timeout,
-            c.max_request_size,
-        ))
-    }
+}
+
+/// The `otlp` exporter for `c` (checked by [`OtlpGrpcConfig::validate`]): a gRPC sender
+/// behind its own sending queue, size limit and retry, counted under `ctx.id`. The
+/// `loadbalancing` exporter builds one per backend.
+pub fn grpc_exporter(
+    ctx: BuildContext,
+    c: &OtlpGrpcConfig,
+) -> Result<Arc<QueuedExporter<GrpcSender>>, ComponentError> {
+    let sender = grpc_sender(&ctx.id, c)?;
+    Ok(queued(
+        ctx,
+        sender,
+        &c.sending_queue,
+        &c.retry_on_failure,
+        c.timeout,
+        c.max_request_size,
+    ))
 }
 
 /// The gRPC sender of a checked config (its connection is made lazily, on first send).

@@ -70,6 +70,15 @@
 //! persistent queue (`sending_queue.storage`), which sluice does not have yet — or, without
 //! one, is dropped: counted as `send_failed{error_type="shutdown"}` and logged in one line per
 //! exporter. The binary then exits with status 3 (see the README).
+//!
+//! # Handing off
+//!
+//! An exporter whose destination is going away while others can take its data (a
+//! `loadbalancing` backend that left the ring) is told to hand off
+//! ([`QueuedExporter::hand_off_failures`]): from then on an attempt that fails retryably is not
+//! retried but goes to the given [`Spill`] at once — the same seam as at the drain deadline —
+//! and so does whatever is left at that deadline. What the spill takes is neither sent nor
+//! dropped here: the spill's owner routes it elsewhere and accounts for it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -312,12 +321,26 @@ pub trait Sender: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
 }
 
-/// Where undelivered requests go when shutdown's drain deadline passes: the seam for a
-/// persistent queue (`sending_queue.storage`). sluice has none yet, so no exporter is built
-/// with one and such items are dropped, counted as `send_failed{error_type="shutdown"}`.
+/// Where undelivered requests go when shutdown's drain deadline passes — the seam for a
+/// persistent queue (`sending_queue.storage`), which sluice has not yet: such items are
+/// dropped, counted as `send_failed{error_type="shutdown"}` — and, for an exporter handing
+/// off ([`QueuedExporter::hand_off_failures`]), what fails retryably.
 pub trait Spill: Send + Sync + 'static {
-    /// Keeps `payload` for the next start; an error means it is dropped (and counted).
+    /// Takes `payload` over (keeps it for the next start, routes it elsewhere); an error means
+    /// it is dropped (and counted).
     fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// When deliveries stop trying and give what is left to the spill (or drop it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum GiveUp {
+    /// Retry as configured: running, or draining before the deadline.
+    Never,
+    /// At a part's first retryable failure: the exporter hands off (its destination is
+    /// leaving; the spill routes elsewhere).
+    OnFailure,
+    /// At once: the drain deadline passed. Attempts in flight are abandoned.
+    Now,
 }
 
 /// Warn lines at most once per [`FAILURE_LOG_INTERVAL`]; what is held back is counted and
@@ -352,7 +375,7 @@ impl LogLimiter {
 enum Stop {
     /// Counted and logged where it happened; the error for a caller waiting without a queue.
     Failed(SendError),
-    /// The drain deadline passed: what is left goes to the spill or is dropped.
+    /// Given up on ([`GiveUp`]): what is left goes to the spill or is dropped.
     Abandoned,
 }
 
@@ -362,15 +385,19 @@ struct Inner<S> {
     retry: RetryConfig,
     timeout: Duration,
     metrics: ExporterMetrics,
+    /// `otelcol_exporter_queue_size` (unregistered without a queue).
+    queue_size: Gauge,
     /// The request size limit in force: `max_request_size`, lowered when a server refuses
     /// smaller requests as too large.
     limit: AtomicUsize,
     limit_gauge: Gauge,
     attempt_log: LogLimiter,
     drop_log: LogLimiter,
-    /// Set at the drain deadline: deliveries give up and hand what is left to the spill.
-    abandon: watch::Sender<bool>,
-    spill: Option<Arc<dyn Spill>>,
+    /// Raised when handing off and at the drain deadline: deliveries give up and hand what
+    /// is left to the spill.
+    give_up: watch::Sender<GiveUp>,
+    /// Set at build time (a persistent queue) or when handing off; read only when giving up.
+    spill: Mutex<Option<Arc<dyn Spill>>>,
     /// Items given up on at the drain deadline (dropped, not spilled), for the shutdown line.
     abandoned_items: AtomicU64,
     jitter: AtomicU64,
@@ -401,12 +428,15 @@ impl<S: Sender> QueuedExporter<S> {
         metrics: ExporterMetrics,
         memory: Holder,
     ) -> Self {
-        let (tx, rx) = if queue.enabled {
+        let (tx, rx, queue_size) = if queue.enabled {
+            // Unbounded: the sizer's account (`queued`) bounds it, in requests, items or bytes.
             let (tx, rx) = mpsc::unbounded_channel();
-            metrics.queue_capacity.set(queue.queue_size as i64);
-            (Some(tx), Some(rx))
+            let gauges = metrics.queue_gauges();
+            gauges.capacity.set(queue.queue_size as i64);
+            (Some(tx), Some(rx), gauges.size)
         } else {
-            (None, None)
+            // No queue, no queue gauges (a capacity of 0 would mean nothing).
+            (None, None, Gauge::default())
         };
         let limit_gauge = metrics.max_request_size();
         limit_gauge.set(max_request_size as i64);
@@ -417,12 +447,13 @@ impl<S: Sender> QueuedExporter<S> {
                 retry,
                 timeout,
                 metrics,
+                queue_size,
                 limit: AtomicUsize::new(max_request_size.max(1)),
                 limit_gauge,
                 attempt_log: LogLimiter::default(),
                 drop_log: LogLimiter::default(),
-                abandon: watch::channel(false).0,
-                spill: None,
+                give_up: watch::channel(GiveUp::Never).0,
+                spill: Mutex::new(None),
                 abandoned_items: AtomicU64::new(0),
                 jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             }),
@@ -437,11 +468,34 @@ impl<S: Sender> QueuedExporter<S> {
     }
 
     /// Hands what is undelivered at the drain deadline to `spill` instead of dropping it.
-    pub fn with_spill(mut self, spill: Arc<dyn Spill>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.spill = Some(spill);
-        }
+    pub fn with_spill(self, spill: Arc<dyn Spill>) -> Self {
+        *self.inner.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(spill);
         self
+    }
+
+    /// From now on, a part whose attempt fails retryably goes to `to` at once instead of being
+    /// retried (a part waiting between retries goes now), and so does what is still undelivered
+    /// at the drain deadline: for an exporter whose destination is leaving while others can
+    /// take its data (a `loadbalancing` backend that left the ring). Deliveries that succeed
+    /// are counted as usual; permanent failures too. Queued data is still delivered: call
+    /// [`Lifecycle::shutdown`] next to drain and stop.
+    pub fn hand_off_failures(&self, to: Arc<dyn Spill>) {
+        *self.inner.spill.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+        self.inner.give_up.send_if_modified(|g| {
+            let raise = *g < GiveUp::OnFailure;
+            if raise {
+                *g = GiveUp::OnFailure;
+            }
+            raise
+        });
+    }
+
+    /// Gives up on everything undelivered now, as at the drain deadline: attempts in flight are
+    /// abandoned, and what is queued or waiting goes to the spill (or is dropped, counted as
+    /// `shutdown`). For an exporter handing off whose owner is stopping: the time left belongs
+    /// to the exporters that take its data.
+    pub fn give_up_now(&self) {
+        self.inner.give_up.send_replace(GiveUp::Now);
     }
 }
 
@@ -463,8 +517,7 @@ impl<S: Sender> Inner<S> {
         while let Some((part, body)) = todo.pop() {
             if self.abandoned() {
                 todo.push((part, body));
-                self.give_up_at_deadline(todo).await;
-                return Err(SendError::retryable("shutdown deadline reached"));
+                return self.give_up(todo).await.and(result);
             }
             let limit = self.limit.load(Ordering::Relaxed);
             if body.len() > limit {
@@ -486,8 +539,7 @@ impl<S: Sender> Inner<S> {
                 Err(Stop::Failed(e)) => result = result.and(Err(e)),
                 Err(Stop::Abandoned) => {
                     todo.push((part, body));
-                    self.give_up_at_deadline(todo).await;
-                    return Err(SendError::retryable("shutdown deadline reached"));
+                    return self.give_up(todo).await.and(result);
                 }
             }
         }
@@ -550,9 +602,10 @@ impl<S: Sender> Inner<S> {
         lowered.min(before)
     }
 
-    /// Sends one encoded part until it is delivered, fails for good, or the drain deadline
-    /// passes. Delivered and failed items are counted here; a too-large answer is not (the
-    /// caller splits the part).
+    /// Sends one encoded part until it is delivered, fails for good, or is given up on (the
+    /// drain deadline passed, or it failed retryably while handing off). Delivered and failed
+    /// items are counted here; a too-large answer is not (the caller splits the part), nor
+    /// what is given up on (the caller spills it).
     async fn send_with_retry(
         &self,
         signal: Signal,
@@ -562,11 +615,11 @@ impl<S: Sender> Inner<S> {
     ) -> Result<(), Stop> {
         let n = part.item_count();
         let mut interval = self.retry.initial_interval;
-        let mut abandon = self.abandon.subscribe();
+        let mut give_up = self.give_up.subscribe();
         loop {
             let attempt = tokio::select! {
                 biased;
-                _ = abandon.wait_for(|a| *a) => return Err(Stop::Abandoned),
+                _ = give_up.wait_for(|g| *g == GiveUp::Now) => return Err(Stop::Abandoned),
                 r = tokio::time::timeout(self.timeout, self.sender.send(signal, body)) => r,
             };
             let err = match attempt {
@@ -589,6 +642,10 @@ impl<S: Sender> Inner<S> {
             if err.too_large {
                 return Err(Stop::Failed(err));
             }
+            if err.retryable && *give_up.borrow() >= GiveUp::OnFailure {
+                tracing::debug!(exporter = %self.id, endpoint = %self.sender.endpoint(signal), items = n, error = %err.message, "export failed while handing off: handed on, not retried");
+                return Err(Stop::Abandoned);
+            }
             if !err.retryable || !self.retry.enabled {
                 let why = if err.retryable {
                     "retries_exhausted"
@@ -609,7 +666,7 @@ impl<S: Sender> Inner<S> {
             }
             tokio::select! {
                 biased;
-                _ = abandon.wait_for(|a| *a) => return Err(Stop::Abandoned),
+                _ = give_up.wait_for(|g| *g >= GiveUp::OnFailure) => return Err(Stop::Abandoned),
                 _ = tokio::time::sleep(wait) => {}
             }
             interval = interval
@@ -626,30 +683,40 @@ impl<S: Sender> Inner<S> {
         }
     }
 
+    /// The drain deadline passed: nothing more is attempted.
     fn abandoned(&self) -> bool {
-        *self.abandon.borrow()
+        *self.give_up.borrow() == GiveUp::Now
     }
 
-    /// The drain deadline passed with `parts` undelivered: spilled if there is a spill,
-    /// dropped (counted as `shutdown`) otherwise.
-    async fn give_up_at_deadline(&self, parts: Vec<(Payload, Bytes)>) {
+    /// `parts` were given up on (the drain deadline, or a failure while handing off): spilled
+    /// if there is a spill, dropped (counted as `shutdown`) otherwise. `Ok` when the spill
+    /// took them all, so that a caller waiting without a queue is not told to send again.
+    async fn give_up(&self, parts: Vec<(Payload, Bytes)>) -> Result<(), SendError> {
+        let mut spilled = true;
         for (part, _) in parts {
-            self.give_up_payload(part).await;
+            spilled &= self.give_up_payload(part).await;
+        }
+        match spilled {
+            true => Ok(()),
+            false => Err(SendError::retryable("shutdown deadline reached")),
         }
     }
 
-    async fn give_up_payload(&self, payload: Payload) {
+    /// Whether the spill took `payload`; if not, it is dropped and counted.
+    async fn give_up_payload(&self, payload: Payload) -> bool {
         let (signal, n) = (payload.signal(), payload.item_count());
-        if let Some(spill) = &self.spill {
+        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(spill) = spill {
             match spill.spill(payload).await {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => {
-                    tracing::error!(exporter = %self.id, items = n, error = %e, "cannot persist undelivered items at shutdown");
+                    tracing::error!(exporter = %self.id, items = n, error = %e, "cannot hand on undelivered items at shutdown: dropped");
                 }
             }
         }
         self.metrics.send_failed(signal, n, "shutdown");
         self.abandoned_items.fetch_add(n as u64, Ordering::Relaxed);
+        false
     }
 
     /// `interval` ± `randomization_factor`, as the Collector's backoff does.
@@ -718,7 +785,7 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
                 size,
             }) {
                 Ok(()) => {
-                    self.inner.metrics.queue_size.add(size as i64);
+                    self.inner.queue_size.add(size as i64);
                     Ok(())
                 }
                 Err(_) => {
@@ -749,14 +816,14 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         let next = rx.lock().await.recv().await;
                         let Some(q) = next else { return };
                         queued.fetch_sub(q.size, Ordering::Relaxed);
-                        inner.metrics.queue_size.add(-(q.size as i64));
+                        inner.queue_size.add(-(q.size as i64));
                         // While it is sent the payload is held twice: the Arrow data and its
                         // encoding (OTLP protobuf is about the size of the Arrow data), so the
                         // memory limiter sees the send at once, not at its next RSS sample.
                         let mut held = q.held;
                         held.resize(held.bytes() as usize * 2);
                         if inner.abandoned() {
-                            inner.give_up_payload(q.payload).await;
+                            let _ = inner.give_up_payload(q.payload).await;
                             continue;
                         }
                         // Failures are counted and logged inside; nobody is waiting for them.
@@ -790,7 +857,7 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             .await;
             if drained.is_err() {
                 // Attempts in flight give up; workers hand on what is still queued unsent.
-                self.inner.abandon.send_replace(true);
+                self.inner.give_up.send_replace(GiveUp::Now);
                 for w in workers {
                     let _ = w.await;
                 }

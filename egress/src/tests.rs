@@ -40,13 +40,13 @@ use tonic::{Request, Response, Status};
 /// An OTLP gRPC sink: records span ids, data points, log records; fails the first
 /// `fail_first` requests with `fail_with`.
 #[derive(Default, Clone)]
-struct Sink {
-    span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
-    points: Arc<AtomicUsize>,
-    logs: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-    fail_first: Arc<AtomicUsize>,
-    fail_with: Arc<Mutex<Option<tonic::Code>>>,
+pub(crate) struct Sink {
+    pub(crate) span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub(crate) points: Arc<AtomicUsize>,
+    pub(crate) logs: Arc<AtomicUsize>,
+    pub(crate) requests: Arc<AtomicUsize>,
+    pub(crate) fail_first: Arc<AtomicUsize>,
+    pub(crate) fail_with: Arc<Mutex<Option<tonic::Code>>>,
     /// Spans to report as rejected (partial success) in every traces response.
     reject_spans: Arc<AtomicUsize>,
     /// The encoded size of every traces request delivered to the handler.
@@ -65,7 +65,7 @@ impl Sink {
         }
         Ok(())
     }
-    fn spans(&self) -> usize {
+    pub(crate) fn spans(&self) -> usize {
         self.span_ids.lock().unwrap().len()
     }
 }
@@ -143,7 +143,7 @@ impl LogsService for Sink {
 
 /// Serves the sink on `addr` until the returned sender is dropped, with tonic's default
 /// message size limit (4 MiB, decompressed), as the Collector's receiver has by default.
-async fn serve_sink(
+pub(crate) async fn serve_sink(
     sink: Sink,
     addr: SocketAddr,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -232,7 +232,7 @@ fn logs(n: usize) -> Payload {
     })
 }
 
-fn build(
+pub(crate) fn build(
     factory: &dyn Factory,
     id: &str,
     config: serde_json::Value,
@@ -251,7 +251,7 @@ fn build(
         .unwrap()
 }
 
-async fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(crate) async fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(
@@ -1256,38 +1256,62 @@ async fn shutdown_gives_up_at_the_configured_drain_deadline_and_counts_what_is_l
     );
 }
 
-/// What is undelivered at the drain deadline goes to the exporter's spill (the persistent
-/// queue's seam) instead of being dropped.
-#[tokio::test]
-async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it() {
-    use sluice_engine::component::{BoxFuture, Consumer, Lifecycle};
+/// A spill that keeps what it is given.
+#[derive(Default)]
+struct Kept(Mutex<Vec<Payload>>);
 
-    #[derive(Default)]
-    struct Kept(Mutex<Vec<Payload>>);
-    impl crate::queue::Spill for Kept {
-        fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>> {
-            self.0.lock().unwrap().push(payload);
-            Box::pin(async { Ok(()) })
-        }
+impl crate::queue::Spill for Kept {
+    fn spill(
+        &self,
+        payload: Payload,
+    ) -> sluice_engine::component::BoxFuture<'_, Result<(), String>> {
+        self.0.lock().unwrap().push(payload);
+        Box::pin(async { Ok(()) })
     }
-    let addr = dead_endpoint().await;
-    let config: crate::otlp::OtlpGrpcConfig = serde_json::from_value(serde_json::json!({
-        "endpoint": format!("{addr}"), "tls": {"insecure": true}, "timeout": "500ms",
-        "sending_queue": {"drain_timeout": "500ms", "num_consumers": 1},
-        "retry_on_failure": {"initial_interval": "100ms"}}))
-    .unwrap();
-    let t = Telemetry::new();
+}
+
+impl Kept {
+    fn items(&self) -> usize {
+        self.0.lock().unwrap().iter().map(Payload::item_count).sum()
+    }
+}
+
+/// The `otlp` exporter of `config` (plus its endpoint) as the concrete queued exporter, for
+/// the methods the `Node` trait does not have.
+fn grpc_queued(
+    t: &Telemetry,
+    endpoint: SocketAddr,
+    mut config: serde_json::Value,
+) -> crate::queue::QueuedExporter<crate::otlp::GrpcSender> {
+    config["endpoint"] = serde_json::Value::String(endpoint.to_string());
+    let config: crate::otlp::OtlpGrpcConfig = serde_json::from_value(config).unwrap();
     let id = ComponentId::parse("otlp").unwrap();
-    let kept = Arc::new(Kept::default());
-    let e = crate::queue::QueuedExporter::new(
+    crate::queue::QueuedExporter::new(
         id.clone(),
         crate::otlp::grpc_sender(&id, &config).unwrap(),
         config.sending_queue.clone(),
         config.retry_on_failure.clone(),
         config.timeout,
         config.max_request_size,
-        sluice_engine::telemetry::ExporterMetrics::new(&t, &id),
-        t.memory().holder(&t, "otlp", "queue"),
+        sluice_engine::telemetry::ExporterMetrics::new(t, &id),
+        t.memory().holder(t, "otlp", "queue"),
+    )
+}
+
+/// What is undelivered at the drain deadline goes to the exporter's spill (the persistent
+/// queue's seam) instead of being dropped.
+#[tokio::test]
+async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it() {
+    use sluice_engine::component::{Consumer, Lifecycle};
+
+    let t = Telemetry::new();
+    let kept = Arc::new(Kept::default());
+    let e = grpc_queued(
+        &t,
+        dead_endpoint().await,
+        serde_json::json!({"tls": {"insecure": true}, "timeout": "500ms",
+            "sending_queue": {"drain_timeout": "500ms", "num_consumers": 1},
+            "retry_on_failure": {"initial_interval": "100ms"}}),
     )
     .with_spill(kept.clone());
     e.start().await.unwrap();
@@ -1295,8 +1319,7 @@ async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it
         e.consume(spans(i * 10, 3)).await.unwrap();
     }
     e.shutdown().await;
-    let spilled: usize = kept.0.lock().unwrap().iter().map(Payload::item_count).sum();
-    assert_eq!(spilled, 12);
+    assert_eq!(kept.items(), 12);
     assert_eq!(
         t.value(
             "otelcol_exporter_send_failed_spans",
@@ -1305,4 +1328,114 @@ async fn at_the_drain_deadline_a_spill_takes_what_is_left_instead_of_dropping_it
         None,
         "nothing dropped"
     );
+}
+
+/// An exporter handing off (a load balancer's backend that left the ring) still delivers what
+/// it can, and hands what fails retryably to its spill at once: the part waiting for a retry
+/// when the hand-off starts, and a later failure without any wait. Retries are 60 s apart and
+/// the drain deadline 60 s away, so nothing here waits for either. Nothing is dropped.
+#[tokio::test]
+async fn handing_off_delivers_what_it_can_and_hands_on_each_failure_at_once() {
+    use sluice_engine::component::{Consumer, Lifecycle};
+
+    let sink = Sink::default();
+    *sink.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    sink.fail_first.store(2, Ordering::SeqCst);
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let e = grpc_queued(
+        &t,
+        addr,
+        serde_json::json!({"tls": {"insecure": true}, "compression": "none", "timeout": "5s",
+            "sending_queue": {"drain_timeout": "60s", "num_consumers": 1},
+            "retry_on_failure": {"initial_interval": "60s", "max_elapsed_time": "0s"}}),
+    );
+    e.start().await.unwrap();
+    e.consume(spans(0, 3)).await.unwrap();
+    eventually("the first attempt refused", || {
+        sink.requests.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let kept = Arc::new(Kept::default());
+    e.hand_off_failures(kept.clone());
+    eventually("the part waiting for its retry handed on", || {
+        kept.items() == 3
+    })
+    .await;
+    e.consume(spans(10, 4)).await.unwrap();
+    eventually("the next failure handed on", || kept.items() == 7).await;
+    e.consume(spans(20, 5)).await.unwrap();
+    eventually("a send that succeeds delivered", || sink.spans() == 5).await;
+    let started = std::time::Instant::now();
+    e.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "an empty queue drains without waiting for its deadline"
+    );
+    assert_eq!(kept.items(), 7);
+    assert_eq!(sink.requests.load(Ordering::SeqCst), 3, "no retries");
+    assert_eq!(
+        t.value("otelcol_exporter_sent_spans", &[("exporter", "otlp")]),
+        Some(5.0)
+    );
+    assert_eq!(
+        t.sum(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(0.0)
+    );
+}
+
+/// `give_up_now` abandons an attempt in flight (a peer that accepts and never answers) and
+/// hands it and what is queued behind it to the spill, without waiting for the attempt's 60 s
+/// timeout or the drain deadline.
+#[tokio::test]
+async fn giving_up_now_hands_on_the_attempt_in_flight_and_the_queue() {
+    use sluice_engine::component::{Consumer, Lifecycle};
+
+    // Accepts connections and holds them, silent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let held = accepted.clone();
+    let silent = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            held.fetch_add(1, Ordering::SeqCst);
+            conns.push(c);
+        }
+    });
+    let t = Telemetry::new();
+    let kept = Arc::new(Kept::default());
+    let e = grpc_queued(
+        &t,
+        addr,
+        serde_json::json!({"tls": {"insecure": true}, "timeout": "60s",
+            "sending_queue": {"drain_timeout": "60s", "num_consumers": 1},
+            "retry_on_failure": {"initial_interval": "60s"}}),
+    );
+    e.hand_off_failures(kept.clone());
+    e.start().await.unwrap();
+    e.consume(spans(0, 3)).await.unwrap();
+    e.consume(spans(10, 4)).await.unwrap();
+    eventually("the attempt in flight", || {
+        accepted.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(kept.items(), 0, "handing off waits for a failure");
+    e.give_up_now();
+    eventually("both parts handed on", || kept.items() == 7).await;
+    let started = std::time::Instant::now();
+    e.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        t.sum(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(0.0)
+    );
+    silent.abort();
 }

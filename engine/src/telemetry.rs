@@ -325,6 +325,24 @@ impl Telemetry {
         Some(matching.fold(first, |acc, (_, s)| acc + series_value(s)))
     }
 
+    /// Removes every series whose labels include `labels` (and families left empty): for a
+    /// component instance that is gone for good (a load balancer's backend that left), whose
+    /// series would otherwise stay at their last values. Handles still held keep counting,
+    /// unseen; registering the same series again starts it from zero.
+    pub fn remove(&self, labels: &[(&'static str, &str)]) {
+        let gone = |have: &Labels| {
+            labels
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        };
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.families.retain(|_, fam| {
+            fam.series.retain(|have, _| !gone(have));
+            fam.wires.retain(|have, _| !gone(have));
+            !fam.series.is_empty()
+        });
+    }
+
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -465,8 +483,9 @@ impl ReceiverMetrics {
     }
 }
 
-/// Counters and gauges of one exporter: `otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`,
-/// `otelcol_exporter_enqueue_failed_*`, `otelcol_exporter_queue_size`, `otelcol_exporter_queue_capacity`.
+/// Counters of one exporter: `otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`,
+/// `otelcol_exporter_enqueue_failed_*`; and, for an exporter with a sending queue,
+/// `otelcol_exporter_queue_size` and `otelcol_exporter_queue_capacity` ([`Self::queue_gauges`]).
 ///
 /// Failures are counted by why, in an `error_type` label (as the Collector's send_failed
 /// metrics carry `error.type`): the series without it is there from the start, at 0, so
@@ -477,8 +496,15 @@ pub struct ExporterMetrics {
     id: String,
     sent: [Counter; 3],
     enqueue_failed: [Counter; 3],
-    pub queue_size: Gauge,
-    pub queue_capacity: Gauge,
+}
+
+/// The sending queue's gauges of one exporter.
+#[derive(Clone)]
+pub struct QueueGauges {
+    /// `otelcol_exporter_queue_size`: batches waiting.
+    pub size: Gauge,
+    /// `otelcol_exporter_queue_capacity`: `sending_queue.queue_size`.
+    pub capacity: Gauge,
 }
 
 impl ExporterMetrics {
@@ -499,18 +525,25 @@ impl ExporterMetrics {
         ExporterMetrics {
             sent: Signal::ALL.map(|s| mk("sent", s)),
             enqueue_failed: Signal::ALL.map(|s| mk("enqueue_failed", s)),
-            queue_size: t.gauge(
+            t: t.clone(),
+            id,
+        }
+    }
+    /// Registers the queue's gauges: only an exporter that has a sending queue does (as in the
+    /// Collector), so none shows a queue capacity of 0 that means nothing.
+    pub fn queue_gauges(&self) -> QueueGauges {
+        let labels = [("exporter", self.id.as_str())];
+        QueueGauges {
+            size: self.t.gauge(
                 "otelcol_exporter_queue_size",
                 "Current size of the retry queue (in the sizer's unit: batches by default)",
                 &labels,
             ),
-            queue_capacity: t.gauge(
+            capacity: self.t.gauge(
                 "otelcol_exporter_queue_capacity",
                 "Fixed capacity of the retry queue (in the sizer's unit: batches by default)",
                 &labels,
             ),
-            t: t.clone(),
-            id,
         }
     }
     pub fn sent(&self, s: Signal, n: usize) {
@@ -721,13 +754,40 @@ mod tests {
     }
 
     #[test]
+    fn remove_drops_the_series_that_carry_the_labels_and_empty_families() {
+        let t = Telemetry::new();
+        t.counter("x_sent", "h", &[("exporter", "lb/a:1")]).add(3);
+        t.counter("x_sent", "h", &[("exporter", "lb/b:1")]).add(4);
+        t.gauge("x_backends", "h", &[("exporter", "lb/a:1")]).set(1);
+        t.counter("x_outcome", "h", &[("exporter", "lb"), ("endpoint", "a:1")])
+            .add(1);
+        t.counter("x_outcome", "h", &[("exporter", "lb"), ("endpoint", "b:1")])
+            .add(1);
+        t.remove(&[("exporter", "lb/a:1")]);
+        t.remove(&[("exporter", "lb"), ("endpoint", "a:1")]);
+        let text = t.render();
+        assert!(!text.contains("a:1"), "{text}");
+        assert!(
+            !text.contains("x_backends"),
+            "an empty family is gone: {text}"
+        );
+        assert_eq!(t.value("x_sent", &[("exporter", "lb/b:1")]), Some(4.0));
+        assert_eq!(
+            t.value("x_outcome", &[("exporter", "lb"), ("endpoint", "b:1")]),
+            Some(1.0)
+        );
+        // Registered again, it starts over.
+        assert_eq!(t.counter("x_sent", "h", &[("exporter", "lb/a:1")]).get(), 0);
+    }
+
+    #[test]
     fn same_name_and_labels_share_a_series() {
         let t = Telemetry::new();
         let id = ComponentId::parse("otlp/jaeger").unwrap();
-        let a = ExporterMetrics::new(&t, &id);
-        let b = ExporterMetrics::new(&t, &id);
-        a.queue_size.set(4);
-        assert_eq!(b.queue_size.get(), 4);
+        let a = ExporterMetrics::new(&t, &id).queue_gauges();
+        let b = ExporterMetrics::new(&t, &id).queue_gauges();
+        a.size.set(4);
+        assert_eq!(b.size.get(), 4);
         assert!(
             t.render()
                 .contains("otelcol_exporter_queue_size{exporter=\"otlp/jaeger\"} 4\n")

@@ -10,6 +10,7 @@
 pub mod k8sattributes;
 pub mod kubeletstats;
 pub mod resourcedetection;
+pub mod service_endpoints;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -14,8 +14,8 @@ import sys
 from conftest import REPO_ROOT, sluice_bin
 
 HARNESS = REPO_ROOT / "benches" / "e2e.py"
-CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough", "gateway",
-           "metrics", "overload"]
+CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
+           "loadbalancing", "gateway", "metrics", "overload"]
 
 
 def run_harness(tmp_path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict | None]:

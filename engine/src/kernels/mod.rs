@@ -12,7 +12,10 @@
 //!   value for every parent, hash, convert, extract.
 //! - [`nulls`]: all-null arrays that share one zeroed buffer instead of allocating.
 //! - [`ranges`]: gathers of row runs, the copying half of every rebuild.
+//! - [`routing`]: the Collector's consistent-hash ring and the split of a payload by backend
+//!   (the `loadbalancing` exporter): one hash per routing key, one filter per backend.
 
 pub mod attributes;
 pub mod nulls;
 pub mod ranges;
+pub mod routing;

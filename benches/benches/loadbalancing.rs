@@ -1,0 +1,53 @@
+//! The `loadbalancing` exporter's split: a realistic 1,000-span payload (~63 traces of 16 spans
+//! across 4 resources and 8 scopes, ~10 attributes per span) routed by trace id over the
+//! Collector's ring of 3 backends.
+//! - `positions`: the routing key of every span hashed to its ring position (CRC-32 of the
+//!   trace id, once per run of equal ids);
+//! - `split`: positions, backends, and one filter per backend (attribute tables left pending);
+//! - `split_and_settle`: the same, then every part's tables built, as the exporter queue does
+//!   when it takes a part (the full copy of every span, attribute, event and link).
+//!
+//! `cargo bench -p sluice-benches --bench loadbalancing -- --warm-up-time 2 --measurement-time 5`
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use sluice_benches::realistic_traces_request;
+use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn bench(c: &mut Criterion) {
+    let buf = realistic_traces_request(1000).encode_to_vec();
+    let payload = sluice_engine::otlp::decode_traces(&buf).expect("valid");
+    let endpoints: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:4317")).collect();
+    let ring = HashRing::new(&endpoints).expect("ring");
+    let key = RoutingKey::TraceId;
+    let parts = routing::split(&payload, &key, &ring).expect("split");
+    assert_eq!(
+        parts.len(),
+        3,
+        "the payload spreads over the three backends"
+    );
+    let mut g = c.benchmark_group("loadbalancing_1000_spans_3_backends");
+    g.throughput(Throughput::Elements(payload.item_count() as u64));
+    g.bench_function("positions", |b| {
+        b.iter(|| routing::item_positions(&payload, &key).expect("positions"))
+    });
+    g.bench_function("split", |b| {
+        b.iter(|| routing::split(&payload, &key, &ring).expect("split"))
+    });
+    g.bench_function("split_and_settle", |b| {
+        b.iter(|| {
+            let mut parts = routing::split(&payload, &key, &ring).expect("split");
+            for (_, p) in &mut parts {
+                p.settle();
+            }
+            parts
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,975 @@
+//! The `loadbalancing` exporter (also accepted as `load_balancing`): every item goes to the
+//! backend the Collector's consistent-hash ring picks for its routing key, so all spans of a
+//! trace reach one gateway, whichever agent sent them. Full reference: `README.md` beside this
+//! file.
+//!
+//! ```yaml
+//! exporters:
+//!   loadbalancing:
+//!     routing_key: traceID            # default for traces; service for logs and metrics
+//!     protocol:
+//!       otlp:                         # a whole `otlp` exporter config; endpoint set per backend
+//!         tls: { insecure: true }
+//!         sending_queue: { queue_size: 1000 }
+//!     resolver:
+//!       dns: { hostname: otel-gateway-collector-headless.telemetry.svc.cluster.local, port: 4317 }
+//! ```
+//!
+//! Shape: the resolver ([`resolver`]) publishes endpoint sets; each new set rebuilds the ring
+//! (when the ring differs), starts an `otlp` exporter (its own queue, retry and counters) for
+//! each new endpoint and drains the exporters of removed ones. A payload is split by the
+//! engine's routing kernel ([`sluice_engine::kernels::routing`]) and each part enqueued on its
+//! backend. A removed backend drains its queue; what it cannot deliver goes, through its
+//! queue's [`Spill`] seam, to a task that routes it again through the new ring (the Collector
+//! loses it), counted in `otelcol_loadbalancer_rerouted_*`.
+
+#[cfg(test)]
+mod fake_dns;
+pub mod resolver;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_engine::Payload;
+use sluice_engine::component::{
+    BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
+    Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+};
+use sluice_engine::config_types::deserialize_duration;
+use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
+use sluice_engine::schema::Signal;
+use sluice_engine::telemetry::{Counter, ExporterMetrics, Histogram, Telemetry};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::otlp::{OtlpGrpcConfig, grpc_exporter};
+use crate::queue::{QueuedExporter, Sender, Spill};
+use resolver::{DnsResolver, K8sResolver, Publisher, Resolver, StaticResolver};
+use sluice_k8s::k8sattributes::watch::Environment;
+use sluice_k8s::service_endpoints::{Backoff, ServiceEndpoints};
+
+const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
+
+/// The port a backend without one gets (the Collector's `defaultPort`).
+const DEFAULT_PORT: &str = "4317";
+
+/// Buckets of `otelcol_loadbalancer_backend_latency` (milliseconds), the OpenTelemetry SDK's
+/// default histogram boundaries the Collector records it with.
+const LATENCY_BOUNDS_MS: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancingConfig {
+    #[serde(default)]
+    pub routing_key: String,
+    #[serde(default)]
+    pub routing_attributes: Vec<String>,
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    pub resolver: ResolverConfig,
+    /// The Collector's top-level exporterhelper settings (off there by default). sluice
+    /// queues and retries per backend only: these are refused unless they say "off".
+    #[serde(default)]
+    pub sending_queue: Option<serde_json::Value>,
+    #[serde(default)]
+    pub retry_on_failure: Option<serde_json::Value>,
+    #[serde(default)]
+    pub timeout: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolConfig {
+    #[serde(default)]
+    pub otlp: Option<serde_json::Value>,
+    #[serde(default)]
+    pub flight: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverConfig {
+    #[serde(default, rename = "static")]
+    pub static_: Option<StaticResolverConfig>,
+    #[serde(default)]
+    pub dns: Option<DnsResolverConfig>,
+    #[serde(default)]
+    pub k8s: Option<K8sResolverConfig>,
+    #[serde(default)]
+    pub aws_cloud_map: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResolverConfig {
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsResolverConfig {
+    #[serde(default)]
+    pub hostname: String,
+    /// A string in the Collector (`"4317"`); a YAML number is taken too.
+    #[serde(default, deserialize_with = "port_string")]
+    pub port: Option<String>,
+    #[serde(default = "d5s", deserialize_with = "deserialize_duration")]
+    pub interval: Duration,
+    #[serde(default = "d1s", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sResolverConfig {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default = "default_ports")]
+    pub ports: Vec<i64>,
+    #[serde(default = "d1s", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub return_hostnames: bool,
+}
+
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d1s() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_ports() -> Vec<i64> {
+    vec![4317]
+}
+
+fn port_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Option::<Port>::deserialize(d)? {
+        None => None,
+        Some(Port::Text(s)) if s.is_empty() => None,
+        Some(Port::Text(s)) => Some(s),
+        Some(Port::Number(n)) => Some(n.to_string()),
+    })
+}
+
+/// What [`LoadBalancingFactory::parse_config`] checked and built.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The routing key of each signal (`Signal as usize`); an error for a signal the key does
+    /// not apply to.
+    keys: [Result<RoutingKey, String>; 3],
+    /// The `otlp` exporter config each backend gets, its endpoint replaced.
+    template: OtlpGrpcConfig,
+    /// `protocol.otlp.endpoint` was set (and is replaced per backend).
+    endpoint_given: bool,
+    resolver: ResolverSpec,
+}
+
+#[derive(Debug, Clone)]
+enum ResolverSpec {
+    Static(Vec<String>),
+    Dns {
+        hostname: String,
+        port: Option<String>,
+        interval: Duration,
+        timeout: Duration,
+    },
+    K8s {
+        endpoints: ServiceEndpoints,
+        timeout: Duration,
+    },
+}
+
+fn parse(config: &serde_json::Value) -> Result<Parsed, ConfigError> {
+    let c: LoadBalancingConfig = parse_config(config)?;
+    for (name, v) in [
+        ("sending_queue", &c.sending_queue),
+        ("retry_on_failure", &c.retry_on_failure),
+    ] {
+        let off = v
+            .as_ref()
+            .is_none_or(|v| v.get("enabled") == Some(&serde_json::Value::Bool(false)));
+        if !off {
+            return Err(ConfigError::new(
+                name,
+                format!(
+                    "sluice queues and retries per backend: set {name} under protocol.otlp (each backend gets its own)"
+                ),
+            ));
+        }
+    }
+    if c.timeout.is_some() {
+        return Err(ConfigError::new(
+            "timeout",
+            "sluice times out each backend's sends: set timeout under protocol.otlp",
+        ));
+    }
+    // Routing keys: the Collector's names and per-signal defaults.
+    let named = |k: &str| -> Result<Option<RoutingKey>, ConfigError> {
+        Ok(Some(match k {
+            "" => return Ok(None),
+            "traceID" => RoutingKey::TraceId,
+            "service" => RoutingKey::Service,
+            "resource" => RoutingKey::Resource,
+            "metric" => RoutingKey::Metric,
+            "streamID" => RoutingKey::StreamId,
+            "attributes" => {
+                if c.routing_attributes.is_empty() {
+                    return Err(ConfigError::new(
+                        "routing_attributes",
+                        "routing_key attributes needs at least one attribute name",
+                    ));
+                }
+                RoutingKey::Attributes(c.routing_attributes.clone())
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "routing_key",
+                    format!(
+                        "unsupported routing_key {other:?}: expected one of traceID, service, resource, metric, streamID, attributes"
+                    ),
+                ));
+            }
+        }))
+    };
+    let key = named(&c.routing_key)?;
+    if !c.routing_attributes.is_empty() && !matches!(key, Some(RoutingKey::Attributes(_))) {
+        return Err(ConfigError::new(
+            "routing_attributes",
+            "routing_attributes applies to routing_key: attributes only",
+        ));
+    }
+    let keys = Signal::ALL.map(|s| {
+        let k = key.clone().unwrap_or(match s {
+            Signal::Traces => RoutingKey::TraceId,
+            Signal::Logs | Signal::Metrics => RoutingKey::Service,
+        });
+        if k.supports(s) {
+            Ok(k)
+        } else {
+            Err(format!(
+                "routing_key {} does not apply to {} (a Collector refuses it for such a pipeline too)",
+                k.name(),
+                s.as_str()
+            ))
+        }
+    });
+    if key.is_some() && keys.iter().all(|k| k.is_err()) {
+        return Err(ConfigError::new("routing_key", "applies to no signal"));
+    }
+    // Protocol: the otlp exporter's config, or Arrow Flight (not in this build).
+    if c.protocol.flight.is_some() {
+        return Err(ConfigError::new(
+            "protocol.flight",
+            "not yet supported: the Arrow Flight exporter has not landed in this build; use protocol.otlp",
+        ));
+    }
+    let mut otlp = match c.protocol.otlp.clone() {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(v @ serde_json::Value::Object(_)) => v,
+        Some(_) => return Err(ConfigError::new("protocol.otlp", "expected a map")),
+    };
+    let endpoint_given = otlp.get("endpoint").is_some();
+    otlp["endpoint"] = serde_json::Value::String(format!("placeholder:{DEFAULT_PORT}"));
+    let template: OtlpGrpcConfig = parse_config(&otlp).map_err(|e| e.within("protocol.otlp"))?;
+    template.validate().map_err(|e| e.within("protocol.otlp"))?;
+    // Exactly one resolver.
+    let r = &c.resolver;
+    let given = [
+        r.static_.is_some(),
+        r.dns.is_some(),
+        r.k8s.is_some(),
+        r.aws_cloud_map.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if given != 1 {
+        return Err(ConfigError::new(
+            "resolver",
+            if given == 0 {
+                "no resolver: set one of static, dns, k8s"
+            } else {
+                "only one resolver may be set (static, dns, k8s, aws_cloud_map)"
+            },
+        ));
+    }
+    let resolver = if let Some(s) = &r.static_ {
+        if s.hostnames.is_empty() {
+            return Err(ConfigError::new(
+                "resolver.static.hostnames",
+                "no endpoints specified for the static resolver",
+            ));
+        }
+        if let Some(i) = s.hostnames.iter().position(|h| h.trim().is_empty()) {
+            return Err(ConfigError::new(
+                format!("resolver.static.hostnames[{i}]"),
+                "empty hostname",
+            ));
+        }
+        ResolverSpec::Static(s.hostnames.clone())
+    } else if let Some(d) = &r.dns {
+        if d.hostname.is_empty() {
+            return Err(ConfigError::new(
+                "resolver.dns.hostname",
+                "no hostname specified to resolve the backends",
+            ));
+        }
+        if let Some(p) = &d.port
+            && p.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            return Err(ConfigError::new(
+                "resolver.dns.port",
+                format!("{p:?} is not a port number"),
+            ));
+        }
+        for (name, v) in [("interval", d.interval), ("timeout", d.timeout)] {
+            if v.is_zero() {
+                return Err(ConfigError::new(
+                    format!("resolver.dns.{name}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        ResolverSpec::Dns {
+            hostname: d.hostname.clone(),
+            port: d.port.clone(),
+            interval: d.interval,
+            timeout: d.timeout,
+        }
+    } else if let Some(k) = &r.k8s {
+        if k.service.is_empty() {
+            return Err(ConfigError::new(
+                "resolver.k8s.service",
+                "no service specified to resolve the backends",
+            ));
+        }
+        if let Some(p) = k.ports.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(ConfigError::new(
+                "resolver.k8s.ports",
+                format!("{p} is not a port number"),
+            ));
+        }
+        if k.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "resolver.k8s.timeout",
+                "must be greater than 0",
+            ));
+        }
+        let ports = k.ports.iter().map(|p| *p as u16).collect();
+        let endpoints = ServiceEndpoints::new(
+            &k.service,
+            ports,
+            k.return_hostnames,
+            &Environment::process(),
+        )
+        .map_err(|e| ConfigError::new("resolver.k8s.service", e))?;
+        ResolverSpec::K8s {
+            endpoints,
+            timeout: k.timeout,
+        }
+    } else {
+        return Err(ConfigError::new(
+            "resolver.aws_cloud_map",
+            "not supported by sluice: use resolver.dns or resolver.static",
+        ));
+    };
+    Ok(Parsed {
+        keys,
+        template,
+        endpoint_given,
+        resolver,
+    })
+}
+
+/// The factory, under the Collector's name and its newer spelling.
+pub struct LoadBalancingFactory {
+    pub type_name: &'static str,
+}
+
+impl Factory for LoadBalancingFactory {
+    fn kind(&self) -> Kind {
+        Kind::Exporter
+    }
+    fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+    fn signals(&self) -> &'static [Signal] {
+        ALL
+    }
+    fn description(&self) -> &'static str {
+        "consistent-hash routing by trace id (or service, resource, ...) to backends from a static list, DNS or a Kubernetes service's EndpointSlices, OTLP to each"
+    }
+    fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
+        Ok(Arc::new(parse(config)?))
+    }
+    fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
+        let parsed = ctx.config::<Parsed>()?;
+        if parsed.endpoint_given {
+            tracing::warn!(exporter = %ctx.id, "protocol.otlp.endpoint is replaced by each backend's address");
+        }
+        let resolver: Arc<dyn Resolver> = match &parsed.resolver {
+            ResolverSpec::Static(h) => Arc::new(StaticResolver {
+                hostnames: h.clone(),
+            }),
+            ResolverSpec::Dns {
+                hostname,
+                port,
+                interval,
+                timeout,
+            } => Arc::new(
+                DnsResolver::nameserver_from_env()
+                    .and_then(|ns| {
+                        DnsResolver::new(hostname.clone(), port.clone(), *interval, *timeout, ns)
+                    })
+                    .map_err(|e| ComponentError::new(&ctx.id, e))?,
+            ),
+            ResolverSpec::K8s { endpoints, timeout } => Arc::new(K8sResolver {
+                endpoints: endpoints.clone(),
+                timeout: *timeout,
+                env: Environment::process(),
+                backoff: Backoff::default(),
+            }),
+        };
+        Ok(Arc::new(LoadBalancer::new(ctx, parsed, resolver)))
+    }
+}
+
+/// One backend: its `otlp` exporter and its telemetry.
+struct Backend {
+    /// The resolver's string (what the ring hashes).
+    endpoint: String,
+    /// The `exporter` label of its exporter metrics: `loadbalancing[/name]/<endpoint>`.
+    exporter_id: String,
+    exporter: Arc<dyn BackendExporter>,
+    latency: Histogram,
+    succeeded: Counter,
+    failed: Counter,
+}
+
+/// What the load balancer needs of a backend's exporter: a [`QueuedExporter`] (its own
+/// queue, retry and counters) whatever the protocol it speaks.
+trait BackendExporter: Consumer + Lifecycle + Send + Sync {
+    fn hand_off_failures(&self, to: Arc<dyn Spill>);
+    fn give_up_now(&self);
+}
+
+impl<S: Sender> BackendExporter for QueuedExporter<S> {
+    fn hand_off_failures(&self, to: Arc<dyn Spill>) {
+        QueuedExporter::hand_off_failures(self, to)
+    }
+    fn give_up_now(&self) {
+        QueuedExporter::give_up_now(self)
+    }
+}
+
+/// The ring and its backends, `backends[i]` serving `ring.endpoints()[i]`. Replaced whole on a
+/// change; whoever routes holds the snapshot it routed with until its enqueues are done.
+struct Routing {
+    ring: HashRing,
+    backends: Vec<Arc<Backend>>,
+}
+
+struct Shared {
+    id: ComponentId,
+    keys: [Result<RoutingKey, String>; 3],
+    template: OtlpGrpcConfig,
+    telemetry: Telemetry,
+    clock: Arc<dyn sluice_engine::clock::Clock>,
+    routing: RwLock<Arc<Routing>>,
+    /// Items that could not be routed at all (no backends; a signal the key does not apply
+    /// to; a re-route that found no taker before the drain deadline).
+    metrics: ExporterMetrics,
+    rerouted: [Counter; 3],
+    /// Where removed backends' spills ([`Reroute`]) send what they cannot deliver: the only
+    /// strong sender, dropped at shutdown once the drains are done, so that the re-routing
+    /// task ends.
+    handoff: Mutex<Option<mpsc::UnboundedSender<Payload>>>,
+    /// Removed backends draining.
+    draining: Mutex<Vec<Drain>>,
+    /// The backends' `sending_queue.drain_timeout`: how long a removed backend's old routes
+    /// and a re-route may take, and the bound of this exporter's own shutdown.
+    drain_timeout: Duration,
+    /// Held while a backend set is applied, and while a drained backend's series are removed,
+    /// so that an endpoint coming back is never left with removed series.
+    membership: tokio::sync::Mutex<()>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// Backends removed by one change of the set, draining.
+struct Drain {
+    backends: Vec<Arc<Backend>>,
+    task: JoinHandle<()>,
+}
+
+/// A removed backend's [`Spill`]: what it cannot deliver goes to the re-routing task
+/// ([`Shared::reroute`]). The channel is held weakly: once the load balancer has dropped its
+/// own sender (shutdown), nothing takes it and the queue drops it, counted as `shutdown`.
+struct Reroute(mpsc::WeakUnboundedSender<Payload>);
+
+impl Spill for Reroute {
+    fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>> {
+        let handed = self
+            .0
+            .upgrade()
+            .ok_or(())
+            .and_then(|tx| tx.send(payload).map_err(|_| ()))
+            .map_err(|()| "the load balancer has stopped routing".to_string());
+        Box::pin(std::future::ready(handed))
+    }
+}
+
+/// The exporter: routes, and owns the resolver, the ring and the backends.
+pub struct LoadBalancer {
+    shared: Arc<Shared>,
+    resolver: Mutex<Option<Arc<dyn Resolver>>>,
+    handoff_rx: Mutex<Option<mpsc::UnboundedReceiver<Payload>>>,
+    /// The resolver and the task applying its updates.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    reroute: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LoadBalancer {
+    fn new(ctx: BuildContext, parsed: Arc<Parsed>, resolver: Arc<dyn Resolver>) -> Self {
+        let (handoff, rx) = mpsc::unbounded_channel();
+        let id = ctx.id.to_string();
+        let rerouted = Signal::ALL.map(|s| {
+            let name: &'static str = match s {
+                Signal::Traces => "otelcol_loadbalancer_rerouted_spans",
+                Signal::Metrics => "otelcol_loadbalancer_rerouted_metric_points",
+                Signal::Logs => "otelcol_loadbalancer_rerouted_log_records",
+            };
+            ctx.telemetry.counter(
+                name,
+                "Items a removed backend could not deliver, routed again through the new ring (sluice)",
+                &[("exporter", id.as_str())],
+            )
+        });
+        LoadBalancer {
+            shared: Arc::new(Shared {
+                metrics: ExporterMetrics::new(&ctx.telemetry, &ctx.id),
+                id: ctx.id,
+                keys: parsed.keys.clone(),
+                template: parsed.template.clone(),
+                telemetry: ctx.telemetry,
+                clock: ctx.clock,
+                routing: RwLock::new(Arc::new(Routing {
+                    ring: HashRing::new(&[]).expect("an empty ring"),
+                    backends: Vec::new(),
+                })),
+                rerouted,
+                handoff: Mutex::new(Some(handoff)),
+                draining: Mutex::new(Vec::new()),
+                drain_timeout: parsed.template.sending_queue.drain_timeout,
+                membership: tokio::sync::Mutex::new(()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+            }),
+            resolver: Mutex::new(Some(resolver)),
+            handoff_rx: Mutex::new(Some(rx)),
+            tasks: Mutex::new(Vec::new()),
+            reroute: Mutex::new(None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `host:port` to connect to: the resolver's string, with the default port when it has none.
+fn with_port(endpoint: &str) -> String {
+    let has_port = match endpoint.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(rest) => rest.contains("]:"),
+        None => endpoint.contains(':'),
+    };
+    if has_port {
+        endpoint.to_string()
+    } else {
+        format!("{endpoint}:{DEFAULT_PORT}")
+    }
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn new_backend(&self, endpoint: &str) -> Result<Arc<Backend>, ComponentError> {
+        let mut config = self.template.clone();
+        config.endpoint = with_port(endpoint);
+        // Counted as `loadbalancing[/name]/<endpoint>` in the exporter metrics.
+        let id = ComponentId {
+            type_name: self.id.type_name.clone(),
+            name: Some(match &self.id.name {
+                Some(n) => format!("{n}/{endpoint}"),
+                None => endpoint.to_string(),
+            }),
+        };
+        let exporter_id = id.to_string();
+        let exporter = grpc_exporter(
+            BuildContext {
+                id,
+                config: Arc::new(()),
+                telemetry: self.telemetry.clone(),
+                clock: self.clock.clone(),
+            },
+            &config,
+        )?;
+        let sid = self.id.to_string();
+        let outcome = |success: &str| {
+            self.telemetry.counter(
+                "otelcol_loadbalancer_backend_outcome",
+                "Number of successes and failures for each endpoint.",
+                &[
+                    ("exporter", sid.as_str()),
+                    ("endpoint", endpoint),
+                    ("success", success),
+                ],
+            )
+        };
+        Ok(Arc::new(Backend {
+            endpoint: endpoint.to_string(),
+            exporter_id,
+            latency: self.telemetry.histogram(
+                "otelcol_loadbalancer_backend_latency_milliseconds",
+                "Response latency in ms for the backends.",
+                &[("exporter", sid.as_str()), ("endpoint", endpoint)],
+                &LATENCY_BOUNDS_MS,
+            ),
+            succeeded: outcome("true"),
+            failed: outcome("false"),
+            exporter,
+        }))
+    }
+
+    /// A new backend set: a new ring if it differs, exporters started for new endpoints and
+    /// drained for removed ones.
+    async fn apply(self: &Arc<Self>, endpoints: Vec<String>) {
+        let _applying = self.membership.lock().await;
+        let ring = match HashRing::new(&endpoints) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(exporter = %self.id, error = %e, "backend set refused");
+                return;
+            }
+        };
+        let current = self.snapshot();
+        if ring == current.ring {
+            return;
+        }
+        let mut backends = Vec::with_capacity(endpoints.len());
+        let mut started: Vec<Arc<Backend>> = Vec::new();
+        for e in ring.endpoints() {
+            if let Some(b) = current.backends.iter().find(|b| &b.endpoint == e) {
+                backends.push(b.clone());
+                continue;
+            }
+            match self.new_backend(e) {
+                Ok(b) => {
+                    if let Err(err) = b.exporter.start().await {
+                        tracing::error!(exporter = %self.id, endpoint = %e, error = %err, "cannot start the backend's exporter");
+                    }
+                    started.push(b.clone());
+                    backends.push(b);
+                }
+                Err(err) => {
+                    // Building fails only on TLS files gone since startup: this set is not
+                    // applied (the old ring stays, routing as before) and says why.
+                    tracing::error!(exporter = %self.id, endpoint = %e, error = %err, "cannot build the backend's exporter; keeping the previous backends");
+                    for b in started {
+                        b.exporter.shutdown().await;
+                    }
+                    return;
+                }
+            }
+        }
+        let removed: Vec<Arc<Backend>> = current
+            .backends
+            .iter()
+            .filter(|b| !ring.endpoints().contains(&b.endpoint))
+            .cloned()
+            .collect();
+        *self.routing.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Routing { ring, backends });
+        if removed.is_empty() {
+            return;
+        }
+        // From now on a removed backend's failures go to the re-routing task at once: its
+        // destination is leaving, and the new ring has a home for every item.
+        let reroute: Option<Arc<dyn Spill>> = lock(&self.handoff)
+            .as_ref()
+            .map(|tx| Arc::new(Reroute(tx.downgrade())) as Arc<dyn Spill>);
+        for b in &removed {
+            tracing::info!(exporter = %self.id, endpoint = %b.endpoint, "backend removed: draining its queue; what it cannot deliver is routed again");
+            if let Some(to) = &reroute {
+                b.exporter.hand_off_failures(to.clone());
+            }
+        }
+        let (shared, backends) = (self.clone(), removed.clone());
+        let task = tokio::spawn(async move {
+            // Routes started with the old ring may still be enqueueing on a removed backend:
+            // its queue closes once they are done (the old snapshot is then ours alone).
+            let deadline = Instant::now() + shared.drain_timeout;
+            while Arc::strong_count(&current) > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(current);
+            let mut drains = tokio::task::JoinSet::new();
+            for b in backends {
+                let shared = shared.clone();
+                drains.spawn(async move {
+                    b.exporter.shutdown().await;
+                    shared.forget(&b).await;
+                });
+            }
+            while drains.join_next().await.is_some() {}
+        });
+        lock(&self.draining).push(Drain {
+            backends: removed,
+            task,
+        });
+    }
+
+    /// Removes the series of a removed backend once it has drained, unless its endpoint is
+    /// back in the ring (its new exporter shares them) or the load balancer is stopping (the
+    /// process reads them for its exit status). Endpoints churn with every rollout of the
+    /// backends: their series would otherwise pile up for the life of the process.
+    async fn forget(&self, b: &Backend) {
+        let _applying = self.membership.lock().await;
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+            || self.snapshot().ring.endpoints().contains(&b.endpoint)
+        {
+            return;
+        }
+        let id = self.id.to_string();
+        self.telemetry
+            .remove(&[("exporter", b.exporter_id.as_str())]);
+        self.telemetry
+            .remove(&[("exporter", id.as_str()), ("endpoint", b.endpoint.as_str())]);
+    }
+
+    /// Splits `payload` by backend and enqueues each part. The first failure is returned (as
+    /// the Collector's), after every part was tried; a backend that refused counts its part
+    /// in its own `enqueue_failed`, a payload refused whole here is counted here.
+    async fn route(&self, payload: Payload) -> Result<(), ConsumeError> {
+        let (signal, n) = (payload.signal(), payload.item_count());
+        match self.route_parts(payload).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Whole(e)) => {
+                self.metrics.enqueue_failed(signal, n);
+                Err(e)
+            }
+            Err(Refused::Parts(_, e)) => Err(e),
+        }
+    }
+
+    /// Splits `payload` by backend and enqueues each part; says what was refused.
+    async fn route_parts(&self, payload: Payload) -> Result<(), Refused> {
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let key = match &self.keys[payload.signal() as usize] {
+            Ok(k) => k,
+            Err(e) => return Err(Refused::Whole(ConsumeError::Permanent(e.clone()))),
+        };
+        let routing = self.snapshot();
+        if routing.ring.is_empty() {
+            return Err(Refused::Whole(ConsumeError::Unavailable(format!(
+                "{}: no backends resolved yet",
+                self.id
+            ))));
+        }
+        let parts = routing::split(&payload, key, &routing.ring).map_err(|e| {
+            Refused::Whole(ConsumeError::Permanent(format!(
+                "{}: cannot route: {e}",
+                self.id
+            )))
+        })?;
+        let mut refused = Vec::new();
+        let mut first = None;
+        for (b, part) in parts {
+            let backend = &routing.backends[b];
+            let started = Instant::now();
+            let r = backend.exporter.consume(part.clone()).await;
+            backend
+                .latency
+                .observe(started.elapsed().as_secs_f64() * 1000.0);
+            match r {
+                Ok(()) => backend.succeeded.add(1),
+                Err(e) => {
+                    backend.failed.add(1);
+                    tracing::debug!(exporter = %self.id, endpoint = %backend.endpoint, error = %e, "backend refused");
+                    refused.push(part);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(Refused::Parts(refused, e)),
+        }
+    }
+
+    /// Routes what removed backends handed on, through the current ring, until it is taken or
+    /// the drain timeout passes (once only when stopping). What finds no taker is counted as
+    /// `send_failed` here: `reroute_refused`, or `shutdown` when stopping (data lost at
+    /// shutdown: the process exits 3). Ends when the load balancer drops its sender
+    /// (shutdown).
+    async fn reroute(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Payload>) {
+        while let Some(payload) = rx.recv().await {
+            let signal = payload.signal();
+            self.rerouted[signal as usize].add(payload.item_count() as u64);
+            let deadline = Instant::now() + self.drain_timeout;
+            let mut pending = payload;
+            loop {
+                let (left, e) = match self.route_parts(pending.clone()).await {
+                    Ok(()) => break,
+                    Err(Refused::Whole(e)) => (vec![pending], e),
+                    Err(Refused::Parts(left, e)) => (left, e),
+                };
+                let lost: usize = left.iter().map(Payload::item_count).sum();
+                let stopping = self.stopping.load(std::sync::atomic::Ordering::Relaxed);
+                let retry = if stopping || Instant::now() >= deadline {
+                    None
+                } else {
+                    Payload::concat(signal, &left).ok()
+                };
+                match retry {
+                    Some(p) => pending = p,
+                    None => {
+                        let why = if stopping {
+                            "shutdown"
+                        } else {
+                            "reroute_refused"
+                        };
+                        self.metrics.send_failed(signal, lost, why);
+                        tracing::warn!(exporter = %self.id, items = lost, error = %e, "could not route again what a removed backend held: items dropped");
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What [`Shared::route_parts`] could not enqueue.
+enum Refused {
+    /// Nothing was routed (no backends, no key for the signal).
+    Whole(ConsumeError),
+    /// These parts were refused by their backends; the rest was taken.
+    Parts(Vec<Payload>, ConsumeError),
+}
+
+impl Consumer for LoadBalancer {
+    fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(self.shared.route(payload))
+    }
+}
+
+impl Lifecycle for LoadBalancer {
+    /// Starts the resolver and waits for its first answer (bounded: a DNS name that does not
+    /// resolve yet leaves the exporter refusing data until it does, as the Collector's).
+    fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(async move {
+            let Some(resolver) = lock(&self.resolver).take() else {
+                return Ok(());
+            };
+            let id = self.shared.id.to_string();
+            let wait = resolver.first_answer_within();
+            let (publisher, mut updates) =
+                Publisher::new(&self.shared.telemetry, &id, resolver.kind());
+            lock(&self.tasks).push(tokio::spawn(resolver.run(publisher)));
+            if let Some(rx) = lock(&self.handoff_rx).take() {
+                *lock(&self.reroute) = Some(tokio::spawn(self.shared.clone().reroute(rx)));
+            }
+            // The first set, before data flows (the Collector resolves once in Start too).
+            let first = tokio::time::timeout(wait, async {
+                loop {
+                    if let Some(e) = updates.borrow_and_update().clone() {
+                        return Some(e);
+                    }
+                    if updates.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(endpoints) = first {
+                self.shared.apply(endpoints).await;
+            }
+            let shared = self.shared.clone();
+            lock(&self.tasks).push(tokio::spawn(follow(shared, updates)));
+            Ok(())
+        })
+    }
+
+    /// Stops resolving. Removed backends still draining give up at once: what they hold is
+    /// routed again to the current backends (the time left belongs to those). Then every
+    /// current backend drains its queue, all at once, each until its drain deadline.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let tasks: Vec<_> = std::mem::take(&mut *lock(&self.tasks));
+            for t in tasks {
+                t.abort();
+                let _ = t.await;
+            }
+            self.shared
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let draining: Vec<_> = std::mem::take(&mut *lock(&self.shared.draining));
+            for b in draining.iter().flat_map(|d| &d.backends) {
+                b.exporter.give_up_now();
+            }
+            for d in draining {
+                let _ = d.task.await;
+            }
+            // The only strong sender: the re-routing task ends once it has routed what it holds.
+            lock(&self.shared.handoff).take();
+            let reroute = lock(&self.reroute).take();
+            if let Some(r) = reroute {
+                let _ = r.await;
+            }
+            let mut backends = tokio::task::JoinSet::new();
+            for b in self.shared.snapshot().backends.iter().cloned() {
+                backends.spawn(async move { b.exporter.shutdown().await });
+            }
+            while backends.join_next().await.is_some() {}
+        })
+    }
+
+    /// The backends' drain timeout (removed ones are cut short, current ones drain at once),
+    /// and a moment for abandoned attempts and the re-route.
+    fn shutdown_timeout(&self) -> Duration {
+        self.shared.drain_timeout + Duration::from_secs(10)
+    }
+}
+
+/// Applies every backend set the resolver publishes after the first.
+async fn follow(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Vec<String>>>) {
+    while updates.changed().await.is_ok() {
+        let Some(endpoints) = updates.borrow_and_update().clone() else {
+            continue;
+        };
+        shared.apply(endpoints).await;
+    }
+}

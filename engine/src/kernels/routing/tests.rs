@@ -1,0 +1,337 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::AsArray;
+use proptest::prelude::*;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::*;
+use crate::otlp::testing::{
+    arb_logs_request, arb_metrics_request, arb_traces_request, reference_logs, reference_metrics,
+    reference_traces,
+};
+
+/// `n` spans of distinct traces under one resource and one scope.
+fn one_scope_request(n: usize) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = (0..n as u8)
+        .map(|i| Span {
+            trace_id: vec![i + 1; 16],
+            span_id: vec![i + 1; 8],
+            name: format!("op{i}"),
+            kind: 2,
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn ring(endpoints: &[&str]) -> HashRing {
+    let e: Vec<String> = endpoints.iter().map(|s| s.to_string()).collect();
+    HashRing::new(&e).unwrap()
+}
+
+/// Every case of `engine/testdata/loadbalancing/ring_golden.json`, derived from the
+/// Collector's Go algorithm by `ring_golden.py`: ring size, the first ring items, the positions
+/// each endpoint owns, and the backend (and key position) of every trace id.
+#[test]
+fn the_ring_matches_the_collectors_golden_cases() {
+    let golden: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../testdata/loadbalancing/ring_golden.json"
+    ))
+    .unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    let mut routes_checked = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let endpoints: Vec<String> = case["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap().to_string())
+            .collect();
+        let r = HashRing::new(&endpoints).unwrap();
+        assert_eq!(
+            r.items().count() as u64,
+            case["ring_size"].as_u64().unwrap(),
+            "{name}"
+        );
+        let first: Vec<(u32, String)> =
+            r.items().take(8).map(|(p, e)| (p, e.to_string())).collect();
+        let want_first: Vec<(u32, String)> = case["first_positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x[0].as_u64().unwrap() as u32,
+                    x[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(first, want_first, "{name}");
+        for (endpoint, n) in case["positions_owned"].as_object().unwrap() {
+            let owned = r.items().filter(|(_, e)| e == endpoint).count() as u64;
+            assert_eq!(owned, n.as_u64().unwrap(), "{name}: {endpoint}");
+        }
+        for route in case["routes"].as_array().unwrap() {
+            let id = hex::decode(route["trace_id"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                position_of(&id) as u64,
+                route["position"].as_u64().unwrap(),
+                "{name}"
+            );
+            let b = r.backend_for(&id).unwrap();
+            assert_eq!(
+                r.endpoints()[b],
+                route["endpoint"].as_str().unwrap(),
+                "{name}: trace id {}",
+                route["trace_id"]
+            );
+            routes_checked += 1;
+        }
+    }
+    assert!(routes_checked > 150, "{routes_checked}");
+}
+
+#[test]
+fn an_empty_ring_routes_nothing() {
+    let r = HashRing::new(&[]).unwrap();
+    assert!(r.is_empty());
+    assert_eq!(r.backend_for(b"x"), None);
+    let p = reference_traces(&one_scope_request(3));
+    assert!(split(&p, &RoutingKey::TraceId, &r).unwrap().is_empty());
+}
+
+#[test]
+fn rings_compare_by_items() {
+    assert_eq!(ring(&["a:1", "b:1"]), ring(&["a:1", "b:1"]));
+    assert_ne!(ring(&["a:1", "b:1"]), ring(&["a:1", "c:1"]));
+    // A duplicated endpoint adds no position (each collides with its first copy's).
+    assert_eq!(
+        ring(&["a:1", "a:1", "b:1"]).items().count(),
+        ring(&["a:1", "b:1"]).items().count()
+    );
+}
+
+/// The key of a span for the `service` routing key is `service.name=<value>|`, the
+/// Collector's attribute encoding; a span without it hashes `service.name=|`.
+#[test]
+fn service_routing_of_spans_hashes_the_collectors_key_string() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let mut req = one_scope_request(2);
+    let rs = &mut req.resource_spans[0];
+    rs.resource.get_or_insert_with(Default::default).attributes = vec![KeyValue {
+        key: "service.name".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("checkout".into())),
+        }),
+        ..Default::default()
+    }];
+    let p = reference_traces(&req);
+    let pos = item_positions(&p, &RoutingKey::Service).unwrap();
+    assert_eq!(pos[0].1, vec![position_of(b"service.name=checkout|"); 2]);
+    req.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .clear();
+    let p = reference_traces(&req);
+    let pos = item_positions(
+        &p,
+        &RoutingKey::Attributes(vec!["service.name".into(), "span.kind".into()]),
+    )
+    .unwrap();
+    let kind = span_kind_name(
+        p.table(Table::Spans)
+            .column_by_name(col::KIND)
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .value(0),
+    );
+    assert_eq!(
+        pos[0].1[0],
+        position_of(format!("service.name=|span.kind={kind}|").as_bytes())
+    );
+}
+
+#[test]
+fn keys_that_do_not_apply_to_a_signal_are_errors() {
+    let p = reference_traces(&one_scope_request(1));
+    let e = item_positions(&p, &RoutingKey::Metric).unwrap_err();
+    assert_eq!(e.to_string(), "routing_key metric does not apply to traces");
+    assert!(!RoutingKey::TraceId.supports(Signal::Metrics));
+    assert!(RoutingKey::TraceId.supports(Signal::Logs));
+}
+
+/// A trace request whose spans share a few trace ids (the generator's ids are random per span).
+fn arb_traces_with_shared_ids() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    (
+        arb_traces_request(),
+        prop::collection::vec(any::<[u8; 16]>(), 1..5),
+        any::<u64>(),
+    )
+        .prop_map(|(mut req, pool, seed)| {
+            let mut k = seed;
+            for rs in &mut req.resource_spans {
+                for ss in &mut rs.scope_spans {
+                    for s in &mut ss.spans {
+                        k = k
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        s.trace_id = pool[(k >> 33) as usize % pool.len()].to_vec();
+                    }
+                }
+            }
+            req
+        })
+}
+
+fn span_ids_and_traces(p: &Payload) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let spans = p.table(Table::Spans);
+    let t = spans
+        .column_by_name(col::TRACE_ID)
+        .unwrap()
+        .as_fixed_size_binary();
+    let s = spans
+        .column_by_name(col::SPAN_ID)
+        .unwrap()
+        .as_fixed_size_binary();
+    (0..spans.num_rows())
+        .map(|i| {
+            let tid = if t.is_valid(i) {
+                t.value(i).to_vec()
+            } else {
+                vec![0; 16]
+            };
+            let sid = if s.is_valid(i) {
+                s.value(i).to_vec()
+            } else {
+                vec![]
+            };
+            (tid, sid)
+        })
+        .collect()
+}
+
+fn arb_endpoints(max: usize) -> impl Strategy<Value = Vec<String>> {
+    prop::collection::btree_set("[a-z]{1,6}(\\.[a-z]{1,4})?:[0-9]{2,5}", 1..max)
+        .prop_map(|s| s.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Adding one backend to N moves about 1/(N+1) of the keys, and every key that moves goes
+    /// to the new backend.
+    #[test]
+    fn adding_a_backend_moves_about_one_in_n_plus_one_keys_to_it(
+        endpoints in arb_endpoints(9),
+        new in "[a-z]{1,6}:[0-9]{2,5}",
+        seed in any::<u64>(),
+    ) {
+        prop_assume!(!endpoints.contains(&new));
+        let before = HashRing::new(&endpoints).unwrap();
+        let mut more = endpoints.clone();
+        more.push(new.clone());
+        more.sort();
+        let after = HashRing::new(&more).unwrap();
+        let n = endpoints.len() as f64;
+        let keys = 4000;
+        let mut moved = 0;
+        let mut x = seed | 1;
+        for _ in 0..keys {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            let key = [x.to_le_bytes(), x.rotate_left(29).to_le_bytes()].concat();
+            let a = &before.endpoints()[before.backend_for(&key).unwrap()];
+            let b = &after.endpoints()[after.backend_for(&key).unwrap()];
+            if a != b {
+                prop_assert_eq!(b, &new, "a key moved between two old backends");
+                moved += 1;
+            }
+        }
+        // The new backend owns about 100 of 100 (N + 1) points; its share of the circle
+        // varies with where its points land: allow a wide band around 1 / (N + 1).
+        let share = f64::from(moved) / f64::from(keys);
+        let expected = 1.0 / (n + 1.0);
+        prop_assert!(share > expected * 0.4 && share < expected * 2.2,
+            "moved {share:.3}, expected about {expected:.3} (N = {n})");
+    }
+
+    /// The split of a trace payload equals the span-by-span model: every span lands in the part
+    /// of the backend its trace id hashes to, each exactly once, parts are valid payloads, and
+    /// all spans of a trace share a part.
+    #[test]
+    fn splitting_traces_sends_each_span_to_its_trace_ids_backend(
+        req in arb_traces_with_shared_ids(),
+        endpoints in arb_endpoints(5),
+    ) {
+        let p = reference_traces(&req);
+        let r = HashRing::new(&endpoints).unwrap();
+        let parts = split(&p, &RoutingKey::TraceId, &r).unwrap();
+        let mut seen = Vec::new();
+        let mut part_of_trace: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+        for (b, part) in &parts {
+            part.validate().unwrap();
+            prop_assert!(!part.is_empty());
+            for (tid, sid) in span_ids_and_traces(part) {
+                prop_assert_eq!(r.backend_for(&tid), Some(*b));
+                prop_assert_eq!(*part_of_trace.entry(tid.clone()).or_insert(*b), *b);
+                seen.push((tid, sid));
+            }
+        }
+        let mut want = span_ids_and_traces(&p);
+        want.sort();
+        seen.sort();
+        prop_assert_eq!(seen, want);
+        let backends: BTreeSet<usize> = parts.iter().map(|(b, _)| *b).collect();
+        prop_assert_eq!(backends.len(), parts.len());
+    }
+
+    /// Logs and metrics under every key they take: each item exactly once, every part valid,
+    /// every item of a part hashing to that part's backend.
+    #[test]
+    fn splitting_logs_and_metrics_keeps_every_item_once(
+        l in arb_logs_request(),
+        m in arb_metrics_request(),
+        endpoints in arb_endpoints(4),
+    ) {
+        let r = HashRing::new(&endpoints).unwrap();
+        let attrs = RoutingKey::Attributes(vec!["service.name".into(), "log.severity".into()]);
+        for (p, keys) in [
+            (reference_logs(&l), vec![RoutingKey::Service, RoutingKey::Resource, attrs.clone()]),
+            (reference_metrics(&m), vec![RoutingKey::Service, RoutingKey::Resource, RoutingKey::Metric, RoutingKey::StreamId, attrs.clone()]),
+        ] {
+            for key in keys {
+                let parts = split(&p, &key, &r).unwrap();
+                let mut total = 0;
+                for (b, part) in &parts {
+                    part.validate().unwrap();
+                    total += part.item_count();
+                    for (_, pos) in item_positions(part, &key).unwrap() {
+                        for x in pos {
+                            prop_assert_eq!(r.backend_at(x), Some(*b), "{:?}", key);
+                        }
+                    }
+                }
+                prop_assert_eq!(total, p.item_count(), "{:?}", key);
+            }
+            // A trace-id split of logs routes records with ids by their hex; records without
+            // one go anywhere, but every record goes somewhere once.
+            if p.signal() == Signal::Logs {
+                let parts = split(&p, &RoutingKey::TraceId, &r).unwrap();
+                prop_assert_eq!(parts.iter().map(|(_, x)| x.item_count()).sum::<usize>(), p.item_count());
+            }
+        }
+    }
+}
