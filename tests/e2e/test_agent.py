@@ -31,7 +31,6 @@ watched. Shown:
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -45,12 +44,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from conftest import REPO_ROOT, free_port
 from fake_kubelet import FakeKubelet
 from otlp_sink import OtlpSink
+from test_gateway_config import GATEWAY, gateway_overrides
 from test_k8sattributes import FakeCluster
+from test_kubeletstats import wait_for
 from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus
 from test_tls import make_pki
 
 AGENT = REPO_ROOT / "k8s" / "config" / "agent.yaml"
-GATEWAY = REPO_ROOT / "k8s" / "config" / "gateway.yaml"
 SUMMARY = REPO_ROOT / "k8s" / "testdata" / "kubeletstats" / "stats-summary.json"
 
 NODE = "ip-10-0-1-17.ec2.internal"  # the node of the kubelet's stats summary
@@ -128,36 +128,11 @@ CHECKOUT_ATTRIBUTES = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
-
-
 @pytest.fixture
 def cluster(tmp_path):
     c = FakeCluster(tmp_path, CLUSTER)
     yield c
     c.stop()
-
-
-def gateway_overrides(jaeger: OtlpSink) -> dict:
-    return {
-        "receivers": {"otlp": {"protocols": {
-            "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
-            "http": {"endpoint": f"127.0.0.1:{free_port()}"},
-        }}},
-        "processors": {"batch": {"timeout": "100ms"},
-                       "tail_sampling": {"decision_wait": "1s"}},
-        "connectors": {"spanmetrics": {"metrics_flush_interval": "1s"}},
-        "exporters": {"otlp/jaeger": {"endpoint": jaeger.grpc_endpoint},
-                      "prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
-    }
 
 
 def agent_overrides(gateway_endpoint: str, kubelet_endpoint: str) -> dict:
@@ -209,7 +184,7 @@ def test_agent_and_gateway_as_shipped(sluice, tmp_path, cluster, monkeypatch):
     prom = None
     try:
         monkeypatch.setenv("JAEGER_ENDPOINT", jaeger.grpc_endpoint)
-        gateway = sluice(gateway_overrides(jaeger), name="gateway", base=GATEWAY)
+        gateway = sluice(gateway_overrides(jaeger.grpc_endpoint), name="gateway", base=GATEWAY)
 
         # The pod spec's downward API, the fake cluster's kubeconfig, the service account.
         monkeypatch.setenv("K8S_NODE_NAME", NODE)

@@ -30,10 +30,10 @@ from conftest import REPO_ROOT, Sluice, free_port, metric_sum
 GATEWAY = REPO_ROOT / "k8s" / "config" / "gateway.yaml"
 
 
-@pytest.fixture
-def gateway(tmp_path, sink, monkeypatch):
-    monkeypatch.setenv("JAEGER_ENDPOINT", sink.grpc_endpoint)
-    override = {
+def gateway_overrides(jaeger_endpoint: str) -> dict:
+    """The second --config that runs the shipped gateway on loopback in seconds: listeners on
+    free ports, otlp/jaeger to the given endpoint, short batch, decision and flush waits."""
+    return {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
             "http": {"endpoint": f"127.0.0.1:{free_port()}"},
@@ -41,8 +41,15 @@ def gateway(tmp_path, sink, monkeypatch):
         "processors": {"batch": {"timeout": "100ms"},
                        "tail_sampling": {"decision_wait": "1s"}},
         "connectors": {"spanmetrics": {"metrics_flush_interval": "1s"}},
-        "exporters": {"prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
+        "exporters": {"otlp/jaeger": {"endpoint": jaeger_endpoint},
+                      "prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
     }
+
+
+@pytest.fixture
+def gateway(tmp_path, sink, monkeypatch):
+    monkeypatch.setenv("JAEGER_ENDPOINT", sink.grpc_endpoint)
+    override = gateway_overrides(sink.grpc_endpoint)
     g = Sluice(override, tmp_path, "gateway", base=GATEWAY).start()
     yield g
     rc = g.stop()
