@@ -2,8 +2,8 @@
 """End-to-end benchmark: release sluice processes on loopback, driven by `sluice loadgen` for a
 fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
 
-    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,loadbalancing,
-                                   gateway,metrics]
+    bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
+                                   loadbalancing,agent,gateway,metrics,overload]
                         [--spans N] [--gateway-spans N] [--points N] [--repeat R]
                         [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
 
@@ -21,6 +21,13 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
 - loadbalancing: the same with the agent's `loadbalancing` exporter: split by trace id over
   three backends (three names of the one sink), encode and send per backend
   (benches/e2e/loadbalancing.yaml).
+- agent: k8s/config/agent.yaml as shipped plus benches/e2e/agent-overlay.yaml (loopback
+  listeners, the sink sluice as the gateway, uncompressed and without retries as passthrough),
+  its k8sattributes watching a fake API server (`sluice-fake-apiserver`, built in debug by
+  e2e.sh: its cost is not measured) that holds this node's 100 pods, one of them at 127.0.0.1;
+  the generator sends as applications do (`--resources app`: no k8s attributes), so every
+  resource is enriched from the connection's address. Checked: spans in = exported = received
+  by the sink, no pod lookup missed.
 - gateway: k8s/config/gateway.yaml as shipped plus benches/e2e/gateway-overlay.yaml (loopback
   listeners, a shorter tail_sampling decision_wait, reported); otlp/jaeger to the sink sluice.
   Checked: spans in, spans dropped by filter/noise (= the probe spans sent), traces seen by
@@ -64,8 +71,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "benches" / "e2e"
 GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
+AGENT = ROOT / "k8s" / "config" / "agent.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
-           "loadbalancing", "gateway", "metrics", "overload"]
+           "loadbalancing", "agent", "gateway", "metrics", "overload"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -246,17 +254,71 @@ def wait_until(what: str, cond, procs: list[Proc], timeout: float, poll: float =
         time.sleep(poll)
 
 
+# ------------------------------------------------------------------------------ the agent's cluster
+
+BENCH_NODE = "ip-10-0-1-17.ec2.internal"
+BENCH_PODS = 100
+
+
+def bench_cluster_objects() -> list[dict]:
+    """This node's pods: one Deployment's pod at 127.0.0.1 (the generator's address, so every
+    resource it sends is that pod's) and 99 more, as a busy node has."""
+    def pod(i: int, ip: str) -> dict:
+        name = f"shop-{i:03d}-7d8f9c5b6-a1b2c"
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{i:03d}",
+                         "creationTimestamp": "2026-12-06T08:00:00Z",
+                         "labels": {"app.kubernetes.io/name": f"shop-{i:03d}"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                              "name": f"shop-{i:03d}-7d8f9c5b6",
+                                              "uid": f"rs-{i:03d}", "controller": True}]},
+            "spec": {"nodeName": BENCH_NODE,
+                     "containers": [{"name": "app", "image": f"shop/app-{i:03d}:1.8.2"}]},
+            "status": {"podIP": ip, "startTime": "2026-12-06T08:00:00Z"},
+        }
+
+    def replicaset(i: int) -> dict:
+        return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": f"shop-{i:03d}-7d8f9c5b6", "namespace": "shop",
+                             "uid": f"rs-{i:03d}",
+                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                  "name": f"shop-{i:03d}", "uid": f"d-{i:03d}",
+                                                  "controller": True}]}}
+    return ([pod(0, "127.0.0.1")] + [pod(i, f"10.1.0.{i}") for i in range(1, BENCH_PODS)]
+            + [replicaset(i) for i in range(BENCH_PODS)])
+
+
+class FakeCluster:
+    """`sluice-fake-apiserver` with the bench's objects; `kubeconfig` points a client at it."""
+
+    def __init__(self, binary: Path, workdir: Path):
+        objects = workdir / "cluster.json"
+        objects.write_text(json.dumps({"kind": "List", "items": bench_cluster_objects()}))
+        self.proc = Proc("fake-apiserver", [str(binary), "--objects", str(objects)],
+                         dict(os.environ), workdir, capture_stdout=True)
+        line = self.proc.popen.stdout.readline()
+        if not line:
+            self.proc.check_alive("while starting")
+            raise HarnessError("the fake API server printed nothing")
+        self.kubeconfig = json.loads(line)["kubeconfig"]
+
+    def stop(self) -> None:
+        if self.proc in RUNNING:
+            self.proc.stop()
+
+
 # ------------------------------------------------------------------------------ load generator
 
 
 def run_loadgen(h: "Harness", signal_name: str, endpoint: str, count: int, watch: list[Proc],
-                protocol: str = "grpc", concurrency: int = 4,
-                duration: str = "30m") -> tuple[dict, float, float]:
+                protocol: str = "grpc", concurrency: int = 4, duration: str = "30m",
+                extra: tuple[str, ...] = ()) -> tuple[dict, float, float]:
     """Runs `sluice loadgen` to completion; returns (its JSON report, its CPU seconds, the
     monotonic time it finished). Fails if a watched process dies meanwhile."""
     argv = [h.bin, "loadgen", signal_name, "--endpoint", endpoint, "--protocol", protocol,
             "--count", str(count), "--duration", duration, "--batch", str(h.batch),
-            "--pool", str(h.pool), "--concurrency", str(concurrency), "--json"]
+            "--pool", str(h.pool), "--concurrency", str(concurrency), "--json", *extra]
     p = Proc(f"loadgen-{signal_name}-{protocol}", argv, dict(os.environ), h.workdir,
              capture_stdout=True)
     deadline = time.monotonic() + h.timeout
@@ -351,6 +413,7 @@ class Harness:
         self.overlays = [Path(o).resolve() for o in args.overlay]
         self.overload_senders = args.overload_senders
         self.overload_seconds = args.overload_seconds
+        self.apiserver_bin = args.apiserver_bin
 
     def sluice(self, name: str, configs: list[Path], env: dict[str, str]) -> Proc:
         argv = [self.bin]
@@ -475,6 +538,61 @@ class Harness:
         r.check("received by the sink sluice", sm.get("otelcol_receiver_accepted_spans_total"),
                 want)
         return r
+
+    # ---- the shipped agent, traces (from applications on this node)
+    def agent(self) -> Run:
+        r = Run("agent", "spans")
+        cluster = self.fake_cluster()
+        sink, sink_env = self.sink_sluice()
+        env = dict(sink_env, GRPC_PORT=str(free_port()), HTTP_PORT=str(free_port()),
+                   HEALTH_PORT=str(free_port()), TELEMETRY_PORT=str(free_port()),
+                   KUBECONFIG=cluster.kubeconfig, K8S_NODE_NAME=BENCH_NODE,
+                   K8S_POD_NAME="otel-agent-collector-bench")
+        s = self.sluice("agent", [AGENT, E2E / "agent-overlay.yaml"], env)
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [cluster.proc, sink, s])
+            tel, sink_tel = int(env["TELEMETRY_PORT"]), int(env["SINK_TELEMETRY_PORT"])
+            # The node's pods are cached before the first span (wait_for_metadata is off in
+            # the shipped agent: a span before the first list would pass unenriched).
+            wait_until("the agent to cache this node's pods", lambda: scrape_telemetry(tel).get(
+                "otelcol_otelsvc_k8s_pod_added_total") >= BENCH_PODS, [s], 30)
+            measure = self.measured(s)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", self.spans, [sink, s],
+                extra=("--resources", "app"))
+            want = report["items_accepted"]
+            m = wait_until("the agent to send every span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total")
+                + m.get("otelcol_exporter_send_failed_spans_total") >= want else None)(
+                scrape_telemetry(tel)), [sink, s], self.timeout)
+            end = time.monotonic()
+            r.cpu_s, r.rss_kib = measure()
+            sm = wait_until("the sink sluice to receive every span", lambda: (
+                lambda m: m if m.get("otelcol_receiver_accepted_spans_total") >= want
+                else None)(scrape_telemetry(sink_tel)), [sink], 30)
+        finally:
+            self.stop_checked(s, r)
+            self.stop_checked(sink, r)
+            cluster.stop()
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.check("spans accepted = spans sent", want, report["items_sent"])
+        r.check("receiver accepted (self-telemetry)",
+                m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
+        r.check("exported", m.get("otelcol_exporter_sent_spans_total"), want)
+        r.check("export failures", m.get("otelcol_exporter_send_failed_spans_total"), 0)
+        r.check("pod lookups that missed (every resource enriched)",
+                m.get("otelcol_otelsvc_k8s_ip_lookup_miss_total"), 0)
+        r.check("received by the sink sluice", sm.get("otelcol_receiver_accepted_spans_total"),
+                want)
+        return r
+
+    def fake_cluster(self) -> "FakeCluster":
+        binary = Path(self.apiserver_bin)
+        if not binary.exists():
+            raise HarnessError(f"{binary} does not exist: cargo build -p sluice-k8s --features "
+                               "testing --bin sluice-fake-apiserver (benches/e2e.sh does)")
+        return FakeCluster(binary, self.workdir)
 
     def gateway_env(self) -> dict[str, str]:
         return {"GRPC_PORT": str(free_port()), "HTTP_PORT": str(free_port()),
@@ -783,6 +901,9 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=64, help="distinct pre-generated requests")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per step before failing")
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "sluice"))
+    ap.add_argument("--apiserver-bin",
+                    help="the fake Kubernetes API server for the agent config (default: "
+                         "sluice-fake-apiserver beside --bin, else the debug build's)")
     ap.add_argument("--json", help="also write every run and check to this file")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 20,000 items per config, one run, scrapes every 0.2 s")
@@ -799,6 +920,10 @@ def main() -> int:
     parse_seconds(args.decision_wait)
     if not Path(args.bin).exists():
         ap.error(f"{args.bin} does not exist (build it: cargo build --release --bin sluice)")
+    if not args.apiserver_bin:
+        beside = Path(args.bin).parent / "sluice-fake-apiserver"
+        args.apiserver_bin = str(beside if beside.exists()
+                                 else ROOT / "target" / "debug" / "sluice-fake-apiserver")
 
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, _on_signal)

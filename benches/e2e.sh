@@ -8,4 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin sluice -q
+# The agent config's Kubernetes API (a test fake; its own cost is not measured: debug is fine).
+cargo build -p sluice-k8s --features testing --bin sluice-fake-apiserver -q
 exec python3 benches/e2e.py "$@"

@@ -355,6 +355,29 @@ fn validate_checks_listen_endpoints() {
 }
 
 #[test]
+fn the_shipped_agent_config_validates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/config/agent.yaml");
+    // K8S_NODE_NAME and K8S_POD_NAME come from the DaemonSet's downward API.
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .env("K8S_NODE_NAME", "ip-10-0-1-17.ec2.internal")
+        .env("K8S_POD_NAME", "otel-agent-collector-x7k2p")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Without the node's name there is no kubelet to scrape: validate says where.
+    let out = sluice()
+        .args(["validate", "--config", path])
+        .env_remove("K8S_NODE_NAME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("receivers.kubeletstats.endpoint"), "{err}");
+}
+
+#[test]
 fn bad_ottl_is_refused_with_the_statement_and_column() {
     let bad = write(
         "bad-ottl.yaml",

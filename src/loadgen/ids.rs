@@ -223,6 +223,7 @@ mod tests {
             error_rate: 0.1,
             noise_rate: 0.1,
             latency_ms: 50.0,
+            resources: shapes::Resources::Enriched,
         }
     }
 

@@ -106,6 +106,10 @@ pub struct GenArgs {
     /// Median span duration in milliseconds (log-normal).
     #[arg(long, default_value_t = 50.0)]
     pub latency_ms: f64,
+    /// Resource attributes: `enriched` (k8s.*, host, cloud: what a gateway receives from
+    /// agents) or `app` (service and SDK only: what an application sends to its agent).
+    #[arg(long, value_enum, default_value_t = shapes::Resources::Enriched)]
+    pub resources: shapes::Resources,
     /// No progress bar (for scripts and CI logs).
     #[arg(long)]
     pub quiet: bool,
@@ -173,6 +177,7 @@ impl Pool {
             error_rate: a.error_rate,
             noise_rate: a.noise_rate,
             latency_ms: a.latency_ms,
+            resources: a.resources,
         };
         let now = now_ns();
         let batch = a.batch.max(1);

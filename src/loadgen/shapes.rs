@@ -31,6 +31,19 @@ pub struct Shape {
     pub noise_rate: f64,
     /// Median span duration; durations are log-normal around it.
     pub latency_ms: f64,
+    /// Which resource attributes each service's data carries.
+    pub resources: Resources,
+}
+
+/// The resource attributes of the generated data: where in the pipeline it is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resources {
+    /// As a gateway receives it: enriched by an agent (`k8s.*`, `host.name`, `cloud.region`).
+    #[default]
+    Enriched,
+    /// As an application's SDK sends it to the agent on its node: the service and the SDK,
+    /// nothing about the pod (the agent's `k8sattributes` finds that from the connection).
+    App,
 }
 
 /// A small, fast PRNG (splitmix64): the generator's own cost must stay far below sluice's.
@@ -100,7 +113,20 @@ const AGENTS: &[&str] = &[
     "python-requests/2.32.3",
 ];
 
-fn resource(service: &str, r: &mut Rng) -> Resource {
+fn resource(service: &str, resources: Resources, r: &mut Rng) -> Resource {
+    if resources == Resources::App {
+        return Resource {
+            attributes: vec![
+                s("service.name", service),
+                s("service.namespace", "shop"),
+                s("service.version", "1.8.2"),
+                s("telemetry.sdk.name", "opentelemetry"),
+                s("telemetry.sdk.language", "java"),
+                s("telemetry.sdk.version", "1.44.1"),
+            ],
+            ..Default::default()
+        };
+    }
     let pod = format!("{service}-6d8f9c7b5d-{:05x}", r.next() & 0xfffff);
     Resource {
         attributes: vec![
@@ -313,7 +339,7 @@ pub fn traces(spans: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportTr
             .enumerate()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, spans)| ResourceSpans {
-                resource: Some(resource(SERVICES[k], r)),
+                resource: Some(resource(SERVICES[k], shape.resources, r)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(InstrumentationScope {
                         name: "io.opentelemetry.loadgen".into(),
@@ -410,7 +436,7 @@ pub fn metrics(
             made += 1;
         }
         resource_metrics.push(ResourceMetrics {
-            resource: Some(resource(svc, r)),
+            resource: Some(resource(svc, shape.resources, r)),
             scope_metrics: vec![ScopeMetrics {
                 metrics: ms,
                 ..Default::default()
@@ -455,7 +481,7 @@ pub fn logs(records: usize, shape: &Shape, r: &mut Rng, now_ns: u64) -> ExportLo
             .enumerate()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, log_records)| ResourceLogs {
-                resource: Some(resource(SERVICES[k], r)),
+                resource: Some(resource(SERVICES[k], shape.resources, r)),
                 scope_logs: vec![ScopeLogs {
                     log_records,
                     ..Default::default()
@@ -477,6 +503,40 @@ mod tests {
             error_rate: 0.1,
             noise_rate: 0.1,
             latency_ms: 50.0,
+            resources: Resources::Enriched,
+        }
+    }
+
+    fn resource_keys(req: &ExportTraceServiceRequest) -> Vec<Vec<String>> {
+        req.resource_spans
+            .iter()
+            .map(|rs| {
+                let attrs = &rs.resource.as_ref().expect("a resource").attributes;
+                attrs.iter().map(|kv| kv.key.clone()).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn app_resources_name_the_service_and_no_pod() {
+        let app = Shape {
+            resources: Resources::App,
+            ..shape()
+        };
+        let req = traces(500, &app, &mut Rng(3), 1_800_000_000_000_000_000);
+        let keys = resource_keys(&req);
+        assert!(keys.len() > 1);
+        for k in &keys {
+            assert!(k.contains(&"service.name".to_string()), "{k:?}");
+            assert!(
+                !k.iter()
+                    .any(|k| k.starts_with("k8s.") || k == "host.name" || k == "cloud.region"),
+                "{k:?}"
+            );
+        }
+        let enriched = traces(500, &shape(), &mut Rng(3), 1_800_000_000_000_000_000);
+        for k in resource_keys(&enriched) {
+            assert!(k.contains(&"k8s.pod.uid".to_string()), "{k:?}");
         }
     }
 

@@ -5,6 +5,8 @@
   to a temp dir, fills in the health_check extension and the self-telemetry address on free
   ports, starts `$SLUICE_BIN --config that.yaml`, waits (bounded) until health_check answers
   200 and returns a `Sluice`. At teardown every instance gets SIGTERM and must exit 0 in time.
+  `sluice(overrides, base=SHIPPED_YAML)` runs a shipped config as it is, with the dict as a
+  second `--config` merged over it (as the Collector merges files): listeners on free ports.
   Its log (stdout+stderr) is attached to the report of a failing test.
 - `sink` fixture: a started `OtlpSink`.
 - `Sluice.metric(name, **labels)`: scrape self-telemetry (Prometheus text) and sum the series
@@ -153,8 +155,10 @@ def metric_sum(text: str, name: str, **labels) -> float | None:
 
 
 class Sluice:
-    def __init__(self, config: dict, workdir: Path, name: str = "sluice"):
+    def __init__(self, config: dict, workdir: Path, name: str = "sluice",
+                 base: Path | None = None):
         self.name = name
+        self.base = base  # a config file given first, `config` merged over it
         self.workdir = workdir
         self.config = config
         ext = config.setdefault("extensions", {})
@@ -198,8 +202,9 @@ class Sluice:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        configs = ([self.base] if self.base else []) + [self.config_path]
         self.proc = subprocess.Popen(
-            [str(binary), "--config", str(self.config_path)],
+            [str(binary), *(a for c in configs for a in ("--config", str(c)))],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.workdir, env=env)
         if wait_ready:
@@ -288,12 +293,13 @@ _PROCS_ATTR = "_sluice_instances"
 
 @pytest.fixture
 def sluice(request, tmp_path):
-    """Factory: sluice(config, name=..., wait_ready=True) -> started Sluice."""
+    """Factory: sluice(config, name=..., wait_ready=True, base=None) -> started Sluice."""
     instances: list[Sluice] = []
     setattr(request.node, _PROCS_ATTR, instances)
 
-    def start(config: dict, name: str | None = None, wait_ready: bool = True) -> Sluice:
-        s = Sluice(config, tmp_path, name or f"sluice{len(instances) + 1}")
+    def start(config: dict, name: str | None = None, wait_ready: bool = True,
+              base: Path | None = None) -> Sluice:
+        s = Sluice(config, tmp_path, name or f"sluice{len(instances) + 1}", base)
         instances.append(s)
         return s.start(wait_ready=wait_ready)
 

@@ -30,29 +30,10 @@ from conftest import REPO_ROOT, Sluice, free_port, metric_sum
 GATEWAY = REPO_ROOT / "k8s" / "config" / "gateway.yaml"
 
 
-class GatewaySluice(Sluice):
-    """Runs `sluice --config gateway.yaml --config <override>`."""
-
-    def start(self, wait_ready: bool = True, timeout: float = 20) -> "GatewaySluice":
-        import subprocess
-        import os
-        from conftest import sluice_bin
-
-        self._log = open(self.log_path, "ab")
-        env = dict(os.environ, RUST_BACKTRACE="1")
-        self.proc = subprocess.Popen(
-            [str(sluice_bin()), "--config", str(GATEWAY), "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.workdir, env=env)
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
-
-
-@pytest.fixture
-def gateway(tmp_path, sink, monkeypatch):
-    monkeypatch.setenv("JAEGER_ENDPOINT", sink.grpc_endpoint)
-    override = {
+def gateway_overrides(jaeger_endpoint: str) -> dict:
+    """The second --config that runs the shipped gateway on loopback in seconds: listeners on
+    free ports, otlp/jaeger to the given endpoint, short batch, decision and flush waits."""
+    return {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
             "http": {"endpoint": f"127.0.0.1:{free_port()}"},
@@ -60,9 +41,16 @@ def gateway(tmp_path, sink, monkeypatch):
         "processors": {"batch": {"timeout": "100ms"},
                        "tail_sampling": {"decision_wait": "1s"}},
         "connectors": {"spanmetrics": {"metrics_flush_interval": "1s"}},
-        "exporters": {"prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
+        "exporters": {"otlp/jaeger": {"endpoint": jaeger_endpoint},
+                      "prometheus": {"endpoint": f"127.0.0.1:{free_port()}"}},
     }
-    g = GatewaySluice(override, tmp_path, "gateway").start()
+
+
+@pytest.fixture
+def gateway(tmp_path, sink, monkeypatch):
+    monkeypatch.setenv("JAEGER_ENDPOINT", sink.grpc_endpoint)
+    override = gateway_overrides(sink.grpc_endpoint)
+    g = Sluice(override, tmp_path, "gateway", base=GATEWAY).start()
     yield g
     rc = g.stop()
     assert rc == 0, f"gateway exited with {rc}\n{g.log_tail()}"

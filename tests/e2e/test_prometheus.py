@@ -48,14 +48,16 @@ LATENCIES = [0.03, 0.2, 0.2, 0.7]  # recorded in turn, one per tick
 class Prometheus:
     """A Prometheus server on a free loopback port with its own data dir."""
 
-    def __init__(self, workdir: Path, targets: dict[str, str]):
+    def __init__(self, workdir: Path, targets: dict[str, str | list[str]]):
+        """targets: job name -> one `host:port` or a list of them."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "scrape_configs": [
                 {"job_name": job, "scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
-                 "static_configs": [{"targets": [target]}]}
+                 "static_configs": [{"targets": [target] if isinstance(target, str)
+                                     else list(target)}]}
                 for job, target in targets.items()
             ],
         }

@@ -249,6 +249,18 @@ impl KubeletStatsConfig {
                     ));
                 }
             }
+            _ if !self.endpoint.is_empty() && endpoint_host(&self.endpoint).is_empty() => {
+                // `https://${env:K8S_NODE_NAME}:10250` with the variable unset: caught here,
+                // not as a failed scrape every interval.
+                return Err(ConfigError::new(
+                    "endpoint",
+                    format!(
+                        "{:?} names no host (is the environment variable that should name \
+                         the node set?)",
+                        self.endpoint
+                    ),
+                ));
+            }
             AuthType::KubeConfig if self.endpoint.contains('/') => {
                 return Err(ConfigError::new(
                     "endpoint",
@@ -319,4 +331,19 @@ impl KubeletStatsConfig {
             self.timeout
         }
     }
+}
+
+/// The host of an endpoint (`https://node-1:10250`, `node-1:10250`, `node-1`, `[::1]:10250`):
+/// what is left once the scheme, the path and the port are taken off.
+fn endpoint_host(endpoint: &str) -> &str {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.starts_with('[') {
+        return authority.split(']').next().unwrap_or_default();
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }

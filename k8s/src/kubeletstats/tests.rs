@@ -492,6 +492,23 @@ fn config_defaults_and_checks_follow_the_collector() {
     assert!(e.contains("endpointt"), "{e}");
     let e = err(json!({"auth_type": "kubeConfig", "endpoint": "https://node-1:10250"}));
     assert!(e.contains("node's name"), "{e}");
+    // `https://${env:K8S_NODE_NAME}:10250` with the variable unset
+    for endpoint in ["https://:10250", ":10250", "https://:10250/", "http://"] {
+        let e = err(json!({"auth_type": "serviceAccount", "endpoint": endpoint}));
+        assert!(
+            e.contains("endpoint") && e.contains("names no host"),
+            "{endpoint}: {e}"
+        );
+    }
+    for endpoint in [
+        "https://node-1:10250",
+        "node-1:10250",
+        "node-1",
+        "https://[fd00::1]:10250",
+    ] {
+        config(json!({"auth_type": "serviceAccount", "endpoint": endpoint}))
+            .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+    }
     let e = err(json!({"auth_type": "serviceAccount", "max_version": "1.1"}));
     assert!(e.contains("max_version"), "{e}");
 }
