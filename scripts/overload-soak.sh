@@ -11,4 +11,5 @@ seconds="${1:-60}"
 [ -x .venv/bin/pytest ] || bash scripts/setup-test-env.sh
 cargo build --bin sluice
 SLUICE_BIN="${SLUICE_BIN:-$PWD/target/debug/sluice}" SLUICE_OVERLOAD_SECONDS="$seconds" \
+  SLUICE_OVERLOAD_RSS_TOLERANCE="${SLUICE_OVERLOAD_RSS_TOLERANCE:-0.1}" \
   .venv/bin/pytest -q -s tests/e2e/test_overload.py -k overload_holds
