@@ -6,6 +6,7 @@ use sluice_engine::component::Factory;
 
 pub mod debug;
 pub mod file;
+pub mod flight;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;
@@ -18,6 +19,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(otlp::OtlpGrpcFactory),
         Arc::new(otlp::OtlpHttpFactory),
+        Arc::new(flight::FlightExporterFactory),
         Arc::new(debug::DebugFactory),
         Arc::new(file::FileFactory),
         Arc::new(nop::NopFactory),

@@ -66,7 +66,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
@@ -233,19 +232,24 @@ pub struct Sent {
     pub message: String,
 }
 
-/// One protocol's way to deliver a payload: encode it once, send the bytes (maybe several
-/// times: retries). The queue checks every encoded body against the size limit between the
+/// One protocol's way to deliver a payload: encode it once, send the request (maybe several
+/// times: retries). The queue checks every encoded request against the size limit between the
 /// two, so no exporter built on it can send an oversized request.
 pub trait Sender: Send + Sync + 'static {
+    /// What `encode` makes and `send` sends: the request body (`Bytes` for OTLP), or what a
+    /// stateful protocol encodes onto its stream at send time (Arrow Flight).
+    type Request: Send + Sync + 'static;
     /// Where `signal`'s requests go (`host:port`, a URL), for logs.
     fn endpoint(&self, signal: Signal) -> &str;
-    /// The request body for `payload`, uncompressed: what `max_request_size` limits.
-    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError>;
+    /// The request for `payload`.
+    fn encode(&self, payload: &Payload) -> Result<Self::Request, SendError>;
+    /// The request's size in bytes, uncompressed: what `max_request_size` limits.
+    fn size(request: &Self::Request) -> usize;
     /// Sends one encoded request of `signal` once (compressing it as configured).
     fn send(
         &self,
         signal: Signal,
-        body: &Bytes,
+        request: &Self::Request,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
 }
 
@@ -401,8 +405,9 @@ impl<S: Sender> Inner<S> {
                 return Err(SendError::retryable("shutdown deadline reached"));
             }
             let limit = self.limit.load(Ordering::Relaxed);
-            if body.len() > limit {
-                match self.split(&part, body.len(), limit, "over_limit") {
+            let size = S::size(&body);
+            if size > limit {
+                match self.split(&part, size, limit, "over_limit") {
                     Ok(parts) => todo.extend(parts.into_iter().rev()),
                     Err(e) => result = result.and(Err(e)),
                 }
@@ -411,8 +416,8 @@ impl<S: Sender> Inner<S> {
             match self.send_with_retry(signal, &part, &body, started).await {
                 Ok(()) => {}
                 Err(Stop::Failed(e)) if e.too_large => {
-                    let limit = self.lower_limit(signal, body.len(), &e);
-                    match self.split(&part, body.len(), limit, "too_large_answer") {
+                    let limit = self.lower_limit(signal, size, &e);
+                    match self.split(&part, size, limit, "too_large_answer") {
                         Ok(parts) => todo.extend(parts.into_iter().rev()),
                         Err(e) => result = result.and(Err(e)),
                     }
@@ -429,7 +434,7 @@ impl<S: Sender> Inner<S> {
     }
 
     /// `payload` and its encoding; `None` (counted, logged) if it cannot be encoded.
-    fn encode(&self, payload: Payload) -> Option<(Payload, Bytes)> {
+    fn encode(&self, payload: Payload) -> Option<(Payload, S::Request)> {
         match self.sender.encode(&payload) {
             Ok(body) => Some((payload, body)),
             Err(e) => {
@@ -448,7 +453,7 @@ impl<S: Sender> Inner<S> {
         size: usize,
         limit: usize,
         reason: &str,
-    ) -> Result<Vec<(Payload, Bytes)>, SendError> {
+    ) -> Result<Vec<(Payload, S::Request)>, SendError> {
         let (signal, n) = (part.signal(), part.item_count());
         if n <= 1 {
             let message = format!(
@@ -491,7 +496,7 @@ impl<S: Sender> Inner<S> {
         &self,
         signal: Signal,
         part: &Payload,
-        body: &Bytes,
+        body: &S::Request,
         started: Instant,
     ) -> Result<(), Stop> {
         let n = part.item_count();
@@ -566,7 +571,7 @@ impl<S: Sender> Inner<S> {
 
     /// The drain deadline passed with `parts` undelivered: spilled if there is a spill,
     /// dropped (counted as `shutdown`) otherwise.
-    async fn give_up_at_deadline(&self, parts: Vec<(Payload, Bytes)>) {
+    async fn give_up_at_deadline(&self, parts: Vec<(Payload, S::Request)>) {
         for (part, _) in parts {
             self.give_up_payload(part).await;
         }

@@ -96,6 +96,23 @@ impl From<arrow::error::ArrowError> for WireError {
     }
 }
 
+/// About how many bytes of Arrow data `payload`'s record batches decode to at the receiver
+/// (what its `max_payload_size_mib` limits): every column's bytes, slices counted as slices;
+/// a dictionary column counts its keys (its values travel once per stream, within their own
+/// bound). Plain strings that travel as dictionaries count in full: an overestimate, on the
+/// safe side of the receiver's limit.
+pub fn payload_size(payload: &crate::Payload) -> usize {
+    use arrow::array::{Array, AsArray};
+    payload
+        .tables()
+        .flat_map(|(_, batch)| batch.columns().iter())
+        .map(|c| match c.as_any_dictionary_opt() {
+            Some(d) => d.keys().to_data().get_slice_memory_size().unwrap_or(0),
+            None => c.to_data().get_slice_memory_size().unwrap_or(0),
+        })
+        .sum()
+}
+
 /// The hello: the `cmd` of the `FlightDescriptor` on a stream's first message,
 /// `sluice-arrow/<version>`.
 pub fn hello() -> Bytes {
