@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -21,6 +22,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{FlightReceiverConfig, Handler, MIB};
 use crate::otlp::grpc::TlsConn;
+
+/// How long a new stream may take to send its first message.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Unsupported<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -115,10 +119,16 @@ impl FlightService for Ingest {
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let peer = request.remote_addr();
         let mut input = request.into_inner();
-        let first = match input.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(Status::invalid_argument("an empty DoPut stream")),
-            Err(status) => return Err(self.read_failed(status)),
+        // A client that opens a stream and says nothing holds a task: not for long.
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, input.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Err(Status::invalid_argument("an empty DoPut stream")),
+            Ok(Err(status)) => return Err(self.read_failed(status)),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no hello within {HELLO_TIMEOUT:?}"
+                )));
+            }
         };
         let cmd = first
             .flight_descriptor
