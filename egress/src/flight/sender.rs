@@ -14,7 +14,6 @@ use sluice_engine::flight::{Ack, Encoder, WireMessage, hello};
 use sluice_engine::schema::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -31,9 +30,8 @@ pub struct FlightSender {
     headers: tonic::metadata::MetadataMap,
     compression: sluice_engine::flight::Compression,
     plaintext: bool,
-    /// A payload not acknowledged within this long means the stream is stuck: it is dropped
-    /// and a new one opened (the queue retries what was on it).
-    stall_after: Duration,
+    /// For the log line when a stream is found stuck.
+    timeout: Duration,
     endpoint: String,
     current: Mutex<Option<Arc<Stream>>>,
     /// Held while a stream is being opened, so concurrent sends open one, not several.
@@ -50,8 +48,11 @@ struct StreamState {
     encoder: Encoder,
     /// The request stream; `None` once the stream is over.
     out: Option<mpsc::UnboundedSender<FlightData>>,
-    /// Payloads sent and not yet acknowledged, by sequence number, with when they were sent.
-    waiting: BTreeMap<u64, (Instant, oneshot::Sender<Result<Sent, SendError>>)>,
+    /// Payloads sent and not yet acknowledged, by sequence number.
+    waiting: BTreeMap<u64, oneshot::Sender<Result<Sent, SendError>>>,
+    /// A payload's sender stopped waiting for its acknowledgement (the queue's timeout) and it
+    /// never came: the stream is stuck, the next send opens another.
+    stuck: bool,
     /// Why the stream is over, once it is.
     failed: Option<String>,
 }
@@ -64,7 +65,7 @@ impl FlightSender {
             headers,
             compression: config.compression.ipc(),
             plaintext,
-            stall_after: config.timeout,
+            timeout: config.timeout,
             endpoint: config.endpoint.clone(),
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
@@ -89,24 +90,15 @@ impl FlightSender {
     fn live(&self) -> Option<Arc<Stream>> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let s = current.as_ref()?.clone();
-        let stuck = {
+        let (failed, stuck) = {
             let state = s.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.failed.is_some() {
-                *current = None;
-                return None;
-            }
-            state
-                .waiting
-                .values()
-                .next()
-                .is_some_and(|(sent, _)| sent.elapsed() > self.stall_after)
+            (state.failed.is_some(), state.stuck)
         };
         if stuck {
-            tracing::warn!(endpoint = %self.endpoint, after = ?self.stall_after, "flight: no acknowledgement in time; opening a new stream (the unacknowledged payloads are retried)");
-            s.end(&format!(
-                "no acknowledgement within {:?}: stream abandoned",
-                self.stall_after
-            ));
+            tracing::warn!(endpoint = %self.endpoint, timeout = ?self.timeout, "flight: a payload got no acknowledgement in time; opening a new stream (what was not acknowledged is sent again)");
+            s.end("no acknowledgement in time: stream abandoned");
+        }
+        if failed || stuck {
             *current = None;
             return None;
         }
@@ -138,6 +130,7 @@ impl FlightSender {
                 encoder: Encoder::new(self.compression),
                 out: Some(tx),
                 waiting: BTreeMap::new(),
+                stuck: false,
                 failed: None,
             }),
             reader: Mutex::new(None),
@@ -161,7 +154,7 @@ impl FlightSender {
     /// Sends `payload` on the live stream and waits for its acknowledgement.
     pub async fn send_payload(&self, payload: &Payload) -> Result<Sent, SendError> {
         let stream = self.stream().await?;
-        let ack = {
+        let (seq, answer) = {
             let mut state = stream.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(why) = &state.failed {
                 return Err(SendError::retryable(format!("flight stream ended: {why}")));
@@ -191,14 +184,41 @@ impl FlightSender {
                 return Err(SendError::retryable("flight stream ended"));
             }
             let (tx, rx) = oneshot::channel();
-            state.waiting.insert(seq, (Instant::now(), tx));
-            rx
+            state.waiting.insert(seq, tx);
+            (seq, rx)
         };
-        match ack.await {
+        // If this future is dropped before the answer (the queue's timeout), the stream is
+        // marked stuck: the retry goes on a new stream.
+        let mut guard = GaveUp {
+            stream: &stream,
+            seq,
+            armed: true,
+        };
+        let result = match answer.await {
             Ok(result) => result,
             Err(_) => Err(SendError::retryable(
                 "flight stream ended before the acknowledgement",
             )),
+        };
+        guard.armed = false;
+        result
+    }
+}
+
+/// Marks the stream stuck when a send stops waiting for its acknowledgement.
+struct GaveUp<'a> {
+    stream: &'a Stream,
+    seq: u64,
+    armed: bool,
+}
+
+impl Drop for GaveUp<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = self.stream.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.waiting.contains_key(&self.seq) {
+                state.stuck = true;
+            }
         }
     }
 }
@@ -277,7 +297,7 @@ impl Stream {
             state.out = None;
             std::mem::take(&mut state.waiting)
         };
-        for (i, (_, (_, tx))) in waiting.into_iter().enumerate() {
+        for (i, (_, tx)) in waiting.into_iter().enumerate() {
             let _ = tx.send(Err(error(i == 0)));
         }
     }
@@ -290,7 +310,7 @@ impl Stream {
             .waiting
             .remove(&ack.seq);
         // Not waiting: its sender gave up (timeout) and the queue retries it: a duplicate.
-        if let Some((_, tx)) = waiting {
+        if let Some(tx) = waiting {
             let _ = tx.send(ack_result(ack));
         }
     }

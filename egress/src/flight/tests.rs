@@ -268,8 +268,9 @@ fn logs(n: usize) -> Payload {
     })
 }
 
+/// The sum of `name`'s series for this exporter (send failures have an `error_type` each).
 fn counter(t: &Telemetry, name: &str) -> f64 {
-    t.value(name, &[("exporter", "flight")]).unwrap_or(0.0)
+    t.sum(name, &[("exporter", "flight")]).unwrap_or(0.0)
 }
 
 fn build(c: &FlightExporterConfig, t: &Telemetry) -> FlightExporter {
@@ -491,4 +492,60 @@ fn config_is_the_otlp_exporters_with_arrow_compression() {
         .parse_config(&serde_json::json!({"endpoint": "g:4319", "headers": {"bad key": "v"}}))
         .unwrap_err();
     assert_eq!(e.path, "headers.bad key");
+}
+
+fn split_count(t: &Telemetry, reason: &str) -> f64 {
+    t.value(
+        "sluice_exporter_requests_split",
+        &[("exporter", "flight"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// The queue's size limit applies to Flight payloads: one over `max_request_size` (bytes of
+/// Arrow data) goes as several, each under it, and every span arrives once.
+#[tokio::test]
+async fn payloads_over_max_request_size_are_split_before_sending() {
+    let fake = Scripted::default();
+    let addr = serve(fake.clone()).await;
+    let t = Telemetry::new();
+    let mut c = config(addr, Duration::from_secs(5));
+    c.max_request_size = 4096;
+    let e = build(&c, &t);
+    e.start().await.unwrap();
+    let p = traces(200);
+    assert!(sluice_engine::flight::payload_size(&p) > 4096);
+    e.consume(p).await.unwrap();
+    let got = fake.accepted.lock().unwrap().clone();
+    assert!(got.len() > 1, "split into {} payloads", got.len());
+    assert!(
+        got.iter()
+            .all(|g| sluice_engine::flight::payload_size(g) <= 4096)
+    );
+    assert_eq!(got.iter().map(Payload::item_count).sum::<usize>(), 200);
+    assert_eq!(split_count(&t, "over_limit"), 1.0);
+    assert_eq!(counter(&t, "otelcol_exporter_sent_spans"), 200.0);
+}
+
+/// A receiver's OUT_OF_RANGE acknowledgement (over its `max_payload_size_mib`) is a "too
+/// large" answer: the payload goes again in parts, never as it was.
+#[tokio::test]
+async fn a_too_large_answer_splits_the_payload() {
+    let fake = Scripted::default();
+    fake.script
+        .lock()
+        .unwrap()
+        .push_back(Answer::Ack(Ack::OUT_OF_RANGE));
+    let addr = serve(fake.clone()).await;
+    let t = Telemetry::new();
+    let e = build(&config(addr, Duration::from_secs(5)), &t);
+    e.start().await.unwrap();
+    e.consume(traces(40)).await.unwrap();
+    let got = fake.accepted.lock().unwrap().clone();
+    assert!(got.len() >= 2, "{} payloads", got.len());
+    assert!(got.iter().all(|g| g.item_count() < 40));
+    assert_eq!(got.iter().map(Payload::item_count).sum::<usize>(), 40);
+    assert_eq!(split_count(&t, "too_large_answer"), 1.0);
+    assert_eq!(counter(&t, "otelcol_exporter_sent_spans"), 40.0);
+    assert_eq!(counter(&t, "otelcol_exporter_send_failed_spans"), 0.0);
 }
