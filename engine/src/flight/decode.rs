@@ -128,6 +128,9 @@ struct TableState {
     /// The sender's schema (equal to the wire schema; it carries the dictionary ids).
     schema: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
+    /// [`buffer_widths`] of a record batch of this table, and of a dictionary batch.
+    record_widths: Vec<usize>,
+    dictionary_widths: Vec<usize>,
 }
 
 impl Decoder {
@@ -216,9 +219,13 @@ impl Decoder {
                         describe_difference(want, &schema)
                     )));
                 }
+                let record_widths = buffer_widths(schema.fields().iter().map(|f| f.data_type()));
+                let dictionary_widths = dictionary_value_widths(&schema);
                 self.tables[t as usize] = Some(TableState {
                     schema: Arc::new(schema),
                     dictionaries: HashMap::new(),
+                    record_widths,
+                    dictionary_widths,
                 });
             }
             MessageHeader::DictionaryBatch => {
@@ -231,8 +238,13 @@ impl Decoder {
                 let data = dict
                     .data()
                     .ok_or_else(|| bad("dictionary message without data".into()))?;
-                decoded_size(&data, &body, self.limits.max_dictionary_bytes)
-                    .map_err(|e| bad(format!("dictionary {}: {e}", dict.id())))?;
+                decoded_size(
+                    &data,
+                    &body,
+                    &state.dictionary_widths,
+                    self.limits.max_dictionary_bytes,
+                )
+                .map_err(|e| bad(format!("dictionary {}: {e}", dict.id())))?;
                 read_dictionary(
                     &body,
                     dict,
@@ -271,7 +283,7 @@ impl Decoder {
                     .limits
                     .max_payload_bytes
                     .saturating_sub(self.pending_bytes);
-                let size = match decoded_size(&rb, &body, budget) {
+                let size = match decoded_size(&rb, &body, &state.record_widths, budget) {
                     Ok(n) => n,
                     Err(BodyError::TooLarge) => {
                         // Read past the rest of the payload; its end is answered OUT_OF_RANGE.
@@ -456,12 +468,70 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// The byte width each buffer of arrays of `types` must be a multiple of, in IPC buffer order
+/// (depth first: a validity bitmap, the type's own buffers, then its children's); 1 for
+/// bitmaps and variable-width data. arrow-data's validation asserts this (a panic) rather than
+/// reporting it, so a crafted length must be refused before arrow-ipc reads the message.
+pub(super) fn buffer_widths<'a>(types: impl IntoIterator<Item = &'a DataType>) -> Vec<usize> {
+    fn push(t: &DataType, out: &mut Vec<usize>) {
+        if matches!(t, DataType::Null) {
+            return; // no buffers in IPC
+        }
+        out.push(1); // validity
+        for spec in arrow::array::layout(t).buffers {
+            out.push(match spec {
+                arrow::array::BufferSpec::FixedWidth { byte_width, .. } => byte_width.max(1),
+                _ => 1,
+            });
+        }
+        match t {
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => push(f.data_type(), out),
+            DataType::Struct(fields) => fields.iter().for_each(|f| push(f.data_type(), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    types.into_iter().for_each(|t| push(t, &mut out));
+    out
+}
+
+/// [`buffer_widths`] of a dictionary batch of `schema`: its value type's, when every
+/// dictionary column has the same value type (version 1: `Utf8`); otherwise none are checked
+/// here (arrow-ipc still checks the rest).
+fn dictionary_value_widths(schema: &Schema) -> Vec<usize> {
+    fn values(t: &DataType, out: &mut Vec<DataType>) {
+        match t {
+            DataType::Dictionary(_, v) => out.push(v.as_ref().clone()),
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => values(f.data_type(), out),
+            DataType::Struct(fields) => fields.iter().for_each(|f| values(f.data_type(), out)),
+            _ => {}
+        }
+    }
+    let mut types = Vec::new();
+    schema
+        .fields()
+        .iter()
+        .for_each(|f| values(f.data_type(), &mut types));
+    match types.split_first() {
+        Some((first, rest)) if rest.iter().all(|t| t == first) => buffer_widths([first]),
+        _ => Vec::new(),
+    }
+}
+
 /// The bytes of Arrow data a record batch (or dictionary) message decodes to, checked before
-/// anything is allocated: every buffer lies within the body, and with body compression each
-/// buffer's declared uncompressed length (which arrow-ipc would allocate up front) counts.
+/// anything is allocated: every buffer lies within the body, its (decompressed) length is a
+/// multiple of its element width (`widths`, from [`buffer_widths`]), and with body compression
+/// each buffer's declared uncompressed length (which arrow-ipc would allocate up front) counts.
 fn decoded_size(
     rb: &arrow::ipc::RecordBatch<'_>,
     body: &Buffer,
+    widths: &[usize],
     limit: usize,
 ) -> Result<usize, BodyError> {
     let buffers = rb
@@ -469,7 +539,7 @@ fn decoded_size(
         .ok_or_else(|| BodyError::Bad("no buffer list".into()))?;
     let compressed = rb.compression().is_some();
     let mut total: usize = 0;
-    for b in buffers.iter() {
+    for (i, b) in buffers.iter().enumerate() {
         let (offset, length) = (b.offset(), b.length());
         let end = offset.checked_add(length);
         let inside = offset >= 0 && length >= 0 && end.is_some_and(|e| e <= body.len() as i64);
@@ -496,6 +566,13 @@ fn decoded_size(
         } else {
             length
         };
+        // An empty compressed buffer stays empty; otherwise `size` is what arrow-ipc builds.
+        let width = widths.get(i).copied().unwrap_or(1);
+        if size % width != 0 {
+            return Err(BodyError::Bad(format!(
+                "buffer {i} is {size} bytes, not a whole number of {width}-byte values"
+            )));
+        }
         total = total.saturating_add(size);
         if total > limit {
             return Err(BodyError::TooLarge);

@@ -567,3 +567,57 @@ fn wire_only_dictionaries_are_plain_in_memory() {
         .clone();
     assert!(str_col.as_any().downcast_ref::<StringArray>().is_some());
 }
+
+/// A buffer whose length is not a whole number of its values (an offsets buffer one byte
+/// short) is refused as malformed before arrow-ipc reads it: arrow-data's validation would
+/// assert (panic) on it rather than report it. Found by `mutated_streams_never_panic`.
+#[test]
+fn a_buffer_of_partial_values_is_refused_without_a_panic() {
+    let p = trace_with_names(["a".to_string(), "bb".to_string()], "p");
+    let mut enc = Encoder::new(Compression::None);
+    let mut msgs = Vec::new();
+    enc.encode(&p, &mut msgs).unwrap();
+    let spans_batch = msgs
+        .iter()
+        .position(|m| {
+            m.app_metadata.first().and_then(|&id| table_of_wire_id(id)) == Some(Table::Spans)
+                && root_as_message(&m.header)
+                    .is_ok_and(|x| x.header_type() == MessageHeader::RecordBatch)
+        })
+        .unwrap();
+    let widths = decode::buffer_widths(
+        decode::wire_table(Table::Spans)
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type()),
+    );
+    let header = msgs[spans_batch].header.clone();
+    let message = root_as_message(&header).unwrap();
+    let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
+    let (i, length_at) = buffers
+        .iter()
+        .enumerate()
+        .zip(buffers.bytes().chunks(16))
+        .find(|((i, b), _)| widths[*i] > 1 && b.length() >= widths[*i] as i64)
+        .map(|((i, _), raw)| {
+            // A flatbuffers `Buffer` struct: offset (i64), length (i64), in the header's bytes.
+            (i, raw.as_ptr() as usize - header.as_ptr() as usize + 8)
+        })
+        .unwrap();
+    let mut edited = header.to_vec();
+    let length = i64::from_le_bytes(edited[length_at..length_at + 8].try_into().unwrap());
+    edited[length_at..length_at + 8].copy_from_slice(&(length - 1).to_le_bytes());
+    msgs[spans_batch].header = Bytes::from(edited);
+
+    let panics_before = decode::panics_caught();
+    let e = decode_all(&mut Decoder::new(Limits::default()), &msgs).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "buffer {i} is {} bytes, not a whole number",
+            length - 1
+        )),
+        "{e}"
+    );
+    assert_eq!(decode::panics_caught(), panics_before);
+}
