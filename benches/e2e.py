@@ -725,11 +725,16 @@ class Harness:
             gm = wait_until("the gateway to drop every span", lambda: (
                 lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="nop")
                 >= want else None)(scrape_telemetry(gw_tel)), procs, self.timeout)
+            # The agent counts a request sent once its answer arrives, which can come a moment
+            # after the gateway has passed the data on: wait for that too (the answers' bytes
+            # are part of the hop).
+            m = wait_until("the agent to count every span sent", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter=kind)
+                >= want else None)(scrape_telemetry(tel)), procs, self.timeout)
             end = time.monotonic()
             a_cpu, a_rss = agent_cpu()
             g_cpu, g_rss = gateway_cpu()
             up, down = proxy.counts()
-            m = scrape_telemetry(tel)
         finally:
             self.stop_checked(agent, r)
             self.stop_checked(gateway, r)
