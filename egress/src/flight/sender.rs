@@ -174,10 +174,9 @@ impl FlightSender {
             };
             // Unbounded: what waits here is bounded by the payloads waiting for an ack (the
             // queue's consumers), and a stuck stream is abandoned after `timeout`.
-            if messages
+            if !messages
                 .into_iter()
-                .try_for_each(|m| out.send(flight_data(m)))
-                .is_err()
+                .all(|m| out.send(flight_data(m)).is_ok())
             {
                 drop(state);
                 stream.end("the request stream closed");

@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array};
-use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::UInt32Type;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -143,7 +143,7 @@ impl StreamDict {
                 column.data_type()
             )));
         };
-        let keys = UInt32Array::new(ScalarBuffer::from(keys), nulls.map(NullBuffer::from));
+        let keys = UInt32Array::new(ScalarBuffer::from(keys), nulls);
         let array = DictionaryArray::<UInt32Type>::try_new(keys, self.values())?;
         Ok(Arc::new(array))
     }
