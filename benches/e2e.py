@@ -43,6 +43,17 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
   asks), so scrape cost is part of the CPU figure; reports scrape size and time.
 
+The agent -> gateway hop (not in the default list; `--configs hop` runs all four): an agent
+sluice (OTLP in, batch 8192 / 200 ms, one exporter) and a gateway sluice (the matching receiver,
+nop exporter), the generator at --hop-rate spans/s for --hop-duration seconds (--hop-pool
+distinct requests of --hop-batch spans, so nothing repeats within a stream dictionary's life).
+Between them a counting TCP proxy measures the bytes on the wire (HTTP/2 frames included), the
+same way for every protocol. Configs: hop-otlp-gzip, hop-otlp-zstd (the otlp exporter and
+receiver), hop-flight-zstd, hop-flight-none (the flight exporter and receiver). Reported in a
+table of its own: bytes per span each way, CPU seconds per million spans of the agent and of
+the gateway, and the ratios to hop-otlp-zstd. Checked: every span accepted is sent by the agent,
+received by the gateway, and dropped by its nop exporter; no send failures.
+
 Every config runs on the same machine: the figures are for the whole loopback setup. Processes
 are started on free ports, stopped on exit (also on failure or Ctrl-C); a sluice that dies
 stops the run with its log. Exit status: 0 all checks passed, 1 a check failed, 2 the harness
@@ -74,6 +85,9 @@ GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
 AGENT = ROOT / "k8s" / "config" / "agent.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
            "loadbalancing", "agent", "gateway", "metrics", "overload"]
+# The agent -> gateway hop: (exporter and receiver, compression), by config name.
+HOP_CONFIGS = {"hop-otlp-gzip": ("otlp", "gzip"), "hop-otlp-zstd": ("otlp", "zstd"),
+               "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none")}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -308,17 +322,97 @@ class FakeCluster:
             self.proc.stop()
 
 
+# ------------------------------------------------------------------------------ byte counting
+
+
+class CountingProxy:
+    """A TCP forwarder on a free loopback port to 127.0.0.1:`target`, counting the bytes each
+    way: what a protocol puts on the wire, measured the same way for every protocol."""
+
+    def __init__(self, target: int):
+        self.target = target
+        self.up = 0    # client -> server
+        self.down = 0  # server -> client
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, way: str) -> None:
+        buf = bytearray(1 << 16)
+        while True:
+            try:
+                n = src.recv_into(buf)
+            except OSError:
+                n = 0
+            if not n:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            with self._lock:
+                if way == "up":
+                    self.up += n
+                else:
+                    self.down += n
+            try:
+                dst.sendall(memoryview(buf)[:n])
+            except OSError:
+                return
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self.up, self.down
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 # ------------------------------------------------------------------------------ load generator
 
 
 def run_loadgen(h: "Harness", signal_name: str, endpoint: str, count: int, watch: list[Proc],
                 protocol: str = "grpc", concurrency: int = 4, duration: str = "30m",
-                extra: tuple[str, ...] = ()) -> tuple[dict, float, float]:
-    """Runs `sluice loadgen` to completion; returns (its JSON report, its CPU seconds, the
-    monotonic time it finished). Fails if a watched process dies meanwhile."""
+                extra: tuple[str, ...] = (), rate: int = 0, duration_s: float = 0,
+                batch: int | None = None, pool: int | None = None) -> tuple[dict, float, float]:
+    """Runs `sluice loadgen` to completion (`count` items, or `duration_s` seconds at `rate`
+    items/s); returns (its JSON report, its CPU seconds, the monotonic time it finished).
+    Fails if a watched process dies meanwhile."""
     argv = [h.bin, "loadgen", signal_name, "--endpoint", endpoint, "--protocol", protocol,
-            "--count", str(count), "--duration", duration, "--batch", str(h.batch),
-            "--pool", str(h.pool), "--concurrency", str(concurrency), "--json", *extra]
+            "--batch", str(batch or h.batch), "--pool", str(pool or h.pool),
+            "--concurrency", str(concurrency), "--json", *extra]
+    if duration_s:
+        argv += ["--duration", f"{duration_s}s", "--rate", str(rate)]
+    else:
+        argv += ["--count", str(count), "--duration", duration]
     p = Proc(f"loadgen-{signal_name}-{protocol}", argv, dict(os.environ), h.workdir,
              capture_stdout=True)
     deadline = time.monotonic() + h.timeout
@@ -414,6 +508,10 @@ class Harness:
         self.overload_senders = args.overload_senders
         self.overload_seconds = args.overload_seconds
         self.apiserver_bin = args.apiserver_bin
+        self.hop_rate = args.hop_rate
+        self.hop_duration = args.hop_duration
+        self.hop_batch = args.hop_batch
+        self.hop_pool = args.hop_pool
 
     def sluice(self, name: str, configs: list[Path], env: dict[str, str]) -> Proc:
         argv = [self.bin]
@@ -792,6 +890,64 @@ class Harness:
                        memory_refusals=m.get("sluice_memory_refused_requests_total"))
         return r
 
+    # ---- the agent -> gateway hop: bytes on the wire and CPU at both ends
+    def hop(self, config: str) -> Run:
+        kind, compression = HOP_CONFIGS[config]
+        r = Run(config, "spans")
+        gw_env = {"GW_PORT": str(free_port()), "GW_HEALTH_PORT": str(free_port()),
+                  "GW_TELEMETRY_PORT": str(free_port())}
+        gateway = self.sluice(f"{config}-gateway", [E2E / "hop-gateway.yaml",
+                                                     E2E / f"hop-gateway-{kind}.yaml"], gw_env)
+        proxy = CountingProxy(int(gw_env["GW_PORT"]))
+        env = {"GRPC_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
+               "TELEMETRY_PORT": str(free_port()), "PROXY_PORT": str(proxy.port),
+               "COMPRESSION": compression}
+        agent = self.sluice(f"{config}-agent", [E2E / "hop-agent.yaml",
+                                                 E2E / f"hop-agent-{kind}.yaml"], env)
+        procs = [gateway, agent]
+        try:
+            wait_healthy(int(gw_env["GW_HEALTH_PORT"]), [gateway])
+            wait_healthy(int(env["HEALTH_PORT"]), procs)
+            agent_cpu, gateway_cpu = self.measured(agent), self.measured(gateway)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", 0, procs,
+                rate=self.hop_rate, duration_s=self.hop_duration, batch=self.hop_batch,
+                pool=self.hop_pool)
+            want = report["items_accepted"]
+            tel, gw_tel = int(env["TELEMETRY_PORT"]), int(gw_env["GW_TELEMETRY_PORT"])
+            gm = wait_until("the gateway to drop every span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="nop")
+                >= want else None)(scrape_telemetry(gw_tel)), procs, self.timeout)
+            # The agent counts a request sent once its answer arrives, which can come a moment
+            # after the gateway has passed the data on: wait for that too (the answers' bytes
+            # are part of the hop).
+            m = wait_until("the agent to count every span sent", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter=kind)
+                >= want else None)(scrape_telemetry(tel)), procs, self.timeout)
+            end = time.monotonic()
+            a_cpu, a_rss = agent_cpu()
+            g_cpu, g_rss = gateway_cpu()
+            up, down = proxy.counts()
+        finally:
+            self.stop_checked(agent, r)
+            self.stop_checked(gateway, r)
+            proxy.close()
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.cpu_s, r.rss_kib = a_cpu + g_cpu, max(a_rss, g_rss)
+        r.extra.update(bytes_up=up, bytes_down=down, agent_cpu_s=a_cpu, gateway_cpu_s=g_cpu,
+                       agent_rss_mib=a_rss / 1024, gateway_rss_mib=g_rss / 1024,
+                       requests=report["requests"])
+        r.check("spans accepted = spans sent", want, report["items_sent"])
+        r.check(f"{kind} exporter sent", m.get("otelcol_exporter_sent_spans_total",
+                                               exporter=kind), want)
+        r.check("agent send failures", m.get("otelcol_exporter_send_failed_spans_total"), 0)
+        r.check(f"{kind} receiver accepted", gm.get("otelcol_receiver_accepted_spans_total",
+                                                    receiver=kind), want)
+        r.check("gateway nop exporter dropped", gm.get("otelcol_exporter_sent_spans_total",
+                                                       exporter="nop"), want)
+        return r
+
     def stop_checked(self, p: Proc, r: Run) -> None:
         if p not in RUNNING:
             return
@@ -873,6 +1029,38 @@ def row(config: str, runs: list[Run]) -> str:
             f"| {med(lambda r: r.gen_cpu_per_m):.2f} |")
 
 
+HOP_HEADER = ("| config | spans | B/span agent→gateway | B/span both ways | agent CPU s/M "
+              "| gateway CPU s/M | both CPU s/M | bytes vs otlp-zstd | CPU vs otlp-zstd |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+
+
+def hop_table(configs: list[str], runs: dict, args) -> str:
+    """Medians per hop config, with ratios to hop-otlp-zstd when it ran."""
+    def med(c, f):
+        return statistics.median(f(r) for r in runs[c])
+
+    def up(r):
+        return r.extra["bytes_up"] / r.items
+
+    def both(r):
+        return (r.extra["bytes_up"] + r.extra["bytes_down"]) / r.items
+
+    def cpu(key):
+        return lambda r: r.extra[key] / (r.items / 1e6)
+
+    base = "hop-otlp-zstd" if "hop-otlp-zstd" in runs else None
+    lines = [f"agent -> gateway hop: {args.hop_rate:,} spans/s for {args.hop_duration:g} s, "
+             f"{args.hop_batch} spans per request\n", HOP_HEADER]
+    for c in configs:
+        ratio = lambda f: (f"{med(c, f) / med(base, f):.2f}×" if base else "")  # noqa: E731
+        lines.append(
+            f"| {c} | {int(med(c, lambda r: r.items)):,} | {med(c, up):.1f} | {med(c, both):.1f} "
+            f"| {med(c, cpu('agent_cpu_s')):.2f} | {med(c, cpu('gateway_cpu_s')):.2f} "
+            f"| {med(c, lambda r: r.cpu_per_m):.2f} | {ratio(up)} "
+            f"| {ratio(lambda r: r.cpu_per_m)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -897,6 +1085,14 @@ def main() -> int:
                     help="concurrent senders in the overload phase of the overload config")
     ap.add_argument("--overload-seconds", type=float, default=20,
                     help="length of the overload phase")
+    ap.add_argument("--hop-rate", type=int, default=20_000,
+                    help="spans/s the generator sends to the agent in the hop configs")
+    ap.add_argument("--hop-duration", type=float, default=60,
+                    help="seconds of traffic per hop run (default 60)")
+    ap.add_argument("--hop-batch", type=int, default=500, help="spans per request in hop runs")
+    ap.add_argument("--hop-pool", type=int, default=256,
+                    help="distinct pre-generated requests in hop runs (default 256: 128,000 "
+                         "spans before one repeats)")
     ap.add_argument("--batch", type=int, default=500, help="items per request")
     ap.add_argument("--pool", type=int, default=64, help="distinct pre-generated requests")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per step before failing")
@@ -913,10 +1109,14 @@ def main() -> int:
         args.repeat, args.scrape_interval = 1, 0.2
         args.batch, args.pool = 250, 8
         args.overload_senders, args.overload_seconds = 16, 2
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in configs if c not in CONFIGS]
+        args.hop_duration, args.hop_rate, args.hop_pool = 2, 10_000, 16
+    configs = []
+    for c in (c.strip() for c in args.configs.split(",")):
+        configs += list(HOP_CONFIGS) if c == "hop" else [c] if c else []
+    known = CONFIGS + list(HOP_CONFIGS)
+    unknown = [c for c in configs if c not in known]
     if unknown:
-        ap.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+        ap.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(known)}, hop")
     parse_seconds(args.decision_wait)
     if not Path(args.bin).exists():
         ap.error(f"{args.bin} does not exist (build it: cargo build --release --bin sluice)")
@@ -936,8 +1136,14 @@ def main() -> int:
         for k in range(args.repeat):
             for c in configs:
                 log(f"[{k + 1}/{args.repeat}] {c} ...")
-                r = (h.ceiling(c) if c.startswith("ceiling-")
-                     else h.passthrough(c) if c == "loadbalancing" else getattr(h, c)())
+                if c.startswith("ceiling-"):
+                    r = h.ceiling(c)
+                elif c in HOP_CONFIGS:
+                    r = h.hop(c)
+                elif c == "loadbalancing":
+                    r = h.passthrough(c)
+                else:
+                    r = getattr(h, c)()
                 runs.setdefault(c, []).append(r)
                 failed = [x for x in r.checks if not x[1]]
                 log(f"    {r.items:,} {r.noun} in {r.seconds:.2f} s: {fmt_rate(r.rate)} "
@@ -951,10 +1157,16 @@ def main() -> int:
 
     print(f"\nsluice end-to-end, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; medians of {args.repeat} run(s)\n")
-    print(ROW_HEADER)
-    for c in configs:
-        print(row(c, runs[c]))
-    print()
+    main_configs = [c for c in configs if c not in HOP_CONFIGS]
+    if main_configs:
+        print(ROW_HEADER)
+        for c in main_configs:
+            print(row(c, runs[c]))
+        print()
+    hops = [c for c in configs if c in HOP_CONFIGS]
+    if hops:
+        print(hop_table(hops, runs, args))
+        print()
     for c in configs:
         for i, r in enumerate(runs[c]):
             extra = ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}"

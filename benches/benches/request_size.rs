@@ -23,6 +23,12 @@ use sluice_engine::telemetry::{ExporterMetrics, Telemetry};
 struct Discard;
 
 impl Sender for Discard {
+    type Request = Bytes;
+
+    fn size(body: &Bytes) -> usize {
+        body.len()
+    }
+
     fn endpoint(&self, _: Signal) -> &str {
         "discard"
     }

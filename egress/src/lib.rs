@@ -6,6 +6,7 @@ use sluice_engine::component::Factory;
 
 pub mod debug;
 pub mod file;
+pub mod flight;
 pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;
@@ -19,6 +20,7 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
     vec![
         Arc::new(otlp::OtlpGrpcFactory),
         Arc::new(otlp::OtlpHttpFactory),
+        Arc::new(flight::FlightExporterFactory),
         Arc::new(debug::DebugFactory),
         Arc::new(file::FileFactory),
         Arc::new(nop::NopFactory),

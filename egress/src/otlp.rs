@@ -128,13 +128,13 @@ fn check_max_request_size(n: usize) -> Result<(), ConfigError> {
 }
 
 /// A TLS setting's error at its path (`tls.ca_file: ...`).
-fn tls_config_error(e: &TlsError) -> ConfigError {
+pub(crate) fn tls_config_error(e: &TlsError) -> ConfigError {
     ConfigError::new(e.field().unwrap_or_default(), e.detail()).within("tls")
 }
 
 /// A gRPC endpoint: `host:port`, optionally prefixed `http://` or `https://` (as the
 /// Collector, which strips either). Returns whether it said `https://`, and `host:port`.
-fn grpc_endpoint(endpoint: &str) -> Result<(bool, &str), ConfigError> {
+pub(crate) fn grpc_endpoint(endpoint: &str) -> Result<(bool, &str), ConfigError> {
     let (https, rest) = match (
         endpoint.strip_prefix("https://"),
         endpoint.strip_prefix("http://"),
@@ -219,7 +219,7 @@ fn https_connector(
 
 /// An error and its causes, `outer: inner: root` (transport errors keep the useful part,
 /// such as rustls' "invalid peer certificate: UnknownIssuer", in their sources).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -231,6 +231,60 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// A lazily connecting gRPC channel to `endpoint` (`host:port`, `http://` or `https://`), with
+/// TLS as the Collector decides it (see the module docs), and whether it is plaintext. Lazy: a
+/// peer that is down at startup is a retryable send error, not a fatal one.
+pub(crate) fn grpc_channel(
+    id: &ComponentId,
+    endpoint: &str,
+    tls: &TlsClientSetting,
+    connect_timeout: Duration,
+) -> Result<(Channel, bool), ComponentError> {
+    let (https, host_port) = grpc_endpoint(endpoint).map_err(|e| ComponentError::new(id, e))?;
+    if https || !tls.plaintext() {
+        let config = client_tls(id, tls)?;
+        let connector =
+            https_connector(config, tls, true).map_err(|e| ComponentError::new(id, e))?;
+        // tonic itself does no TLS here (its TLS features are off); the `https` scheme routes
+        // the connection through the rustls connector.
+        let channel = Endpoint::from_shared(format!("https://{host_port}"))
+            .map_err(|e| ComponentError::new(id, e))?
+            .connect_timeout(connect_timeout)
+            .connect_with_connector_lazy(connector);
+        Ok((channel, false))
+    } else {
+        let channel = Endpoint::from_shared(format!("http://{host_port}"))
+            .map_err(|e| ComponentError::new(id, e))?
+            .connect_timeout(connect_timeout)
+            .connect_lazy();
+        Ok((channel, true))
+    }
+}
+
+/// `headers` as gRPC metadata; an invalid key or value is an error at `headers.<key>`.
+pub(crate) fn grpc_metadata(
+    headers: &BTreeMap<String, String>,
+) -> Result<tonic::metadata::MetadataMap, ConfigError> {
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (k, v) in headers {
+        match (
+            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(v.as_str()),
+        ) {
+            (Ok(key), Ok(value)) => {
+                map.insert(key, value);
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    format!("headers.{k}"),
+                    "not a valid gRPC metadata key/value",
+                ));
+            }
+        }
+    }
+    Ok(map)
 }
 
 /// A sender behind the sending queue and retry loop, with the exporter's counters.
@@ -360,6 +414,12 @@ pub struct GrpcSender {
 }
 
 impl Sender for GrpcSender {
+    type Request = Bytes;
+
+    fn size(body: &Bytes) -> usize {
+        body.len()
+    }
+
     fn endpoint(&self, _: Signal) -> &str {
         &self.endpoint
     }
@@ -388,7 +448,7 @@ impl Sender for GrpcSender {
 
 /// A plaintext connection that the peer breaks off, or answers with something that is not
 /// HTTP, is most often a TLS server on the other side: say so.
-fn with_tls_hint(mut e: SendError, plaintext: bool) -> SendError {
+pub(crate) fn with_tls_hint(mut e: SendError, plaintext: bool) -> SendError {
     const SIGNS: [&str; 3] = ["broken pipe", "connection reset", "invalid HTTP version"];
     if plaintext && SIGNS.iter().any(|s| e.message.contains(s)) {
         e.message.push_str(
@@ -403,7 +463,7 @@ fn with_tls_hint(mut e: SendError, plaintext: bool) -> SendError {
 /// talking to a TLS server) as `Unknown` with the cause attached as the status's source; such
 /// a status was made locally, not sent by the server, and gRPC-Go (the Collector) calls it
 /// `Unavailable`: retryable, with the cause in the message.
-fn grpc_error(s: &Status) -> SendError {
+pub(crate) fn grpc_error(s: &Status) -> SendError {
     if is_too_large(s.code(), s.message()) {
         return SendError::too_large(format!("{:?}: {}", s.code(), s.message()));
     }
@@ -505,16 +565,7 @@ impl OtlpGrpcConfig {
             .check()
             .map_err(|e| e.within("sending_queue"))?;
         self.tls.validate().map_err(|e| tls_config_error(&e))?;
-        for (k, v) in &self.headers {
-            let bad = tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()).is_err()
-                || tonic::metadata::MetadataValue::try_from(v.as_str()).is_err();
-            if bad {
-                return Err(ConfigError::new(
-                    format!("headers.{k}"),
-                    "not a valid gRPC metadata key/value",
-                ));
-            }
-        }
+        grpc_metadata(&self.headers)?;
         Ok(())
     }
 }
@@ -542,33 +593,8 @@ pub(crate) fn grpc_sender(
     id: &ComponentId,
     c: &OtlpGrpcConfig,
 ) -> Result<GrpcSender, ComponentError> {
-    let (https, host_port) = grpc_endpoint(&c.endpoint).map_err(|e| ComponentError::new(id, e))?;
-    // Lazy: a peer that is down at startup is a retryable send error, not a fatal one.
-    let channel = if https || !c.tls.plaintext() {
-        let config = client_tls(id, &c.tls)?;
-        let connector =
-            https_connector(config, &c.tls, true).map_err(|e| ComponentError::new(id, e))?;
-        // tonic itself does no TLS here (its TLS features are off); the `https` scheme
-        // routes the connection through the rustls connector.
-        Endpoint::from_shared(format!("https://{host_port}"))
-            .map_err(|e| ComponentError::new(id, e))?
-            .connect_timeout(c.timeout)
-            .connect_with_connector_lazy(connector)
-    } else {
-        Endpoint::from_shared(format!("http://{host_port}"))
-            .map_err(|e| ComponentError::new(id, e))?
-            .connect_timeout(c.timeout)
-            .connect_lazy()
-    };
-    let mut headers = tonic::metadata::MetadataMap::new();
-    for (k, v) in &c.headers {
-        if let (Ok(k), Ok(v)) = (
-            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(v.as_str()),
-        ) {
-            headers.insert(k, v);
-        }
-    }
+    let (channel, plaintext) = grpc_channel(id, &c.endpoint, &c.tls, c.timeout)?;
+    let headers = grpc_metadata(&c.headers).map_err(|e| ComponentError::new(id, e))?;
     let compression = match c.compression {
         Compression::Gzip => Some(CompressionEncoding::Gzip),
         Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -578,7 +604,7 @@ pub(crate) fn grpc_sender(
         channel,
         compression,
         headers,
-        plaintext: !https && c.tls.plaintext(),
+        plaintext,
         endpoint: c.endpoint.clone(),
     })
 }
@@ -672,6 +698,12 @@ pub struct HttpSender {
 }
 
 impl Sender for HttpSender {
+    type Request = Bytes;
+
+    fn size(body: &Bytes) -> usize {
+        body.len()
+    }
+
     fn endpoint(&self, signal: Signal) -> &str {
         self.urls.get(&signal).map_or("", |(_, text)| text.as_str())
     }

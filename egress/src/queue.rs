@@ -85,7 +85,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
@@ -305,19 +304,24 @@ pub struct Sent {
     pub message: String,
 }
 
-/// One protocol's way to deliver a payload: encode it once, send the bytes (maybe several
-/// times: retries). The queue checks every encoded body against the size limit between the
+/// One protocol's way to deliver a payload: encode it once, send the request (maybe several
+/// times: retries). The queue checks every encoded request against the size limit between the
 /// two, so no exporter built on it can send an oversized request.
 pub trait Sender: Send + Sync + 'static {
+    /// What `encode` makes and `send` sends: the request body (`Bytes` for OTLP), or what a
+    /// stateful protocol encodes onto its stream at send time (Arrow Flight).
+    type Request: Send + Sync + 'static;
     /// Where `signal`'s requests go (`host:port`, a URL), for logs.
     fn endpoint(&self, signal: Signal) -> &str;
-    /// The request body for `payload`, uncompressed: what `max_request_size` limits.
-    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError>;
+    /// The request for `payload`.
+    fn encode(&self, payload: &Payload) -> Result<Self::Request, SendError>;
+    /// The request's size in bytes, uncompressed: what `max_request_size` limits.
+    fn size(request: &Self::Request) -> usize;
     /// Sends one encoded request of `signal` once (compressing it as configured).
     fn send(
         &self,
         signal: Signal,
-        body: &Bytes,
+        request: &Self::Request,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
 }
 
@@ -520,8 +524,9 @@ impl<S: Sender> Inner<S> {
                 return self.give_up(todo).await.and(result);
             }
             let limit = self.limit.load(Ordering::Relaxed);
-            if body.len() > limit {
-                match self.split(&part, body.len(), limit, "over_limit") {
+            let size = S::size(&body);
+            if size > limit {
+                match self.split(&part, size, limit, "over_limit") {
                     Ok(parts) => todo.extend(parts.into_iter().rev()),
                     Err(e) => result = result.and(Err(e)),
                 }
@@ -530,8 +535,8 @@ impl<S: Sender> Inner<S> {
             match self.send_with_retry(signal, &part, &body, started).await {
                 Ok(()) => {}
                 Err(Stop::Failed(e)) if e.too_large => {
-                    let limit = self.lower_limit(signal, body.len(), &e);
-                    match self.split(&part, body.len(), limit, "too_large_answer") {
+                    let limit = self.lower_limit(signal, size, &e);
+                    match self.split(&part, size, limit, "too_large_answer") {
                         Ok(parts) => todo.extend(parts.into_iter().rev()),
                         Err(e) => result = result.and(Err(e)),
                     }
@@ -547,7 +552,7 @@ impl<S: Sender> Inner<S> {
     }
 
     /// `payload` and its encoding; `None` (counted, logged) if it cannot be encoded.
-    fn encode(&self, payload: Payload) -> Option<(Payload, Bytes)> {
+    fn encode(&self, payload: Payload) -> Option<(Payload, S::Request)> {
         match self.sender.encode(&payload) {
             Ok(body) => Some((payload, body)),
             Err(e) => {
@@ -566,7 +571,7 @@ impl<S: Sender> Inner<S> {
         size: usize,
         limit: usize,
         reason: &str,
-    ) -> Result<Vec<(Payload, Bytes)>, SendError> {
+    ) -> Result<Vec<(Payload, S::Request)>, SendError> {
         let (signal, n) = (part.signal(), part.item_count());
         if n <= 1 {
             let message = format!(
@@ -610,7 +615,7 @@ impl<S: Sender> Inner<S> {
         &self,
         signal: Signal,
         part: &Payload,
-        body: &Bytes,
+        body: &S::Request,
         started: Instant,
     ) -> Result<(), Stop> {
         let n = part.item_count();
@@ -691,7 +696,7 @@ impl<S: Sender> Inner<S> {
     /// `parts` were given up on (the drain deadline, or a failure while handing off): spilled
     /// if there is a spill, dropped (counted as `shutdown`) otherwise. `Ok` when the spill
     /// took them all, so that a caller waiting without a queue is not told to send again.
-    async fn give_up(&self, parts: Vec<(Payload, Bytes)>) -> Result<(), SendError> {
+    async fn give_up(&self, parts: Vec<(Payload, S::Request)>) -> Result<(), SendError> {
         let mut spilled = true;
         for (part, _) in parts {
             spilled &= self.give_up_payload(part).await;

@@ -13,6 +13,7 @@ pub mod component;
 pub mod config;
 pub mod config_types;
 pub mod connectors;
+pub mod flight;
 pub mod health;
 pub mod kernels;
 pub mod memory;

@@ -70,3 +70,28 @@ def test_a_sluice_that_cannot_run_stops_the_harness_with_its_log(tmp_path):
     assert result is None
     assert "error: gateway exited with code 1 while starting" in proc.stderr, proc.stderr
     assert "decision_wait" in proc.stderr, proc.stderr
+
+
+HOP_CONFIGS = ["hop-otlp-gzip", "hop-otlp-zstd", "hop-flight-zstd", "hop-flight-none"]
+
+
+def test_quick_hop_run_measures_bytes_and_cpu_at_both_ends(tmp_path):
+    """The agent -> gateway hop configs (`--configs hop`): every span through the counting
+    proxy and both sluices, a table of bytes and CPU per span with ratios to OTLP+zstd."""
+    proc, result = run_harness(tmp_path, "--quick", "--configs", "hop")
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| hop-")]
+    assert [r.split("|")[1].strip() for r in rows] == HOP_CONFIGS, report
+    for config in HOP_CONFIGS:
+        (run,) = result["runs"][config]
+        assert run["items"] > 0, (config, run)
+        assert run["checks"] and all(c["ok"] for c in run["checks"]), (config, run["checks"])
+        extra = run["extra"]
+        # Every span crossed the proxy: at least a few bytes each, and answers came back.
+        assert extra["bytes_up"] > 10 * run["items"] and extra["bytes_down"] > 0, (config, extra)
+    up = {c: result["runs"][c][0]["extra"]["bytes_up"] / result["runs"][c][0]["items"]
+          for c in HOP_CONFIGS}
+    # Compression works on both protocols (uncompressed Arrow is several times larger).
+    assert up["hop-flight-zstd"] < up["hop-flight-none"] / 4, up
+    assert up["hop-otlp-zstd"] < up["hop-flight-none"] / 4, up

@@ -250,8 +250,13 @@ fn shape(req: &ExportTraceServiceRequest) -> Shape {
     req.resource_spans
         .iter()
         .map(|rs| {
+            // Resource attributes by key: span-context statements that add several resource
+            // keys under span conditions add them in statement order here, in span order in
+            // the Collector; attribute maps are unordered, so only keys and values count.
+            let mut resource = rs.resource.clone().unwrap_or_default().attributes;
+            resource.sort_by(|a, b| a.key.cmp(&b.key));
             (
-                rs.resource.clone().unwrap_or_default().attributes,
+                resource,
                 rs.scope_spans
                     .iter()
                     .flat_map(|ss| &ss.spans)

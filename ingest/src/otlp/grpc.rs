@@ -351,7 +351,7 @@ impl<S: OtlpService> ExportServer<S> {
 
 /// A TLS connection as tonic needs it: with the TCP addresses as `TcpConnectInfo`, so
 /// `Request::remote_addr` (the payload's origin) works exactly as over plaintext.
-struct TlsConn(sluice_tls::TlsStream);
+pub(crate) struct TlsConn(pub(crate) sluice_tls::TlsStream);
 
 impl Connected for TlsConn {
     type ConnectInfo = TcpConnectInfo;

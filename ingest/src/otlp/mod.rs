@@ -63,7 +63,7 @@
 //! client certificate from an unknown CA under mTLS) is logged with the peer and counted as
 //! `failed_requests{reason="tls_handshake"}`.
 
-mod grpc;
+pub(crate) mod grpc;
 mod http;
 #[cfg(test)]
 mod tests;
@@ -321,7 +321,7 @@ fn default_logs_path() -> String {
 }
 
 /// A TLS setting's error at its path: `protocols.grpc.tls.cert_file: ...`.
-fn tls_config_error(at: &str, e: &TlsError) -> ConfigError {
+pub(crate) fn tls_config_error(at: &str, e: &TlsError) -> ConfigError {
     ConfigError::new(e.field().unwrap_or_default(), e.detail()).within(at)
 }
 
@@ -685,7 +685,10 @@ impl OtlpReceiver {
     }
 }
 
-async fn bind(id: &ComponentId, endpoint: &str) -> Result<tokio::net::TcpListener, ComponentError> {
+pub(crate) async fn bind(
+    id: &ComponentId,
+    endpoint: &str,
+) -> Result<tokio::net::TcpListener, ComponentError> {
     tokio::net::TcpListener::bind(bind_address(endpoint).as_ref())
         .await
         .map_err(|e| ComponentError::new(id, format!("cannot listen on {endpoint}: {e}")))

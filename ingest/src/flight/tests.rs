@@ -1,0 +1,475 @@
+//! The receiver against a real Flight client on loopback (arrow-flight's generated tonic
+//! client) sending streams the engine's encoder makes, valid and broken.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightData, FlightDescriptor};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use sluice_engine::Payload;
+use sluice_engine::component::{ConsumeError, Consumer, ConsumerRef};
+use sluice_engine::flight::{Compression, Encoder, hello};
+use sluice_engine::otlp::testing::{assert_payload_eq, reference_logs, reference_traces};
+use sluice_engine::schema::Table;
+use tonic::Code;
+
+use super::*;
+
+#[derive(Default)]
+struct Capture {
+    got: Mutex<Vec<Payload>>,
+    refuse: Mutex<Option<ConsumeError>>,
+}
+
+impl Consumer for Capture {
+    fn consume(&self, p: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        Box::pin(async move {
+            if let Some(e) = self.refuse.lock().unwrap().clone() {
+                return Err(e);
+            }
+            self.got.lock().unwrap().push(p);
+            Ok(())
+        })
+    }
+}
+
+struct Rig {
+    rx: FlightReceiver,
+    cap: Arc<Capture>,
+    t: Telemetry,
+    addr: SocketAddr,
+}
+
+async fn rig_with(config: FlightReceiverConfig, signals: &[Signal]) -> Rig {
+    let cap = Arc::new(Capture::default());
+    let t = Telemetry::new();
+    let consumers: SignalConsumers = signals
+        .iter()
+        .map(|&s| (s, cap.clone() as ConsumerRef))
+        .collect();
+    let rx = FlightReceiver::new(ComponentId::parse("flight").unwrap(), config, consumers, &t);
+    rx.start().await.unwrap();
+    let addr = rx.local_addr().unwrap();
+    Rig { rx, cap, t, addr }
+}
+
+async fn rig() -> Rig {
+    rig_with(
+        FlightReceiverConfig {
+            endpoint: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        &Signal::ALL,
+    )
+    .await
+}
+
+fn traces(n: usize) -> Payload {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![7; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("op{i}"),
+            ..Default::default()
+        })
+        .collect();
+    reference_traces(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn logs(n: usize) -> Payload {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    reference_logs(&ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: i as u64,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn to_flight(m: sluice_engine::flight::WireMessage) -> FlightData {
+    FlightData {
+        flight_descriptor: None,
+        data_header: m.header,
+        app_metadata: m.app_metadata,
+        data_body: m.body,
+    }
+}
+
+fn hello_message(cmd: Bytes) -> FlightData {
+    FlightData {
+        flight_descriptor: Some(FlightDescriptor::new_cmd(cmd)),
+        ..Default::default()
+    }
+}
+
+/// The Flight messages of `payloads` on one stream, hello first.
+fn stream_of(payloads: &[Payload]) -> Vec<FlightData> {
+    let mut enc = Encoder::new(Compression::Zstd);
+    let mut msgs = Vec::new();
+    for p in payloads {
+        enc.encode(p, &mut msgs).unwrap();
+    }
+    std::iter::once(hello_message(hello()))
+        .chain(msgs.into_iter().map(to_flight))
+        .collect()
+}
+
+async fn client(addr: SocketAddr) -> FlightServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightServiceClient::new(channel)
+}
+
+/// Sends `messages` on one DoPut stream (then closes it) and reads every answer: the acks and
+/// how the stream ended (`None`: cleanly).
+async fn put(addr: SocketAddr, messages: Vec<FlightData>) -> (Vec<Ack>, Option<tonic::Status>) {
+    let mut client = client(addr).await.max_encoding_message_size(64 << 20);
+    let response = match client.do_put(tokio_stream::iter(messages)).await {
+        Ok(r) => r,
+        Err(s) => return (vec![], Some(s)),
+    };
+    let mut stream = response.into_inner();
+    let mut acks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(r)) => acks.push(Ack::parse(&r.app_metadata).unwrap()),
+            Ok(None) => return (acks, None),
+            Err(s) => return (acks, Some(s)),
+        }
+    }
+}
+
+fn failed(t: &Telemetry, reason: &str) -> f64 {
+    t.value(
+        "otelcol_receiver_failed_requests",
+        &[
+            ("receiver", "flight"),
+            ("transport", "flight"),
+            ("reason", reason),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn streams_deliver_payloads_in_order_with_their_origin() {
+    let r = rig().await;
+    let mut from_app = traces(3);
+    from_app.origin = Some("10.2.3.4:5555".parse().unwrap());
+    let sent = [from_app, logs(2), traces(4)];
+    let (acks, end) = put(r.addr, stream_of(&sent)).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(acks, vec![Ack::ok(1), Ack::ok(2), Ack::ok(3)]);
+    let got = r.cap.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    for (s, g) in sent.iter().zip(&got) {
+        assert_payload_eq(s, g);
+    }
+    assert_eq!(
+        got[0].origin, sent[0].origin,
+        "the agent's client, as the agent said"
+    );
+    assert!(
+        got[1].origin.is_some_and(|o| o.ip().is_loopback()),
+        "no origin given: the sending peer"
+    );
+    let accepted = |name| {
+        r.t.value(name, &[("receiver", "flight"), ("transport", "flight")])
+            .unwrap_or(0.0)
+    };
+    assert_eq!(accepted("otelcol_receiver_accepted_spans"), 7.0);
+    assert_eq!(accepted("otelcol_receiver_accepted_log_records"), 2.0);
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_are_answered_per_payload_and_the_stream_goes_on() {
+    let r = rig_with(
+        FlightReceiverConfig {
+            endpoint: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        &[Signal::Traces],
+    )
+    .await;
+    *r.cap.refuse.lock().unwrap() = Some(ConsumeError::Refused("memory limiter".into()));
+    // Memory pressure refuses the traces payload, the logs payload finds no pipeline: each
+    // is answered, neither ends the stream.
+    let (acks, end) = put(r.addr, stream_of(&[traces(2), logs(1)])).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(acks[0].code, Ack::RESOURCE_EXHAUSTED);
+    assert!(acks[0].message.contains("memory limiter"), "{:?}", acks[0]);
+    assert_eq!(acks[1].code, Ack::UNIMPLEMENTED);
+    *r.cap.refuse.lock().unwrap() = Some(ConsumeError::Unavailable("queue full".into()));
+    let (acks, _) = put(r.addr, stream_of(&[traces(1)])).await;
+    assert_eq!(acks[0].code, Ack::UNAVAILABLE);
+    *r.cap.refuse.lock().unwrap() = None;
+    let (acks, _) = put(r.addr, stream_of(&[traces(1)])).await;
+    assert_eq!(acks, vec![Ack::ok(1)]);
+    let refused = r.t.value(
+        "otelcol_receiver_refused_spans",
+        &[("receiver", "flight"), ("transport", "flight")],
+    );
+    assert_eq!(refused, Some(3.0));
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_version_is_refused_with_failed_precondition_and_counted() {
+    let r = rig().await;
+    let (_, end) = put(
+        r.addr,
+        vec![hello_message(Bytes::from_static(b"sluice-arrow/9"))],
+    )
+    .await;
+    let end = end.unwrap();
+    assert_eq!(end.code(), Code::FailedPrecondition);
+    assert!(
+        end.message().contains("sluice-arrow/9") && end.message().contains("sluice-arrow/1"),
+        "{end:?}"
+    );
+    let (_, end) = put(r.addr, vec![hello_message(Bytes::from_static(b"SELECT 1"))]).await;
+    assert_eq!(end.unwrap().code(), Code::InvalidArgument);
+    let (_, end) = put(r.addr, vec![FlightData::default()]).await;
+    assert_eq!(
+        end.unwrap().code(),
+        Code::InvalidArgument,
+        "no descriptor at all"
+    );
+    assert_eq!(failed(&r.t, "version"), 1.0);
+    assert_eq!(failed(&r.t, "decode"), 2.0);
+    assert!(r.cap.got.lock().unwrap().is_empty());
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_data_ends_the_stream_with_invalid_argument_after_acking_what_came_before() {
+    let r = rig().await;
+    let mut messages = stream_of(&[traces(2)]);
+    // A garbage IPC header for the spans table, then more (never read).
+    messages.push(FlightData {
+        data_header: Bytes::from_static(b"\x01\x02\x03 not a flatbuffer"),
+        app_metadata: Bytes::from_static(&[10]),
+        ..Default::default()
+    });
+    messages.extend(stream_of(&[traces(1)]).into_iter().skip(1));
+    let (acks, end) = put(r.addr, messages).await;
+    assert_eq!(acks, vec![Ack::ok(1)]);
+    let end = end.unwrap();
+    assert_eq!(end.code(), Code::InvalidArgument);
+    assert!(end.message().contains("Spans"), "names the table: {end:?}");
+    assert_eq!(failed(&r.t, "decode"), 1.0);
+    assert_eq!(r.cap.got.lock().unwrap().len(), 1);
+
+    // A payload that reads as Arrow but breaks the data model: refused alone, stream goes on.
+    let mut orphan = traces(1);
+    let spans = orphan.table(Table::Spans).clone();
+    let mut columns = spans.columns().to_vec();
+    columns[0] = Arc::new(arrow::array::UInt32Array::from(vec![9u32]));
+    orphan
+        .set(
+            Table::Spans,
+            arrow::array::RecordBatch::try_new(spans.schema(), columns).unwrap(),
+        )
+        .unwrap();
+    let (acks, end) = put(r.addr, stream_of(&[orphan, traces(2)])).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(acks[0].code, Ack::INVALID_ARGUMENT);
+    assert!(acks[0].message.contains("parent_id"), "{:?}", acks[0]);
+    assert_eq!(acks[1], Ack::ok(2));
+    assert_eq!(failed(&r.t, "decode"), 2.0);
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn size_limits_per_message_and_per_payload() {
+    let r = rig_with(
+        FlightReceiverConfig {
+            endpoint: "127.0.0.1:0".into(),
+            max_recv_msg_size_mib: 1,
+            max_payload_size_mib: 1,
+            ..Default::default()
+        },
+        &Signal::ALL,
+    )
+    .await;
+    // One message over max_recv_msg_size_mib: the stream ends OUT_OF_RANGE.
+    let mut messages = stream_of(&[traces(1)]);
+    messages.insert(
+        1,
+        FlightData {
+            data_body: Bytes::from(vec![0u8; 2 << 20]),
+            app_metadata: Bytes::from_static(&[10]),
+            ..Default::default()
+        },
+    );
+    let (acks, end) = put(r.addr, messages).await;
+    assert!(acks.is_empty());
+    assert_eq!(end.unwrap().code(), Code::OutOfRange);
+    assert_eq!(failed(&r.t, "too_large"), 1.0);
+
+    // A payload over max_payload_size_mib in small messages: answered OUT_OF_RANGE (split
+    // it), and the next payload goes through.
+    let big = traces(40_000);
+    let mut enc = Encoder::new(Compression::None).with_max_message_bytes(256 << 10);
+    let mut msgs = Vec::new();
+    enc.encode(&big, &mut msgs).unwrap();
+    enc.encode(&traces(3), &mut msgs).unwrap();
+    let messages = std::iter::once(hello_message(hello()))
+        .chain(msgs.into_iter().map(to_flight))
+        .collect();
+    let (acks, end) = put(r.addr, messages).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(acks[0].code, Ack::OUT_OF_RANGE);
+    assert!(acks[0].message.contains("split"), "{:?}", acks[0]);
+    assert_eq!(acks[1], Ack::ok(2));
+    assert_eq!(failed(&r.t, "too_large"), 2.0);
+    assert_eq!(r.cap.got.lock().unwrap().len(), 1);
+    r.rx.shutdown().await;
+}
+
+/// Shutdown does not wait for senders to hang up: each stream ends with UNAVAILABLE (what
+/// was not acknowledged is sent again elsewhere).
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_unavailable() {
+    let r = rig().await;
+    let mut client = client(r.addr).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for m in stream_of(&[traces(2)]) {
+        tx.send(m).unwrap();
+    }
+    let mut acks = client
+        .do_put(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = acks.message().await.unwrap().unwrap();
+    assert_eq!(Ack::parse(&first.app_metadata).unwrap(), Ack::ok(1));
+    // The stream stays open (tx alive); shut the receiver down.
+    tokio::time::timeout(Duration::from_secs(10), r.rx.shutdown())
+        .await
+        .expect("shutdown does not wait for open streams");
+    let end = acks.message().await.unwrap_err();
+    assert_eq!(end.code(), Code::Unavailable);
+    drop(tx);
+}
+
+#[tokio::test]
+async fn tls_streams_work_and_plaintext_clients_are_counted() {
+    let pki = sluice_tls::testing::TestPki::new();
+    let r = rig_with(
+        FlightReceiverConfig {
+            endpoint: "127.0.0.1:0".into(),
+            tls: Some(sluice_tls::TlsServerSetting {
+                cert_file: Some(pki.server_cert.display().to_string()),
+                key_file: Some(pki.server_key.display().to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        &Signal::ALL,
+    )
+    .await;
+    let setting = sluice_tls::TlsClientSetting {
+        ca_file: Some(pki.ca_cert.display().to_string()),
+        ..Default::default()
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(setting.load().unwrap())
+        .https_only()
+        .enable_http2()
+        .build();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", r.addr.port()))
+            .unwrap()
+            .connect_with_connector(connector)
+            .await
+            .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let mut acks = client
+        .do_put(tokio_stream::iter(stream_of(&[traces(2)])))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!(Ack::parse(&ack.app_metadata).unwrap(), Ack::ok(1));
+    assert!(
+        r.cap.got.lock().unwrap()[0]
+            .origin
+            .is_some_and(|o| o.ip().is_loopback())
+    );
+
+    let (_, end) = put(r.addr, stream_of(&[traces(1)])).await;
+    assert!(end.is_some(), "a plaintext client gets nothing through");
+    for _ in 0..200 {
+        if failed(&r.t, "tls_handshake") > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(failed(&r.t, "tls_handshake") >= 1.0);
+    assert_eq!(r.cap.got.lock().unwrap().len(), 1);
+    r.rx.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_flight_methods_are_unimplemented() {
+    let r = rig().await;
+    let mut client = client(r.addr).await;
+    let e = client
+        .get_flight_info(FlightDescriptor::new_cmd(Bytes::from_static(b"x")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("DoPut"), "{e:?}");
+    r.rx.shutdown().await;
+}
+
+#[test]
+fn config_defaults_and_checks() {
+    let f = FlightReceiverFactory;
+    let c = f
+        .parse_config(&serde_json::Value::Null)
+        .unwrap()
+        .downcast::<FlightReceiverConfig>()
+        .unwrap();
+    assert_eq!(c.endpoint, "localhost:4319");
+    assert_eq!(c.max_recv_msg_size_mib, 4);
+    assert_eq!(c.max_payload_size_mib, 64);
+    assert!(c.tls.is_none());
+    let e = f
+        .parse_config(&serde_json::json!({"endpont": "x"}))
+        .unwrap_err();
+    assert!(e.message.contains("endpoint"), "{e}");
+    let e = f
+        .parse_config(&serde_json::json!({"max_payload_size_mib": 0}))
+        .unwrap_err();
+    assert_eq!(e.path, "max_payload_size_mib");
+    let e = f
+        .parse_config(&serde_json::json!({"tls": {"cert_file": "a.pem"}}))
+        .unwrap_err();
+    assert!(e.path.starts_with("tls"), "{e}");
+}
