@@ -6,6 +6,7 @@ kubelet (HTTPS, bearer token) as the node, and a real Prometheus scraping the ga
     SDK --OTLP/gRPC--> agent (agent.yaml) --OTLP--> gateway (gateway.yaml) --> sink ("Jaeger")
                        ^ kubeletstats <- fake kubelet                      --> :8889 <- Prometheus
                        ^ k8sattributes <- fake API server (this node's pods)
+                       ^ resourcedetection <- fake EC2 instance metadata (sluice-fake-imds)
 
 Each shipped file runs as it is, with a second --config merged over it (as the Collector merges
 files) that changes only what a loopback test must: listeners on free ports, the gateway
@@ -20,8 +21,9 @@ The cluster: node `ip-10-0-1-17.ec2.internal` (the kubelet fixture's node) runs 
 `kube-scheduler-...` and a finished Job's pod; another node's pod with the same IP must never be
 watched. Shown:
 - every span the SDK sent reaches the gateway's exporter with the Collector's `k8s.*`
-  attributes of the checkout pod and `service.instance.id` (the pod's name, from the
-  `resource` processor);
+  attributes of the checkout pod, `service.instance.id` (the pod's name, from the
+  `resource` processor) and the node's cloud attributes (`resourcedetection`'s ec2 detector
+  against the fake IMDS; eks finds nothing off Kubernetes);
 - the kubelet's container, pod and node metrics reach Prometheus through the gateway with
   their resource attributes as labels, the checkout pod's also with its Deployment (found by
   uid), and the PromQL of the reference's dashboards answers;
@@ -48,6 +50,7 @@ from test_gateway_config import GATEWAY, gateway_overrides
 from test_k8sattributes import FakeCluster
 from test_kubeletstats import wait_for
 from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus
+from test_resourcedetection import EC2_ATTRIBUTES, fake_imds
 from test_tls import make_pki
 
 AGENT = REPO_ROOT / "k8s" / "config" / "agent.yaml"
@@ -174,6 +177,14 @@ def send_traces(endpoint: str, run_id: str, traces: int, spans_per_trace: int) -
 def test_agent_and_gateway_as_shipped(sluice, tmp_path, cluster, monkeypatch):
     if not (Path(PROMETHEUS).exists() and Path(PROMTOOL).exists()):
         pytest.fail("prometheus/promtool missing: run scripts/setup-test-env.sh")
+    with fake_imds("v2") as imds:
+        # The node's instance metadata, where resourcedetection's ec2 detector looks for it.
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch)
+
+
+def run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch):
     pki = make_pki(tmp_path)
     service_account = tmp_path / "serviceaccount"
     service_account.mkdir()
@@ -218,10 +229,11 @@ def test_agent_and_gateway_as_shipped(sluice, tmp_path, cluster, monkeypatch):
         for s in spans:
             resource = s["resource"]
             assert resource.get("service.name") == "checkout"
-            for key, want in CHECKOUT_ATTRIBUTES.items():
+            for key, want in {**CHECKOUT_ATTRIBUTES, **EC2_ATTRIBUTES}.items():
                 assert resource.get(key) == want, (key, resource)
             # only the attributes sent and those the agent adds
-            assert set(resource) <= {"service.name", "k8s.pod.ip", *CHECKOUT_ATTRIBUTES}, resource
+            assert set(resource) <= {"service.name", "k8s.pod.ip", *CHECKOUT_ATTRIBUTES,
+                                     *EC2_ATTRIBUTES}, resource
         assert agent.metric("otelcol_exporter_sent_spans_total",
                             exporter="otlp/gateway") >= traces * per_trace
 
@@ -239,6 +251,8 @@ def test_agent_and_gateway_as_shipped(sluice, tmp_path, cluster, monkeypatch):
         assert series["container_image_name"] == "shop/checkout"
         assert series["container_image_tag"] == "2.1"
         assert series["service_instance_id"] == CHECKOUT_POD
+        assert series["cloud_region"] == EC2_ATTRIBUTES["cloud.region"]
+        assert series["host_name"] == EC2_ATTRIBUTES["host.name"]
         assert series["instance"] == gateway_prometheus
         # a static pod: k8s attributes by uid, no deployment
         scheduler = prom.query(f'container_cpu_time_seconds_total{{k8s_pod_name="{SCHEDULER_POD}"}}')
