@@ -761,6 +761,9 @@ impl Shared {
         let id = self.id.to_string();
         self.telemetry
             .remove(&[("exporter", b.exporter_id.as_str())]);
+        // Its queue's share of the memory account (`sluice_memory_held_bytes{component}`).
+        self.telemetry
+            .remove(&[("component", b.exporter_id.as_str())]);
         self.telemetry
             .remove(&[("exporter", id.as_str()), ("endpoint", b.endpoint.as_str())]);
     }
