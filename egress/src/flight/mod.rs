@@ -114,6 +114,9 @@ impl FlightExporterConfig {
         grpc_endpoint(&self.endpoint)?;
         self.tls.validate().map_err(|e| tls_config_error(&e))?;
         grpc_metadata(&self.headers)?;
+        self.sending_queue
+            .check()
+            .map_err(|e| e.within("sending_queue"))?;
         if self.max_request_size < MIN_MAX_REQUEST_SIZE {
             return Err(ConfigError::new(
                 "max_request_size",
@@ -147,6 +150,10 @@ pub fn exporter(
     config.validate().map_err(|e| ComponentError::new(&id, e))?;
     let sender = FlightSender::new(&id, config)?;
     let metrics = ExporterMetrics::new(telemetry, &id);
+    // Its queue's share of the process's memory account (what the memory limiter sees).
+    let memory = telemetry
+        .memory()
+        .holder(telemetry, &id.to_string(), "queue");
     Ok(QueuedExporter::new(
         id,
         sender,
@@ -155,6 +162,7 @@ pub fn exporter(
         config.timeout,
         config.max_request_size,
         metrics,
+        memory,
     ))
 }
 
