@@ -18,6 +18,8 @@ must be what one gateway seeing every span keeps.
   EndpointSlices on the fake Kubernetes API server (`sluice-fake-apiserver`: TLS, bearer
   token, list + watch); 2 -> 3 gateways by a pod turning ready, then the third gateway's pod
   turns unready while the agents hold data for it: routed again, nothing lost.
+- test_flight_protocol: `protocol.flight`, the agents speaking Arrow Flight to gateways with a
+  `flight` receiver: every trace whole on the gateway the ring names, as with OTLP.
 
 Decision waits are 2 s, so each test takes tens of seconds."""
 
@@ -55,10 +57,14 @@ def collector_backend(endpoints: list[str], trace_id_hex: str) -> str:
     return ring_golden.endpoint_for(items, bytes.fromhex(trace_id_hex))[1]
 
 
-def gateway_config(grpc_addr: str, raw: OtlpSink, sampled: OtlpSink) -> dict:
+def gateway_config(grpc_addr: str, raw: OtlpSink, sampled: OtlpSink,
+                   receiver: str = "otlp") -> dict:
+    """`receiver`: `otlp` (gRPC on grpc_addr) or `flight` (Arrow Flight on grpc_addr)."""
     insecure = {"tls": {"insecure": True}}
+    receivers = ({"otlp": {"protocols": {"grpc": {"endpoint": grpc_addr}}}}
+                 if receiver == "otlp" else {"flight": {"endpoint": grpc_addr}})
     return {
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": grpc_addr}}}},
+        "receivers": receivers,
         "processors": {"tail_sampling": {
             "decision_wait": f"{DECISION_WAIT_S}s",
             "policies": [
@@ -72,16 +78,17 @@ def gateway_config(grpc_addr: str, raw: OtlpSink, sampled: OtlpSink) -> dict:
             "otlp/sampled": {"endpoint": sampled.grpc_endpoint, **insecure},
         },
         "service": {"pipelines": {
-            "traces/raw": {"receivers": ["otlp"], "processors": [], "exporters": ["otlp/raw"]},
-            "traces/sampled": {"receivers": ["otlp"], "processors": ["tail_sampling"],
+            "traces/raw": {"receivers": [receiver], "processors": [],
+                           "exporters": ["otlp/raw"]},
+            "traces/sampled": {"receivers": [receiver], "processors": ["tail_sampling"],
                                "exporters": ["otlp/sampled"]},
         }},
     }
 
 
-def agent_config(resolver: dict, reference: str | None) -> dict:
+def agent_config(resolver: dict, reference: str | None, protocol: str = "otlp") -> dict:
     exporters = {"loadbalancing": {
-        "protocol": {"otlp": {
+        "protocol": {protocol: {
             "tls": {"insecure": True}, "timeout": "2s",
             "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms"}}},
         "resolver": resolver}}
@@ -97,11 +104,12 @@ def agent_config(resolver: dict, reference: str | None) -> dict:
 
 
 class Gateway:
-    def __init__(self, sluice, name: str, grpc_addr: str):
+    def __init__(self, sluice, name: str, grpc_addr: str, receiver: str = "otlp"):
         self.raw = OtlpSink().start()
         self.sampled = OtlpSink().start()
         self.addr = grpc_addr
-        self.proc = sluice(gateway_config(grpc_addr, self.raw, self.sampled), name=name)
+        self.proc = sluice(gateway_config(grpc_addr, self.raw, self.sampled, receiver),
+                           name=name)
 
     def traces(self, sink: str = "raw") -> dict[str, set[str]]:
         """trace id -> span ids received."""
@@ -392,3 +400,27 @@ def test_k8s_scale_out_by_endpoint_slices(sluice, tmp_path, monkeypatch):
         svc.shutdown()
         stop_in_order(agents, gateways)
         cluster.stop()
+
+
+def test_flight_protocol(sluice):
+    gateways = [Gateway(sluice, f"gateway{i}", f"127.0.0.1:{free_port()}", receiver="flight")
+                for i in range(3)]
+    endpoints = [g.addr for g in gateways]
+    agents = [sluice(agent_config({"static": {"hostnames": endpoints}}, None, "flight"),
+                     name=f"agent{i}") for i in range(2)]
+    svc = Services(agents[0].grpc_endpoint, agents[1].grpc_endpoint)
+    try:
+        started = svc.begin(40, "flight")
+        time.sleep(1)
+        ids = svc.finish(started)
+        wait_for("every span at the gateways", lambda: spans_total(gateways) == 120)
+        where = placement(gateways)
+        for tid in ids:
+            assert list(where[tid]) == [collector_backend(endpoints, tid)], (tid, where[tid])
+            assert sum(where[tid].values()) == 3
+        assert len({next(iter(where[t])) for t in ids}) == 3, "every gateway got traces"
+        for a in agents:
+            assert a.metric("otelcol_exporter_send_failed_spans_total") in (None, 0)
+    finally:
+        svc.shutdown()
+        stop_in_order(agents, gateways)

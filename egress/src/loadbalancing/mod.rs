@@ -46,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::flight::{FlightExporterConfig, exporter as flight_exporter};
 use crate::otlp::{OtlpGrpcConfig, grpc_exporter};
 use crate::queue::{QueuedExporter, Sender, Spill};
 use resolver::{DnsResolver, K8sResolver, Publisher, Resolver, StaticResolver};
@@ -171,11 +172,33 @@ pub struct Parsed {
     /// The routing key of each signal (`Signal as usize`); an error for a signal the key does
     /// not apply to.
     keys: [Result<RoutingKey, String>; 3],
-    /// The `otlp` exporter config each backend gets, its endpoint replaced.
-    template: OtlpGrpcConfig,
-    /// `protocol.otlp.endpoint` was set (and is replaced per backend).
+    /// The exporter config each backend gets, its endpoint replaced.
+    template: Template,
+    /// `protocol.<otlp|flight>.endpoint` was set (and is replaced per backend).
     endpoint_given: bool,
     resolver: ResolverSpec,
+}
+
+/// `protocol`: the config of each backend's exporter.
+#[derive(Debug, Clone)]
+enum Template {
+    Otlp(OtlpGrpcConfig),
+    Flight(FlightExporterConfig),
+}
+
+impl Template {
+    fn drain_timeout(&self) -> Duration {
+        match self {
+            Template::Otlp(c) => c.sending_queue.drain_timeout,
+            Template::Flight(c) => c.sending_queue.drain_timeout,
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Template::Otlp(_) => "otlp",
+            Template::Flight(_) => "flight",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -270,22 +293,39 @@ fn parse(config: &serde_json::Value) -> Result<Parsed, ConfigError> {
     if key.is_some() && keys.iter().all(|k| k.is_err()) {
         return Err(ConfigError::new("routing_key", "applies to no signal"));
     }
-    // Protocol: the otlp exporter's config, or Arrow Flight (not in this build).
-    if c.protocol.flight.is_some() {
-        return Err(ConfigError::new(
-            "protocol.flight",
-            "not yet supported: the Arrow Flight exporter has not landed in this build; use protocol.otlp",
-        ));
-    }
-    let mut otlp = match c.protocol.otlp.clone() {
+    // Protocol: a whole `otlp` or `flight` exporter config, endpoint replaced per backend.
+    let (name, given) = match (&c.protocol.otlp, &c.protocol.flight) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "protocol",
+                "set one of otlp and flight, not both",
+            ));
+        }
+        (None, Some(f)) => ("flight", Some(f.clone())),
+        (o, None) => ("otlp", o.clone()),
+    };
+    let mut exporter = match given {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(v @ serde_json::Value::Object(_)) => v,
-        Some(_) => return Err(ConfigError::new("protocol.otlp", "expected a map")),
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("protocol.{name}"),
+                "expected a map",
+            ));
+        }
     };
-    let endpoint_given = otlp.get("endpoint").is_some();
-    otlp["endpoint"] = serde_json::Value::String(format!("placeholder:{DEFAULT_PORT}"));
-    let template: OtlpGrpcConfig = parse_config(&otlp).map_err(|e| e.within("protocol.otlp"))?;
-    template.validate().map_err(|e| e.within("protocol.otlp"))?;
+    let endpoint_given = exporter.get("endpoint").is_some();
+    exporter["endpoint"] = serde_json::Value::String(format!("placeholder:{DEFAULT_PORT}"));
+    let within = |e: ConfigError| e.within(&format!("protocol.{name}"));
+    let template = if name == "flight" {
+        let t: FlightExporterConfig = parse_config(&exporter).map_err(within)?;
+        t.validate().map_err(within)?;
+        Template::Flight(t)
+    } else {
+        let t: OtlpGrpcConfig = parse_config(&exporter).map_err(within)?;
+        t.validate().map_err(within)?;
+        Template::Otlp(t)
+    };
     // Exactly one resolver.
     let r = &c.resolver;
     let given = [
@@ -419,7 +459,7 @@ impl Factory for LoadBalancingFactory {
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let parsed = ctx.config::<Parsed>()?;
         if parsed.endpoint_given {
-            tracing::warn!(exporter = %ctx.id, "protocol.otlp.endpoint is replaced by each backend's address");
+            tracing::warn!(exporter = %ctx.id, protocol = parsed.template.name(), "the protocol's endpoint is replaced by each backend's address");
         }
         let resolver: Arc<dyn Resolver> = match &parsed.resolver {
             ResolverSpec::Static(h) => Arc::new(StaticResolver {
@@ -486,7 +526,7 @@ struct Routing {
 struct Shared {
     id: ComponentId,
     keys: [Result<RoutingKey, String>; 3],
-    template: OtlpGrpcConfig,
+    template: Template,
     telemetry: Telemetry,
     clock: Arc<dyn sluice_engine::clock::Clock>,
     routing: RwLock<Arc<Routing>>,
@@ -573,7 +613,7 @@ impl LoadBalancer {
                 rerouted,
                 handoff: Mutex::new(Some(handoff)),
                 draining: Mutex::new(Vec::new()),
-                drain_timeout: parsed.template.sending_queue.drain_timeout,
+                drain_timeout: parsed.template.drain_timeout(),
                 membership: tokio::sync::Mutex::new(()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -590,7 +630,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `host:port` to connect to: the resolver's string, with the default port when it has none.
+/// The port a backend's address gets when it names none: the receiving side's default, 4317
+/// for OTLP/gRPC (the Collector's) and 4319 for the `flight` receiver.
+fn with_protocol_port(endpoint: &str, template: &Template) -> String {
+    match template {
+        Template::Otlp(_) => with_port(endpoint),
+        Template::Flight(_) => with_default_port(endpoint, FLIGHT_DEFAULT_PORT),
+    }
+}
+
+/// The `flight` receiver's default port.
+const FLIGHT_DEFAULT_PORT: &str = "4319";
+
 fn with_port(endpoint: &str) -> String {
+    with_default_port(endpoint, DEFAULT_PORT)
+}
+
+fn with_default_port(endpoint: &str, default_port: &str) -> String {
     let has_port = match endpoint.strip_prefix('[') {
         // [v6] or [v6]:port
         Some(rest) => rest.contains("]:"),
@@ -599,7 +655,7 @@ fn with_port(endpoint: &str) -> String {
     if has_port {
         endpoint.to_string()
     } else {
-        format!("{endpoint}:{DEFAULT_PORT}")
+        format!("{endpoint}:{default_port}")
     }
 }
 
@@ -612,8 +668,6 @@ impl Shared {
     }
 
     fn new_backend(&self, endpoint: &str) -> Result<Arc<Backend>, ComponentError> {
-        let mut config = self.template.clone();
-        config.endpoint = with_port(endpoint);
         // Counted as `loadbalancing[/name]/<endpoint>` in the exporter metrics.
         let id = ComponentId {
             type_name: self.id.type_name.clone(),
@@ -623,15 +677,26 @@ impl Shared {
             }),
         };
         let exporter_id = id.to_string();
-        let exporter = grpc_exporter(
-            BuildContext {
-                id,
-                config: Arc::new(()),
-                telemetry: self.telemetry.clone(),
-                clock: self.clock.clone(),
-            },
-            &config,
-        )?;
+        let exporter: Arc<dyn BackendExporter> = match &self.template {
+            Template::Otlp(template) => {
+                let mut config = template.clone();
+                config.endpoint = with_port(endpoint);
+                grpc_exporter(
+                    BuildContext {
+                        id,
+                        config: Arc::new(()),
+                        telemetry: self.telemetry.clone(),
+                        clock: self.clock.clone(),
+                    },
+                    &config,
+                )?
+            }
+            Template::Flight(template) => {
+                let mut config = template.clone();
+                config.endpoint = with_protocol_port(endpoint, &self.template);
+                Arc::new(flight_exporter(id, &config, &self.telemetry)?)
+            }
+        };
         let sid = self.id.to_string();
         let outcome = |success: &str| {
             self.telemetry.counter(

@@ -454,9 +454,16 @@ fn config_is_the_collectors_and_refuses_what_is_not_supported() {
         err(serde_json::json!({"resolver": {"k8s": {"service": "gw", "ports": [0]}}}))
             .contains("0 is not a port")
     );
+    ok(
+        serde_json::json!({"protocol": {"flight": {"tls": {"insecure": true}, "compression": "lz4"}}, "resolver": {"static": {"hostnames": ["a"]}}}),
+    );
     assert!(
-        err(serde_json::json!({"protocol": {"flight": {}}, "resolver": {"static": {"hostnames": ["a"]}}}))
-            .contains("protocol.flight: not yet supported")
+        err(serde_json::json!({"protocol": {"flight": {"compression": "gzip"}}, "resolver": {"static": {"hostnames": ["a"]}}}))
+            .starts_with("protocol.flight.compression: gzip is not an Arrow IPC compression")
+    );
+    assert!(
+        err(serde_json::json!({"protocol": {"flight": {}, "otlp": {}}, "resolver": {"static": {"hostnames": ["a"]}}}))
+            .contains("not both")
     );
     assert!(err(serde_json::json!({"resolver": {}})).contains("no resolver"));
     assert!(
@@ -494,6 +501,13 @@ fn backends_without_a_port_get_4317() {
     assert_eq!(with_port("gateway-0.gateway"), "gateway-0.gateway:4317");
     assert_eq!(with_port("[fd00::1]"), "[fd00::1]:4317");
     assert_eq!(with_port("[fd00::1]:4318"), "[fd00::1]:4318");
+    // Flight backends: the flight receiver's default port.
+    let flight = Template::Flight(FlightExporterConfig::new("placeholder:4319"));
+    assert_eq!(with_protocol_port("10.0.0.1", &flight), "10.0.0.1:4319");
+    assert_eq!(
+        with_protocol_port("10.0.0.1:9000", &flight),
+        "10.0.0.1:9000"
+    );
 }
 
 /// Until the resolver has answered, data is refused for the client to retry (and counted).

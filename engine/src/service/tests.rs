@@ -103,7 +103,9 @@ impl Factory for TestFactory {
         }))
     }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
-        let _ = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
+        let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
+        // As a queued exporter does: its queue's gauges, which are not per signal.
+        let _ = metrics.queue_gauges();
         Ok(Arc::new(Recorder {
             name: format!("exporter {}", ctx.id),
             log: self.log.clone(),
