@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT, sluice_bin
 
 HARNESS = REPO_ROOT / "benches" / "e2e.py"
@@ -26,8 +28,11 @@ def run_harness(tmp_path, *args: str, timeout: float = 120) -> tuple[subprocess.
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
+# Ten configs, some with several processes (agent: a fake API server; loadbalancing: three
+# backends; overload: a fixed 2 s phase): about two minutes with a debug build on 2 cores.
+@pytest.mark.timeout(330)
 def test_quick_run_prints_every_row_and_passes_every_check(tmp_path):
-    proc, result = run_harness(tmp_path, "--quick")
+    proc, result = run_harness(tmp_path, "--quick", timeout=300)
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, report
     assert result is not None, report
