@@ -52,7 +52,12 @@ struct Family {
 impl Registry {
     fn shown(&self, fam: &Family, labels: &Labels) -> bool {
         match (&self.wired, fam.wires.get(labels)) {
-            (Some(wired), Some(w)) => wired.contains(w),
+            // Hidden only for a component of the pipelines, on a signal it is not wired for;
+            // components the service did not build (a load balancer's backends, named
+            // `loadbalancing/<endpoint>`) are shown.
+            (Some(wired), Some(w)) => {
+                wired.contains(w) || !wired.iter().any(|(k, id, _)| *k == w.0 && *id == w.1)
+            }
             _ => true,
         }
     }
