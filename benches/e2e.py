@@ -299,8 +299,18 @@ def bench_cluster_objects() -> list[dict]:
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
                                                   "name": f"shop-{i:03d}", "uid": f"d-{i:03d}",
                                                   "controller": True}]}}
+    # The gateway's headless service, whose ready endpoints the agent's loadbalancing exporter
+    # routes to (its k8s resolver): one, the harness's sink sluice on loopback (the overlay
+    # sets the port). The agent runs in no pod: its namespace is `default`.
+    gateway_slice = {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "otel-gateway-collector-headless-b2x4k", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "otel-gateway-collector-headless"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+    }
     return ([pod(0, "127.0.0.1")] + [pod(i, f"10.1.0.{i}") for i in range(1, BENCH_PODS)]
-            + [replicaset(i) for i in range(BENCH_PODS)])
+            + [replicaset(i) for i in range(BENCH_PODS)] + [gateway_slice])
 
 
 class FakeCluster:
@@ -520,8 +530,8 @@ class Harness:
         return Proc(name, argv, dict(os.environ, **env), self.workdir)
 
     def sink_sluice(self) -> tuple[Proc, dict[str, str]]:
-        env = {"SINK_GRPC_PORT": str(free_port()), "SINK_HEALTH_PORT": str(free_port()),
-               "SINK_TELEMETRY_PORT": str(free_port())}
+        env = {"SINK_GRPC_PORT": str(free_port()), "SINK_FLIGHT_PORT": str(free_port()),
+               "SINK_HEALTH_PORT": str(free_port()), "SINK_TELEMETRY_PORT": str(free_port())}
         p = self.sluice("sink-sluice", [E2E / "sink.yaml"], env)
         wait_healthy(int(env["SINK_HEALTH_PORT"]), [p])
         return p, env
@@ -694,7 +704,7 @@ class Harness:
 
     def gateway_env(self) -> dict[str, str]:
         return {"GRPC_PORT": str(free_port()), "HTTP_PORT": str(free_port()),
-                "HEALTH_PORT": str(free_port()), "TELEMETRY_PORT": str(free_port()),
+                "FLIGHT_PORT": str(free_port()), "HEALTH_PORT": str(free_port()), "TELEMETRY_PORT": str(free_port()),
                 "PROMETHEUS_PORT": str(free_port()), "DECISION_WAIT": self.decision_wait}
 
     # ---- the shipped gateway, traces

@@ -14,9 +14,25 @@ pub mod service_endpoints;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_engine::component::Factory;
+
+/// Where Kubernetes mounts a pod's service account: `token`, `ca.crt`, `namespace`.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Moves [`SERVICE_ACCOUNT_DIR`] for every component of the process (tests, a run outside a
+/// pod): kubeletstats' token and CA, k8sattributes' `serviceAccount` auth, the loadbalancing
+/// exporter's namespace.
+pub const SERVICE_ACCOUNT_DIR_ENV: &str = "SLUICE_SERVICE_ACCOUNT_DIR";
+
+/// The service account directory of this process: [`SERVICE_ACCOUNT_DIR_ENV`] if set.
+pub fn service_account_dir() -> PathBuf {
+    std::env::var(SERVICE_ACCOUNT_DIR_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR), PathBuf::from)
+}
 
 /// Every component factory of this crate.
 pub fn factories() -> Vec<Arc<dyn Factory>> {

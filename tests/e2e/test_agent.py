@@ -3,14 +3,20 @@ k8s/config/gateway.yaml, run by the real binary, with the real OpenTelemetry Pyt
 application, the fake Kubernetes API server (`sluice-fake-apiserver`) as the cluster, the fake
 kubelet (HTTPS, bearer token) as the node, and a real Prometheus scraping the gateway.
 
-    SDK --OTLP/gRPC--> agent (agent.yaml) --OTLP--> gateway (gateway.yaml) --> sink ("Jaeger")
+    SDK --OTLP/gRPC--> agent (agent.yaml) --traces: Arrow Flight--> gateway --> sink ("Jaeger")
+                       |                  --metrics: OTLP---------> (gateway.yaml)
                        ^ kubeletstats <- fake kubelet                      --> :8889 <- Prometheus
                        ^ k8sattributes <- fake API server (this node's pods)
+                       ^ loadbalancing's k8s resolver <- fake API server (the gateway's
+                       |                                 headless service's EndpointSlice)
                        ^ resourcedetection <- fake EC2 instance metadata (sluice-fake-imds)
 
 Each shipped file runs as it is, with a second --config merged over it (as the Collector merges
 files) that changes only what a loopback test must: listeners on free ports, the gateway
-addresses, the fake kubelet's address, shorter intervals and waits, and one more:
+addresses (for traces: the loadbalancing exporter's k8s resolver finds the gateway's ready
+address, 127.0.0.1, in its headless service's EndpointSlice; the ring's backend is that address
+with the gateway's OTLP port, as in a Collector agent's ring, and it is connected on the
+gateway's `flight` port), the fake kubelet's address, shorter intervals and waits, and one more:
 k8sattributes authenticates with `kubeConfig` (the fake API server's kubeconfig) instead of the
 pod's service account, because `serviceAccount` means `KUBERNETES_SERVICE_HOST` and the fixed
 mount `/var/run/secrets/kubernetes.io/serviceaccount`. The service-account path is exercised by
@@ -19,8 +25,11 @@ kubeletstats, whose token and CA directory tests may move (SLUICE_SERVICE_ACCOUN
 The cluster: node `ip-10-0-1-17.ec2.internal` (the kubelet fixture's node) runs the Deployment
 `checkout`'s pod with IP 127.0.0.1 — the address the SDK connects from —, the static pod
 `kube-scheduler-...` and a finished Job's pod; another node's pod with the same IP must never be
-watched. Shown:
-- every span the SDK sent reaches the gateway's exporter with the Collector's `k8s.*`
+watched. The gateway's headless service `otel-gateway-collector-headless` in the agent's
+namespace `telemetry` (the service account's `namespace` file) has one ready endpoint, the
+gateway. Shown:
+- every span the SDK sent reaches the gateway, routed by the loadbalancing exporter over Arrow
+  Flight to the endpoint the EndpointSlice names, and leaves its exporter with the Collector's `k8s.*`
   attributes of the checkout pod, `service.instance.id` (the pod's name, from the
   `resource` processor) and the node's cloud attributes (`resourcedetection`'s ec2 detector
   against the fake IMDS; eks finds nothing off Kubernetes);
@@ -62,6 +71,7 @@ CHECKOUT_UID = "42ad382b-ed0b-446d-9aab-3fdce8b4f9e2"
 SCHEDULER_POD = "kube-scheduler-ip-10-0-1-17"
 SCHEDULER_UID = "5795d0c442cb997ff93c49feeb9f6386"
 STARTED = "2026-12-06T08:15:00Z"
+NAMESPACE = "telemetry"  # the agent's and the gateway's
 
 CLUSTER = [
     {"apiVersion": "apps/v1", "kind": "ReplicaSet",
@@ -115,6 +125,20 @@ CLUSTER = [
      "spec": {"nodeName": "ip-10-0-2-99.ec2.internal",
               "containers": [{"name": "app", "image": "shop/impostor:1"}]},
      "status": {"podIP": "127.0.0.1", "startTime": "2026-12-06T09:00:00Z"}},
+    # The gateway StatefulSet's headless service: its one ready pod is the test's gateway.
+    {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+     "metadata": {"name": "otel-gateway-collector-headless-8xk2q", "namespace": NAMESPACE,
+                  "labels": {"kubernetes.io/service-name": "otel-gateway-collector-headless"}},
+     "addressType": "IPv4",
+     "ports": [{"name": "flight", "port": 4319, "protocol": "TCP"}],
+     "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True},
+                    "hostname": "otel-gateway-collector-0"}]},
+    # Another namespace's service of the same name: not the agent's gateway.
+    {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+     "metadata": {"name": "otel-gateway-collector-headless-zz9zz", "namespace": "other",
+                  "labels": {"kubernetes.io/service-name": "otel-gateway-collector-headless"}},
+     "addressType": "IPv4",
+     "endpoints": [{"addresses": ["127.0.0.9"], "conditions": {"ready": True}}]},
 ]
 
 # What k8sattributes (agent.yaml's extract.metadata) and resource add to the checkout pod's
@@ -138,7 +162,9 @@ def cluster(tmp_path):
     c.stop()
 
 
-def agent_overrides(gateway_endpoint: str, kubelet_endpoint: str) -> dict:
+def agent_overrides(gateway_endpoint: str, gateway_flight_port: int,
+                    kubelet_endpoint: str) -> dict:
+    gateway_otlp_port = int(gateway_endpoint.rsplit(":", 1)[1])
     return {
         "receivers": {
             "otlp": {"protocols": {
@@ -150,7 +176,11 @@ def agent_overrides(gateway_endpoint: str, kubelet_endpoint: str) -> dict:
         },
         "processors": {"k8sattributes": {"auth_type": "kubeConfig"},
                        "batch": {"timeout": "100ms"}},
-        "exporters": {"otlp/gateway": {"endpoint": gateway_endpoint}},
+        "exporters": {
+            "loadbalancing": {"protocol": {"flight": {"port": gateway_flight_port}},
+                              "resolver": {"k8s": {"ports": [gateway_otlp_port]}}},
+            "otlp/gateway": {"endpoint": gateway_endpoint},
+        },
     }
 
 
@@ -190,6 +220,7 @@ def run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch):
     service_account.mkdir()
     shutil.copy(pki / "ca.crt", service_account / "ca.crt")
     (service_account / "token").write_text("agent-token\n")
+    (service_account / "namespace").write_text(NAMESPACE)
     kubelet = FakeKubelet(pki / "server.crt", pki / "server.key", SUMMARY, "agent-token").start()
     jaeger = OtlpSink().start()
     prom = None
@@ -202,8 +233,9 @@ def run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch):
         monkeypatch.setenv("K8S_POD_NAME", "otel-agent-collector-x7k2p")
         monkeypatch.setenv("KUBECONFIG", cluster.info["kubeconfig"])
         monkeypatch.setenv("SLUICE_SERVICE_ACCOUNT_DIR", str(service_account))
-        agent = sluice(agent_overrides(gateway.grpc_endpoint, kubelet.endpoint), name="agent",
-                       base=AGENT)
+        flight_port = int(gateway.config["receivers"]["flight"]["endpoint"].rsplit(":", 1)[1])
+        agent = sluice(agent_overrides(gateway.grpc_endpoint, flight_port, kubelet.endpoint),
+                       name="agent", base=AGENT)
         gateway_prometheus = gateway.config["exporters"]["prometheus"]["endpoint"]
         gateway_telemetry = gateway.metrics_url.removeprefix("http://").removesuffix("/metrics")
         prom = Prometheus(tmp_path, {"otel-gateway": gateway_prometheus,
@@ -234,8 +266,14 @@ def run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch):
             # only the attributes sent and those the agent adds
             assert set(resource) <= {"service.name", "k8s.pod.ip", *CHECKOUT_ATTRIBUTES,
                                      *EC2_ATTRIBUTES}, resource
+        # ... all through the one backend the gateway's EndpointSlice names (its ring key the
+        # OTLP address, a Collector agent's), over Flight
+        assert agent.metric("otelcol_loadbalancer_num_backends", resolver="k8s") == 1
         assert agent.metric("otelcol_exporter_sent_spans_total",
-                            exporter="otlp/gateway") >= traces * per_trace
+                            exporter=f"loadbalancing/{gateway.grpc_endpoint}") \
+            == traces * per_trace
+        assert gateway.metric("otelcol_receiver_accepted_spans_total", receiver="flight") \
+            == traces * per_trace
 
         # -- kubelet metrics: agent -> gateway -> :8889 -> Prometheus
         checkout = f'k8s_pod_name="{CHECKOUT_POD}",k8s_container_name="server"'
@@ -275,13 +313,20 @@ def run_agent_and_gateway(sluice, tmp_path, cluster, monkeypatch):
             "spans received per gateway pod")
         assert [r["metric"] for r in received] == [{"instance": gateway_telemetry}]
         assert prom.value(f'sum(otelcol_receiver_accepted_spans_total{{instance="{gateway_telemetry}",'
-                          f'receiver="otlp"}})') == traces * per_trace
+                          f'receiver="flight"}})') == traces * per_trace
 
-        # -- the agent watched this node's pods only, and found the application's pod
+        # -- the agent watched this node's pods only, and found the application's pod; its
+        # resolver watched the gateway service's slices in its own namespace
         pod_lists = [r for r in cluster.control("GET", "/requests")
                      if r["path"] == "/api/v1/pods"]
         assert pod_lists and all(r["query"].get("fieldSelector") == f"spec.nodeName={NODE}"
                                  for r in pod_lists), pod_lists
+        slices = [r for r in cluster.control("GET", "/requests") if "endpointslices" in r["path"]]
+        assert slices and all(
+            r["path"] == f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
+            and r["query"].get("labelSelector")
+            == "kubernetes.io/service-name=otel-gateway-collector-headless"
+            for r in slices), slices
         assert all(auth == "Bearer agent-token" for _, auth in kubelet.seen())
         assert agent.metric("otelcol_receiver_accepted_metric_points_total",
                             receiver="kubeletstats") > 0

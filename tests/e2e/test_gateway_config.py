@@ -37,7 +37,7 @@ def gateway_overrides(jaeger_endpoint: str) -> dict:
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{free_port()}"},
             "http": {"endpoint": f"127.0.0.1:{free_port()}"},
-        }}},
+        }}, "flight": {"endpoint": f"127.0.0.1:{free_port()}"}},
         "processors": {"batch": {"timeout": "100ms"},
                        "tail_sampling": {"decision_wait": "1s"}},
         "connectors": {"spanmetrics": {"metrics_flush_interval": "1s"}},

@@ -183,20 +183,22 @@ pub struct Parsed {
 #[derive(Debug, Clone)]
 enum Template {
     Otlp(OtlpGrpcConfig),
-    Flight(FlightExporterConfig),
+    /// With `protocol.flight.port`: the port each backend is connected on, whatever port its
+    /// resolver string (its ring key) names.
+    Flight(FlightExporterConfig, Option<u16>),
 }
 
 impl Template {
     fn drain_timeout(&self) -> Duration {
         match self {
             Template::Otlp(c) => c.sending_queue.drain_timeout,
-            Template::Flight(c) => c.sending_queue.drain_timeout,
+            Template::Flight(c, _) => c.sending_queue.drain_timeout,
         }
     }
     fn name(&self) -> &'static str {
         match self {
             Template::Otlp(_) => "otlp",
-            Template::Flight(_) => "flight",
+            Template::Flight(..) => "flight",
         }
     }
 }
@@ -315,12 +317,33 @@ fn parse(config: &serde_json::Value) -> Result<Parsed, ConfigError> {
         }
     };
     let endpoint_given = exporter.get("endpoint").is_some();
+    // sluice's `protocol.flight.port`: the ring keeps the resolver's strings (`10.0.0.7:4317`,
+    // what a Collector agent's ring hashes, so a mixed fleet routes a trace id to one gateway)
+    // while the backend is connected on the gateway's flight port.
+    let flight_port = match exporter.as_object_mut().and_then(|m| m.remove("port")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) if name != "flight" => {
+            return Err(ConfigError::new(
+                "protocol.otlp.port",
+                "unknown field (protocol.flight only: the port to connect each backend on)",
+            ));
+        }
+        Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(p) if p > 0 => Some(p),
+            _ => {
+                return Err(ConfigError::new(
+                    "protocol.flight.port",
+                    format!("expected a port number (1-65535), got {v}"),
+                ));
+            }
+        },
+    };
     exporter["endpoint"] = serde_json::Value::String(format!("placeholder:{DEFAULT_PORT}"));
     let within = |e: ConfigError| e.within(&format!("protocol.{name}"));
     let template = if name == "flight" {
         let t: FlightExporterConfig = parse_config(&exporter).map_err(within)?;
         t.validate().map_err(within)?;
-        Template::Flight(t)
+        Template::Flight(t, flight_port)
     } else {
         let t: OtlpGrpcConfig = parse_config(&exporter).map_err(within)?;
         t.validate().map_err(within)?;
@@ -629,13 +652,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `host:port` to connect to: the resolver's string, with the default port when it has none.
-/// The port a backend's address gets when it names none: the receiving side's default, 4317
-/// for OTLP/gRPC (the Collector's) and 4319 for the `flight` receiver.
+/// `host:port` to connect a backend on: the resolver's string, with the receiving side's
+/// default port when it names none (4317 for OTLP/gRPC, the Collector's; 4319 for the `flight`
+/// receiver), or on `protocol.flight.port` whatever port it names.
 fn with_protocol_port(endpoint: &str, template: &Template) -> String {
     match template {
         Template::Otlp(_) => with_port(endpoint),
-        Template::Flight(_) => with_default_port(endpoint, FLIGHT_DEFAULT_PORT),
+        Template::Flight(_, Some(port)) => format!("{}:{port}", host_of(endpoint)),
+        Template::Flight(_, None) => with_default_port(endpoint, FLIGHT_DEFAULT_PORT),
+    }
+}
+
+/// The host of a resolver string: `host`, `host:port`, `[v6]`, `[v6]:port` (brackets kept), or
+/// a bare IPv6 address (bracketed).
+fn host_of(endpoint: &str) -> String {
+    if let Some(end) = endpoint.strip_prefix('[').and_then(|rest| rest.find(']')) {
+        return endpoint[..end + 2].to_string();
+    }
+    match endpoint.matches(':').count() {
+        0 => endpoint.to_string(),
+        1 => endpoint
+            .split_once(':')
+            .map_or(endpoint, |(h, _)| h)
+            .to_string(),
+        _ => format!("[{endpoint}]"),
     }
 }
 
@@ -691,7 +731,7 @@ impl Shared {
                     &config,
                 )?
             }
-            Template::Flight(template) => {
+            Template::Flight(template, _) => {
                 let mut config = template.clone();
                 config.endpoint = with_protocol_port(endpoint, &self.template);
                 Arc::new(flight_exporter(id, &config, &self.telemetry)?)

@@ -502,12 +502,63 @@ fn backends_without_a_port_get_4317() {
     assert_eq!(with_port("[fd00::1]"), "[fd00::1]:4317");
     assert_eq!(with_port("[fd00::1]:4318"), "[fd00::1]:4318");
     // Flight backends: the flight receiver's default port.
-    let flight = Template::Flight(FlightExporterConfig::new("placeholder:4319"));
+    let flight = Template::Flight(FlightExporterConfig::new("placeholder:4319"), None);
     assert_eq!(with_protocol_port("10.0.0.1", &flight), "10.0.0.1:4319");
     assert_eq!(
         with_protocol_port("10.0.0.1:9000", &flight),
         "10.0.0.1:9000"
     );
+    // `protocol.flight.port`: the ring keeps `10.0.0.1:4317` (a Collector agent's key), the
+    // connection goes to the flight port, whatever the resolver's string says.
+    let on_port = Template::Flight(FlightExporterConfig::new("placeholder:4319"), Some(4400));
+    for (resolved, connected) in [
+        ("10.0.0.1:4317", "10.0.0.1:4400"),
+        ("10.0.0.1", "10.0.0.1:4400"),
+        (
+            "gateway-0.gateway.telemetry:4317",
+            "gateway-0.gateway.telemetry:4400",
+        ),
+        ("[fd00::1]:4317", "[fd00::1]:4400"),
+        ("[fd00::1]", "[fd00::1]:4400"),
+        ("fd00::1", "[fd00::1]:4400"),
+    ] {
+        assert_eq!(
+            with_protocol_port(resolved, &on_port),
+            connected,
+            "{resolved}"
+        );
+    }
+}
+
+#[test]
+fn flight_port_is_read_for_flight_only() {
+    let with_protocol = |protocol: serde_json::Value| {
+        parse(
+            &serde_json::json!({"protocol": protocol, "resolver": {"static": {"hostnames": ["a:4317"]}}}),
+        )
+    };
+    let parsed =
+        with_protocol(serde_json::json!({"flight": {"port": 4319, "tls": {"insecure": true}}}))
+            .expect("flight with a port");
+    assert!(matches!(parsed.template, Template::Flight(_, Some(4319))));
+    let err = |protocol| with_protocol(protocol).unwrap_err().to_string();
+    assert!(
+        err(serde_json::json!({"otlp": {"port": 4319}}))
+            .starts_with("protocol.otlp.port: unknown field"),
+        "{}",
+        err(serde_json::json!({"otlp": {"port": 4319}}))
+    );
+    for bad in [
+        serde_json::json!(0),
+        serde_json::json!(70000),
+        serde_json::json!("x"),
+    ] {
+        let e = err(serde_json::json!({"flight": {"port": bad}}));
+        assert!(
+            e.starts_with("protocol.flight.port: expected a port number"),
+            "{e}"
+        );
+    }
 }
 
 /// Until the resolver has answered, data is refused for the client to retry (and counted).

@@ -24,7 +24,7 @@ use super::cache::{DELETE_GRACE, OwnerEntry, PodCache, PodEntry, ReplicaSetEntry
 use super::config::{AuthType, Compiled};
 
 /// Where a pod's service account is mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub use crate::SERVICE_ACCOUNT_DIR;
 
 /// Timing of the watches (tests shorten it).
 #[derive(Clone, Debug)]
@@ -75,11 +75,12 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// This process's environment and the pod's service account mount.
+    /// This process's environment and the pod's service account mount (moved by
+    /// `SLUICE_SERVICE_ACCOUNT_DIR`, as for every component).
     pub fn process() -> Self {
         Environment {
             vars: Arc::new(|k| std::env::var(k).ok()),
-            service_account_dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+            service_account_dir: crate::service_account_dir(),
         }
     }
 

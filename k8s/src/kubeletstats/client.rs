@@ -33,9 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::config::{AuthType, KubeletStatsConfig};
 
 /// Where the pod's service account credentials are mounted.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// The test override of [`SERVICE_ACCOUNT_DIR`].
-pub const SERVICE_ACCOUNT_DIR_ENV: &str = "SLUICE_SERVICE_ACCOUNT_DIR";
+pub use crate::{SERVICE_ACCOUNT_DIR, SERVICE_ACCOUNT_DIR_ENV};
 /// The largest stats summary accepted. A node at the default limit of 110 pods with a few
 /// containers each answers with well under 2 MiB.
 pub const MAX_SUMMARY_BYTES: usize = 64 * 1024 * 1024;
@@ -55,9 +53,7 @@ impl ClientEnv {
     pub fn from_process() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         ClientEnv {
-            service_account_dir: var(SERVICE_ACCOUNT_DIR_ENV)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR)),
+            service_account_dir: crate::service_account_dir(),
             kubeconfig: None,
             hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()

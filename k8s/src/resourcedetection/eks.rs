@@ -32,7 +32,7 @@ use super::config::Enabled;
 use super::detect::{DetectError, HostEnvironment, SEMCONV_SCHEMA_URL, by_deadline};
 use super::imds::ImdsClient;
 
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub use crate::SERVICE_ACCOUNT_DIR;
 const EKS_VERSION_MARK: &str = "-eks-";
 
 /// From the identity document.
