@@ -20,6 +20,10 @@ must be what one gateway seeing every span keeps.
   turns unready while the agents hold data for it: routed again, nothing lost.
 - test_flight_protocol: `protocol.flight`, the agents speaking Arrow Flight to gateways with a
   `flight` receiver: every trace whole on the gateway the ring names, as with OTLP.
+- test_mixed_fleet_otlp_and_flight_agents_agree: one agent as a Collector agent is configured
+  (`protocol.otlp`, backends `<ip>:<otlp port>`), the other with `protocol.flight` and `port`
+  (the shipped agent.yaml's way) on the same backend strings: every trace, half its spans
+  through each agent, is whole on the one gateway the Collector's ring names.
 
 Decision waits are 2 s, so each test takes tens of seconds."""
 
@@ -58,11 +62,15 @@ def collector_backend(endpoints: list[str], trace_id_hex: str) -> str:
 
 
 def gateway_config(grpc_addr: str, raw: OtlpSink, sampled: OtlpSink,
-                   receiver: str = "otlp") -> dict:
-    """`receiver`: `otlp` (gRPC on grpc_addr) or `flight` (Arrow Flight on grpc_addr)."""
+                   receiver: str = "otlp", flight_addr: str | None = None) -> dict:
+    """`receiver`: `otlp` (gRPC on grpc_addr) or `flight` (Arrow Flight on grpc_addr); with
+    `flight_addr`, a flight receiver there too (both feed the pipelines)."""
     insecure = {"tls": {"insecure": True}}
     receivers = ({"otlp": {"protocols": {"grpc": {"endpoint": grpc_addr}}}}
                  if receiver == "otlp" else {"flight": {"endpoint": grpc_addr}})
+    if flight_addr:
+        receivers["flight"] = {"endpoint": flight_addr}
+    names = list(receivers)
     return {
         "receivers": receivers,
         "processors": {"tail_sampling": {
@@ -78,19 +86,21 @@ def gateway_config(grpc_addr: str, raw: OtlpSink, sampled: OtlpSink,
             "otlp/sampled": {"endpoint": sampled.grpc_endpoint, **insecure},
         },
         "service": {"pipelines": {
-            "traces/raw": {"receivers": [receiver], "processors": [],
+            "traces/raw": {"receivers": names, "processors": [],
                            "exporters": ["otlp/raw"]},
-            "traces/sampled": {"receivers": [receiver], "processors": ["tail_sampling"],
+            "traces/sampled": {"receivers": names, "processors": ["tail_sampling"],
                                "exporters": ["otlp/sampled"]},
         }},
     }
 
 
-def agent_config(resolver: dict, reference: str | None, protocol: str = "otlp") -> dict:
+def agent_config(resolver: dict, reference: str | None, protocol: str = "otlp",
+                 flight_port: int | None = None) -> dict:
     exporters = {"loadbalancing": {
         "protocol": {protocol: {
             "tls": {"insecure": True}, "timeout": "2s",
-            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms"}}},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms"},
+            **({"port": flight_port} if flight_port else {})}},
         "resolver": resolver}}
     if reference:
         exporters["otlp/reference"] = {"endpoint": reference, "tls": {"insecure": True}}
@@ -104,12 +114,13 @@ def agent_config(resolver: dict, reference: str | None, protocol: str = "otlp") 
 
 
 class Gateway:
-    def __init__(self, sluice, name: str, grpc_addr: str, receiver: str = "otlp"):
+    def __init__(self, sluice, name: str, grpc_addr: str, receiver: str = "otlp",
+                 flight_addr: str | None = None):
         self.raw = OtlpSink().start()
         self.sampled = OtlpSink().start()
         self.addr = grpc_addr
-        self.proc = sluice(gateway_config(grpc_addr, self.raw, self.sampled, receiver),
-                           name=name)
+        self.proc = sluice(gateway_config(grpc_addr, self.raw, self.sampled, receiver,
+                                          flight_addr), name=name)
 
     def traces(self, sink: str = "raw") -> dict[str, set[str]]:
         """trace id -> span ids received."""
@@ -424,3 +435,36 @@ def test_flight_protocol(sluice):
     finally:
         svc.shutdown()
         stop_in_order(agents, gateways)
+
+
+def test_mixed_fleet_otlp_and_flight_agents_agree(sluice):
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    ports = [p for p in (free_port() for _ in range(100)) if port_free_on(p, hosts[1:])][:2]
+    otlp_port, flight_port = ports
+    gateways = [Gateway(sluice, f"gateway{i}", f"{h}:{otlp_port}",
+                        flight_addr=f"{h}:{flight_port}") for i, h in enumerate(hosts)]
+    endpoints = [g.addr for g in gateways]
+    resolver = {"static": {"hostnames": endpoints}}
+    collector_like = sluice(agent_config(resolver, None, "otlp"), name="agent-otlp")
+    flight = sluice(agent_config(resolver, None, "flight", flight_port), name="agent-flight")
+    svc = Services(collector_like.grpc_endpoint, flight.grpc_endpoint)
+    try:
+        started = svc.begin(40, "mixed")
+        time.sleep(1)
+        ids = svc.finish(started)
+        wait_for("every span at the gateways", lambda: spans_total(gateways) == 120)
+        where = placement(gateways)
+        for tid in ids:
+            assert list(where[tid]) == [collector_backend(endpoints, tid)], (tid, where[tid])
+            assert sum(where[tid].values()) == 3
+        assert len({next(iter(where[t])) for t in ids}) == 3, "every gateway got traces"
+        # Each agent spoke its own protocol to the same ring keys.
+        for g in gateways:
+            assert g.proc.metric("otelcol_receiver_accepted_spans_total", receiver="otlp") > 0
+            assert g.proc.metric("otelcol_receiver_accepted_spans_total", receiver="flight") > 0
+        assert {k for k in (f"loadbalancing/{e}" for e in endpoints)
+                if flight.metric("otelcol_exporter_sent_spans_total", exporter=k)} \
+            == {f"loadbalancing/{e}" for e in endpoints}
+    finally:
+        svc.shutdown()
+        stop_in_order([collector_like, flight], gateways)
