@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::ipc::reader::{RecordBatchDecoder, read_dictionary};
 use arrow::ipc::{MessageHeader, MetadataVersion};
 
-use super::layout::{self, POSITION};
+use super::layout::{self, PARENT_ROW, POSITION, TRACE_ORDINAL};
 use super::{PAYLOAD_END, PayloadEnd, WireError, WireMessage, table_of_wire_id};
 use crate::payload::Payload;
 use crate::schema::{Signal, Table, col, dict_utf8};
@@ -62,6 +62,12 @@ pub(super) fn wire_table(t: Table) -> &'static WireTable {
                     }
                     if t.is_attrs() && f.name() == col::KEY {
                         fields.push(Field::new(POSITION, DataType::UInt32, false));
+                    }
+                    if t == Table::Spans && f.name() == col::TRACE_ID {
+                        fields.push(Field::new(TRACE_ORDINAL, DataType::UInt32, false));
+                    }
+                    if t == Table::Spans && f.name() == col::PARENT_SPAN_ID {
+                        fields.push(Field::new(PARENT_ROW, DataType::UInt32, false));
                     }
                 }
                 WireTable {
@@ -394,7 +400,7 @@ fn from_wire(t: Table, batch: RecordBatch, parent_rows: usize) -> Result<RecordB
             .iter()
             .map(|f| f.name().as_str())
             .collect();
-        layout::spans_from_wire(&names, &mut columns);
+        layout::spans_from_wire(&names, &mut columns)?;
     }
     let schema = t.schema();
     for &c in &wire.dict_columns {
@@ -499,7 +505,7 @@ pub(super) fn buffer_widths<'a>(types: impl IntoIterator<Item = &'a DataType>) -
 }
 
 /// [`buffer_widths`] of a dictionary batch of `schema`: its value type's, when every
-/// dictionary column has the same value type (version 1: `Utf8`); otherwise none are checked
+/// dictionary column has the same value type (`Utf8`); otherwise none are checked
 /// here (arrow-ipc still checks the rest).
 fn dictionary_value_widths(schema: &Schema) -> Vec<usize> {
     fn values(t: &DataType, out: &mut Vec<DataType>) {

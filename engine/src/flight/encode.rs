@@ -197,7 +197,7 @@ fn to_wire(
     } else if t == Table::Spans {
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        layout::spans_to_wire(&names, &mut columns);
+        layout::spans_to_wire(&names, &mut columns)?;
     }
     let schema: SchemaRef = state.wire.schema.clone();
     Ok(RecordBatch::try_new(schema, columns)?)

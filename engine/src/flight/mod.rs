@@ -40,7 +40,7 @@ pub const PROTOCOL: &str = "sluice-arrow";
 /// The wire format version. Anything that changes what a byte means (a table's columns, the
 /// metadata layouts, the table ids, the dictionary rules) bumps it; a receiver refuses any
 /// other version instead of guessing.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One Flight message as the codec sees it: `FlightData` without the descriptor (which only
 /// the hello uses). `header` is an IPC `Message` flatbuffer (empty for a [`PayloadEnd`]).

@@ -105,6 +105,58 @@ proptest! {
         }
     }
 
+    /// Spans whose trace ids repeat and whose parents are spans of the same batch (the wire
+    /// sends such ids as references), with empty ids, duplicate span ids, parents outside
+    /// the batch, in one or several record batches: each comes back equal.
+    #[test]
+    fn spans_with_shared_ids_round_trip(
+        spans in prop::collection::vec((0usize..5, 0usize..7, 0usize..9), 1..60),
+        c in arb_compression(),
+        max in prop::sample::select(vec![64usize, 300, 1 << 20]),
+    ) {
+        // Trace ids from a pool of four (or empty); span ids from a pool of six (or empty:
+        // duplicates happen); parents: none, a span id of the pool (in the batch or not), or
+        // an id no span has.
+        let trace_pool: Vec<Vec<u8>> = (1..=4u8).map(|i| vec![i; 16]).collect();
+        let span_pool: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i, 0, 0, 0, 0, 0, 0, i]).collect();
+        let pick = |pool: &[Vec<u8>], i: usize| pool.get(i).cloned().unwrap_or_default();
+        let spans: Vec<Span> = spans
+            .iter()
+            .map(|&(t, s, p)| Span {
+                trace_id: pick(&trace_pool, t),
+                span_id: pick(&span_pool, s),
+                parent_span_id: match p {
+                    0 => vec![],
+                    8 => vec![9; 8],
+                    p => pick(&span_pool, p - 1),
+                },
+                name: format!("s{t}{s}{p}"),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + p as u64,
+                end_time_unix_nano: 1_700_000_000_000_000_500 + s as u64,
+                ..Default::default()
+            })
+            .collect();
+        let payload = reference_traces(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        });
+        let mut enc = Encoder::new(c).with_max_message_bytes(max);
+        let mut dec = Decoder::new(Limits::default());
+        let mut msgs = Vec::new();
+        enc.encode(&payload, &mut msgs).unwrap();
+        let mut back = None;
+        for m in &msgs {
+            if let Some(d) = dec.decode(m).unwrap() {
+                back = Some(d.payload.unwrap());
+            }
+        }
+        let back = back.unwrap();
+        prop_assert_eq!(payload_diff(&payload, &back), None);
+        prop_assert_eq!(encode_to_vec(&back), encode_to_vec(&payload));
+    }
+
     /// Small messages: tables go as several record batches, and still come back whole.
     #[test]
     fn tables_split_into_several_record_batches_come_back_whole(req in arb_traces_request(), max in 1usize..400) {
@@ -327,12 +379,13 @@ fn dictionaries_start_over_past_their_bounds() {
 
 #[test]
 fn the_hello_names_protocol_and_version() {
-    assert_eq!(hello(), Bytes::from_static(b"sluice-arrow/1"));
+    assert_eq!(hello(), Bytes::from_static(b"sluice-arrow/2"));
     check_hello(&hello()).unwrap();
-    let e = check_hello(b"sluice-arrow/2").unwrap_err();
+    // Version 1 (before the spans' id references) is another format: refused, never misread.
+    let e = check_hello(b"sluice-arrow/1").unwrap_err();
     assert!(matches!(e, WireError::Version(_)));
     assert!(
-        e.to_string().contains("sluice-arrow/2") && e.to_string().contains("sluice-arrow/1"),
+        e.to_string().contains("sluice-arrow/1") && e.to_string().contains("sluice-arrow/2"),
         "{e}"
     );
     assert!(matches!(check_hello(b""), Err(WireError::Malformed(_))));
