@@ -127,6 +127,9 @@ pub struct Decoder {
     pending: Vec<Vec<RecordBatch>>,
     pending_bytes: usize,
     over_limit: bool,
+    /// The receiver refused the current payload ([`Decoder::refuse_payload`]): its record
+    /// batches are read past, its end answered with this.
+    refused: Option<WireError>,
     last_seq: u64,
 }
 
@@ -147,8 +150,29 @@ impl Decoder {
             pending: (0..Table::COUNT).map(|_| Vec::new()).collect(),
             pending_bytes: 0,
             over_limit: false,
+            refused: None,
             last_seq: 0,
         }
+    }
+
+    /// Bytes of Arrow data of the current payload's record batches decoded so far (what its
+    /// payload will hold, before the layout is undone).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Whether the current payload is being read past (over the size limit, or refused).
+    pub fn is_reading_past(&self) -> bool {
+        self.over_limit || self.refused.is_some()
+    }
+
+    /// Refuses the current payload (the receiver has no room for it now): what it decoded is
+    /// dropped, its remaining record batches are read past without being decoded (dictionary
+    /// messages still apply: the stream goes on), and its end is answered with `why`.
+    pub fn refuse_payload(&mut self, why: WireError) {
+        self.pending.iter_mut().for_each(Vec::clear);
+        self.pending_bytes = 0;
+        self.refused.get_or_insert(why);
     }
 
     /// Reads one message (after the hello). Returns the payload it completes, if it is a
@@ -299,7 +323,7 @@ impl Decoder {
                     }
                     Err(e) => return Err(bad(format!("record batch: {e}"))),
                 };
-                if self.over_limit {
+                if self.is_reading_past() {
                     return Ok(());
                 }
                 let batch = RecordBatchDecoder::try_new(
@@ -329,11 +353,14 @@ impl Decoder {
         self.last_seq = end.seq;
         let pending: Vec<Vec<RecordBatch>> = self.pending.iter_mut().map(std::mem::take).collect();
         self.pending_bytes = 0;
+        let refused = self.refused.take();
         let payload = if std::mem::take(&mut self.over_limit) {
             Err(WireError::TooLarge(format!(
                 "payload {} is larger than {} bytes of Arrow data: split it",
                 end.seq, self.limits.max_payload_bytes
             )))
+        } else if let Some(why) = refused {
+            Err(why)
         } else {
             build(end.signal, pending).map(|mut p| {
                 p.origin = end.origin;

@@ -79,6 +79,10 @@ pub enum WireError {
     /// The sender could not encode a payload (a bug: payloads have fixed schemas).
     #[error("cannot encode payload: {0}")]
     Encode(String),
+    /// The receiver refused a payload for now (no room in memory): not a fault of the data,
+    /// the sender retries it later ([`Decoder::refuse_payload`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl WireError {

@@ -16,7 +16,8 @@ use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Factory, Kind,
     Lifecycle, ParsedConfig, Service, SignalConsumers, parse_config,
 };
-use sluice_engine::flight::{Ack, Decoded, Limits, WireError};
+use sluice_engine::flight::{Ack, Decoded, Decoder, Limits, WireError};
+use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::TlsServerSetting;
@@ -131,11 +132,18 @@ impl Factory for FlightReceiverFactory {
 /// Why a stream or payload was refused, as `otelcol_receiver_failed_requests{reason}`.
 pub(crate) const FAIL_REASONS: [&str; 4] = ["decode", "too_large", "version", "tls_handshake"];
 
-/// The pipelines and the counters, shared by every stream.
+/// The pipelines and the counters, shared by every stream, and the receiver's share of the
+/// memory account (the payloads being read and delivered).
 pub(crate) struct Handler {
     consumers: SignalConsumers,
     metrics: ReceiverMetrics,
     failed: BTreeMap<&'static str, Counter>,
+    /// Whether a pipeline fed starts with a memory limiter: payloads are then admitted by the
+    /// memory account before they are decoded (the signal is known only at a payload's end,
+    /// so one limited pipeline puts every payload under admission).
+    limited: bool,
+    in_flight: Holder,
+    refused_requests: BTreeMap<&'static str, Counter>,
 }
 
 impl Handler {
@@ -154,11 +162,75 @@ impl Handler {
                 )
             })
             .collect();
+        let refused_requests = REFUSAL_REASONS
+            .into_iter()
+            .map(|r| {
+                (
+                    r,
+                    t.counter(
+                        "sluice_memory_refused_requests",
+                        "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)",
+                        &[("receiver", id_s.as_str()), ("transport", "flight"), ("reason", r)],
+                    ),
+                )
+            })
+            .collect();
+        let limited = Signal::ALL
+            .iter()
+            .any(|s| consumers.get(s).is_some_and(|c| c.memory_limited()));
         Handler {
             consumers,
             metrics: ReceiverMetrics::new(t, id, "flight"),
             failed,
+            limited,
+            in_flight: t.memory().holder(t, &id_s, "in_flight"),
+            refused_requests,
         }
+    }
+
+    /// A reservation for the next payload of a stream (empty until its data is decoded).
+    pub(crate) fn reservation(&self) -> Held {
+        self.in_flight.none()
+    }
+
+    /// Admission before a message is decoded: while memory is above the soft limit the
+    /// current payload is refused (its record batches are then read past, not decoded).
+    pub(crate) fn admit(&self, decoder: &mut Decoder, held: &mut Held) {
+        if !self.limited || decoder.is_reading_past() {
+            return;
+        }
+        let account = self.in_flight.account();
+        if account.refusing() {
+            let (used, soft) = (account.used(), account.limits().map_or(0, |l| l.soft));
+            self.refuse(decoder, held, Refusal::AboveSoftLimit { used, soft });
+        }
+    }
+
+    /// After a message is decoded: the reservation grows to what the payload holds so far,
+    /// or the payload is refused when that does not fit.
+    pub(crate) fn account(&self, decoder: &mut Decoder, held: &mut Held) {
+        let bytes = decoder.pending_bytes();
+        if bytes <= held.bytes() as usize {
+            return;
+        }
+        if !self.limited {
+            held.resize(bytes);
+        } else if let Err(r) = held.try_resize(bytes) {
+            self.refuse(decoder, held, r);
+        }
+    }
+
+    fn refuse(&self, decoder: &mut Decoder, held: &mut Held, r: Refusal) {
+        if let Some(c) = self.refused_requests.get(r.reason()) {
+            c.add(1);
+        }
+        // Too large to ever fit: the sender splits it (OUT_OF_RANGE); else it retries later.
+        decoder.refuse_payload(if r.is_retryable() {
+            WireError::Refused(r.to_string())
+        } else {
+            WireError::TooLarge(r.to_string())
+        });
+        held.resize(0);
     }
 
     pub(crate) fn failed(&self, reason: &'static str) {
@@ -173,11 +245,20 @@ impl Handler {
             WireError::Version(_) => "version",
             WireError::TooLarge(_) => "too_large",
             WireError::Malformed(_) | WireError::Encode(_) => "decode",
+            // counted in sluice_memory_refused_requests when refused
+            WireError::Refused(_) => return,
         });
     }
 
-    /// Hands one decoded payload to its pipeline; the acknowledgement says how it went.
-    pub(crate) async fn deliver(&self, decoded: Decoded, peer: Option<SocketAddr>) -> Ack {
+    /// Hands one decoded payload to its pipeline; the acknowledgement says how it went. `held`
+    /// (the payload's reservation) covers it until the pipeline returns, as the otlp
+    /// receiver's does: the processors' copies live that long.
+    pub(crate) async fn deliver(
+        &self,
+        decoded: Decoded,
+        peer: Option<SocketAddr>,
+        mut held: Held,
+    ) -> Ack {
         let seq = decoded.seq;
         let refuse = |code, message: String| Ack { seq, code, message };
         let mut payload = match decoded.payload {
@@ -186,6 +267,7 @@ impl Handler {
                 self.failed_on(&e);
                 let code = match e {
                     WireError::TooLarge(_) => Ack::OUT_OF_RANGE,
+                    WireError::Refused(_) => Ack::RESOURCE_EXHAUSTED,
                     _ => Ack::INVALID_ARGUMENT,
                 };
                 return refuse(code, e.to_string());
@@ -204,7 +286,25 @@ impl Handler {
         // says (so k8sattributes and from_context work on a gateway), else the agent.
         payload.origin = decoded.origin.or(peer);
         let n = payload.item_count();
-        match consumer.consume(payload).await {
+        let size = payload.memory_size().max(held.bytes() as usize);
+        if !self.limited {
+            held.resize(size);
+        } else if let Err(r) = held.try_resize(size) {
+            if let Some(c) = self.refused_requests.get(r.reason()) {
+                c.add(1);
+            }
+            self.metrics.refused(decoded.signal, n);
+            let code = if r.is_retryable() {
+                Ack::RESOURCE_EXHAUSTED
+            } else {
+                Ack::OUT_OF_RANGE
+            };
+            return refuse(code, r.to_string());
+        }
+        let result = consumer.consume(payload).await;
+        // Whoever keeps the data now (a batch buffer, a queue) holds its bytes itself.
+        drop(held);
+        match result {
             Ok(()) => {
                 self.metrics.accepted(decoded.signal, n);
                 Ack::ok(seq)

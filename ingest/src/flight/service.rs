@@ -46,6 +46,7 @@ fn status_of(e: &WireError) -> Status {
         WireError::Version(m) => Status::failed_precondition(m.clone()),
         WireError::TooLarge(m) => Status::out_of_range(m.clone()),
         WireError::Malformed(m) | WireError::Encode(m) => Status::invalid_argument(m.clone()),
+        WireError::Refused(m) => Status::resource_exhausted(m.clone()),
     }
 }
 
@@ -191,6 +192,9 @@ async fn read_stream(
     peer: Option<SocketAddr>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // The reservation of the payload being read: grown as its record batches are decoded,
+    // handed to the pipeline with it.
+    let mut held = handler.reservation();
     loop {
         let next = tokio::select! {
             biased;
@@ -213,10 +217,12 @@ async fn read_stream(
             body: data.data_body,
             app_metadata: data.app_metadata,
         };
+        handler.admit(&mut decoder, &mut held);
         match decoder.decode(&message) {
-            Ok(None) => {}
+            Ok(None) => handler.account(&mut decoder, &mut held),
             Ok(Some(decoded)) => {
-                let ack = handler.deliver(decoded, peer).await;
+                let held = std::mem::replace(&mut held, handler.reservation());
+                let ack = handler.deliver(decoded, peer, held).await;
                 let result = PutResult {
                     app_metadata: ack.to_bytes(),
                 };

@@ -22,9 +22,15 @@ use super::*;
 struct Capture {
     got: Mutex<Vec<Payload>>,
     refuse: Mutex<Option<ConsumeError>>,
+    /// Stands for a pipeline that starts with a memory limiter.
+    limited: bool,
 }
 
 impl Consumer for Capture {
+    fn memory_limited(&self) -> bool {
+        self.limited
+    }
+
     fn consume(&self, p: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
             if let Some(e) = self.refuse.lock().unwrap().clone() {
@@ -44,8 +50,16 @@ struct Rig {
 }
 
 async fn rig_with(config: FlightReceiverConfig, signals: &[Signal]) -> Rig {
-    let cap = Arc::new(Capture::default());
-    let t = Telemetry::new();
+    rig_on(config, signals, Capture::default(), Telemetry::new()).await
+}
+
+async fn rig_on(
+    config: FlightReceiverConfig,
+    signals: &[Signal],
+    cap: Capture,
+    t: Telemetry,
+) -> Rig {
+    let cap = Arc::new(cap);
     let consumers: SignalConsumers = signals
         .iter()
         .map(|&s| (s, cap.clone() as ConsumerRef))
@@ -473,4 +487,79 @@ fn config_defaults_and_checks() {
         .parse_config(&serde_json::json!({"tls": {"cert_file": "a.pem"}}))
         .unwrap_err();
     assert!(e.path.starts_with("tls"), "{e}");
+}
+
+/// Admission before decoding, against a pipeline that starts with a memory limiter: payloads
+/// that fit are taken and their reservations released; one that could never fit under the
+/// soft limit is answered OUT_OF_RANGE (the exporter splits it); above the soft limit every
+/// payload is answered RESOURCE_EXHAUSTED (the exporter retries) without its record batches
+/// being decoded, while the stream goes on; each refusal is counted by reason.
+#[tokio::test]
+async fn memory_admission_refuses_payloads_and_the_stream_goes_on() {
+    use sluice_engine::memory::Limits as MemoryLimits;
+    let t = Telemetry::new();
+    t.memory().set_limits(MemoryLimits {
+        soft: 1 << 20,
+        hard: 2 << 20,
+    });
+    let cap = Capture {
+        limited: true,
+        ..Default::default()
+    };
+    let config = FlightReceiverConfig {
+        endpoint: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let r = rig_on(config, &Signal::ALL, cap, t.clone()).await;
+    let big = traces(50_000);
+    assert!(big.memory_size() > 1 << 20);
+    let (acks, end) = put(r.addr, stream_of(&[traces(3), big, traces(4)])).await;
+    assert!(end.is_none(), "{end:?}");
+    let codes: Vec<u8> = acks.iter().map(|a| a.code).collect();
+    assert_eq!(codes, vec![Ack::OK, Ack::OUT_OF_RANGE, Ack::OK], "{acks:?}");
+    assert!(
+        acks[1].message.contains("too large for the memory limit"),
+        "{acks:?}"
+    );
+    assert_eq!(r.cap.got.lock().unwrap().len(), 2);
+    assert_eq!(t.memory().held(), 0, "reservations released");
+
+    // Memory held elsewhere at the soft limit: every payload refused, retryable, nothing
+    // decoded into a pipeline; the stream still ends cleanly.
+    let queue = t.memory().holder(&t, "otlp/jaeger", "queue");
+    let full = queue.hold(1 << 20);
+    let (acks, end) = put(r.addr, stream_of(&[traces(3), logs(2)])).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(
+        acks.iter().map(|a| a.code).collect::<Vec<_>>(),
+        vec![Ack::RESOURCE_EXHAUSTED; 2],
+        "{acks:?}"
+    );
+    assert!(acks[0].message.contains("high memory usage"), "{acks:?}");
+    assert_eq!(r.cap.got.lock().unwrap().len(), 2);
+    // Memory back under the limit: the same stream's payloads are taken.
+    drop(full);
+    let (acks, _) = put(r.addr, stream_of(&[traces(3), logs(2)])).await;
+    assert_eq!(acks, vec![Ack::ok(1), Ack::ok(2)]);
+    assert_eq!(r.cap.got.lock().unwrap().len(), 4);
+    assert_eq!(t.memory().held(), 0);
+
+    let refused = |reason: &str| {
+        t.value(
+            "sluice_memory_refused_requests",
+            &[
+                ("receiver", "flight"),
+                ("transport", "flight"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(refused("above_soft_limit"), Some(2.0));
+    assert_eq!(refused("too_large"), Some(1.0));
+    assert_eq!(
+        failed(&t, "decode"),
+        0.0,
+        "a refusal is not a decode failure"
+    );
+    r.rx.shutdown().await;
 }
