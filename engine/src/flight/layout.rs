@@ -390,12 +390,12 @@ fn trace_ids_from_wire(
         };
         values[row * width..(row + 1) * width].copy_from_slice(wire.value(source));
     }
-    Ok(FixedSizeBinaryArray::try_new(
+    FixedSizeBinaryArray::try_new(
         width as i32,
         Buffer::from_vec(values),
         wire.nulls().cloned(),
     )
-    .map_err(|e| e.to_string())?)
+    .map_err(|e| e.to_string())
 }
 
 /// `parents` with every parent span id that is the span id of a row of the batch zeroed,
@@ -470,12 +470,12 @@ fn parents_from_wire(
         }
         out.copy_from_slice(span_ids.value(source));
     }
-    Ok(FixedSizeBinaryArray::try_new(
+    FixedSizeBinaryArray::try_new(
         width as i32,
         Buffer::from_vec(values),
         wire.nulls().cloned(),
     )
-    .map_err(|e| e.to_string())?)
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
