@@ -132,6 +132,7 @@ fn exporter(
             config: parsed,
             telemetry: t.clone(),
             clock: Arc::new(WallClock),
+            extensions: Default::default(),
         })
         .map_err(|e| e.to_string())
 }

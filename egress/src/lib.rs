@@ -8,6 +8,7 @@ pub mod debug;
 pub mod file;
 pub mod flight;
 pub mod loadbalancing;
+pub mod file_storage;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;
@@ -31,5 +32,6 @@ pub fn factories() -> Vec<Arc<dyn Factory>> {
         Arc::new(loadbalancing::LoadBalancingFactory {
             type_name: "load_balancing",
         }),
+        Arc::new(file_storage::FileStorageFactory),
     ]
 }

@@ -38,12 +38,12 @@ use prost::Message;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
-    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, NoEffect, Node,
+    BuildContext, ComponentError, ComponentId, ConfigError, ExtensionRef, Factory, Kind, NoEffect,
+    Node,
     ParsedConfig, parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::schema::Signal;
-use sluice_engine::telemetry::ExporterMetrics;
 use sluice_tls::{TlsClientSetting, TlsError};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
@@ -287,7 +287,8 @@ pub(crate) fn grpc_metadata(
     Ok(map)
 }
 
-/// A sender behind the sending queue and retry loop, with the exporter's counters.
+/// A sender behind the sending queue (persistent if configured) and retry loop, with the
+/// exporter's counters.
 fn queued<S: Sender>(
     ctx: BuildContext,
     sender: S,
@@ -295,22 +296,15 @@ fn queued<S: Sender>(
     retry: &RetryConfig,
     timeout: Duration,
     max_request_size: usize,
-) -> Arc<QueuedExporter<S>> {
-    let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
-    let memory = ctx
-        .telemetry
-        .memory()
-        .holder(&ctx.telemetry, &ctx.id.to_string(), "queue");
-    Arc::new(QueuedExporter::new(
-        ctx.id,
+) -> Result<Arc<QueuedExporter<S>>, ComponentError> {
+    Ok(Arc::new(QueuedExporter::build(
+        &ctx,
         sender,
         queue.clone(),
         retry.clone(),
         timeout,
         max_request_size,
-        metrics,
-        memory,
-    ))
+    )?))
 }
 
 /// The OTLP gRPC method path of a signal.
@@ -426,6 +420,10 @@ impl Sender for GrpcSender {
 
     fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
         Ok(Bytes::from(sluice_engine::otlp::encode_to_vec(payload)))
+    }
+
+    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
+        Some(otlp_protobuf)
     }
 
     async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
@@ -549,6 +547,12 @@ impl Factory for OtlpGrpcFactory {
         c.validate()?;
         Ok(Arc::new(c))
     }
+    fn extension_refs(&self, config: &ParsedConfig) -> Vec<ExtensionRef> {
+        config
+            .downcast_ref::<OtlpGrpcConfig>()
+            .map(|c| c.sending_queue.extension_refs())
+            .unwrap_or_default()
+    }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let c = ctx.config::<OtlpGrpcConfig>()?;
         Ok(grpc_exporter(ctx, &c)?)
@@ -578,14 +582,14 @@ pub fn grpc_exporter(
     c: &OtlpGrpcConfig,
 ) -> Result<Arc<QueuedExporter<GrpcSender>>, ComponentError> {
     let sender = grpc_sender(&ctx.id, c)?;
-    Ok(queued(
+    queued(
         ctx,
         sender,
         &c.sending_queue,
         &c.retry_on_failure,
         c.timeout,
         c.max_request_size,
-    ))
+    )
 }
 
 /// The gRPC sender of a checked config (its connection is made lazily, on first send).
@@ -716,6 +720,10 @@ impl Sender for HttpSender {
         }))
     }
 
+    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
+        (self.encoding == HttpEncoding::Proto).then_some(otlp_protobuf)
+    }
+
     async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
         let (body, content_encoding) = match self.compression {
             Compression::Gzip => (Bytes::from(gzip(body)), Some("gzip")),
@@ -844,6 +852,12 @@ impl Factory for OtlpHttpFactory {
         }
         Ok(Arc::new(c))
     }
+    fn extension_refs(&self, config: &ParsedConfig) -> Vec<ExtensionRef> {
+        config
+            .downcast_ref::<OtlpHttpConfig>()
+            .map(|c| c.sending_queue.extension_refs())
+            .unwrap_or_default()
+    }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let c = ctx.config::<OtlpHttpConfig>()?;
         let mut urls = BTreeMap::new();
@@ -886,6 +900,6 @@ impl Factory for OtlpHttpFactory {
             &c.retry_on_failure,
             c.timeout,
             c.max_request_size,
-        ))
+        )?)
     }
 }

@@ -66,10 +66,21 @@
 //! Shutdown stops taking new data and keeps delivering what is queued (retrying as usual) until
 //! `sending_queue.drain_timeout` (default 25 s: inside Kubernetes' default 30 s grace period,
 //! with room for the pipelines to flush first). At that deadline attempts in flight are
-//! abandoned and whatever is undelivered goes to the exporter's [`Spill`] — the seam for a
-//! persistent queue (`sending_queue.storage`), which sluice does not have yet — or, without
-//! one, is dropped: counted as `send_failed{error_type="shutdown"}` and logged in one line per
-//! exporter. The binary then exits with status 3 (see the README).
+//! abandoned and whatever is undelivered goes to the exporter's [`Spill`] or, without one, is
+//! dropped: counted as `send_failed{error_type="shutdown"}` and logged in one line per
+//! exporter. The binary then exits with status 3 (see the README). With a persistent queue
+//! nothing is dropped there: what is undelivered stays in storage for the next start.
+//!
+//! # Persistent queue
+//!
+//! With `sending_queue.storage` naming a `file_storage` extension, every payload is written to
+//! the exporter's segment log (as the OTLP protobuf request, encoded once and reused as the
+//! request body when the exporter sends protobuf) before `consume` returns `Ok` — and, with
+//! `fsync: true`, synced to the device, concurrent writers sharing one sync. A record is
+//! deleted once delivered (or dropped, counted); what is there at start is replayed into the
+//! queue first. Killing the process at any moment loses nothing that was acknowledged; a
+//! record whose delivery was under way may be sent again (at least once). See
+//! `src/file_storage/README.md`.
 //!
 //! # Handing off
 //!
@@ -88,7 +99,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
-    BoxFuture, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer, Lifecycle,
+    BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
+    ExtensionRef, Lifecycle,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::memory::{Held, Holder};
@@ -97,6 +109,8 @@ use sluice_engine::telemetry::{ExporterMetrics, Gauge};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::file_storage::{QueueStorage, RecordId, SegmentLog, StorageError, decode_record};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,13 +127,11 @@ pub struct QueueConfig {
     /// client retries), never blocks.
     #[serde(default)]
     pub block_on_overflow: bool,
-    /// The Collector's persistent queue (the id of a storage extension, `file_storage`).
-    /// sluice has no storage extension yet, so any value is refused by [`QueueConfig::check`]
-    /// rather than silently keeping the queue in memory.
+    /// A `file_storage` extension: the queue is persistent (see the module documentation).
     #[serde(default)]
     pub storage: Option<String>,
     /// sluice's: how long shutdown keeps delivering what is queued before what is left is
-    /// dropped (counted) or, once sluice has a persistent queue, persisted.
+    /// dropped (counted) or, with a persistent queue, left in storage for the next start.
     #[serde(
         default = "default_drain_timeout",
         deserialize_with = "deserialize_duration"
@@ -128,20 +140,26 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// What the types alone do not say: a `storage` cannot be honoured (yet). Paths are
-    /// inside `sending_queue`.
+    /// What the Collector also refuses: a persistent queue needs the queue.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if let Some(storage) = &self.storage {
+        if self.storage.is_some() && !self.enabled {
             return Err(ConfigError::new(
                 "storage",
-                format!(
-                    "persistent queues are not supported yet: sluice has no storage extension, \
-                     so the queue cannot be kept in {storage:?}; remove `storage` to queue in \
-                     memory (what is queued is lost on restart)"
-                ),
+                "a persistent queue needs sending_queue.enabled: true",
             ));
         }
         Ok(())
+    }
+
+    /// The extension `storage` names, for the loader to check (defined and enabled).
+    pub fn extension_refs(&self) -> Vec<ExtensionRef> {
+        self.storage
+            .iter()
+            .map(|id| ExtensionRef {
+                path: "sending_queue.storage".into(),
+                id: id.clone(),
+            })
+            .collect()
     }
 }
 
@@ -181,11 +199,24 @@ impl Sizer {
 }
 
 /// A queued payload, its bytes held in the memory account until it is delivered or dropped,
-/// and its size in the sizer's unit.
-struct Queued {
+/// its size in the sizer's unit; its encoding when it already has one (a persistent queue
+/// encodes before storing), and its record in storage, deleted once the payload is done with.
+struct Queued<R> {
     payload: Payload,
     held: Held,
     size: u64,
+    body: Option<R>,
+    record: Option<StoredRecord>,
+}
+
+/// Takes room for `size` (in the sizer's unit) in a queue holding `queued` of `capacity`;
+/// an empty queue takes any payload (one larger than the whole capacity is not refused forever).
+fn take_room(queued: &AtomicU64, size: u64, capacity: u64) -> bool {
+    queued
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            (q == 0 || q + size <= capacity).then_some(q + size)
+        })
+        .is_ok()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,12 +354,19 @@ pub trait Sender: Send + Sync + 'static {
         signal: Signal,
         request: &Self::Request,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
+    /// The request for a payload whose OTLP protobuf encoding (a persistent queue's record)
+    /// is `otlp_protobuf`, when that encoding is this sender's request: then a stored record
+    /// is sent as is, not encoded again. `None`: the payload is encoded by [`Sender::encode`].
+    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Self::Request> {
+        let _ = otlp_protobuf;
+        None
+    }
 }
 
-/// Where undelivered requests go when shutdown's drain deadline passes — the seam for a
-/// persistent queue (`sending_queue.storage`), which sluice has not yet: such items are
-/// dropped, counted as `send_failed{error_type="shutdown"}` — and, for an exporter handing
-/// off ([`QueuedExporter::hand_off_failures`]), what fails retryably.
+/// Where undelivered requests go when shutdown's drain deadline passes — and, for an exporter
+/// handing off ([`QueuedExporter::hand_off_failures`]), what fails retryably. Without a spill
+/// (or when it refuses) such items stay in the persistent queue if there is one, or are
+/// dropped, counted as `send_failed{error_type="shutdown"}`.
 pub trait Spill: Send + Sync + 'static {
     /// Takes `payload` over (keeps it for the next start, routes it elsewhere); an error means
     /// it is dropped (and counted).
@@ -375,6 +413,41 @@ impl LogLimiter {
     }
 }
 
+/// Where a queued payload is stored.
+struct StoredRecord {
+    log: Arc<SegmentLog>,
+    id: RecordId,
+}
+
+impl StoredRecord {
+    /// Delivered or dropped (counted): the record is not replayed again.
+    fn done(&self, exporter: &ComponentId) {
+        if let Err(e) = self.log.ack(self.id) {
+            tracing::warn!(exporter = %exporter, error = %e, "persistent queue: cannot record a delivery; the batch may be sent again after a restart");
+        }
+    }
+}
+
+/// What became of a payload (or a part of it) given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The spill took it (routed elsewhere): done with here.
+    HandedOn,
+    /// Left in the persistent queue for the next start: its record stays.
+    Kept,
+    /// Dropped, counted as `shutdown`.
+    Dropped,
+}
+
+/// How the delivery of one payload ended.
+struct Delivery {
+    /// The first error when (part of) it was not delivered: for a caller waiting without a
+    /// queue. `Ok` also when what was given up on was handed on or kept.
+    result: Result<(), SendError>,
+    /// Part of it was given up on and left in the persistent queue: its record must stay.
+    kept: bool,
+}
+
 /// Why delivery of a payload stopped short.
 enum Stop {
     /// Counted and logged where it happened; the error for a caller waiting without a queue.
@@ -404,6 +477,10 @@ struct Inner<S> {
     spill: Mutex<Option<Arc<dyn Spill>>>,
     /// Items given up on at the drain deadline (dropped, not spilled), for the shutdown line.
     abandoned_items: AtomicU64,
+    /// A persistent queue: what is given up on and not handed on stays stored, not dropped.
+    persistent: AtomicBool,
+    /// Items left in a persistent queue at the drain deadline, for the shutdown line.
+    kept_items: AtomicU64,
     jitter: AtomicU64,
 }
 
@@ -415,9 +492,13 @@ pub struct QueuedExporter<S> {
     /// What is queued, in the sizer's unit (the channel itself is unbounded: this bounds it).
     queued: Arc<AtomicU64>,
     memory: Holder,
-    tx: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Queued<S::Request>>>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Queued<S::Request>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    storage: Option<Arc<QueueStorage>>,
+    /// Feeds what storage held at start into the queue; stopped at shutdown (what it has not
+    /// fed stays in storage).
+    replay: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<S: Sender> QueuedExporter<S> {
@@ -459,6 +540,8 @@ impl<S: Sender> QueuedExporter<S> {
                 give_up: watch::channel(GiveUp::Never).0,
                 spill: Mutex::new(None),
                 abandoned_items: AtomicU64::new(0),
+                persistent: AtomicBool::new(false),
+                kept_items: AtomicU64::new(0),
                 jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             }),
             queue,
@@ -468,7 +551,49 @@ impl<S: Sender> QueuedExporter<S> {
             tx: Mutex::new(tx),
             rx: Mutex::new(rx),
             workers: Mutex::new(Vec::new()),
+            storage: None,
+            replay: Mutex::new(None),
         }
+    }
+
+    /// The exporter for `ctx`, with the persistent queue its `sending_queue.storage` names
+    /// (if any): how every queued exporter is built.
+    pub fn build(
+        ctx: &BuildContext,
+        sender: S,
+        queue: QueueConfig,
+        retry: RetryConfig,
+        timeout: Duration,
+        max_request_size: usize,
+    ) -> Result<Self, ComponentError> {
+        let storage = QueueStorage::for_exporter(ctx, queue.storage.as_deref())?;
+        let metrics = ExporterMetrics::new(&ctx.telemetry, &ctx.id);
+        let memory = ctx
+            .telemetry
+            .memory()
+            .holder(&ctx.telemetry, &ctx.id.to_string(), "queue");
+        let exporter = QueuedExporter::new(
+            ctx.id.clone(),
+            sender,
+            queue,
+            retry,
+            timeout,
+            max_request_size,
+            metrics,
+            memory,
+        );
+        Ok(match storage {
+            Some(s) => exporter.with_storage(s),
+            None => exporter,
+        })
+    }
+
+    /// Makes the queue persistent: payloads are stored before they are accepted, and what is
+    /// undelivered at the drain deadline stays stored instead of being dropped.
+    pub fn with_storage(mut self, storage: Arc<QueueStorage>) -> Self {
+        self.storage = Some(storage);
+        self.inner.persistent.store(true, Ordering::Relaxed);
+        self
     }
 
     /// Hands what is undelivered at the drain deadline to `spill` instead of dropping it.
@@ -504,24 +629,35 @@ impl<S: Sender> QueuedExporter<S> {
 }
 
 impl<S: Sender> Inner<S> {
-    /// Delivers one payload: encoded once, split to the size limit, each part retried as
-    /// configured; accounts for every item. Returns the first error when the payload (or part
-    /// of it) was not delivered.
-    async fn deliver(&self, payload: Payload) -> Result<(), SendError> {
+    /// Delivers one payload: encoded once (unless `body` is its request already), split to
+    /// the size limit, each part retried as configured; accounts for every item. What is
+    /// given up on (handing off, the drain deadline) goes to the spill, stays stored, or is
+    /// dropped ([`Inner::give_up_payload`]).
+    async fn deliver(&self, payload: Payload, body: Option<S::Request>) -> Delivery {
         let signal = payload.signal();
         // One retry budget (`max_elapsed_time`) for the payload, however many parts it is sent
         // in: ten parts to a dead endpoint do not retry ten times as long.
         let started = Instant::now();
         let mut result = Ok(());
         // Parts still to send, the next one last.
-        let mut todo = match self.encode(payload) {
-            Some(part) => vec![part],
-            None => return Err(SendError::permanent("cannot encode the request")),
+        let mut todo = match body {
+            Some(body) => vec![(payload, body)],
+            None => match self.encode(payload) {
+                Some(part) => vec![part],
+                None => {
+                    return Delivery {
+                        result: Err(SendError::permanent("cannot encode the request")),
+                        kept: false,
+                    };
+                }
+            },
         };
         while let Some((part, body)) = todo.pop() {
             if self.abandoned() {
                 todo.push((part, body));
-                return self.give_up(todo).await.and(result);
+                let mut gave_up = self.give_up(todo).await;
+                gave_up.result = gave_up.result.and(result);
+                return gave_up;
             }
             let limit = self.limit.load(Ordering::Relaxed);
             let size = S::size(&body);
@@ -544,11 +680,16 @@ impl<S: Sender> Inner<S> {
                 Err(Stop::Failed(e)) => result = result.and(Err(e)),
                 Err(Stop::Abandoned) => {
                     todo.push((part, body));
-                    return self.give_up(todo).await.and(result);
+                    let mut gave_up = self.give_up(todo).await;
+                gave_up.result = gave_up.result.and(result);
+                return gave_up;
                 }
             }
         }
-        result
+        Delivery {
+            result,
+            kept: false,
+        }
     }
 
     /// `payload` and its encoding; `None` (counted, logged) if it cannot be encoded.
@@ -693,35 +834,51 @@ impl<S: Sender> Inner<S> {
         *self.give_up.borrow() == GiveUp::Now
     }
 
-    /// `parts` were given up on (the drain deadline, or a failure while handing off): spilled
-    /// if there is a spill, dropped (counted as `shutdown`) otherwise. `Ok` when the spill
-    /// took them all, so that a caller waiting without a queue is not told to send again.
-    async fn give_up(&self, parts: Vec<(Payload, S::Request)>) -> Result<(), SendError> {
-        let mut spilled = true;
+    /// `parts` were given up on (the drain deadline, or a failure while handing off): each
+    /// handed on, kept, or dropped ([`Inner::give_up_payload`]). `Ok` when none was dropped,
+    /// so that a caller waiting without a queue is not told to send again.
+    async fn give_up(&self, parts: Vec<(Payload, S::Request)>) -> Delivery {
+        let (mut dropped, mut kept) = (false, false);
         for (part, _) in parts {
-            spilled &= self.give_up_payload(part).await;
+            match self.give_up_payload(part).await {
+                Fate::HandedOn => {}
+                Fate::Kept => kept = true,
+                Fate::Dropped => dropped = true,
+            }
         }
-        match spilled {
-            true => Ok(()),
-            false => Err(SendError::retryable("shutdown deadline reached")),
+        Delivery {
+            result: match dropped {
+                false => Ok(()),
+                true => Err(SendError::retryable("shutdown deadline reached")),
+            },
+            kept,
         }
     }
 
-    /// Whether the spill took `payload`; if not, it is dropped and counted.
-    async fn give_up_payload(&self, payload: Payload) -> bool {
+    /// Gives `payload` to the spill; if there is none or it refuses, a persistent queue keeps
+    /// it stored (its record is not acknowledged) and any other queue drops it, counted.
+    async fn give_up_payload(&self, payload: Payload) -> Fate {
         let (signal, n) = (payload.signal(), payload.item_count());
+        let persistent = self.persistent.load(Ordering::Relaxed);
         let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(spill) = spill {
             match spill.spill(payload).await {
-                Ok(()) => return true,
+                Ok(()) => return Fate::HandedOn,
+                Err(e) if persistent => {
+                    tracing::warn!(exporter = %self.id, items = n, error = %e, "cannot hand on undelivered items: they stay in the persistent queue");
+                }
                 Err(e) => {
                     tracing::error!(exporter = %self.id, items = n, error = %e, "cannot hand on undelivered items at shutdown: dropped");
                 }
             }
         }
+        if persistent {
+            self.kept_items.fetch_add(n as u64, Ordering::Relaxed);
+            return Fate::Kept;
+        }
         self.metrics.send_failed(signal, n, "shutdown");
         self.abandoned_items.fetch_add(n as u64, Ordering::Relaxed);
-        false
+        Fate::Dropped
     }
 
     /// `interval` ± `randomization_factor`, as the Collector's backoff does.
@@ -738,6 +895,122 @@ impl<S: Sender> Inner<S> {
     }
 }
 
+impl<S: Sender> QueuedExporter<S> {
+    /// Writes `queued` to the persistent queue (synced with `fsync`) before it is accepted.
+    /// A failure refuses the payload: the client retries, nothing is lost.
+    async fn store(
+        &self,
+        storage: &Arc<QueueStorage>,
+        queued: &mut Queued<S::Request>,
+    ) -> Result<(), ConsumeError> {
+        let signal = queued.payload.signal();
+        let refuse = |e: StorageError| {
+            if !matches!(e, StorageError::Full { .. }) {
+                tracing::error!(exporter = %self.inner.id, error = %e, "persistent queue: cannot store a batch; it is refused (the client retries)");
+            }
+            ConsumeError::Unavailable(format!("persistent queue: {e}"))
+        };
+        let log = match storage.opened(signal) {
+            Some(log) => log,
+            // The first payload of a signal makes its queue directory: off the runtime's
+            // threads (it may wait for another process's lock up to `timeout`).
+            None => {
+                let storage = storage.clone();
+                tokio::task::spawn_blocking(move || storage.log(signal))
+                    .await
+                    .map_err(|e| ConsumeError::Unavailable(format!("persistent queue: {e}")))?
+                    .map_err(refuse)?
+            }
+        };
+        let (record, start) = crate::file_storage::encode_record(&queued.payload);
+        let (id, seq) = log.append(&record).map_err(refuse)?;
+        if let Err(e) = log.sync(seq).await {
+            // Not durable as promised: not accepted. The record may still be replayed later
+            // (at least once); the client's retry may then duplicate it.
+            let _ = log.ack(id);
+            return Err(refuse(e));
+        }
+        queued.body = self
+            .inner
+            .sender
+            .reuse_otlp_protobuf(Bytes::from(record).slice(start..));
+        queued.record = Some(StoredRecord { log, id });
+        Ok(())
+    }
+
+    /// Feeds what storage held at start into the queue, oldest first, as the workers make
+    /// room (`queue_size` in the sizer's unit, as for new data); a record that cannot be read
+    /// back is skipped and counted.
+    async fn replay(
+        inner: Arc<Inner<S>>,
+        storage: Arc<QueueStorage>,
+        into: ReplayInto<S::Request>,
+        logs: Vec<(Signal, Arc<SegmentLog>, crate::file_storage::Opened)>,
+    ) {
+        for (signal, log, opened) in logs {
+            for segment in opened.segments {
+                let reader = log.clone();
+                let records =
+                    tokio::task::spawn_blocking(move || reader.read_segment(segment)).await;
+                let records = match records {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        tracing::error!(exporter = %inner.id, error = %e, "persistent queue: cannot read a segment; its records stay on disk");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                for (id, record) in records {
+                    let (payload, body) = match decode_record(signal, &record) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(exporter = %inner.id, error = %e, "persistent queue: a stored record cannot be decoded; skipped");
+                            storage.count_corrupt(1);
+                            let _ = log.ack(id);
+                            continue;
+                        }
+                    };
+                    let bytes = payload.memory_size();
+                    let size = into.sizer.size(&payload, bytes);
+                    while !take_room(&into.queued, size, into.capacity) {
+                        if into.tx.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let body = inner.sender.reuse_otlp_protobuf(body);
+                    let held = into.memory.hold(bytes + body.as_ref().map_or(0, S::size));
+                    inner.metrics.replayed(signal, payload.item_count());
+                    let queued = Queued {
+                        payload,
+                        held,
+                        size,
+                        body,
+                        record: Some(StoredRecord {
+                            log: log.clone(),
+                            id,
+                        }),
+                    };
+                    if into.tx.send(queued).is_err() {
+                        into.queued.fetch_sub(size, Ordering::Relaxed);
+                        return;
+                    }
+                    inner.queue_size.add(size as i64);
+                }
+            }
+        }
+    }
+}
+
+/// Where replay feeds the queue, and how it waits for room there.
+struct ReplayInto<R> {
+    tx: mpsc::UnboundedSender<Queued<R>>,
+    queued: Arc<AtomicU64>,
+    capacity: u64,
+    sizer: Sizer,
+    memory: Holder,
+}
+
 impl<S: Sender> Consumer for QueuedExporter<S> {
     fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
@@ -751,8 +1024,9 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
                 // so the receiver can ask the client to retry (the failure is counted too).
                 return self
                     .inner
-                    .deliver(payload)
+                    .deliver(payload, None)
                     .await
+                    .result
                     .map_err(|e| match e.retryable {
                         true => ConsumeError::Unavailable(e.message),
                         false => ConsumeError::Permanent(e.message),
@@ -771,37 +1045,41 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             payload.settle();
             let bytes = payload.memory_size();
             let size = self.queue.sizer.size(&payload, bytes);
-            let capacity = self.queue.queue_size as u64;
-            // Room for it, or an empty queue (a payload larger than the whole capacity).
-            let fits = self
-                .queued
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                    (q == 0 || q + size <= capacity).then_some(q + size)
-                })
-                .is_ok();
-            if !fits {
+            if !take_room(&self.queued, size, self.queue.queue_size as u64) {
                 self.inner.metrics.enqueue_failed(signal, n);
                 return Err(ConsumeError::Unavailable("sending queue is full".into()));
             }
-            let held = self.memory.hold(bytes);
-            match tx.send(Queued {
+            let mut queued = Queued {
                 payload,
-                held,
+                held: self.memory.hold(bytes),
                 size,
-            }) {
-                Ok(()) => {
-                    self.inner.queue_size.add(size as i64);
-                    Ok(())
-                }
-                Err(_) => {
-                    self.queued.fetch_sub(size, Ordering::Relaxed);
-                    self.inner.metrics.enqueue_failed(signal, n);
-                    Err(ConsumeError::Unavailable(format!(
-                        "exporter {} is shutting down",
-                        self.inner.id
-                    )))
-                }
+                body: None,
+                record: None,
+            };
+            // Stored only once the queue has room for it; refused (the room given back) if it
+            // cannot be stored.
+            if let Some(storage) = &self.storage
+                && let Err(e) = self.store(storage, &mut queued).await
+            {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                self.inner.metrics.enqueue_failed(signal, n);
+                return Err(e);
             }
+            if let Some(body) = &queued.body {
+                // The encoding is kept for sending: held too.
+                queued.held.resize(bytes + S::size(body));
+            }
+            if tx.send(queued).is_err() {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                self.inner.metrics.enqueue_failed(signal, n);
+                // A stored record stays for the next start: the client's retry may duplicate it.
+                return Err(ConsumeError::Unavailable(format!(
+                    "exporter {} is shutting down",
+                    self.inner.id
+                )));
+            }
+            self.inner.queue_size.add(size as i64);
+            Ok(())
         })
     }
 }
@@ -812,6 +1090,32 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             let Some(rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 return Ok(());
             };
+            if let Some(storage) = &self.storage {
+                let opening = storage.clone();
+                let logs = tokio::task::spawn_blocking(move || opening.open_existing())
+                    .await
+                    .map_err(|e| ComponentError::new(&self.inner.id, e))?
+                    .map_err(|e| {
+                        ComponentError::new(&self.inner.id, format!("sending_queue.storage: {e}"))
+                    })?;
+                let pending: u64 = logs.iter().map(|(_, _, o)| o.pending_records).sum();
+                if pending > 0 {
+                    tracing::info!(exporter = %self.inner.id, batches = pending, "persistent queue: replaying what the last run left undelivered");
+                }
+                let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(tx) = tx {
+                    let into = ReplayInto {
+                        tx,
+                        queued: self.queued.clone(),
+                        capacity: self.queue.queue_size as u64,
+                        sizer: self.queue.sizer,
+                        memory: self.memory.clone(),
+                    };
+                    let task = Self::replay(self.inner.clone(), storage.clone(), into, logs);
+                    *self.replay.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(tokio::spawn(task));
+                }
+            }
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
             let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
             for _ in 0..self.queue.num_consumers.max(1) {
@@ -819,20 +1123,44 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                 workers.push(tokio::spawn(async move {
                     loop {
                         let next = rx.lock().await.recv().await;
-                        let Some(q) = next else { return };
-                        queued.fetch_sub(q.size, Ordering::Relaxed);
-                        inner.queue_size.add(-(q.size as i64));
+                        let Some(Queued {
+                            payload,
+                            held,
+                            size,
+                            body,
+                            record,
+                        }) = next
+                        else {
+                            return;
+                        };
+                        queued.fetch_sub(size, Ordering::Relaxed);
+                        inner.queue_size.add(-(size as i64));
                         // While it is sent the payload is held twice: the Arrow data and its
                         // encoding (OTLP protobuf is about the size of the Arrow data), so the
                         // memory limiter sees the send at once, not at its next RSS sample.
-                        let mut held = q.held;
-                        held.resize(held.bytes() as usize * 2);
+                        // (A persistent queue's payload holds its encoding already.)
+                        let mut held = held;
+                        if body.is_none() {
+                            held.resize(held.bytes() as usize * 2);
+                        }
                         if inner.abandoned() {
-                            let _ = inner.give_up_payload(q.payload).await;
+                            // Kept in storage, its record stays for the next start.
+                            let fate = inner.give_up_payload(payload).await;
+                            if fate != Fate::Kept
+                                && let Some(record) = record
+                            {
+                                record.done(&inner.id);
+                            }
                             continue;
                         }
                         // Failures are counted and logged inside; nobody is waiting for them.
-                        let _ = inner.deliver(q.payload).await;
+                        // Given up on and kept, the record stays for the next start.
+                        let delivery = inner.deliver(payload, body).await;
+                        if !delivery.kept
+                            && let Some(record) = record
+                        {
+                            record.done(&inner.id);
+                        }
                         // Delivered or dropped: its bytes leave the account.
                         drop(held);
                     }
@@ -850,6 +1178,12 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                 return;
             }
             let deadline = Instant::now() + self.queue.drain_timeout;
+            // What replay has not fed yet stays in storage.
+            let replay = self.replay.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(replay) = replay {
+                replay.abort();
+                let _ = replay.await;
+            }
             // Dropping the only sender closes the channel: workers finish what is queued.
             self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
             let mut workers: Vec<_> =
@@ -866,6 +1200,10 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                 for w in workers {
                     let _ = w.await;
                 }
+            }
+            let kept = self.inner.kept_items.load(Ordering::Relaxed);
+            if kept > 0 && self.storage.is_some() {
+                tracing::warn!(exporter = %self.inner.id, items = kept, drain_timeout = ?self.queue.drain_timeout, "shutdown: {kept} items were still undelivered at the drain deadline; they stay in the persistent queue and are sent after the next start");
             }
             let lost = self.inner.abandoned_items.load(Ordering::Relaxed);
             if lost > 0 {

@@ -247,6 +247,7 @@ pub(crate) fn build(
             config: parsed,
             telemetry: t.clone(),
             clock: Arc::new(WallClock),
+            extensions: Default::default(),
         })
         .unwrap()
 }
@@ -1438,4 +1439,186 @@ async fn giving_up_now_hands_on_the_attempt_in_flight_and_the_queue() {
         Some(0.0)
     );
     silent.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistent queue (`sending_queue.storage: file_storage`).
+
+/// An exporter whose `sending_queue.storage` names a `file_storage` extension on `dir`.
+fn build_persistent(
+    id: &str,
+    config: serde_json::Value,
+    dir: &std::path::Path,
+    t: &Telemetry,
+) -> Arc<dyn Node> {
+    let storage = crate::file_storage::FileStorageFactory
+        .parse_config(&serde_json::json!({"directory": dir, "fsync": true}))
+        .unwrap();
+    let mut extensions = std::collections::BTreeMap::new();
+    extensions.insert(ComponentId::parse("file_storage").unwrap(), storage);
+    let factory = crate::otlp::OtlpGrpcFactory;
+    factory
+        .build_exporter(BuildContext {
+            id: ComponentId::parse(id).unwrap(),
+            config: factory
+                .parse_config(&config)
+                .unwrap_or_else(|e| panic!("{e}")),
+            telemetry: t.clone(),
+            clock: Arc::new(WallClock),
+            extensions: sluice_engine::component::Extensions::new(extensions),
+        })
+        .unwrap()
+}
+
+fn persistent_config(addr: SocketAddr, drain: &str) -> serde_json::Value {
+    serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+        "timeout": "500ms",
+        "sending_queue": {"storage": "file_storage", "drain_timeout": drain, "num_consumers": 2},
+        "retry_on_failure": {"initial_interval": "50ms", "max_interval": "100ms"}})
+}
+
+/// The records in a queue directory as a reader of the documented format sees them, read
+/// straight from the files (no lock, no acknowledgement files: what a crash leaves).
+fn records_on_disk(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .map(|p| {
+            crate::file_storage::log::parse_segment(&std::fs::read(p).unwrap())
+                .0
+                .len()
+        })
+        .sum()
+}
+
+/// `consume` returns `Ok` only once the payload is in the segment log: with the destination
+/// down, every accepted payload is a record on disk at that moment — what a SIGKILL right
+/// after the acknowledgement would leave.
+#[tokio::test]
+async fn a_persistent_queue_has_the_payload_on_disk_when_consume_returns() {
+    let addr = dead_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Telemetry::new();
+    let e = build_persistent("otlp/p", persistent_config(addr, "200ms"), dir.path(), &t);
+    e.start().await.unwrap();
+    let queue = dir.path().join("exporter_otlp_p_traces.sluice");
+    for i in 0..6 {
+        e.consume(spans(i * 10, 3)).await.unwrap();
+        assert_eq!(records_on_disk(&queue), i as usize + 1);
+    }
+    e.shutdown().await;
+}
+
+/// Undelivered at the drain deadline, the payloads stay in storage (nothing dropped, exit 0
+/// material) and the next exporter on the same directory delivers each exactly once.
+#[tokio::test]
+async fn what_is_undelivered_at_shutdown_is_replayed_and_delivered_after_the_next_start() {
+    let down = dead_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Telemetry::new();
+    let e = build_persistent("otlp", persistent_config(down, "300ms"), dir.path(), &t);
+    e.start().await.unwrap();
+    for i in 0..5 {
+        e.consume(spans(i * 10, 4)).await.unwrap();
+    }
+    e.shutdown().await;
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "shutdown")]
+        ),
+        None,
+        "kept in storage, not dropped"
+    );
+    drop(e);
+
+    let sink = Sink::default();
+    let (up, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t2 = Telemetry::new();
+    let e = build_persistent("otlp", persistent_config(up, "5s"), dir.path(), &t2);
+    e.start().await.unwrap();
+    eventually("the replayed spans", || sink.spans() >= 20).await;
+    e.shutdown().await;
+    let mut ids = sink.span_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 20, "each replayed span once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(
+        t2.value(
+            "sluice_exporter_queue_replayed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        t2.value("otelcol_exporter_sent_spans", &[("exporter", "otlp")]),
+        Some(20.0)
+    );
+    drop(e);
+
+    // Delivered records are gone: a third start replays nothing.
+    let t3 = Telemetry::new();
+    let e = build_persistent("otlp", persistent_config(up, "5s"), dir.path(), &t3);
+    e.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.shutdown().await;
+    assert_eq!(sink.spans(), 20);
+    assert_eq!(
+        t3.value(
+            "sluice_exporter_queue_replayed_spans",
+            &[("exporter", "otlp")]
+        ),
+        None
+    );
+}
+
+/// A payload that the destination refuses for good is dropped (counted) and its record is
+/// deleted: it does not come back at every start.
+#[tokio::test]
+async fn a_permanently_refused_payload_is_counted_and_not_replayed() {
+    let sink = Sink::default();
+    *sink.fail_with.lock().unwrap() = Some(tonic::Code::InvalidArgument);
+    sink.fail_first.store(1, Ordering::SeqCst);
+    let (up, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Telemetry::new();
+    let e = build_persistent("otlp", persistent_config(up, "5s"), dir.path(), &t);
+    e.start().await.unwrap();
+    e.consume(spans(0, 3)).await.unwrap();
+    let failed = || {
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "permanent")],
+        )
+    };
+    eventually("the permanent failure", || failed() == Some(3.0)).await;
+    e.shutdown().await;
+    drop(e);
+    let t2 = Telemetry::new();
+    let e = build_persistent("otlp", persistent_config(up, "5s"), dir.path(), &t2);
+    e.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.shutdown().await;
+    assert_eq!(sink.spans(), 0);
+    assert_eq!(
+        t2.value(
+            "sluice_exporter_queue_replayed_spans",
+            &[("exporter", "otlp")]
+        ),
+        None
+    );
+}
+
+#[test]
+fn a_persistent_queue_needs_the_queue() {
+    let e = crate::otlp::OtlpGrpcFactory
+        .parse_config(&serde_json::json!({"endpoint": "x:4317",
+            "sending_queue": {"enabled": false, "storage": "file_storage"}}))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("sending_queue.storage"), "{e}");
 }

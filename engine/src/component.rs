@@ -185,6 +185,32 @@ pub struct BuildContext {
     pub config: ParsedConfig,
     pub telemetry: Telemetry,
     pub clock: Arc<dyn Clock>,
+    /// The extensions enabled in `service.extensions`, with their parsed configs: what an
+    /// exporter's `sending_queue.storage` names is looked up here.
+    pub extensions: Extensions,
+}
+
+/// The enabled extensions' parsed configs, by id.
+#[derive(Clone, Default)]
+pub struct Extensions(Arc<BTreeMap<ComponentId, ParsedConfig>>);
+
+impl Extensions {
+    pub fn new(enabled: BTreeMap<ComponentId, ParsedConfig>) -> Self {
+        Extensions(Arc::new(enabled))
+    }
+    /// The parsed config of the enabled extension `id`, if there is one.
+    pub fn get(&self, id: &ComponentId) -> Option<&ParsedConfig> {
+        self.0.get(id)
+    }
+}
+
+/// An extension named in a component's config (`sending_queue.storage: file_storage`): the
+/// path of the setting, for the message, and the id it names. The loader checks that the
+/// extension is defined and enabled in `service.extensions`, as the Collector does at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionRef {
+    pub path: String,
+    pub id: String,
 }
 
 impl BuildContext {
@@ -229,6 +255,11 @@ pub trait Factory: Send + Sync + 'static {
     /// warnings, a run logs them at start), so no setting is silently without effect.
     fn without_effect(&self) -> &'static [NoEffect] {
         &[]
+    }
+    /// The extensions `config` (as this factory parsed it) names, e.g. a queue's `storage`.
+    fn extension_refs(&self, config: &ParsedConfig) -> Vec<ExtensionRef> {
+        let _ = config;
+        Vec::new()
     }
     /// Build a receiver; `consumers` holds the pipelines it feeds, by signal.
     fn build_receiver(

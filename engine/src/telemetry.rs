@@ -567,6 +567,18 @@ impl ExporterMetrics {
             )
             .add(n as u64);
     }
+    /// Items put back into the sending queue at start from a persistent queue (what the last
+    /// run accepted and had not delivered). sluice's own metric.
+    pub fn replayed(&self, s: Signal, n: usize) {
+        let name = leak_name(format!("sluice_exporter_queue_replayed_{}", s.item_noun()));
+        self.t
+            .counter(
+                name,
+                "Items replayed into the sending queue from persistent storage at start",
+                &[("exporter", self.id.as_str())],
+            )
+            .add(n as u64);
+    }
     /// Items refused because the sending queue was full (the receiver told the client to retry).
     pub fn enqueue_failed(&self, s: Signal, n: usize) {
         self.enqueue_failed[s as usize].add(n as u64);

@@ -588,10 +588,42 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
         cfg.pipelines.insert(PipelineId { signal, name }, pipeline);
     }
     check_connectors(&cfg, registry, &mut errors);
+    check_extension_refs(&cfg, registry, &defined, &mut errors);
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors)
+    }
+}
+
+/// Every extension a component's config names (an exporter's `sending_queue.storage`) must be
+/// defined and enabled in `service.extensions`, as the Collector requires when it starts.
+fn check_extension_refs(
+    cfg: &Config,
+    registry: &Registry,
+    defined: &BTreeSet<(Kind, ComponentId)>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for ((kind, id), parsed) in &cfg.components {
+        let Some(f) = registry.get(*kind, &id.type_name) else {
+            continue;
+        };
+        for r in f.extension_refs(parsed) {
+            let path = format!("{}.{id}.{}", kind.section(), r.path);
+            let message = match ComponentId::parse(&r.id) {
+                Err(m) => m,
+                Ok(ext) if cfg.extensions.contains(&ext) => continue,
+                Ok(ext) if defined.contains(&(Kind::Extension, ext.clone())) => format!(
+                    "extension {:?} is defined but not enabled: add it to service.extensions",
+                    r.id
+                ),
+                Ok(_) => format!(
+                    "extension {:?} is not defined in the extensions section",
+                    r.id
+                ),
+            };
+            errors.push(ConfigError::new(path, message));
+        }
     }
 }
 

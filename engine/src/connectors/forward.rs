@@ -97,6 +97,7 @@ mod tests {
                 .unwrap(),
             telemetry: Telemetry::new(),
             clock: Arc::new(WallClock),
+            extensions: Default::default(),
         };
         let f = ForwardFactory
             .build_connector(ctx, Signal::Traces, Signal::Traces, capture.clone())

@@ -475,6 +475,7 @@ fn gateway_processor(
                 config: parsed,
                 telemetry: telemetry.clone(),
                 clock: Arc::new(WallClock),
+                extensions: Default::default(),
             },
             Signal::Traces,
             next,

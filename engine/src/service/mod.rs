@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::component::{
-    BuildContext, ComponentError, ComponentId, ConsumerRef, FanOut, Kind, Node, Service as Svc,
+    BuildContext, ComponentError, ComponentId, ConsumerRef, Extensions, FanOut, Kind, Node,
+    Service as Svc,
 };
 use crate::config::{Config, PipelineId, Registry, pipeline_order};
 use crate::health::{Health, Status};
@@ -78,6 +79,16 @@ impl Service {
         clock: Arc<dyn Clock>,
         health: Health,
     ) -> Result<Service, ComponentError> {
+        let extensions = Extensions::new(
+            config
+                .extensions
+                .iter()
+                .filter_map(|id| {
+                    let parsed = config.components.get(&(Kind::Extension, id.clone()))?;
+                    Some((id.clone(), parsed.clone()))
+                })
+                .collect(),
+        );
         let ctx = |kind: Kind, id: &ComponentId| -> Result<BuildContext, ComponentError> {
             let parsed = config
                 .components
@@ -88,6 +99,7 @@ impl Service {
                 config: parsed.clone(),
                 telemetry: telemetry.clone(),
                 clock: clock.clone(),
+                extensions: extensions.clone(),
             })
         };
         let factory = |kind: Kind, id: &ComponentId| {

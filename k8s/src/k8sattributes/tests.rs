@@ -430,6 +430,7 @@ async fn association_by_connection_ip_from_a_real_otlp_client() {
                 config: parsed,
                 telemetry: r.telemetry.clone(),
                 clock: Arc::new(sluice_engine::clock::WallClock),
+                extensions: Default::default(),
             },
             consumers,
         )

@@ -687,6 +687,7 @@ fn properties_of_another_signal_are_refused_when_the_pipeline_is_built() {
         config: cfg,
         telemetry: Telemetry::new(),
         clock: Arc::new(crate::clock::WallClock),
+        extensions: Default::default(),
     };
     let e =
         match AttributesFactory.build_processor(ctx, Signal::Metrics, Arc::new(Capture::default()))
@@ -712,6 +713,7 @@ async fn consume_passes_the_changed_payload_on_and_counts_items() {
         config: cfg,
         telemetry: t.clone(),
         clock: Arc::new(crate::clock::WallClock),
+        extensions: Default::default(),
     };
     let node = AttributesFactory
         .build_processor(ctx, Signal::Traces, Arc::new(cap.clone()))

@@ -166,6 +166,7 @@ async fn consume_changes_resources_and_passes_every_item_on() {
         config: cfg,
         telemetry: Telemetry::new(),
         clock: Arc::new(crate::clock::WallClock),
+        extensions: Default::default(),
     };
     let node = ResourceFactory
         .build_processor(ctx, Signal::Traces, Arc::new(cap.clone()))

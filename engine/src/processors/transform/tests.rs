@@ -55,6 +55,7 @@ fn build(config: serde_json::Value, signal: Signal) -> (Arc<dyn Node>, Capture) 
                 config: parsed,
                 telemetry: Telemetry::new(),
                 clock: Arc::new(WallClock),
+                extensions: Default::default(),
             },
             signal,
             Arc::new(cap.clone()),
