@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 import uuid
 from collections import Counter
 
+import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -25,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from conftest import otlp_receiver, pipelines, run_sluice, to_yaml
-from otlp_sink import OtlpSink
+from otlp_sink import GRPC_METHODS, OtlpSink, make_trace_request
 
 OUTAGE_S = float(os.environ.get("SLUICE_OUTAGE_S", "10"))
 KILL_ROUNDS = int(os.environ.get("SLUICE_KILL_ROUNDS", "5"))
@@ -248,3 +250,33 @@ def test_a_storage_that_cannot_be_used_is_a_config_error(tmp_path, case, config_
 def test_a_collector_style_persistent_queue_config_validates(tmp_path):
     r = _validate(tmp_path, _storage_config(tmp_path))
     assert r.returncode == 0, r.stdout
+
+
+def test_sigterm_with_the_backend_down_keeps_what_is_undelivered_and_exits_0(sluice, tmp_path):
+    """SIGTERM while the backend is down: sluice drains until sending_queue.drain_timeout, then
+    leaves what is undelivered in the persistent queue (nothing dropped: exit 0, a warn line
+    with the count) and delivers it after the next start."""
+    sink = OtlpSink()  # down
+    try:
+        config = persistent_config(sink, tmp_path / "storage")
+        config["exporters"]["otlp"]["sending_queue"]["drain_timeout"] = "1s"
+        s = sluice(config, name="first")
+        run_id = uuid.uuid4().hex[:8]
+        req, ids = make_trace_request(7, run_id)
+        with grpc.insecure_channel(s.grpc_endpoint) as ch:
+            ch.unary_unary(GRPC_METHODS["traces"])(req.SerializeToString(), timeout=10)
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.proc.wait(timeout=15)
+        s.exit_reported = True
+        log = s.log_path.read_text()
+        assert rc == 0, f"exit code {rc}: nothing was dropped\n{s.log_tail()}"
+        assert "7 items were still undelivered at the drain deadline; they stay in the " \
+               "persistent queue" in log, s.log_tail()
+        sink.start()
+        s = sluice(config, name="second")
+        ok = sink.wait_for(lambda k: set(ids) <= {x["span_id"] for x in k.spans()}, 30)
+        assert ok, "the spans kept at shutdown were not delivered after the restart"
+        assert s.wait_metric("sluice_exporter_queue_replayed_spans_total", lambda v: v == 7,
+                             exporter="otlp") == 7
+    finally:
+        sink.stop()
