@@ -612,7 +612,10 @@ class Harness:
         sink, sink_env = self.sink_sluice()
         env = dict(sink_env, GRPC_PORT=str(free_port()), HEALTH_PORT=str(free_port()),
                    TELEMETRY_PORT=str(free_port()))
-        s = self.sluice(name, [E2E / f"{name}.yaml"], env)
+        # --overlay applies to the plain pass-through (its otlp exporter), not to the
+        # loadbalancing variant.
+        overlays = self.overlays if name == "passthrough" else []
+        s = self.sluice(name, [E2E / f"{name}.yaml", *overlays], env)
         try:
             wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
             measure = self.measured(s)
@@ -645,6 +648,8 @@ class Harness:
                 m.get("otelcol_exporter_send_failed_spans_total"), 0)
         r.check("received by the sink sluice", sm.get("otelcol_receiver_accepted_spans_total"),
                 want)
+        lat = report["latency_us"]
+        r.extra["request latency p50/p99 us"] = f"{lat['p50']:,.0f}/{lat['p99']:,.0f}"
         return r
 
     # ---- the shipped agent, traces (from applications on this node)
@@ -1089,7 +1094,7 @@ def main() -> int:
     ap.add_argument("--scrape-interval", type=float, default=1.0,
                     help="seconds between scrapes of :8889 in the metrics run")
     ap.add_argument("--overlay", action="append", default=[], metavar="FILE",
-                    help="one more --config for the gateway and metrics runs (what-if runs: "
+                    help="one more --config for the passthrough, gateway and metrics runs (what-if runs: "
                          "e.g. exporters: {otlp/jaeger: {compression: none}}); repeatable")
     ap.add_argument("--overload-senders", type=int, default=128,
                     help="concurrent senders in the overload phase of the overload config")
