@@ -11,7 +11,7 @@
 //! - Segment header, 16 bytes: the magic `SLUICEQ\0`, the format version (u32 LE, now 1), and
 //!   four reserved bytes (0). A reader refuses a version it does not know rather than guess.
 //! - Record: body length (u32 LE), CRC-32 (IEEE) of the body (u32 LE), the body. The body is
-//!   opaque here; the queue frames it (see `super::frame`).
+//!   opaque here; the queue frames it (see `super::encode_record`).
 //! - A record is written with `write(2)` before `append` returns: it survives the process
 //!   being killed at any moment (the page cache belongs to the kernel). With `fsync` it is
 //!   also on the device before the queue acknowledges it: it survives the machine losing
@@ -282,7 +282,8 @@ impl SegmentLog {
                 continue;
             }
             let (records, damaged) = parse_segment(&data);
-            if damaged {
+            // (A file shorter than its header was torn while being created: it held no record.)
+            if damaged && data.len() >= HEADER_LEN as usize {
                 opened.corrupt_records += 1;
                 tracing::error!(segment = %path.display(), readable_records = records.len(), "persistent queue: a damaged or torn record (a crash mid-write, or a format this build does not read); it and what follows it in the segment are skipped");
             }

@@ -367,3 +367,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_segment_torn_while_being_created_holds_no_record_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), options());
+    log.append(b"kept").unwrap();
+    drop(log);
+    // A crash between creating the next segment and writing its header.
+    fs::write(
+        dir.path().join(format!("{:020}.seg", 1)),
+        &SEGMENT_MAGIC[..5],
+    )
+    .unwrap();
+    let (log, opened) = open(dir.path(), options());
+    assert_eq!(opened.corrupt_records, 0);
+    assert_eq!(opened.unreadable_segments, 0);
+    assert_eq!(
+        pending(&log, &opened.segments),
+        vec![Bytes::from_static(b"kept")]
+    );
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
