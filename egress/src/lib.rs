@@ -6,9 +6,9 @@ use sluice_engine::component::Factory;
 
 pub mod debug;
 pub mod file;
+pub mod file_storage;
 pub mod flight;
 pub mod loadbalancing;
-pub mod file_storage;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;

@@ -39,8 +39,7 @@ use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
     BuildContext, ComponentError, ComponentId, ConfigError, ExtensionRef, Factory, Kind, NoEffect,
-    Node,
-    ParsedConfig, parse_config,
+    Node, ParsedConfig, parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::schema::Signal;

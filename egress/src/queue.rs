@@ -96,6 +96,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
@@ -485,7 +486,7 @@ struct Inner<S> {
 }
 
 /// An exporter: a [`Sender`] behind the sending queue, the size limit and the retry loop.
-pub struct QueuedExporter<S> {
+pub struct QueuedExporter<S: Sender> {
     inner: Arc<Inner<S>>,
     queue: QueueConfig,
     stopping: AtomicBool,
@@ -681,8 +682,8 @@ impl<S: Sender> Inner<S> {
                 Err(Stop::Abandoned) => {
                     todo.push((part, body));
                     let mut gave_up = self.give_up(todo).await;
-                gave_up.result = gave_up.result.and(result);
-                return gave_up;
+                    gave_up.result = gave_up.result.and(result);
+                    return gave_up;
                 }
             }
         }
@@ -1022,15 +1023,12 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             if !self.queue.enabled {
                 // No queue: deliver now and tell the caller how it went, as the Collector does,
                 // so the receiver can ask the client to retry (the failure is counted too).
-                return self
-                    .inner
-                    .deliver(payload, None)
-                    .await
-                    .result
-                    .map_err(|e| match e.retryable {
+                return self.inner.deliver(payload, None).await.result.map_err(|e| {
+                    match e.retryable {
                         true => ConsumeError::Unavailable(e.message),
                         false => ConsumeError::Permanent(e.message),
-                    });
+                    }
+                });
             }
             let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let Some(tx) = tx else {

@@ -689,35 +689,6 @@ fn configs_are_checked() {
     );
 }
 
-/// A persistent queue that cannot be honoured is refused, not silently kept in memory (the
-/// Collector refuses a `storage` naming no storage extension; sluice has none yet).
-#[test]
-fn a_persistent_queue_is_refused_not_ignored() {
-    let factories: [&dyn Factory; 2] =
-        [&crate::otlp::OtlpGrpcFactory, &crate::otlp::OtlpHttpFactory];
-    for f in factories {
-        let e = f
-            .parse_config(&serde_json::json!({
-                "endpoint": "http://jaeger:4317",
-                "sending_queue": {"storage": "file_storage"},
-            }))
-            .err()
-            .unwrap_or_else(|| panic!("{}: storage accepted", f.type_name()));
-        assert_eq!(e.path, "sending_queue.storage", "{e}");
-        assert!(
-            e.message.contains("persistent queues are not supported")
-                && e.message.contains("\"file_storage\""),
-            "{e}"
-        );
-        // Without it, the same config is fine.
-        f.parse_config(&serde_json::json!({
-            "endpoint": "http://jaeger:4317",
-            "sending_queue": {"queue_size": 10},
-        }))
-        .unwrap_or_else(|e| panic!("{}: {e}", f.type_name()));
-    }
-}
-
 #[tokio::test]
 async fn shutdown_drains_the_queue() {
     let sink = Sink::default();

@@ -321,14 +321,11 @@ impl QueueStorage {
     }
 
     /// The queue directory of `signal`, named as the Collector names the file of the same
-    /// queue, plus `.sluice`.
+    /// queue, plus `.sluice` ([`queue_dir_name`]).
     pub fn queue_dir(&self, signal: Signal) -> PathBuf {
-        self.config.directory.join(format!(
-            "exporter_{}_{}_{}.sluice",
-            self.exporter.type_name,
-            self.exporter.name.as_deref().unwrap_or(""),
-            signal.as_str()
-        ))
+        self.config
+            .directory
+            .join(queue_dir_name(&self.exporter, signal))
     }
 
     /// Opens the queue of every signal that has one on disk (blocking: call it off the
@@ -401,6 +398,49 @@ impl QueueStorage {
     pub fn count_corrupt(&self, n: u64) {
         self.corrupt.add(n);
     }
+}
+
+/// `exporter_<type>_<name>_<signal>.sluice`, the name escaped ([`escape_name`]): a load
+/// balancer's backend is named `loadbalancing/<endpoint>`, and neither its `/` nor an IPv6
+/// address's `[`, `:` belong in one file name.
+pub fn queue_dir_name(exporter: &ComponentId, signal: Signal) -> String {
+    format!(
+        "exporter_{}_{}_{}.sluice",
+        escape_name(&exporter.type_name),
+        escape_name(exporter.name.as_deref().unwrap_or("")),
+        signal.as_str()
+    )
+}
+
+/// `name` with every byte but ASCII letters, digits, `.`, `_` and `-` written as `~` and two
+/// hex digits (`/` is `~2F`, `:` is `~3A`): one path segment, and reversible
+/// ([`unescape_name`]), so a directory names its exporter. Names made of the safe characters
+/// only (every exporter id but a load balancer's backends) are unchanged.
+pub fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("~{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The name [`escape_name`] escaped; `None` if `escaped` is not one of its results.
+pub fn unescape_name(escaped: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'~' {
+            out.push(b);
+            continue;
+        }
+        let hex = [bytes.next()?, bytes.next()?];
+        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Renames a queue directory out of the way (`recreate: true`).

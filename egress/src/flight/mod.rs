@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_engine::component::{
-    BuildContext, ComponentError, ComponentId, ConfigError, Factory, Kind, Node, ParsedConfig,
-    parse_config,
+    BuildContext, ComponentError, ComponentId, ConfigError, ExtensionRef, Factory, Kind, Node,
+    ParsedConfig, parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::flight::Compression as IpcCompression;
 use sluice_engine::schema::Signal;
-use sluice_engine::telemetry::{ExporterMetrics, Telemetry};
 use sluice_tls::TlsClientSetting;
 
 use crate::otlp::{grpc_channel, grpc_endpoint, grpc_metadata, tls_config_error};
@@ -139,31 +138,27 @@ impl FlightExporterConfig {
 /// The exporter: a [`FlightSender`] behind the sending queue and retry loop.
 pub type FlightExporter = QueuedExporter<FlightSender>;
 
-/// A `flight` exporter named `id` for `config` (its endpoint included), counting in
-/// `telemetry` under `exporter="<id>"`. Connects lazily: a receiver that is down is a
-/// retryable send error, not a build error.
+/// A `flight` exporter named `ctx.id` for `config` (its endpoint included; `ctx.config` is
+/// not read), counting in `ctx.telemetry` under `exporter="<id>"`, its queue persistent when
+/// `sending_queue.storage` names one of `ctx.extensions`. Connects lazily: a receiver that is
+/// down is a retryable send error, not a build error.
 pub fn exporter(
-    id: ComponentId,
+    ctx: &BuildContext,
     config: &FlightExporterConfig,
-    telemetry: &Telemetry,
 ) -> Result<FlightExporter, ComponentError> {
-    config.validate().map_err(|e| ComponentError::new(&id, e))?;
-    let sender = FlightSender::new(&id, config)?;
-    let metrics = ExporterMetrics::new(telemetry, &id);
-    // Its queue's share of the process's memory account (what the memory limiter sees).
-    let memory = telemetry
-        .memory()
-        .holder(telemetry, &id.to_string(), "queue");
-    Ok(QueuedExporter::new(
-        id,
+    config
+        .validate()
+        .map_err(|e| ComponentError::new(&ctx.id, e))?;
+    let sender = FlightSender::new(&ctx.id, config)?;
+    // Its queue's share of the process's memory account is held by `build`.
+    QueuedExporter::build(
+        ctx,
         sender,
         config.sending_queue.clone(),
         config.retry_on_failure.clone(),
         config.timeout,
         config.max_request_size,
-        metrics,
-        memory,
-    ))
+    )
 }
 
 pub struct FlightExporterFactory;
@@ -188,7 +183,13 @@ impl Factory for FlightExporterFactory {
     }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let c = ctx.config::<FlightExporterConfig>()?;
-        Ok(Arc::new(exporter(ctx.id, &c, &ctx.telemetry)?))
+        Ok(Arc::new(exporter(&ctx, &c)?))
+    }
+    fn extension_refs(&self, config: &ParsedConfig) -> Vec<ExtensionRef> {
+        config
+            .downcast_ref::<FlightExporterConfig>()
+            .map(|c| c.sending_queue.extension_refs())
+            .unwrap_or_default()
     }
 }
 

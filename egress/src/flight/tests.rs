@@ -274,7 +274,14 @@ fn counter(t: &Telemetry, name: &str) -> f64 {
 }
 
 fn build(c: &FlightExporterConfig, t: &Telemetry) -> FlightExporter {
-    exporter(ComponentId::parse("flight").unwrap(), c, t).unwrap()
+    let ctx = BuildContext {
+        id: ComponentId::parse("flight").unwrap(),
+        config: Arc::new(()),
+        telemetry: t.clone(),
+        clock: Arc::new(sluice_engine::clock::WallClock),
+        extensions: Default::default(),
+    };
+    exporter(&ctx, c).unwrap()
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
-    Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
+    ExtensionRef, Extensions, Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
 };
 use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::flight::{FlightExporterConfig, exporter as flight_exporter};
 use crate::otlp::{OtlpGrpcConfig, grpc_exporter};
-use crate::queue::{QueuedExporter, Sender, Spill};
+use crate::queue::{QueueConfig, QueuedExporter, Sender, Spill};
 use resolver::{DnsResolver, K8sResolver, Publisher, Resolver, StaticResolver};
 use sluice_k8s::k8sattributes::watch::Environment;
 use sluice_k8s::service_endpoints::{Backoff, ServiceEndpoints};
@@ -199,6 +199,12 @@ impl Template {
         match self {
             Template::Otlp(_) => "otlp",
             Template::Flight(..) => "flight",
+        }
+    }
+    fn sending_queue(&self) -> &QueueConfig {
+        match self {
+            Template::Otlp(c) => &c.sending_queue,
+            Template::Flight(c) => &c.sending_queue,
         }
     }
 }
@@ -479,6 +485,23 @@ impl Factory for LoadBalancingFactory {
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         Ok(Arc::new(parse(config)?))
     }
+    /// The backends' `sending_queue.storage` (each backend has a persistent queue of its own).
+    fn extension_refs(&self, config: &ParsedConfig) -> Vec<ExtensionRef> {
+        let Some(parsed) = config.downcast_ref::<Parsed>() else {
+            return Vec::new();
+        };
+        let protocol = parsed.template.name();
+        parsed
+            .template
+            .sending_queue()
+            .extension_refs()
+            .into_iter()
+            .map(|r| ExtensionRef {
+                path: format!("protocol.{protocol}.{}", r.path),
+                id: r.id,
+            })
+            .collect()
+    }
     fn build_exporter(&self, ctx: BuildContext) -> Result<Arc<dyn Node>, ComponentError> {
         let parsed = ctx.config::<Parsed>()?;
         if parsed.endpoint_given {
@@ -552,6 +575,8 @@ struct Shared {
     template: Template,
     telemetry: Telemetry,
     clock: Arc<dyn sluice_engine::clock::Clock>,
+    /// What each backend's `sending_queue.storage` is looked up in.
+    extensions: Extensions,
     routing: RwLock<Arc<Routing>>,
     /// Items that could not be routed at all (no backends; a signal the key does not apply
     /// to; a re-route that found no taker before the drain deadline).
@@ -629,6 +654,7 @@ impl LoadBalancer {
                 template: parsed.template.clone(),
                 telemetry: ctx.telemetry,
                 clock: ctx.clock,
+                extensions: ctx.extensions,
                 routing: RwLock::new(Arc::new(Routing {
                     ring: HashRing::new(&[]).expect("an empty ring"),
                     backends: Vec::new(),
@@ -717,24 +743,24 @@ impl Shared {
             }),
         };
         let exporter_id = id.to_string();
+        // The id also names the backend's persistent queue directory (one per backend).
+        let ctx = BuildContext {
+            id,
+            config: Arc::new(()),
+            telemetry: self.telemetry.clone(),
+            clock: self.clock.clone(),
+            extensions: self.extensions.clone(),
+        };
         let exporter: Arc<dyn BackendExporter> = match &self.template {
             Template::Otlp(template) => {
                 let mut config = template.clone();
                 config.endpoint = with_port(endpoint);
-                grpc_exporter(
-                    BuildContext {
-                        id,
-                        config: Arc::new(()),
-                        telemetry: self.telemetry.clone(),
-                        clock: self.clock.clone(),
-                    },
-                    &config,
-                )?
+                grpc_exporter(ctx, &config)?
             }
             Template::Flight(template, _) => {
                 let mut config = template.clone();
                 config.endpoint = with_protocol_port(endpoint, &self.template);
-                Arc::new(flight_exporter(id, &config, &self.telemetry)?)
+                Arc::new(flight_exporter(&ctx, &config)?)
             }
         };
         let sid = self.id.to_string();

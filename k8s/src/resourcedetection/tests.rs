@@ -685,6 +685,7 @@ async fn processor(
         config: parsed.clone(),
         telemetry: t.clone(),
         clock: Arc::new(sluice_engine::clock::WallClock),
+        extensions: Default::default(),
     };
     let node = factory
         .build_processor(ctx, signal, Arc::new(cap.clone()))
