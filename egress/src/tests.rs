@@ -1450,7 +1450,7 @@ fn persistent_config(addr: SocketAddr, drain: &str) -> serde_json::Value {
 
 /// The records in a queue directory as a reader of the documented format sees them, read
 /// straight from the files (no lock, no acknowledgement files: what a crash leaves).
-fn records_on_disk(dir: &std::path::Path) -> usize {
+pub(crate) fn records_on_disk(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

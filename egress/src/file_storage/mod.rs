@@ -320,6 +320,11 @@ impl QueueStorage {
         self.config.fsync
     }
 
+    /// The extension's `directory`, where every exporter's queue directories are.
+    pub fn directory(&self) -> &Path {
+        &self.config.directory
+    }
+
     /// The queue directory of `signal`, named as the Collector names the file of the same
     /// queue, plus `.sluice` ([`queue_dir_name`]).
     pub fn queue_dir(&self, signal: Signal) -> PathBuf {

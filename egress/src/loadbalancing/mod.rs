@@ -25,6 +25,7 @@
 
 #[cfg(test)]
 mod fake_dns;
+mod orphans;
 pub mod resolver;
 #[cfg(test)]
 mod tests;
@@ -42,7 +43,7 @@ use sluice_engine::config_types::deserialize_duration;
 use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ExporterMetrics, Histogram, Telemetry};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -204,7 +205,7 @@ impl Template {
     fn sending_queue(&self) -> &QueueConfig {
         match self {
             Template::Otlp(c) => &c.sending_queue,
-            Template::Flight(c) => &c.sending_queue,
+            Template::Flight(c, _) => &c.sending_queue,
         }
     }
 }
@@ -585,7 +586,7 @@ struct Shared {
     /// Where removed backends' spills ([`Reroute`]) send what they cannot deliver: the only
     /// strong sender, dropped at shutdown once the drains are done, so that the re-routing
     /// task ends.
-    handoff: Mutex<Option<mpsc::UnboundedSender<Payload>>>,
+    handoff: Mutex<Option<mpsc::UnboundedSender<Handed>>>,
     /// Removed backends draining.
     draining: Mutex<Vec<Drain>>,
     /// The backends' `sending_queue.drain_timeout`: how long a removed backend's old routes
@@ -606,17 +607,56 @@ struct Drain {
 /// A removed backend's [`Spill`]: what it cannot deliver goes to the re-routing task
 /// ([`Shared::reroute`]). The channel is held weakly: once the load balancer has dropped its
 /// own sender (shutdown), nothing takes it and the queue drops it, counted as `shutdown`.
-struct Reroute(mpsc::WeakUnboundedSender<Payload>);
+///
+/// A persistent backend's spill (`wait`) waits until the new ring has taken the payload (and
+/// stored it, the backends being persistent too) before its record is deleted; if nothing
+/// takes it, the spill refuses and the record stays in the backend's queue directory, routed
+/// again after the next start ([`Shared::adopt_orphans`]).
+struct Reroute {
+    to: mpsc::WeakUnboundedSender<Handed>,
+    wait: bool,
+}
+
+/// What a removed backend hands on, and for a persistent one who waits to learn whether the
+/// new ring took it.
+struct Handed {
+    payload: Payload,
+    taken: Option<oneshot::Sender<bool>>,
+}
+
+impl Reroute {
+    /// Hands `payload` to the re-routing task; with `wait`, `Ok` once the new ring took it.
+    async fn hand_on(
+        to: &mpsc::WeakUnboundedSender<Handed>,
+        payload: Payload,
+        wait: bool,
+    ) -> Result<(), String> {
+        let stopped = || "the load balancer has stopped routing".to_string();
+        let (taken, answer) = match wait {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        to.upgrade()
+            .ok_or_else(stopped)?
+            .send(Handed { payload, taken })
+            .map_err(|_| stopped())?;
+        match answer {
+            None => Ok(()),
+            Some(rx) => match rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("no backend of the current ring took it".into()),
+                Err(_) => Err(stopped()),
+            },
+        }
+    }
+}
 
 impl Spill for Reroute {
     fn spill(&self, payload: Payload) -> BoxFuture<'_, Result<(), String>> {
-        let handed = self
-            .0
-            .upgrade()
-            .ok_or(())
-            .and_then(|tx| tx.send(payload).map_err(|_| ()))
-            .map_err(|()| "the load balancer has stopped routing".to_string());
-        Box::pin(std::future::ready(handed))
+        Box::pin(Reroute::hand_on(&self.to, payload, self.wait))
     }
 }
 
@@ -624,7 +664,7 @@ impl Spill for Reroute {
 pub struct LoadBalancer {
     shared: Arc<Shared>,
     resolver: Mutex<Option<Arc<dyn Resolver>>>,
-    handoff_rx: Mutex<Option<mpsc::UnboundedReceiver<Payload>>>,
+    handoff_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
     /// The resolver and the task applying its updates.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     reroute: Mutex<Option<JoinHandle<()>>>,
@@ -733,24 +773,33 @@ impl Shared {
             .clone()
     }
 
-    fn new_backend(&self, endpoint: &str) -> Result<Arc<Backend>, ComponentError> {
-        // Counted as `loadbalancing[/name]/<endpoint>` in the exporter metrics.
-        let id = ComponentId {
+    /// A backend's id, `loadbalancing[/name]/<endpoint>`: the `exporter` label of its metrics
+    /// and the name of its persistent queue directories (one per backend).
+    fn backend_id(&self, endpoint: &str) -> ComponentId {
+        ComponentId {
             type_name: self.id.type_name.clone(),
             name: Some(match &self.id.name {
                 Some(n) => format!("{n}/{endpoint}"),
                 None => endpoint.to_string(),
             }),
-        };
-        let exporter_id = id.to_string();
-        // The id also names the backend's persistent queue directory (one per backend).
-        let ctx = BuildContext {
+        }
+    }
+
+    /// What a backend's exporter (or its orphaned queue) is built with.
+    fn backend_context(&self, id: ComponentId) -> BuildContext {
+        BuildContext {
             id,
             config: Arc::new(()),
             telemetry: self.telemetry.clone(),
             clock: self.clock.clone(),
             extensions: self.extensions.clone(),
-        };
+        }
+    }
+
+    fn new_backend(&self, endpoint: &str) -> Result<Arc<Backend>, ComponentError> {
+        let id = self.backend_id(endpoint);
+        let exporter_id = id.to_string();
+        let ctx = self.backend_context(id);
         let exporter: Arc<dyn BackendExporter> = match &self.template {
             Template::Otlp(template) => {
                 let mut config = template.clone();
@@ -844,9 +893,13 @@ impl Shared {
         }
         // From now on a removed backend's failures go to the re-routing task at once: its
         // destination is leaving, and the new ring has a home for every item.
-        let reroute: Option<Arc<dyn Spill>> = lock(&self.handoff)
-            .as_ref()
-            .map(|tx| Arc::new(Reroute(tx.downgrade())) as Arc<dyn Spill>);
+        let wait = self.template.sending_queue().storage.is_some();
+        let reroute: Option<Arc<dyn Spill>> = lock(&self.handoff).as_ref().map(|tx| {
+            Arc::new(Reroute {
+                to: tx.downgrade(),
+                wait,
+            }) as Arc<dyn Spill>
+        });
         for b in &removed {
             tracing::info!(exporter = %self.id, endpoint = %b.endpoint, "backend removed: draining its queue; what it cannot deliver is routed again");
             if let Some(to) = &reroute {
@@ -964,17 +1017,18 @@ impl Shared {
     /// Routes what removed backends handed on, through the current ring, until it is taken or
     /// the drain timeout passes (once only when stopping). What finds no taker is counted as
     /// `send_failed` here: `reroute_refused`, or `shutdown` when stopping (data lost at
-    /// shutdown: the process exits 3). Ends when the load balancer drops its sender
+    /// shutdown: the process exits 3) — unless it came from a persistent queue, which is told
+    /// and keeps it stored (nothing is dropped). Ends when the load balancer drops its sender
     /// (shutdown).
-    async fn reroute(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Payload>) {
-        while let Some(payload) = rx.recv().await {
+    async fn reroute(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Handed>) {
+        while let Some(Handed { payload, taken }) = rx.recv().await {
             let signal = payload.signal();
             self.rerouted[signal as usize].add(payload.item_count() as u64);
             let deadline = Instant::now() + self.drain_timeout;
             let mut pending = payload;
-            loop {
+            let took = loop {
                 let (left, e) = match self.route_parts(pending.clone()).await {
-                    Ok(()) => break,
+                    Ok(()) => break true,
                     Err(Refused::Whole(e)) => (vec![pending], e),
                     Err(Refused::Parts(left, e)) => (left, e),
                 };
@@ -987,6 +1041,10 @@ impl Shared {
                 };
                 match retry {
                     Some(p) => pending = p,
+                    None if taken.is_some() => {
+                        tracing::warn!(exporter = %self.id, items = lost, error = %e, "could not route again what a removed backend held: it stays in that backend's persistent queue, routed again after the next start");
+                        break false;
+                    }
                     None => {
                         let why = if stopping {
                             "shutdown"
@@ -995,10 +1053,13 @@ impl Shared {
                         };
                         self.metrics.send_failed(signal, lost, why);
                         tracing::warn!(exporter = %self.id, items = lost, error = %e, "could not route again what a removed backend held: items dropped");
-                        break;
+                        break false;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if let Some(taken) = taken {
+                let _ = taken.send(took);
             }
         }
     }
@@ -1050,6 +1111,11 @@ impl Lifecycle for LoadBalancer {
             .flatten();
             if let Some(endpoints) = first {
                 self.shared.apply(endpoints).await;
+            }
+            // Persistent queues of backends that left the ring while sluice was down.
+            if let Some(storage) = &self.shared.template.sending_queue().storage {
+                let adopt = self.shared.clone().adopt_orphans(storage.clone());
+                lock(&self.tasks).push(tokio::spawn(adopt));
             }
             let shared = self.shared.clone();
             lock(&self.tasks).push(tokio::spawn(follow(shared, updates)));

@@ -756,3 +756,225 @@ async fn k8s_endpoint_slices_drive_the_ring_and_a_pod_turning_unready_is_drained
     );
     lb.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Persistent backend queues (`protocol.otlp.sending_queue.storage`).
+
+/// A sink that refuses every export with UNAVAILABLE (retryable) until `up` is called: the
+/// same address down, then up, across load balancer restarts.
+async fn sink_down() -> (String, Sink, tokio::sync::oneshot::Sender<()>) {
+    let sink = Sink::default();
+    *sink.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    sink.fail_first.store(usize::MAX / 2, Ordering::SeqCst);
+    let (addr, stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    (addr.to_string(), sink, stop)
+}
+
+fn up(sink: &Sink) {
+    sink.fail_first.store(0, Ordering::SeqCst);
+}
+
+/// A load balancer `loadbalancing` over `hostnames` whose backends' queues are persistent in
+/// `dir` (retry every 50 ms; a 300 ms drain at shutdown).
+fn persistent_lb(
+    hostnames: &[String],
+    dir: &std::path::Path,
+    t: &Telemetry,
+) -> Arc<dyn sluice_engine::component::Node> {
+    let storage = crate::file_storage::FileStorageFactory
+        .parse_config(&serde_json::json!({"directory": dir}))
+        .unwrap();
+    let mut extensions = BTreeMap::new();
+    extensions.insert(ComponentId::parse("file_storage").unwrap(), storage);
+    let factory = LoadBalancingFactory {
+        type_name: "loadbalancing",
+    };
+    let config = serde_json::json!({
+        "protocol": {"otlp": {
+            "tls": {"insecure": true},
+            "compression": "none",
+            "timeout": "1s",
+            "sending_queue": {"drain_timeout": "300ms", "storage": "file_storage"},
+            "retry_on_failure": {"initial_interval": "50ms", "max_interval": "100ms",
+                "max_elapsed_time": "0s"},
+        }},
+        "resolver": {"static": {"hostnames": hostnames}},
+    });
+    factory
+        .build_exporter(BuildContext {
+            id: ComponentId::parse("loadbalancing").unwrap(),
+            config: factory.parse_config(&config).unwrap(),
+            telemetry: t.clone(),
+            clock: Arc::new(WallClock),
+            extensions: sluice_engine::component::Extensions::new(extensions),
+        })
+        .unwrap()
+}
+
+/// The traces queue directory of backend `host` (its id `loadbalancing/<host>`, escaped).
+fn backend_queue(dir: &std::path::Path, host: &str) -> std::path::PathBuf {
+    dir.join(crate::file_storage::queue_dir_name(
+        &ComponentId::parse(&format!("loadbalancing/{host}")).unwrap(),
+        Signal::Traces,
+    ))
+}
+
+/// Which of `hosts` the ring gives trace `t`.
+fn owner(hosts: &[String], t: u32) -> String {
+    let mut sorted = hosts.to_vec();
+    sorted.sort();
+    let ring = HashRing::new(&sorted).unwrap();
+    ring.endpoints()[ring.backend_for(&trace_id(t)).unwrap()].clone()
+}
+
+/// Each backend has a persistent queue of its own, named after it: with both backends down
+/// at shutdown each keeps its own traces (nothing dropped); after a restart, the backend that
+/// is up again replays its own queue — exactly its traces — while the other's stays on disk
+/// untouched, and is delivered once that backend is up too.
+#[tokio::test]
+async fn each_backend_keeps_and_replays_its_own_persistent_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, sink_a, _stop_a) = sink_down().await;
+    let (b, sink_b, _stop_b) = sink_down().await;
+    let hosts = vec![a.clone(), b.clone()];
+    let of =
+        |host: &str| -> BTreeSet<u32> { (0..40).filter(|t| owner(&hosts, *t) == host).collect() };
+    assert!(!of(&a).is_empty() && !of(&b).is_empty());
+
+    let t = Telemetry::new();
+    let lb = persistent_lb(&hosts, dir.path(), &t);
+    lb.start().await.unwrap();
+    lb.consume(traces(0..40, 0..2)).await.unwrap();
+    lb.shutdown().await;
+    assert_eq!(
+        t.sum("otelcol_exporter_send_failed_spans", &[])
+            .unwrap_or(0.0),
+        0.0,
+        "kept, not dropped"
+    );
+    let stored_a = crate::tests::records_on_disk(&backend_queue(dir.path(), &a));
+    let stored_b = crate::tests::records_on_disk(&backend_queue(dir.path(), &b));
+    assert!(stored_a > 0 && stored_b > 0, "{stored_a} {stored_b}");
+    assert!(
+        backend_queue(dir.path(), &a)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("exporter_loadbalancing_127.0.0.1~3A"),
+        "named after the backend, its endpoint's : escaped"
+    );
+    drop(lb);
+
+    // A is up: it replays its own queue; B's stays where it is.
+    up(&sink_a);
+    let t = Telemetry::new();
+    let lb = persistent_lb(&hosts, dir.path(), &t);
+    lb.start().await.unwrap();
+    let want_a = of(&a).len() * 2;
+    eventually("A's traces replayed to A", || sink_a.spans() == want_a).await;
+    lb.shutdown().await;
+    assert_eq!(traces_at(&sink_a), of(&a));
+    assert_eq!(sink_a.spans(), want_a, "each span once");
+    assert_eq!(sink_b.spans(), 0);
+    assert_eq!(
+        crate::tests::records_on_disk(&backend_queue(dir.path(), &b)),
+        stored_b,
+        "B's queue untouched"
+    );
+    drop(lb);
+
+    // B is up too: B replays its own, A has nothing left to send.
+    up(&sink_b);
+    let t = Telemetry::new();
+    let lb = persistent_lb(&hosts, dir.path(), &t);
+    lb.start().await.unwrap();
+    let want_b = of(&b).len() * 2;
+    eventually("B's traces replayed to B", || sink_b.spans() == want_b).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lb.shutdown().await;
+    assert_eq!(traces_at(&sink_b), of(&b));
+    assert_eq!(sink_b.spans(), want_b, "each span once");
+    assert_eq!(sink_a.spans(), want_a, "A replayed nothing twice");
+}
+
+/// A backend that left the ring while sluice was down left its persistent queue behind: at
+/// start the load balancer routes what it holds through the current ring (here, to the one
+/// backend there is), deletes it once taken, and a further start has nothing to route.
+#[tokio::test]
+async fn a_gone_backends_persistent_queue_is_routed_again_through_the_ring_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _sink_a, _stop_a) = sink_down().await;
+    let (b, _sink_b, _stop_b) = sink_down().await;
+    let t = Telemetry::new();
+    let lb = persistent_lb(&[a.clone(), b.clone()], dir.path(), &t);
+    lb.start().await.unwrap();
+    lb.consume(traces(0..30, 0..2)).await.unwrap();
+    lb.shutdown().await;
+    drop(lb);
+
+    // Both are gone; C is the ring now.
+    let c_sink = Sink::default();
+    let (c, _stop_c) = serve_sink(c_sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let c = c.to_string();
+    let t = Telemetry::new();
+    let lb = persistent_lb(std::slice::from_ref(&c), dir.path(), &t);
+    lb.start().await.unwrap();
+    eventually("A's and B's traces at C", || c_sink.spans() == 60).await;
+    eventually("counted as routed again", || {
+        value(
+            &t,
+            "otelcol_loadbalancer_rerouted_spans",
+            &[("exporter", "loadbalancing")],
+        ) == 60.0
+    })
+    .await;
+    lb.shutdown().await;
+    assert_eq!(traces_at(&c_sink), (0..30).collect());
+    assert_eq!(
+        t.sum("otelcol_exporter_send_failed_spans", &[])
+            .unwrap_or(0.0),
+        0.0
+    );
+    drop(lb);
+
+    // Routed and deleted: a further start routes nothing again.
+    let t = Telemetry::new();
+    let lb = persistent_lb(std::slice::from_ref(&c), dir.path(), &t);
+    lb.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lb.shutdown().await;
+    assert_eq!(c_sink.spans(), 60, "each span once");
+    assert_eq!(
+        value(
+            &t,
+            "otelcol_loadbalancer_rerouted_spans",
+            &[("exporter", "loadbalancing")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn queue_directory_names_escape_and_name_their_backend() {
+    use crate::file_storage::{escape_name, unescape_name};
+    for name in [
+        "otlp",
+        "lb/10.0.0.1:4317",
+        "[::1]:4317",
+        "gw-0.gw_x:4317",
+        "ü/~",
+    ] {
+        let escaped = escape_name(name);
+        assert!(
+            escaped
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b)),
+            "{escaped}"
+        );
+        assert_eq!(unescape_name(&escaped).as_deref(), Some(name));
+    }
+    assert_eq!(escape_name("otlp"), "otlp", "plain ids keep their names");
+    assert_eq!(escape_name("10.0.0.1:4317"), "10.0.0.1~3A4317");
+    assert_eq!(unescape_name("~2"), None);
+}
