@@ -556,3 +556,71 @@ async fn a_too_large_answer_splits_the_payload() {
     assert_eq!(counter(&t, "otelcol_exporter_sent_spans"), 40.0);
     assert_eq!(counter(&t, "otelcol_exporter_send_failed_spans"), 0.0);
 }
+
+/// `sending_queue.storage` works for the Arrow hop as for OTLP: what a gateway refusing every
+/// stream leaves undelivered at shutdown stays on disk (nothing dropped), and the next exporter
+/// on the same directory sends it, whole, once the gateway takes streams again.
+#[tokio::test]
+async fn a_persistent_queue_keeps_what_is_undelivered_and_the_next_start_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::file_storage::FileStorageFactory
+        .parse_config(&serde_json::json!({"directory": dir.path()}))
+        .unwrap();
+    let mut extensions = std::collections::BTreeMap::new();
+    extensions.insert(ComponentId::parse("file_storage").unwrap(), storage);
+    let extensions = sluice_engine::component::Extensions::new(extensions);
+    let fake = Scripted::default();
+    *fake.refuse.lock().unwrap() = Some(Status::unavailable("restarting"));
+    let addr = serve(fake.clone()).await;
+    let mut c = config(addr, Duration::from_millis(500));
+    c.sending_queue = QueueConfig {
+        storage: Some("file_storage".into()),
+        drain_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let build_persistent = |t: &Telemetry| {
+        let ctx = BuildContext {
+            id: ComponentId::parse("flight").unwrap(),
+            config: Arc::new(()),
+            telemetry: t.clone(),
+            clock: Arc::new(sluice_engine::clock::WallClock),
+            extensions: extensions.clone(),
+        };
+        exporter(&ctx, &c).unwrap()
+    };
+    let t = Telemetry::new();
+    let e = build_persistent(&t);
+    e.start().await.unwrap();
+    let sent = [traces(5), logs(3)];
+    for p in &sent {
+        e.consume(p.clone()).await.unwrap();
+    }
+    e.shutdown().await;
+    assert_eq!(counter(&t, "otelcol_exporter_send_failed_spans"), 0.0);
+    assert_eq!(counter(&t, "otelcol_exporter_send_failed_log_records"), 0.0);
+    assert!(fake.accepted.lock().unwrap().is_empty());
+    drop(e);
+
+    fake.refuse.lock().unwrap().take();
+    let t = Telemetry::new();
+    let e = build_persistent(&t);
+    e.start().await.unwrap();
+    for _ in 0..200 {
+        if fake.accepted.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    e.shutdown().await;
+    let mut got = fake.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "each replayed once");
+    got.sort_by_key(|p| p.signal() as usize);
+    // Replayed from its OTLP record: the same items (the connection's origin is not stored).
+    for (p, g) in sent.iter().zip(&got) {
+        let mut p = p.clone();
+        p.origin = None;
+        assert_payload_eq(&p, g);
+    }
+    assert_eq!(counter(&t, "sluice_exporter_queue_replayed_spans"), 5.0);
+    assert_eq!(counter(&t, "otelcol_exporter_sent_log_records"), 3.0);
+}
