@@ -280,3 +280,53 @@ def test_sigterm_with_the_backend_down_keeps_what_is_undelivered_and_exits_0(slu
                              exporter="otlp") == 7
     finally:
         sink.stop()
+
+
+def loadbalancing_config(hostnames: list[str], storage_dir) -> dict:
+    """An agent whose loadbalancing exporter gives each backend a persistent queue."""
+    return {
+        "extensions": {"file_storage": {"directory": str(storage_dir),
+                                        "create_directory": True}},
+        "receivers": {"otlp": otlp_receiver()},
+        "processors": {},
+        "exporters": {"loadbalancing": {
+            "protocol": {"otlp": {
+                "tls": {"insecure": True}, "timeout": "2s",
+                "sending_queue": {"storage": "file_storage", "drain_timeout": "1s"},
+                "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms",
+                                     "max_elapsed_time": "600s"}}},
+            "resolver": {"static": {"hostnames": hostnames}}}},
+        "service": {"extensions": ["file_storage"],
+                    "pipelines": pipelines(["otlp"], [], ["loadbalancing"],
+                                           signals=("traces",))},
+    }
+
+
+def test_loadbalancing_backends_gone_while_sluice_was_down_are_routed_again(sluice, tmp_path):
+    """Two gateways (down) hold an agent's data in their persistent backend queues when the
+    agent is SIGKILLed; it starts again with a third gateway as its only backend (the two were
+    replaced meanwhile). What the two queues held is routed again through the new ring: every
+    acknowledged span arrives at the third gateway, counted as re-routed, nothing dropped."""
+    a, b, c = OtlpSink(), OtlpSink(), OtlpSink().start()  # a and b down
+    try:
+        storage = tmp_path / "storage"
+        s = sluice(loadbalancing_config([a.grpc_endpoint, b.grpc_endpoint], storage),
+                   name="agent-before")
+        run_id = uuid.uuid4().hex[:8]
+        req, ids = make_trace_request(40, run_id)
+        with grpc.insecure_channel(s.grpc_endpoint) as ch:
+            ch.unary_unary(GRPC_METHODS["traces"])(req.SerializeToString(), timeout=10)
+        stored = [s.metric("sluice_exporter_queue_storage_bytes",
+                           exporter=f"loadbalancing/{x.grpc_endpoint}") for x in (a, b)]
+        assert all(v and v > 0 for v in stored), f"each backend's queue holds its part: {stored}"
+        kill(s)
+        s = sluice(loadbalancing_config([c.grpc_endpoint], storage), name="agent-after")
+        ok = c.wait_for(lambda k: set(ids) <= {x["span_id"] for x in k.spans()}, 30)
+        assert ok, f"{len(set(ids) - {x['span_id'] for x in c.spans()})} spans never arrived"
+        assert s.wait_metric("otelcol_loadbalancer_rerouted_spans_total", lambda v: v == 40,
+                             exporter="loadbalancing") == 40
+        assert not s.metric("otelcol_exporter_send_failed_spans_total")
+        assert not a.received() and not b.received()
+    finally:
+        for x in (a, b, c):
+            x.stop()
