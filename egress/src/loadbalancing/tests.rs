@@ -978,3 +978,81 @@ fn queue_directory_names_escape_and_name_their_backend() {
     assert_eq!(escape_name("10.0.0.1:4317"), "10.0.0.1~3A4317");
     assert_eq!(unescape_name("~2"), None);
 }
+
+/// A persistent backend removed while running: what it holds (its peer refusing) is routed
+/// again to the remaining backend, and only then deleted from its queue — a later start over
+/// the same directory, which would route any record left behind again, delivers nothing more.
+#[tokio::test]
+async fn a_removed_persistent_backend_deletes_what_it_handed_on_once_the_ring_took_it() {
+    let (port, sinks, _stops) = sinks_on_three_addresses().await;
+    let ips: Vec<IpAddr> = sinks.iter().map(|(ip, _)| *ip).collect();
+    let dns = FakeDns::start(ips[..2].to_vec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::file_storage::FileStorageFactory
+        .parse_config(&serde_json::json!({"directory": dir.path()}))
+        .unwrap();
+    let mut extensions = BTreeMap::new();
+    extensions.insert(ComponentId::parse("file_storage").unwrap(), storage);
+    let extensions = sluice_engine::component::Extensions::new(extensions);
+    let mut config = lb_config(serde_json::json!({"dns": {"hostname": "gateways.test"}}));
+    config["protocol"]["otlp"]["sending_queue"]["storage"] = "file_storage".into();
+    let parsed = Arc::new(parse(&config).unwrap());
+    let load_balancer = |t: &Telemetry| {
+        let resolver = DnsResolver::new(
+            "gateways.test".into(),
+            Some(port.to_string()),
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+            Some(dns.addr),
+        )
+        .unwrap();
+        LoadBalancer::new(
+            BuildContext {
+                id: ComponentId::parse("loadbalancing").unwrap(),
+                config: parsed.clone(),
+                telemetry: t.clone(),
+                clock: Arc::new(WallClock),
+                extensions: extensions.clone(),
+            },
+            parsed.clone(),
+            Arc::new(resolver),
+        )
+    };
+    let t = Telemetry::new();
+    let lb = load_balancer(&t);
+    lb.start().await.unwrap();
+    let second = &sinks[1].1;
+    *second.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    second.fail_first.store(1_000_000, Ordering::SeqCst);
+    lb.consume(traces(0..40, 0..2)).await.unwrap();
+    let total = || sinks.iter().map(|(_, s)| s.spans()).sum::<usize>();
+    eventually("the second backend's queue retrying", || {
+        second.requests.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(total() < 80, "the second backend holds its share");
+    dns.set(ips[..1].to_vec());
+    eventually("all 80 spans at the first backend", || {
+        sinks[0].1.spans() == 80
+    })
+    .await;
+    assert_eq!(t.sum("otelcol_exporter_send_failed_spans", &[]), Some(0.0));
+    lb.shutdown().await;
+    drop(lb);
+
+    // A new start over the same storage, the first backend alone: nothing left to route.
+    let t = Telemetry::new();
+    let lb = load_balancer(&t);
+    lb.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lb.shutdown().await;
+    assert_eq!(total(), 80, "each span once");
+    assert_eq!(
+        value(
+            &t,
+            "otelcol_loadbalancer_rerouted_spans",
+            &[("exporter", "loadbalancing")]
+        ),
+        0.0
+    );
+}
