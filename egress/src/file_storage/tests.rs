@@ -58,7 +58,7 @@ fn unacknowledged_records_survive_a_reopen_in_order_and_acknowledged_ones_do_not
     assert_eq!(opened.pending_records, 0);
     let mut ids = Vec::new();
     for i in 0..20u8 {
-        let (id, _) = log.append(&vec![i; 50]).unwrap();
+        let (id, _) = log.append(&[i; 50]).unwrap();
         ids.push(id);
     }
     assert!(segment_files(dir.path()).len() > 3);
