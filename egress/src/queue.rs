@@ -69,7 +69,8 @@
 //! abandoned and whatever is undelivered goes to the exporter's [`Spill`] or, without one, is
 //! dropped: counted as `send_failed{error_type="shutdown"}` and logged in one line per
 //! exporter. The binary then exits with status 3 (see the README). With a persistent queue
-//! nothing is dropped there: what is undelivered stays in storage for the next start.
+//! nothing is dropped there: what is undelivered (or what its spill refuses) stays in storage
+//! for the next start, and its record is deleted only once a spill took it.
 //!
 //! # Persistent queue
 //!
