@@ -1056,3 +1056,27 @@ async fn a_removed_persistent_backend_deletes_what_it_handed_on_once_the_ring_to
         0.0
     );
 }
+
+/// The backends' `sending_queue.storage` is an extension reference the loader checks (defined,
+/// enabled), at its path under `protocol`.
+#[test]
+fn the_backends_storage_is_an_extension_reference_at_its_path() {
+    let factory = LoadBalancingFactory {
+        type_name: "loadbalancing",
+    };
+    for protocol in ["otlp", "flight"] {
+        let parsed = factory
+            .parse_config(&serde_json::json!({
+                "protocol": {protocol: {"sending_queue": {"storage": "file_storage/q"}}},
+                "resolver": {"static": {"hostnames": ["a:4317"]}},
+            }))
+            .unwrap();
+        let refs = factory.extension_refs(&parsed);
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].id, "file_storage/q");
+        assert_eq!(
+            refs[0].path,
+            format!("protocol.{protocol}.sending_queue.storage")
+        );
+    }
+}
