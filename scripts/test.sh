@@ -15,6 +15,9 @@ step "cargo build (sluice binary; the fake Kubernetes API server and instance me
 cargo build --bin sluice
 cargo build -p sluice-k8s --features testing --bin sluice-fake-apiserver --bin sluice-fake-imds
 
+step "cargo check (benchmarks and examples: not built by the tests, kept compiling)"
+cargo check -p sluice-benches --benches --examples
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-tests=pass

@@ -44,6 +44,7 @@ impl Sender for Discard {
 /// The exporter machinery without a queue (delivery happens inside `consume`).
 fn exporter(max_request_size: usize) -> QueuedExporter<Discard> {
     let id = ComponentId::parse("otlp").unwrap();
+    let telemetry = Telemetry::new();
     QueuedExporter::new(
         id.clone(),
         Discard,
@@ -54,7 +55,8 @@ fn exporter(max_request_size: usize) -> QueuedExporter<Discard> {
         RetryConfig::default(),
         Duration::from_secs(5),
         max_request_size,
-        ExporterMetrics::new(&Telemetry::new(), &id),
+        ExporterMetrics::new(&telemetry, &id),
+        telemetry.memory().holder(&telemetry, "otlp", "queue"),
     )
 }
 
