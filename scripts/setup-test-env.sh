@@ -7,6 +7,8 @@
 #     already on PATH (the exporter's tests check scrapes with promtool and query a real
 #     Prometheus that scrapes sluice)
 #   - the openssl CLI (the TLS tests make their certificates with it)
+#   - kubectl (Debian's `kubectl` package) unless on PATH: the manifests' tests render k8s/
+#     with `kubectl kustomize`, offline
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,4 +119,12 @@ if command -v openssl >/dev/null 2>&1; then
 else
     apt_install openssl
     command -v openssl >/dev/null 2>&1 || fail "openssl installed but not on PATH"
+fi
+
+# ---- kubectl (the manifests' tests render the kustomizations in k8s/ with it, offline) ----
+if command -v kubectl >/dev/null 2>&1; then
+    log "kubectl present: $(command -v kubectl)"
+else
+    apt_install kubectl
+    command -v kubectl >/dev/null 2>&1 || fail "kubectl installed but not on PATH"
 fi
