@@ -71,6 +71,27 @@ VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 IMAGE="${SLUICE_IMAGE:-localhost/sluice:$VERSION}"
 ARCHIVE="${SLUICE_IMAGE_ARCHIVE:-$STATE/sluice.oci.tar}"
 
+# Exit 77 (scripts/test.sh reports the image step as skipped) when podman itself cannot start a
+# container on this machine: no user namespaces, no cgroup access, a runtime refused by the
+# kernel. Any other failure is an error.
+can_run_containers() {
+    local out
+    if ! out="$("${PODMAN[@]}" info 2>&1)"; then
+        echo "$out" >&2
+        echo "image.sh: podman cannot run on this machine (podman info failed)" >&2
+        exit 77
+    fi
+    if [[ -n "${1:-}" ]] && ! out="$("${PODMAN[@]}" run --rm --network none "$1" true 2>&1)"; then
+        echo "$out" >&2
+        if grep -qiE 'OCI|runc|cgroup|namespace|operation not permitted|permission denied' <<<"$out"; then
+            echo "image.sh: podman cannot start containers on this machine (see above)" >&2
+            exit 77
+        fi
+        fail "a container of $1 did not start (see above)"
+    fi
+}
+can_run_containers
+
 # ---- the builder image -----------------------------------------------------------------------
 # Change this when make_builder makes a different image: it names the cached builder.
 BUILDER_RECIPE="debootstrap bookworm minbase + build-essential ca-certificates + host toolchain bin lib; v1"
@@ -84,6 +105,7 @@ make_builder() {
     image="localhost/sluice-builder:bookworm-$key"
     if "${PODMAN[@]}" image exists "$image"; then
         log "builder $image present" >&2
+        can_run_containers "$image"
         echo "$image"
         return
     fi
@@ -116,6 +138,7 @@ make_builder() {
         --change 'WORKDIR /src' \
         "$tarball" "$image" >/dev/null
     rm -f "$tarball"
+    can_run_containers "$image"
     "${PODMAN[@]}" run --rm --network none "$image" cargo -V >&2 || fail "the builder image cannot run cargo"
     log "builder $image ready" >&2
     echo "$image"

@@ -27,4 +27,28 @@ fi
 
 step "end-to-end tests (pytest)"
 export SLUICE_BIN="${SLUICE_BIN:-$ROOT/target/debug/sluice}"
-.venv/bin/pytest -q tests/e2e
+# test_image.py runs in the image step below, with the image it builds.
+.venv/bin/pytest -q tests/e2e --ignore=tests/e2e/test_image.py
+
+# The container image (Containerfile) built as a user would build it, then run by podman: a
+# release (dist) build inside a Debian builder, so it takes several minutes on 2 cores.
+# SLUICE_SKIP_IMAGE=1 leaves it out of a local run; CI always runs it.
+step "container image (scripts/image.sh, tests/e2e/test_image.py)"
+if [[ "${SLUICE_SKIP_IMAGE:-0}" == 1 && "${CI:-}" != true ]]; then
+    echo "SKIPPED: SLUICE_SKIP_IMAGE=1"
+else
+    export SLUICE_IMAGE="localhost/sluice:test"
+    set +e
+    bash scripts/image.sh
+    rc=$?
+    set -e
+    if [[ $rc == 77 ]]; then
+        echo "SKIPPED: podman cannot run containers on this machine (the reason is above);"
+        echo "         the image was not built and tests/e2e/test_image.py did not run"
+    elif [[ $rc != 0 ]]; then
+        echo "scripts/image.sh failed (exit $rc)" >&2
+        exit "$rc"
+    else
+        .venv/bin/pytest -q tests/e2e/test_image.py
+    fi
+fi
