@@ -3,13 +3,16 @@
 #
 #   bash scripts/image.sh                        # -> target/image/sluice.oci.tar, image localhost/sluice:<version>
 #   bash scripts/image.sh --builder IMAGE        # build stage in IMAGE (e.g. docker.io/library/rust:1.95-bookworm)
+#   bash scripts/image.sh --profile dist-fast    # cargo profile (default dist, the release image;
+#                                                # dist-fast: no cross-crate LTO, quicker rebuilds)
 #
 # Non-interactive and idempotent, as root on Debian (CI runs it). It installs what it needs from
 # Debian (buildah, podman, runc, debootstrap) and, unless --builder is given, makes a local
 # builder image: a Debian bookworm minbase from Debian's mirror with build-essential and
 # ca-certificates, plus the host's Rust toolchain (`rustc --print sysroot`), imported with
 # `podman import`. The Containerfile's first stage then does a real `cargo build --profile dist`
-# inside it (--network host: cargo reaches crates.io).
+# inside it (--network host: cargo reaches crates.io). Cold (no builder, no cargo cache) this
+# is mostly the Rust build: BENCHMARKS.md, "Container image", has the times of both profiles.
 #
 # podman runs rootful with its own storage under $SLUICE_IMAGE_STATE (default target/image:
 # overlay storage, run root, temporary files, the builder's rootfs), runtime runc and cgroup
@@ -19,6 +22,7 @@
 #
 # Environment: SLUICE_IMAGE_STATE (state directory), SLUICE_IMAGE (image name, default
 # localhost/sluice:<version>), SLUICE_IMAGE_ARCHIVE (default $SLUICE_IMAGE_STATE/sluice.oci.tar),
+# SLUICE_IMAGE_PROFILE (the cargo profile, as --profile),
 # DEBIAN_MIRROR (default: the first deb URI this machine's apt uses, else deb.debian.org).
 set -euo pipefail
 
@@ -29,15 +33,22 @@ log()  { echo "image.sh: $*"; }
 fail() { echo "image.sh: ERROR: $*" >&2; exit 1; }
 
 BUILDER=""
+PROFILE="${SLUICE_IMAGE_PROFILE:-dist}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --builder) BUILDER="${2:?--builder needs an image}"; shift 2 ;;
         --builder=*) BUILDER="${1#--builder=}"; shift ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --profile) PROFILE="${2:?--profile needs a cargo profile}"; shift 2 ;;
+        --profile=*) PROFILE="${1#--profile=}"; shift ;;
+        -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) fail "unknown argument $1 (see --help)" ;;
     esac
 done
 
+case "$PROFILE" in
+    dist|dist-fast) ;;
+    *) fail "unknown profile $PROFILE (dist or dist-fast)" ;;
+esac
 [[ "$(id -u)" == 0 ]] || fail "run as root: the image is built with rootful podman"
 
 # ---- packages --------------------------------------------------------------------------------
@@ -145,7 +156,9 @@ make_builder() {
 }
 
 if [[ -z "$BUILDER" ]]; then
+    start=$(date +%s)
     BUILDER="$(make_builder)"
+    log "builder ready after $(( $(date +%s) - start )) s"
 fi
 
 # ---- the image -------------------------------------------------------------------------------
@@ -159,7 +172,7 @@ ca_args=()
 if [[ -f "$HOST_CA" ]]; then
     ca_args=(--volume "$HOST_CA:/run/host-ca.crt:ro" --build-arg CARGO_HTTP_CAINFO=/run/host-ca.crt)
 fi
-log "building $IMAGE (builder $BUILDER, revision $REVISION)"
+log "building $IMAGE (profile $PROFILE, builder $BUILDER, revision $REVISION)"
 start=$(date +%s)
 "${PODMAN[@]}" build \
     --network host \
@@ -167,6 +180,7 @@ start=$(date +%s)
     --pull=never \
     --file Containerfile \
     --build-arg "BUILDER=$BUILDER" \
+    --build-arg "PROFILE=$PROFILE" \
     --label "org.opencontainers.image.version=$VERSION" \
     --label "org.opencontainers.image.revision=$REVISION" \
     --label "org.opencontainers.image.created=$CREATED" \

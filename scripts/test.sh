@@ -30,8 +30,11 @@ export SLUICE_BIN="${SLUICE_BIN:-$ROOT/target/debug/sluice}"
 # test_image.py runs in the image step below, with the image it builds.
 .venv/bin/pytest -q tests/e2e --ignore=tests/e2e/test_image.py
 
-# The container image (Containerfile) built as a user would build it, then run by podman: a
-# release (dist) build inside a Debian builder, so it takes several minutes on 2 cores.
+# The container image (Containerfile) built as a user would build it, then run by podman: the
+# release image itself (cargo profile `dist`, fat LTO) inside a Debian builder. Cold, on 2 cores,
+# that is about 15 CPU-minutes, the same as the `dist-fast` profile (no cross-crate LTO) costs:
+# fat LTO only moves ~4 of them into a serial tail (BENCHMARKS.md, "Container image"), so CI
+# tests what ships. SLUICE_IMAGE_PROFILE=dist-fast picks the other profile.
 # SLUICE_SKIP_IMAGE=1 leaves it out of a local run; CI always runs it.
 step "container image (scripts/image.sh, tests/e2e/test_image.py)"
 if [[ "${SLUICE_SKIP_IMAGE:-0}" == 1 && "${CI:-}" != true ]]; then
@@ -39,7 +42,7 @@ if [[ "${SLUICE_SKIP_IMAGE:-0}" == 1 && "${CI:-}" != true ]]; then
 else
     export SLUICE_IMAGE="localhost/sluice:test"
     set +e
-    bash scripts/image.sh
+    bash scripts/image.sh --profile "${SLUICE_IMAGE_PROFILE:-dist}"
     rc=$?
     set -e
     if [[ $rc == 77 ]]; then
