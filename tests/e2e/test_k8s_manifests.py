@@ -365,7 +365,12 @@ def test_agent_routes_traces_over_the_headless_service_and_metrics_over_the_base
     behind = {p["name"] for p in pods(objs)
               if selector_matches({"matchLabels": headless["spec"]["selector"]}, p["labels"])}
     assert behind == gateways
-    assert set(lb["resolver"]["k8s"].get("ports", [4317])) <= {p["port"] for p in headless["spec"]["ports"]}
+    headless_ports = {p["port"] for p in headless["spec"]["ports"]}
+    assert set(lb["resolver"]["k8s"].get("ports", [4317])) <= headless_ports
+    # protocol.flight connects each backend on `port` (the gateway's flight receiver)
+    for protocol in lb["protocol"].values():
+        if "port" in protocol:
+            assert protocol["port"] in headless_ports
     assert agent["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
 
     host, port = agent["exporters"]["otlp/gateway"]["endpoint"].rsplit(":", 1)
@@ -392,6 +397,8 @@ def bound_ports(cfg: dict) -> dict[int, str]:
     for name, r in (cfg.get("receivers") or {}).items():
         for proto, p in ((r or {}).get("protocols") or {}).items():
             add(p["endpoint"], f"receivers.{name}.{proto}")
+        if name.split("/")[0] == "flight":
+            add(r["endpoint"], f"receivers.{name}")
     for name, e in (cfg.get("exporters") or {}).items():
         if name.split("/")[0] == "prometheus":
             add(e["endpoint"], f"exporters.{name}")
@@ -419,9 +426,9 @@ def test_every_port_a_config_binds_is_declared_and_served(kustomization, workloa
                 for s in objs if s["kind"] == "Service" and s["metadata"]["name"].startswith(name)}
     assert set(services) == {"base", "headless", "monitoring"}
     clients = {port: what for port, what in bound.items()
-               if what.startswith(("receivers.otlp", "exporters.prometheus"))}
+               if what.startswith(("receivers.otlp", "receivers.flight", "exporters.prometheus"))}
     names = {"receivers.otlp.grpc": "otlp-grpc", "receivers.otlp.http": "otlp-http",
-             "exporters.prometheus": "prometheus"}
+             "receivers.flight": "flight", "exporters.prometheus": "prometheus"}
     for kind in ("base", "headless"):
         ports = {p["port"]: p["name"] for p in services[kind]["spec"]["ports"]}
         assert ports == {port: names[what] for port, what in clients.items()}, kind
