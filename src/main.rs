@@ -22,7 +22,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_engine::clock::WallClock;
 use sluice_engine::component::{Factory, Kind};
-use sluice_engine::config::{self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, Registry, Source};
+use sluice_engine::config::{
+    self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, LogEncoding, Registry, Source,
+};
 use sluice_engine::health::Health;
 use sluice_engine::schema::Signal;
 use sluice_engine::service::Service;
@@ -360,13 +362,22 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only for a person at a terminal: a log file or `kubectl logs` gets plain text.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .try_init();
+        .with_writer(std::io::stderr);
+    match config.telemetry.logs.encoding {
+        // One object per line: `timestamp`, `level`, `message`, the event's fields, `target`
+        // (the module that logged).
+        LogEncoding::Json => {
+            let _ = builder.json().flatten_event(true).try_init();
+        }
+        LogEncoding::Console => {
+            // Colours only for a person at a terminal: a log file or `kubectl logs` gets
+            // plain text.
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let _ = builder.with_ansi(colour).try_init();
+        }
+    }
 }
 
 /// The exit status of a run that stopped on a signal but could not deliver everything it had

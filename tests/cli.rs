@@ -787,3 +787,41 @@ fn logs_say_which_config_runs_in_plain_text() {
         "{err}"
     );
 }
+
+/// `service.telemetry.logs.encoding: json`: every log line is one JSON object with the level,
+/// the message and the event's fields at the top level (what log collectors parse); the
+/// failure to start is among them.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write(
+        "json-logs.yaml",
+        &format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 127.0.0.1:{port}}}}}}}}}\n\
+             exporters: {{nop: {{}}}}\n\
+             service:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [nop]}}\n\
+             \x20 telemetry: {{logs: {{encoding: json}}, metrics: {{level: none}}}}\n"
+        ),
+    );
+    let out = sluice().arg("--config").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for l in &lines {
+        assert!(l["level"].is_string() && l["message"].is_string(), "{l}");
+        assert!(l["timestamp"].is_string(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Address already in use"))),
+        "{err}"
+    );
+}

@@ -108,10 +108,6 @@ const TELEMETRY_WITHOUT_EFFECT: &[NoEffect] = &[
         "resource",
         "sluice's own telemetry is served as Prometheus metrics, without resource attributes",
     ),
-    NoEffect::new(
-        "logs.encoding",
-        "sluice logs text lines to stderr (coloured on a terminal)",
-    ),
     NoEffect::new("logs.development", "sluice has no development logging mode"),
     NoEffect::new("logs.disable_caller", "sluice's log lines carry no caller"),
     NoEffect::new(
@@ -155,13 +151,24 @@ pub enum TelemetryLevel {
     Detailed,
 }
 
+/// `service.telemetry.logs.encoding`, the Collector's (zap) names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    #[default]
+    Console,
+    Json,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsTelemetryConfig {
     /// `debug`, `info`, `warn`, `error` (default `info`).
     pub level: Option<String>,
-    /// Accepted for compatibility; sluice logs plain text to stderr.
-    pub encoding: Option<String>,
+    /// `console` (default: text lines, coloured on a terminal) or `json` (one JSON object per
+    /// line, for log collectors).
+    #[serde(default)]
+    pub encoding: LogEncoding,
     pub development: Option<bool>,
     pub disable_caller: Option<bool>,
     pub disable_stacktrace: Option<bool>,

@@ -412,7 +412,7 @@ fn settings_without_effect_are_warned_about_and_the_config_still_loads() {
     let text = GOOD.replace(
         "{grpc: {endpoint: localhost:4317}}",
         "{grpc: {endpoint: localhost:4317, include_metadata: \"${env:NOPE}true\"}}",
-    ) + "  telemetry: {logs: {encoding: json, development: false}, resource: {a: b}}\n";
+    ) + "  telemetry: {logs: {disable_caller: true, development: false}, resource: {a: b}}\n";
     let c = load(&[src("c.yaml", &text)], &no_env, &registry()).unwrap();
     let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
     let says = "accepted so Collector configs load, but has no effect in sluice";
@@ -428,8 +428,8 @@ fn settings_without_effect_are_warned_about_and_the_config_still_loads() {
                  as Prometheus metrics, without resource attributes"
             ),
             format!(
-                "c.yaml: service.telemetry.logs.encoding: {says}: sluice logs text lines to \
-                 stderr (coloured on a terminal)"
+                "c.yaml: service.telemetry.logs.disable_caller: {says}: sluice's log lines \
+                 carry no caller"
             ),
             "c.yaml: receivers.otlp.protocols.grpc.include_metadata: ${env:NOPE} is not set, so \
              it expands to an empty string (write ${env:NOPE:-default} for a default)"
@@ -580,4 +580,28 @@ service:
         m[0].contains("connectors.forward: unknown connector type \"forward\""),
         "{m:?}"
     );
+}
+
+/// `service.telemetry.logs.encoding`: the Collector's `console` and `json`; anything else is
+/// refused by name.
+#[test]
+fn log_encoding_is_console_or_json() {
+    let with = |encoding: &str| {
+        load1(&(GOOD.to_string() + &format!("  telemetry: {{logs: {{encoding: {encoding}}}}}\n")))
+    };
+    assert_eq!(
+        with("json").unwrap().telemetry.logs.encoding,
+        super::LogEncoding::Json
+    );
+    assert_eq!(
+        with("console").unwrap().telemetry.logs.encoding,
+        super::LogEncoding::Console
+    );
+    assert_eq!(
+        load1(GOOD).unwrap().telemetry.logs.encoding,
+        super::LogEncoding::Console
+    );
+    let e: Vec<String> = with("xml").unwrap_err().iter().map(ToString::to_string).collect();
+    let e = e.join("\n");
+    assert!(e.contains("service.telemetry.logs.encoding"), "{e}");
 }
