@@ -97,12 +97,6 @@ pub struct OtlpGrpcConfig {
     pub wait_for_ready: Option<bool>,
 }
 
-/// `sending_queue.block_on_overflow`, accepted without effect by both OTLP exporters.
-const BLOCK_ON_OVERFLOW: NoEffect = NoEffect::new(
-    "sending_queue.block_on_overflow",
-    "a full queue refuses at once (the sender is told to retry), it never blocks",
-);
-
 fn d5s() -> Duration {
     Duration::from_secs(5)
 }
@@ -537,7 +531,6 @@ impl Factory for OtlpGrpcFactory {
                 "a request to an unreachable endpoint fails at once and is retried by \
                       retry_on_failure",
             ),
-            BLOCK_ON_OVERFLOW,
         ];
         SETTINGS
     }
@@ -824,10 +817,6 @@ impl Factory for OtlpHttpFactory {
     }
     fn description(&self) -> &'static str {
         "OTLP over HTTP (protobuf or JSON), with sending queue and retry"
-    }
-    fn without_effect(&self) -> &'static [NoEffect] {
-        const SETTINGS: &[NoEffect] = &[BLOCK_ON_OVERFLOW];
-        SETTINGS
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
         let c: OtlpHttpConfig = parse_config(config)?;

@@ -125,8 +125,9 @@ pub struct QueueConfig {
     pub queue_size: usize,
     #[serde(default)]
     pub sizer: Sizer,
-    /// Accepted without effect (warned by the exporters): a full queue always refuses (the
-    /// client retries), never blocks.
+    /// A full queue makes `consume` wait for room (back-pressure up the pipeline, to the
+    /// receivers' clients) instead of refusing at once; the wait ends with a refusal when the
+    /// exporter stops.
     #[serde(default)]
     pub block_on_overflow: bool,
     /// A `file_storage` extension: the queue is persistent (see the module documentation).
@@ -1013,6 +1014,27 @@ struct ReplayInto<R> {
     memory: Holder,
 }
 
+impl<S: Sender> QueuedExporter<S> {
+    /// `block_on_overflow`: waits until the queue has room for `size` and takes it; false if
+    /// the exporter stops first. Polls (every few milliseconds, only while a queue is full and
+    /// a caller waits) rather than being woken: the workers that free room stay unchanged.
+    async fn wait_for_room(
+        &self,
+        size: u64,
+        tx: &mpsc::UnboundedSender<Queued<S::Request>>,
+    ) -> bool {
+        loop {
+            if self.stopping.load(Ordering::Relaxed) || tx.is_closed() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if take_room(&self.queued, size, self.queue.queue_size as u64) {
+                return true;
+            }
+        }
+    }
+}
+
 impl<S: Sender> Consumer for QueuedExporter<S> {
     fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(async move {
@@ -1045,8 +1067,16 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             let bytes = payload.memory_size();
             let size = self.queue.sizer.size(&payload, bytes);
             if !take_room(&self.queued, size, self.queue.queue_size as u64) {
-                self.inner.metrics.enqueue_failed(signal, n);
-                return Err(ConsumeError::Unavailable("sending queue is full".into()));
+                if !self.queue.block_on_overflow || !self.wait_for_room(size, &tx).await {
+                    self.inner.metrics.enqueue_failed(signal, n);
+                    return Err(ConsumeError::Unavailable(
+                        if self.stopping.load(Ordering::Relaxed) {
+                            format!("exporter {} is shutting down", self.inner.id)
+                        } else {
+                            "sending queue is full".into()
+                        },
+                    ));
+                }
             }
             let mut queued = Queued {
                 payload,

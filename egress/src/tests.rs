@@ -352,6 +352,64 @@ async fn permanent_failures_are_counted_not_retried() {
     assert_eq!(sink.requests.load(Ordering::SeqCst), 1, "not retried");
 }
 
+/// `block_on_overflow: true`: a full queue makes `consume` wait (not refuse) until a worker
+/// takes a batch; nothing is counted as failed; a wait ends with a refusal at shutdown.
+#[tokio::test]
+async fn a_full_queue_blocks_when_block_on_overflow_is_set() {
+    let sink = Sink::default();
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let config = serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"),
+        "sending_queue": {"queue_size": 1, "block_on_overflow": true}});
+    // Not started yet: nothing drains the queue of one batch.
+    let e = build(&crate::otlp::OtlpGrpcFactory, "otlp", config.clone(), &t);
+    e.consume(spans(0, 2)).await.unwrap();
+    let waiting = tokio::spawn({
+        let e = e.clone();
+        async move { e.consume(spans(2, 3)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a full queue must make the caller wait"
+    );
+    e.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("room once the workers run")
+        .unwrap()
+        .unwrap();
+    eventually("every span delivered", || sink.spans() == 5).await;
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_enqueue_failed_spans",
+            &[("exporter", "otlp")]
+        ),
+        Some(0.0)
+    );
+    e.shutdown().await;
+
+    // A caller waiting when the exporter stops is refused (its client retries elsewhere).
+    let t = Telemetry::new();
+    let e = build(&crate::otlp::OtlpGrpcFactory, "otlp", config, &t);
+    e.consume(spans(0, 2)).await.unwrap();
+    let waiting = tokio::spawn({
+        let e = e.clone();
+        async move { e.consume(spans(2, 3)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    e.shutdown().await;
+    let err = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends at shutdown")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConsumeError::Unavailable(m) if m.contains("shutting down")),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_full_queue_refuses_and_counts() {
     let t = Telemetry::new();

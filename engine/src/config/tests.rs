@@ -601,7 +601,11 @@ fn log_encoding_is_console_or_json() {
         load1(GOOD).unwrap().telemetry.logs.encoding,
         super::LogEncoding::Console
     );
-    let e: Vec<String> = with("xml").unwrap_err().iter().map(ToString::to_string).collect();
+    let e: Vec<String> = with("xml")
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let e = e.join("\n");
     assert!(e.contains("service.telemetry.logs.encoding"), "{e}");
 }
