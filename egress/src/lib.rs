@@ -8,6 +8,7 @@ pub mod debug;
 pub mod file;
 pub mod file_storage;
 pub mod flight;
+pub mod grpc_target;
 pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;

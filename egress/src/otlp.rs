@@ -46,6 +46,9 @@ use sluice_engine::schema::Signal;
 use sluice_tls::{TlsClientSetting, TlsError};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::grpc_target::{Balancer, ConnectTo, GrpcTarget, RoundRobin};
+use crate::loadbalancing::resolver::DnsResolver;
 use tonic::{Code, Status};
 
 use crate::queue::{
@@ -87,10 +90,11 @@ pub struct OtlpGrpcConfig {
     /// payloads are split. Not a Collector setting: see the module documentation.
     #[serde(default = "default_max_request_size")]
     pub max_request_size: usize,
-    /// Accepted without effect (warned, see `without_effect`), as `keepalive` and
-    /// `wait_for_ready`.
+    /// `round_robin` (default) or `pick_first`: with a `dns:///host:port` endpoint, whether
+    /// requests take each resolved address in turn ([`crate::grpc_target`]).
     #[serde(default)]
     pub balancer_name: Option<String>,
+    /// Accepted without effect (warned, see `without_effect`), as `wait_for_ready`.
     #[serde(default)]
     pub keepalive: Option<serde_json::Value>,
     #[serde(default)]
@@ -146,6 +150,31 @@ pub(crate) fn grpc_endpoint(endpoint: &str) -> Result<(bool, &str), ConfigError>
         ));
     }
     Ok((https, rest))
+}
+
+/// An `otlp` exporter's endpoint: [`grpc_endpoint`]'s forms, or `dns:///host:port` (resolved,
+/// see [`crate::grpc_target`]); returns (https, host:port, dns).
+pub(crate) fn otlp_grpc_endpoint(endpoint: &str) -> Result<(bool, &str, bool), ConfigError> {
+    if let Some(rest) = endpoint.strip_prefix("dns://") {
+        let Some(target) = rest.strip_prefix('/') else {
+            return Err(ConfigError::new(
+                "endpoint",
+                format!(
+                    "invalid endpoint {endpoint:?}: a DNS server in the target (dns://server/host:port) is not supported; write dns:///host:port"
+                ),
+            ));
+        };
+        let (_, host_port) = grpc_endpoint(target)?;
+        if target.contains("://") {
+            return Err(ConfigError::new(
+                "endpoint",
+                format!("invalid endpoint {endpoint:?}: expected dns:///host:port"),
+            ));
+        }
+        return Ok((false, host_port, true));
+    }
+    let (https, host_port) = grpc_endpoint(endpoint)?;
+    Ok((https, host_port, false))
 }
 
 /// An OTLP/HTTP URL: kept as is with a scheme, `http://` added to a bare `host:port`.
@@ -254,6 +283,67 @@ pub(crate) fn grpc_channel(
             .connect_lazy();
         Ok((channel, true))
     }
+}
+
+/// Where the `otlp` exporter of `c` sends ([`crate::grpc_target`]), and whether in plaintext.
+fn grpc_target(id: &ComponentId, c: &OtlpGrpcConfig) -> Result<(GrpcTarget, bool), ComponentError> {
+    let bad = |e: String| ComponentError::new(id, e);
+    let (https, host_port, dns) =
+        otlp_grpc_endpoint(&c.endpoint).map_err(|e| bad(e.to_string()))?;
+    let balancer = Balancer::parse(c.balancer_name.as_deref()).map_err(bad)?;
+    let scheme = if https { "https" } else { "http" };
+    let (channel, plaintext) =
+        grpc_channel(id, &format!("{scheme}://{host_port}"), &c.tls, c.timeout)?;
+    if !dns || balancer == Balancer::PickFirst {
+        return Ok((GrpcTarget::One(channel), plaintext));
+    }
+    let (host, port) = host_port.rsplit_once(':').ok_or_else(|| {
+        bad(format!(
+            "endpoint {:?}: dns:/// needs host:port",
+            c.endpoint
+        ))
+    })?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let nameserver = DnsResolver::nameserver_from_env().map_err(bad)?;
+    let resolver = DnsResolver::new(
+        host.clone(),
+        Some(port.to_string()),
+        crate::grpc_target::RESOLVE_EVERY,
+        Duration::from_secs(1),
+        nameserver,
+    )
+    .map_err(bad)?;
+    // Each address's channel: TLS with the name as the server name (unless overridden), and
+    // the name as every request's :authority, as gRPC-Go.
+    let tls = c.tls.clone();
+    let timeout = c.timeout;
+    let origin: http::Uri = format!("{scheme}://{host_port}")
+        .parse()
+        .map_err(|e| bad(format!("endpoint {:?}: {e}", c.endpoint)))?;
+    let connect_id = id.clone();
+    let connect: ConnectTo = Box::new(move |addr: std::net::SocketAddr| {
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| e.to_string())?
+            .origin(origin.clone())
+            .connect_timeout(timeout);
+        if plaintext {
+            return Ok(endpoint.connect_lazy());
+        }
+        let config = client_tls(&connect_id, &tls).map_err(|e| e.to_string())?;
+        let mut named = tls.clone();
+        if named.server_name().is_none() {
+            named.server_name_override = Some(host.clone());
+        }
+        let connector = https_connector(config, &named, true)?;
+        Ok(endpoint.connect_with_connector_lazy(connector))
+    });
+    Ok((
+        GrpcTarget::RoundRobin(RoundRobin::new(resolver, connect, channel)),
+        plaintext,
+    ))
 }
 
 /// `headers` as gRPC metadata; an invalid key or value is an error at `headers.<key>`.
@@ -391,7 +481,7 @@ fn partial_success(signal: Signal, response: &[u8], json: bool) -> Sent {
 }
 
 pub struct GrpcSender {
-    channel: Channel,
+    target: GrpcTarget,
     compression: Option<CompressionEncoding>,
     headers: tonic::metadata::MetadataMap,
     /// Plaintext connection: failures get a hint when the peer may be speaking TLS.
@@ -420,7 +510,7 @@ impl Sender for GrpcSender {
     }
 
     async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let mut grpc = tonic::client::Grpc::new(self.target.channel().await);
         if let Some(c) = self.compression {
             grpc = grpc.send_compressed(c).accept_compressed(c);
         }
@@ -517,11 +607,6 @@ impl Factory for OtlpGrpcFactory {
     fn without_effect(&self) -> &'static [NoEffect] {
         const SETTINGS: &[NoEffect] = &[
             NoEffect::new(
-                "balancer_name",
-                "requests go over one HTTP/2 connection to the endpoint (the first of its \
-                 addresses that answers)",
-            ),
-            NoEffect::new(
                 "keepalive",
                 "the exporter sends no keepalive pings; a broken connection is found by the \
                       request timeout",
@@ -555,7 +640,9 @@ impl OtlpGrpcConfig {
     /// The checks `parse_config` makes: the endpoint's form, the request size limit, TLS
     /// settings, header names and values.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        grpc_endpoint(&self.endpoint)?;
+        otlp_grpc_endpoint(&self.endpoint)?;
+        Balancer::parse(self.balancer_name.as_deref())
+            .map_err(|e| ConfigError::new("balancer_name", e))?;
         check_max_request_size(self.max_request_size)?;
         self.sending_queue
             .check()
@@ -589,7 +676,7 @@ pub(crate) fn grpc_sender(
     id: &ComponentId,
     c: &OtlpGrpcConfig,
 ) -> Result<GrpcSender, ComponentError> {
-    let (channel, plaintext) = grpc_channel(id, &c.endpoint, &c.tls, c.timeout)?;
+    let (target, plaintext) = grpc_target(id, c)?;
     let headers = grpc_metadata(&c.headers).map_err(|e| ComponentError::new(id, e))?;
     let compression = match c.compression {
         Compression::Gzip => Some(CompressionEncoding::Gzip),
@@ -597,7 +684,7 @@ pub(crate) fn grpc_sender(
         Compression::None | Compression::Empty => None,
     };
     Ok(GrpcSender {
-        channel,
+        target,
         compression,
         headers,
         plaintext,

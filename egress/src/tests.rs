@@ -714,7 +714,7 @@ fn configs_are_checked() {
             .unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     let e = grpc
-        .parse_config(&serde_json::json!({"endpoint": "dns:///jaeger:4317"}))
+        .parse_config(&serde_json::json!({"endpoint": "unix:///run/jaeger.sock"}))
         .err()
         .unwrap();
     assert!(e.message.contains("expected host:port"), "{e}");
@@ -1650,4 +1650,119 @@ fn a_persistent_queue_needs_the_queue() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("sending_queue.storage"), "{e}");
+}
+
+/// A port free on every one of `hosts` (loopback addresses).
+fn port_free_on(hosts: &[&str]) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if hosts
+            .iter()
+            .all(|h| std::net::TcpListener::bind((*h, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
+/// A `dns:///host:port` endpoint with `balancer_name: round_robin` (the Collector's default):
+/// the name is resolved (A records from a DNS responder on loopback) and requests take each
+/// address in turn; with `pick_first`, or a plain `host:port` endpoint, every request goes to
+/// one connection.
+#[tokio::test]
+async fn a_dns_endpoint_round_robins_over_its_addresses() {
+    let hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let port = port_free_on(&hosts);
+    let mut sinks = Vec::new();
+    let mut stops = Vec::new();
+    for h in hosts {
+        let sink = Sink::default();
+        let (_, stop) = serve_sink(sink.clone(), format!("{h}:{port}").parse().unwrap()).await;
+        sinks.push(sink);
+        stops.push(stop);
+    }
+    let dns = crate::loadbalancing::fake_dns::FakeDns::start(
+        hosts.iter().map(|h| h.parse().unwrap()).collect(),
+    )
+    .await;
+    // The exporter asks this nameserver (nextest runs each test in its own process).
+    unsafe {
+        std::env::set_var(
+            crate::loadbalancing::resolver::NAMESERVER_ENV,
+            dns.addr.to_string(),
+        )
+    };
+    let exporter = |endpoint: String, balancer: Option<&str>| {
+        let mut config = serde_json::json!({"tls": {"insecure": true}, "endpoint": endpoint,
+            "sending_queue": {"enabled": false}});
+        if let Some(b) = balancer {
+            config["balancer_name"] = b.into();
+        }
+        build(
+            &crate::otlp::OtlpGrpcFactory,
+            "otlp",
+            config,
+            &Telemetry::new(),
+        )
+    };
+    let requests = |sinks: &[Sink]| -> Vec<usize> {
+        sinks
+            .iter()
+            .map(|s| s.requests.load(Ordering::SeqCst))
+            .collect()
+    };
+
+    let e = exporter(format!("dns:///gateway.telemetry.svc:{port}"), None);
+    e.start().await.unwrap();
+    for i in 0..9 {
+        e.consume(spans(i * 2, 2)).await.unwrap();
+    }
+    assert_eq!(requests(&sinks), vec![3, 3, 3], "each address in turn");
+    assert!(dns.queries.load(Ordering::SeqCst) >= 1);
+    e.shutdown().await;
+
+    // pick_first, and a plain host:port: one connection (the name's first address).
+    for (endpoint, balancer) in [
+        (format!("dns:///localhost:{port}"), Some("pick_first")),
+        (format!("localhost:{port}"), Some("round_robin")),
+    ] {
+        let before = requests(&sinks);
+        let e = exporter(endpoint.clone(), balancer);
+        e.start().await.unwrap();
+        for i in 0..4 {
+            e.consume(spans(100 + i * 2, 2)).await.unwrap();
+        }
+        let after = requests(&sinks);
+        let got: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(got, vec![4, 0, 0], "{endpoint} {balancer:?}");
+        e.shutdown().await;
+    }
+    drop(stops);
+}
+
+#[test]
+fn balancer_names_and_dns_endpoints_are_checked() {
+    let err = |config: serde_json::Value| {
+        crate::otlp::OtlpGrpcFactory
+            .parse_config(&config)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(serde_json::json!({"endpoint": "a:1", "balancer_name": "least_request"}))
+            .contains("invalid balancer_name \"least_request\""),
+    );
+    assert!(
+        err(serde_json::json!({"endpoint": "dns://8.8.8.8/a:1"}))
+            .contains("a DNS server in the target"),
+    );
+    for ok in ["dns:///a:4317", "dns:///[fd00::1]:4317"] {
+        crate::otlp::OtlpGrpcFactory
+            .parse_config(&serde_json::json!({"endpoint": ok, "tls": {"insecure": true}}))
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
 }

@@ -24,7 +24,7 @@
 //! loses it), counted in `otelcol_loadbalancer_rerouted_*`.
 
 #[cfg(test)]
-mod fake_dns;
+pub(crate) mod fake_dns;
 mod orphans;
 pub mod resolver;
 #[cfg(test)]
