@@ -12,6 +12,7 @@
 mod health_check;
 mod loadgen;
 mod process_memory;
+mod telemetry_push;
 mod telemetry_server;
 
 use std::io::IsTerminal;
@@ -403,6 +404,7 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
         Some(addr) => Some(telemetry_server::start(&addr, telemetry.clone()).await?),
         None => None,
     };
+    let pushers = telemetry_push::start(&config.telemetry, &telemetry).await?;
     let mut signals = Signals::new()?;
     let mut service = start_service(&config, &registry, &telemetry).await?;
     loop {
@@ -419,6 +421,7 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
                 };
                 if next.telemetry.metrics.listen_address()
                     != config.telemetry.metrics.listen_address()
+                    || next.telemetry.metrics.readers != config.telemetry.metrics.readers
                 {
                     tracing::warn!(
                         "service.telemetry.metrics changed: it takes effect at the next start"
@@ -432,6 +435,8 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
     }
     tracing::info!("shutting down: no new data accepted; flushing batches and queues");
     service.shutdown().await;
+    // The last push carries the pipelines' final counts.
+    pushers.stop().await;
     if let Some(stop) = telemetry_stop {
         let _ = stop.send(());
     }

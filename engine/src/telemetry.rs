@@ -383,6 +383,128 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// The registry as one OTLP metrics request (what `service.telemetry.metrics.readers`'
+    /// `periodic` OTLP exporter pushes): the same series as [`Telemetry::render`] shows, under
+    /// the family names without Prometheus' `_total` (the instrument names, as the Collector
+    /// pushes them); counters as cumulative monotonic sums from `start_unix_nano`, gauges,
+    /// histograms with their bounds; the labels as data point attributes, `resource` on the
+    /// one resource.
+    pub fn to_otlp(
+        &self,
+        resource: Vec<(String, String)>,
+        start_unix_nano: u64,
+        now_unix_nano: u64,
+    ) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, InstrumentationScope, KeyValue, any_value,
+        };
+        use opentelemetry_proto::tonic::metrics::v1::{
+            AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+            ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.to_string())),
+            }),
+            ..Default::default()
+        };
+        let attributes = |labels: &Labels| labels.iter().map(|(k, v)| kv(k, v)).collect();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut metrics = Vec::with_capacity(registry.families.len());
+        for (name, fam) in registry.families.iter() {
+            let shown: Vec<_> = fam
+                .series
+                .iter()
+                .filter(|(labels, _)| registry.shown(fam, labels))
+                .collect();
+            if shown.is_empty() {
+                continue;
+            }
+            let number = |labels: &Labels, series: &Series| {
+                let value = match series {
+                    Series::Counter(c) => {
+                        number_data_point::Value::AsInt(c.load(Ordering::Relaxed) as i64)
+                    }
+                    Series::Gauge(g) => number_data_point::Value::AsInt(g.load(Ordering::Relaxed)),
+                    other => number_data_point::Value::AsDouble(series_value(other)),
+                };
+                NumberDataPoint {
+                    attributes: attributes(labels),
+                    start_time_unix_nano: if fam.kind == FamilyKind::Counter {
+                        start_unix_nano
+                    } else {
+                        0
+                    },
+                    time_unix_nano: now_unix_nano,
+                    value: Some(value),
+                    ..Default::default()
+                }
+            };
+            let data = match fam.kind {
+                FamilyKind::Counter => metric::Data::Sum(Sum {
+                    data_points: shown.iter().map(|(l, s)| number(l, s)).collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                }),
+                FamilyKind::Gauge => metric::Data::Gauge(Gauge {
+                    data_points: shown.iter().map(|(l, s)| number(l, s)).collect(),
+                }),
+                FamilyKind::Histogram => metric::Data::Histogram(Histogram {
+                    data_points: shown
+                        .iter()
+                        .filter_map(|(labels, series)| match series {
+                            Series::Histogram(h) => Some(HistogramDataPoint {
+                                attributes: attributes(labels),
+                                start_time_unix_nano: start_unix_nano,
+                                time_unix_nano: now_unix_nano,
+                                count: h.count.load(Ordering::Relaxed),
+                                sum: Some(f64::from_bits(h.sum_bits.load(Ordering::Relaxed))),
+                                bucket_counts: h
+                                    .counts
+                                    .iter()
+                                    .map(|c| c.load(Ordering::Relaxed))
+                                    .collect(),
+                                explicit_bounds: h.bounds.clone(),
+                                ..Default::default()
+                            }),
+                            _ => None,
+                        })
+                        .collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                }),
+            };
+            metrics.push(Metric {
+                name: name.to_string(),
+                description: fam.help.to_string(),
+                data: Some(data),
+                ..Default::default()
+            });
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "sluice".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}
+
 fn series_value(s: &Series) -> f64 {
     match s {
         Series::Counter(c) => c.load(Ordering::Relaxed) as f64,
@@ -716,6 +838,74 @@ pub fn register_process_metrics(t: &Telemetry, started: std::time::Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OTLP form of the registry: counters as cumulative monotonic sums (the name without
+    /// `_total`), gauges, histograms with bounds and per-bucket counts; labels as attributes;
+    /// series the Prometheus page hides are not pushed either.
+    #[test]
+    fn the_registry_as_otlp_metrics() {
+        use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+        let t = Telemetry::new();
+        t.counter(
+            "otelcol_receiver_accepted_spans",
+            "spans",
+            &[("receiver", "otlp")],
+        )
+        .add(7);
+        t.gauge(
+            "otelcol_exporter_queue_size",
+            "size",
+            &[("exporter", "otlp")],
+        )
+        .set(3);
+        let h = t.histogram("sluice_batch_size", "sizes", &[], &[10.0, 100.0]);
+        h.observe(5.0);
+        h.observe(50.0);
+        h.observe(500.0);
+        let req = t.to_otlp(vec![("service.name".into(), "sluice".into())], 100, 200);
+        let rm = &req.resource_metrics[0];
+        let resource = rm.resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        let metrics = &rm.scope_metrics[0].metrics;
+        let by_name = |n: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        match by_name("otelcol_receiver_accepted_spans")
+            .data
+            .as_ref()
+            .unwrap()
+        {
+            Data::Sum(sum) => {
+                assert!(sum.is_monotonic);
+                assert_eq!(sum.aggregation_temporality, 2);
+                let p = &sum.data_points[0];
+                assert_eq!(p.value, Some(Value::AsInt(7)));
+                assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (100, 200));
+                assert_eq!(p.attributes[0].key, "receiver");
+            }
+            other => panic!("{other:?}"),
+        }
+        match by_name("otelcol_exporter_queue_size")
+            .data
+            .as_ref()
+            .unwrap()
+        {
+            Data::Gauge(g) => assert_eq!(g.data_points[0].value, Some(Value::AsInt(3))),
+            other => panic!("{other:?}"),
+        }
+        match by_name("sluice_batch_size").data.as_ref().unwrap() {
+            Data::Histogram(h) => {
+                let p = &h.data_points[0];
+                assert_eq!(p.explicit_bounds, vec![10.0, 100.0]);
+                assert_eq!(p.bucket_counts, vec![1, 1, 1]);
+                assert_eq!((p.count, p.sum), (3, Some(555.0)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn renders_collector_names_with_labels() {

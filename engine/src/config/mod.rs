@@ -104,10 +104,6 @@ pub struct Pipeline {
 
 /// `service.telemetry` settings accepted for the Collector's sake that change nothing here.
 const TELEMETRY_WITHOUT_EFFECT: &[NoEffect] = &[
-    NoEffect::new(
-        "resource",
-        "sluice's own telemetry is served as Prometheus metrics, without resource attributes",
-    ),
     NoEffect::new("logs.development", "sluice has no development logging mode"),
     NoEffect::new("logs.disable_caller", "sluice's log lines carry no caller"),
     NoEffect::new(
@@ -174,7 +170,178 @@ pub struct LogsTelemetryConfig {
     pub disable_stacktrace: Option<bool>,
 }
 
+/// A `periodic` reader of `service.telemetry.metrics.readers` (the OpenTelemetry
+/// configuration schema the Collector reads there): the process's own metrics pushed over OTLP
+/// every `interval`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodicReader {
+    /// `interval`, in milliseconds in the config (default 60000, the schema's).
+    pub interval: std::time::Duration,
+    /// `timeout` of one push, in milliseconds (default 30000).
+    pub timeout: std::time::Duration,
+    pub exporter: OtlpPush,
+}
+
+/// `exporter.otlp` (or `otlp_grpc` / `otlp_http`) of a periodic reader.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtlpPush {
+    /// `grpc`, `http/protobuf` or `http/json`.
+    pub protocol: String,
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    /// `gzip` or none.
+    pub compression: Option<String>,
+    /// Plaintext to an endpoint without a scheme (gRPC).
+    pub insecure: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReaderSpec {
+    pull: Option<Value>,
+    periodic: Option<PeriodicSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodicSpec {
+    #[serde(default = "default_push_interval_ms")]
+    interval: u64,
+    #[serde(default = "default_push_timeout_ms")]
+    timeout: u64,
+    exporter: PushExporterSpec,
+    /// Accepted (`cardinality_limits`, `producers`): nothing sluice would change.
+    #[serde(default)]
+    cardinality_limits: Option<Value>,
+}
+
+fn default_push_interval_ms() -> u64 {
+    60_000
+}
+fn default_push_timeout_ms() -> u64 {
+    30_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushExporterSpec {
+    otlp: Option<OtlpPushSpec>,
+    otlp_grpc: Option<OtlpPushSpec>,
+    otlp_http: Option<OtlpPushSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtlpPushSpec {
+    protocol: Option<String>,
+    endpoint: String,
+    #[serde(default)]
+    headers: Vec<NameValue>,
+    compression: Option<String>,
+    /// Milliseconds; the reader's `timeout` bounds a push anyway.
+    timeout: Option<u64>,
+    insecure: Option<bool>,
+    /// Only `cumulative`: sluice's counters are cumulative.
+    temporality_preference: Option<String>,
+    /// Only `explicit_bucket_histogram`.
+    default_histogram_aggregation: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameValue {
+    name: String,
+    value: String,
+}
+
 impl MetricsTelemetryConfig {
+    /// The `periodic` readers, checked: errors name the reader (`readers[i].periodic...`).
+    pub fn periodic_readers(&self) -> Result<Vec<PeriodicReader>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, raw) in self.readers.iter().flatten().enumerate() {
+            let at = |path: &str| format!("service.telemetry.metrics.readers[{i}]{path}");
+            let spec: ReaderSpec = serde_json::from_value(raw.clone())
+                .map_err(|e| ConfigError::new(at(""), e.to_string()))?;
+            if spec.pull.is_some() == spec.periodic.is_some() {
+                return Err(ConfigError::new(at(""), "set one of pull and periodic"));
+            }
+            let Some(p) = spec.periodic else { continue };
+            let _ = p.cardinality_limits;
+            let exporters = [
+                ("otlp", p.exporter.otlp, None),
+                ("otlp_grpc", p.exporter.otlp_grpc, Some("grpc")),
+                ("otlp_http", p.exporter.otlp_http, Some("http/protobuf")),
+            ];
+            let mut given = exporters.into_iter().filter(|(_, e, _)| e.is_some());
+            let (Some((key, Some(e), implied)), None) = (given.next(), given.next()) else {
+                return Err(ConfigError::new(
+                    at(".periodic.exporter"),
+                    "set exactly one of otlp, otlp_grpc, otlp_http (sluice pushes its metrics over OTLP only)",
+                ));
+            };
+            let path = |f: &str| at(&format!(".periodic.exporter.{key}.{f}"));
+            let protocol = match (e.protocol.as_deref(), implied) {
+                (Some(p), _) if ["grpc", "http/protobuf", "http/json"].contains(&p) => {
+                    p.to_string()
+                }
+                (Some(other), _) => {
+                    return Err(ConfigError::new(
+                        path("protocol"),
+                        format!("{other:?}: grpc, http/protobuf or http/json"),
+                    ));
+                }
+                (None, Some(implied)) => implied.to_string(),
+                (None, None) => "http/protobuf".to_string(),
+            };
+            if let Some(c) = e.compression.as_deref()
+                && !matches!(c, "gzip" | "none")
+            {
+                return Err(ConfigError::new(
+                    path("compression"),
+                    format!("{c:?}: gzip or none"),
+                ));
+            }
+            if let Some(t) = e.temporality_preference.as_deref()
+                && t != "cumulative"
+            {
+                return Err(ConfigError::new(
+                    path("temporality_preference"),
+                    format!("{t:?}: sluice pushes cumulative sums only"),
+                ));
+            }
+            if let Some(h) = e.default_histogram_aggregation.as_deref()
+                && h != "explicit_bucket_histogram"
+            {
+                return Err(ConfigError::new(
+                    path("default_histogram_aggregation"),
+                    format!("{h:?}: sluice's histograms have explicit buckets only"),
+                ));
+            }
+            if e.endpoint.is_empty() {
+                return Err(ConfigError::new(path("endpoint"), "the endpoint is empty"));
+            }
+            if p.interval == 0 || p.timeout == 0 {
+                return Err(ConfigError::new(
+                    at(".periodic"),
+                    "interval and timeout are milliseconds, at least 1",
+                ));
+            }
+            let timeout = p.timeout.min(e.timeout.unwrap_or(u64::MAX));
+            out.push(PeriodicReader {
+                interval: std::time::Duration::from_millis(p.interval),
+                timeout: std::time::Duration::from_millis(timeout),
+                exporter: OtlpPush {
+                    protocol,
+                    endpoint: e.endpoint,
+                    headers: e.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                    compression: e.compression.filter(|c| c != "none"),
+                    insecure: e.insecure.unwrap_or(false),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// The address to serve self-telemetry on, or `None` when disabled.
     pub fn listen_address(&self) -> Option<String> {
         if self.level == TelemetryLevel::None {
@@ -190,6 +357,10 @@ impl MetricsTelemetryConfig {
                 let port = p.get("port").and_then(Value::as_u64).unwrap_or(8888);
                 return Some(format!("{host}:{port}"));
             }
+        }
+        // Readers given, none of them a Prometheus pull: only they run, as in the Collector.
+        if self.readers.as_ref().is_some_and(|r| !r.is_empty()) {
+            return None;
         }
         Some("localhost:8888".to_string())
     }
@@ -439,6 +610,18 @@ fn check(root: &Value, registry: &Registry) -> Result<Config, Vec<ConfigError>> 
                 .into_iter()
                 .map(|w| w.within("service.telemetry")),
         );
+    }
+    match cfg.telemetry.metrics.periodic_readers() {
+        Err(e) => errors.push(e),
+        Ok(readers) if readers.is_empty() && !cfg.telemetry.resource.is_empty() => {
+            cfg.warnings.push(ConfigError::new(
+                "service.telemetry.resource",
+                "accepted so Collector configs load, but has no effect in sluice without a \
+                 periodic OTLP reader (service.telemetry.metrics.readers): the Prometheus \
+                 endpoint shows no resource attributes",
+            ));
+        }
+        Ok(_) => {}
     }
     if let Some(address) = cfg.telemetry.metrics.listen_address()
         && let Err(m) = crate::config_types::check_listen_endpoint(&address)

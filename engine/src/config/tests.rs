@@ -424,13 +424,14 @@ fn settings_without_effect_are_warned_about_and_the_config_still_loads() {
                  metadata is not passed on (from ${{env:NOPE}}, which is not set)"
             ),
             format!(
-                "c.yaml: service.telemetry.resource: {says}: sluice's own telemetry is served \
-                 as Prometheus metrics, without resource attributes"
-            ),
-            format!(
                 "c.yaml: service.telemetry.logs.disable_caller: {says}: sluice's log lines \
                  carry no caller"
             ),
+            "c.yaml: service.telemetry.resource: accepted so Collector configs load, but has \
+             no effect in sluice without a periodic OTLP reader \
+             (service.telemetry.metrics.readers): the Prometheus endpoint shows no resource \
+             attributes"
+                .to_string(),
             "c.yaml: receivers.otlp.protocols.grpc.include_metadata: ${env:NOPE} is not set, so \
              it expands to an empty string (write ${env:NOPE:-default} for a default)"
                 .to_string(),
@@ -608,4 +609,58 @@ fn log_encoding_is_console_or_json() {
         .collect();
     let e = e.join("\n");
     assert!(e.contains("service.telemetry.logs.encoding"), "{e}");
+}
+
+/// `service.telemetry.metrics.readers`: a `periodic` OTLP reader is read with the schema's
+/// defaults (60 s, 30 s) and its exporter's protocol; with readers and no Prometheus pull,
+/// no /metrics endpoint (as the Collector); what sluice cannot push is refused by path.
+#[test]
+fn periodic_readers_are_read_and_checked() {
+    let with = |readers: &str| {
+        load1(&(GOOD.to_string() + &format!("  telemetry: {{metrics: {{readers: {readers}}}}}\n")))
+    };
+    let c = with("[{periodic: {exporter: {otlp: {protocol: grpc, endpoint: \"http://c:4317\"}}}}]")
+        .unwrap();
+    let readers = c.telemetry.metrics.periodic_readers().unwrap();
+    assert_eq!(readers.len(), 1);
+    assert_eq!(readers[0].interval, std::time::Duration::from_secs(60));
+    assert_eq!(readers[0].timeout, std::time::Duration::from_secs(30));
+    assert_eq!(readers[0].exporter.protocol, "grpc");
+    assert_eq!(c.telemetry.metrics.listen_address(), None, "no pull reader");
+    let c = with(
+        "[{pull: {exporter: {prometheus: {host: 0.0.0.0, port: 9999}}}}, \
+         {periodic: {interval: 500, exporter: {otlp_http: {endpoint: \"http://c:4318/v1/metrics\", \
+         headers: [{name: x-tenant, value: a}]}}}}]",
+    )
+    .unwrap();
+    assert_eq!(
+        c.telemetry.metrics.listen_address().as_deref(),
+        Some("0.0.0.0:9999")
+    );
+    let r = &c.telemetry.metrics.periodic_readers().unwrap()[0];
+    assert_eq!(r.interval, std::time::Duration::from_millis(500));
+    assert_eq!(r.exporter.protocol, "http/protobuf");
+    assert_eq!(r.exporter.headers, vec![("x-tenant".into(), "a".into())]);
+    for (bad, path) in [
+        ("[{periodic: {exporter: {console: {}}}}]", "readers[0]"),
+        (
+            "[{periodic: {exporter: {otlp: {protocol: thrift, endpoint: x}}}}]",
+            "readers[0].periodic.exporter.otlp.protocol",
+        ),
+        (
+            "[{periodic: {exporter: {otlp: {endpoint: x, temporality_preference: delta}}}}]",
+            "temporality_preference",
+        ),
+        (
+            "[{periodic: {exporter: {}}}]",
+            "readers[0].periodic.exporter",
+        ),
+    ] {
+        let e: Vec<String> = with(bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(e.join("\n").contains(path), "{bad}: {e:?}");
+    }
 }
