@@ -1,5 +1,5 @@
 //! `sluice-fake-imds`: the fake EC2 instance metadata service of
-//! `sluice_k8s::resourcedetection::testing`, as a process, for the end-to-end tests.
+//! `sluice_k8s::testing::imds`, as a process, for the end-to-end tests.
 //!
 //! ```text
 //! sluice-fake-imds [--mode v2|v2-required|v1-only|hang] [--listen 127.0.0.1:0]
@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sluice_k8s::resourcedetection::testing::{FakeImds, FakeInstance, ImdsMode};
+use sluice_k8s::testing::{FakeImds, FakeInstance, ImdsMode};
 use tokio::io::AsyncReadExt;
 
 fn usage(problem: &str) -> ExitCode {

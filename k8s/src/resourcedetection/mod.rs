@@ -48,8 +48,6 @@ pub mod env;
 pub mod imds;
 pub mod provider;
 pub mod system;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 #[cfg(test)]
 mod tests;

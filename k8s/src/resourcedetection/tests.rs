@@ -25,8 +25,8 @@ use super::config::{self, DetectorKind};
 use super::detect::{DetectError, HostEnvironment, SEMCONV_SCHEMA_URL};
 use super::imds::{ENDPOINT_ENV, TOKEN_PATH};
 use super::provider::Provider;
-use super::testing::{FakeImds, FakeInstance, ImdsMode, refused_endpoint};
 use super::{DetectedResource, ResourceDetectionFactory};
+use crate::testing::imds::{FakeImds, FakeInstance, ImdsMode, refused_endpoint};
 use crate::testing::{FakeApiServer, FakeApiServerOptions};
 
 fn strs(items: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::imds::{IDENTITY_DOCUMENT_PATH, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER};
+use crate::resourcedetection::imds::{
+    IDENTITY_DOCUMENT_PATH, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER,
+};
 
 /// How the fake answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
