@@ -743,8 +743,29 @@ fn configs_are_checked() {
     let file = crate::file::FileFactory;
     assert!(
         file.parse_config(&serde_json::json!({"path": "x", "rotation": {"max_megabytes": 1}}))
-            .is_err()
+            .is_ok()
     );
+    for (bad, path) in [
+        (
+            serde_json::json!({"path": "x", "rotation": {"max_megabytez": 1}}),
+            "rotation.max_megabytez",
+        ),
+        (
+            serde_json::json!({"path": "x", "rotation": {"localtime": true}}),
+            "rotation.localtime",
+        ),
+        (
+            serde_json::json!({"path": "x", "compression": "gzip"}),
+            "compression",
+        ),
+        (
+            serde_json::json!({"path": "x", "group_by": {"enabled": true}}),
+            "group_by",
+        ),
+    ] {
+        let e = file.parse_config(&bad).err().unwrap();
+        assert_eq!(e.path, path, "{e}");
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,21 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn shutdown_timeout(&self) -> std::time::Duration {
         crate::service::SHUTDOWN_STEP_TIMEOUT
     }
+    /// Under a virtual clock ([`Clock::is_virtual`](crate::clock::Clock::is_virtual)) nothing
+    /// fires by itself: the next moment (Unix ns) at which this component has something to do
+    /// with data it holds — a batch timeout, a tail-sampling decision, a span-metrics flush of
+    /// spans counted since the last one. `None` when it holds nothing waiting on time. The
+    /// driver of the clock (offline replay) moves it to each such moment in turn and calls
+    /// [`Lifecycle::on_virtual_time`], so timeouts fire at the data time they would have
+    /// fired live, between the arrivals around them.
+    fn next_virtual_deadline(&self) -> Option<u64> {
+        None
+    }
+    /// Under a virtual clock: the clock moved; do whatever is due by now. Wall-clock
+    /// components (their own timers) ignore it.
+    fn on_virtual_time(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A processor or exporter: consumes payloads and has a lifecycle.

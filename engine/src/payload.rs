@@ -306,6 +306,33 @@ impl Payload {
         self.item_count() == 0
     }
 
+    /// The newest time its items carry (Unix ns): span end times, data point times, log
+    /// record times and observed times; `None` when no item has one (all zero or absent).
+    /// What a clock driven by the data moves to when this payload arrives (offline replay).
+    pub fn newest_time(&self) -> Option<u64> {
+        let columns: &[(Table, &str)] = match self.signal {
+            Signal::Traces => &[(Table::Spans, col::END_TIME_UNIX_NANO)],
+            Signal::Metrics => &[
+                (Table::NumberPoints, col::TIME_UNIX_NANO),
+                (Table::HistogramPoints, col::TIME_UNIX_NANO),
+                (Table::ExpHistogramPoints, col::TIME_UNIX_NANO),
+                (Table::SummaryPoints, col::TIME_UNIX_NANO),
+            ],
+            Signal::Logs => &[
+                (Table::Logs, col::TIME_UNIX_NANO),
+                (Table::Logs, col::OBSERVED_TIME_UNIX_NANO),
+            ],
+        };
+        columns
+            .iter()
+            .filter_map(|(t, name)| {
+                let c = self.table(*t).column_by_name(name)?;
+                compute::max(c.as_primitive_opt::<arrow::datatypes::UInt64Type>()?)
+            })
+            .filter(|t| *t > 0)
+            .max()
+    }
+
     /// Bytes of Arrow buffers held by this payload: what the memory account counts for it.
     /// A pending table counts what it holds: its base, and its result once built. All-null
     /// columns in the process-wide shared zero buffers ([`crate::kernels::nulls`]) count as

@@ -89,6 +89,34 @@ pub struct HistogramData {
     count: AtomicU64,
 }
 
+/// One series of [`Telemetry::snapshot`]: a counter's or gauge's value, a histogram's count
+/// (and its buckets).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub histogram: Option<HistogramSnapshot>,
+}
+
+impl Sample {
+    /// The value of label `key`, if the series has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A histogram's buckets as they are now: one count per bound plus `+Inf`, not cumulative.
+#[derive(Clone, Debug)]
+pub struct HistogramSnapshot {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
 /// A distribution of observed values (Prometheus histogram with fixed bucket bounds).
 #[derive(Clone, Debug)]
 pub struct Histogram(Arc<HistogramData>);
@@ -346,6 +374,36 @@ impl Telemetry {
             fam.wires.retain(|have, _| !gone(have));
             !fam.series.is_empty()
         });
+    }
+
+    /// Every series as it is now, by family name (as registered: counters without `_total`),
+    /// for reports that read the same registry the live process serves (`sluice replay`).
+    /// Only the series [`Telemetry::render`] shows (see [`Telemetry::set_wiring`]).
+    pub fn snapshot(&self) -> Vec<Sample> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (name, fam) in registry.families.iter() {
+            for (labels, series) in &fam.series {
+                if !registry.shown(fam, labels) {
+                    continue;
+                }
+                let histogram = match series {
+                    Series::Histogram(h) => Some(HistogramSnapshot {
+                        bounds: h.bounds.clone(),
+                        counts: h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+                        sum: f64::from_bits(h.sum_bits.load(Ordering::Relaxed)),
+                    }),
+                    _ => None,
+                };
+                out.push(Sample {
+                    name,
+                    labels: labels.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                    value: series_value(series),
+                    histogram,
+                });
+            }
+        }
+        out
     }
 
     /// Prometheus text exposition format 0.0.4.

@@ -185,6 +185,9 @@ pub struct PrometheusExporter {
     dropped: Vec<(DropReason, Counter)>,
     series: Gauge,
     running: Mutex<Option<Running>>,
+    /// False in offline replay: the state is kept exactly as live, but nothing listens; the
+    /// replay scrapes it in process ([`PrometheusExporter::scrape_now`]).
+    serve: bool,
 }
 
 impl PrometheusExporter {
@@ -221,7 +224,30 @@ impl PrometheusExporter {
             config,
             clock,
             running: Mutex::new(None),
+            serve: true,
         }
+    }
+
+    /// Keeps the series as live but binds no endpoint (offline replay: a replay of a day of
+    /// traffic in seconds has no scraper, and must not take the live port).
+    pub fn without_endpoint(mut self) -> Self {
+        self.serve = false;
+        self
+    }
+
+    /// A scrape at the clock's time, in process: what a Prometheus server would get (text
+    /// 0.0.4, or OpenMetrics when enabled), with expired series removed first as a scrape does.
+    pub fn scrape_now(&self) -> Vec<u8> {
+        let format = if self.config.enable_open_metrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        let now = self.clock.now_unix_nanos();
+        let mut st = self.lock();
+        let body = st.scrape(format, now);
+        self.series.set(st.store.series_count() as i64);
+        body
     }
 
     /// The bound address once started (tests bind port 0).
@@ -271,6 +297,9 @@ impl Consumer for PrometheusExporter {
 impl Lifecycle for PrometheusExporter {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
+            if !self.serve {
+                return Ok(());
+            }
             let endpoint = self.config.endpoint.trim();
             // Certificates first (a missing file fails startup naming it, before binding).
             let tls = self

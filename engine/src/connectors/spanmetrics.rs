@@ -379,6 +379,8 @@ struct ResourceAgg {
 struct State {
     resources: HashMap<String, ResourceAgg>,
     last_flush: u64,
+    /// Spans were aggregated since the last flush (a virtual clock's next deadline).
+    counted_since_flush: bool,
 }
 
 struct Inner {
@@ -421,6 +423,7 @@ impl SpanMetrics {
                 state: Mutex::new(State {
                     resources: HashMap::new(),
                     last_flush: now,
+                    counted_since_flush: false,
                 }),
                 spans_counted: telemetry.counter(
                     "otelcol_connector_spanmetrics_spans_counted",
@@ -708,6 +711,7 @@ impl Inner {
         let keep = &self.config.resource_metrics_key_attributes;
         let mut res_cache: HashMap<u32, (String, Vec<KeyValue>, String)> = HashMap::new();
         let mut st = lock(&self.state);
+        st.counted_since_flush |= counted > 0;
         for ((r, name, kind, status, dim_vals), agg) in local {
             let (rkey, rattrs, service) = res_cache.entry(r).or_insert_with(|| {
                 let attrs = resource_attributes(res_attrs, r);
@@ -782,6 +786,7 @@ impl Inner {
             .unwrap_or_else(|| "ms".into());
         let mut st = lock(&self.state);
         let last_flush = std::mem::replace(&mut st.last_flush, now);
+        st.counted_since_flush = false;
         if st.resources.is_empty() {
             return None;
         }
@@ -964,6 +969,27 @@ impl Lifecycle for SpanMetrics {
                 let _ = handle.await;
             }
             self.inner.flush().await;
+        })
+    }
+
+    /// The next flush, while spans were counted since the last one (a flush of nothing new
+    /// waits for the next span, so a replay's end is not an endless series of flushes).
+    fn next_virtual_deadline(&self) -> Option<u64> {
+        if !self.inner.clock.is_virtual() {
+            return None;
+        }
+        let st = lock(&self.inner.state);
+        st.counted_since_flush.then(|| {
+            st.last_flush
+                .saturating_add(self.inner.config.metrics_flush_interval.as_nanos() as u64)
+        })
+    }
+
+    fn on_virtual_time(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.inner.clock.is_virtual() && self.inner.flush_due() {
+                self.inner.flush().await;
+            }
         })
     }
 }

@@ -20,6 +20,12 @@
 //! absorb failures in their sending queue, so this is the visible last resort. Shutdown flushes
 //! everything buffered. What is buffered (and the merged batch on its way out) is held in the
 //! memory account: `sluice_memory_held_bytes{component="<id>",kind="batch"}`.
+//!
+//! Under a virtual clock (offline replay) there is no worker: `timeout` is measured on the
+//! clock (the data's time), a full batch is sent inline by the `consume` that filled it, and a
+//! timed-out one when the clock's driver says time moved past its deadline
+//! ([`Lifecycle::on_virtual_time`]) — so batches are cut where live traffic would have cut
+//! them, and a replay is deterministic.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +35,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
     Factory, Kind, Lifecycle, Node, ParsedConfig, parse_config,
@@ -102,12 +109,15 @@ impl Factory for BatchFactory {
         next: ConsumerRef,
     ) -> Result<Arc<dyn Node>, ComponentError> {
         let config = ctx.config::<BatchConfig>()?;
-        Ok(Arc::new(Batch::new(
-            &config,
-            signal,
-            next,
-            ProcessorMetrics::new(&ctx.telemetry, &ctx.id),
-        )))
+        Ok(Arc::new(
+            Batch::new(
+                &config,
+                signal,
+                next,
+                ProcessorMetrics::new(&ctx.telemetry, &ctx.id),
+            )
+            .with_clock(ctx.clock.clone()),
+        ))
     }
 }
 
@@ -123,6 +133,8 @@ struct Shared {
     wake: Notify,
     /// Wakes producers waiting for buffer space.
     space: Notify,
+    /// Set when the clock is virtual: timeouts are measured on it, and nothing runs by itself.
+    virtual_clock: Option<Arc<dyn Clock>>,
 }
 
 struct State {
@@ -132,6 +144,8 @@ struct State {
     items: usize,
     /// When the oldest buffered item must be sent.
     deadline: Option<Instant>,
+    /// The same on a virtual clock (Unix ns).
+    virtual_deadline: Option<u64>,
     stopping: bool,
 }
 
@@ -154,6 +168,7 @@ impl Batch {
             held: memory.none(),
             items: 0,
             deadline: None,
+            virtual_deadline: None,
             stopping: false,
         };
         Batch {
@@ -167,9 +182,21 @@ impl Batch {
                 state: Mutex::new(state),
                 wake: Notify::new(),
                 space: Notify::new(),
+                virtual_clock: None,
             }),
             worker: Mutex::new(None),
         }
+    }
+
+    /// Measures `timeout` on `clock` when it is virtual (see the module docs); a wall clock
+    /// changes nothing. Call before the batch is shared.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        if clock.is_virtual()
+            && let Some(shared) = Arc::get_mut(&mut self.shared)
+        {
+            shared.virtual_clock = Some(clock);
+        }
+        self
     }
 
     fn high_watermark(&self) -> usize {
@@ -194,7 +221,12 @@ impl Shared {
     /// batch size), which used to leave as one merged payload.
     fn take(&self, all: bool) -> Option<(Vec<Payload>, Held)> {
         let mut st = self.lock();
-        let due = st.deadline.is_some_and(|d| Instant::now() >= d);
+        let due = match &self.virtual_clock {
+            Some(clock) => st
+                .virtual_deadline
+                .is_some_and(|d| clock.now_unix_nanos() >= d),
+            None => st.deadline.is_some_and(|d| Instant::now() >= d),
+        };
         if st.items == 0 || !(all || due || st.items >= self.config.send_batch_size) {
             return None;
         }
@@ -211,6 +243,7 @@ impl Shared {
         let held = if st.buffer.is_empty() {
             st.items = 0;
             st.deadline = None;
+            st.virtual_deadline = None;
             st.held.take()
         } else {
             st.held.split(bytes)
@@ -297,6 +330,32 @@ impl Consumer for Batch {
             }
             let s = &self.shared;
             s.metrics.incoming(s.signal, n);
+            if let Some(clock) = &s.virtual_clock {
+                {
+                    let mut st = s.lock();
+                    if st.stopping {
+                        return Err(ConsumeError::Unavailable(
+                            "batch processor is shutting down".into(),
+                        ));
+                    }
+                    if st.items == 0 {
+                        st.virtual_deadline = Some(
+                            clock
+                                .now_unix_nanos()
+                                .saturating_add(s.config.timeout.as_nanos() as u64),
+                        );
+                    }
+                    st.items += n;
+                    let mut payload = payload;
+                    payload.settle();
+                    st.held.absorb(s.memory.hold(payload.memory_size()));
+                    st.buffer.push(payload);
+                }
+                while let Some(parts) = s.take(false) {
+                    s.send(parts).await;
+                }
+                return Ok(());
+            }
             loop {
                 let waiting = s.space.notified();
                 {
@@ -332,6 +391,9 @@ impl Consumer for Batch {
 impl Lifecycle for Batch {
     fn start(&self) -> BoxFuture<'_, Result<(), ComponentError>> {
         Box::pin(async move {
+            if self.shared.virtual_clock.is_some() {
+                return Ok(()); // sends inline and on the clock's driver (module docs)
+            }
             let handle = tokio::spawn(self.shared.clone().run());
             *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
             Ok(())
@@ -352,6 +414,21 @@ impl Lifecycle for Batch {
                     while let Some(parts) = self.shared.take(true) {
                         self.shared.send(parts).await;
                     }
+                }
+            }
+        })
+    }
+
+    fn next_virtual_deadline(&self) -> Option<u64> {
+        self.shared.virtual_clock.as_ref()?;
+        self.shared.lock().virtual_deadline
+    }
+
+    fn on_virtual_time(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.shared.virtual_clock.is_some() {
+                while let Some(parts) = self.shared.take(false) {
+                    self.shared.send(parts).await;
                 }
             }
         })

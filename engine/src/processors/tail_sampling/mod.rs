@@ -798,4 +798,25 @@ impl Lifecycle for TailSampling {
             self.inner.flush_all().await;
         })
     }
+
+    /// The first bucket to fire: its tick's start, when [`Inner::fire_due`] takes it.
+    fn next_virtual_deadline(&self) -> Option<u64> {
+        if !self.inner.clock.is_virtual() {
+            return None;
+        }
+        self.inner
+            .shards
+            .iter()
+            .filter_map(|s| lock(s).wheel.first_key_value().map(|(tick, _)| *tick))
+            .min()
+            .map(|tick| tick.saturating_mul(self.inner.tick_ns))
+    }
+
+    fn on_virtual_time(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.inner.clock.is_virtual() {
+                self.inner.fire_due().await;
+            }
+        })
+    }
 }
