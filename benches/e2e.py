@@ -3,8 +3,9 @@
 fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
 
     bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
-                                   loadbalancing,agent,gateway,metrics,overload]
-                        [--spans N] [--gateway-spans N] [--points N] [--repeat R]
+                                   loadbalancing,agent,gateway,metrics,overload,replay]
+                        [--spans N] [--gateway-spans N] [--points N] [--replay-spans N]
+                        [--repeat R]
                         [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
 
 Per config and run: items/s (first request to the last item out of the pipeline), CPU seconds
@@ -42,6 +43,13 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
 - metrics: the same gateway, `sluice loadgen metrics` into its metrics pipeline, a scraper on
   the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
   asks), so scrape cost is part of the CPU figure; reports scrape size and time.
+- replay: the same gateway config (and overlays) run offline by `sluice replay --dry-run` over
+  a capture of --replay-spans spans (`sluice loadgen traces --capture`: the generator's
+  traffic with timestamps advancing at --replay-rate spans/s, length-prefixed protobuf as the
+  `file` exporter writes it). No sockets: the figures are the replay process's own (wall time,
+  CPU from its rusage, peak RSS), to set beside the gateway row. Checked from the replay's
+  report: spans in, traces decided, error traces kept by `errors`, spans in = filtered +
+  dropped by sampling + exported.
 
 The agent -> gateway hop (not in the default list; `--configs hop` runs all four): an agent
 sluice (OTLP in, batch 8192 / 200 ms, one exporter) and a gateway sluice (the matching receiver,
@@ -84,7 +92,7 @@ E2E = ROOT / "benches" / "e2e"
 GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
 AGENT = ROOT / "k8s" / "config" / "agent.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
-           "loadbalancing", "agent", "gateway", "metrics", "overload"]
+           "loadbalancing", "agent", "gateway", "metrics", "overload", "replay"]
 # The agent -> gateway hop: (exporter and receiver, compression), by config name.
 HOP_CONFIGS = {"hop-otlp-gzip": ("otlp", "gzip"), "hop-otlp-zstd": ("otlp", "zstd"),
                "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none")}
@@ -522,6 +530,8 @@ class Harness:
         self.hop_duration = args.hop_duration
         self.hop_batch = args.hop_batch
         self.hop_pool = args.hop_pool
+        self.replay_spans = args.replay_spans
+        self.replay_rate = args.replay_rate
 
     def sluice(self, name: str, configs: list[Path], env: dict[str, str]) -> Proc:
         argv = [self.bin]
@@ -963,6 +973,62 @@ class Harness:
                                                        exporter="nop"), want)
         return r
 
+    # ---- the shipped gateway, offline: `sluice replay --dry-run` over a capture
+    def replay(self) -> Run:
+        r = Run("replay", "spans")
+        cap = self.workdir / "replay-capture.bin"
+        gen = subprocess.run(
+            [self.bin, "loadgen", "traces", "--capture", str(cap), "--count",
+             str(self.replay_spans), "--rate", str(self.replay_rate), "--batch", str(self.batch),
+             "--quiet", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=self.timeout)
+        if gen.returncode != 0:
+            raise HarnessError(f"loadgen --capture failed ({gen.returncode}):\n{gen.stdout}")
+        made = json.loads(gen.stdout.strip().splitlines()[-1])
+        out = self.workdir / "replay-report.json"
+        env = dict(os.environ, **self.gateway_env(), JAEGER_ENDPOINT="127.0.0.1:1")
+        argv = [self.bin]
+        for c in [GATEWAY, E2E / "gateway-overlay.yaml", *self.overlays]:
+            argv += ["--config", str(c)]
+        argv += ["replay", "--dry-run", "--quiet", "--report", str(out), str(cap)]
+        log_path = self.workdir / "replay.log"
+        with open(log_path, "wb") as log_file:
+            started = time.monotonic()
+            p = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            r.seconds = time.monotonic() - started
+        if p.returncode != 0:
+            raise HarnessError(f"sluice replay exited with {p.returncode}:\n"
+                               f"{log_path.read_text(errors='replace')[-3000:]}")
+        r.cpu_s = usage.ru_utime + usage.ru_stime
+        r.rss_kib = usage.ru_maxrss
+        run = json.loads(out.read_text())["runs"][0]
+        cap.unlink()
+        r.items = run["input"]["spans"]
+        ts = run["tail_sampling"][0]
+        procs = {p["id"]: p for p in run["processors"]}
+        filtered = procs.get("filter/noise", {}).get("dropped", {}).get("filtered", 0)
+        not_sampled = procs.get("tail_sampling", {}).get("dropped", {}).get("not_sampled", 0)
+        exported = next(e for e in run["exporters"] if e["id"] == "otlp/jaeger")["sent"]["spans"]
+        errors = next((p["sampled_traces"] for p in ts["policies"] if p["policy"] == "errors"), 0)
+        traces = made["traces_accepted"] - made["noise_spans_accepted"]
+        r.check("spans in = spans captured", r.items, made["items_sent"])
+        r.check("dropped by filter/noise = probe spans captured", filtered,
+                made["noise_spans_accepted"])
+        r.check("traces decided", ts["traces_sampled"] + ts["traces_not_sampled"], traces)
+        r.check("kept by the errors policy = error traces captured", errors,
+                made["error_traces_accepted"])
+        r.check("spans in = filtered + dropped by sampling + exported",
+                filtered + not_sampled + exported, r.items)
+        data_s = (run["info"]["data_end_unix_nano"] - run["info"]["data_start_unix_nano"]) / 1e9
+        r.extra.update(data_seconds=data_s, traces=traces, traces_kept=ts["traces_sampled"],
+                       traces_decided_early=ts["traces_decided_early"],
+                       capture_mib=run["info"]["capture_bytes"] / 2**20,
+                       decision_wait=self.decision_wait)
+        return r
+
     def stop_checked(self, p: Proc, r: Run) -> None:
         if p not in RUNNING:
             return
@@ -1088,6 +1154,10 @@ def main() -> int:
                     help="spans per gateway run (default 4,000,000)")
     ap.add_argument("--points", type=int, default=6_000_000,
                     help="data points per metrics and ceiling-metrics run (default 6,000,000)")
+    ap.add_argument("--replay-spans", type=int, default=1_000_000,
+                    help="spans in the replay config's capture (default 1,000,000)")
+    ap.add_argument("--replay-rate", type=int, default=100_000,
+                    help="spans/s of data time in the replay capture (default 100,000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per config; medians shown")
     ap.add_argument("--decision-wait", default="1s",
                     help="tail_sampling decision_wait for the gateway (shipped: 30s)")
@@ -1120,7 +1190,7 @@ def main() -> int:
                     help="smoke test: 20,000 items per config, one run, scrapes every 0.2 s")
     args = ap.parse_args()
     if args.quick:
-        args.spans = args.gateway_spans = args.points = 20_000
+        args.spans = args.gateway_spans = args.points = args.replay_spans = 20_000
         args.repeat, args.scrape_interval = 1, 0.2
         args.batch, args.pool = 250, 8
         args.overload_senders, args.overload_seconds = 16, 2

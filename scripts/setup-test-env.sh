@@ -9,6 +9,8 @@
 #   - the openssl CLI (the TLS tests make their certificates with it)
 #   - kubectl (Debian's `kubectl` package) unless on PATH: the manifests' tests render k8s/
 #     with `kubectl kustomize`, offline
+#   - chromium (Debian's package), unless on PATH: the replay test renders the HTML report
+#     headless and checks the screenshot
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -127,4 +129,14 @@ if command -v kubectl >/dev/null 2>&1; then
 else
     apt_install kubectl
     command -v kubectl >/dev/null 2>&1 || fail "kubectl installed but not on PATH"
+fi
+
+# ---- chromium (the replay test screenshots the HTML report headless) -------------------
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    log "chromium present: $(command -v chromium || command -v chromium-browser)"
+else
+    # and a font for its text
+    apt_install chromium fonts-dejavu-core
+    command -v chromium >/dev/null 2>&1 || fail "chromium installed but not on PATH"
+    log "chromium installed: $(command -v chromium)"
 fi

@@ -7,11 +7,14 @@
 //!   and the running one kept;
 //! - `sluice validate --config SOURCE...` checks a config and exits non-zero on any error;
 //! - `sluice components` lists what is built in;
-//! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports.
+//! - `sluice loadgen traces|metrics|logs --endpoint ...` drives an OTLP endpoint and reports;
+//! - `sluice replay --config FILE CAPTURE...` runs captured OTLP through the config offline, on
+//!   a virtual clock, and reports what it did (`src/replay/README.md`).
 
 mod health_check;
 mod loadgen;
 mod process_memory;
+mod replay;
 mod telemetry_push;
 mod telemetry_server;
 
@@ -66,7 +69,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Where the config comes from: for running and validating only.
+/// Where the config comes from: for running, validating and replaying.
 #[derive(Args, Clone, Debug, Default)]
 struct ConfigArgs {
     /// A config source: a file (FILE or file:FILE), inline YAML (yaml:TEXT) or an environment
@@ -103,6 +106,18 @@ enum Command {
     /// Send realistic OTLP load to an endpoint and report rate, refusals and latency.
     #[command(subcommand)]
     Loadgen(loadgen::LoadgenCommand),
+    /// Replay captured OTLP through the config, offline, on a virtual clock; report what
+    /// each component did (and, with --compare, what another config would have done).
+    Replay(ReplayCommand),
+}
+
+/// `sluice replay`'s arguments: the config, as for running, and the replay's own.
+#[derive(Args)]
+struct ReplayCommand {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    replay: replay::ReplayArgs,
 }
 
 fn registry() -> Registry {
@@ -220,8 +235,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let registry = registry();
     let command = cli.command.unwrap_or(Command::Run(ConfigArgs::default()));
-    if !cli.config.is_empty() && !matches!(command, Command::Run(_) | Command::Validate(_)) {
-        eprintln!("error: --config and --set apply to running and to `sluice validate` only");
+    if !cli.config.is_empty()
+        && !matches!(
+            command,
+            Command::Run(_) | Command::Validate(_) | Command::Replay(_)
+        )
+    {
+        eprintln!(
+            "error: --config and --set apply to running, `sluice validate` and `sluice replay` only"
+        );
         return ExitCode::FAILURE;
     }
     match command {
@@ -285,6 +307,46 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay(ReplayCommand { config, replay }) => {
+            let Some((config, names)) = load(&cli.config.and(config), &registry) else {
+                return ExitCode::FAILURE;
+            };
+            let other = if replay.compare.is_empty() {
+                None
+            } else {
+                let sources = ConfigArgs {
+                    config: replay.compare.clone(),
+                    set: Vec::new(),
+                };
+                match load(&sources, &registry) {
+                    Some(c) => Some(c),
+                    None => return ExitCode::FAILURE,
+                }
+            };
+            for (c, _) in std::iter::once((&config, &names)).chain(other.as_ref().map(|(c, n)| (c, n))) {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            // Warnings and errors only: the progress bar and the report are the output.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(replay::run(replay, config, names, other, &registry)) {
+                Ok(replay::Outcome::Complete) => ExitCode::SUCCESS,
+                Ok(replay::Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
@@ -385,6 +447,10 @@ fn init_logging(config: &Config) {
 /// accepted before the exporters' drain deadlines (`sending_queue.drain_timeout`): 0 would
 /// tell Kubernetes and supervisors that nothing was lost.
 const EXIT_DROPPED_AT_SHUTDOWN: u8 = 3;
+
+/// `sluice replay` stopped by Ctrl-C (after writing its partial report): 128 + SIGINT, as a
+/// shell reports a command interrupted.
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// How a run that was asked to stop ended.
 enum Stopped {

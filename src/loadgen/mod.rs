@@ -116,6 +116,12 @@ pub struct GenArgs {
     /// Print the report as one JSON object (for scripts).
     #[arg(long)]
     pub json: bool,
+    /// Send nothing: write `--count` items to FILE as a capture for `sluice replay` (the
+    /// `file` exporter's `format: proto`), every request generated anew with its timestamps
+    /// moved as if sent at `--rate` items/s (default 100000), so data time advances as it
+    /// would in live traffic.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<std::path::PathBuf>,
 }
 
 /// What one pre-generated request holds, counted when it is generated.
@@ -585,7 +591,73 @@ impl Accepted {
 
 /// Runs the load and returns the report.
 pub async fn run(signal: Signal, a: GenArgs) -> anyhow::Result<Report> {
+    if let Some(path) = a.capture.clone() {
+        return write_capture(signal, &a, &path);
+    }
     run_with_ids(signal, a, TraceIds::for_this_run()).await
+}
+
+/// `--capture`: the requests written to a file instead of sent (see [`GenArgs::capture`]).
+fn write_capture(signal: Signal, a: &GenArgs, path: &std::path::Path) -> anyhow::Result<Report> {
+    use std::io::Write as _;
+    let count = a
+        .count
+        .context("--capture needs --count (how many items to write)")?;
+    let rate = if a.rate == 0 { 100_000 } else { a.rate };
+    let shape = Shape {
+        spans_per_trace: a.spans_per_trace,
+        services: a.services,
+        error_rate: a.error_rate,
+        noise_rate: a.noise_rate,
+        latency_ms: a.latency_ms,
+    };
+    let batch = a.batch.max(1);
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let started = Instant::now();
+    let t0 = now_ns();
+    let mut report = Report::default();
+    let mut k = 0u64;
+    while report.items_sent < count {
+        let n = batch.min((count - report.items_sent) as usize);
+        // Data time as if this request was sent at `rate` items/s.
+        let now = t0 + (report.items_sent as f64 * 1e9 / rate as f64) as u64;
+        let mut r = Rng(0x5eed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (body, stats) = match signal {
+            Signal::Traces => {
+                let req = shapes::traces(n, &shape, &mut r, now);
+                (req.encode_to_vec(), trace_stats(&req))
+            }
+            Signal::Metrics => (
+                shapes::metrics(n, &shape, &mut r, now).encode_to_vec(),
+                BodyStats {
+                    items: n as u64,
+                    ..BodyStats::default()
+                },
+            ),
+            Signal::Logs => (
+                shapes::logs(n, &shape, &mut r, now).encode_to_vec(),
+                BodyStats {
+                    items: n as u64,
+                    ..BodyStats::default()
+                },
+            ),
+        };
+        out.write_all(&(body.len() as u32).to_be_bytes())?;
+        out.write_all(&body)?;
+        report.items_sent += stats.items;
+        report.items_accepted += stats.items;
+        report.requests += 1;
+        report.bytes_accepted += body.len() as u64 + 4;
+        report.traces_accepted += stats.traces;
+        report.noise_spans_accepted += stats.noise_spans;
+        report.error_traces_accepted += stats.error_traces;
+        k += 1;
+    }
+    out.flush()?;
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// [`run`] with a given trace id sequence (tests pin it).

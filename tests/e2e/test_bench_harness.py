@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, sluice_bin
 
 HARNESS = REPO_ROOT / "benches" / "e2e.py"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
-           "loadbalancing", "agent", "gateway", "metrics", "overload"]
+           "loadbalancing", "agent", "gateway", "metrics", "overload", "replay"]
 
 
 def run_harness(tmp_path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict | None]:
@@ -62,6 +62,12 @@ def test_quick_run_prints_every_row_and_passes_every_check(tmp_path):
     assert extra["spans_exported"] > 0
     agent = {c["check"] for c in result["runs"]["agent"][0]["checks"]}
     assert "pod lookups that missed (every resource enriched)" in agent, agent
+    replay = result["runs"]["replay"][0]
+    assert {"spans in = spans captured", "traces decided",
+            "kept by the errors policy = error traces captured",
+            "spans in = filtered + dropped by sampling + exported"} <= {
+        c["check"] for c in replay["checks"]}, replay["checks"]
+    assert replay["extra"]["data_seconds"] > 0
     metrics = result["runs"]["metrics"][0]["extra"]
     assert metrics["series"] > 0 and metrics["scrape_bytes_gzip"] > 0
     assert f"checks: {sum(len(result['runs'][c][0]['checks']) for c in CONFIGS)} of" in proc.stdout
