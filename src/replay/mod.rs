@@ -515,9 +515,7 @@ async fn replay_one(
     service.shutdown().await;
     progress.finish();
     let end = clock.now_unix_nanos();
-    driver
-        .timeline
-        .before_advance(end.saturating_add(1), &telemetry);
+    driver.timeline.finish(&telemetry);
     if let Some(e) = fatal {
         bail!(
             "{e}\n(use --skip-bad to go on past bad records; nothing after this point was replayed)"

@@ -286,6 +286,18 @@ impl Timeline {
             self.now = self.now.max(t);
             return;
         }
+        self.record(telemetry);
+        self.now = t;
+    }
+
+    /// The last row: what changed in the step the replay ended in.
+    pub fn finish(&mut self, telemetry: &Telemetry) {
+        self.record(telemetry);
+    }
+
+    /// A row for the step the clock is in now, if anything changed since the last row.
+    fn record(&mut self, telemetry: &Telemetry) {
+        let step_of = |x: u64| x.saturating_sub(self.start) / self.step;
         let end = (step_of(self.now) + 1) * self.step;
         let snap = telemetry.snapshot();
         let row = TimelineRow {
@@ -318,7 +330,6 @@ impl Timeline {
         if changed {
             self.rows.push(row);
         }
-        self.now = t;
     }
 }
 
