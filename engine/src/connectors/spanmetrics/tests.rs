@@ -560,3 +560,55 @@ mod grouping_matches_a_per_span_model {
         }
     }
 }
+
+/// The replay driver's view: a flush is due `metrics_flush_interval` after the last one (in
+/// data time) once spans were counted, not before; the flushed points carry that moment; a
+/// flush with nothing new counted is not asked for (a replay's end terminates).
+#[tokio::test]
+async fn under_a_virtual_clock_flushes_are_due_every_interval_of_data_time_while_spans_flow() {
+    let (c, out, clock) = connector("{metrics_flush_interval: 15s}");
+    assert_eq!(c.next_virtual_deadline(), None, "nothing counted yet");
+    clock.advance_to(T0 + 4_000 * MS);
+    c.consume(spans(Some("checkout"), 0, 10)).await.unwrap();
+    assert_eq!(c.next_virtual_deadline(), Some(T0 + 15_000 * MS));
+
+    clock.advance_to(T0 + 15_000 * MS - 1);
+    c.on_virtual_time().await;
+    assert!(
+        out.got.lock().unwrap().is_empty(),
+        "not due a nanosecond early"
+    );
+
+    clock.advance_to(T0 + 15_000 * MS);
+    c.on_virtual_time().await;
+    let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+    assert_eq!(reqs.len(), 1);
+    let dp = match &reqs[0].resource_metrics[0].scope_metrics[0].metrics[0].data {
+        Some(Data::Sum(s)) => s.data_points[0].clone(),
+        _ => panic!(),
+    };
+    assert_eq!(
+        dp.time_unix_nano,
+        T0 + 15_000 * MS,
+        "stamped with the data time"
+    );
+    assert_eq!(summarize(&reqs).0.values().sum::<i64>(), 10);
+    assert_eq!(
+        c.next_virtual_deadline(),
+        None,
+        "nothing new since the flush"
+    );
+
+    // Spans 40 s later, after a quiet spell: more than an interval since the last flush, so
+    // the consume that brings them flushes at once, them included.
+    clock.advance_to(T0 + 55_000 * MS);
+    c.consume(spans(Some("checkout"), 10, 5)).await.unwrap();
+    let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+    assert_eq!(reqs.len(), 2, "a consume past the interval flushes inline");
+    assert_eq!(
+        summarize(&reqs[1..]).0.values().sum::<i64>(),
+        15,
+        "cumulative"
+    );
+    assert_eq!(c.next_virtual_deadline(), None);
+}

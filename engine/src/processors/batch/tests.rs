@@ -289,3 +289,56 @@ mod memory {
         }
     }
 }
+
+/// Under a virtual clock (offline replay) the timeout is measured in data time and nothing
+/// runs by itself: a batch leaves when the clock's driver moves time to its deadline, and a
+/// wall-clock wait of any length sends nothing.
+#[tokio::test(start_paused = true)]
+async fn under_a_virtual_clock_the_timeout_is_data_time_and_the_driver_fires_it() {
+    use crate::clock::VirtualClock;
+    const S: u64 = 1_000_000_000;
+    let clock = VirtualClock::new(100 * S);
+    let (b, cap, t) = batch(10, 0, 200);
+    let b = b.with_clock(clock.clone());
+    b.start().await.unwrap();
+    assert_eq!(b.next_virtual_deadline(), None, "nothing held, nothing due");
+
+    b.consume(spans(0, 3)).await.unwrap();
+    assert_eq!(b.next_virtual_deadline(), Some(100 * S + 200_000_000));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    settle().await;
+    assert_eq!(cap.items(), 0, "no worker: wall time does not cut a batch");
+    let buffered = |b: &Batch| -> u64 {
+        let st = b.shared.lock();
+        st.buffer.iter().map(Payload::memory_size).sum::<usize>() as u64
+    };
+    assert!(t.memory().held() > 0, "what waits is held in the memory account, as live");
+    assert_eq!(t.memory().held(), buffered(&b));
+
+    clock.advance_to(100 * S + 150_000_000);
+    b.consume(spans(3, 2)).await.unwrap();
+    b.on_virtual_time().await;
+    assert_eq!(cap.items(), 0, "before the first item's deadline: held");
+    assert_eq!(
+        b.next_virtual_deadline(),
+        Some(100 * S + 200_000_000),
+        "the deadline is the oldest item's"
+    );
+
+    clock.advance_to(100 * S + 200_000_000);
+    b.on_virtual_time().await;
+    assert_eq!(cap.batches(), [5]);
+    assert_eq!(b.next_virtual_deadline(), None);
+    assert_eq!(t.memory().held(), 0, "nothing held once the batch left");
+
+    // A full batch leaves inline, by the consume that filled it, at once.
+    b.consume(spans(5, 12)).await.unwrap();
+    assert_eq!(cap.batches(), [5, 12]);
+    assert_eq!(b.next_virtual_deadline(), None);
+
+    // What is left at shutdown leaves then.
+    b.consume(spans(17, 1)).await.unwrap();
+    b.shutdown().await;
+    assert_eq!(cap.batches(), [5, 12, 1]);
+    assert_eq!(t.memory().held(), 0);
+}

@@ -1005,3 +1005,58 @@ fn decision_tallies_index_decisions_by_declaration_order() {
         assert_eq!(*d as usize, i, "{d:?}");
     }
 }
+
+/// The replay driver's view: `next_virtual_deadline` is the moment the first buffered trace
+/// is due (its `decision_wait` in data time, on the 1 s tick), nothing is decided a nanosecond
+/// before it, and `on_virtual_time` at that moment decides it.
+#[tokio::test]
+async fn the_next_virtual_deadline_is_when_the_first_trace_is_decided() {
+    let h = harness(ERRORS_30S, 2);
+    assert_eq!(h.ts.next_virtual_deadline(), None, "nothing buffered");
+    h.send(&[s(1, 1, T0, T0 + 10 * MS)]).await;
+    h.clock.advance_to(T0 + 5 * SEC);
+    h.send(&[s(2, 2, T0 + 5 * SEC, T0 + 5 * SEC + 10 * MS)])
+        .await;
+
+    let first = h.ts.next_virtual_deadline().expect("a trace waits on time");
+    assert!(
+        (T0 + 30 * SEC..=T0 + 31 * SEC).contains(&first),
+        "decision_wait after the first span, on the tick: {first}"
+    );
+    h.clock.advance_to(first - 1);
+    h.ts.on_virtual_time().await;
+    assert_eq!(
+        h.ts.next_virtual_deadline(),
+        Some(first),
+        "still due at the same moment"
+    );
+    assert!(h.out.got.lock().unwrap().is_empty());
+
+    h.clock.advance_to(first);
+    h.ts.on_virtual_time().await;
+    let second = h.ts.next_virtual_deadline().expect("trace 2 still waits");
+    assert_eq!(
+        second,
+        first + 5 * SEC,
+        "the second trace, 5 s of data time later"
+    );
+    assert_eq!(
+        h.metric(
+            "otelcol_processor_tail_sampling_global_count_traces_sampled",
+            &[("sampled", "false"), ("decision", "not_sampled")]
+        ),
+        1.0,
+        "trace 1 decided (no error: not sampled)"
+    );
+
+    h.clock.advance_to(second);
+    h.ts.on_virtual_time().await;
+    assert_eq!(h.ts.next_virtual_deadline(), None, "nothing left waiting");
+    assert_eq!(
+        h.metric(
+            "otelcol_processor_tail_sampling_global_count_traces_sampled",
+            &[("sampled", "false"), ("decision", "not_sampled")]
+        ),
+        2.0
+    );
+}
