@@ -228,7 +228,7 @@ fn spawn_reader(paths: Vec<PathBuf>) -> tokio::sync::mpsc::Receiver<Item> {
                     Ok(rec) => Item::Record {
                         payload: rec.payload,
                         bytes: rec.bytes,
-                        read_bytes: capture.bytes_read(),
+                        read_bytes: capture.disk_bytes_read(),
                     },
                     Err(e) => Item::Bad(e),
                 };
@@ -423,7 +423,12 @@ async fn replay_one(
         stuck_warned: false,
         stop: stop_rx,
     };
-    let progress = report::Progress::new(args.quiet, start);
+    let capture_size = captures
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = report::Progress::new(args.quiet, capture_size);
     let bad_counter = |reason: &str| {
         telemetry.counter(
             "sluice_replay_bad_records",

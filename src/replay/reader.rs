@@ -23,6 +23,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_engine::Payload;
 use sluice_engine::otlp::{decode, decode_json};
@@ -35,6 +37,7 @@ use sluice_engine::schema::Signal;
 pub const MAX_RECORD_BYTES: usize = 128 << 20;
 
 /// One decoded record.
+#[derive(Debug)]
 pub struct Record {
     pub payload: Payload,
     /// Encoded size in the capture (after any per-record decompression).
@@ -113,6 +116,20 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Counts what is read from a file into a counter shared with the progress bar.
+struct DiskCounting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for DiskCounting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Reads the records of one capture file.
 pub struct FileReader {
     name: String,
@@ -131,14 +148,22 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 impl FileReader {
-    pub fn open(path: &Path) -> Result<FileReader, CaptureError> {
+    /// Opens a capture file, adding the bytes read from it (compressed, as on disk) to
+    /// `disk_read`: a progress bar's position against the files' sizes.
+    pub fn open(path: &Path, disk_read: Arc<AtomicU64>) -> Result<FileReader, CaptureError> {
         let name = path.display().to_string();
         let io_err = |source| CaptureError::Io {
             file: name.clone(),
             source,
         };
         let file = File::open(path).map_err(io_err)?;
-        Self::from_reader(name.clone(), Box::new(file))
+        Self::from_reader(
+            name.clone(),
+            Box::new(DiskCounting {
+                inner: file,
+                read: disk_read,
+            }),
+        )
     }
 
     /// A reader over any byte stream (`name` is what errors call it).
@@ -383,8 +408,10 @@ impl FileReader {
 
     fn next_json(&mut self) -> Result<Option<Record>, CaptureError> {
         loop {
+            let next = self.peek_significant()?;
+            // After the whitespace (and array commas) skipped: where the record starts.
             let offset = self.position();
-            match self.peek_significant()? {
+            match next {
                 None => {
                     if self.in_array {
                         return Err(self.bad(
@@ -695,8 +722,8 @@ pub struct Capture {
     paths: Vec<PathBuf>,
     next_file: usize,
     current: Option<FileReader>,
-    /// Bytes of the files already finished, for progress.
-    pub done_bytes: u64,
+    /// Bytes read from the files so far, as on disk (compressed for compressed files).
+    disk_read: Arc<AtomicU64>,
 }
 
 impl Capture {
@@ -705,13 +732,14 @@ impl Capture {
             paths,
             next_file: 0,
             current: None,
-            done_bytes: 0,
+            disk_read: Arc::default(),
         }
     }
 
-    /// Bytes read so far over every file (decompressed bytes for compressed files).
-    pub fn bytes_read(&self) -> u64 {
-        self.done_bytes + self.current.as_ref().map_or(0, FileReader::position)
+    /// Bytes read from the capture's files so far, as on disk: against the files' total size,
+    /// how far the replay is (read-ahead makes it lead the records handed over by < 128 KiB).
+    pub fn disk_bytes_read(&self) -> u64 {
+        self.disk_read.load(Ordering::Relaxed)
     }
 
     /// The next record of the capture; errors name their file. A fatal error ends that file,
@@ -721,7 +749,7 @@ impl Capture {
             if self.current.is_none() {
                 let path = self.paths.get(self.next_file)?.clone();
                 self.next_file += 1;
-                match FileReader::open(&path) {
+                match FileReader::open(&path, self.disk_read.clone()) {
                     Ok(r) => self.current = Some(r),
                     Err(e) => return Some(Err(e)),
                 }
@@ -729,10 +757,7 @@ impl Capture {
             let r = self.current.as_mut()?;
             match r.next_record() {
                 Some(x) => return Some(x),
-                None => {
-                    self.done_bytes += r.position();
-                    self.current = None;
-                }
+                None => self.current = None,
             }
         }
     }

@@ -744,11 +744,12 @@ impl FullReport {
             };
             let _ = writeln!(
                 out,
-                "replay{label}{}: {} record(s), {:.1} s of data time in {:.2} s{}{}",
+                "replay{label}{}: {} record(s), {:.1} s of data time in {:.2} s ({:.0} items/s){}{}",
                 r.info.configs.join(" + "),
                 r.info.records,
                 r.data_seconds(),
                 r.info.wall_seconds,
+                r.input.total() as f64 / r.info.wall_seconds.max(1e-6),
                 if r.info.dry_run { ", dry run" } else { "" },
                 if r.info.interrupted {
                     " (INTERRUPTED: partial)"
@@ -884,14 +885,19 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(quiet: bool, _start: u64) -> Progress {
+    /// A bar over the capture's bytes on disk (`total`), with items/s and the virtual time
+    /// reached; hidden with `--quiet` or when stderr is not a terminal (indicatif's rule).
+    pub fn new(quiet: bool, total: u64) -> Progress {
         let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {
-            let b = indicatif::ProgressBar::new_spinner();
+            let b = indicatif::ProgressBar::new(total);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{wide_bar}] {percent:>3}% {binary_bytes}/{binary_total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.enable_steady_tick(Duration::from_millis(200));
             b
@@ -903,16 +909,19 @@ impl Progress {
         }
     }
 
-    pub fn update(&self, items: usize, read_bytes: u64, data_now: u64) {
+    /// `items` more were handed to the pipelines; `disk_read` bytes of the capture are read;
+    /// the virtual clock is at `data_now`.
+    pub fn update(&self, items: usize, disk_read: u64, data_now: u64) {
         let total = self.items.get() + items as u64;
         self.items.set(total);
         if self.bar.is_hidden() {
             return;
         }
         let rate = total as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar
+            .set_position(disk_read.min(self.bar.length().unwrap_or(u64::MAX)));
         self.bar.set_message(format!(
-            "{total} items, {rate:.0} items/s, {:.1} MB read, data time {}",
-            read_bytes as f64 / 1e6,
+            "{total} items, {rate:.0} items/s, data time {}",
             format_time(data_now)
         ));
     }
