@@ -623,7 +623,10 @@ fn write_capture(signal: Signal, a: &GenArgs, path: &std::path::Path) -> anyhow:
         let n = batch.min((count - report.items_sent) as usize);
         // Data time as if this request was sent at `rate` items/s.
         let now = t0 + (report.items_sent as f64 * 1e9 / rate as f64) as u64;
-        let mut r = Rng(0x5eed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // Each request's generator seeded by a hash of its index: seeds that differ by a
+        // multiple of the generator's increment (as `k * increment` did) replay shifted copies
+        // of one sequence, repeating trace ids across requests.
+        let mut r = Rng(Rng(0x5eed_u64.wrapping_add(k)).next());
         let (body, stats) = match signal {
             Signal::Traces => {
                 let req = shapes::traces(n, &shape, &mut r, now);
