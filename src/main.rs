@@ -329,7 +329,7 @@ fn main() -> ExitCode {
                     None => return ExitCode::FAILURE,
                 }
             };
-            for (c, _) in std::iter::once((&config, &names)).chain(other.as_ref().map(|(c, n)| (c, n))) {
+            for c in std::iter::once(&config).chain(other.as_ref().map(|(c, _)| c)) {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }

@@ -175,16 +175,23 @@ fn trace_stats(req: &ExportTraceServiceRequest) -> BodyStats {
     }
 }
 
+impl GenArgs {
+    /// The shape of the generated data these arguments ask for.
+    fn shape(&self) -> Shape {
+        Shape {
+            spans_per_trace: self.spans_per_trace,
+            services: self.services,
+            error_rate: self.error_rate,
+            noise_rate: self.noise_rate,
+            latency_ms: self.latency_ms,
+            resources: self.resources,
+        }
+    }
+}
+
 impl Pool {
     fn generate(signal: Signal, a: &GenArgs, ids: TraceIds) -> anyhow::Result<Pool> {
-        let shape = Shape {
-            spans_per_trace: a.spans_per_trace,
-            services: a.services,
-            error_rate: a.error_rate,
-            noise_rate: a.noise_rate,
-            latency_ms: a.latency_ms,
-            resources: a.resources,
-        };
+        let shape = a.shape();
         let now = now_ns();
         let batch = a.batch.max(1);
         let requests = (0..a.pool.max(1))
@@ -604,13 +611,7 @@ fn write_capture(signal: Signal, a: &GenArgs, path: &std::path::Path) -> anyhow:
         .count
         .context("--capture needs --count (how many items to write)")?;
     let rate = if a.rate == 0 { 100_000 } else { a.rate };
-    let shape = Shape {
-        spans_per_trace: a.spans_per_trace,
-        services: a.services,
-        error_rate: a.error_rate,
-        noise_rate: a.noise_rate,
-        latency_ms: a.latency_ms,
-    };
+    let shape = a.shape();
     let batch = a.batch.max(1);
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;

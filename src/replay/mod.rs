@@ -22,13 +22,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sluice_engine::Payload;
 use sluice_engine::clock::{Clock, VirtualClock};
-use sluice_engine::component::{ComponentId, ConsumeError, ConsumerRef, Kind};
+use sluice_engine::component::{ConsumerRef, Kind};
 use sluice_engine::config::{Config, Registry};
 use sluice_engine::health::Health;
+use sluice_engine::memory::{Held, Holder, ProcessMemory};
 use sluice_engine::processors::tail_sampling::config::{PolicyConfig, TailSamplingConfig};
 use sluice_engine::schema::Signal;
 use sluice_engine::service::Service;
 use sluice_engine::telemetry::{ReceiverMetrics, Telemetry};
+
+use crate::process_memory::LinuxProcess;
 
 use self::reader::{Capture, CaptureError};
 use self::report::{Report, RunInfo, Timeline};
@@ -206,6 +209,8 @@ fn latency_threshold_ms(config: &Config) -> Option<u64> {
 }
 
 /// What one record from the reader thread is.
+// Nearly every item is a record: boxing it would add an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Record {
         payload: Payload,
@@ -241,12 +246,72 @@ fn spawn_reader(paths: Vec<PathBuf>) -> tokio::sync::mpsc::Receiver<Item> {
     rx
 }
 
-/// The consumers the capture feeds, by signal.
-fn feeds(
-    wiring: &Wiring,
-    wanted: &[String],
-    telemetry: &Telemetry,
-) -> anyhow::Result<Vec<(Signal, ComponentId, ConsumerRef, ReceiverMetrics)>> {
+/// Where the capture's items of one signal enter: the pipelines a receiver feeds, counted and
+/// admitted as that receiver would count and admit them live.
+struct Feed {
+    signal: Signal,
+    consumer: ConsumerRef,
+    metrics: ReceiverMetrics,
+    /// The receiver's in-flight share of the memory account
+    /// (`sluice_memory_held_bytes{component="<receiver>",kind="in_flight"}`).
+    in_flight: Holder,
+    /// Whether the pipelines start with a `memory_limiter`: then a payload is admitted (its
+    /// bytes reserved under the soft limit) before it enters, as a live receiver admits a
+    /// request before decoding it.
+    limited: bool,
+}
+
+impl Feed {
+    /// Hands `payload` to the pipelines, holding its bytes in flight until they return, as a
+    /// live receiver does; a refusal that may pass later (memory above the soft limit, a
+    /// full queue) is retried for [`REFUSED_RETRY`], as a client's retries would.
+    async fn deliver(&self, payload: Payload) -> Result<(), String> {
+        let give_up = Instant::now() + REFUSED_RETRY;
+        let size = payload.memory_size();
+        loop {
+            let held: Held = if self.limited {
+                match self.in_flight.admit(size) {
+                    Ok(h) => h,
+                    Err(r) if r.is_retryable() && Instant::now() < give_up => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    Err(r) => return Err(r.to_string()),
+                }
+            } else {
+                self.in_flight.hold(size)
+            };
+            let result = self.consumer.consume(payload.clone()).await;
+            // Whoever keeps the data now (a batch buffer, a queue) holds its bytes itself.
+            drop(held);
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// The replay's memory figures for the memory account: total memory as live (the machine's,
+/// or the cgroup's limit), so `limit_percentage` means what it means live; no resident size,
+/// so memory in use is what the pipelines hold. The replay process's own RSS (the reader, the
+/// report) is not the gateway's, and would make refusals depend on the machine, not the data.
+struct HeldBytesOnly;
+
+impl ProcessMemory for HeldBytesOnly {
+    fn resident(&self) -> Option<u64> {
+        None
+    }
+    fn total(&self) -> Option<u64> {
+        LinuxProcess.total()
+    }
+}
+
+/// The pipelines the capture feeds, by signal.
+fn feeds(wiring: &Wiring, wanted: &[String], telemetry: &Telemetry) -> anyhow::Result<Vec<Feed>> {
     let built = wiring
         .receivers
         .lock()
@@ -281,12 +346,16 @@ fn feeds(
         // One receiver per signal: two receivers feeding the same pipeline would replay the
         // capture twice.
         if let Some((id, consumers)) = chosen.iter().find(|(_, c)| c.contains_key(&s)) {
-            out.push((
-                s,
-                id.clone(),
-                consumers[&s].clone(),
-                ReceiverMetrics::new(telemetry, id, "replay"),
-            ));
+            let consumer = consumers[&s].clone();
+            out.push(Feed {
+                signal: s,
+                limited: consumer.memory_limited(),
+                consumer,
+                metrics: ReceiverMetrics::new(telemetry, id, "replay"),
+                in_flight: telemetry
+                    .memory()
+                    .holder(telemetry, &id.to_string(), "in_flight"),
+            });
         }
     }
     Ok(out)
@@ -377,6 +446,7 @@ async fn replay_one(
     });
     let registry = wiring::registry(live, &wiring, dry_run);
     let telemetry = Telemetry::new();
+    telemetry.memory().set_process(Arc::new(HeldBytesOnly));
     let mut rx = spawn_reader(captures.to_vec());
 
     // The first record sets the clock's start: components built now (span metrics' first
@@ -486,13 +556,13 @@ async fn replay_one(
                 newest = newest.max(t);
                 let signal = payload.signal();
                 let n = payload.item_count();
-                match feeds.iter().find(|f| f.0 == signal) {
-                    Some((_, _, consumer, metrics)) => {
+                match feeds.iter().find(|f| f.signal == signal) {
+                    Some(feed) => {
                         wiring.watch.seen(&payload);
-                        match consume_retrying(consumer, payload).await {
-                            Ok(()) => metrics.accepted(signal, n),
+                        match feed.deliver(payload).await {
+                            Ok(()) => feed.metrics.accepted(signal, n),
                             Err(e) => {
-                                metrics.refused(signal, n);
+                                feed.metrics.refused(signal, n);
                                 tracing::debug!(error = %e, items = n, "replay: refused");
                             }
                         }
@@ -557,17 +627,4 @@ async fn replay_one(
         driver.timeline,
         config,
     ))
-}
-
-async fn consume_retrying(consumer: &ConsumerRef, payload: Payload) -> Result<(), ConsumeError> {
-    let give_up = Instant::now() + REFUSED_RETRY;
-    loop {
-        match consumer.consume(payload.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

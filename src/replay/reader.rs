@@ -599,8 +599,11 @@ pub enum Sniffed {
     Unknown(String),
 }
 
-/// Protobuf fields: (number, wire type, value or sub-message bytes).
-fn fields(mut b: &[u8]) -> Result<Vec<(u64, u8, &[u8])>, String> {
+/// A protobuf field: (number, wire type, value or sub-message bytes).
+type Field<'a> = (u64, u8, &'a [u8]);
+
+/// A message's protobuf fields.
+fn fields(mut b: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let (key, n) = varint(b).ok_or("a truncated field key")?;

@@ -312,7 +312,10 @@ async fn under_a_virtual_clock_the_timeout_is_data_time_and_the_driver_fires_it(
         let st = b.shared.lock();
         st.buffer.iter().map(Payload::memory_size).sum::<usize>() as u64
     };
-    assert!(t.memory().held() > 0, "what waits is held in the memory account, as live");
+    assert!(
+        t.memory().held() > 0,
+        "what waits is held in the memory account, as live"
+    );
     assert_eq!(t.memory().held(), buffered(&b));
 
     clock.advance_to(100 * S + 150_000_000);
