@@ -237,7 +237,7 @@ fn config_sources_are_the_collectors() {
         (vec!["validate", "--set", "exporters.debug"], "missing `=`"),
         (
             vec!["--config", "x.yaml", "loadgen", "sink"],
-            "--config and --set apply to running and to `sluice validate` only",
+            "--config and --set apply to running, `sluice validate` and `sluice replay` only",
         ),
     ] {
         let out = sluice()
