@@ -15,6 +15,7 @@ pub mod report;
 mod tests;
 pub mod wiring;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +26,11 @@ use sluice_engine::clock::{Clock, VirtualClock};
 use sluice_engine::component::{ConsumerRef, Kind};
 use sluice_engine::config::{Config, Registry};
 use sluice_engine::health::Health;
-use sluice_engine::memory::{Held, Holder, ProcessMemory};
+use sluice_engine::memory::{Held, Holder, ProcessMemory, REFUSAL_REASONS};
 use sluice_engine::processors::tail_sampling::config::{PolicyConfig, TailSamplingConfig};
 use sluice_engine::schema::Signal;
 use sluice_engine::service::Service;
-use sluice_engine::telemetry::{ReceiverMetrics, Telemetry};
+use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 
 use crate::process_memory::LinuxProcess;
 
@@ -259,6 +260,9 @@ struct Feed {
     /// bytes reserved under the soft limit) before it enters, as a live receiver admits a
     /// request before decoding it.
     limited: bool,
+    /// Records the memory limiter never admitted, by reason, as live requests are counted:
+    /// `sluice_memory_refused_requests_total{receiver,transport="replay",reason}`.
+    memory_refused: BTreeMap<&'static str, Counter>,
 }
 
 impl Feed {
@@ -276,7 +280,12 @@ impl Feed {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
-                    Err(r) => return Err(r.to_string()),
+                    Err(r) => {
+                        if let Some(c) = self.memory_refused.get(r.reason()) {
+                            c.add(1);
+                        }
+                        return Err(r.to_string());
+                    }
                 }
             } else {
                 self.in_flight.hold(size)
@@ -347,14 +356,27 @@ fn feeds(wiring: &Wiring, wanted: &[String], telemetry: &Telemetry) -> anyhow::R
         // capture twice.
         if let Some((id, consumers)) = chosen.iter().find(|(_, c)| c.contains_key(&s)) {
             let consumer = consumers[&s].clone();
+            let receiver = id.to_string();
+            let memory_refused = REFUSAL_REASONS
+                .into_iter()
+                .map(|reason| {
+                    let labels = [
+                        ("receiver", receiver.as_str()),
+                        ("transport", "replay"),
+                        ("reason", reason),
+                    ];
+                    let help = "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)";
+                    let counter = telemetry.counter("sluice_memory_refused_requests", help, &labels);
+                    (reason, counter)
+                })
+                .collect();
             out.push(Feed {
+                memory_refused,
                 signal: s,
                 limited: consumer.memory_limited(),
                 consumer,
                 metrics: ReceiverMetrics::new(telemetry, id, "replay"),
-                in_flight: telemetry
-                    .memory()
-                    .holder(telemetry, &id.to_string(), "in_flight"),
+                in_flight: telemetry.memory().holder(telemetry, &receiver, "in_flight"),
             });
         }
     }
