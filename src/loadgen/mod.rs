@@ -119,7 +119,7 @@ pub struct GenArgs {
     /// Send nothing: write `--count` items to FILE as a capture for `sluice replay` (the
     /// `file` exporter's `format: proto`), every request generated anew with its timestamps
     /// moved as if sent at `--rate` items/s (default 100000), so data time advances as it
-    /// would in live traffic.
+    /// would in live traffic; the pods are those of `--pool` requests, as in a live run.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<std::path::PathBuf>,
 }
@@ -628,25 +628,39 @@ fn write_capture(signal: Signal, a: &GenArgs, path: &std::path::Path) -> anyhow:
         // multiple of the generator's increment (as `k * increment` did) replay shifted copies
         // of one sequence, repeating trace ids across requests.
         let mut r = Rng(Rng(0x5eed_u64.wrapping_add(k)).next());
+        // The pods come from a fleet of `--pool` requests' worth, as in a live run.
+        let slot = k % a.pool.max(1) as u64;
+        let fleet = |res: &mut Option<_>| shapes::fleet_resource(res, shape.resources, slot);
         let (body, stats) = match signal {
             Signal::Traces => {
-                let req = shapes::traces(n, &shape, &mut r, now);
+                let mut req = shapes::traces(n, &shape, &mut r, now);
+                req.resource_spans
+                    .iter_mut()
+                    .for_each(|rs| fleet(&mut rs.resource));
                 (req.encode_to_vec(), trace_stats(&req))
             }
-            Signal::Metrics => (
-                shapes::metrics(n, &shape, &mut r, now).encode_to_vec(),
-                BodyStats {
+            Signal::Metrics => {
+                let mut req = shapes::metrics(n, &shape, &mut r, now);
+                req.resource_metrics
+                    .iter_mut()
+                    .for_each(|rm| fleet(&mut rm.resource));
+                let stats = BodyStats {
                     items: n as u64,
                     ..BodyStats::default()
-                },
-            ),
-            Signal::Logs => (
-                shapes::logs(n, &shape, &mut r, now).encode_to_vec(),
-                BodyStats {
+                };
+                (req.encode_to_vec(), stats)
+            }
+            Signal::Logs => {
+                let mut req = shapes::logs(n, &shape, &mut r, now);
+                req.resource_logs
+                    .iter_mut()
+                    .for_each(|rl| fleet(&mut rl.resource));
+                let stats = BodyStats {
                     items: n as u64,
                     ..BodyStats::default()
-                },
-            ),
+                };
+                (req.encode_to_vec(), stats)
+            }
         };
         out.write_all(&(body.len() as u32).to_be_bytes())?;
         out.write_all(&body)?;

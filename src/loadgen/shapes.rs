@@ -156,6 +156,27 @@ fn resource(service: &str, resources: Resources, r: &mut Rng) -> Resource {
     }
 }
 
+/// Replaces `generated` (a resource of a generated request) by the same service's resource from a
+/// fixed fleet: the pods that pre-generated request `slot` of a live run's pool carries about.
+/// A capture of any length then names as many pods as a live run with a pool of that size,
+/// not new pods in every request (which would make every pod-labelled series new).
+pub fn fleet_resource(generated: &mut Option<Resource>, resources: Resources, slot: u64) {
+    let Some(res) = generated.as_mut() else {
+        return;
+    };
+    let name = res.attributes.iter().find_map(|kv| match &kv.value {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }) if kv.key == "service.name" => Some(v.as_str()),
+        _ => None,
+    });
+    let Some(index) = name.and_then(|n| SERVICES.iter().position(|s| *s == n)) else {
+        return;
+    };
+    let mut r = Rng(Rng(0xf1ee7 ^ (slot << 8) ^ index as u64).next());
+    *res = resource(SERVICES[index], resources, &mut r);
+}
+
 /// Span attributes by role: the HTTP server entry, DB and messaging clients, internal work.
 fn span_attrs(role: usize, r: &mut Rng, status_code: i64) -> Vec<KeyValue> {
     match role {

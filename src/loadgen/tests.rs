@@ -372,3 +372,70 @@ async fn failures_say_what_happened() {
         "{why:?}"
     );
 }
+
+/// `--capture`: every trace has an id of its own however long the capture (the previous seeds
+/// replayed shifted copies of one sequence), and the pods are a fleet of `--pool` requests'
+/// worth, as in a live run, not new pods in every request.
+#[test]
+fn a_capture_has_unique_trace_ids_and_the_pods_of_its_pool() {
+    let dir = std::env::temp_dir().join(format!("sluice-loadgen-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("capture.bin");
+    let path_s = path.display().to_string();
+    let a = args(
+        "127.0.0.1:1",
+        "grpc",
+        &[
+            "--count",
+            "40000",
+            "--batch",
+            "100",
+            "--pool",
+            "4",
+            "--capture",
+            &path_s,
+        ],
+    );
+    let report = write_capture(Signal::Traces, &a, &path).unwrap();
+    assert_eq!(report.items_sent, 40_000);
+    let bytes = std::fs::read(&path).unwrap();
+    let (mut rest, mut requests) = (&bytes[..], 0);
+    let mut first_span_of: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut pods = HashSet::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let req = ExportTraceServiceRequest::decode(&rest[4..4 + len]).unwrap();
+        rest = &rest[4 + len..];
+        for rs in &req.resource_spans {
+            let pod = rs
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "k8s.pod.name");
+            pods.insert(format!("{:?}", pod.unwrap().value));
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                // A trace's spans are all in one request.
+                let seen = first_span_of
+                    .entry(span.trace_id.clone())
+                    .or_insert(requests);
+                assert_eq!(*seen, requests, "trace id repeated in another request");
+            }
+        }
+        requests += 1;
+    }
+    assert_eq!(requests, 400);
+    let services = a.services;
+    assert!(
+        pods.len() <= 4 * services,
+        "{} pods from a pool of 4",
+        pods.len()
+    );
+    assert!(
+        pods.len() > services,
+        "one pod per service only: {}",
+        pods.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
