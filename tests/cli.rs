@@ -991,3 +991,69 @@ fn replay_admits_records_through_the_memory_limiter() {
     assert_eq!(refused, serde_json::json!(20000));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A replay (not dry) with a persistent sending queue keeps its queue in a directory of its
+/// own: the config's `file_storage` directory (a live sluice's queues, which the replay would
+/// otherwise send again and delete) is never opened.
+#[test]
+fn replay_never_opens_the_configs_queue_directory() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-replay-queue-{}", std::process::id()));
+    let live_queues = dir.join("live-queues");
+    std::fs::create_dir_all(&live_queues).unwrap();
+    let capture = dir.join("capture.bin");
+    let out = sluice()
+        .args([
+            "loadgen",
+            "traces",
+            "--count",
+            "100",
+            "--batch",
+            "50",
+            "--quiet",
+            "--capture",
+        ])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = write(
+        "replay-queue.yaml",
+        &format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{}}}}}}}}\n\
+             extensions: {{file_storage: {{directory: {}}}}}\n\
+             exporters: {{otlp: {{endpoint: \"127.0.0.1:1\", tls: {{insecure: true}},\n\
+               retry_on_failure: {{enabled: false}}, sending_queue: {{storage: file_storage}}}}}}\n\
+             service: {{extensions: [file_storage],\n\
+               pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}}}\n",
+            live_queues.display()
+        ),
+    );
+    // The config is what a live sluice would run: the loader accepts it.
+    let out = validate(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sluice()
+        .args(["replay", "--quiet", "--config"])
+        .arg(&config)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened: Vec<_> = std::fs::read_dir(&live_queues).unwrap().collect();
+    assert!(
+        opened.is_empty(),
+        "the replay wrote into the live queue directory: {opened:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

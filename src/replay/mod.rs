@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sluice_egress::file_storage::FileStorageConfig;
 use sluice_engine::Payload;
 use sluice_engine::clock::{Clock, VirtualClock};
 use sluice_engine::component::{ConsumerRef, Kind};
@@ -319,6 +320,38 @@ impl ProcessMemory for HeldBytesOnly {
     }
 }
 
+/// `config` with every `file_storage` extension pointed at a fresh directory of this replay
+/// (removed when the replay ends): a replay's persistent sending queues work as live ones
+/// (written, synced, deleted once delivered) but never open a live sluice's queue directory,
+/// whose stored data they would send again at start and delete once delivered.
+fn with_replay_storage(config: &Config) -> anyhow::Result<(Config, Option<tempfile::TempDir>)> {
+    let mut config = config.clone();
+    let mut root: Option<tempfile::TempDir> = None;
+    for ((kind, id), parsed) in config.components.iter_mut() {
+        if *kind != Kind::Extension {
+            continue;
+        }
+        let Ok(storage) = parsed.clone().downcast::<FileStorageConfig>() else {
+            continue;
+        };
+        let root = match &mut root {
+            Some(r) => r,
+            None => root.insert(
+                tempfile::Builder::new()
+                    .prefix("sluice-replay-queues-")
+                    .tempdir()
+                    .context("cannot create a directory for the replay's persistent queues")?,
+            ),
+        };
+        let mut storage = (*storage).clone();
+        storage.directory = root.path().join(id.to_string().replace('/', "_"));
+        storage.create_directory = true;
+        storage.recreate = false;
+        *parsed = Arc::new(storage);
+    }
+    Ok((config, root))
+}
+
 /// The pipelines the capture feeds, by signal.
 fn feeds(wiring: &Wiring, wanted: &[String], telemetry: &Telemetry) -> anyhow::Result<Vec<Feed>> {
     let built = wiring
@@ -480,6 +513,9 @@ async fn replay_one(
     }
     .unwrap_or(0);
     let clock = VirtualClock::new(start);
+    // Removed when this run ends (after the service has shut down).
+    let (config, _queues) = with_replay_storage(config)?;
+    let config = &config;
     let service = Service::build(
         config,
         &registry,

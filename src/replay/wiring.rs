@@ -77,6 +77,21 @@ macro_rules! delegate_description {
         fn parse_config(&self, config: &serde_json::Value) -> Result<ParsedConfig, ConfigError> {
             self.inner.parse_config(config)
         }
+        fn parse_config_all(
+            &self,
+            config: &serde_json::Value,
+        ) -> Result<ParsedConfig, Vec<ConfigError>> {
+            self.inner.parse_config_all(config)
+        }
+        fn without_effect(&self) -> &'static [sluice_engine::component::NoEffect] {
+            self.inner.without_effect()
+        }
+        fn extension_refs(
+            &self,
+            config: &ParsedConfig,
+        ) -> Vec<sluice_engine::component::ExtensionRef> {
+            self.inner.extension_refs(config)
+        }
     };
 }
 
