@@ -649,7 +649,7 @@ fn item_signal(f: &[(u64, u8, &[u8])]) -> Option<Signal> {
     let has = |n: u64, w: u8| f.iter().any(|x| x.0 == n && x.1 == w);
     let len_of = |n: u64| f.iter().find(|x| x.0 == n && x.1 == 2).map(|x| x.2.len());
     // Span: start/end (fixed64 7, 8), kind (varint 6), dropped attributes (varint 10),
-    // flags (fixed32 16), parent span id (4), links (13), status (15), span id of 8 bytes (2).
+    // flags (fixed32 16), parent span id (4), links (13), status (15).
     let span = has(7, 1)
         || has(8, 1)
         || has(6, 0)
@@ -657,21 +657,29 @@ fn item_signal(f: &[(u64, u8, &[u8])]) -> Option<Signal> {
         || has(16, 5)
         || has(4, 2)
         || has(13, 2)
-        || has(15, 2)
-        || len_of(2) == Some(8) && len_of(1) == Some(16);
+        || has(15, 2);
+    // Weaker: a span id of 8 bytes (2) beside a trace id of 16 (1) — also what a metric whose
+    // name has 16 characters and its description 8 looks like.
+    let span_ids = len_of(2) == Some(8) && len_of(1) == Some(16);
     // Log record: time and observed time (fixed64 1, 11), severity (varint 2), dropped
     // attributes (varint 7), flags (fixed32 8), attributes (6).
     let log = has(1, 1) || has(11, 1) || has(2, 0) || has(7, 0) || has(8, 5) || has(6, 2);
     // Metric: a sum (7 as a message), or a name (1 as a string: a span's field 1 is a 16-byte
-    // trace id, a log record's a fixed64).
+    // trace id, a log record's a fixed64). A 16-byte trace id that is valid UTF-8 as well is
+    // rare (random bytes), and a span without times rarer still: the name wins over the ids.
     let metric = has(7, 2)
         || f.iter()
             .any(|x| x.0 == 1 && x.1 == 2 && (x.2.len() != 16 || std::str::from_utf8(x.2).is_ok()));
-    match (span, metric, log) {
-        (true, _, _) => Some(Signal::Traces),
-        (_, _, true) => Some(Signal::Logs),
-        (_, true, _) => Some(Signal::Metrics),
-        _ => None,
+    if span {
+        Some(Signal::Traces)
+    } else if log {
+        Some(Signal::Logs)
+    } else if metric {
+        Some(Signal::Metrics)
+    } else if span_ids {
+        Some(Signal::Traces)
+    } else {
+        None
     }
 }
 

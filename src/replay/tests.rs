@@ -388,6 +388,28 @@ fn protobuf_records_are_told_apart_by_their_items() {
         sniff_proto_signal(&metrics.encode_to_vec()),
         Sniffed::Signal(Signal::Metrics)
     );
+    // A gauge named with 16 characters and described with 8 has a span's id lengths (fields 1
+    // and 2): its name, a string, says metric (a span's trace id is random bytes).
+    let sixteen = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.time".into(),
+                    description: "Duration".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default()],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(
+        sniff_proto_signal(&sixteen.encode_to_vec()),
+        Sniffed::Signal(Signal::Metrics)
+    );
     let logs = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             scope_logs: vec![ScopeLogs {
