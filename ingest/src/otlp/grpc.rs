@@ -19,9 +19,8 @@ use sluice_engine::component::ConsumeError;
 use sluice_engine::memory::{Held, Refusal};
 use sluice_engine::schema::Signal;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
@@ -404,9 +403,16 @@ impl AsyncWrite for TlsConn {
 /// `max_connection_age_grace` has passed since it was accepted: the end of the grace that
 /// follows the GOAWAY sent at `max_connection_age`, for a connection whose requests have not
 /// finished by then. (A failing read ends the connection in hyper, which is woken by the timer.)
+///
+/// It also bounds the wait for the client's first bytes (the HTTP/2 preface): a connection that
+/// sends nothing within `connection_timeout` fails its read and is closed (gRPC-Go's
+/// `ConnectionTimeout`); and it holds the connection's slot under `max_connections`.
 struct Cutoff<IO> {
     io: IO,
     at: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the first byte arrives.
+    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<IO> Cutoff<IO> {
@@ -414,6 +420,21 @@ impl<IO> Cutoff<IO> {
         Cutoff {
             io,
             at: after.map(|d| Box::pin(tokio::time::sleep(d))),
+            first_byte: None,
+            _slot: None,
+        }
+    }
+
+    fn with_limits(
+        io: IO,
+        after: Option<Duration>,
+        first_byte_within: Option<Duration>,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        Cutoff {
+            first_byte: first_byte_within.map(|d| Box::pin(tokio::time::sleep(d))),
+            _slot: Some(slot),
+            ..Cutoff::new(io, after)
         }
     }
 
@@ -447,7 +468,24 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Cutoff<IO> {
         if self.passed(cx) {
             return Poll::Ready(Err(cut_off()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if self.first_byte.is_some() {
+            if buf.filled().len() > before {
+                self.first_byte = None;
+            } else if read.is_pending()
+                && self
+                    .first_byte
+                    .as_mut()
+                    .is_some_and(|t| std::future::Future::poll(t.as_mut(), cx).is_ready())
+            {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "closed: nothing received within connection_timeout",
+                )));
+            }
+        }
+        read
     }
 }
 
@@ -481,6 +519,85 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Cutoff<IO> {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// gRPC-Go's `ConnectionTimeout`: the wait for a new connection's first bytes.
+pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy)]
+struct GrpcLimits {
+    cutoff: Option<Duration>,
+    connection_timeout: Option<Duration>,
+    max_connections: usize,
+}
+
+/// Where the gRPC server's connections come from: TCP, or finished TLS handshakes.
+trait Accept: Send + 'static {
+    type Io: Send + 'static;
+    /// The next connection; `None` when there will be no more.
+    fn accept(&mut self) -> impl std::future::Future<Output = Option<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&mut self) -> Option<tokio::net::TcpStream> {
+        loop {
+            match tokio::net::TcpListener::accept(self).await {
+                Ok((tcp, _peer)) => {
+                    // TCP_NODELAY: without it a small gRPC response waits for the client's
+                    // delayed ACK, and every Export takes ~40 ms (Nagle). Found with `sluice
+                    // loadgen`: p90 44 ms -> sub-ms.
+                    let _ = tcp.set_nodelay(true);
+                    return Some(tcp);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Accept for tokio::sync::mpsc::Receiver<(sluice_tls::TlsStream, std::net::SocketAddr)> {
+    type Io = TlsConn;
+    async fn accept(&mut self) -> Option<TlsConn> {
+        self.recv().await.map(|(tls, _peer)| TlsConn(tls))
+    }
+}
+
+/// The server's connections: a slot under `max_connections` is taken before each accept (over
+/// the limit, clients wait in the listen backlog), and released when the connection closes.
+fn limited_incoming<A: Accept>(
+    limits: GrpcLimits,
+    mut source: A,
+) -> ReceiverStream<std::io::Result<Cutoff<A::Io>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let slot = tokio::select! {
+                _ = tx.closed() => break,
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break, // never closed
+                },
+            };
+            let io = tokio::select! {
+                _ = tx.closed() => break,
+                io = source.accept() => match io {
+                    Some(io) => io,
+                    None => break,
+                },
+            };
+            let conn = Cutoff::with_limits(io, limits.cutoff, limits.connection_timeout, slot);
+            if tx.send(Ok(conn)).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 pub(crate) fn serve(
@@ -521,7 +638,16 @@ pub(crate) fn serve(
     if let Some(age) = keepalive.max_age {
         server = server.max_connection_age(age);
     }
-    let cutoff = keepalive.cutoff;
+    let limits = GrpcLimits {
+        cutoff: keepalive.cutoff,
+        connection_timeout: Some(
+            config
+                .connection_timeout
+                .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
+        )
+        .filter(|d| !d.is_zero()),
+        max_connections: config.max_connections.max(1),
+    };
     let router = server
         .add_service(traces)
         .add_service(metrics)
@@ -536,18 +662,11 @@ pub(crate) fn serve(
                 let failed = handler.clone();
                 let connections =
                     sluice_tls::accept_tls(listener, tls, move |_| failed.failed("tls_handshake"));
-                let incoming = ReceiverStream::new(connections).map(move |(tls, _peer)| {
-                    Ok::<_, std::io::Error>(Cutoff::new(TlsConn(tls), cutoff))
-                });
+                let incoming = limited_incoming(limits, connections);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
             None => {
-                // TCP_NODELAY: without it a small gRPC response waits for the client's delayed
-                // ACK, and every Export takes ~40 ms (Nagle). Found with `sluice loadgen`: p90
-                // 44 ms -> sub-ms.
-                let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map(move |tcp| tcp.map(|tcp| Cutoff::new(tcp, cutoff)));
+                let incoming = limited_incoming(limits, listener);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use sluice_engine::component::ConsumeError;
@@ -20,6 +19,7 @@ use sluice_engine::schema::Signal;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::connections::{self, ReadDeadline};
 use super::{ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, rpc_status_proto};
 
 #[derive(Clone)]
@@ -42,9 +42,11 @@ pub(crate) fn serve(
     };
     let route = |signal: Signal| {
         post(
-            move |st: State<AppState>, ci: ConnectInfo<SocketAddr>, h: HeaderMap, b: Body| {
-                export(signal, st, ci, h, b)
-            },
+            move |st: State<AppState>,
+                  ci: ConnectInfo<SocketAddr>,
+                  deadline: Extension<ReadDeadline>,
+                  h: HeaderMap,
+                  b: Body| { export(signal, st, ci, deadline, h, b) },
         )
     };
     let app = Router::new()
@@ -62,37 +64,23 @@ pub(crate) fn serve(
         // default limit (2 MiB) must not cut in first.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
+    let limits = config.connection_limits();
     tokio::spawn(async move {
-        let served = match tls {
-            Some(tls) => match sluice_tls::TlsListener::new(listener, tls, move |_| {
-                failed.failed("tls_handshake")
-            }) {
-                Ok(listener) => serve_on(listener, app, stop).await,
-                Err(e) => Err(e),
-            },
-            None => serve_on(listener, app, stop).await,
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "OTLP/HTTP server stopped with an error");
+        match tls {
+            Some(tls) => {
+                let on_failure = failed.clone();
+                match sluice_tls::TlsListener::new(listener, tls, move |_| {
+                    on_failure.failed("tls_handshake")
+                }) {
+                    Ok(listener) => connections::serve(listener, app, limits, failed, stop).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "OTLP/HTTP server stopped with an error")
+                    }
+                }
+            }
+            None => connections::serve(listener, app, limits, failed, stop).await,
         }
     })
-}
-
-/// Serves `app` on a plaintext or TLS listener until `stop`, with each request's peer address
-/// as `ConnectInfo<SocketAddr>`.
-async fn serve_on<L>(listener: L, app: Router, stop: oneshot::Receiver<()>) -> std::io::Result<()>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    // `tap_io` makes axum take the listener's own address type as the connect info.
-    axum::serve(
-        listener.tap_io(|_| ()),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = stop.await;
-    })
-    .await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -105,6 +93,7 @@ async fn export(
     signal: Signal,
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ReadDeadline(deadline)): Extension<ReadDeadline>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -156,7 +145,27 @@ async fn export(
     let mut covered = content_length.unwrap_or(0);
     // Sized from Content-Length: growing by doubling would copy the body and hold two buffers.
     let mut raw = BytesMut::with_capacity(covered);
-    while let Some(frame) = body.frame().await {
+    loop {
+        // `read_timeout`: the whole request, headers included, within the deadline.
+        let next = match deadline {
+            None => body.frame().await,
+            Some(at) => match tokio::time::timeout_at(at, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    st.handler.failed("read_timeout");
+                    let mut r = status(
+                        enc,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request body not received within read_timeout",
+                    );
+                    // The rest of the body is not read: the connection cannot be reused.
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return r;
+                }
+            },
+        };
+        let Some(frame) = next else { break };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
@@ -331,6 +340,7 @@ fn status_with_retry(
     let grpc_code = match code {
         StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
         StatusCode::NOT_FOUND => 12,           // UNIMPLEMENTED
+        StatusCode::REQUEST_TIMEOUT => 4,      // DEADLINE_EXCEEDED
         StatusCode::PAYLOAD_TOO_LARGE => 8,    // RESOURCE_EXHAUSTED
         StatusCode::TOO_MANY_REQUESTS => 8,    // RESOURCE_EXHAUSTED
         StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE

@@ -21,7 +21,14 @@
 //!         endpoint: localhost:4318        # default
 //!         max_request_body_size: 20971520 # bytes, default 20 MiB; also caps the decompressed size
 //!         traces_url_path: /v1/traces     # defaults for metrics and logs likewise
+//!         read_header_timeout: 1m         # defaults: the Collector's confighttp
+//!         idle_timeout: 1m
+//!         read_timeout: 0s                # none
+//!         max_connections: 4096           # sluice's own; beyond it, clients wait in the backlog
 //! ```
+//!
+//! gRPC also has sluice's own `connection_timeout` (120s, gRPC-Go's: a connection that sends
+//! nothing is closed) and `max_connections` (4096). See `connections.rs` and the README.
 //!
 //! A protocol that is not listed is not started. Requests are never decoded into prost
 //! structs: gRPC uses a codec that hands over the raw message bytes, and both transports call
@@ -63,6 +70,7 @@
 //! client certificate from an unknown CA under mTLS) is logged with the peer and counted as
 //! `failed_requests{reason="tls_handshake"}`.
 
+mod connections;
 pub(crate) mod grpc;
 mod http;
 #[cfg(test)]
@@ -142,6 +150,14 @@ pub struct GrpcConfig {
     pub read_buffer_size: Option<u64>,
     #[serde(default)]
     pub write_buffer_size: Option<u64>,
+    /// A new connection that sends nothing (no HTTP/2 preface) this long is closed: gRPC-Go's
+    /// `ConnectionTimeout`, not a Collector setting (sluice's own). Default 120s; 0 means none.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub connection_timeout: Option<Duration>,
+    /// Connections open at once (sluice's own setting). Beyond it new connections are not
+    /// accepted: they wait in the listen backlog until one closes. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for GrpcConfig {
@@ -155,6 +171,8 @@ impl Default for GrpcConfig {
             tls: None,
             read_buffer_size: None,
             write_buffer_size: None,
+            connection_timeout: None,
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -243,6 +261,10 @@ const WITHOUT_EFFECT: &[NoEffect] = &[
         "CORS preflight requests are not answered, so browsers cannot send OTLP/HTTP here",
     ),
     NoEffect::new(
+        "protocols.http.write_timeout",
+        "answers are never cut off: the request they answer may already be in a pipeline",
+    ),
+    NoEffect::new(
         "protocols.grpc.read_buffer_size",
         "buffers are sized by the HTTP/2 implementation",
     ),
@@ -281,6 +303,55 @@ pub struct HttpConfig {
     pub cors: Option<serde_json::Value>,
     #[serde(default)]
     pub tls: Option<TlsServerSetting>,
+    /// A connection that has not sent a request's headers this long after it opened (or after
+    /// its first byte following an idle wait) is closed. Default 1m; 0 means none (Go's
+    /// `ReadHeaderTimeout`, as the Collector's `confighttp`).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub read_header_timeout: Option<Duration>,
+    /// A request, headers and body, must have arrived this long after its first byte, else it
+    /// gets 408. Default none (0).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub read_timeout: Option<Duration>,
+    /// A keep-alive connection with no request for this long is closed. Default 1m; 0 means
+    /// `read_timeout`, or none if that is 0 too (Go's `IdleTimeout`).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Accepted without effect (warned): an answer is never cut off, since the request it
+    /// answers may already be in the pipeline.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub write_timeout: Option<Duration>,
+    /// Connections open at once (sluice's own setting). Beyond it new connections are not
+    /// accepted: they wait in the listen backlog until one closes. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// The Collector's `confighttp` defaults.
+const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+impl HttpConfig {
+    pub(crate) fn connection_limits(&self) -> connections::ConnectionLimits {
+        let nonzero = |d: Duration| Some(d).filter(|d| !d.is_zero());
+        let read_timeout = self.read_timeout.and_then(nonzero);
+        connections::ConnectionLimits {
+            read_header_timeout: nonzero(
+                self.read_header_timeout
+                    .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT),
+            ),
+            read_timeout,
+            idle_timeout: match self.idle_timeout {
+                None => Some(DEFAULT_IDLE_TIMEOUT),
+                Some(d) if d.is_zero() => read_timeout,
+                Some(d) => Some(d),
+            },
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -294,6 +365,11 @@ impl Default for HttpConfig {
             include_metadata: None,
             cors: None,
             tls: None,
+            read_header_timeout: None,
+            read_timeout: None,
+            idle_timeout: None,
+            write_timeout: None,
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -370,7 +446,19 @@ impl Factory for OtlpReceiverFactory {
                     .map_err(|e| tls_config_error(&format!("protocols.{protocol}.tls"), &e))?;
             }
         }
+        if p.grpc.as_ref().is_some_and(|g| g.max_connections == 0) {
+            return Err(ConfigError::new(
+                "protocols.grpc.max_connections",
+                "must be at least 1",
+            ));
+        }
         if let Some(h) = &p.http {
+            if h.max_connections == 0 {
+                return Err(ConfigError::new(
+                    "protocols.http.max_connections",
+                    "must be at least 1",
+                ));
+            }
             for (field, path) in [
                 ("traces_url_path", &h.traces_url_path),
                 ("metrics_url_path", &h.metrics_url_path),
@@ -425,13 +513,15 @@ pub(crate) enum ExportError {
     Memory(Refusal),
 }
 
-pub(crate) const FAIL_REASONS: [&str; 6] = [
+pub(crate) const FAIL_REASONS: [&str; 8] = [
     "decode",
     "too_large",
     "decompress",
     "media_type",
     "content_encoding",
     "tls_handshake",
+    "read_header_timeout",
+    "read_timeout",
 ];
 
 /// How long clients are asked to wait before retrying a refusal (`Retry-After`, `RetryInfo`).

@@ -969,7 +969,11 @@ fn settings_without_effect_are_named() {
                 "enforcement_policy": {"min_time": "10s"},
             },
         },
-        "http": {"include_metadata": false, "cors": {"allowed_origins": ["https://x"]}},
+        "http": {
+            "include_metadata": false,
+            "cors": {"allowed_origins": ["https://x"]},
+            "write_timeout": "30s",
+        },
     }});
     assert!(OtlpReceiverFactory.parse_config(&config).is_ok());
     let named: Vec<String> = NoEffect::warnings(OtlpReceiverFactory.without_effect(), &config)
@@ -981,6 +985,7 @@ fn settings_without_effect_are_named() {
         [
             "protocols.grpc.include_metadata",
             "protocols.http.cors",
+            "protocols.http.write_timeout",
             "protocols.grpc.read_buffer_size",
             "protocols.grpc.keepalive.server_parameters.max_connection_idle",
             "protocols.grpc.keepalive.enforcement_policy",
@@ -1186,5 +1191,284 @@ async fn max_connection_age_sends_goaway_and_the_grace_bounds_requests_in_flight
         started.elapsed()
     );
     held.0.add_permits(1000);
+    rx.shutdown().await;
+}
+
+/// A receiver with only HTTP, from the config as YAML would give it, feeding a capture.
+async fn http_only(http: serde_json::Value) -> (OtlpReceiver, SocketAddr, Telemetry) {
+    let mut http = http;
+    http["endpoint"] = "127.0.0.1:0".into();
+    let config = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"http": http}}))
+        .unwrap();
+    let config = config.downcast_ref::<OtlpReceiverConfig>().unwrap().clone();
+    let cap: ConsumerRef = Arc::new(Capture::default());
+    let consumers = Signal::ALL.into_iter().map(|s| (s, cap.clone())).collect();
+    let t = Telemetry::new();
+    let rx = OtlpReceiver::new(ComponentId::parse("otlp").unwrap(), config, consumers, &t);
+    rx.start().await.unwrap();
+    let addr = rx.local_addrs()[0].1;
+    (rx, addr, t)
+}
+
+/// How long until the server closes `s` (reads until EOF or reset), or `None` if still open
+/// after `limit`. Any answer bytes are returned too.
+async fn closed_after(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (Option<Duration>, Vec<u8>) {
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(start + limit),
+            s.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return (None, got),
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(start.elapsed()), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One keep-alive OTLP/HTTP request (empty protobuf body) on `s`; returns the status line.
+async fn keepalive_request(s: &mut tokio::net::TcpStream) -> String {
+    s.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The answer is small: read until its (empty or `{}`) body has come after the head.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Issue 16 item 9: half-open connections (nothing sent, half a header) and idle keep-alive
+/// connections are closed after `read_header_timeout` / `idle_timeout`, and a connection in
+/// use is not.
+#[tokio::test]
+async fn http_closes_half_open_and_idle_connections_after_their_timeouts() {
+    let (rx, addr, t) = http_only(serde_json::json!({
+        "read_header_timeout": "400ms",
+        "idle_timeout": "700ms",
+    }))
+    .await;
+    let limit = Duration::from_secs(5);
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: appl")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        keepalive_request(&mut idle)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let ((silent_at, _), (partial_at, partial_got), (idle_at, _)) = tokio::join!(
+        closed_after(&mut silent, limit),
+        closed_after(&mut partial, limit),
+        closed_after(&mut idle, limit),
+    );
+    for (what, at, min) in [
+        ("silent", silent_at, 400),
+        ("half a header", partial_at, 400),
+        ("idle keep-alive", idle_at, 700),
+    ] {
+        let at = at.unwrap_or_else(|| panic!("{what} connection still open after {limit:?}"));
+        // Measured from after the connection opened (or the answer), so a little under.
+        assert!(
+            at >= Duration::from_millis(min - 100),
+            "{what} closed after {at:?}, before its timeout"
+        );
+    }
+    assert!(partial_got.is_empty(), "no answer to half a header");
+    let timed_out = t
+        .value(
+            "otelcol_receiver_failed_requests",
+            &[
+                ("receiver", "otlp"),
+                ("transport", "http"),
+                ("reason", "read_header_timeout"),
+            ],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(timed_out, 2.0, "the silent and the half-header connections");
+
+    // A connection that keeps sending requests within the idle timeout stays open.
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..4 {
+        assert!(
+            keepalive_request(&mut busy)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    rx.shutdown().await;
+}
+
+/// Issue 16 item 9: over `max_connections`, a new connection is not served (it waits in the
+/// listen backlog) while the open ones keep working; it is served once one of them closes.
+#[tokio::test]
+async fn http_connection_limit_makes_new_connections_wait_while_open_ones_work() {
+    let (rx, addr, _t) = http_only(serde_json::json!({"max_connections": 2})).await;
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        keepalive_request(&mut first)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        keepalive_request(&mut second)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // The third connects (the kernel's backlog) but gets no answer while two are open.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let third_answer = tokio::spawn(async move {
+        let status = keepalive_request(&mut third).await;
+        (status, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third_answer.is_finished(), "served over the limit");
+    assert!(
+        keepalive_request(&mut first)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let closed_second = std::time::Instant::now();
+    drop(second);
+    let (status, answered) = tokio::time::timeout(Duration::from_secs(5), third_answer)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(answered >= closed_second);
+    drop(first);
+    rx.shutdown().await;
+}
+
+#[test]
+fn http_connection_settings_have_the_collectors_defaults() {
+    let parse = |http: serde_json::Value| {
+        let c = OtlpReceiverFactory
+            .parse_config(&serde_json::json!({"protocols": {"http": http}}))
+            .unwrap();
+        c.downcast_ref::<OtlpReceiverConfig>()
+            .unwrap()
+            .protocols
+            .http
+            .clone()
+            .unwrap()
+            .connection_limits()
+    };
+    let d = parse(serde_json::json!({}));
+    assert_eq!(d.read_header_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(d.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(d.read_timeout, None);
+    assert_eq!(d.max_connections, 4096);
+    // Go's zero values: none, and a zero idle timeout falls back to read_timeout.
+    let z = parse(
+        serde_json::json!({"read_header_timeout": "0s", "idle_timeout": "0s", "read_timeout": "30s"}),
+    );
+    assert_eq!(z.read_header_timeout, None);
+    assert_eq!(z.idle_timeout, Some(Duration::from_secs(30)));
+    let e = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"http": {"max_connections": 0}}}))
+        .unwrap_err();
+    assert_eq!(e.path, "protocols.http.max_connections");
+}
+
+/// `read_timeout`: a body that does not arrive in time gets 408 and the connection is closed.
+#[tokio::test]
+async fn http_read_timeout_answers_a_stalled_body_with_408() {
+    let (rx, addr, t) = http_only(serde_json::json!({"read_timeout": "300ms"})).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 100\r\n\r\n\x0a\x00",
+    )
+    .await
+    .unwrap();
+    let (closed, got) = closed_after(&mut s, Duration::from_secs(5)).await;
+    let closed = closed.expect("closed after the read timeout");
+    assert!(closed >= Duration::from_millis(250), "{closed:?}");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("read_timeout"), "{got}");
+    let labels = [
+        ("receiver", "otlp"),
+        ("transport", "http"),
+        ("reason", "read_timeout"),
+    ];
+    assert_eq!(
+        t.value("otelcol_receiver_failed_requests", &labels),
+        Some(1.0)
+    );
+    rx.shutdown().await;
+}
+
+/// Issue 16 item 9, gRPC side: a connection that sends nothing (no HTTP/2 preface) is closed
+/// after `connection_timeout`; over `max_connections` a new client waits until one closes,
+/// while the open ones keep working.
+#[tokio::test]
+async fn grpc_closes_silent_connections_and_caps_connections() {
+    let cap = Arc::new(Capture::default());
+    let (rx, addr) = grpc_only(
+        serde_json::json!({"connection_timeout": "400ms", "max_connections": 2}),
+        cap.clone(),
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (closed, _) = closed_after(&mut silent, Duration::from_secs(5)).await;
+    let closed = closed.expect("a silent connection is closed");
+    assert!(closed >= Duration::from_millis(300), "{closed:?}");
+    drop(silent);
+
+    let url = format!("http://{addr}");
+    let mut first = TraceServiceClient::connect(url.clone()).await.unwrap();
+    let mut second = TraceServiceClient::connect(url.clone()).await.unwrap();
+    first.export(traces(1)).await.unwrap();
+    second.export(traces(1)).await.unwrap();
+    // Both stay open past connection_timeout: it only bounds the wait for the first bytes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    first.export(traces(1)).await.unwrap();
+    let third = tokio::spawn(async move {
+        let mut third = TraceServiceClient::connect(url).await?;
+        third
+            .export(traces(1))
+            .await
+            .map_err(Into::into)
+            .map(|_| ()) as Result<(), Box<dyn std::error::Error + Send + Sync>>
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!third.is_finished(), "served over the limit");
+    second.export(traces(1)).await.unwrap();
+    drop(second);
+    tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cap.items(), 5);
+    drop(first);
     rx.shutdown().await;
 }
