@@ -103,6 +103,10 @@ fn any_values(batch: &RecordBatch, prefix: &str) -> Result<(), String> {
             Some(Map) => "kvlist",
             _ => continue,
         };
+        // The decoder's own walk first: it bounds the nesting (prost here has no limit).
+        if let Err(e) = crate::otlp::check_nested_value(bytes.value(row)) {
+            return Err(format!("row {row}: {prefix}bytes: {e}"));
+        }
         let ok = match AnyValue::decode(bytes.value(row)).map(|v| v.value) {
             Ok(Some(any_value::Value::ArrayValue(_))) => kind == "array",
             Ok(Some(any_value::Value::KvlistValue(_))) => kind == "kvlist",

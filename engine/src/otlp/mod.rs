@@ -20,7 +20,8 @@ pub mod testing;
 mod roundtrip_tests;
 
 pub use decode::{
-    DecodeError, decode, decode_json, decode_logs, decode_metrics, decode_traces,
+    DecodeError, DecodeStats, MAX_ANY_VALUE_DEPTH, check_nested_value, decode, decode_json,
+    decode_json_with_stats, decode_logs, decode_metrics, decode_traces, decode_with_stats,
     decoded_size_estimate,
 };
 pub use encode::{EncodeError, encode, encode_json, encode_to_vec};

@@ -499,6 +499,7 @@ pub(crate) struct Handler {
     limited: [bool; 3],
     in_flight: Holder,
     refused_requests: BTreeMap<&'static str, Counter>,
+    invalid_utf8: Counter,
 }
 
 /// Why an export request was not accepted.
@@ -564,6 +565,11 @@ impl Handler {
             limited,
             in_flight: t.memory().holder(t, &id_s, "in_flight"),
             refused_requests,
+            invalid_utf8: t.counter(
+                "sluice_receiver_invalid_utf8_strings",
+                "Strings received that were not valid UTF-8, passed on with U+FFFD for each invalid sequence (sluice)",
+                &[("receiver", id_s.as_str()), ("transport", transport)],
+            ),
         }
     }
 
@@ -642,14 +648,19 @@ impl Handler {
         self.reserve_body(signal, &mut held, body.len(), json)
             .map_err(ExportError::Memory)?;
         let decoded = if json {
-            sluice_engine::otlp::decode_json(signal, &body)
+            sluice_engine::otlp::decode_json_with_stats(signal, &body)
         } else {
-            sluice_engine::otlp::decode(signal, &body)
+            sluice_engine::otlp::decode_with_stats(signal, &body)
         };
         // The body is not needed once decoded: strings were copied into the columns.
         drop(body);
         let mut payload = match decoded {
-            Ok(p) => p,
+            Ok((p, stats)) => {
+                if stats.replaced_invalid_utf8 > 0 {
+                    self.invalid_utf8.add(stats.replaced_invalid_utf8 as u64);
+                }
+                p
+            }
             Err(e) => {
                 self.failed("decode");
                 return Err(ExportError::Decode(e.to_string()));

@@ -27,22 +27,6 @@ fn internal(e: impl std::fmt::Display) -> super::wire::Error {
     err(Kind::Internal(e.to_string()), None)
 }
 
-/// The marker error `finish` returns when a bulk UTF-8 check fails: the caller re-decodes in
-/// strict mode to find and name the field.
-#[cold]
-fn deferred_utf8() -> super::wire::Error {
-    err(Kind::DeferredUtf8, None)
-}
-
-/// Validates one string (strict mode, dictionary inserts, rare paths).
-#[inline]
-pub(crate) fn check_utf8(b: &[u8]) -> R<()> {
-    match std::str::from_utf8(b) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(err(Kind::InvalidUtf8, None)),
-    }
-}
-
 /// Gives back the growth slack of a column buffer: Arrow keeps the `Vec`'s allocation, and
 /// decoded batches may sit in memory for a while (batching, tail sampling).
 fn tight<T>(mut v: Vec<T>) -> Vec<T> {
@@ -52,22 +36,13 @@ fn tight<T>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-/// Sets a singular string field. prost keeps the last occurrence of a repeated field but
-/// validates every one; only the last reaches our bulk UTF-8 check, so a replaced value is
-/// checked here (rare: encoders never repeat singular fields).
+/// Sets a singular string field: the last occurrence wins, as in prost. (prost also refuses
+/// a replaced occurrence that is not UTF-8; sluice takes invalid UTF-8 anywhere, see
+/// `utf8_array`, so the replaced one needs no check.)
 #[inline(always)]
-pub(crate) fn set_str<'a>(slot: &mut &'a [u8], new: &'a [u8], field: &'static str) -> R<()> {
-    if !slot.is_empty() {
-        check_replaced(slot, field)?;
-    }
+pub(crate) fn set_str<'a>(slot: &mut &'a [u8], new: &'a [u8], _field: &'static str) -> R<()> {
     *slot = new;
     Ok(())
-}
-
-#[cold]
-fn check_replaced(s: &[u8], field: &'static str) -> R<()> {
-    use super::wire::Ctx;
-    check_utf8(s).at(field)
 }
 
 fn offsets(v: Vec<i32>) -> OffsetBuffer<i32> {
@@ -92,7 +67,47 @@ fn utf8_array(offs: Vec<i32>, values: Vec<u8>, nulls: Option<NullBuffer>) -> R<S
         // UTF-8 and every byte index of ASCII is a char boundary).
         return Ok(unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls) });
     }
-    StringArray::try_new(offsets, Buffer::from_vec(values), nulls).map_err(|_| deferred_utf8())
+    let values = Buffer::from_vec(values);
+    match StringArray::try_new(offsets.clone(), values.clone(), nulls.clone()) {
+        Ok(a) => Ok(a),
+        Err(_) => repair_utf8(&offsets, values.as_slice(), nulls),
+    }
+}
+
+/// The column again with each value that is not valid UTF-8 made valid (every invalid sequence
+/// becomes U+FFFD), counted (see `count_replaced_utf8`). The Collector's decoder does not check
+/// UTF-8 at all and passes such bytes on; Arrow strings must be valid, and one bad value must
+/// not cost the whole request.
+#[cold]
+fn repair_utf8(
+    offsets: &OffsetBuffer<i32>,
+    values: &[u8],
+    nulls: Option<NullBuffer>,
+) -> R<StringArray> {
+    let mut out = Vec::with_capacity(values.len() + 64);
+    let mut offs = Vec::with_capacity(offsets.len());
+    offs.push(0i32);
+    let mut replaced = 0;
+    for w in offsets.windows(2) {
+        let s = values.get(w[0] as usize..w[1] as usize).unwrap_or_default();
+        if std::str::from_utf8(s).is_ok() {
+            out.extend_from_slice(s);
+        } else {
+            replaced += 1;
+            out.extend_from_slice(String::from_utf8_lossy(s).as_bytes());
+        }
+        offs.push(
+            i32::try_from(out.len())
+                .map_err(|_| internal("repaired strings overflow i32 offsets"))?,
+        );
+    }
+    super::count_replaced_utf8(replaced);
+    StringArray::try_new(
+        OffsetBuffer::new(ScalarBuffer::from(offs)),
+        Buffer::from_vec(out),
+        nulls,
+    )
+    .map_err(internal)
 }
 
 /// A dictionary-encoded UTF-8 column (`Dictionary<UInt32, Utf8>`). The map borrows the input
@@ -189,9 +204,16 @@ impl<'a> Dict<'a> {
 
     #[inline(never)]
     fn insert(&mut self, s: &'a [u8]) -> R<u32> {
-        check_utf8(s)?;
         let k = self.map.len() as u32;
-        self.values.extend_from_slice(s);
+        if std::str::from_utf8(s).is_ok() {
+            self.values.extend_from_slice(s);
+        } else {
+            // Stored with U+FFFD for each invalid sequence; the map keeps the raw bytes, so
+            // the same raw string maps to the same entry.
+            super::count_replaced_utf8(1);
+            self.values
+                .extend_from_slice(String::from_utf8_lossy(s).as_bytes());
+        }
         self.offsets.push(self.values.len() as i32);
         self.map.insert(s, k);
         Ok(k)
@@ -404,6 +426,12 @@ pub(crate) enum Val<'a> {
     Array(&'a [u8]),
     /// The protobuf encoding of the whole `AnyValue` message holding a `kvlist_value`.
     Map(&'a [u8]),
+    /// An array (`map: false`) or kvlist value holding strings that are not valid UTF-8:
+    /// stored repaired (see `nested::repair`).
+    NeedsRepair {
+        bytes: &'a [u8],
+        map: bool,
+    },
     /// A `KeyValue` without a `value` message.
     Absent,
 }
@@ -492,6 +520,18 @@ impl AnyCols {
                     _ => T_MAP,
                 });
                 self.bin_values.extend_from_slice(b);
+                self.bin_offsets.push(self.bin_values.len() as i32);
+            }
+            Val::NeedsRepair { bytes, map } => {
+                self.ty.push(if map { T_MAP } else { T_ARRAY });
+                match super::nested::repair(bytes) {
+                    Ok((fixed, n)) => {
+                        super::count_replaced_utf8(n);
+                        self.bin_values.extend_from_slice(&fixed);
+                    }
+                    // Cannot happen: `nested::check` accepted these bytes.
+                    Err(_) => self.bin_values.extend_from_slice(bytes),
+                }
                 self.bin_offsets.push(self.bin_values.len() as i32);
             }
             Val::Empty => self.ty.push(T_EMPTY),

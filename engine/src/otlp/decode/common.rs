@@ -5,7 +5,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::UInt32Type;
 use prost::Message;
 
-use super::builders::{Attrs, Bin, Dict, Str, Val, bools, check_utf8, prim, set_str};
+use super::builders::{Attrs, Bin, Dict, Str, Val, bools, prim, set_str};
 use super::wire::{Ctx, I64, Kind, LEN, R, Reader, VARINT, key};
 
 /// One signal's item decoder (spans, metrics, log records), plugged into the common walk.
@@ -107,9 +107,6 @@ impl<'a> Common<'a> {
                 })?,
             }
         }
-        if self.strict {
-            check_utf8(schema_url).at("schema_url")?;
-        }
         self.res_present.push(present);
         self.res_dropped.push(dropped);
         self.res_schema_url.push(schema_url);
@@ -178,9 +175,6 @@ impl<'a> Common<'a> {
                     _ => None,
                 })?,
             }
-        }
-        if self.strict {
-            check_utf8(schema_url).at("schema_url")?;
         }
         self.scope_parent.push(rid);
         self.scope_present.push(present);
@@ -296,7 +290,7 @@ pub(crate) fn key_value<'a>(
             if matches!(v, Val::Absent) {
                 v = Val::Empty;
             }
-            v = any_value(m, v, strict).at("value")?;
+            v = any_value(m, v).at("value")?;
         } else if t == key(3, VARINT) {
             // `key_strindex` is profiles-only: read (its wire type is checked, as by prost)
             // and ignored.
@@ -335,7 +329,7 @@ fn plain_string_attribute(b: &[u8]) -> Option<(&[u8], &[u8])> {
         .then_some((k, s))
 }
 
-fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {
+pub(crate) fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {
     match f {
         1 => Some(("string_value", LEN)),
         2 => Some(("bool_value", VARINT)),
@@ -355,22 +349,13 @@ fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {
 /// Takes and returns the value by value (not `&mut`) so it stays in registers on the hot
 /// path; the input value is what a previous occurrence of the same field left (merge).
 #[inline(always)]
-pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>, strict: bool) -> R<Val<'a>> {
+pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>) -> R<Val<'a>> {
     let whole = r.all();
     while r.has_more() {
         let t = r.key()?;
-        if let Val::Str(prev) = v
-            && !strict
-        {
-            // Any field may replace the oneof; prost validated the replaced string.
-            check_replaced_value(prev)?;
-        }
         match t {
             t if t == key(1, LEN) => {
                 let s = r.bytes()?;
-                if strict {
-                    check_utf8(s).at("string_value")?;
-                }
                 v = Val::Str(s);
             }
             t if t == key(2, VARINT) => v = Val::Bool(r.varint()? != 0),
@@ -394,21 +379,13 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>, strict: bool) -> 
             _ => r.skip(t, any_value_fields)?,
         }
     }
-    if let Val::Array(b) | Val::Map(b) = v {
-        validate_nested(b)?;
+    if let Val::Array(b) | Val::Map(b) = v
+        && super::nested::check(Reader::new(b, r.base()))?
+    {
+        v = Val::NeedsRepair {
+            bytes: b,
+            map: matches!(v, Val::Map(_)),
+        };
     }
     Ok(v)
-}
-
-#[cold]
-fn check_replaced_value(s: &[u8]) -> R<()> {
-    check_utf8(s).at("string_value")
-}
-
-#[cold]
-fn validate_nested(b: &[u8]) -> R<()> {
-    match opentelemetry_proto::tonic::common::v1::AnyValue::decode(b) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(super::wire::err(Kind::Nested(e.to_string()), None)),
-    }
 }

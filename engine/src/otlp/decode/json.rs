@@ -22,8 +22,13 @@
 //!   (`resourceSpans[0].scopeSpans[0].spans[1].traceId: odd number of digits`); only bad
 //!   requests pay for the tracking.
 //!
-//! Still not accepted (rejected with a clear error, none silently): 32-bit integers as strings,
-//! and non-finite `doubleValue` in AnyValues.
+//! - Non-finite `doubleValue`s in AnyValues (attributes, log bodies, at any depth), which this
+//!   serde refuses: each is swapped for a 7-byte marker `stringValue` before parsing, and the
+//!   marker's 9 bytes in the encoded protobuf (`0x0a 0x07 marker`) for the double's 9 bytes
+//!   (`0x21` + 8 bytes), same length, so no length prefix changes. A marker is used only if
+//!   the encoded request holds it exactly where it was put (else another marker is tried).
+//!
+//! Still not accepted (rejected with a clear error, none silently): 32-bit integers as strings.
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -33,19 +38,61 @@ use opentelemetry_proto::tonic::metrics::v1 as pb;
 use prost::Message;
 use serde_json::Value;
 
-use super::DecodeError;
+use super::{DecodeError, DecodeStats};
 use crate::payload::Payload;
 use crate::schema::Signal;
 
 /// Decodes an OTLP/JSON `Export{Trace,Metrics,Logs}ServiceRequest` of `signal`.
 pub fn decode_json(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
+    decode_json_with_stats(signal, buf).map(|(p, _)| p)
+}
+
+/// [`decode_json`], also saying what was repaired. A body that is not valid UTF-8 (JSON must
+/// be) is read with each invalid sequence replaced by U+FFFD: the JSON syntax is ASCII, so
+/// only string contents change; each such sequence counts as one replaced string.
+pub fn decode_json_with_stats(
+    signal: Signal,
+    buf: &[u8],
+) -> Result<(Payload, DecodeStats), DecodeError> {
+    let (buf, replaced) = match std::str::from_utf8(buf) {
+        Ok(_) => (std::borrow::Cow::Borrowed(buf), 0),
+        Err(_) => repair_json_utf8(buf),
+    };
+    let (payload, mut stats) = decode_json_valid(signal, &buf)?;
+    stats.replaced_invalid_utf8 += replaced;
+    Ok((payload, stats))
+}
+
+#[cold]
+fn repair_json_utf8(buf: &[u8]) -> (std::borrow::Cow<'_, [u8]>, usize) {
+    let invalid = buf
+        .utf8_chunks()
+        .filter(|c| !c.invalid().is_empty())
+        .count();
+    let fixed = String::from_utf8_lossy(buf).into_owned().into_bytes();
+    (std::borrow::Cow::Owned(fixed), invalid)
+}
+
+fn decode_json_valid(signal: Signal, buf: &[u8]) -> Result<(Payload, DecodeStats), DecodeError> {
     let json_err = |detail: String| DecodeError::Json {
         signal: signal.as_str(),
         detail,
     };
     let mut v: Value = serde_json::from_slice(buf).map_err(|e| json_err(e.to_string()))?;
     normalize(&mut v);
-    let proto = match signal {
+    if count_special_any_doubles(&v) > 0 {
+        return decode_with_special_doubles(signal, v, buf);
+    }
+    let proto = to_proto(signal, v, buf)?;
+    super::decode_with_stats(signal, &proto)
+}
+
+fn to_proto(signal: Signal, v: Value, buf: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let json_err = |detail: String| DecodeError::Json {
+        signal: signal.as_str(),
+        detail,
+    };
+    Ok(match signal {
         Signal::Traces => serde_json::from_value::<ExportTraceServiceRequest>(v)
             .map_err(|e| json_err(at_field::<ExportTraceServiceRequest>(buf, e, |_| {})))?
             .encode_to_vec(),
@@ -53,8 +100,95 @@ pub fn decode_json(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
         Signal::Logs => serde_json::from_value::<ExportLogsServiceRequest>(v)
             .map_err(|e| json_err(at_field::<ExportLogsServiceRequest>(buf, e, |_| {})))?
             .encode_to_vec(),
-    };
-    super::decode(signal, &proto)
+    })
+}
+
+/// The 7-byte marker standing for a special double: `kind` is `N`, `P` (+inf) or `M` (-inf);
+/// control characters make it improbable in real strings, and `salt` varies it if it occurs.
+fn special_marker(kind: u8, salt: u16) -> [u8; 7] {
+    let d = |n: u16| b'0' + (n % 10) as u8;
+    [0x01, 0x1e, 0x02, kind, d(salt / 100), d(salt / 10), d(salt)]
+}
+
+fn special_kind(x: f64) -> u8 {
+    if x.is_nan() {
+        b'N'
+    } else if x > 0.0 {
+        b'P'
+    } else {
+        b'M'
+    }
+}
+
+/// AnyValue objects (`{"doubleValue": ...}`) whose double is `"NaN"`, `"Infinity"` or
+/// `"-Infinity"`.
+fn count_special_any_doubles(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => {
+            usize::from(m.get("doubleValue").and_then(special_f64).is_some())
+                + m.values().map(count_special_any_doubles).sum::<usize>()
+        }
+        Value::Array(a) => a.iter().map(count_special_any_doubles).sum(),
+        _ => 0,
+    }
+}
+
+fn substitute_any_doubles(v: &mut Value, salt: u16) {
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = m.get("doubleValue").and_then(special_f64) {
+                m.remove("doubleValue");
+                let marker = special_marker(special_kind(x), salt);
+                // ASCII control characters: valid UTF-8.
+                let marker = String::from_utf8_lossy(&marker).into_owned();
+                m.insert("stringValue".into(), Value::String(marker));
+            }
+            m.values_mut().for_each(|x| substitute_any_doubles(x, salt));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| substitute_any_doubles(x, salt)),
+        _ => {}
+    }
+}
+
+#[cold]
+fn decode_with_special_doubles(
+    signal: Signal,
+    v: Value,
+    buf: &[u8],
+) -> Result<(Payload, DecodeStats), DecodeError> {
+    let expected = count_special_any_doubles(&v);
+    for salt in 0..1000u16 {
+        let mut sv = v.clone();
+        substitute_any_doubles(&mut sv, salt);
+        let mut proto = to_proto(signal, sv, buf)?;
+        let patterns = [
+            (b'N', f64::NAN),
+            (b'P', f64::INFINITY),
+            (b'M', f64::NEG_INFINITY),
+        ]
+        .map(|(kind, x)| {
+            let mut p = vec![0x0a, 0x07];
+            p.extend_from_slice(&special_marker(kind, salt));
+            (p, x)
+        });
+        let found: Vec<(usize, f64)> = proto
+            .windows(9)
+            .enumerate()
+            .filter_map(|(i, w)| patterns.iter().find(|(p, _)| p == w).map(|(_, x)| (i, *x)))
+            .collect();
+        if found.len() != expected {
+            continue; // the marker also occurs elsewhere: try another
+        }
+        for (i, x) in found {
+            proto[i] = 0x21; // double_value = 4, fixed64
+            proto[i + 1..i + 9].copy_from_slice(&x.to_le_bytes());
+        }
+        return super::decode_with_stats(signal, &proto);
+    }
+    Err(DecodeError::Json {
+        signal: signal.as_str(),
+        detail: "cannot place the non-finite doubleValues of this request".into(),
+    })
 }
 
 /// An error of serde at the field it is about (`resourceSpans[0].scopeSpans[0].spans[1]

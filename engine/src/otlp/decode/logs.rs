@@ -78,7 +78,7 @@ impl<'a> Items<'a> for Logs<'a> {
                     } else {
                         body
                     };
-                    body = any_value(m, prev, self.strict).at("body")?;
+                    body = any_value(m, prev).at("body")?;
                 }
                 k if k == key(7, VARINT) => dropped = r.varint()? as u32,
                 k if k == key(8, I32) => flags = r.fixed32()?,

@@ -16,13 +16,17 @@
 //!   accepted.
 //! - Scalar fields repeated within a message: the last occurrence wins; repeated embedded
 //!   singular messages (`resource`, `scope`, `status`) merge field by field.
-//! - Strings must be valid UTF-8. Plain string columns are validated in bulk when the Arrow
-//!   array is built; if that fails, the request is decoded again validating each string, to
-//!   report the exact field (only bad requests pay for this).
+//! - Strings that are not valid UTF-8 are taken, with each invalid sequence replaced by U+FFFD,
+//!   and counted ([`DecodeStats::replaced_invalid_utf8`]): the Collector's decoder does not check
+//!   UTF-8 at all (it passes the bytes on), and one bad string must not fail a whole request.
+//!   Plain string columns are validated in bulk when the Arrow array is built and repaired
+//!   only if that fails; dictionary values when first inserted (only bad requests pay).
 //! - Ids: `trace_id` must be empty or 16 bytes, `span_id`/`parent_span_id` empty or 8 (as the
 //!   Collector requires); empty is null.
 //! - `AnyValue`: see [`crate::schema`]. `array_value`/`kvlist_value` are kept as the bytes of
-//!   the whole `AnyValue` message (type Array/Map) and validated with prost. The profiles-only
+//!   the whole `AnyValue` message (type Array/Map), checked by a walk of their own (see
+//!   `nested`): nesting up to [`MAX_ANY_VALUE_DEPTH`] levels, deeper is refused naming the
+//!   path. The profiles-only
 //!   fields `KeyValue.key_strindex` and `AnyValue.string_value_strindex` are ignored: the
 //!   former is read and dropped, the latter makes the value Empty (the spec says to treat it
 //!   as absent outside profiles).
@@ -33,9 +37,10 @@
 //! exactly what prost accepts, minus bad id lengths. Known differences in *content*, all for
 //! encodings no protobuf library produces: a repeated `value`
 //! (KeyValue) or `body` (LogRecord) message merges scalar values but keeps only the last
-//! occurrence's bytes for array/kvlist values. prost's recursion
-//! limit (100 nested messages) counts from the request root; nested AnyValues are validated
-//! with prost from the AnyValue, so ~6 more levels of nesting pass here than in prost.
+//! occurrence's bytes for array/kvlist values. Accepted here and not by prost: strings that are
+//! not valid UTF-8 (repaired, above), and AnyValues nested past prost's recursion limit (100
+//! nested messages, about 33 kvlist levels) up to [`MAX_ANY_VALUE_DEPTH`] (sluice builds prost
+//! with `no-recursion-limit`, so the components that read nested values with prost take them).
 //!
 //! Resource use: columns grow with the input only; every row comes from at least two input
 //! bytes, so row counts fit `u32` and value buffers fit `i32` offsets for any request up to
@@ -55,6 +60,7 @@ mod common;
 mod json;
 mod logs;
 mod metrics;
+mod nested;
 mod traces;
 mod wire;
 
@@ -70,7 +76,35 @@ use crate::schema::{Signal, Table};
 use common::{Common, Items};
 use wire::{Kind, R, err};
 
-pub use json::decode_json;
+pub use json::{decode_json, decode_json_with_stats};
+pub use nested::MAX_ANY_VALUE_DEPTH;
+
+/// What a decode repaired rather than refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Strings that were not valid UTF-8, stored with U+FFFD for each invalid sequence.
+    pub replaced_invalid_utf8: usize,
+}
+
+thread_local! {
+    /// Strings repaired by the decode running on this thread. A decode is synchronous, so
+    /// [`run`] resets it before and reads it after; the column builders add to it on their
+    /// (cold) repair paths without carrying a counter through every call.
+    static REPLACED_UTF8: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+pub(crate) fn count_replaced_utf8(n: usize) {
+    if n > 0 {
+        REPLACED_UTF8.with(|c| c.set(c.get() + n));
+    }
+}
+
+/// Checks an encoded array or kvlist `AnyValue` as the decoder does (wire format, nesting up
+/// to [`MAX_ANY_VALUE_DEPTH`]); for receivers of already-decoded data (Arrow Flight).
+pub fn check_nested_value(b: &[u8]) -> Result<(), DecodeError> {
+    nested::check(wire::Reader::new(b, 0))?;
+    Ok(())
+}
 
 /// The largest request the decoder accepts: Arrow `Utf8`/`Binary` columns use `i32` offsets and
 /// a column can hold up to the whole request. (Receivers cap requests far lower.)
@@ -90,9 +124,6 @@ pub enum DecodeError {
         offset: Option<usize>,
         reason: String,
     },
-    /// A string field is not valid UTF-8 (protobuf `string` fields must be).
-    #[error("invalid UTF-8 in string field {path}")]
-    InvalidUtf8 { path: String },
     /// A trace or span id has a length other than 0 or the id's size.
     #[error("invalid id at {path}: {len} bytes, must be empty or {expected} bytes")]
     InvalidIdLength {
@@ -125,7 +156,6 @@ impl DecodeError {
     pub fn path(&self) -> Option<&str> {
         match self {
             DecodeError::Malformed { path, .. }
-            | DecodeError::InvalidUtf8 { path }
             | DecodeError::InvalidIdLength { path, .. }
             | DecodeError::InvalidNestedValue { path, .. } => Some(path),
             _ => None,
@@ -137,7 +167,6 @@ impl From<wire::Error> for DecodeError {
     fn from(e: wire::Error) -> Self {
         let path = e.path_string();
         match e.kind {
-            Kind::InvalidUtf8 | Kind::DeferredUtf8 => DecodeError::InvalidUtf8 { path },
             Kind::BadIdLength { len, expected } => DecodeError::InvalidIdLength {
                 path,
                 len,
@@ -196,11 +225,24 @@ pub const DECODE_PEAK_FACTOR_JSON: usize = 16;
 
 /// Decodes a protobuf `Export{Trace,Metrics,Logs}ServiceRequest` of `signal`.
 pub fn decode(signal: Signal, buf: &[u8]) -> Result<Payload, DecodeError> {
-    match signal {
+    decode_with_stats(signal, buf).map(|(p, _)| p)
+}
+
+/// [`decode`], also saying what was repaired (for the receivers' counters).
+pub fn decode_with_stats(
+    signal: Signal,
+    buf: &[u8],
+) -> Result<(Payload, DecodeStats), DecodeError> {
+    REPLACED_UTF8.with(|c| c.set(0));
+    let payload = match signal {
         Signal::Traces => decode_traces(buf),
         Signal::Metrics => decode_metrics(buf),
         Signal::Logs => decode_logs(buf),
-    }
+    }?;
+    let stats = DecodeStats {
+        replaced_invalid_utf8: REPLACED_UTF8.with(|c| c.replace(0)),
+    };
+    Ok((payload, stats))
 }
 
 /// Decodes a protobuf `ExportTraceServiceRequest` (or `TracesData`).
@@ -218,8 +260,8 @@ pub fn decode_logs(buf: &[u8]) -> Result<Payload, DecodeError> {
     run(buf, logs)
 }
 
-/// Runs a decoder in fast mode, and again in strict mode if the bulk UTF-8 check failed, so the
-/// error names the field.
+/// Runs a decoder in fast mode. (Strict mode, which takes the general field loops everywhere,
+/// is what the tests compare the fast paths against.)
 fn run(buf: &[u8], f: fn(&[u8], bool) -> R<Payload>) -> Result<Payload, DecodeError> {
     if buf.len() > MAX_REQUEST_BYTES {
         return Err(err(
@@ -231,10 +273,7 @@ fn run(buf: &[u8], f: fn(&[u8], bool) -> R<Payload>) -> Result<Payload, DecodeEr
         )
         .into());
     }
-    match f(buf, false) {
-        Err(e) if e.kind == Kind::DeferredUtf8 => Ok(f(buf, true)?),
-        r => Ok(r?),
-    }
+    Ok(f(buf, false)?)
 }
 
 fn walk<'a, D: Items<'a>>(buf: &'a [u8], d: &mut D, strict: bool) -> R<common::CommonColumns> {

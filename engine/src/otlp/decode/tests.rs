@@ -1014,53 +1014,74 @@ fn patch(buf: &mut [u8], from: &[u8], to: &[u8]) {
     buf[i..i + from.len()].copy_from_slice(to);
 }
 
+/// Decodes `buf` (which must succeed), returns the span at `[0].scope_spans[1].spans[1]` as
+/// encoded back, and how many strings were repaired.
+fn repaired_span(buf: &[u8]) -> (Span, usize) {
+    let (p, stats) = super::decode_with_stats(Signal::Traces, buf).expect("accepted");
+    let back = ExportTraceServiceRequest::decode(crate::otlp::encode_to_vec(&p).as_slice())
+        .expect("valid protobuf");
+    let span = back.resource_spans[0].scope_spans[1].spans[1].clone();
+    (span, stats.replaced_invalid_utf8)
+}
+
+/// Issue 16 item 4: a string that is not valid UTF-8, in any string field, does not fail the
+/// request (the Collector's decoder takes it): it is stored with U+FFFD for each invalid
+/// sequence and counted, and the rest of the request is intact.
 #[test]
-fn invalid_utf8_names_the_field() {
+fn invalid_utf8_is_replaced_and_counted_in_every_kind_of_string_column() {
     // dictionary column (validated on insert)
     let mut b = one_span(Span {
         name: "span-XX".into(),
         ..Default::default()
     });
     patch(&mut b, b"XX", &[0xff, 0xfe]);
-    let e = err_of(&b);
-    assert!(matches!(e, DecodeError::InvalidUtf8 { .. }), "{e}");
-    assert_eq!(
-        e.path(),
-        Some("resource_spans[0].scope_spans[1].spans[1].name")
-    );
+    let (span, n) = repaired_span(&b);
+    assert_eq!((span.name.as_str(), n), ("span-\u{FFFD}\u{FFFD}", 1));
 
-    // plain string column (bulk check, then strict re-decode)
+    // plain string column (bulk check, then repair)
     let mut b = one_span(Span {
         trace_state: "ts-XX".into(),
+        attributes: vec![kv_str("ok", "fine")],
         ..Default::default()
     });
     patch(&mut b, b"XX", &[0xc3, 0x28]);
-    assert_eq!(
-        err_of(&b).path(),
-        Some("resource_spans[0].scope_spans[1].spans[1].trace_state")
-    );
+    let (span, n) = repaired_span(&b);
+    assert_eq!((span.trace_state.as_str(), n), ("ts-\u{FFFD}(", 1));
+    assert_eq!(span.attributes, vec![kv_str("ok", "fine")]);
 
-    // attribute value
+    // attribute value and key
     let mut b = one_span(Span {
-        attributes: vec![kv_str("a", "ok"), kv_str("b", "bad-XX")],
+        attributes: vec![kv_str("a", "ok"), kv_str("kQQ", "bad-XX")],
         ..Default::default()
     });
     patch(&mut b, b"XX", &[0x80, 0x80]);
+    patch(&mut b, b"QQ", &[0xe2, 0x82]);
+    let (span, n) = repaired_span(&b);
     assert_eq!(
-        err_of(&b).path(),
-        Some("resource_spans[0].scope_spans[1].spans[1].attributes[1].value.string_value")
+        span.attributes,
+        vec![
+            kv_str("a", "ok"),
+            kv_str("k\u{FFFD}", "bad-\u{FFFD}\u{FFFD}")
+        ]
     );
+    assert_eq!(n, 2);
 
-    // a multi-byte char split across two strings: each invalid, the concatenation valid
+    // a multi-byte char split across two strings: each invalid on its own, though the
+    // concatenated value buffer is valid
     let mut b = one_span(Span {
         attributes: vec![kv_str("a", "xX"), kv_str("b", "Yx")],
         ..Default::default()
     });
     patch(&mut b, b"xX", &[b'x', 0xc3]);
     patch(&mut b, b"Yx", &[0xa9, b'x']);
-    assert!(matches!(err_of(&b), DecodeError::InvalidUtf8 { .. }));
+    let (span, n) = repaired_span(&b);
+    assert_eq!(
+        span.attributes,
+        vec![kv_str("a", "x\u{FFFD}"), kv_str("b", "\u{FFFD}x")]
+    );
+    assert_eq!(n, 2);
 
-    // status message, nested array value
+    // status message
     let mut b = one_span(Span {
         status: Some(Status {
             message: "mXX".into(),
@@ -1069,27 +1090,56 @@ fn invalid_utf8_names_the_field() {
         ..Default::default()
     });
     patch(&mut b, b"XX", &[0xff, 0xff]);
-    assert_eq!(
-        err_of(&b).path(),
-        Some("resource_spans[0].scope_spans[1].spans[1].status.message")
-    );
-    let mut b = one_span(Span {
-        attributes: vec![kv(
+    let (span, n) = repaired_span(&b);
+    assert_eq!(span.status.unwrap().message, "m\u{FFFD}\u{FFFD}");
+    assert_eq!(n, 1);
+
+    // nested array value and kvlist key: the stored AnyValue is valid protobuf for prost
+    let nested = |s: &str, k: &str| {
+        kv(
             "arr",
             Value::ArrayValue(ArrayValue {
                 values: vec![AnyValue {
-                    value: Some(Value::StringValue("ZZ".into())),
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: vec![kv_str(k, s)],
+                    })),
                 }],
             }),
-        )],
+        )
+    };
+    let mut b = one_span(Span {
+        attributes: vec![nested("ZZ", "WW")],
         ..Default::default()
     });
     patch(&mut b, b"ZZ", &[0xff, 0xff]);
-    let e = err_of(&b);
-    assert!(matches!(e, DecodeError::InvalidNestedValue { .. }), "{e}");
+    patch(&mut b, b"WW", &[0xc0, b'w']);
+    let (span, n) = repaired_span(&b);
     assert_eq!(
-        e.path(),
-        Some("resource_spans[0].scope_spans[1].spans[1].attributes[0].value")
+        span.attributes,
+        vec![nested("\u{FFFD}\u{FFFD}", "\u{FFFD}w")]
+    );
+    assert_eq!(n, 2);
+
+    // valid requests count nothing
+    let (_, n) = repaired_span(&one_span(Span {
+        name: "plain".into(),
+        ..Default::default()
+    }));
+    assert_eq!(n, 0);
+}
+
+/// OTLP/JSON bodies are UTF-8 by definition; one that is not is read with U+FFFD too.
+#[test]
+fn json_with_invalid_utf8_is_replaced_and_counted() {
+    let mut body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"opXX"}]}]}]}"#.to_vec();
+    patch(&mut body, b"XX", &[0xff, b'!']);
+    let (p, stats) = super::decode_json_with_stats(Signal::Traces, &body).expect("accepted");
+    assert_eq!(stats.replaced_invalid_utf8, 1);
+    let back =
+        ExportTraceServiceRequest::decode(crate::otlp::encode_to_vec(&p).as_slice()).unwrap();
+    assert_eq!(
+        back.resource_spans[0].scope_spans[0].spans[0].name,
+        "op\u{FFFD}!"
     );
 }
 
@@ -1195,7 +1245,22 @@ mod props {
                 Signal::Metrics => ExportMetricsServiceRequest::decode(buf).map(drop),
                 Signal::Logs => ExportLogsServiceRequest::decode(buf).map(drop),
             };
-            let prost_ok = prost_res.is_ok();
+            // ... and that strings that are not UTF-8, which prost refuses, are taken
+            // (repaired and counted, or dropped with the occurrence of a singular field that
+            // a later one replaced): our output is then valid protobuf for prost.
+            let replaced = super::super::decode_with_stats(signal, buf)
+                .map_or(0, |(_, s)| s.replaced_invalid_utf8);
+            let prost_ok = prost_res.is_ok()
+                || prost_res.as_ref().is_err_and(|e| e.to_string().contains("UTF-8"));
+            if let (Ok(p), true) = (&ours, replaced > 0) {
+                let back = crate::otlp::encode_to_vec(p);
+                let reread = match signal {
+                    Signal::Traces => ExportTraceServiceRequest::decode(back.as_slice()).map(drop),
+                    Signal::Metrics => ExportMetricsServiceRequest::decode(back.as_slice()).map(drop),
+                    Signal::Logs => ExportLogsServiceRequest::decode(back.as_slice()).map(drop),
+                };
+                prop_assert!(reread.is_ok(), "repaired output is not valid: {:?}", reread);
+            }
             match &ours {
                 Ok(_) => prop_assert!(
                     prost_ok,
@@ -1809,6 +1874,233 @@ mod json_enum_names {
         #[test]
         fn logs(req in arb_logs_request()) {
             check(Signal::Logs, encode_json(&reference_logs(&req)).unwrap())?;
+        }
+    }
+}
+
+/// An AnyValue nested `depth` levels (1 = a plain value): arrays and kvlists alternating,
+/// innermost a string.
+fn nested_value(depth: usize) -> AnyValue {
+    let mut v = AnyValue {
+        value: Some(Value::StringValue("leaf".into())),
+    };
+    for level in 1..depth {
+        v = AnyValue {
+            value: Some(if level % 2 == 0 {
+                Value::ArrayValue(ArrayValue { values: vec![v] })
+            } else {
+                Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(v),
+                        ..Default::default()
+                    }],
+                })
+            }),
+        };
+    }
+    v
+}
+
+/// Issue 16 item 4: AnyValues nest up to `MAX_ANY_VALUE_DEPTH` levels (past prost's own
+/// recursion limit, which refused ~33 kvlist levels), survive the round trip, and read back
+/// with prost; one level more is refused naming the path, and a very deep value (far past any
+/// stack) is refused the same way, without recursing that deep.
+#[test]
+fn any_value_nesting_is_bounded_and_named() {
+    let span_with = |v: AnyValue| {
+        one_span(Span {
+            attributes: vec![KeyValue {
+                key: "deep".into(),
+                value: Some(v),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    };
+    let deepest = nested_value(MAX_ANY_VALUE_DEPTH);
+    let (span, _) = repaired_span(&span_with(deepest.clone()));
+    assert_eq!(span.attributes[0].value.as_ref(), Some(&deepest));
+
+    let e = err_of(&span_with(nested_value(MAX_ANY_VALUE_DEPTH + 1)));
+    assert!(matches!(e, DecodeError::InvalidNestedValue { .. }), "{e}");
+    assert!(
+        e.to_string().contains("nested deeper than 64 levels"),
+        "{e}"
+    );
+    let path = e.path().unwrap();
+    assert!(
+        path.starts_with("resource_spans[0].scope_spans[1].spans[1].attributes[0].value."),
+        "{path}"
+    );
+    assert_eq!(
+        path.matches("_value.values[0]").count(),
+        MAX_ANY_VALUE_DEPTH,
+        "{path}"
+    );
+
+    // 100,000 levels, hand-encoded (prost itself would recurse to build it).
+    let mut v = b"\x0a\x01x".to_vec(); // string_value "x"
+    for _ in 0..100_000 {
+        let mut array = vec![0x0a]; // ArrayValue.values
+        put_len(&mut array, v.len());
+        array.extend_from_slice(&v);
+        let mut any = vec![0x2a]; // AnyValue.array_value
+        put_len(&mut any, array.len());
+        any.extend_from_slice(&array);
+        v = any;
+    }
+    // As a log body, which holds an AnyValue directly.
+    let mut body = vec![0x2a]; // LogRecord.body = 5
+    put_len(&mut body, v.len());
+    body.extend_from_slice(&v);
+    let record = body;
+    let mut scope_logs = vec![0x12]; // ScopeLogs.log_records = 2
+    put_len(&mut scope_logs, record.len());
+    scope_logs.extend_from_slice(&record);
+    let mut resource_logs = vec![0x12]; // ResourceLogs.scope_logs = 2
+    put_len(&mut resource_logs, scope_logs.len());
+    resource_logs.extend_from_slice(&scope_logs);
+    let mut req = vec![0x0a]; // resource_logs = 1
+    put_len(&mut req, resource_logs.len());
+    req.extend_from_slice(&resource_logs);
+    let e = decode_logs(&req).expect_err("too deep");
+    assert!(
+        e.to_string().contains("nested deeper than 64 levels"),
+        "{e}"
+    );
+    assert!(
+        e.path().unwrap().starts_with(
+            "resource_logs[0].scope_logs[0].log_records[0].body.array_value.values[0]"
+        ),
+        "{e}"
+    );
+}
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Issue 16 item 4: `"NaN"`, `"Infinity"`, `"-Infinity"` doubleValues in OTLP/JSON spans and
+/// logs (attributes, bodies, nested) are accepted, as protojson and the metrics path do.
+#[test]
+fn json_non_finite_double_values_are_accepted() {
+    let spans = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"r","value":{"doubleValue":"-Infinity"}}]},"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"op","attributes":[{"key":"nan","value":{"doubleValue":"NaN"}},{"key":"inf","value":{"doubleValue":"Infinity"}},{"key":"one","value":{"doubleValue":1.5}},{"key":"arr","value":{"arrayValue":{"values":[{"doubleValue":"NaN"},{"stringValue":"s"}]}}}]}]}]}]}"#;
+    let p = decode_json(Signal::Traces, spans).expect("accepted");
+    let back =
+        ExportTraceServiceRequest::decode(crate::otlp::encode_to_vec(&p).as_slice()).unwrap();
+    let rs = &back.resource_spans[0];
+    let double = |v: &Option<AnyValue>| match v.as_ref().and_then(|v| v.value.clone()) {
+        Some(Value::DoubleValue(d)) => d,
+        other => panic!("not a double: {other:?}"),
+    };
+    assert_eq!(
+        double(&rs.resource.as_ref().unwrap().attributes[0].value),
+        f64::NEG_INFINITY
+    );
+    let attrs = &rs.scope_spans[0].spans[0].attributes;
+    assert!(double(&attrs[0].value).is_nan());
+    assert_eq!(double(&attrs[1].value), f64::INFINITY);
+    assert_eq!(double(&attrs[2].value), 1.5);
+    let Some(Value::ArrayValue(a)) = attrs[3].value.as_ref().and_then(|v| v.value.clone()) else {
+        panic!("array")
+    };
+    assert!(matches!(a.values[0].value, Some(Value::DoubleValue(d)) if d.is_nan()));
+    assert_eq!(a.values[1].value, Some(Value::StringValue("s".into())));
+
+    let logs = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"doubleValue":"Infinity"}}]}]}]}"#;
+    let p = decode_json(Signal::Logs, logs).expect("accepted");
+    let back = ExportLogsServiceRequest::decode(crate::otlp::encode_to_vec(&p).as_slice()).unwrap();
+    assert_eq!(
+        back.resource_logs[0].scope_logs[0].log_records[0].body,
+        Some(AnyValue {
+            value: Some(Value::DoubleValue(f64::INFINITY))
+        })
+    );
+    // Other strings stay refused where a double is expected.
+    assert!(decode_json(Signal::Logs, br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"doubleValue":"lots"}}]}]}]}"#).is_err());
+}
+
+/// Any bytes in any string: the request decodes, every string reads back as
+/// `String::from_utf8_lossy` of its bytes, and exactly the invalid ones are counted.
+mod invalid_utf8_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn len_field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
+        out.push(key);
+        put_len(out, bytes.len());
+        out.extend_from_slice(bytes);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_bytes_in_strings_are_replaced_and_counted(
+            name in proptest::collection::vec(any::<u8>(), 0..24),
+            attrs in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..12), proptest::collection::vec(any::<u8>(), 0..24), any::<bool>()),
+                0..6,
+            ),
+        ) {
+            // Span { trace_id = 1, span_id = 2, name = 5, attributes = 9 } in a request.
+            let mut span = Vec::new();
+            len_field(&mut span, 0x0a, &[1; 16]);
+            len_field(&mut span, 0x12, &[2; 8]);
+            len_field(&mut span, 0x2a, &name);
+            let mut want_bad = usize::from(std::str::from_utf8(&name).is_err());
+            let mut keys_seen = std::collections::HashSet::new();
+            for (k, v, nested) in &attrs {
+                let mut any = Vec::new();
+                if *nested {
+                    // array_value { values: [ { string_value: v } ] }
+                    let mut inner = Vec::new();
+                    len_field(&mut inner, 0x0a, v);
+                    let mut array = Vec::new();
+                    len_field(&mut array, 0x0a, &inner);
+                    len_field(&mut any, 0x2a, &array);
+                } else {
+                    len_field(&mut any, 0x0a, v);
+                }
+                let mut kv = Vec::new();
+                len_field(&mut kv, 0x0a, k);
+                len_field(&mut kv, 0x12, &any);
+                len_field(&mut span, 0x4a, &kv);
+                // Keys are a dictionary column: one repair per distinct bad key.
+                if std::str::from_utf8(k).is_err() && keys_seen.insert(k.clone()) {
+                    want_bad += 1;
+                }
+                want_bad += usize::from(std::str::from_utf8(v).is_err());
+            }
+            let mut scope = Vec::new();
+            len_field(&mut scope, 0x12, &span);
+            let mut resource = Vec::new();
+            len_field(&mut resource, 0x12, &scope);
+            let mut req = Vec::new();
+            len_field(&mut req, 0x0a, &resource);
+
+            let (p, stats) = super::super::decode_with_stats(Signal::Traces, &req).expect("accepted");
+            p.validate().unwrap();
+            prop_assert_eq!(stats.replaced_invalid_utf8, want_bad);
+            let back = ExportTraceServiceRequest::decode(crate::otlp::encode_to_vec(&p).as_slice()).unwrap();
+            let span = &back.resource_spans[0].scope_spans[0].spans[0];
+            prop_assert_eq!(&span.name, &String::from_utf8_lossy(&name).into_owned());
+            prop_assert_eq!(span.attributes.len(), attrs.len());
+            for (got, (k, v, nested)) in span.attributes.iter().zip(&attrs) {
+                prop_assert_eq!(&got.key, &String::from_utf8_lossy(k).into_owned());
+                let s = Value::StringValue(String::from_utf8_lossy(v).into_owned());
+                let want = if *nested {
+                    Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(s) }] })
+                } else {
+                    s
+                };
+                prop_assert_eq!(got.value.as_ref().and_then(|a| a.value.clone()), Some(want));
+            }
         }
     }
 }

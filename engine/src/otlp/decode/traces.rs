@@ -4,7 +4,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Int32Type, UInt32Type, UInt64Type};
 
-use super::builders::{Attrs, Dict, FixedBin, Str, bools, check_id, check_utf8, prim, set_str};
+use super::builders::{Attrs, Dict, FixedBin, Str, bools, check_id, prim, set_str};
 use super::common::{Items, key_value};
 use super::wire::{Ctx, I32, I64, LEN, R, Reader, VARINT, key};
 
@@ -180,10 +180,6 @@ impl<'a> Items<'a> for Traces<'a> {
         check_id::<16>(trace_id, "trace_id")?;
         check_id::<8>(span_id, "span_id")?;
         check_id::<8>(parent_span_id, "parent_span_id")?;
-        if self.strict {
-            check_utf8(trace_state).at("trace_state")?;
-            check_utf8(status_message).at("message").at("status")?;
-        }
         self.name.push(name).at("name")?;
         self.parent.push(scope);
         self.trace_id.push(trace_id);
@@ -299,9 +295,6 @@ impl<'a> Traces<'a> {
         }
         check_id::<16>(trace_id, "trace_id")?;
         check_id::<8>(span_id, "span_id")?;
-        if self.strict {
-            check_utf8(trace_state).at("trace_state")?;
-        }
         self.ln_parent.push(span);
         self.ln_trace_id.push(trace_id);
         self.ln_span_id.push(span_id);

@@ -34,7 +34,6 @@ pub(crate) enum Kind {
         expected: u32,
         got: u32,
     },
-    InvalidUtf8,
     BadIdLength {
         len: usize,
         expected: usize,
@@ -46,9 +45,6 @@ pub(crate) enum Kind {
         len: usize,
         max: usize,
     },
-    /// A bulk UTF-8 check failed in `finish`; the decoder reruns in strict mode to name the
-    /// field. Never reaches the caller.
-    DeferredUtf8,
     /// Building an Arrow array failed: a decoder bug, reported rather than panicking.
     Internal(String),
 }
@@ -172,12 +168,10 @@ impl fmt::Display for Kind {
                 wire_type_name(*expected),
                 wire_type_name(*got)
             ),
-            Kind::InvalidUtf8 => write!(f, "string is not valid UTF-8"),
             Kind::BadIdLength { len, expected } => {
                 write!(f, "id is {len} bytes; it must be empty or {expected} bytes")
             }
             Kind::Nested(d) => write!(f, "invalid nested message: {d}"),
-            Kind::DeferredUtf8 => write!(f, "string is not valid UTF-8"),
             Kind::Internal(d) => write!(f, "internal decoder error: {d}"),
             Kind::TooLarge { len, max } => {
                 write!(
@@ -206,6 +200,12 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     pub fn has_more(&self) -> bool {
         self.pos < self.buf.len()
+    }
+
+    /// The absolute offset of this message's first byte in the request.
+    #[inline(always)]
+    pub fn base(&self) -> usize {
+        self.base
     }
 
     #[inline(always)]
