@@ -680,17 +680,33 @@ impl Handler {
         } else {
             held.resize(size);
         }
-        let result = consumer.consume(payload).await;
-        // Whoever keeps the data now (a batch buffer, a queue) holds its bytes itself.
-        drop(held);
-        match result {
-            Ok(()) => {
-                self.metrics.accepted(signal, n);
-                Ok(n)
+        // Handed to the pipeline in a task of its own, counted there: a client that gives up
+        // (gRPC deadline, HTTP connection closed) drops this request's future, and a pipeline
+        // stopped half way (a batch buffer or one of two fanned-out pipelines already holding
+        // the data) would deliver items that `accepted` never counted; when the client
+        // retried, the backend saw more than the receiver said it took. Now what is handed
+        // over is always seen through and counted, whether or not anyone waits for the answer.
+        let consumer = consumer.clone();
+        let metrics = self.metrics.clone();
+        let handed_over = tokio::spawn(async move {
+            let result = consumer.consume(payload).await;
+            // Whoever keeps the data now (a batch buffer, a queue) holds its bytes itself.
+            drop(held);
+            match &result {
+                Ok(()) => metrics.accepted(signal, n),
+                Err(_) => metrics.refused(signal, n),
             }
+            result
+        });
+        match handed_over.await {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(e)) => Err(ExportError::Consume(e)),
+            // A pipeline component panicked: nothing was counted as accepted.
             Err(e) => {
                 self.metrics.refused(signal, n);
-                Err(ExportError::Consume(e))
+                Err(ExportError::Consume(ConsumeError::Unavailable(format!(
+                    "the pipeline failed: {e}"
+                ))))
             }
         }
     }

@@ -1472,3 +1472,101 @@ async fn grpc_closes_silent_connections_and_caps_connections() {
     drop(first);
     rx.shutdown().await;
 }
+
+/// A pipeline that takes the data at once (as a batch buffer does) and then takes its time
+/// before answering (as a batch processor flushing downstream does).
+struct TakesThenWaits {
+    got: Mutex<usize>,
+    wait: Duration,
+}
+
+impl Consumer for TakesThenWaits {
+    fn consume(&self, p: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
+        *self.got.lock().unwrap() += p.item_count();
+        Box::pin(async move {
+            tokio::time::sleep(self.wait).await;
+            Ok(())
+        })
+    }
+}
+
+/// Issue 16 item 5: clients that give up mid-request (a gRPC deadline; an HTTP client that
+/// closes its connection) and retry. Everything that reached the pipeline is counted as
+/// accepted, so the receiver's counter matches what was written downstream.
+#[tokio::test]
+async fn cancelled_requests_are_counted_as_what_the_pipeline_took() {
+    let pipeline = Arc::new(TakesThenWaits {
+        got: Mutex::new(0),
+        wait: Duration::from_millis(300),
+    });
+    let consumers: SignalConsumers = Signal::ALL
+        .into_iter()
+        .map(|s| (s, pipeline.clone() as ConsumerRef))
+        .collect();
+    let t = Telemetry::new();
+    let config = OtlpReceiverConfig {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: "127.0.0.1:0".into(),
+                ..Default::default()
+            }),
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                ..Default::default()
+            }),
+        },
+    };
+    let rx = OtlpReceiver::new(ComponentId::parse("otlp").unwrap(), config, consumers, &t);
+    rx.start().await.unwrap();
+    let addrs = rx.local_addrs();
+    let find = |k| addrs.iter().find(|(n, _)| *n == k).unwrap().1;
+    let (grpc, http) = (find("grpc"), find("http"));
+
+    // gRPC: a 50 ms deadline, three tries, each given up on.
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut req = tonic::Request::new(traces(10));
+        req.set_timeout(Duration::from_millis(50));
+        let status = client.export(req).await.expect_err("deadline passes first");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            "{status:?}"
+        );
+    }
+    // HTTP: the whole request sent, then the connection closed before the answer.
+    let body = traces(7).encode_to_vec();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(s);
+    }
+    // Once the pipeline has answered, every span it took is counted.
+    let accepted = |transport| {
+        t.value(
+            "otelcol_receiver_accepted_spans",
+            &[("receiver", "otlp"), ("transport", transport)],
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while accepted("grpc") + accepted("http") < 44.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let took = *pipeline.got.lock().unwrap();
+    assert_eq!(took, 3 * 10 + 2 * 7, "the pipeline took every try");
+    assert_eq!(accepted("grpc"), 30.0);
+    assert_eq!(accepted("http"), 14.0);
+    rx.shutdown().await;
+}
