@@ -64,6 +64,14 @@ pub(crate) fn serve(
         // default limit (2 MiB) must not cut in first.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
+    // Preflights are answered before routing (the routes take POST only).
+    let app = match config.cors.clone().filter(|c| c.enabled()) {
+        Some(cors) => app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(cors),
+            super::cors::middleware,
+        )),
+        None => app,
+    };
     let limits = config.connection_limits();
     tokio::spawn(async move {
         match tls {

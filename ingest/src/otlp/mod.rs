@@ -71,6 +71,7 @@
 //! `failed_requests{reason="tls_handshake"}`.
 
 mod connections;
+pub mod cors;
 pub(crate) mod grpc;
 mod http;
 #[cfg(test)]
@@ -257,10 +258,6 @@ const WITHOUT_EFFECT: &[NoEffect] = &[
         "client metadata is not passed on to processors or exporters",
     ),
     NoEffect::new(
-        "protocols.http.cors",
-        "CORS preflight requests are not answered, so browsers cannot send OTLP/HTTP here",
-    ),
-    NoEffect::new(
         "protocols.http.write_timeout",
         "answers are never cut off: the request they answer may already be in a pipeline",
     ),
@@ -298,9 +295,9 @@ pub struct HttpConfig {
     /// Accepted without effect (warned): client metadata is not propagated yet.
     #[serde(default)]
     pub include_metadata: Option<bool>,
-    /// Accepted without effect (warned): browsers' CORS preflight is not answered yet.
+    /// CORS for browsers (web SDKs) sending here: see [`cors`].
     #[serde(default)]
-    pub cors: Option<serde_json::Value>,
+    pub cors: Option<cors::CorsConfig>,
     #[serde(default)]
     pub tls: Option<TlsServerSetting>,
     /// A connection that has not sent a request's headers this long after it opened (or after
@@ -453,6 +450,10 @@ impl Factory for OtlpReceiverFactory {
             ));
         }
         if let Some(h) = &p.http {
+            if let Some(cors) = &h.cors {
+                cors.check()
+                    .map_err(|m| ConfigError::new("protocols.http.cors", m))?;
+            }
             if h.max_connections == 0 {
                 return Err(ConfigError::new(
                     "protocols.http.max_connections",

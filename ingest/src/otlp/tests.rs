@@ -984,7 +984,6 @@ fn settings_without_effect_are_named() {
         named,
         [
             "protocols.grpc.include_metadata",
-            "protocols.http.cors",
             "protocols.http.write_timeout",
             "protocols.grpc.read_buffer_size",
             "protocols.grpc.keepalive.server_parameters.max_connection_idle",
@@ -1569,4 +1568,140 @@ async fn cancelled_requests_are_counted_as_what_the_pipeline_took() {
     assert_eq!(accepted("grpc"), 30.0);
     assert_eq!(accepted("http"), 14.0);
     rx.shutdown().await;
+}
+
+/// `protocols.http.cors`: a browser's preflight from an allowed origin (exact or by wildcard)
+/// is answered 204 with the CORS headers; from another origin, or asking for a header not
+/// allowed, 204 without them; the actual POST's answer carries the origin; without `cors`
+/// a preflight is a 405 as before.
+#[tokio::test]
+async fn cors_preflights_and_answers_follow_the_allowed_origins() {
+    let cap = Arc::new(Capture::default());
+    let consumers: SignalConsumers = Signal::ALL
+        .into_iter()
+        .map(|s| (s, cap.clone() as ConsumerRef))
+        .collect();
+    let parsed = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"http": {
+            "endpoint": "127.0.0.1:0",
+            "cors": {"allowed_origins": ["https://app.example.com", "https://*.shop.example"],
+                     "allowed_headers": ["X-Tenant"], "max_age": 7200},
+        }}}))
+        .unwrap();
+    let config = parsed.downcast_ref::<OtlpReceiverConfig>().unwrap().clone();
+    let t = Telemetry::new();
+    let rx = OtlpReceiver::new(ComponentId::parse("otlp").unwrap(), config, consumers, &t);
+    rx.start().await.unwrap();
+    let http = rx
+        .local_addrs()
+        .iter()
+        .find(|(n, _)| *n == "http")
+        .unwrap()
+        .1;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let send = |method: &str, headers: &[(&str, &str)], body: Vec<u8>| {
+        let mut req = ::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{http}/v1/traces"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let client = client.clone();
+        async move { client.request(req).await.unwrap() }
+    };
+    let preflight = |origin: &'static str, headers: &'static str| {
+        send(
+            "OPTIONS",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", headers),
+            ],
+            vec![],
+        )
+    };
+    let acao = |r: &::http::Response<hyper::body::Incoming>| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let r = preflight("https://app.example.com", "content-type").await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(acao(&r).as_deref(), Some("https://app.example.com"));
+    assert_eq!(r.headers()["access-control-allow-methods"], "POST");
+    assert_eq!(r.headers()["access-control-allow-headers"], "content-type");
+    assert_eq!(r.headers()["access-control-max-age"], "7200");
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    let r = preflight("https://eu.shop.example", "x-tenant, content-type").await;
+    assert_eq!(acao(&r).as_deref(), Some("https://eu.shop.example"));
+    for (origin, headers) in [
+        ("https://evil.example", "content-type"),
+        ("https://shop.example", "content-type"), // the wildcard needs something before .shop
+        ("https://app.example.com", "authorization"),
+    ] {
+        let r = preflight(origin, headers).await;
+        assert_eq!(r.status(), 204, "{origin}");
+        assert_eq!(acao(&r), None, "{origin} {headers}");
+    }
+
+    let body = traces(2).encode_to_vec();
+    let ok = send(
+        "POST",
+        &[
+            ("origin", "https://app.example.com"),
+            ("content-type", "application/x-protobuf"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(acao(&ok).as_deref(), Some("https://app.example.com"));
+    let other = send(
+        "POST",
+        &[
+            ("origin", "https://evil.example"),
+            ("content-type", "application/x-protobuf"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(
+        other.status(),
+        200,
+        "not a browser: served, only without CORS headers"
+    );
+    assert_eq!(acao(&other), None);
+    assert_eq!(cap.items(), 4);
+    rx.shutdown().await;
+
+    // Without cors: a preflight is a method the route does not take.
+    let plain = rig(1 << 20).await;
+    let r = client
+        .request(
+            ::http::Request::builder()
+                .method("OPTIONS")
+                .uri(format!("http://{}/v1/traces", plain.http))
+                .header("origin", "https://app.example.com")
+                .header("access-control-request-method", "POST")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn a_cors_origin_with_two_wildcards_is_refused() {
+    let e = OtlpReceiverFactory
+        .parse_config(&serde_json::json!({"protocols": {"http": {
+            "cors": {"allowed_origins": ["https://*.*.example"]}}}}))
+        .unwrap_err();
+    assert_eq!(e.path, "protocols.http.cors");
 }
