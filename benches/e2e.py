@@ -512,7 +512,8 @@ class Run:
 
 class Harness:
     def __init__(self, args: argparse.Namespace, workdir: Path):
-        self.bin = str(args.bin)
+        # Absolute: some steps run their processes in a work directory of their own.
+        self.bin = str(Path(args.bin).resolve())
         self.workdir = workdir
         self.spans = args.spans
         self.gateway_spans = args.gateway_spans
