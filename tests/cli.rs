@@ -311,7 +311,6 @@ fn validate_warns_about_settings_without_effect() {
     let says = "accepted so Collector configs load, but has no effect in sluice";
     let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
     for field in [
-        "receivers.otlp.protocols.grpc.include_metadata",
         "receivers.otlp.protocols.grpc.keepalive.server_parameters.max_connection_idle",
         "receivers.otlp.protocols.grpc.keepalive.enforcement_policy",
         "exporters.debug.sampling_initial",
@@ -323,7 +322,7 @@ fn validate_warns_about_settings_without_effect() {
             "no warning about {field}:\n{err}"
         );
     }
-    assert_eq!(warnings.len(), 4, "{err}");
+    assert_eq!(warnings.len(), 3, "{err}");
 }
 
 /// Server endpoints are checked by `validate`, not left to fail at start.

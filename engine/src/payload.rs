@@ -25,6 +25,32 @@ pub struct Payload {
     /// enrichment such as `k8sattributes`, which runs before `batch`. A concat of payloads from
     /// different peers has no single origin and gets `None`.
     pub origin: Option<SocketAddr>,
+    /// The request's client metadata (HTTP headers, gRPC metadata) when the receiver has
+    /// `include_metadata: true`, for `attributes`' `from_context: metadata.<key>`. As `origin`,
+    /// a concat keeps it only when every part has the same.
+    pub metadata: Option<Arc<ClientMetadata>>,
+}
+
+/// A request's metadata: keys lowercase (HTTP header names and gRPC metadata keys are
+/// case-insensitive), each with its values in the order they came.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientMetadata(pub std::collections::BTreeMap<String, Vec<String>>);
+
+impl ClientMetadata {
+    /// The values of `key` (any case); empty when absent.
+    pub fn get(&self, key: &str) -> &[String] {
+        self.0
+            .get(&key.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Adds a value of `key`.
+    pub fn push(&mut self, key: &str, value: String) {
+        self.0
+            .entry(key.to_ascii_lowercase())
+            .or_default()
+            .push(value);
+    }
 }
 
 /// A table as a payload holds it: built, or an attribute table whose rebuild is deferred.
@@ -188,6 +214,7 @@ impl Payload {
             signal,
             tables,
             origin: None,
+            metadata: None,
         }
     }
 
@@ -406,6 +433,12 @@ impl Payload {
         let origin = parts[0].origin;
         out.origin = if parts.iter().all(|p| p.origin == origin) {
             origin
+        } else {
+            None
+        };
+        let metadata = &parts[0].metadata;
+        out.metadata = if parts.iter().all(|p| p.metadata == *metadata) {
+            metadata.clone()
         } else {
             None
         };
@@ -819,6 +852,30 @@ mod tests {
             c.validate().unwrap();
             assert!(c.is_empty());
         }
+    }
+
+    /// A concat keeps the peer and the client metadata only when every part has the same:
+    /// a batch of several clients' requests belongs to none of them.
+    #[test]
+    fn concat_keeps_origin_and_metadata_only_when_shared() {
+        let mut m = ClientMetadata::default();
+        m.push("x-tenant", "acme".into());
+        let mut a = Payload::empty(Signal::Traces);
+        a.origin = Some("10.0.0.1:1".parse().unwrap());
+        a.metadata = Some(Arc::new(m.clone()));
+        let same = a.clone();
+        let c = Payload::concat(Signal::Traces, &[a.clone(), same]).unwrap();
+        assert_eq!(c.origin, a.origin);
+        assert_eq!(c.metadata.as_deref(), Some(&m));
+        let mut other = a.clone();
+        let mut m2 = m.clone();
+        m2.push("x-tenant", "globex".into());
+        other.metadata = Some(Arc::new(m2));
+        let c = Payload::concat(Signal::Traces, &[a.clone(), other]).unwrap();
+        assert_eq!(c.origin, a.origin);
+        assert_eq!(c.metadata, None);
+        assert_eq!(m.get("X-Tenant"), ["acme".to_string()]);
+        assert!(m.get("absent").is_empty());
     }
 
     use crate::otlp::testing::{

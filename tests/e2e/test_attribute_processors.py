@@ -76,3 +76,46 @@ def test_resource_inserts_instance_id_and_attributes_deletes_a_key(sluice, sink)
     got = s.wait_metric("otelcol_processor_outgoing_items_total", lambda v: v >= 5,
                         processor="attributes/scrub", otel_signal="traces")
     assert got >= 5
+
+
+def test_include_metadata_feeds_from_context(sluice, sink):
+    """`include_metadata: true` on both protocols: the SDK's exporter headers (gRPC metadata,
+    HTTP headers) reach `attributes`' `from_context: metadata.<key>` (before `batch`, as in the
+    Collector); without a header the attribute is left alone."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    receiver = otlp_receiver()
+    for proto in ("grpc", "http"):
+        receiver["protocols"][proto]["include_metadata"] = True
+    s = sluice({
+        "receivers": {"otlp": receiver},
+        "processors": {"attributes/tenant": {"actions": [
+            {"key": "tenant", "from_context": "metadata.x-tenant", "action": "upsert"},
+        ]}},
+        "exporters": {"otlp": {"endpoint": sink.grpc_endpoint, "tls": {"insecure": True}}},
+        "service": {"pipelines": pipelines(["otlp"], ["attributes/tenant"], ["otlp"],
+                                           signals=["traces"])},
+    })
+    run_id = uuid.uuid4().hex
+    for name, exporter in [
+        ("grpc", OTLPSpanExporter(endpoint=f"http://{s.grpc_endpoint}", insecure=True,
+                                  timeout=5, headers={"x-tenant": "acme"})),
+        ("http", HttpSpanExporter(endpoint=f"{s.http_endpoint}/v1/traces", timeout=5,
+                                  headers={"X-Tenant": "globex"})),
+        ("none", OTLPSpanExporter(endpoint=f"http://{s.grpc_endpoint}", insecure=True,
+                                  timeout=5)),
+    ]:
+        provider = TracerProvider(resource=Resource({"service.name": name}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("e2e.metadata").start_as_current_span(name) as span:
+            span.set_attribute("run.id", run_id)
+        provider.shutdown()
+
+    def ours(sink_):
+        return [sp for sp in sink_.spans() if sp["attributes"].get("run.id") == run_id]
+
+    assert sink.wait_for(lambda k: len(ours(k)) == 3, timeout=15), sink.spans()
+    tenant = {sp["name"]: sp["attributes"].get("tenant") for sp in ours(sink)}
+    assert tenant == {"grpc": "acme", "http": "globex", "none": None}, tenant

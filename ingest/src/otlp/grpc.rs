@@ -129,9 +129,13 @@ impl<S: OtlpService> UnaryService<Bytes> for ExportCall<S> {
         let held = self.held.take();
         Box::pin(async move {
             let origin = request.remote_addr();
+            let metadata = handler.client_metadata(&request.metadata().clone().into_headers());
             let body = request.into_inner();
             let held = held.unwrap_or_else(|| handler.in_flight.none());
-            match handler.export(S::SIGNAL, body, false, origin, held).await {
+            match handler
+                .export(S::SIGNAL, body, false, origin, metadata, held)
+                .await
+            {
                 Ok(_) => Ok(tonic::Response::new(Bytes::new())),
                 Err(e) => Err(status_of(e)),
             }

@@ -229,9 +229,10 @@ async fn export(
             );
         }
     };
+    let metadata = st.handler.client_metadata(&headers);
     match st
         .handler
-        .export(signal, body, json, Some(peer), held)
+        .export(signal, body, json, Some(peer), metadata, held)
         .await
     {
         Ok(_) => success(enc),

@@ -90,6 +90,7 @@ use sluice_engine::component::{
 };
 use sluice_engine::config_types::{bind_address, check_listen_endpoint, deserialize_opt_duration};
 use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
+use sluice_engine::payload::ClientMetadata;
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::{TlsError, TlsServerSetting};
@@ -249,14 +250,6 @@ impl KeepaliveConfig {
 /// Settings accepted so Collector configs load, without effect in sluice: warned about at
 /// load (see `Factory::without_effect`).
 const WITHOUT_EFFECT: &[NoEffect] = &[
-    NoEffect::new(
-        "protocols.grpc.include_metadata",
-        "client metadata is not passed on to processors or exporters",
-    ),
-    NoEffect::new(
-        "protocols.http.include_metadata",
-        "client metadata is not passed on to processors or exporters",
-    ),
     NoEffect::new(
         "protocols.http.write_timeout",
         "answers are never cut off: the request they answer may already be in a pipeline",
@@ -501,6 +494,8 @@ pub(crate) struct Handler {
     in_flight: Holder,
     refused_requests: BTreeMap<&'static str, Counter>,
     invalid_utf8: Counter,
+    /// `include_metadata`: requests' client metadata is kept on their payloads.
+    include_metadata: bool,
 }
 
 /// Why an export request was not accepted.
@@ -530,7 +525,13 @@ pub(crate) const FAIL_REASONS: [&str; 8] = [
 pub(crate) const RETRY_AFTER_SECS: u64 = 1;
 
 impl Handler {
-    fn new(id: &ComponentId, transport: &str, consumers: SignalConsumers, t: &Telemetry) -> Self {
+    fn new(
+        id: &ComponentId,
+        transport: &str,
+        consumers: SignalConsumers,
+        t: &Telemetry,
+        include_metadata: bool,
+    ) -> Self {
         let id_s = id.to_string();
         let failed = FAIL_REASONS
             .into_iter()
@@ -571,7 +572,30 @@ impl Handler {
                 "Strings received that were not valid UTF-8, passed on with U+FFFD for each invalid sequence (sluice)",
                 &[("receiver", id_s.as_str()), ("transport", transport)],
             ),
+            include_metadata,
         }
+    }
+
+    /// The request's client metadata from its headers, when `include_metadata` is on: every
+    /// header with a text value (gRPC's binary `-bin` metadata and HTTP/2 pseudo-headers left
+    /// out), keys lowercase.
+    pub(crate) fn client_metadata(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<Arc<ClientMetadata>> {
+        if !self.include_metadata {
+            return None;
+        }
+        let mut m = ClientMetadata::default();
+        for (k, v) in headers {
+            if k.as_str().ends_with("-bin") {
+                continue;
+            }
+            if let Ok(v) = v.to_str() {
+                m.push(k.as_str(), v.to_string());
+            }
+        }
+        Some(Arc::new(m))
     }
 
     pub(crate) fn failed(&self, reason: &'static str) {
@@ -640,6 +664,7 @@ impl Handler {
         body: Bytes,
         json: bool,
         origin: Option<SocketAddr>,
+        metadata: Option<Arc<ClientMetadata>>,
         mut held: Held,
     ) -> Result<usize, ExportError> {
         let consumer: &ConsumerRef = self
@@ -668,6 +693,7 @@ impl Handler {
             }
         };
         payload.origin = origin;
+        payload.metadata = metadata;
         let n = payload.item_count();
         // The reservation covers the request until the pipeline returns: the processors' copies
         // of it (filters, attribute rebuilds, tail sampling's partitions) live during that
@@ -784,8 +810,28 @@ impl OtlpReceiver {
         t: &Telemetry,
     ) -> Self {
         OtlpReceiver {
-            grpc: Arc::new(Handler::new(&id, "grpc", consumers.clone(), t)),
-            http: Arc::new(Handler::new(&id, "http", consumers, t)),
+            grpc: Arc::new(Handler::new(
+                &id,
+                "grpc",
+                consumers.clone(),
+                t,
+                config
+                    .protocols
+                    .grpc
+                    .as_ref()
+                    .is_some_and(|g| g.include_metadata == Some(true)),
+            )),
+            http: Arc::new(Handler::new(
+                &id,
+                "http",
+                consumers,
+                t,
+                config
+                    .protocols
+                    .http
+                    .as_ref()
+                    .is_some_and(|h| h.include_metadata == Some(true)),
+            )),
             id,
             config,
             running: Mutex::new(None),

@@ -983,7 +983,6 @@ fn settings_without_effect_are_named() {
     assert_eq!(
         named,
         [
-            "protocols.grpc.include_metadata",
             "protocols.http.write_timeout",
             "protocols.grpc.read_buffer_size",
             "protocols.grpc.keepalive.server_parameters.max_connection_idle",

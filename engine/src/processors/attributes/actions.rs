@@ -18,6 +18,7 @@ use crate::component::ConfigError;
 use crate::kernels::attributes::{
     self as k, AnyValues, ConvertTarget, KernelError, Scalar, SetMode, Values,
 };
+use crate::payload::ClientMetadata;
 
 /// One entry of `actions:` (attributes processor) or `attributes:` (resource processor).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,10 +40,28 @@ pub struct ActionConfig {
     pub action: String,
 }
 
-/// The one `from_context` key sluice can serve: the peer address every payload carries
-/// (`Payload::origin`). Request metadata (`metadata.*`) and authenticator data (`auth.*`) are
-/// not kept by sluice's receivers.
+/// `from_context` keys sluice serves: the peer address every payload carries
+/// (`Payload::origin`), and `metadata.<key>`: the request's client metadata, kept by a
+/// receiver with `include_metadata: true` (`Payload::metadata`). Authenticator data (`auth.*`)
+/// is not kept (sluice has no authenticators).
 const CLIENT_ADDRESS: &str = "client.address";
+const METADATA_PREFIX: &str = "metadata.";
+
+/// What `from_context` reads from a payload: its peer and its client metadata.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContext<'a> {
+    pub origin: Option<SocketAddr>,
+    pub metadata: Option<&'a ClientMetadata>,
+}
+
+impl<'a> RequestContext<'a> {
+    pub fn of(payload: &'a crate::Payload) -> Self {
+        RequestContext {
+            origin: payload.origin,
+            metadata: payload.metadata.as_deref(),
+        }
+    }
+}
 
 #[derive(Debug)]
 enum Source {
@@ -52,6 +71,8 @@ enum Source {
     Attribute(String),
     /// `from_context: client.address`: the peer's IP address.
     ClientAddress,
+    /// `from_context: metadata.<key>`: the request's values of `key` (several joined with `;`).
+    Metadata(String),
 }
 
 #[derive(Debug)]
@@ -105,13 +126,13 @@ impl Actions {
 
     /// Runs every action, in order, on an attribute table whose parents are `num_parents` rows.
     /// `parents` (one entry per parent row) limits the actions to the parents an
-    /// include/exclude matched; `origin` is the payload's peer, for `from_context`.
+    /// include/exclude matched; `context` is what `from_context` reads.
     pub fn apply(
         &self,
         mut attrs: RecordBatch,
         num_parents: usize,
         parents: Option<&BooleanArray>,
-        origin: Option<SocketAddr>,
+        context: RequestContext<'_>,
     ) -> Result<RecordBatch, KernelError> {
         let mut i = 0;
         while i < self.0.len() {
@@ -158,7 +179,23 @@ impl Actions {
                             *mode,
                         )?
                     }
-                    Source::ClientAddress => match origin {
+                    Source::Metadata(name) => {
+                        let values = context.metadata.map_or(&[][..], |m| m.get(name));
+                        if values.is_empty() {
+                            attrs
+                        } else {
+                            let v = AnyValues::scalar(&Scalar::Str(values.join(";")));
+                            k::set_key(
+                                &attrs,
+                                num_parents,
+                                parents,
+                                key,
+                                Values::Scalar(&v),
+                                *mode,
+                            )?
+                        }
+                    }
+                    Source::ClientAddress => match context.origin {
                         Some(addr) => {
                             let v = AnyValues::scalar(&Scalar::Str(addr.ip().to_string()));
                             k::set_key(
@@ -344,11 +381,17 @@ fn compile_one(c: &ActionConfig) -> Result<Action, ConfigError> {
                 Source::Attribute(c.from_attribute.clone())
             } else if c.from_context == CLIENT_ADDRESS {
                 Source::ClientAddress
+            } else if let Some(name) = c
+                .from_context
+                .strip_prefix(METADATA_PREFIX)
+                .filter(|n| !n.is_empty())
+            {
+                Source::Metadata(name.to_string())
             } else {
                 return Err(err(
                     "from_context",
                     format!(
-                        "{:?} is not supported: sluice can take only {CLIENT_ADDRESS:?} from the request context (its receivers keep no request metadata or authentication data)",
+                        "{:?} is not supported: sluice takes {CLIENT_ADDRESS:?} and \"metadata.<key>\" (with a receiver's include_metadata) from the request context; it has no authenticators (auth.*)",
                         c.from_context
                     ),
                 ));

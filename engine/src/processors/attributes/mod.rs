@@ -169,9 +169,12 @@ pub fn process(config: &Compiled, mut payload: Payload) -> Result<Payload, Proce
             (None, _) => None,
         };
         let table: RecordBatch = payload.table(attrs).clone();
-        let out = config
-            .actions
-            .apply(table, n, mask.as_ref(), payload.origin)?;
+        let out = config.actions.apply(
+            table,
+            n,
+            mask.as_ref(),
+            actions::RequestContext::of(&payload),
+        )?;
         payload.set(attrs, out)?;
     }
     Ok(payload)

@@ -367,6 +367,46 @@ fn from_context_client_address_uses_the_payload_origin() {
     assert_eq!(show(&last.attributes), v(&["client=\"10.1.2.3\""]));
 }
 
+/// `from_context: metadata.<key>`: the payload's client metadata (any case), several values
+/// joined with `;`; no metadata or no such key: no action.
+#[test]
+fn from_context_metadata_uses_the_payload_metadata() {
+    use crate::payload::ClientMetadata;
+    let c = parse(
+        json!({"actions": [{"key": "tenant", "from_context": "metadata.X-Tenant", "action": "upsert"}]}),
+    );
+    let mut p = reference_traces(&traces());
+    let rows = p.table(Table::SpanAttrs).num_rows();
+    assert_eq!(
+        process(&c, p.clone())
+            .unwrap()
+            .table(Table::SpanAttrs)
+            .num_rows(),
+        rows
+    );
+    let mut m = ClientMetadata::default();
+    m.push("x-other", "no".into());
+    p.metadata = Some(std::sync::Arc::new(m.clone()));
+    assert_eq!(
+        process(&c, p.clone())
+            .unwrap()
+            .table(Table::SpanAttrs)
+            .num_rows(),
+        rows
+    );
+    m.push("x-tenant", "acme".into());
+    m.push("X-TENANT", "eu".into());
+    p.metadata = Some(std::sync::Arc::new(m));
+    let out = process(&c, p).unwrap();
+    let back = ExportTraceServiceRequest::decode(encode_to_vec(&out).as_slice()).unwrap();
+    let last = &back.resource_spans[1].scope_spans[0].spans[1];
+    assert!(
+        show(&last.attributes).contains(&"tenant=\"acme;eu\"".to_string()),
+        "{:?}",
+        show(&last.attributes)
+    );
+}
+
 #[test]
 fn log_record_attributes_with_body_and_severity_matching() {
     let log = |body: &str, sev: i32, text: &str| LogRecord {
@@ -538,7 +578,7 @@ fn config_errors_name_the_field() {
             "lists and maps",
         ),
         (
-            json!({"actions": [{"key": "a", "action": "insert", "from_context": "metadata.tenant"}]}),
+            json!({"actions": [{"key": "a", "action": "insert", "from_context": "auth.subject"}]}),
             "actions[0].from_context",
             "client.address",
         ),

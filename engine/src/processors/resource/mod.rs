@@ -81,7 +81,12 @@ pub struct ResourceProcessor {
 pub fn process(actions: &Actions, mut payload: Payload) -> Result<Payload, ProcessError> {
     let n = payload.table(Table::Resources).num_rows();
     let attrs = payload.table(Table::ResourceAttrs).clone();
-    let out = actions.apply(attrs, n, None, payload.origin)?;
+    let out = actions.apply(
+        attrs,
+        n,
+        None,
+        crate::processors::attributes::actions::RequestContext::of(&payload),
+    )?;
     payload.set(Table::ResourceAttrs, out)?;
     Ok(payload)
 }
