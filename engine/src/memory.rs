@@ -102,6 +102,36 @@ impl Refusal {
 /// The `reason` labels of refusals, for registering counters up front.
 pub const REFUSAL_REASONS: [&str; 3] = ["above_soft_limit", "no_room", "too_large"];
 
+/// `sluice_memory_refused_requests{receiver, transport, reason}`: what a receiver that admits
+/// requests by the account refused, by reason (a counter per reason, registered up front).
+#[derive(Clone)]
+pub struct RefusedRequests(std::collections::BTreeMap<&'static str, Counter>);
+
+impl RefusedRequests {
+    pub fn new(t: &Telemetry, receiver: &str, transport: &str) -> Self {
+        RefusedRequests(
+            REFUSAL_REASONS
+                .into_iter()
+                .map(|reason| {
+                    let counter = t.counter(
+                        "sluice_memory_refused_requests",
+                        "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)",
+                        &[("receiver", receiver), ("transport", transport), ("reason", reason)],
+                    );
+                    (reason, counter)
+                })
+                .collect(),
+        )
+    }
+
+    /// Counts one refusal.
+    pub fn count(&self, r: &Refusal) {
+        if let Some(c) = self.0.get(r.reason()) {
+            c.add(1);
+        }
+    }
+}
+
 /// The process-wide account. Cheap to clone (one `Arc`); every component of a process shares
 /// the one that [`Telemetry`] carries.
 #[derive(Clone, Default)]

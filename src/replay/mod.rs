@@ -15,7 +15,6 @@ pub mod report;
 mod tests;
 pub mod wiring;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +26,11 @@ use sluice_engine::clock::{Clock, VirtualClock};
 use sluice_engine::component::{ConsumerRef, Kind};
 use sluice_engine::config::{Config, Registry};
 use sluice_engine::health::Health;
-use sluice_engine::memory::{Held, Holder, ProcessMemory, REFUSAL_REASONS};
+use sluice_engine::memory::{Held, Holder, ProcessMemory, RefusedRequests};
 use sluice_engine::processors::tail_sampling::config::{PolicyConfig, TailSamplingConfig};
 use sluice_engine::schema::Signal;
 use sluice_engine::service::Service;
-use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
+use sluice_engine::telemetry::{ReceiverMetrics, Telemetry};
 
 use crate::process_memory::LinuxProcess;
 
@@ -263,7 +262,7 @@ struct Feed {
     limited: bool,
     /// Records the memory limiter never admitted, by reason, as live requests are counted:
     /// `sluice_memory_refused_requests_total{receiver,transport="replay",reason}`.
-    memory_refused: BTreeMap<&'static str, Counter>,
+    memory_refused: RefusedRequests,
 }
 
 impl Feed {
@@ -282,9 +281,7 @@ impl Feed {
                         continue;
                     }
                     Err(r) => {
-                        if let Some(c) = self.memory_refused.get(r.reason()) {
-                            c.add(1);
-                        }
+                        self.memory_refused.count(&r);
                         return Err(r.to_string());
                     }
                 }
@@ -390,19 +387,7 @@ fn feeds(wiring: &Wiring, wanted: &[String], telemetry: &Telemetry) -> anyhow::R
         if let Some((id, consumers)) = chosen.iter().find(|(_, c)| c.contains_key(&s)) {
             let consumer = consumers[&s].clone();
             let receiver = id.to_string();
-            let memory_refused = REFUSAL_REASONS
-                .into_iter()
-                .map(|reason| {
-                    let labels = [
-                        ("receiver", receiver.as_str()),
-                        ("transport", "replay"),
-                        ("reason", reason),
-                    ];
-                    let help = "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)";
-                    let counter = telemetry.counter("sluice_memory_refused_requests", help, &labels);
-                    (reason, counter)
-                })
-                .collect();
+            let memory_refused = RefusedRequests::new(telemetry, &receiver, "replay");
             out.push(Feed {
                 memory_refused,
                 signal: s,

@@ -17,7 +17,7 @@ use sluice_engine::component::{
     Lifecycle, ParsedConfig, Service, SignalConsumers, parse_config,
 };
 use sluice_engine::flight::{Ack, Decoded, Decoder, Limits, WireError};
-use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
+use sluice_engine::memory::{Held, Holder, Refusal, RefusedRequests};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::TlsServerSetting;
@@ -143,7 +143,7 @@ pub(crate) struct Handler {
     /// so one limited pipeline puts every payload under admission).
     limited: bool,
     in_flight: Holder,
-    refused_requests: BTreeMap<&'static str, Counter>,
+    refused_requests: RefusedRequests,
 }
 
 impl Handler {
@@ -162,19 +162,7 @@ impl Handler {
                 )
             })
             .collect();
-        let refused_requests = REFUSAL_REASONS
-            .into_iter()
-            .map(|r| {
-                (
-                    r,
-                    t.counter(
-                        "sluice_memory_refused_requests",
-                        "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)",
-                        &[("receiver", id_s.as_str()), ("transport", "flight"), ("reason", r)],
-                    ),
-                )
-            })
-            .collect();
+        let refused_requests = RefusedRequests::new(t, &id_s, "flight");
         let limited = Signal::ALL
             .iter()
             .any(|s| consumers.get(s).is_some_and(|c| c.memory_limited()));
@@ -221,9 +209,7 @@ impl Handler {
     }
 
     fn refuse(&self, decoder: &mut Decoder, held: &mut Held, r: Refusal) {
-        if let Some(c) = self.refused_requests.get(r.reason()) {
-            c.add(1);
-        }
+        self.refused_requests.count(&r);
         // Too large to ever fit: the sender splits it (OUT_OF_RANGE); else it retries later.
         decoder.refuse_payload(if r.is_retryable() {
             WireError::Refused(r.to_string())
@@ -290,9 +276,7 @@ impl Handler {
         if !self.limited {
             held.resize(size);
         } else if let Err(r) = held.try_resize(size) {
-            if let Some(c) = self.refused_requests.get(r.reason()) {
-                c.add(1);
-            }
+            self.refused_requests.count(&r);
             self.metrics.refused(decoded.signal, n);
             let code = if r.is_retryable() {
                 Ack::RESOURCE_EXHAUSTED

@@ -89,7 +89,7 @@ use sluice_engine::component::{
     Factory, Kind, Lifecycle, NoEffect, ParsedConfig, Service, SignalConsumers, parse_config,
 };
 use sluice_engine::config_types::{bind_address, check_listen_endpoint, deserialize_opt_duration};
-use sluice_engine::memory::{Held, Holder, REFUSAL_REASONS, Refusal};
+use sluice_engine::memory::{Held, Holder, Refusal, RefusedRequests};
 use sluice_engine::payload::ClientMetadata;
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
@@ -492,7 +492,7 @@ pub(crate) struct Handler {
     /// Per signal: whether the pipelines fed start with a memory limiter (admission first).
     limited: [bool; 3],
     in_flight: Holder,
-    refused_requests: BTreeMap<&'static str, Counter>,
+    refused_requests: RefusedRequests,
     invalid_utf8: Counter,
     /// `include_metadata`: requests' client metadata is kept on their payloads.
     include_metadata: bool,
@@ -546,19 +546,7 @@ impl Handler {
                 )
             })
             .collect();
-        let refused_requests = REFUSAL_REASONS
-            .into_iter()
-            .map(|r| {
-                (
-                    r,
-                    t.counter(
-                        "sluice_memory_refused_requests",
-                        "Requests refused by the memory limiter before decoding (above the soft limit, no room for the request, too large for the limit) (sluice)",
-                        &[("receiver", id_s.as_str()), ("transport", transport), ("reason", r)],
-                    ),
-                )
-            })
-            .collect();
+        let refused_requests = RefusedRequests::new(t, &id_s, transport);
         let limited = Signal::ALL.map(|s| consumers.get(&s).is_some_and(|c| c.memory_limited()));
         Handler {
             consumers,
@@ -605,9 +593,7 @@ impl Handler {
     }
 
     fn refused(&self, r: Refusal) -> Refusal {
-        if let Some(c) = self.refused_requests.get(r.reason()) {
-            c.add(1);
-        }
+        self.refused_requests.count(&r);
         r
     }
 
