@@ -7,6 +7,7 @@ use crate::component::Factory;
 pub mod attributes;
 pub mod batch;
 pub mod filter;
+pub mod hand_over;
 pub mod memory_limiter;
 pub mod resource;
 pub mod tail_sampling;

@@ -14,10 +14,14 @@
 //! worker, so a slow exporter pushes back on receivers instead of growing memory. What piled up
 //! meanwhile leaves as several batches of `send_batch_size` (whole arrivals, so a batch can be
 //! one arrival larger), never merged into one: without `send_batch_max_size` a batch is as
-//! large as the Collector's would be. A send the
-//! next consumer refuses is logged and counted as
-//! `otelcol_processor_dropped_*{processor,reason="export_failed"}` — exporters normally
-//! absorb failures in their sending queue, so this is the visible last resort. Shutdown flushes
+//! large as the Collector's would be. The buffered data was acknowledged to its client when it
+//! came, so a batch the next component refuses for now (a full sending queue, memory pressure:
+//! a retryable [`ConsumeError`]) is offered again with a backoff (10 ms doubling to 1 s) until
+//! it is taken, and meanwhile the buffer fills and receivers wait — back-pressure instead of
+//! loss. (The Collector drops such a batch; a sending queue bounded in bytes made it happen
+//! here at full rate; see [`super::hand_over`].) Only a permanent refusal, or a retryable one
+//! still standing [`SHUTDOWN_RETRY_FOR`] after shutdown began, drops the batch: logged at warn and counted as
+//! `otelcol_processor_dropped_*{processor,reason="export_failed"}`. Shutdown flushes
 //! everything buffered. What is buffered (and the merged batch on its way out) is held in the
 //! memory account: `sluice_memory_held_bytes{component="<id>",kind="batch"}`.
 //!
@@ -35,6 +39,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+#[cfg(doc)]
+use super::hand_over::SHUTDOWN_RETRY_FOR;
+use super::hand_over::offer_until_taken;
 use crate::clock::Clock;
 use crate::component::{
     BoxFuture, BuildContext, ComponentError, ConfigError, ConsumeError, Consumer, ConsumerRef,
@@ -279,7 +286,8 @@ impl Shared {
         };
         for chunk in chunks {
             let k = chunk.item_count();
-            match self.next.consume(chunk).await {
+            let stopping = || self.lock().stopping;
+            match offer_until_taken(self.next.as_ref(), chunk, stopping, "batch").await {
                 Ok(()) => self.metrics.outgoing(self.signal, k),
                 Err(e) => {
                     tracing::warn!(error = %e, items = k, "batch: next component refused a batch; items dropped");

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::component::ComponentId;
+use crate::processors::hand_over::SHUTDOWN_RETRY_FOR;
 use crate::processors::test_support::{Capture, span_ids, spans};
 use crate::telemetry::Telemetry;
 
@@ -177,20 +178,99 @@ async fn many_concurrent_producers_lose_and_duplicate_nothing() {
     );
 }
 
+fn export_failed(t: &Telemetry) -> Option<f64> {
+    t.value(
+        "otelcol_processor_dropped_spans",
+        &[("processor", "batch"), ("reason", "export_failed")],
+    )
+}
+
 #[tokio::test(start_paused = true)]
-async fn refused_sends_are_counted_as_dropped() {
+async fn permanently_refused_sends_are_counted_as_dropped() {
     let (b, cap, t) = batch(2, 0, 60_000);
-    *cap.refuse.lock().unwrap() = Some(ConsumeError::Unavailable("down".into()));
+    *cap.refuse.lock().unwrap() = Some(ConsumeError::Permanent("bad data".into()));
     b.start().await.unwrap();
     b.consume(spans(0, 3)).await.unwrap();
     settle().await;
-    assert_eq!(
-        t.value(
-            "otelcol_processor_dropped_spans",
-            &[("processor", "batch"), ("reason", "export_failed")]
-        ),
-        Some(3.0)
+    assert_eq!(export_failed(&t), Some(3.0));
+}
+
+/// What `batch` buffered was acknowledged to its client: a batch refused for now (a full
+/// sending queue) is offered again until it is taken, never dropped.
+#[tokio::test(start_paused = true)]
+async fn a_batch_refused_for_now_is_offered_again_until_taken() {
+    let (b, cap, t) = batch(2, 0, 60_000);
+    *cap.refuse.lock().unwrap() = Some(ConsumeError::Unavailable("sending queue is full".into()));
+    b.start().await.unwrap();
+    b.consume(spans(0, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(cap.items(), 0, "refused: nothing delivered yet");
+    assert_eq!(export_failed(&t).unwrap_or(0.0), 0.0, "and nothing dropped");
+    *cap.refuse.lock().unwrap() = None;
+    // The backoff is at most a second between offers.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    settle().await;
+    assert_eq!(span_ids(&cap.got.lock().unwrap()[0]), vec![0, 1, 2]);
+    assert_eq!(export_failed(&t).unwrap_or(0.0), 0.0);
+}
+
+/// While the next component refuses, the buffer fills to its bound and producers wait (the
+/// receivers' clients see back-pressure), then everything buffered leaves once it takes data.
+#[tokio::test(start_paused = true)]
+async fn while_refused_the_buffer_fills_and_producers_wait() {
+    let (b, cap, t) = batch(2, 0, 60_000);
+    *cap.refuse.lock().unwrap() = Some(ConsumeError::Refused("memory".into()));
+    let b = Arc::new(b);
+    b.start().await.unwrap();
+    // The worker takes the first batch (2) and keeps offering it; the buffer holds up to
+    // 4 × 2 items more before `consume` waits.
+    let mut next = 0;
+    let waited = loop {
+        let consumed =
+            tokio::time::timeout(Duration::from_secs(5), b.consume(spans(next, 1))).await;
+        if consumed.is_err() {
+            break next;
+        }
+        consumed.unwrap().unwrap();
+        next += 1;
+        settle().await;
+        assert!(next < 100, "the buffer never pushed back");
+    };
+    assert!(
+        (8..=12).contains(&waited),
+        "pushed back after {waited} items"
     );
+    *cap.refuse.lock().unwrap() = None;
+    b.consume(spans(next, 1)).await.unwrap();
+    b.shutdown().await;
+    let mut got: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
+    got.sort_unstable();
+    // The timed-out `consume` never buffered its item (it was still waiting for room).
+    let want: Vec<u64> = (0..waited as u64).chain([next as u64]).collect();
+    assert_eq!(got, want);
+    assert_eq!(export_failed(&t).unwrap_or(0.0), 0.0);
+}
+
+/// Shutdown cannot wait forever for a destination that stays down: a refusal still standing
+/// `SHUTDOWN_RETRY_FOR` after shutdown began drops the batch, counted.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_standing_at_shutdown_drops_after_the_deadline() {
+    let (b, cap, t) = batch(100, 0, 60_000);
+    *cap.refuse.lock().unwrap() = Some(ConsumeError::Unavailable(
+        "exporter otlp is shutting down".into(),
+    ));
+    b.start().await.unwrap();
+    b.consume(spans(0, 3)).await.unwrap();
+    let began = tokio::time::Instant::now();
+    b.shutdown().await;
+    let took = began.elapsed();
+    assert!(
+        took >= SHUTDOWN_RETRY_FOR && took < SHUTDOWN_RETRY_FOR + Duration::from_secs(2),
+        "shutdown took {took:?}"
+    );
+    assert_eq!(cap.items(), 0);
+    assert_eq!(export_failed(&t), Some(3.0));
 }
 
 #[test]
@@ -239,9 +319,11 @@ mod memory {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-        /// Whatever is pushed, flushed by size or timeout, refused downstream (dropped, counted)
-        /// or flushed at shutdown: the bytes the batch holds in the memory account are the
-        /// bytes of what it buffers, and nothing is held once the data has left.
+        /// Whatever is pushed, flushed by size or timeout, refused downstream for a while
+        /// (offered again; dropped, counted, only if still refused at shutdown) or flushed at
+        /// shutdown: the batch holds in the memory account at least the bytes of what it
+        /// buffers, every item is delivered or counted, and nothing is held once the data has
+        /// left.
         #[test]
         fn held_bytes_follow_the_buffer_and_return_to_zero(
             size in 1usize..60, max in 0usize..80, ops in prop::collection::vec(op(), 1..40),
@@ -259,8 +341,16 @@ mod memory {
                 for op in ops {
                     match op {
                         Op::Push(n) => {
-                            b.consume(spans(pushed as u64, n)).await.unwrap();
-                            pushed += n;
+                            // While refused, the buffer fills and `consume` waits for room:
+                            // a client that gives up has not handed its items over.
+                            let consumed = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                b.consume(spans(pushed as u64, n)),
+                            );
+                            if let Ok(done) = consumed.await {
+                                done.unwrap();
+                                pushed += n;
+                            }
                         }
                         Op::Wait(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                         Op::Refuse(on) => {
@@ -273,8 +363,17 @@ mod memory {
                         let st = b.shared.lock();
                         st.buffer.iter().map(Payload::memory_size).sum()
                     };
-                    prop_assert_eq!(t.memory().held(), buffered as u64);
+                    // Plus the batch the worker is offering (refused now, or waiting to be
+                    // offered again): held until the next component takes it.
+                    prop_assert!(t.memory().held() >= buffered as u64);
                 }
+                // Refusals lifted: within the timeout plus one backoff step everything has left
+                // and nothing is held.
+                *cap.refuse.lock().unwrap() = None;
+                tokio::time::sleep(Duration::from_millis(1300)).await;
+                settle().await;
+                prop_assert_eq!(cap.items(), pushed);
+                prop_assert_eq!(t.memory().held(), 0);
                 b.shutdown().await;
                 let dropped = t
                     .value(

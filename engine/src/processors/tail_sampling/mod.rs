@@ -84,6 +84,7 @@ pub use config::TailSamplingConfig;
 use policy::{Final, Policy, SpanColumns, TraceBatch, TraceId};
 use store::{Bucket, DecisionMemory, Shard, TRACE_INDEX_ENTRY_BYTES};
 
+use super::hand_over::offer_until_taken;
 use crate::clock::Clock;
 use crate::component::{
     BoxFuture, BuildContext, ComponentError, ComponentId, ConfigError, ConsumeError, Consumer,
@@ -678,7 +679,9 @@ impl Inner {
     async fn send(&self, out: Outgoing) {
         for p in out.into_iter().flat_map(bounded_parts) {
             let k = p.item_count();
-            match self.next.consume(p).await {
+            // Kept spans were acknowledged when they came: wait out a full queue.
+            let stopping = || self.stopping.load(Ordering::Acquire);
+            match offer_until_taken(self.next.as_ref(), p, stopping, "tail_sampling").await {
                 Ok(()) => self.metrics.generic.outgoing(Signal::Traces, k),
                 Err(e) => {
                     tracing::warn!(error = %e, spans = k, "tail_sampling: next component refused kept spans; dropped");

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use super::policy::{hash_trace_id, probabilistic_threshold};
 use super::*;
 use crate::clock::VirtualClock;
-use crate::component::ComponentId;
+use crate::component::{ComponentId, ConsumeError};
 use crate::otlp::testing::reference_traces;
 use crate::processors::test_support::Capture;
 
@@ -448,6 +448,39 @@ fn probabilistic_keeps_half_of_100k_trace_ids_and_the_processor_keeps_exactly_th
         let by_hash = hash_trace_id(b"default-hash-seed", id) <= probabilistic_threshold(50.0);
         assert_eq!(*f == Final::Sampled, by_hash);
     }
+}
+
+/// Kept spans were acknowledged when they came: a next component that refuses them for now (a
+/// full sending queue) gets them again until it takes them, and none is dropped.
+#[tokio::test(start_paused = true)]
+async fn kept_spans_refused_for_now_are_offered_again_not_dropped() {
+    let h = harness(
+        "decision_wait: 5s\npolicies: [{name: all, type: always_sample}]",
+        2,
+    );
+    h.send(&[
+        s(1, 10, T0, T0 + MS),
+        s(2, 20, T0, T0 + MS),
+        s(2, 21, T0, T0 + MS),
+    ])
+    .await;
+    *h.out.refuse.lock().unwrap() = Some(ConsumeError::Unavailable("sending queue is full".into()));
+    let lift_after_a_while = async {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(h.exported().is_empty(), "refused, so nothing is out yet");
+        *h.out.refuse.lock().unwrap() = None;
+    };
+    tokio::join!(h.at(T0 + 10 * SEC), lift_after_a_while);
+    let mut got: Vec<(u64, u64)> = h.exported().into_iter().flatten().collect();
+    got.sort_unstable();
+    assert_eq!(got, [(1, 10), (2, 20), (2, 21)]);
+    assert_eq!(
+        h.metric(
+            "otelcol_processor_dropped_spans",
+            &[("reason", "export_failed")]
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]
