@@ -506,6 +506,7 @@ pub struct QueuedExporter<S: Sender> {
 
 impl<S: Sender> QueuedExporter<S> {
     /// `max_request_size`: the largest request body (uncompressed) ever sent, in bytes.
+    #[allow(clippy::too_many_arguments)] // each is one of the exporter's separate settings
     pub fn new(
         id: ComponentId,
         sender: S,
@@ -1066,17 +1067,17 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             payload.settle();
             let bytes = payload.memory_size();
             let size = self.queue.sizer.size(&payload, bytes);
-            if !take_room(&self.queued, size, self.queue.queue_size as u64) {
-                if !self.queue.block_on_overflow || !self.wait_for_room(size, &tx).await {
-                    self.inner.metrics.enqueue_failed(signal, n);
-                    return Err(ConsumeError::Unavailable(
-                        if self.stopping.load(Ordering::Relaxed) {
-                            format!("exporter {} is shutting down", self.inner.id)
-                        } else {
-                            "sending queue is full".into()
-                        },
-                    ));
-                }
+            if !take_room(&self.queued, size, self.queue.queue_size as u64)
+                && (!self.queue.block_on_overflow || !self.wait_for_room(size, &tx).await)
+            {
+                self.inner.metrics.enqueue_failed(signal, n);
+                return Err(ConsumeError::Unavailable(
+                    if self.stopping.load(Ordering::Relaxed) {
+                        format!("exporter {} is shutting down", self.inner.id)
+                    } else {
+                        "sending queue is full".into()
+                    },
+                ));
             }
             let mut queued = Queued {
                 payload,

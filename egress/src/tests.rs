@@ -1665,11 +1665,12 @@ async fn a_permanently_refused_payload_is_counted_and_not_replayed() {
 
 #[test]
 fn a_persistent_queue_needs_the_queue() {
-    let e = crate::otlp::OtlpGrpcFactory
+    let Err(e) = crate::otlp::OtlpGrpcFactory
         .parse_config(&serde_json::json!({"endpoint": "x:4317",
             "sending_queue": {"enabled": false, "storage": "file_storage"}}))
-        .err()
-        .expect("refused");
+    else {
+        panic!("a persistent queue without the queue was accepted");
+    };
     assert!(e.to_string().contains("sending_queue.storage"), "{e}");
 }
 

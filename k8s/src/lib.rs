@@ -26,6 +26,9 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 /// exporter's namespace.
 pub const SERVICE_ACCOUNT_DIR_ENV: &str = "SLUICE_SERVICE_ACCOUNT_DIR";
 
+/// Looks up an environment variable by name: the process's own, or a test's.
+pub type VarLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The service account directory of this process: [`SERVICE_ACCOUNT_DIR_ENV`] if set.
 pub fn service_account_dir() -> PathBuf {
     std::env::var(SERVICE_ACCOUNT_DIR_ENV)

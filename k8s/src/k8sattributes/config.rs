@@ -302,7 +302,7 @@ impl FieldRule {
                         }
                         expanded
                     } else if self.name.is_empty() {
-                        format!("k8s.{}.{kind}.{k}", self.from_noun())
+                        format!("k8s.{}.{kind}.{k}", self.source_noun())
                     } else {
                         // A fixed tag_name with a regex: every match writes it (the last wins).
                         self.name.clone()
@@ -319,7 +319,7 @@ impl FieldRule {
         }
     }
 
-    fn from_noun(&self) -> &'static str {
+    fn source_noun(&self) -> &'static str {
         match self.from {
             From::Pod => "pod",
             From::Namespace => "namespace",

@@ -70,7 +70,7 @@ pub enum ClientError {
 /// its own.
 #[derive(Clone)]
 pub struct Environment {
-    pub vars: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub vars: crate::VarLookup,
     pub service_account_dir: PathBuf,
 }
 
@@ -363,9 +363,11 @@ impl Watches {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         };
-        let mut wc = watcher::Config::default();
-        wc.field_selector = self.config.field_selector(node.as_deref());
-        wc.label_selector = self.config.label_selector();
+        let wc = watcher::Config {
+            field_selector: self.config.field_selector(node.as_deref()),
+            label_selector: self.config.label_selector(),
+            ..Default::default()
+        };
         tasks.push(tokio::spawn(async move {
             // Pods of the first list get their deployment names if ReplicaSets are known.
             let mut rs = rs_synced;

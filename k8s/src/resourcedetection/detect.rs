@@ -14,13 +14,11 @@ use super::env::EnvDetector;
 use super::imds::ImdsClient;
 use super::system::SystemDetector;
 use super::{DetectedResource, config::DetectorKind};
+use crate::VarLookup;
 
 /// The schema URL the Collector's ec2, eks and system detectors report (semantic conventions
 /// 1.6.1, the version their attribute names come from).
 pub const SEMCONV_SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.6.1";
-
-/// Looks up an environment variable.
-type VarLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The machine as a detector sees it: environment variables, files below `root` (`/` in
 /// production) and, on the real machine, the system's resolver.

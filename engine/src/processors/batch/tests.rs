@@ -247,7 +247,7 @@ async fn while_refused_the_buffer_fills_and_producers_wait() {
     let mut got: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
     got.sort_unstable();
     // The timed-out `consume` never buffered its item (it was still waiting for room).
-    let want: Vec<u64> = (0..waited as u64).chain([next as u64]).collect();
+    let want: Vec<u64> = (0..waited as u64).chain([next]).collect();
     assert_eq!(got, want);
     assert_eq!(export_failed(&t).unwrap_or(0.0), 0.0);
 }
