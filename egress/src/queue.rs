@@ -48,7 +48,9 @@
 //! `sizer` says what `queue_size` counts, as in the Collector: `requests` (batches), `items`, or
 //! `bytes` — for sluice the bytes of the queued Arrow payloads (`Payload::memory_size`, what
 //! the memory limiter counts), where the Collector counts their protobuf size.
-//! `otelcol_exporter_queue_size` / `_capacity` are in the same unit. A payload larger than the
+//! `otelcol_exporter_queue_size` / `_capacity` are in the same unit. With `bytes` the capacity
+//! bounds the payloads being sent as well as those waiting (what the exporter holds; the
+//! Collector bounds only what waits), while the `queue_size` gauge shows what waits. A payload larger than the
 //! whole capacity is still taken when the queue is empty, so it cannot be refused forever.
 //! Queued and in-flight payloads are held in the memory account
 //! (`sluice_memory_held_bytes{component="<exporter>",kind="queue"}`) until delivered or
@@ -1148,6 +1150,12 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             }
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
             let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            // `sizer: bytes` bounds what the exporter holds, sends under way included: the
+            // point of sizing in bytes is memory, and with 10 consumers the batches being sent
+            // outweigh those waiting (BENCHMARKS.md, "Persistent queue cost"). So a payload's
+            // bytes leave the bound when it is delivered or dropped. Requests and items count
+            // what waits, as in the Collector; the queue-size gauge always shows what waits.
+            let bound_until_sent = self.queue.sizer == Sizer::Bytes;
             for _ in 0..self.queue.num_consumers.max(1) {
                 let (rx, inner, queued) = (rx.clone(), self.inner.clone(), self.queued.clone());
                 workers.push(tokio::spawn(async move {
@@ -1163,7 +1171,9 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         else {
                             return;
                         };
-                        queued.fetch_sub(size, Ordering::Relaxed);
+                        if !bound_until_sent {
+                            queued.fetch_sub(size, Ordering::Relaxed);
+                        }
                         inner.queue_size.add(-(size as i64));
                         // While it is sent the payload is held twice: the Arrow data and its
                         // encoding (OTLP protobuf is about the size of the Arrow data), so the
@@ -1181,6 +1191,9 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                             {
                                 record.done(&inner.id);
                             }
+                            if bound_until_sent {
+                                queued.fetch_sub(size, Ordering::Relaxed);
+                            }
                             continue;
                         }
                         // Failures are counted and logged inside; nobody is waiting for them.
@@ -1193,6 +1206,9 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         }
                         // Delivered or dropped: its bytes leave the account.
                         drop(held);
+                        if bound_until_sent {
+                            queued.fetch_sub(size, Ordering::Relaxed);
+                        }
                     }
                 }));
             }

@@ -500,6 +500,54 @@ async fn the_queue_is_sized_in_items_or_bytes_and_holds_its_bytes() {
     assert_eq!(t.memory().held(), 0, "dropped with the queues");
 }
 
+/// With `sizer: bytes` the capacity bounds what the exporter holds, sends under way included:
+/// while one payload is being sent (to a peer that accepted the connection and never answers)
+/// a second that would fit beside it in the queue alone is refused. The gauge shows what waits.
+#[tokio::test]
+async fn a_byte_sized_queue_counts_the_payloads_being_sent() {
+    // Accepts connections (the kernel's backlog) but never speaks HTTP/2: a send hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let one = spans(0, 50).memory_size();
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/bytes",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "timeout": "30s",
+            "sending_queue": {"queue_size": one + one / 2, "sizer": "bytes", "num_consumers": 2}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    e.consume(spans(0, 50)).await.unwrap();
+    eventually("taken by a consumer", || {
+        t.value("otelcol_exporter_queue_size", &[("exporter", "otlp/bytes")]) == Some(0.0)
+    })
+    .await;
+    assert!(
+        e.consume(spans(50, 50)).await.is_err(),
+        "the payload being sent still counts against the byte capacity"
+    );
+    // The same with `sizer: items`: what is being sent no longer counts (the Collector's way).
+    let items = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp/items",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"), "timeout": "30s",
+            "sending_queue": {"queue_size": 75, "sizer": "items", "num_consumers": 2}}),
+        &t,
+    );
+    items.start().await.unwrap();
+    items.consume(spans(0, 50)).await.unwrap();
+    eventually("taken by a consumer", || {
+        t.value("otelcol_exporter_queue_size", &[("exporter", "otlp/items")]) == Some(0.0)
+    })
+    .await;
+    items
+        .consume(spans(50, 50))
+        .await
+        .expect("items being sent leave the queue's count");
+    drop(silent);
+}
+
 /// Bytes held by queued payloads leave the account when they are delivered, and when they are
 /// given up on.
 #[tokio::test]
