@@ -7,6 +7,8 @@ from /proc. One command reruns every figure of the comparison against sluice or 
     python3 benches/sidebyside.py --scenarios nop \\
         --collector 'otelcol-contrib --config my-nop.yaml'  # a peer, with a config of its own
     python3 benches/sidebyside.py --collector 'rotel start --otlp-grpc-endpoint 127.0.0.1:{grpc_port} --exporter blackhole'
+    python3 benches/sidebyside.py --collector '/tmp/a/sluice --config {config}' \
+        --collector '/tmp/b/sluice --config {config}'       # A/B: runs alternate, ratios printed
 
 Per run: a fresh collector process pinned with `taskset` to --collector-cpu, `sluice loadgen`
 (and, for scenarios that export, `sluice loadgen sink`, which answers OTLP without decoding)
@@ -25,6 +27,9 @@ Scenarios (the load; the collector's config is the scenario's file below for slu
 - delete-export: 1,000-span requests; decode, delete one attribute (url.full), encode, export
   OTLP/gRPC uncompressed to the sink (sluice: benches/e2e/delete-export.yaml, the default
   sending queue, no batch processor).
+
+With several --collector options the runs alternate (A, B, A, B, ...), so both see the same
+machine, and the table gives each one's medians and the ratio of each to the first.
 
 The collector's command line (--collector) is split like a shell's and formatted with
 {sluice} (the sluice binary), {config} (the scenario's sluice config), {grpc_port} (where it
@@ -124,7 +129,7 @@ def pinned(cpu: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
 
 
-def run_once(args, scenario: Scenario, workdir: Path, index: int) -> dict:
+def run_once(args, collector: str, scenario: Scenario, workdir: Path, index: int) -> dict:
     ports = {"grpc_port": free_port(), "sink_port": free_port(),
              "telemetry_port": free_port(), "health_port": free_port()}
     env = dict(os.environ, GRPC_PORT=str(ports["grpc_port"]),
@@ -132,7 +137,7 @@ def run_once(args, scenario: Scenario, workdir: Path, index: int) -> dict:
                TELEMETRY_PORT=str(ports["telemetry_port"]),
                HEALTH_PORT=str(ports["health_port"]))
     fmt = dict(ports, sluice=args.bin, config=str(scenario.config))
-    collector_argv = [part.format(**fmt) for part in shlex.split(args.collector)]
+    collector_argv = [part.format(**fmt) for part in shlex.split(collector)]
     run_dir = workdir / f"{scenario.name}-{index}"
     run_dir.mkdir()
     sink = None
@@ -208,8 +213,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--collector", default=DEFAULT_COLLECTOR,
-                    help="the collector's command line (placeholders: see above)")
+    ap.add_argument("--collector", action="append",
+                    help="the collector's command line (placeholders: see above); repeat it "
+                         f"to compare (default: {DEFAULT_COLLECTOR})")
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "sluice"),
                     help="sluice: the load generator and sink (and the default collector)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per scenario; medians shown")
@@ -236,31 +242,35 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, e2e._on_signal)
     signal.signal(signal.SIGINT, e2e._on_signal)
-    default_collector = args.collector == DEFAULT_COLLECTOR
+    collectors = args.collector or [DEFAULT_COLLECTOR]
     workdir = Path(tempfile.mkdtemp(prefix="sluice-sidebyside-"))
     e2e.WORKDIR = workdir
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
-    log(f"collector: {args.collector} (CPU {args.collector_cpu}); load generator CPU "
+    log(f"collectors: {collectors} (CPU {args.collector_cpu}); load generator CPU "
         f"{args.loadgen_cpu}; load average {' '.join(loadavg)}; logs in {workdir}")
-    results: dict[str, list[dict]] = {}
+    # results[collector][scenario] = runs
+    results: dict[str, dict[str, list[dict]]] = {c: {} for c in collectors}
     failed = False
     try:
         for name in names:
             scenario = SCENARIOS[name]
             for i in range(args.repeat):
-                run = run_once(args, scenario, workdir, i)
-                results.setdefault(name, []).append(run)
-                log(f"{name} run {i + 1}: {run['spans_per_s']:,.0f} spans/s, "
-                    f"{run['cpu_percent']:.0f} % CPU, {run['cpu_s_per_million']:.2f} CPU-s/M, "
-                    f"peak {run['peak_rss_mib']:.0f} MiB, refused {run['refused_requests']}, "
-                    f"sink {run['sink_requests']}")
-                # With sluice's own configs (no batching) every accepted request is exported as
-                # one request: the sink must have all of them.
-                if (default_collector and scenario.sink
-                        and run["sink_requests"] != run["requests"] - run["refused_requests"]):
-                    log(f"CHECK FAILED: {name}: the sink received {run['sink_requests']} "
-                        f"requests, {run['requests'] - run['refused_requests']} were accepted")
-                    failed = True
+                for ci, collector in enumerate(collectors):
+                    run = run_once(args, collector, scenario, workdir, i * len(collectors) + ci)
+                    results[collector].setdefault(name, []).append(run)
+                    log(f"{name} [{ci + 1}] run {i + 1}: {run['spans_per_s']:,.0f} spans/s, "
+                        f"{run['cpu_percent']:.0f} % CPU, "
+                        f"{run['cpu_s_per_million']:.2f} CPU-s/M, "
+                        f"peak {run['peak_rss_mib']:.0f} MiB, "
+                        f"refused {run['refused_requests']}, sink {run['sink_requests']}")
+                    # With sluice's own configs (no batching) every accepted request is
+                    # exported as one request: the sink must have all of them.
+                    accepted = run["requests"] - run["refused_requests"]
+                    if ("{config}" in collector and scenario.sink
+                            and run["sink_requests"] != accepted):
+                        log(f"CHECK FAILED: {name}: the sink received {run['sink_requests']} "
+                            f"requests, {accepted} were accepted")
+                        failed = True
     except HarnessError as e:
         log(f"error: {e}")
         e2e.cleanup()
@@ -268,21 +278,35 @@ def main() -> int:
     finally:
         e2e.cleanup()
     loadavg_end = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"\ncollector `{args.collector}` on CPU {args.collector_cpu}, load generator on CPU "
-          f"{args.loadgen_cpu}; {args.repeat} runs of {args.duration:g} s, medians; load "
-          f"average {' '.join(loadavg)} -> {' '.join(loadavg_end)}\n")
-    print("| scenario | spans/s | CPU % of a core | CPU-s per M spans | peak RSS MiB "
-          "| refused requests | requests at the sink |")
-    print("|---|---|---|---|---|---|---|")
-    for name, runs in results.items():
-        sink = ("-" if runs[0]["sink_requests"] is None
-                else f"{median(runs, 'sink_requests'):.0f}")
-        print(f"| {name} | {median(runs, 'spans_per_s'):,.0f} | {median(runs, 'cpu_percent'):.0f} "
-              f"| {median(runs, 'cpu_s_per_million'):.2f} | {median(runs, 'peak_rss_mib'):.0f} "
-              f"| {median(runs, 'refused_requests'):.0f} | {sink} |")
+    print(f"\ncollector on CPU {args.collector_cpu}, load generator on CPU {args.loadgen_cpu}; "
+          f"{args.repeat} runs of {args.duration:g} s each, medians; load average "
+          f"{' '.join(loadavg)} -> {' '.join(loadavg_end)}")
+    for ci, collector in enumerate(collectors):
+        print(f"[{ci + 1}] {collector}")
+    ratio_head = " | vs [1]: spans/s, CPU-s per M" if len(collectors) > 1 else ""
+    print(f"\n| scenario | collector | spans/s | CPU % of a core | CPU-s per M spans "
+          f"| peak RSS MiB | refused requests | requests at the sink{ratio_head} |")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if ratio_head else ""))
+    for name in names:
+        first = results[collectors[0]][name]
+        for ci, collector in enumerate(collectors):
+            runs = results[collector][name]
+            sink = ("-" if runs[0]["sink_requests"] is None
+                    else f"{median(runs, 'sink_requests'):.0f}")
+            ratio = ""
+            if ratio_head:
+                r_rate = median(runs, "spans_per_s") / max(median(first, "spans_per_s"), 1e-9)
+                r_cpu = (median(runs, "cpu_s_per_million")
+                         / max(median(first, "cpu_s_per_million"), 1e-9))
+                ratio = f" | {r_rate:.2f}×, {r_cpu:.2f}×"
+            print(f"| {name} | [{ci + 1}] | {median(runs, 'spans_per_s'):,.0f} "
+                  f"| {median(runs, 'cpu_percent'):.0f} "
+                  f"| {median(runs, 'cpu_s_per_million'):.2f} "
+                  f"| {median(runs, 'peak_rss_mib'):.0f} "
+                  f"| {median(runs, 'refused_requests'):.0f} | {sink}{ratio} |")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"collector": args.collector, "loadavg": [loadavg, loadavg_end], "runs": results},
+            {"collectors": collectors, "loadavg": [loadavg, loadavg_end], "runs": results},
             indent=1))
     return 1 if failed else 0
 

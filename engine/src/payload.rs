@@ -203,12 +203,41 @@ pub enum PayloadError {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+/// The empty table `t`, built once: every payload has all its signal's tables, and most
+/// requests leave several empty (events, links, scope attributes...). Building them anew for
+/// each request (an Arrow array per column, each with its own buffers) was about a quarter of
+/// the CPU of receiving 100-span requests and dropping them (BENCHMARKS.md, issue 17); a clone
+/// is one reference count per column.
+fn empty_table(t: Table) -> RecordBatch {
+    static EMPTY: OnceLock<Vec<RecordBatch>> = OnceLock::new();
+    EMPTY.get_or_init(|| {
+        Table::ALL
+            .iter()
+            .map(|&t| RecordBatch::new_empty(t.schema()))
+            .collect()
+    })[t as usize]
+        .clone()
+}
+
+/// `batch` has table `t`'s schema (the same fields; the schema's metadata is not compared).
+fn check_schema(t: Table, batch: &RecordBatch) -> Result<(), PayloadError> {
+    let want = t.schema();
+    // Decoders and kernels build their batches with the shared schema: one pointer compare.
+    if Arc::ptr_eq(&batch.schema(), &want) || batch.schema().fields() == want.fields() {
+        return Ok(());
+    }
+    Err(PayloadError::Schema {
+        table: t,
+        detail: format!("got {:?}", batch.schema().fields()),
+    })
+}
+
 impl Payload {
     /// A payload of `signal` with every table present and empty.
     pub fn empty(signal: Signal) -> Self {
         let mut tables: [Option<Slot>; Table::COUNT] = Default::default();
         for &t in signal.tables() {
-            tables[t as usize] = Some(Slot::Ready(RecordBatch::new_empty(t.schema())));
+            tables[t as usize] = Some(Slot::Ready(empty_table(t)));
         }
         Payload {
             signal,
@@ -218,15 +247,28 @@ impl Payload {
         }
     }
 
-    /// Builds a payload from complete tables (one per table of `signal`, any order).
-    /// Checks schemas, not invariants: call [`Payload::validate`] for those.
+    /// Builds a payload from complete tables (one per table of `signal`, any order; a table
+    /// not given is empty). Checks schemas, not invariants: call [`Payload::validate`] for
+    /// those.
     pub fn from_tables(
         signal: Signal,
         tables: impl IntoIterator<Item = (Table, RecordBatch)>,
     ) -> Result<Self, PayloadError> {
-        let mut p = Payload::empty(signal);
+        let mut p = Payload {
+            signal,
+            tables: Default::default(),
+            origin: None,
+            metadata: None,
+        };
         for (t, batch) in tables {
-            p.set(t, batch)?;
+            if !signal.tables().contains(&t) {
+                return Err(PayloadError::WrongTable { signal, table: t });
+            }
+            check_schema(t, &batch)?;
+            p.tables[t as usize] = Some(Slot::Ready(batch));
+        }
+        for &t in signal.tables() {
+            p.tables[t as usize].get_or_insert_with(|| Slot::Ready(empty_table(t)));
         }
         Ok(p)
     }
@@ -305,12 +347,7 @@ impl Payload {
                 table: t,
             });
         }
-        if batch.schema().fields() != t.schema().fields() {
-            return Err(PayloadError::Schema {
-                table: t,
-                detail: format!("got {:?}", batch.schema().fields()),
-            });
-        }
+        check_schema(t, &batch)?;
         self.tables[t as usize] = Some(Slot::Ready(batch));
         Ok(())
     }

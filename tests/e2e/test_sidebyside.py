@@ -35,7 +35,9 @@ def test_every_scenario_is_measured_and_the_sink_gets_every_request(tmp_path):
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| scenario")]
     assert rows == ["nop", "nop-100k", "delete-export"], report
-    for name, (run,) in result["runs"].items():
+    (collector,) = result["collectors"]
+    runs = result["runs"][collector]
+    for name, (run,) in runs.items():
         assert run["spans"] > 0 and run["spans_per_s"] > 0, (name, run)
         assert run["cpu_s_per_million"] > 0 and run["cpu_percent"] > 0, (name, run)
         # Sampled every 100 ms over at least the second of load.
@@ -43,25 +45,30 @@ def test_every_scenario_is_measured_and_the_sink_gets_every_request(tmp_path):
         assert run["peak_rss_mib"] > 0 and run["vm_hwm_mib"] >= run["peak_rss_mib"] * 0.9, run
         assert run["refused_requests"] == 0, (name, run)
         assert run["collector_exit"] == 0, (name, run)
-    export = result["runs"]["delete-export"][0]
+    export = runs["delete-export"][0]
     assert export["spans"] == export["requests"] * 1000, export
     assert export["sink_requests"] == export["requests"], export
-    held = result["runs"]["nop-100k"][0]
+    held = runs["nop-100k"][0]
     # The held rate is held: about 20,000 spans in one second (a send schedule, not a burst).
     assert 10_000 <= held["spans"] <= 30_000, held
-    assert result["runs"]["nop"][0]["spans"] % 100 == 0
+    assert runs["nop"][0]["spans"] % 100 == 0
 
 
 @pytest.mark.timeout(60)
-def test_any_otlp_endpoint_given_as_a_command_line_is_measured(tmp_path):
+def test_any_otlp_endpoint_is_measured_beside_sluice_runs_alternating(tmp_path):
     # A peer collector stand-in: `loadgen sink` answers Export without decoding.
-    proc, result = run_harness(
-        tmp_path, "--scenarios", "nop",
-        "--collector", "{sluice} loadgen sink --endpoint 127.0.0.1:{grpc_port}")
+    peer = "{sluice} loadgen sink --endpoint 127.0.0.1:{grpc_port}"
+    proc, result = run_harness(tmp_path, "--scenarios", "nop", "--repeat", "2",
+                               "--collector", "{sluice} --config {config}", "--collector", peer)
     assert proc.returncode == 0, proc.stderr
-    (run,) = result["runs"]["nop"]
-    assert run["spans"] > 0 and run["samples"] >= 8, run
-    assert "loadgen sink" in result["collector"], result
+    assert result["collectors"] == ["{sluice} --config {config}", peer]
+    for collector in result["collectors"]:
+        runs = result["runs"][collector]["nop"]
+        assert len(runs) == 2, runs
+        assert all(r["spans"] > 0 and r["samples"] >= 8 for r in runs), runs
+    # The table has both, the second with its ratios to the first.
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| nop |")]
+    assert len(rows) == 2 and "×" in rows[1], proc.stdout
 
 
 @pytest.mark.timeout(60)
