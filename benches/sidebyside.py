@@ -17,7 +17,8 @@ gets fresh trace ids) over OTLP/gRPC for --duration seconds. A thread samples th
 CPU time (utime + stime, /proc/PID/stat) and RSS (/proc/PID/status VmRSS) every 100 ms.
 Reported per scenario, medians of --repeat runs: spans/s accepted, CPU of the collector's core
 (% over the sending time), CPU seconds per million spans, peak RSS (the largest sample, and the
-kernel's VmHWM), requests refused, and what reached the sink.
+kernel's VmHWM), the kernel's share of the CPU (stime), requests refused, and what reached the
+sink.
 
 Scenarios (the load; the collector's config is the scenario's file below for sluice, or yours):
 
@@ -125,6 +126,12 @@ class Sampler:
         return max((s[2] for s in self.samples), default=0)
 
 
+def sys_ticks(pid: int) -> int:
+    """stime of a live process (clock ticks): the kernel's share (syscalls, page faults)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[12])
+
+
 def pinned(cpu: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
 
@@ -152,6 +159,7 @@ def run_once(args, collector: str, scenario: Scenario, workdir: Path, index: int
     sampler = Sampler(collector.pid)
     time.sleep(0.3)  # listening is not always serving: let it settle before the load
     before = sampler.sample()
+    sys_before = sys_ticks(collector.pid)
     if before is None:
         collector.check_alive("before the load")
         raise HarnessError("cannot read the collector's /proc entries")
@@ -173,6 +181,7 @@ def run_once(args, collector: str, scenario: Scenario, workdir: Path, index: int
             raise HarnessError("the load generator did not finish")
         time.sleep(0.05)
     after = sampler.sample()
+    sys_after = sys_ticks(collector.pid) if after else sys_before
     rc, out = gen.stop()
     if rc != 0 or after is None:
         collector.check_alive("at the end of the load")
@@ -197,6 +206,7 @@ def run_once(args, collector: str, scenario: Scenario, workdir: Path, index: int
         "spans_per_s": spans / seconds if seconds else 0.0,
         "cpu_percent": 100 * cpu_s / seconds if seconds else 0.0,
         "cpu_s_per_million": cpu_s / (spans / 1e6) if spans else 0.0,
+        "kernel_share": (sys_after - sys_before) / max(after[1] - before[1], 1),
         "peak_rss_mib": sampler.peak_rss_kib() / 1024, "vm_hwm_mib": hwm / 1024,
         "refused_requests": refused, "requests": report["requests"],
         "sink_requests": sink_counts["grpc_requests"] if sink_counts else None,
@@ -285,8 +295,9 @@ def main() -> int:
         print(f"[{ci + 1}] {collector}")
     ratio_head = " | vs [1]: spans/s, CPU-s per M" if len(collectors) > 1 else ""
     print(f"\n| scenario | collector | spans/s | CPU % of a core | CPU-s per M spans "
-          f"| peak RSS MiB | refused requests | requests at the sink{ratio_head} |")
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if ratio_head else ""))
+          f"| of it in the kernel | peak RSS MiB | refused requests "
+          f"| requests at the sink{ratio_head} |")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if ratio_head else ""))
     for name in names:
         first = results[collectors[0]][name]
         for ci, collector in enumerate(collectors):
@@ -302,6 +313,7 @@ def main() -> int:
             print(f"| {name} | [{ci + 1}] | {median(runs, 'spans_per_s'):,.0f} "
                   f"| {median(runs, 'cpu_percent'):.0f} "
                   f"| {median(runs, 'cpu_s_per_million'):.2f} "
+                  f"| {100 * median(runs, 'kernel_share'):.0f} % "
                   f"| {median(runs, 'peak_rss_mib'):.0f} "
                   f"| {median(runs, 'refused_requests'):.0f} | {sink}{ratio} |")
     if args.json:
