@@ -891,6 +891,30 @@ mod tests {
         }
     }
 
+    /// `from_tables` fills the tables not given with the shared empty ones, and refuses a table
+    /// of another signal or with another schema, as `set` does.
+    #[test]
+    fn from_tables_fills_missing_tables_and_checks_the_given_ones() {
+        let spans = Payload::empty(Signal::Traces).table(Table::Spans).clone();
+        let p = Payload::from_tables(Signal::Traces, [(Table::Spans, spans.clone())]).unwrap();
+        p.validate().unwrap();
+        for &t in Signal::Traces.tables() {
+            assert_eq!(p.table(t).schema().fields(), t.schema().fields(), "{t:?}");
+            assert_eq!(p.table(t).num_rows(), 0);
+        }
+        // The empty tables are one shared set: a clone, not a build per payload.
+        let (a, b) = (Payload::empty(Signal::Logs), Payload::empty(Signal::Logs));
+        assert!(Arc::ptr_eq(
+            a.table(Table::Logs).column(0),
+            b.table(Table::Logs).column(0)
+        ));
+        let wrong = Payload::from_tables(Signal::Logs, [(Table::Spans, spans.clone())]);
+        assert!(matches!(wrong, Err(PayloadError::WrongTable { .. })));
+        let other_schema = Payload::empty(Signal::Logs).table(Table::Logs).clone();
+        let mismatched = Payload::from_tables(Signal::Traces, [(Table::Spans, other_schema)]);
+        assert!(matches!(mismatched, Err(PayloadError::Schema { .. })));
+    }
+
     /// A concat keeps the peer and the client metadata only when every part has the same:
     /// a batch of several clients' requests belongs to none of them.
     #[test]
