@@ -3,15 +3,20 @@
 //! Collector's ring of 3 backends.
 //! - `positions`: the routing key of every span hashed to its ring position (CRC-32 of the
 //!   trace id, once per run of equal ids);
-//! - `split`: positions, backends, and one filter per backend (attribute tables left pending);
-//! - `split_and_settle`: the same, then every part's tables built, as the exporter queue does
-//!   when it takes a part (the full copy of every span, attribute, event and link).
+//! - `split`: positions, backends, and every backend's part cut in one pass
+//!   (`Payload::partition`; attribute tables left pending);
+//! - `split_per_backend_filter`: the same positions and backends, then one `filter_tables` per
+//!   backend (the split before `partition`, kept here as the A/B baseline);
+//! - `split_and_settle` / `split_per_backend_filter_and_settle`: the same, then every part's
+//!   tables built, as the exporter queue does when it takes a part (the full copy of every
+//!   span, attribute, event and link).
 //!
 //! `cargo bench -p sluice-benches --bench loadbalancing -- --warm-up-time 2 --measurement-time 5`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use sluice_benches::realistic_traces_request;
+use sluice_benches::routing::{settled, split_per_backend_filter};
 use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
 
 #[global_allocator]
@@ -23,12 +28,20 @@ fn bench(c: &mut Criterion) {
     let endpoints: Vec<String> = (1..=3).map(|i| format!("10.0.0.{i}:4317")).collect();
     let ring = HashRing::new(&endpoints).expect("ring");
     let key = RoutingKey::TraceId;
-    let parts = routing::split(&payload, &key, &ring).expect("split");
+    let parts = settled(routing::split(&payload, &key, &ring).expect("split"));
     assert_eq!(
         parts.len(),
         3,
         "the payload spreads over the three backends"
     );
+    // Both ways cut the same parts.
+    let baseline = settled(split_per_backend_filter(&payload, &key, &ring));
+    for ((a, pa), (b, pb)) in parts.iter().zip(&baseline) {
+        assert_eq!(a, b);
+        for (t, batch) in pa.tables() {
+            assert_eq!(batch, pb.table(t), "{t:?}");
+        }
+    }
     let mut g = c.benchmark_group("loadbalancing_1000_spans_3_backends");
     g.throughput(Throughput::Elements(payload.item_count() as u64));
     g.bench_function("positions", |b| {
@@ -37,14 +50,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("split", |b| {
         b.iter(|| routing::split(&payload, &key, &ring).expect("split"))
     });
+    g.bench_function("split_per_backend_filter", |b| {
+        b.iter(|| split_per_backend_filter(&payload, &key, &ring))
+    });
     g.bench_function("split_and_settle", |b| {
-        b.iter(|| {
-            let mut parts = routing::split(&payload, &key, &ring).expect("split");
-            for (_, p) in &mut parts {
-                p.settle();
-            }
-            parts
-        })
+        b.iter(|| settled(routing::split(&payload, &key, &ring).expect("split")))
+    });
+    g.bench_function("split_per_backend_filter_and_settle", |b| {
+        b.iter(|| settled(split_per_backend_filter(&payload, &key, &ring)))
     });
     g.finish();
 }

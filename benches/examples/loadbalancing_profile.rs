@@ -7,10 +7,13 @@
 //! target/release/examples/loadbalancing_profile split 200`: instructions in `run` divided by
 //! 200 are instructions per split of the 1,000 spans. Steps: `positions` (ring positions
 //! only), `split` (positions, owners, parts with attribute tables pending), `settle` (the
-//! same, then every part's tables built, as the exporter queue does when it takes a part).
+//! same, then every part's tables built, as the exporter queue does when it takes a part);
+//! `filter` and `filter_settle`: the same two with the split before `Payload::partition`, one
+//! `filter_tables` per backend (the A/B baseline).
 
 use prost::Message;
 use sluice_benches::realistic_traces_request;
+use sluice_benches::routing::{settled, split_per_backend_filter};
 use sluice_engine::Payload;
 use sluice_engine::kernels::routing::{self, HashRing, RoutingKey};
 
@@ -38,7 +41,17 @@ fn run(step: &str, payload: &Payload, ring: &HashRing, n: usize) -> usize {
                 }
                 parts.iter().map(|(_, p)| p.item_count()).sum()
             }
-            other => panic!("unknown step {other:?}: positions, split or settle"),
+            "filter" => split_per_backend_filter(payload, &key, ring)
+                .iter()
+                .map(|(_, p)| p.item_count())
+                .sum(),
+            "filter_settle" => settled(split_per_backend_filter(payload, &key, ring))
+                .iter()
+                .map(|(_, p)| p.item_count())
+                .sum(),
+            other => {
+                panic!("unknown step {other:?}: positions, split, settle, filter or filter_settle")
+            }
         };
     }
     items

@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod k8s;
 pub mod per_span;
 pub mod resourcedetection;
+pub mod routing;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{

@@ -677,6 +677,193 @@ impl Payload {
         }
     }
 
+    /// Cuts the payload into parts by the owner of every item: `owners` gives, per item table
+    /// (spans, data points, log records), the part `0..parts` of each of its rows. Returns
+    /// `(part, its payload)` for every part that received items, in part order.
+    ///
+    /// Each part equals [`Payload::filter_tables`] with the mask `owner == part` on every item
+    /// table: the same rows in the same order, containers left empty pruned, attribute tables
+    /// left pending. But all parts are cut in one pass: the owners are read once, into the
+    /// runs of rows each part owns, and every other table's rows follow from its parent's or
+    /// children's runs (by searches in the sorted parent ids, without visiting the rows), where
+    /// a filter per part builds, cascades and prunes a full mask of every table for each part.
+    /// Items of one routing key sit together (a trace's spans, a metric's points), so a part is
+    /// a few runs of every table and its rows are copied run by run.
+    ///
+    /// An item table missing from `owners` is kept whole in every part (as by a filter without
+    /// its mask). When a single part owns everything, it is this payload, uncopied.
+    pub fn partition(
+        &self,
+        owners: &[(Table, &[u16])],
+        parts: usize,
+    ) -> Result<Vec<(usize, Payload)>, PayloadError> {
+        // Per part, per table: its kept rows as runs; `None` = every row.
+        let mut kept: Vec<Vec<Option<Vec<Run>>>> = vec![vec![None; Table::COUNT]; parts];
+        let mut used = vec![false; parts];
+        for &(t, own) in owners {
+            if !self.signal.item_tables().contains(&t) {
+                return Err(PayloadError::WrongTable {
+                    signal: self.signal,
+                    table: t,
+                });
+            }
+            let rows = self.table(t).num_rows();
+            if own.len() != rows {
+                return Err(invariant(
+                    t,
+                    format!("{} owners for {rows} rows", own.len()),
+                ));
+            }
+            for part in kept.iter_mut() {
+                part[t as usize] = Some(Vec::new());
+            }
+            let mut start = 0;
+            while start < own.len() {
+                let b = own[start];
+                let len = own[start..].iter().take_while(|&&o| o == b).count();
+                let runs = kept
+                    .get_mut(usize::from(b))
+                    .and_then(|part| part[t as usize].as_mut())
+                    .ok_or_else(|| invariant(t, format!("owner {b} of {parts} parts")))?;
+                runs.push(Run { src: 0, start, len });
+                used[usize::from(b)] = true;
+                start += len;
+            }
+            // A part owning every row of the table keeps it whole.
+            for part in kept.iter_mut() {
+                if part[t as usize]
+                    .as_deref()
+                    .is_some_and(|r| ranges::total(r) == rows)
+                {
+                    part[t as usize] = None;
+                }
+            }
+        }
+        let used: Vec<usize> = (0..parts).filter(|&b| used[b]).collect();
+        if let [only] = used[..] {
+            return Ok(vec![(only, self.clone())]);
+        }
+        used.into_iter()
+            .map(|b| Ok((b, self.part_of_runs(std::mem::take(&mut kept[b]))?)))
+            .collect()
+    }
+
+    /// The part keeping the item-table rows `kept` (runs per table, `None` = all), with every
+    /// other table following: containers (resources, scopes, metrics) keep the rows that still
+    /// have a structural child, the rest (attributes, events, links, exemplars) the rows whose
+    /// parent is kept. [`Payload::partition`]'s cut of one part.
+    fn part_of_runs(&self, mut kept: Vec<Option<Vec<Run>>>) -> Result<Payload, PayloadError> {
+        let tables = self.signal.tables();
+        let items = self.signal.item_tables();
+        // Containers, children first: the rows with a kept structural child, once a child lost
+        // rows (an untouched container keeps even the empty rows it came with, as a filter).
+        for &c in tables.iter().rev() {
+            let children = || {
+                tables
+                    .iter()
+                    .copied()
+                    .filter(move |ch| ch.parent() == Some(c) && is_structural(*ch))
+            };
+            if items.contains(&c) || !children().any(|ch| kept[ch as usize].is_some()) {
+                continue;
+            }
+            let mut has_child = vec![false; self.table(c).num_rows()];
+            for ch in children() {
+                let ids = self.parent_ids(ch).values();
+                match &kept[ch as usize] {
+                    None => ids.iter().for_each(|&p| has_child[p as usize] = true),
+                    // Each distinct parent of the run once: a search to the next parent.
+                    Some(runs) => {
+                        for r in runs {
+                            let (mut i, end) = (r.start, r.start + r.len);
+                            while i < end {
+                                let p = ids[i];
+                                has_child[p as usize] = true;
+                                i += ids[i..end].partition_point(|&x| x == p);
+                            }
+                        }
+                    }
+                }
+            }
+            let runs = ranges::runs_of_bools(&has_child);
+            if ranges::total(&runs) < has_child.len() {
+                kept[c as usize] = Some(runs);
+            }
+        }
+        // The rest, parents first: the rows of kept parents.
+        let is_container = |t: Table| {
+            tables
+                .iter()
+                .any(|ch| ch.parent() == Some(t) && is_structural(*ch))
+        };
+        for &t in tables {
+            if items.contains(&t) || is_container(t) {
+                continue;
+            }
+            if let Some(parent_runs) = t.parent().and_then(|p| kept[p as usize].as_deref()) {
+                kept[t as usize] =
+                    Some(ranges::child_runs(parent_runs, self.parent_ids(t).values()));
+            }
+        }
+        // Build: a table is rebuilt when it lost rows or its parent did (its parent ids are
+        // renumbered); the others are shared with this payload as they are. Slots are filled
+        // one by one rather than cloning the payload and replacing them (a clone of every
+        // table only to drop most of it was 5% of the split).
+        let mut out = Payload {
+            signal: self.signal,
+            tables: Default::default(),
+            origin: self.origin,
+            metadata: self.metadata.clone(),
+        };
+        let mut new_ids: Vec<Option<Arc<Vec<u32>>>> = vec![None; Table::COUNT];
+        for &t in tables {
+            let parent_runs = t
+                .parent()
+                .and_then(|p| Some((p, kept[p as usize].as_deref()?)));
+            if kept[t as usize].is_none() && parent_runs.is_none() {
+                out.tables[t as usize] = self.tables[t as usize].clone();
+                continue;
+            }
+            let batch = self.table(t);
+            let runs = kept[t as usize]
+                .clone()
+                .unwrap_or_else(|| ranges::runs_of_len(batch.num_rows()));
+            // Old parent row -> new, for the kept parent rows (never read for the others).
+            let parent_map = parent_runs.map(|(p, pr)| {
+                new_ids[p as usize]
+                    .get_or_insert_with(|| {
+                        let mut m = vec![0u32; self.table(p).num_rows()];
+                        let mut next = 0u32;
+                        for r in pr {
+                            for slot in &mut m[r.start..r.start + r.len] {
+                                *slot = next;
+                                next += 1;
+                            }
+                        }
+                        Arc::new(m)
+                    })
+                    .clone()
+            });
+            let slot = if t.is_attrs() {
+                // As a filter leaves them: copied when read, or by the next editor's rebuild.
+                Slot::Pending(Arc::new(PendingRows::new(
+                    t,
+                    batch.clone(),
+                    runs,
+                    parent_map,
+                )?))
+            } else {
+                let rows = ranges::gather_batch(batch, &runs)?;
+                Slot::Ready(match parent_map {
+                    Some(m) => shift_parent_ids(&rows, |old| m[old as usize])?,
+                    None => rows,
+                })
+            };
+            out.tables[t as usize] = Some(slot);
+        }
+        Ok(out)
+    }
+
     /// Splits into consecutive payloads of at most `max_items` items each (spans, data points,
     /// log records), order kept; each carries the resources, scopes and metrics its items need
     /// (a resource, scope or metric whose items fall in two parts is in both).
@@ -1127,6 +1314,89 @@ mod tests {
             for &t in p.signal.tables() {
                 prop_assert_eq!(ours.table(t), want.table(t), "{:?}", t);
             }
+        }
+
+        /// Cutting every part at once equals one filter per part, on traces, metrics and logs
+        /// with owners in runs of any length (a trace's spans together, or scattered): the
+        /// same parts, the same rows in the same order in every table, attribute tables left
+        /// pending where they lose rows.
+        #[test]
+        fn partition_equals_one_filter_per_part(
+            t in arb_traces_request(),
+            m in arb_metrics_request(),
+            l in arb_logs_request(),
+            parts in 1usize..5,
+            run in 1usize..6,
+            seed in any::<u64>(),
+        ) {
+            for p in [reference_traces(&t), reference_metrics(&m), reference_logs(&l)] {
+                let mut x = seed | 1;
+                let owners: Vec<(Table, Vec<u16>)> = p
+                    .signal
+                    .item_tables()
+                    .iter()
+                    .map(|&t| {
+                        let own = (0..p.table(t).num_rows())
+                            .map(|i| {
+                                if i % run == 0 {
+                                    x ^= x << 13;
+                                    x ^= x >> 7;
+                                    x ^= x << 17;
+                                }
+                                ((x >> 33) % parts as u64) as u16
+                            })
+                            .collect();
+                        (t, own)
+                    })
+                    .collect();
+                let refs: Vec<(Table, &[u16])> =
+                    owners.iter().map(|(t, o)| (*t, o.as_slice())).collect();
+                let ours = p.partition(&refs, parts).unwrap();
+                let mut want = Vec::new();
+                for b in 0..parts {
+                    if !owners.iter().any(|(_, o)| o.contains(&(b as u16))) {
+                        continue;
+                    }
+                    let masks: Vec<(Table, Vec<bool>)> = owners
+                        .iter()
+                        .map(|(t, o)| (*t, o.iter().map(|&x| usize::from(x) == b).collect()))
+                        .collect();
+                    let refs: Vec<(Table, &[bool])> =
+                        masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+                    want.push((b, p.filter_tables(&refs).unwrap()));
+                }
+                prop_assert_eq!(
+                    ours.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+                    want.iter().map(|(b, _)| *b).collect::<Vec<_>>()
+                );
+                for ((b, part), (_, model)) in ours.iter().zip(&want) {
+                    part.validate().unwrap();
+                    for &t in p.signal.tables() {
+                        // Pending where the filter leaves it pending, except where every row
+                        // stays under an unchanged numbering: then the table is shared as it
+                        // is (the filter renumbers through an identity map).
+                        if model.pending_rows(t).is_some() && part.pending_rows(t).is_none() {
+                            prop_assert_eq!(part.table(t), p.table(t), "{:?} part {} {:?}", p.signal, b, t);
+                        }
+                        prop_assert_eq!(part.table(t), model.table(t), "{:?} part {} {:?}", p.signal, b, t);
+                    }
+                }
+                let items: usize = ours.iter().map(|(_, x)| x.item_count()).sum();
+                prop_assert_eq!(items, p.item_count());
+            }
+        }
+
+        #[test]
+        fn partition_refuses_owners_that_do_not_fit(t in arb_traces_request()) {
+            let p = reference_traces(&t);
+            let n = p.table(Table::Spans).num_rows();
+            prop_assume!(n > 0);
+            let short = vec![0u16; n - 1];
+            prop_assert!(p.partition(&[(Table::Spans, short.as_slice())], 2).is_err());
+            let beyond = vec![2u16; n];
+            prop_assert!(p.partition(&[(Table::Spans, beyond.as_slice())], 2).is_err());
+            let scopes = vec![0u16; p.table(Table::Scopes).num_rows()];
+            prop_assert!(p.partition(&[(Table::Scopes, scopes.as_slice())], 2).is_err());
         }
 
         #[test]

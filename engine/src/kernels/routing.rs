@@ -23,9 +23,12 @@
 //! The routing key of every item (span, log record, data point) is turned into a ring position
 //! in one pass over the key column (for `traceID`: the `trace_id` column, hashed once per run
 //! of equal ids), the positions into backends through the ring's table, and the payload is cut
-//! with one [`Payload::filter_tables`] per backend that received anything: every related table
-//! (resources, scopes, attributes, events, links, metrics) follows its items, containers left
-//! empty go. A payload whose items all go to one backend is passed on as it is, uncopied.
+//! into every backend's part at once ([`Payload::partition`]): one pass over the backends finds
+//! each backend's runs of items (a trace's spans sit together, so a part is a few runs), and
+//! every related table (resources, scopes, attributes, events, links, metrics) follows its
+//! items by searches in the sorted parent ids; containers left empty go. Each part equals a
+//! [`Payload::filter_tables`] of the payload by its backend (property-tested). A payload whose
+//! items all go to one backend is passed on as it is, uncopied.
 //!
 //! # Routing keys ([`RoutingKey`]) and what each hashes
 //!
@@ -259,59 +262,46 @@ pub fn split(
     split_by_positions(payload, &positions, ring)
 }
 
-/// [`split`] with the positions already computed (by [`item_positions`]).
+/// [`split`] with the positions already computed (by [`item_positions`]): every item's backend
+/// through the ring's owner table, then all parts cut in one pass ([`Payload::partition`]).
 pub fn split_by_positions(
     payload: &Payload,
     positions: &[(Table, Vec<u32>)],
     ring: &HashRing,
 ) -> Result<Vec<(usize, Payload)>, RoutingError> {
-    let n = ring.endpoints().len();
+    if ring.is_empty() {
+        return Ok(Vec::new());
+    }
     let owners: Vec<(Table, Vec<u16>)> = positions
         .iter()
         .map(|(t, pos)| (*t, pos.iter().map(|&p| ring.owner_at[p as usize]).collect()))
         .collect();
-    let mut used = vec![false; n];
-    for (_, o) in &owners {
-        o.iter().for_each(|&b| used[usize::from(b)] = true);
-    }
-    let backends: Vec<usize> = (0..n).filter(|&b| used[b]).collect();
-    if let [only] = backends[..] {
-        return Ok(vec![(only, payload.clone())]);
-    }
-    backends
-        .into_iter()
-        .map(|b| {
-            let masks: Vec<(Table, Vec<bool>)> = owners
-                .iter()
-                .map(|(t, o)| (*t, o.iter().map(|&x| usize::from(x) == b).collect()))
-                .collect();
-            let refs: Vec<(Table, &[bool])> =
-                masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
-            Ok((b, payload.filter_tables(&refs)?))
-        })
-        .collect()
+    let refs: Vec<(Table, &[u16])> = owners.iter().map(|(t, o)| (*t, o.as_slice())).collect();
+    Ok(payload.partition(&refs, ring.endpoints().len())?)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Keys per signal
 
 /// The positions of the spans' trace ids: one CRC per run of equal ids (spans of a trace
-/// usually sit together).
+/// usually sit together). Ids compare as one 128-bit word each, read from the value buffer.
 fn trace_id_positions(ids: &FixedSizeBinaryArray) -> Vec<u32> {
     let zero_pos = position_of(&[0u8; 16]);
+    // The schema's trace ids are 16 bytes; `value_data` starts at the array's first value.
+    let words = ids.value_data().chunks_exact(16);
     let mut out = Vec::with_capacity(ids.len());
-    let mut last: Option<(&[u8], u32)> = None;
-    for i in 0..ids.len() {
+    let mut last: Option<(u128, u32)> = None;
+    for (i, id) in words.take(ids.len()).enumerate() {
         if ids.is_null(i) {
             out.push(zero_pos);
             continue;
         }
-        let id = ids.value(i);
+        let word = u128::from_ne_bytes(id.try_into().unwrap_or([0; 16]));
         let pos = match last {
-            Some((prev, pos)) if prev == id => pos,
+            Some((prev, pos)) if prev == word => pos,
             _ => position_of(id),
         };
-        last = Some((id, pos));
+        last = Some((word, pos));
         out.push(pos);
     }
     out

@@ -298,6 +298,48 @@ proptest! {
         prop_assert_eq!(backends.len(), parts.len());
     }
 
+    /// The split by the ring equals the split it replaced, one filter per backend: the same
+    /// backends, and every table of every part the same rows in the same order.
+    #[test]
+    fn splitting_equals_one_filter_per_backend(
+        req in arb_traces_with_shared_ids(),
+        m in arb_metrics_request(),
+        endpoints in arb_endpoints(5),
+    ) {
+        let r = HashRing::new(&endpoints).unwrap();
+        for (p, key) in [
+            (reference_traces(&req), RoutingKey::TraceId),
+            (reference_metrics(&m), RoutingKey::StreamId),
+        ] {
+            let positions = item_positions(&p, &key).unwrap();
+            let ours = split_by_positions(&p, &positions, &r).unwrap();
+            let owners: Vec<(Table, Vec<usize>)> = positions
+                .iter()
+                .map(|(t, pos)| (*t, pos.iter().map(|&x| r.backend_at(x).unwrap()).collect()))
+                .collect();
+            let mut want = Vec::new();
+            for b in 0..endpoints.len() {
+                if !owners.iter().any(|(_, o)| o.contains(&b)) {
+                    continue;
+                }
+                let masks: Vec<(Table, Vec<bool>)> = owners
+                    .iter()
+                    .map(|(t, o)| (*t, o.iter().map(|&x| x == b).collect()))
+                    .collect();
+                let refs: Vec<(Table, &[bool])> =
+                    masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+                want.push((b, p.filter_tables(&refs).unwrap()));
+            }
+            prop_assert_eq!(ours.len(), want.len());
+            for ((b, part), (wb, model)) in ours.iter().zip(&want) {
+                prop_assert_eq!(b, wb);
+                for &t in p.signal().tables() {
+                    prop_assert_eq!(part.table(t), model.table(t), "{:?}", t);
+                }
+            }
+        }
+    }
+
     /// Logs and metrics under every key they take: each item exactly once, every part valid,
     /// every item of a part hashing to that part's backend.
     #[test]
