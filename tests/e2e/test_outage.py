@@ -168,7 +168,9 @@ def test_a_full_queue_behind_batch_pushes_back_and_loses_nothing(sluice):
             (accepted if ok else unanswered).update(ids)
         assert accepted, f"nothing accepted: {statuses}"
         assert unanswered, f"batch never pushed back with the queue full: {statuses}"
-        assert set(statuses) <= {"OK", "DEADLINE_EXCEEDED"}, statuses
+        # A request still waiting at its deadline ends on whichever side notices first: the
+        # client (DEADLINE_EXCEEDED) or the server honouring grpc-timeout (CANCELLED).
+        assert set(statuses) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, statuses
         dropped = s.metric("otelcol_processor_dropped_spans_total", processor="batch")
         assert not dropped, f"batch dropped {dropped} acknowledged spans"
 
