@@ -11,7 +11,6 @@
 //! - `sluice replay --config FILE CAPTURE...` runs captured OTLP through the config offline, on
 //!   a virtual clock, and reports what it did (`src/replay/README.md`).
 
-mod health_check;
 mod loadgen;
 mod process_memory;
 mod replay;
@@ -25,7 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_engine::clock::WallClock;
-use sluice_engine::component::{Factory, Kind};
+use sluice_engine::component::Kind;
 use sluice_engine::config::{
     self, Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME, LogEncoding, Registry, Source,
 };
@@ -118,17 +117,6 @@ struct ReplayCommand {
     config: ConfigArgs,
     #[command(flatten)]
     replay: replay::ReplayArgs,
-}
-
-fn registry() -> Registry {
-    let mut factories: Vec<Arc<dyn Factory>> = Vec::new();
-    factories.extend(sluice_ingest::factories());
-    factories.extend(sluice_engine::processors::factories());
-    factories.extend(sluice_engine::connectors::factories());
-    factories.extend(sluice_egress::factories());
-    factories.extend(sluice_k8s::factories());
-    factories.push(Arc::new(health_check::HealthCheckFactory));
-    Registry::new(factories)
 }
 
 /// The config sources named on the command line, in merge order: each `--config`, then each
@@ -233,7 +221,7 @@ fn load(args: &ConfigArgs, registry: &Registry) -> Option<(Config, Vec<String>)>
 fn main() -> ExitCode {
     process_memory::configure_allocator();
     let cli = Cli::parse();
-    let registry = registry();
+    let registry = sluice::registry();
     let command = cli.command.unwrap_or(Command::Run(ConfigArgs::default()));
     if !cli.config.is_empty()
         && !matches!(

@@ -14,6 +14,8 @@ pub mod config;
 pub mod config_types;
 pub mod connectors;
 pub mod flight;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod kernels;
 pub mod memory;

@@ -102,8 +102,10 @@ impl Default for Limits {
 /// Panics inside arrow-ipc caught by [`Decoder::decode`] (the mutation tests expect none).
 static PANICS_CAUGHT: AtomicU64 = AtomicU64::new(0);
 
-#[cfg(test)]
-pub(super) fn panics_caught() -> u64 {
+/// Panics inside arrow-ipc caught so far in this process (for the mutation tests and fuzzing,
+/// which expect none).
+#[cfg(any(test, feature = "testing"))]
+pub fn panics_caught() -> u64 {
     PANICS_CAUGHT.load(Ordering::Relaxed)
 }
 

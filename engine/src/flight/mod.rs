@@ -30,6 +30,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::schema::{Signal, Table};
 
+#[cfg(any(test, feature = "testing"))]
+pub use decode::panics_caught;
 pub use decode::{Decoded, Decoder, Limits};
 pub use dict::{MAX_BYTES as MAX_DICTIONARY_BYTES, MAX_ENTRIES as MAX_DICTIONARY_ENTRIES};
 pub use encode::{Compression, Encoder};

@@ -1,0 +1,10 @@
+//! OTLP protobuf: an `ExportLogsServiceRequest` through sluice's decoder, checked against
+//! prost (`sluice_engine::fuzzing::otlp_protobuf`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice_engine::Signal;
+
+fuzz_target!(|data: &[u8]| {
+    sluice_engine::fuzzing::otlp_protobuf(Signal::Logs, data);
+});
