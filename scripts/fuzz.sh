@@ -61,7 +61,10 @@ if [ $cmin -eq 1 ]; then
 fi
 
 echo "fuzz.sh: building the targets"
-cargo +nightly fuzz build >/dev/null
+if ! build_log=$(cargo +nightly fuzz build 2>&1); then
+    echo "$build_log" >&2
+    exit 2
+fi
 
 logs=$(mktemp -d)
 failed=()
@@ -72,6 +75,7 @@ for t in "${targets[@]}"; do
     marker=$logs/$t.start
     touch "$marker"
     status=ok
+    started=$SECONDS
     # The first corpus folder receives what the run finds; the committed one is only read.
     if ! cargo +nightly fuzz run "$t" "$work" "corpus/$t" -- \
         -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$timeout_s" \
@@ -79,11 +83,12 @@ for t in "${targets[@]}"; do
         status=FAILED
         failed+=("$t")
     fi
+    ran=$((SECONDS - started))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t.log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1 | cut -d' ' -f2)
     corpus=$(grep -o 'corp: [0-9]*' "$logs/$t.log" | tail -1 | cut -d' ' -f2)
-    printf '%-14s %8s %12s %10s %8s %8s %s\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" \
+    printf '%-14s %8s %12s %10s %8s %8s %s\n' "$t" "$ran" "${execs:-?}" "${rate:-?}" \
         "${cov:-?}" "${corpus:-?}" "$status"
     if [ "$status" != ok ]; then
         cp "$logs/$t.log" "artifacts/$t/last-run.log"

@@ -11,7 +11,9 @@
 //!
 //! Behaviour, as prost's where it matters (so a prost round trip agrees):
 //! - Unknown fields of wire types varint, fixed64, length-delimited and fixed32 are skipped
-//!   (forward compatibility); groups and wire types 6/7 are rejected. A known field with the
+//!   (forward compatibility); groups and wire types 6/7 are rejected (prost and the
+//!   Collector's Go decoder skip an unknown field of the deprecated group type; no OTLP
+//!   sender writes one). A known field with the
 //!   wrong wire type is rejected. Packed and unpacked encodings of repeated scalars are both
 //!   accepted.
 //! - Scalar fields repeated within a message: the last occurrence wins; repeated embedded
@@ -34,7 +36,7 @@
 //!   in prost; the discarded ones are validated with prost but not stored.
 //!
 //! Acceptance is differential-tested against prost on mutated and truncated requests: we accept
-//! exactly what prost accepts, minus bad id lengths. Known differences in *content*, all for
+//! exactly what prost accepts, minus bad id lengths and unknown group fields. Known differences in *content*, all for
 //! encodings no protobuf library produces: a repeated `value`
 //! (KeyValue) or `body` (LogRecord) message merges scalar values but keeps only the last
 //! occurrence's bytes for array/kvlist values. Accepted here and not by prost: strings that are
