@@ -266,10 +266,10 @@ mod tests {
         let mut framed = flight_frame(&messages[..1]);
         framed.extend_from_slice(&[9, 0, 0]);
         assert_eq!(flight_messages(&framed), messages[..1]);
-        assert_eq!(
-            flight_messages(&[2, 0, 0, 0, b'x', 0, 0, 0, 0, 0, 0, 0, 0])[0].header,
-            Bytes::from_static(b"x\0\0\0\0\0\0\0")
-        );
+        let past_the_end = flight_messages(&[1, 0, 0, 0, b'x', 0, 0, 0, 0, 100, 0, 0, 0, b'm']);
+        assert_eq!(past_the_end.len(), 1);
+        assert_eq!(past_the_end[0].header, Bytes::from_static(b"x"));
+        assert_eq!(past_the_end[0].app_metadata, Bytes::from_static(b"m"));
     }
 
     #[test]

@@ -255,7 +255,8 @@ fn scope_fields(f: u32) -> Option<(&'static str, u32)> {
     }
 }
 
-fn key_value_fields(f: u32) -> Option<(&'static str, u32)> {
+/// `KeyValue`'s declared fields, for attributes and for the key-values of nested kvlists.
+pub(super) fn key_value_fields(f: u32) -> Option<(&'static str, u32)> {
     match f {
         1 => Some(("key", LEN)),
         2 => Some(("value", LEN)),
@@ -351,6 +352,9 @@ pub(crate) fn any_value_fields(f: u32) -> Option<(&'static str, u32)> {
 #[inline(always)]
 pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>) -> R<Val<'a>> {
     let whole = r.all();
+    // An array or kvlist a later oneof field replaced must still be valid, as prost checks
+    // every occurrence (found by fuzzing).
+    let mut nested = false;
     while r.has_more() {
         let t = r.key()?;
         match t {
@@ -364,10 +368,12 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>) -> R<Val<'a>> {
             t if t == key(5, LEN) => {
                 r.bytes()?;
                 v = Val::Array(whole);
+                nested = true;
             }
             t if t == key(6, LEN) => {
                 r.bytes()?;
                 v = Val::Map(whole);
+                nested = true;
             }
             t if t == key(7, LEN) => v = Val::Bytes(r.bytes()?),
             t if t == key(8, VARINT) => {
@@ -379,13 +385,17 @@ pub(crate) fn any_value<'a>(mut r: Reader<'a>, mut v: Val<'a>) -> R<Val<'a>> {
             _ => r.skip(t, any_value_fields)?,
         }
     }
-    if let Val::Array(b) | Val::Map(b) = v
-        && super::nested::check(Reader::new(b, r.base()))?
-    {
-        v = Val::NeedsRepair {
-            bytes: b,
-            map: matches!(v, Val::Map(_)),
-        };
+    if let Val::Array(b) | Val::Map(b) = v {
+        if super::nested::check(Reader::new(b, r.base()))? {
+            v = Val::NeedsRepair {
+                bytes: b,
+                map: matches!(v, Val::Map(_)),
+            };
+        }
+    } else if nested {
+        // The walk covers every field of the message, the replaced one included; its strings
+        // are not stored, so nothing is repaired.
+        super::nested::check(Reader::new(whole, r.base()))?;
     }
     Ok(v)
 }

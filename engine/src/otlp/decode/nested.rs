@@ -96,14 +96,6 @@ fn kvlist(mut r: Reader<'_>, depth: usize, bad: &mut bool) -> R<()> {
     Ok(())
 }
 
-fn key_value_fields(f: u32) -> Option<(&'static str, u32)> {
-    match f {
-        1 => Some(("key", LEN)),
-        2 => Some(("value", LEN)),
-        _ => None,
-    }
-}
-
 fn key_value(mut r: Reader<'_>, depth: usize, bad: &mut bool) -> R<()> {
     while r.has_more() {
         let k = r.key()?;
@@ -116,7 +108,7 @@ fn key_value(mut r: Reader<'_>, depth: usize, bad: &mut bool) -> R<()> {
             }
             any_value(m, depth + 1, bad).at("value")?;
         } else {
-            skip(&mut r, k, key_value_fields)?;
+            skip(&mut r, k, super::common::key_value_fields)?;
         }
     }
     Ok(())

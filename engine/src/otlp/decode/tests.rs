@@ -947,6 +947,75 @@ fn string_value_strindex_is_treated_as_empty_and_key_strindex_ignored() {
     assert_eq!(u8s(la, col::TYPE), vec![AnyValueType::Empty as u8]);
 }
 
+/// Found by fuzzing (`fuzz/regressions/otlp_traces/nested-key-strindex-wrong-wire-type`): the
+/// walk of nested values skipped `KeyValue.key_strindex` as an unknown field, so a kvlist
+/// entry sending it with the wrong wire type was accepted where prost (and the same field in a
+/// top-level attribute) refuses it.
+#[test]
+fn a_nested_key_strindex_with_the_wrong_wire_type_is_refused_like_prost() {
+    let nested = KeyValue {
+        key: "k".into(),
+        value: None,
+        key_strindex: 0x7f,
+    };
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    attributes: vec![kv(
+                        "outer",
+                        Value::KvlistValue(KeyValueList {
+                            values: vec![nested],
+                        }),
+                    )],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut buf = req.encode_to_vec();
+    assert!(decode_logs(&buf).is_ok());
+    // key_strindex (field 3, varint 0x7f) as an empty length-delimited field: same length.
+    patch(&mut buf, &[0x18, 0x7f], &[0x1a, 0x00]);
+    assert!(ExportLogsServiceRequest::decode(buf.as_slice()).is_err());
+    let e = decode_logs(&buf).unwrap_err().to_string();
+    assert!(
+        e.contains("kvlist_value.values[0].key_strindex") && e.contains("wrong wire type"),
+        "{e}"
+    );
+}
+
+/// Found by fuzzing (`fuzz/regressions/otlp_logs/replaced-kvlist-value-malformed`): an
+/// AnyValue whose kvlist_value is malformed and then replaced by a later oneof field was
+/// accepted without looking at the kvlist; prost decodes every occurrence and refuses it.
+#[test]
+fn a_malformed_array_or_kvlist_replaced_by_a_later_field_is_refused_like_prost() {
+    for nested_field in [5u32, 6] {
+        // AnyValue { <array|kvlist>: { values: <length 9 past the end> }, int_value: 1 }
+        let mut any = Vec::new();
+        put_key(&mut any, nested_field, 2);
+        any.extend_from_slice(&[2, 0x0a, 9]);
+        put_key(&mut any, 3, 0);
+        any.push(1);
+        let mut kv = Vec::new();
+        prost::encoding::string::encode(1, &"k".to_string(), &mut kv);
+        prost::encoding::bytes::encode(2, &any, &mut kv);
+        let mut log = Vec::new();
+        prost::encoding::bytes::encode(6, &kv, &mut log);
+        let mut scope = Vec::new();
+        prost::encoding::bytes::encode(2, &log, &mut scope);
+        let mut resource = Vec::new();
+        prost::encoding::bytes::encode(2, &scope, &mut resource);
+        let mut req = Vec::new();
+        prost::encoding::bytes::encode(1, &resource, &mut req);
+        assert!(ExportLogsServiceRequest::decode(req.as_slice()).is_err());
+        let e = decode_logs(&req).unwrap_err().to_string();
+        assert!(e.contains("attributes[0].value"), "{e}");
+    }
+}
+
 // ---------- bad input ----------
 
 fn err_of(buf: &[u8]) -> DecodeError {
