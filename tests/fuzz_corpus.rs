@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 use sluice_engine::Signal;
 use sluice_engine::fuzzing;
 
+/// A fuzz target's entry point.
+type Entry = Box<dyn Fn(&[u8])>;
+
 /// Every fuzz target, by the name of its folder, with its entry point.
-fn targets() -> Vec<(&'static str, Box<dyn Fn(&[u8])>)> {
+fn targets() -> Vec<(&'static str, Entry)> {
     let registry = sluice::registry();
     vec![
         (
