@@ -50,8 +50,9 @@
 //! the memory limiter counts), where the Collector counts their protobuf size.
 //! `otelcol_exporter_queue_size` / `_capacity` are in the same unit. With `bytes` the capacity
 //! bounds the payloads being sent as well as those waiting (what the exporter holds; the
-//! Collector bounds only what waits), while the `queue_size` gauge shows what waits. A payload larger than the
-//! whole capacity is still taken when the queue is empty, so it cannot be refused forever.
+//! Collector bounds only what waits), while the `queue_size` gauge shows what waits. A payload
+//! larger than the whole capacity is still taken when the queue is empty, so it cannot be
+//! refused forever.
 //! Queued and in-flight payloads are held in the memory account
 //! (`sluice_memory_held_bytes{component="<exporter>",kind="queue"}`) until delivered or
 //! dropped; a payload being sent counts twice (the data and its encoding).

@@ -20,9 +20,9 @@
 //! it is taken, and meanwhile the buffer fills and receivers wait — back-pressure instead of
 //! loss. (The Collector drops such a batch; a sending queue bounded in bytes made it happen
 //! here at full rate; see [`super::hand_over`].) Only a permanent refusal, or a retryable one
-//! still standing [`SHUTDOWN_RETRY_FOR`] after shutdown began, drops the batch: logged at warn and counted as
-//! `otelcol_processor_dropped_*{processor,reason="export_failed"}`. Shutdown flushes
-//! everything buffered. What is buffered (and the merged batch on its way out) is held in the
+//! still standing [`SHUTDOWN_RETRY_FOR`] after shutdown began, drops the batch: logged at warn
+//! and counted as `otelcol_processor_dropped_*{processor,reason="export_failed"}`. Shutdown
+//! flushes everything buffered. What is buffered (and the merged batch on its way out) is held in the
 //! memory account: `sluice_memory_held_bytes{component="<id>",kind="batch"}`.
 //!
 //! Under a virtual clock (offline replay) there is no worker: `timeout` is measured on the
