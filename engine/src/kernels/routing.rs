@@ -280,6 +280,34 @@ pub fn split_by_positions(
     Ok(payload.partition(&refs, ring.endpoints().len())?)
 }
 
+/// The split as it was before [`Payload::partition`]: every item's backend through the ring,
+/// then one mask and one `filter_tables` per backend. The model the one-pass split is checked
+/// against (its proptest) and the baseline the `loadbalancing` bench measures it beside.
+#[cfg(any(test, feature = "testing"))]
+pub fn split_per_backend_filter(
+    payload: &Payload,
+    positions: &[(Table, Vec<u32>)],
+    ring: &HashRing,
+) -> Result<Vec<(usize, Payload)>, RoutingError> {
+    let owners: Vec<(Table, Vec<usize>)> = positions
+        .iter()
+        .map(|(t, pos)| (*t, pos.iter().filter_map(|&p| ring.backend_at(p)).collect()))
+        .collect();
+    let mut parts = Vec::new();
+    for b in 0..ring.endpoints().len() {
+        if !owners.iter().any(|(_, o)| o.contains(&b)) {
+            continue;
+        }
+        let masks: Vec<(Table, Vec<bool>)> = owners
+            .iter()
+            .map(|(t, o)| (*t, o.iter().map(|&x| x == b).collect()))
+            .collect();
+        let refs: Vec<(Table, &[bool])> = masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
+        parts.push((b, payload.filter_tables(&refs)?));
+    }
+    Ok(parts)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys per signal
 

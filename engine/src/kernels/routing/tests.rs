@@ -313,23 +313,7 @@ proptest! {
         ] {
             let positions = item_positions(&p, &key).unwrap();
             let ours = split_by_positions(&p, &positions, &r).unwrap();
-            let owners: Vec<(Table, Vec<usize>)> = positions
-                .iter()
-                .map(|(t, pos)| (*t, pos.iter().map(|&x| r.backend_at(x).unwrap()).collect()))
-                .collect();
-            let mut want = Vec::new();
-            for b in 0..endpoints.len() {
-                if !owners.iter().any(|(_, o)| o.contains(&b)) {
-                    continue;
-                }
-                let masks: Vec<(Table, Vec<bool>)> = owners
-                    .iter()
-                    .map(|(t, o)| (*t, o.iter().map(|&x| x == b).collect()))
-                    .collect();
-                let refs: Vec<(Table, &[bool])> =
-                    masks.iter().map(|(t, m)| (*t, m.as_slice())).collect();
-                want.push((b, p.filter_tables(&refs).unwrap()));
-            }
+            let want = split_per_backend_filter(&p, &positions, &r).unwrap();
             prop_assert_eq!(ours.len(), want.len());
             for ((b, part), (wb, model)) in ours.iter().zip(&want) {
                 prop_assert_eq!(b, wb);
