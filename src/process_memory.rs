@@ -12,25 +12,49 @@
 //! (idle), which it does within moments ([`on_worker_park`], registered on the tokio runtime).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::c_long;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sluice_engine::memory::ProcessMemory;
 
 /// mimalloc's `mi_option_purge_delay` (`mi_option_e` in mimalloc.h, v3).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Makes mimalloc return freed memory to the OS at once instead of after its default 1 s
-/// `purge_delay`, unless `MIMALLOC_PURGE_DELAY` is set in the environment (then that wins).
+/// How long mimalloc keeps freed memory before giving it back to the OS while memory is not
+/// tight: mimalloc's own default.
+///
+/// Measured (BENCHMARKS.md, "The allocator's purge delay"): giving every freed page back at
+/// once (0) made the pass-through cost 1.32 CPU-s per million spans against 0.87 with 1,000 ms
+/// (50 ms: 1.07), and decode + delete + encode + export 0.85 against 0.67: the next request
+/// faults in fresh pages that the kernel must zero. Peak RSS did not rise with the delay (the
+/// queue and batch buffers set it).
+const RELAXED_PURGE_DELAY_MS: c_long = 1000;
+
+/// Set when `MIMALLOC_PURGE_DELAY` is in the environment: the operator's choice then holds, and
+/// memory pressure does not change it.
+static PURGE_DELAY_PINNED: AtomicBool = AtomicBool::new(false);
+
+/// Sets mimalloc's purge delay for when memory is not tight, unless `MIMALLOC_PURGE_DELAY` is
+/// set in the environment (then that wins, always). While the memory limiter says memory is
+/// tight ([`LinuxProcess`]'s `set_memory_pressure`), the delay is 0: freed pages go back at
+/// once.
 ///
 /// Measured (BENCHMARKS.md, "Memory limiter"): under overload with a 150 MiB limit, peak RSS
-/// 171–175 MiB with the default delay (1000 ms; also with 100 ms) and 140 MiB with 0: freed
-/// pages that wait a second to be purged are exactly the overshoot, because the limiter sees
-/// them as memory in use and the data that replaces them arrives in the meantime.
+/// 171–175 MiB with a delay of 1,000 or 100 ms and 140 MiB with 0: freed pages that wait to
+/// be purged are exactly the overshoot, because the limiter sees them as memory in use and the
+/// data that replaces them arrives in the meantime.
 pub fn configure_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: setting an option is a plain store in mimalloc's option table.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        PURGE_DELAY_PINNED.store(true, Ordering::Relaxed);
+    } else {
+        set_purge_delay(RELAXED_PURGE_DELAY_MS);
     }
+}
+
+fn set_purge_delay(ms: c_long) {
+    // SAFETY: setting an option is a plain store in mimalloc's option table; mimalloc reads
+    // `purge_delay` each time it schedules a purge, so a change applies to what is freed next.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 /// Bumped by every purge request; each thread collects once per new value.
@@ -80,6 +104,16 @@ impl ProcessMemory for LinuxProcess {
         PURGE_EPOCH.fetch_add(1, Ordering::Relaxed);
         collect_this_thread();
     }
+
+    fn set_memory_pressure(&self, under_pressure: bool) {
+        if !PURGE_DELAY_PINNED.load(Ordering::Relaxed) {
+            set_purge_delay(if under_pressure {
+                0
+            } else {
+                RELAXED_PURGE_DELAY_MS
+            });
+        }
+    }
 }
 
 fn page_size() -> u64 {
@@ -90,6 +124,22 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory pressure switches mimalloc's purge delay between 0 and the relaxed delay
+    /// (mimalloc reads the option where it schedules a purge, so this is what it uses next).
+    #[test]
+    fn memory_pressure_switches_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // pinned by the environment: nothing switches, by design
+        }
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        configure_allocator();
+        assert_eq!(get(), RELAXED_PURGE_DELAY_MS);
+        LinuxProcess.set_memory_pressure(true);
+        assert_eq!(get(), 0);
+        LinuxProcess.set_memory_pressure(false);
+        assert_eq!(get(), RELAXED_PURGE_DELAY_MS);
+    }
 
     /// The purge gives a freed spike back: RSS after freeing 256 MiB of touched memory and
     /// collecting is well below RSS while it was held (on this thread, which owns the pages).

@@ -47,6 +47,11 @@ pub trait ProcessMemory: Send + Sync + 'static {
     /// Asks the allocator to return free memory to the OS. May take effect asynchronously
     /// (each thread purges its own caches); the next [`ProcessMemory::resident`] shows it.
     fn release_free_memory(&self) {}
+    /// Tells the allocator whether memory is tight: while it is, freed memory should go back to
+    /// the OS at once (so RSS, which the limiter reads, follows the data down); otherwise it
+    /// may keep freed pages for a while (reusing them is cheaper than faulting in fresh,
+    /// zeroed pages). Called when the state changes.
+    fn set_memory_pressure(&self, _under_pressure: bool) {}
 }
 
 /// The limits in bytes: refuse new data at `soft`; `hard` is the ceiling.
@@ -150,6 +155,8 @@ struct Inner {
     footprint: AtomicU64,
     rss: AtomicU64,
     refusing: AtomicBool,
+    /// Whether the allocator was last told memory is tight ([`ProcessMemory::set_memory_pressure`]).
+    pressure: AtomicBool,
     process: OnceLock<Arc<dyn ProcessMemory>>,
     last_purge: Mutex<Option<Instant>>,
     telemetry: OnceLock<Metrics>,
@@ -165,6 +172,7 @@ impl Default for Inner {
             footprint: AtomicU64::new(u64::MAX),
             rss: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
+            pressure: AtomicBool::new(false),
             process: OnceLock::new(),
             last_purge: Mutex::new(None),
             telemetry: OnceLock::new(),
@@ -188,6 +196,11 @@ pub struct Sample {
 
 /// How long after one purge the next may be asked for.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Memory is tight from this share of the soft limit in use (in per mille) ...
+const PRESSURE_ON_PER_MILLE: u64 = 500;
+/// ... until use falls below this share (a gap, so the state does not flap at the boundary).
+const PRESSURE_OFF_PER_MILLE: u64 = 400;
 
 impl MemoryAccount {
     pub fn new() -> Self {
@@ -339,7 +352,17 @@ impl MemoryAccount {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // A burst need not wait for the next check to make the allocator give
+                    // freed memory back (turning it off again waits for a check).
+                    if !a.pressure.load(Ordering::Relaxed)
+                        && (used + bytes) as u128 * 1000
+                            >= soft as u128 * PRESSURE_ON_PER_MILLE as u128
+                    {
+                        self.update_pressure();
+                    }
+                    return Ok(());
+                }
                 Err(now) => held = now,
             }
         }
@@ -372,6 +395,7 @@ impl MemoryAccount {
         a.untracked.store(untracked, Ordering::Relaxed);
         a.footprint.fetch_min(untracked, Ordering::Relaxed);
         let purged = self.maybe_purge(rss, untracked);
+        self.update_pressure();
         let now = self.refusing();
         if a.refusing.swap(now, Ordering::Relaxed) != now {
             let soft = a.soft.load(Ordering::Relaxed);
@@ -404,6 +428,49 @@ impl MemoryAccount {
             untracked,
             purged,
         })
+    }
+
+    /// Tells the process when memory becomes tight and when it stops being tight: from half the
+    /// soft limit in use, freed memory goes back to the OS at once.
+    ///
+    /// Why not always: giving every freed page back at once and faulting fresh zeroed pages in
+    /// for the next request cost 1.3–1.5× the CPU per span of keeping them a while, in the
+    /// pass-through and in decode + delete + encode + export (BENCHMARKS.md, "The allocator's
+    /// purge delay"); and without a limiter nothing reads RSS to decide. Why from half the limit: with a delay the limiter reads freed pages as memory
+    /// in use, and under overload new data takes their place before the next check: the
+    /// overshoot measured with a 1 s delay.
+    fn update_pressure(&self) {
+        let a = &self.0;
+        let Some(limits) = self.limits() else {
+            return;
+        };
+        let used = self.used();
+        let was = a.pressure.load(Ordering::Relaxed);
+        let threshold = if was {
+            PRESSURE_OFF_PER_MILLE
+        } else {
+            PRESSURE_ON_PER_MILLE
+        };
+        let now = used as u128 * 1000 >= limits.soft as u128 * threshold as u128;
+        // Two threads deciding at once may tell the process in either order; the next check
+        // (every `check_interval`) sets it right.
+        if now != was && a.pressure.swap(now, Ordering::Relaxed) != now {
+            if let Some(p) = a.process.get() {
+                p.set_memory_pressure(now);
+            }
+            tracing::debug!(
+                used_mib = used / MIB,
+                soft_limit_mib = limits.soft / MIB,
+                under_pressure = now,
+                "memory limiter: allocator told memory is {}",
+                if now { "tight" } else { "no longer tight" }
+            );
+        }
+    }
+
+    /// Whether the allocator was last told memory is tight.
+    pub fn under_pressure(&self) -> bool {
+        self.0.pressure.load(Ordering::Relaxed)
     }
 
     /// Asks the allocator to give memory back when the part of RSS that is not data has grown

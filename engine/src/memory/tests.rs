@@ -9,6 +9,8 @@ use super::*;
 struct Fake {
     rss: AtomicU64,
     purges: AtomicUsize,
+    /// Every `set_memory_pressure` call, in order.
+    pressure: Mutex<Vec<bool>>,
 }
 
 impl Fake {
@@ -16,6 +18,7 @@ impl Fake {
         Arc::new(Fake {
             rss: AtomicU64::new(rss),
             purges: AtomicUsize::new(0),
+            pressure: Mutex::new(Vec::new()),
         })
     }
 }
@@ -29,6 +32,9 @@ impl ProcessMemory for Fake {
     }
     fn release_free_memory(&self) {
         self.purges.fetch_add(1, Ordering::Relaxed);
+    }
+    fn set_memory_pressure(&self, under_pressure: bool) {
+        self.pressure.lock().unwrap().push(under_pressure);
     }
 }
 
@@ -255,4 +261,48 @@ proptest! {
         prop_assert_eq!(a.held(), 0);
         prop_assert!(holders.iter().all(|h| h.held() == 0));
     }
+}
+
+/// The allocator is told memory is tight from half the soft limit in use — at once when an
+/// admission crosses it, without waiting for a check — and no longer tight only when a check
+/// sees use below 40 % (no flapping in between); without limits it is never told.
+#[test]
+fn memory_pressure_turns_on_at_half_the_soft_limit_and_off_below_40_percent() {
+    let (t, a) = limited(100, 120);
+    let p = Fake::new(10 * MIB);
+    a.set_process(p.clone());
+    a.sample();
+    let calls = || p.pressure.lock().unwrap().clone();
+    assert_eq!(calls(), Vec::<bool>::new(), "10 MiB of 100: not tight");
+    let h = a.holder(&t, "otlp", "in_flight");
+    let first = h.admit(30 * MIB as usize).unwrap(); // 40 MiB in use
+    assert_eq!(calls(), Vec::<bool>::new());
+    let second = h.admit(15 * MIB as usize).unwrap(); // 55 MiB: tight, before any check
+    assert_eq!(calls(), vec![true]);
+    assert!(a.under_pressure());
+    drop(second);
+    p.rss.store(45 * MIB, Ordering::Relaxed); // 30 held + 15 untracked: still tight
+    a.sample();
+    assert_eq!(calls(), vec![true]);
+    drop(first);
+    p.rss.store(10 * MIB, Ordering::Relaxed);
+    a.sample(); // 10 MiB
+    assert_eq!(calls(), vec![true, false]);
+    assert!(!a.under_pressure());
+    // RSS alone (untracked memory) counts too.
+    p.rss.store(70 * MIB, Ordering::Relaxed);
+    a.sample();
+    assert_eq!(calls(), vec![true, false, true]);
+
+    let t = Telemetry::new();
+    let unlimited = t.memory().clone();
+    let p = Fake::new(500 * MIB);
+    unlimited.set_process(p.clone());
+    unlimited.sample();
+    let _big = unlimited
+        .holder(&t, "otlp", "in_flight")
+        .admit(1 << 30)
+        .unwrap();
+    unlimited.sample();
+    assert!(p.pressure.lock().unwrap().is_empty());
 }
