@@ -19,8 +19,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use sluice_engine::Signal;
 use sluice_engine::otlp::{decode, decode_json, decoded_size_estimate, encode_json};
+use sluice_engine::{Payload, Signal};
 
 struct Counting;
 
@@ -317,4 +317,45 @@ fn the_estimate_covers_the_shapes_that_expand_most() {
         &body,
         false,
     );
+}
+
+/// What the memory account counts for payloads that components keep (`Payload::memory_size`:
+/// `batch` buffers, sending queues) against the bytes really allocated for them: decoded
+/// requests, then merged and split as `batch` does with `send_batch_max_size`. The parts of a
+/// split share their source's buffers (zero-copy slices), so counting every part's buffers
+/// whole would count the source once per part.
+#[test]
+fn memory_size_matches_the_bytes_allocated_for_payloads_and_their_splits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let wire = realistic_traces(1_000);
+    let before = CURRENT.load(Ordering::Relaxed);
+    let requests: Vec<Payload> = (0..10)
+        .map(|_| decode(Signal::Traces, &wire).expect("decodes"))
+        .collect();
+    let allocated = CURRENT.load(Ordering::Relaxed) - before;
+    let counted: usize = requests.iter().map(Payload::memory_size).sum();
+
+    let merged = Payload::concat(Signal::Traces, &requests).expect("concat");
+    drop(requests);
+    let parts = merged.split_items(2_048).expect("split");
+    drop(merged);
+    let parts_allocated = CURRENT.load(Ordering::Relaxed) - before;
+    let parts_counted: usize = parts.iter().map(Payload::memory_size).sum();
+    println!(
+        "10 decoded requests: counted {counted} B, allocated {allocated} B ({:.2}x); \
+         merged and split in {} parts: counted {parts_counted} B, allocated {parts_allocated} B ({:.2}x)",
+        counted as f64 / allocated as f64,
+        parts.len(),
+        parts_counted as f64 / parts_allocated as f64,
+    );
+    for (what, c, a) in [
+        ("decoded", counted, allocated),
+        ("split", parts_counted, parts_allocated),
+    ] {
+        let ratio = c as f64 / a as f64;
+        assert!(
+            (0.75..=1.25).contains(&ratio),
+            "{what}: the account counts {c} B for {a} B allocated ({ratio:.2}x)"
+        );
+    }
 }
