@@ -331,6 +331,15 @@ impl DimValue {
         };
         AnyValue { value: Some(v) }
     }
+
+    fn as_ref(&self) -> DimRef<'_> {
+        match self {
+            DimValue::Str(s) => DimRef::Str(s),
+            DimValue::Int(i) => DimRef::Int(*i),
+            DimValue::Double(d) => DimRef::Double(*d),
+            DimValue::Bool(b) => DimRef::Bool(*b),
+        }
+    }
 }
 
 /// A dimension value borrowed from a payload's attribute columns.
@@ -355,13 +364,68 @@ impl DimRef<'_> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct SeriesKey {
     service: String,
     name: String,
     kind: i32,
     status: i32,
     dims: Vec<(usize, DimValue)>,
+}
+
+impl SeriesKey {
+    /// Whether this is the series of the borrowed parts (compared without building a key).
+    fn is(
+        &self,
+        service: &str,
+        name: &str,
+        kind: i32,
+        status: i32,
+        dims: &[(usize, DimRef)],
+    ) -> bool {
+        self.kind == kind
+            && self.status == status
+            && self.name == name
+            && self.service == service
+            && self.dims.len() == dims.len()
+            && self
+                .dims
+                .iter()
+                .zip(dims)
+                .all(|((i, v), (j, w))| i == j && v.as_ref() == *w)
+    }
+
+    fn hash_with(&self, hasher: &hashbrown::DefaultHashBuilder) -> u64 {
+        let dims: Vec<(usize, DimRef)> = self.dims.iter().map(|(i, v)| (*i, v.as_ref())).collect();
+        series_hash(
+            hasher,
+            &self.service,
+            &self.name,
+            self.kind,
+            self.status,
+            &dims,
+        )
+    }
+}
+
+/// The hash of a series, the same for its borrowed parts and its [`SeriesKey`]: each
+/// payload's groups are looked up by their parts, and a key is built only for a new series.
+fn series_hash(
+    hasher: &hashbrown::DefaultHashBuilder,
+    service: &str,
+    name: &str,
+    kind: i32,
+    status: i32,
+    dims: &[(usize, DimRef)],
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = hasher.build_hasher();
+    service.hash(&mut h);
+    name.hash(&mut h);
+    kind.hash(&mut h);
+    status.hash(&mut h);
+    dims.hash(&mut h);
+    h.finish()
 }
 
 struct SeriesAgg {
@@ -373,11 +437,13 @@ struct SeriesAgg {
 
 struct ResourceAgg {
     attributes: Vec<KeyValue>,
-    series: HashMap<SeriesKey, SeriesAgg>,
+    /// Hashed with [`series_hash`] (`Inner::series_hasher`).
+    series: hashbrown::HashTable<(SeriesKey, SeriesAgg)>,
 }
 
 struct State {
-    resources: HashMap<String, ResourceAgg>,
+    /// By [`resource_key`].
+    resources: HashMap<Vec<u8>, ResourceAgg>,
     last_flush: u64,
     /// Spans were aggregated since the last flush (a virtual clock's next deadline).
     counted_since_flush: bool,
@@ -391,6 +457,7 @@ struct Inner {
     next: ConsumerRef,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    series_hasher: hashbrown::DefaultHashBuilder,
     spans_counted: Counter,
     flush_failed: Counter,
 }
@@ -425,6 +492,7 @@ impl SpanMetrics {
                     last_flush: now,
                     counted_since_flush: false,
                 }),
+                series_hasher: hashbrown::DefaultHashBuilder::default(),
                 spans_counted: telemetry.counter(
                     "otelcol_connector_spanmetrics_spans_counted",
                     "Spans aggregated into span metrics (sluice)",
@@ -530,15 +598,64 @@ fn resource_attributes(attrs: &RecordBatch, r: u32) -> Vec<KeyValue> {
         .collect()
 }
 
-/// A canonical key for a resource's attributes (all, or only `keep` when given).
-fn resource_key(attrs: &[KeyValue], keep: &[String]) -> String {
-    let mut parts: Vec<String> = attrs
-        .iter()
-        .filter(|kv| keep.is_empty() || keep.contains(&kv.key))
-        .map(|kv| format!("{}={:?}", kv.key, kv.value))
-        .collect();
-    parts.sort();
-    parts.join("\u{0}")
+/// A canonical key for resource row `r`'s attributes (all, or only `keep` when given), into
+/// `out`: each attribute as its key, type and value bytes (lengths first), sorted, so equal
+/// attribute sets give equal keys. Built from the columns, without OTLP values or formatting:
+/// it is built for every resource of every payload.
+fn resource_key(
+    attrs: &RecordBatch,
+    values: &AttrValues,
+    r: u32,
+    keep: &[String],
+    out: &mut Vec<u8>,
+) {
+    let parents = parent_ids(attrs).values();
+    let keys = attrs
+        .column_by_name(col::KEY)
+        .expect("key")
+        .as_dictionary::<UInt32Type>();
+    let dict = keys.values().as_string::<i32>();
+    let bytes = attrs
+        .column_by_name(col::BYTES)
+        .expect("bytes")
+        .as_binary::<i32>();
+    let start = parents.partition_point(|&p| p < r);
+    let end = parents.partition_point(|&p| p <= r);
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(end - start);
+    for row in start..end {
+        let key = dict.value(keys.keys().value(row) as usize);
+        if !keep.is_empty() && !keep.iter().any(|k| k == key) {
+            continue;
+        }
+        let mut e = Vec::with_capacity(key.len() + 32);
+        e.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        e.extend_from_slice(key.as_bytes());
+        let ty = values.types[row];
+        e.push(ty);
+        let mut value = |v: &[u8]| {
+            e.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            e.extend_from_slice(v);
+        };
+        match AnyValueType::from_u8(ty) {
+            Some(AnyValueType::Str) => value(values.strs.value(row).as_bytes()),
+            Some(AnyValueType::Int) => value(&values.ints[row].to_le_bytes()),
+            Some(AnyValueType::Double) => value(&values.doubles[row].to_bits().to_le_bytes()),
+            Some(AnyValueType::Bool) => value(&[u8::from(values.bools.value(row))]),
+            Some(AnyValueType::Bytes) => value(bytes.value(row)),
+            // Re-encoded, so the same value sent with another field layout keys the same.
+            Some(AnyValueType::Array | AnyValueType::Map) => {
+                match AnyValue::decode(bytes.value(row)) {
+                    Ok(v) => value(&v.encode_to_vec()),
+                    Err(_) => value(bytes.value(row)),
+                }
+            }
+            Some(AnyValueType::Empty | AnyValueType::Absent) | None => {}
+        }
+        entries.push(e);
+    }
+    entries.sort_unstable();
+    out.clear();
+    entries.iter().for_each(|e| out.extend_from_slice(e));
 }
 
 fn span_kind_str(k: i32) -> &'static str {
@@ -699,65 +816,92 @@ impl Inner {
             agg.buckets[self.bounds.partition_point(|b| *b < duration)] += 1;
             counted += 1;
         }
-        let local = aggs.into_iter().enumerate().map(|(g, agg)| {
-            let k = &keys[g * stride..][..stride];
-            let dim_vals: Vec<DimRef> = (0..dims.len())
-                .map(|d| dim_values[d][k[4 + d] as usize])
-                .collect();
-            ((k[0], k[1], k[2] as i32, k[3] as i32, dim_vals), agg)
-        });
         self.spans_counted.add(counted);
         let now = self.clock.now_unix_nanos();
         let keep = &self.config.resource_metrics_key_attributes;
-        let mut res_cache: HashMap<u32, (String, Vec<KeyValue>, String)> = HashMap::new();
+        // The groups of each resource row, so each resource's key is built and looked up once.
+        let mut groups_of: Vec<Vec<usize>> = vec![Vec::new(); resources];
+        for g in 0..aggs.len() {
+            groups_of[keys[g * stride] as usize].push(g);
+        }
+        let hasher = &self.series_hasher;
+        let mut res_key = Vec::new();
+        let mut dim_refs: Vec<(usize, DimRef)> = Vec::with_capacity(dims.len());
         let mut st = lock(&self.state);
         st.counted_since_flush |= counted > 0;
-        for ((r, name, kind, status, dim_vals), agg) in local {
-            let (rkey, rattrs, service) = res_cache.entry(r).or_insert_with(|| {
-                let attrs = resource_attributes(res_attrs, r);
-                let service = match service_rows[r as usize] {
-                    ABSENT => String::new(),
-                    a => match res_values.get(a) {
-                        DimRef::Str(s) => s.to_string(),
-                        _ => String::new(), // pdata Str() of a non-string
-                    },
-                };
-                (resource_key(&attrs, keep), attrs, service)
-            });
-            let res = st
-                .resources
-                .entry(rkey.clone())
-                .or_insert_with(|| ResourceAgg {
-                    attributes: rattrs.clone(),
-                    series: HashMap::new(),
-                });
-            let key = SeriesKey {
-                service: service.clone(),
-                name: name_dict.value(name as usize).to_string(),
-                kind,
-                status,
-                dims: dim_vals
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, d)| {
-                        d.owned()
-                            .or_else(|| dims[i].default.clone().map(DimValue::Str))
-                            .map(|v| (i, v))
-                    })
-                    .collect(),
+        for (r, groups) in groups_of.iter().enumerate() {
+            if groups.is_empty() {
+                continue;
+            }
+            let r = r as u32;
+            resource_key(res_attrs, &res_values, r, keep, &mut res_key);
+            // The resource's OTLP attributes are built only for a resource new since the last
+            // flush; every other payload finds its resources by key.
+            let res = match st.resources.get_mut(res_key.as_slice()) {
+                Some(res) => res,
+                None => st
+                    .resources
+                    .entry(res_key.clone())
+                    .or_insert_with(|| ResourceAgg {
+                        attributes: resource_attributes(res_attrs, r),
+                        series: hashbrown::HashTable::new(),
+                    }),
             };
-            let s = res.series.entry(key).or_insert_with(|| SeriesAgg {
-                count: 0,
-                sum: 0.0,
-                buckets: vec![0; self.bounds.len() + 1],
-                start: now,
-            });
-            s.count += agg.count;
-            s.sum += agg.sum;
-            s.buckets
-                .iter_mut()
-                .zip(&agg.buckets)
-                .for_each(|(a, b)| *a += b);
+            let service = match service_rows[r as usize] {
+                ABSENT => "",
+                a => match res_values.get(a) {
+                    DimRef::Str(s) => s,
+                    _ => "", // pdata Str() of a non-string
+                },
+            };
+            for &g in groups {
+                let k = &keys[g * stride..][..stride];
+                let agg = &aggs[g];
+                let name = name_dict.value(k[1] as usize);
+                let (kind, status) = (k[2] as i32, k[3] as i32);
+                dim_refs.clear();
+                dim_refs.extend((0..dims.len()).filter_map(|d| {
+                    match dim_values[d][k[4 + d] as usize] {
+                        DimRef::Absent => dims[d].default.as_deref().map(|s| (d, DimRef::Str(s))),
+                        v => Some((d, v)),
+                    }
+                }));
+                let hash = series_hash(hasher, service, name, kind, status, &dim_refs);
+                let s = match res.series.find_mut(hash, |(key, _)| {
+                    key.is(service, name, kind, status, &dim_refs)
+                }) {
+                    Some((_, s)) => s,
+                    None => {
+                        let key = SeriesKey {
+                            service: service.to_string(),
+                            name: name.to_string(),
+                            kind,
+                            status,
+                            dims: dim_refs
+                                .iter()
+                                .filter_map(|&(i, v)| v.owned().map(|v| (i, v)))
+                                .collect(),
+                        };
+                        let series = SeriesAgg {
+                            count: 0,
+                            sum: 0.0,
+                            buckets: vec![0; self.bounds.len() + 1],
+                            start: now,
+                        };
+                        let (_, s) = res
+                            .series
+                            .insert_unique(hash, (key, series), |(key, _)| key.hash_with(hasher))
+                            .into_mut();
+                        s
+                    }
+                };
+                s.count += agg.count;
+                s.sum += agg.sum;
+                s.buckets
+                    .iter_mut()
+                    .zip(&agg.buckets)
+                    .for_each(|(a, b)| *a += b);
+            }
         }
     }
 
@@ -791,10 +935,11 @@ impl Inner {
             return None;
         }
         let mut resource_metrics = Vec::new();
-        let mut resources: Vec<(&String, &ResourceAgg)> = st.resources.iter().collect();
+        let mut resources: Vec<(&Vec<u8>, &ResourceAgg)> = st.resources.iter().collect();
         resources.sort_by(|a, b| a.0.cmp(b.0));
         for (_, res) in resources {
-            let mut series: Vec<(&SeriesKey, &SeriesAgg)> = res.series.iter().collect();
+            let mut series: Vec<(&SeriesKey, &SeriesAgg)> =
+                res.series.iter().map(|(k, s)| (k, s)).collect();
             series.sort_by(|a, b| {
                 (&a.0.service, &a.0.name, a.0.kind, a.0.status, &a.0.dims).cmp(&(
                     &b.0.service,

@@ -612,3 +612,79 @@ async fn under_a_virtual_clock_flushes_are_due_every_interval_of_data_time_while
     );
     assert_eq!(c.next_virtual_deadline(), None);
 }
+
+/// A resource is identified by its attribute set: the same attributes in another order (and in
+/// another payload) are one resource; the same key with a value of another type is another.
+#[tokio::test]
+async fn a_resource_is_its_attribute_set_whatever_the_order_and_payload() {
+    fn int(k: &str, v: i64) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            }),
+            ..Default::default()
+        }
+    }
+    fn with_resource(attributes: Vec<KeyValue>, spans_of: Payload) -> Payload {
+        let mut req =
+            ExportTraceServiceRequest::decode(crate::otlp::encode_to_vec(&spans_of).as_slice())
+                .unwrap();
+        req.resource_spans[0].resource = Some(Resource {
+            attributes,
+            ..Default::default()
+        });
+        reference_traces(&req)
+    }
+    let (c, out, _) = connector("{}");
+    let svc = || kv("service.name", "s");
+    let pod = || kv("k8s.pod.name", "p");
+    c.consume(with_resource(
+        vec![svc(), pod(), int("n", 1)],
+        spans(None, 0, 10),
+    ))
+    .await
+    .unwrap();
+    c.consume(with_resource(
+        vec![int("n", 1), pod(), svc()],
+        spans(None, 10, 10),
+    ))
+    .await
+    .unwrap();
+    c.consume(with_resource(
+        vec![svc(), pod(), kv("n", "1")],
+        spans(None, 20, 5),
+    ))
+    .await
+    .unwrap();
+    c.flush().await;
+    let reqs: Vec<_> = out.got.lock().unwrap().iter().map(decode).collect();
+    let mut calls_by_n: Vec<(String, i64)> = reqs[0]
+        .resource_metrics
+        .iter()
+        .map(|rm| {
+            let attrs = &rm.resource.as_ref().unwrap().attributes;
+            let n = attrs.iter().find(|a| a.key == "n").unwrap().value.clone();
+            let calls = match &rm.scope_metrics[0].metrics[0].data {
+                Some(Data::Sum(s)) => s
+                    .data_points
+                    .iter()
+                    .map(|dp| match dp.value {
+                        Some(number_data_point::Value::AsInt(v)) => v,
+                        _ => panic!(),
+                    })
+                    .sum(),
+                _ => panic!(),
+            };
+            (format!("{:?}", n.unwrap().value.unwrap()), calls)
+        })
+        .collect();
+    calls_by_n.sort();
+    assert_eq!(
+        calls_by_n,
+        [
+            ("IntValue(1)".to_string(), 20),
+            ("StringValue(\"1\")".to_string(), 5)
+        ]
+    );
+}
