@@ -155,9 +155,14 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// One shard per two cores. Every payload is split into one part per shard (a copy of its
+    /// rows) before sealing copies them again, so shards cost CPU per span; on 2 cores one
+    /// shard took 0.88x the gateway's CPU per span of two, with more throughput, not less
+    /// (BENCHMARKS.md, issue 17). On more cores the split is kept so that ingest on many
+    /// workers does not wait on one lock (not measured here).
     fn default() -> Self {
         Options {
-            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shards: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 }
