@@ -367,6 +367,14 @@ pub trait Sender: Send + Sync + 'static {
         let _ = otlp_protobuf;
         None
     }
+    /// Whether [`Sender::encode`] writes a payload in its wire form as the bytes it is
+    /// ([`sluice_engine::otlp::encode`] does), never reading its tables: the exporter then
+    /// says so to the pipelines feeding it ([`Consumer::keeps_wire_form`]). The queue itself
+    /// only counts, sizes and (persistent) stores the protobuf encoding, all of which a wire
+    /// form answers from its bytes.
+    fn encodes_wire_form(&self) -> bool {
+        false
+    }
 }
 
 /// Where undelivered requests go when shutdown's drain deadline passes — and, for an exporter
@@ -1114,6 +1122,10 @@ impl<S: Sender> Consumer for QueuedExporter<S> {
             self.inner.queue_size.add(size as i64);
             Ok(())
         })
+    }
+
+    fn keeps_wire_form(&self) -> bool {
+        self.inner.sender.encodes_wire_form()
     }
 }
 

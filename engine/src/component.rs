@@ -56,6 +56,17 @@ pub trait Consumer: Send + Sync + 'static {
     fn memory_limited(&self) -> bool {
         false
     }
+
+    /// Whether this consumer, and everything after it, takes a payload in its wire form
+    /// ([`crate::payload::WireForm`]: the OTLP protobuf bytes it arrived in) without reading
+    /// its tables, so a receiver feeding it can skim a request instead of decoding it
+    /// ([`crate::otlp::skim`]). Asked once, when the receiver is built. The default, `false`,
+    /// is always correct (a wire form is decoded on its first read anyway); a component says
+    /// `true` only if it never reads or changes tables: `batch` and `memory_limiter` (asking
+    /// the component after them), the OTLP protobuf exporters, `nop`.
+    fn keeps_wire_form(&self) -> bool {
+        false
+    }
 }
 
 pub type ConsumerRef = Arc<dyn Consumer>;

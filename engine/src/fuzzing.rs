@@ -63,9 +63,12 @@ fn prost_item_count(signal: Signal, data: &[u8]) -> Result<usize, prost::DecodeE
 ///   replaced by a later occurrence where prost refuses them);
 /// - every refusal names the field it is about;
 /// - decode -> encode -> decode gives the same payload, and the repaired encoding is valid for
-///   prost.
+///   prost;
+/// - what the skim finds clean, the decoder accepts with nothing repaired, and a payload made
+///   of its wire form reads as the decoded payload ([`skim_agrees`]).
 pub fn otlp_protobuf(signal: Signal, data: &[u8]) {
     let ours = otlp::decode_with_stats(signal, data);
+    skim_agrees(signal, data, &ours);
     let prost = prost_item_count(signal, data);
     match &ours {
         Ok((payload, _)) => {
@@ -96,6 +99,57 @@ pub fn otlp_protobuf(signal: Signal, data: &[u8]) {
                 panic!("refused what prost accepts: {e}");
             }
         }
+    }
+}
+
+/// The skim's promise ([`otlp::skim`]): a request it finds clean is one the decoder accepts
+/// (`decoded`, its result on `data`) with no string repaired, with the items the skim counted;
+/// its resources are the whole request, back to back, their items adding up; and the payload
+/// made of the wire form has the decoded payload's tables and encodes to the request's bytes.
+pub fn skim_agrees(
+    signal: Signal,
+    data: &[u8],
+    decoded: &Result<(Payload, otlp::DecodeStats), DecodeError>,
+) {
+    let Some(skim) = otlp::skim(signal, data) else {
+        return;
+    };
+    let (payload, stats) = match decoded {
+        Ok(d) => d,
+        Err(e) => panic!("the skim found clean what the decoder refuses: {e}"),
+    };
+    assert_eq!(
+        stats.replaced_invalid_utf8, 0,
+        "the skim found clean what the decoder repairs"
+    );
+    assert_eq!(
+        skim.items,
+        payload.item_count(),
+        "the skim counts other items"
+    );
+    let mut at = 0;
+    for r in &skim.resources {
+        assert_eq!(r.start, at, "resources are not back to back");
+        at = r.end;
+    }
+    assert_eq!(at, data.len(), "resources do not cover the request");
+    assert_eq!(
+        skim.resources.iter().map(|r| r.items).sum::<usize>(),
+        skim.items,
+        "resource items do not add up"
+    );
+    let wire = Payload::from_wire(
+        signal,
+        crate::payload::WireForm::new(Bytes::copy_from_slice(data), &skim),
+    );
+    assert_eq!(wire.item_count(), skim.items);
+    assert_eq!(
+        otlp::encode_to_vec(&wire),
+        data,
+        "a wire form encodes to other bytes"
+    );
+    if let Some(diff) = payload_diff(payload, &wire) {
+        panic!("a wire form reads other tables than the decode: {diff}");
     }
 }
 

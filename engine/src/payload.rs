@@ -12,6 +12,10 @@ use arrow::datatypes::UInt32Type;
 use crate::kernels::ranges::{self, Run};
 use crate::schema::{Signal, Table, col};
 
+mod wire;
+pub use wire::WireForm;
+use wire::WireTables;
+
 /// One signal's worth of telemetry as normalized Arrow tables.
 ///
 /// Cloning is cheap (Arrow buffers are reference counted), which is what fan-out to several
@@ -59,6 +63,9 @@ enum Slot {
     Ready(RecordBatch),
     /// Shared by clones, so a table built through one clone is built for all.
     Pending(Arc<PendingRows>),
+    /// A table of a payload still in its wire form ([`WireForm`]): every table of the payload
+    /// holds the same one, decoded on the first read of any of them.
+    Wire(Arc<WireTables>),
 }
 
 /// An attribute table whose rebuild is deferred: the rows of `base` in `runs`, in order, each
@@ -284,6 +291,7 @@ impl Payload {
         match self.slot(t) {
             Slot::Ready(b) => b,
             Slot::Pending(p) => p.build(),
+            Slot::Wire(w) => w.decoded().table(t),
         }
     }
 
@@ -309,7 +317,7 @@ impl Payload {
     pub fn pending_rows(&self, t: Table) -> Option<&PendingRows> {
         match self.slot(t) {
             Slot::Pending(p) => Some(p),
-            Slot::Ready(_) => None,
+            Slot::Ready(_) | Slot::Wire(_) => None,
         }
     }
 
@@ -359,6 +367,9 @@ impl Payload {
 
     /// Spans, data points or log records: what self-telemetry counts as items.
     pub fn item_count(&self) -> usize {
+        if let Some(w) = self.wire() {
+            return w.items();
+        }
         self.signal
             .item_tables()
             .iter()
@@ -403,8 +414,12 @@ impl Payload {
     /// nothing: they are allocated once per process, not per payload. Other buffers shared
     /// with another payload (fan-out clones, dictionary values shared by the chunks of one
     /// split) are counted in each: an over-estimate, never an under-estimate.
+    ///
+    /// A wire form counts its bytes, and its decoded tables once something read them, once
+    /// for all the tables that share it.
     pub fn memory_size(&self) -> usize {
         use crate::kernels::nulls::batch_memory_size;
+        let mut wire_seen: Option<&Arc<WireTables>> = None;
         self.tables
             .iter()
             .flatten()
@@ -413,17 +428,60 @@ impl Payload {
                 Slot::Pending(p) => {
                     batch_memory_size(&p.base) + p.built.get().map_or(0, batch_memory_size)
                 }
+                Slot::Wire(w) if wire_seen.is_some_and(|seen| Arc::ptr_eq(seen, w)) => 0,
+                Slot::Wire(w) => {
+                    // A payload's wire slots all hold one wire form (a later `set` replaces
+                    // slots, never adds another form), so remembering the last one suffices.
+                    wire_seen = Some(w);
+                    w.form.len() + w.decoded_if_read().map_or(0, Payload::memory_size)
+                }
             })
             .sum()
+    }
+
+    /// A payload of `signal` in its wire form: the tables are decoded from it when first read.
+    pub fn from_wire(signal: Signal, form: WireForm) -> Self {
+        let shared = Arc::new(WireTables::new(signal, form));
+        let mut tables: [Option<Slot>; Table::COUNT] = Default::default();
+        for &t in signal.tables() {
+            tables[t as usize] = Some(Slot::Wire(shared.clone()));
+        }
+        Payload {
+            signal,
+            tables,
+            origin: None,
+            metadata: None,
+        }
+    }
+
+    /// The wire form this payload still is, if none of its tables was replaced since it was
+    /// made from one (reading tables does not change it: they are its decoding). What an
+    /// encoder writes as it is.
+    pub fn wire(&self) -> Option<&WireForm> {
+        let mut tables = self.signal.tables().iter().map(|&t| self.slot(t));
+        let Some(Slot::Wire(first)) = tables.next() else {
+            return None;
+        };
+        tables
+            .all(|s| matches!(s, Slot::Wire(w) if Arc::ptr_eq(w, first)))
+            .then_some(&first.form)
     }
 
     /// Builds every pending table ([`PendingRows`]) and lets go of what it was built from.
     /// For payloads that are kept a while (buffered by `batch` or tail sampling, queued for
     /// an exporter), so a pending table's base is not held beside its result.
+    /// A wire form stays one (its bytes are what is kept), unless its tables were read: then
+    /// the tables are kept and the bytes let go.
     pub fn settle(&mut self) {
-        for slot in self.tables.iter_mut().flatten() {
-            if let Slot::Pending(p) = slot {
-                *slot = Slot::Ready(p.build().clone());
+        let signal = self.signal;
+        for (t, slot) in Table::ALL.iter().zip(self.tables.iter_mut()) {
+            let Some(slot) = slot else { continue };
+            match slot {
+                Slot::Pending(p) => *slot = Slot::Ready(p.build().clone()),
+                Slot::Wire(w) if w.decoded_if_read().is_some() && signal.tables().contains(t) => {
+                    *slot = Slot::Ready(w.decoded().table(*t).clone());
+                }
+                _ => {}
             }
         }
     }
@@ -462,10 +520,20 @@ impl Payload {
 
     /// Concatenates payloads of one signal into one, rebasing parent ids. Order is kept, so
     /// the invariants hold if they held for each input.
+    ///
+    /// Payloads all in their wire form concatenate to a wire form (their byte ranges, listed:
+    /// nothing is copied or decoded); any other mix is decoded and concatenated as tables.
     pub fn concat(signal: Signal, parts: &[Payload]) -> Result<Payload, PayloadError> {
         let mut out = Payload::empty(signal);
         if parts.is_empty() {
             return Ok(out);
+        }
+        let wires: Option<Vec<&WireForm>> = parts
+            .iter()
+            .map(|p| p.wire().filter(|_| p.signal == signal))
+            .collect();
+        if let Some(wires) = wires {
+            out = Payload::from_wire(signal, WireForm::concat(wires));
         }
         let origin = parts[0].origin;
         out.origin = if parts.iter().all(|p| p.origin == origin) {
@@ -479,6 +547,9 @@ impl Payload {
         } else {
             None
         };
+        if out.wire().is_some() {
+            return Ok(out);
+        }
         for &t in signal.tables() {
             let mut batches = Vec::with_capacity(parts.len());
             let mut parent_offset = 0u32;
@@ -872,10 +943,23 @@ impl Payload {
     /// every table (children are sorted by parent, so the rows under a range of parents are a
     /// range), taken as zero-copy slices with only the `parent_id` columns rebased. The
     /// exporters split oversized requests with it, so its cost must not grow with the parts.
+    ///
+    /// A wire form is split at its top-level resources, staying a wire form, unless one
+    /// resource alone holds more than `max_items`: then it is decoded and split as tables.
     pub fn split_items(&self, max_items: usize) -> Result<Vec<Payload>, PayloadError> {
         let total = self.item_count();
         if max_items == 0 || total <= max_items {
             return Ok(vec![self.clone()]);
+        }
+        if let Some(parts) = self.wire().and_then(|w| w.split_items(max_items)) {
+            return Ok(parts
+                .into_iter()
+                .map(|form| Payload {
+                    origin: self.origin,
+                    metadata: self.metadata.clone(),
+                    ..Payload::from_wire(self.signal, form)
+                })
+                .collect());
         }
         self.item_chunks(max_items)
             .iter()

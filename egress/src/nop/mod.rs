@@ -51,6 +51,10 @@ impl Consumer for Nop {
         self.0.sent(p.signal(), p.item_count());
         Box::pin(async { Ok(()) })
     }
+
+    fn keeps_wire_form(&self) -> bool {
+        true
+    }
 }
 
 impl Lifecycle for Nop {}

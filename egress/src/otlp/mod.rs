@@ -502,11 +502,16 @@ impl Sender for GrpcSender {
     }
 
     fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
-        Ok(Bytes::from(sluice_engine::otlp::encode_to_vec(payload)))
+        // A wire form passed on whole is the request it came in: not even copied.
+        Ok(sluice_engine::otlp::encode_to_bytes(payload))
     }
 
     fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
         Some(otlp_protobuf)
+    }
+
+    fn encodes_wire_form(&self) -> bool {
+        true
     }
 
     async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
@@ -792,15 +797,22 @@ impl Sender for HttpSender {
     }
 
     fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
-        Ok(Bytes::from(match self.encoding {
-            HttpEncoding::Proto => sluice_engine::otlp::encode_to_vec(payload),
-            HttpEncoding::Json => sluice_engine::otlp::encode_json(payload)
-                .map_err(|e| SendError::permanent(format!("cannot encode JSON: {e}")))?,
-        }))
+        Ok(match self.encoding {
+            HttpEncoding::Proto => sluice_engine::otlp::encode_to_bytes(payload),
+            HttpEncoding::Json => Bytes::from(
+                sluice_engine::otlp::encode_json(payload)
+                    .map_err(|e| SendError::permanent(format!("cannot encode JSON: {e}")))?,
+            ),
+        })
     }
 
     fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
         (self.encoding == HttpEncoding::Proto).then_some(otlp_protobuf)
+    }
+
+    /// Protobuf only: JSON is made from the tables.
+    fn encodes_wire_form(&self) -> bool {
+        self.encoding == HttpEncoding::Proto
     }
 
     async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {

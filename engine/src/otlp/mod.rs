@@ -22,6 +22,6 @@ mod roundtrip_tests;
 pub use decode::{
     DecodeError, DecodeStats, MAX_ANY_VALUE_DEPTH, check_nested_value, decode, decode_json,
     decode_json_with_stats, decode_logs, decode_metrics, decode_traces, decode_with_stats,
-    decoded_size_estimate,
+    decoded_size_estimate, skim,
 };
-pub use encode::{EncodeError, encode, encode_json, encode_to_vec};
+pub use encode::{EncodeError, encode, encode_json, encode_to_bytes, encode_to_vec};

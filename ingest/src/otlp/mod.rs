@@ -90,7 +90,7 @@ use sluice_engine::component::{
 };
 use sluice_engine::config_types::{bind_address, check_listen_endpoint, deserialize_opt_duration};
 use sluice_engine::memory::{Held, Holder, Refusal, RefusedRequests};
-use sluice_engine::payload::ClientMetadata;
+use sluice_engine::payload::{ClientMetadata, Payload, WireForm};
 use sluice_engine::schema::Signal;
 use sluice_engine::telemetry::{Counter, ReceiverMetrics, Telemetry};
 use sluice_tls::{TlsError, TlsServerSetting};
@@ -491,6 +491,10 @@ pub(crate) struct Handler {
     failed: BTreeMap<&'static str, Counter>,
     /// Per signal: whether the pipelines fed start with a memory limiter (admission first).
     limited: [bool; 3],
+    /// Per signal: whether the pipelines fed take payloads in their wire form (never read
+    /// tables): protobuf requests are then skimmed, not decoded, when the skim finds them
+    /// clean (`sluice_engine::otlp::skim`).
+    wire: [bool; 3],
     in_flight: Holder,
     refused_requests: RefusedRequests,
     invalid_utf8: Counter,
@@ -548,11 +552,13 @@ impl Handler {
             .collect();
         let refused_requests = RefusedRequests::new(t, &id_s, transport);
         let limited = Signal::ALL.map(|s| consumers.get(&s).is_some_and(|c| c.memory_limited()));
+        let wire = Signal::ALL.map(|s| consumers.get(&s).is_some_and(|c| c.keeps_wire_form()));
         Handler {
             consumers,
             metrics: ReceiverMetrics::new(t, id, transport),
             failed,
             limited,
+            wire,
             in_flight: t.memory().holder(t, &id_s, "in_flight"),
             refused_requests,
             invalid_utf8: t.counter(
@@ -659,13 +665,30 @@ impl Handler {
             .ok_or(ExportError::NoPipeline(signal))?;
         self.reserve_body(signal, &mut held, body.len(), json)
             .map_err(ExportError::Memory)?;
-        let decoded = if json {
-            sluice_engine::otlp::decode_json_with_stats(signal, &body)
-        } else {
-            sluice_engine::otlp::decode_with_stats(signal, &body)
+        // Forwarded as its bytes when nothing downstream reads tables and the skim finds the
+        // request clean: exactly what the decoder would accept with nothing to repair. Any
+        // other request (malformed, invalid UTF-8, unusual fields) is decoded as always, so
+        // it gets the same answer and the same counters.
+        let skimmed = (!json && self.wire[signal as usize])
+            .then(|| sluice_engine::otlp::skim(signal, &body))
+            .flatten();
+        let decoded = match skimmed {
+            // The wire form holds the body itself.
+            Some(skim) => Ok((
+                Payload::from_wire(signal, WireForm::new(body, &skim)),
+                Default::default(),
+            )),
+            None => {
+                let decoded = if json {
+                    sluice_engine::otlp::decode_json_with_stats(signal, &body)
+                } else {
+                    sluice_engine::otlp::decode_with_stats(signal, &body)
+                };
+                // The body is not needed once decoded: strings were copied into the columns.
+                drop(body);
+                decoded
+            }
         };
-        // The body is not needed once decoded: strings were copied into the columns.
-        drop(body);
         let mut payload = match decoded {
             Ok((p, stats)) => {
                 if stats.replaced_invalid_utf8 > 0 {

@@ -63,6 +63,7 @@ mod json;
 mod logs;
 mod metrics;
 mod nested;
+mod skim;
 mod traces;
 mod wire;
 
@@ -80,6 +81,7 @@ use wire::{Kind, R, err};
 
 pub use json::{decode_json, decode_json_with_stats};
 pub use nested::MAX_ANY_VALUE_DEPTH;
+pub use skim::{Skim, SkimmedResource, skim};
 
 /// What a decode repaired rather than refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

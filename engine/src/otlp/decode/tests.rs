@@ -2175,3 +2175,233 @@ mod invalid_utf8_props {
         }
     }
 }
+
+/// The validating skim ([`super::skim`]): clean ⇒ the decoder accepts with nothing repaired
+/// and the same items; the usual requests are clean; what is unusual or bad is not.
+mod skim_props {
+    use super::*;
+    use crate::fuzzing::skim_agrees;
+    use crate::otlp::testing::{arb_logs_request, arb_traces_request};
+    use proptest::prelude::*;
+
+    /// The decoder's verdict and the skim's agreement with it.
+    fn check(signal: Signal, buf: &[u8]) -> Option<super::super::Skim> {
+        let decoded = super::super::decode_with_stats(signal, buf);
+        skim_agrees(signal, buf, &decoded);
+        super::super::skim(signal, buf)
+    }
+
+    fn without_entity_refs_traces(mut r: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+        for rs in &mut r.resource_spans {
+            if let Some(res) = &mut rs.resource {
+                res.entity_refs.clear();
+            }
+        }
+        r
+    }
+
+    fn without_entity_refs_logs(mut r: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
+        for rl in &mut r.resource_logs {
+            if let Some(res) = &mut rl.resource {
+                res.entity_refs.clear();
+            }
+        }
+        r
+    }
+
+    /// An attribute whose value is an array nested `depth` levels (1 = the value itself).
+    fn nested_attribute_span(depth: usize) -> Vec<u8> {
+        let mut v = AnyValue {
+            value: Some(Value::StringValue("leaf".into())),
+        };
+        for _ in 1..depth {
+            v = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values: vec![v] })),
+            };
+        }
+        let span = Span {
+            attributes: vec![KeyValue {
+                key: "deep".into(),
+                value: Some(v),
+                key_strindex: 0,
+            }],
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn skim_agrees_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for signal in Signal::ALL {
+                check(signal, &bytes);
+            }
+        }
+
+        /// Mutated and truncated requests (of every shape the generators make): a mutation
+        /// the skim calls clean must decode with nothing repaired.
+        #[test]
+        fn skim_agrees_on_mutated_requests(
+            req in prop_oneof![
+                arb_traces_request().prop_map(|r| (Signal::Traces, without_entity_refs_traces(r).encode_to_vec())),
+                arb_logs_request().prop_map(|r| (Signal::Logs, without_entity_refs_logs(r).encode_to_vec())),
+            ],
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let (signal, mut buf) = req;
+            if !buf.is_empty() {
+                for (i, b) in flips {
+                    let i = i.index(buf.len());
+                    buf[i] = b;
+                }
+            }
+            let cut = cut.index(buf.len() + 1);
+            check(signal, &buf[..cut]);
+            check(signal, &buf);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What SDKs send is clean: every generated request (valid UTF-8, ids of their size or
+        /// empty, nesting within the limit) but for resource `entity_refs`, which the skim
+        /// leaves to the decoder; and the skim's counts and resource offsets are prost's.
+        #[test]
+        fn generated_requests_are_clean_with_prost_counts_and_offsets(
+            traces in arb_traces_request(),
+            logs in arb_logs_request(),
+        ) {
+            let traces = without_entity_refs_traces(traces);
+            let buf = traces.encode_to_vec();
+            let s = check(Signal::Traces, &buf).expect("clean");
+            let spans: Vec<usize> = traces
+                .resource_spans
+                .iter()
+                .map(|r| r.scope_spans.iter().map(|s| s.spans.len()).sum())
+                .collect();
+            prop_assert_eq!(s.resources.iter().map(|r| r.items).collect::<Vec<_>>(), spans.clone());
+            prop_assert_eq!(s.items, spans.iter().sum::<usize>());
+            // Each resource's bytes are its field as prost writes it.
+            for (r, rs) in s.resources.iter().zip(&traces.resource_spans) {
+                let one = ExportTraceServiceRequest { resource_spans: vec![rs.clone()] }.encode_to_vec();
+                prop_assert_eq!(&buf[r.start..r.end], &one[..]);
+            }
+
+            let logs = without_entity_refs_logs(logs);
+            let buf = logs.encode_to_vec();
+            let s = check(Signal::Logs, &buf).expect("clean");
+            let records: usize = logs
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum();
+            prop_assert_eq!(s.items, records);
+            prop_assert_eq!(s.resources.len(), logs.resource_logs.len());
+        }
+
+        /// Bad strings anywhere are never clean (the decoder repairs and counts them).
+        #[test]
+        fn a_string_that_is_not_utf8_is_never_clean(
+            traces in arb_traces_request(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut traces = without_entity_refs_traces(traces);
+            let names: Vec<&mut String> = traces
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+                .map(|s| &mut s.name)
+                .collect();
+            prop_assume!(!names.is_empty());
+            let n = names.len();
+            let name = names.into_iter().nth(at.index(n)).unwrap();
+            // A marker of four bytes swapped for an invalid sequence below, in the bytes.
+            *name = "\u{1F600}".into();
+            let mut buf = traces.encode_to_vec();
+            let smiley = "\u{1F600}".as_bytes();
+            let pos = buf.windows(4).position(|w| w == smiley).unwrap();
+            buf[pos] = 0xFF;
+            prop_assert!(super::super::skim(Signal::Traces, &buf).is_none());
+            let (_, stats) = super::super::decode_with_stats(Signal::Traces, &buf).unwrap();
+            prop_assert!(stats.replaced_invalid_utf8 > 0);
+        }
+    }
+
+    #[test]
+    fn nesting_is_clean_up_to_the_decoders_limit_and_not_past_it() {
+        let ok = nested_attribute_span(MAX_ANY_VALUE_DEPTH);
+        assert!(super::super::decode(Signal::Traces, &ok).is_ok());
+        assert!(check(Signal::Traces, &ok).is_some());
+        let deep = nested_attribute_span(MAX_ANY_VALUE_DEPTH + 1);
+        assert!(super::super::decode(Signal::Traces, &deep).is_err());
+        assert!(check(Signal::Traces, &deep).is_none());
+    }
+
+    #[test]
+    fn unusual_requests_are_left_to_the_decoder() {
+        // Metrics are not skimmed.
+        assert!(super::super::skim(Signal::Metrics, &[]).is_none());
+        // An empty request is clean and empty.
+        let empty = check(Signal::Traces, &[]).expect("clean");
+        assert_eq!((empty.items, empty.resources.len()), (0, 0));
+        // An unknown top-level field (the decoder skips it; a forward would pass it on).
+        assert!(check(Signal::Traces, &[0x10, 0x01]).is_none());
+        // An id of the wrong length: the decoder refuses it.
+        let mut bad_id = full_traces();
+        bad_id.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 3];
+        assert!(check(Signal::Traces, &bad_id.encode_to_vec()).is_none());
+        // Profiles-only fields and entity refs.
+        let kv = KeyValue {
+            key: String::new(),
+            value: None,
+            key_strindex: 5,
+        };
+        let with_strindex = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        attributes: vec![kv],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert!(check(Signal::Logs, &with_strindex.encode_to_vec()).is_none());
+        assert!(
+            check(Signal::Traces, &full_traces().encode_to_vec()).is_none(),
+            "entity refs"
+        );
+        let mut no_refs = full_traces();
+        for rs in &mut no_refs.resource_spans {
+            if let Some(r) = &mut rs.resource {
+                r.entity_refs.clear();
+            }
+        }
+        let s = check(Signal::Traces, &no_refs.encode_to_vec()).expect("clean");
+        let spans: usize = no_refs
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        assert!(spans > 0);
+        assert_eq!(s.items, spans);
+    }
+}

@@ -57,7 +57,13 @@ pub enum EncodeError {
 /// matching `TracesData`/`MetricsData`/`LogsData`) to `out`.
 ///
 /// Requires the invariants of [`Payload::validate`]; see the module docs.
+///
+/// A payload still in its wire form ([`Payload::wire`]) is written as the bytes it came in.
 pub fn encode(payload: &Payload, out: &mut Vec<u8>) {
+    if let Some(wire) = payload.wire() {
+        wire.write_to(out);
+        return;
+    }
     match payload.signal() {
         Signal::Traces => traces::encode(payload, out),
         Signal::Metrics => metrics::encode(payload, out),
@@ -70,6 +76,15 @@ pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
     let mut out = Vec::new();
     encode(payload, &mut out);
     out
+}
+
+/// [`encode`] as `Bytes`: a payload in its wire form that is one range of the request it came
+/// in (passed on whole) is that request's buffer, not copied.
+pub fn encode_to_bytes(payload: &Payload) -> bytes::Bytes {
+    match payload.wire() {
+        Some(wire) => wire.to_bytes(),
+        None => bytes::Bytes::from(encode_to_vec(payload)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

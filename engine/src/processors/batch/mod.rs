@@ -394,6 +394,12 @@ impl Consumer for Batch {
             }
         })
     }
+
+    /// Batching reads only item counts, and concatenates and splits wire forms as bytes
+    /// (`Payload::concat`, `Payload::split_items`).
+    fn keeps_wire_form(&self) -> bool {
+        self.shared.next.keeps_wire_form()
+    }
 }
 
 impl Lifecycle for Batch {

@@ -231,6 +231,11 @@ impl Consumer for MemoryLimiter {
     fn memory_limited(&self) -> bool {
         true
     }
+
+    /// It only counts items (a wire form knows its count).
+    fn keeps_wire_form(&self) -> bool {
+        self.next.keeps_wire_form()
+    }
 }
 
 impl Lifecycle for MemoryLimiter {

@@ -1,0 +1,272 @@
+//! The validating skim: walks a protobuf `Export{Trace,Logs}ServiceRequest` without building
+//! anything, to learn whether the request can be forwarded as its bytes (a wire form, see
+//! [`crate::payload::WireForm`]) instead of being decoded.
+//!
+//! The skim says *clean* only when [`super::decode_with_stats`] would accept the request with
+//! nothing repaired: every message well formed (the decoder's own [`Reader`], so truncation,
+//! varints, lengths and wire types are judged by the same code), every string field valid
+//! UTF-8, ids empty or of their size, nested `AnyValue`s within [`MAX_ANY_VALUE_DEPTH`]. It is
+//! deliberately *narrower* than the decoder: anything unusual — a field it does not know
+//! (including the unknown fields the decoder skips for forward compatibility, which a wire
+//! form would otherwise pass on where a decode + encode drops them), the profiles-only
+//! `*_strindex` fields, resource `entity_refs` (which the decoder checks with prost) — is
+//! "not clean", and the receiver decodes as it always did, with the same errors, repairs and
+//! counters. So the one property that matters is one-sided: clean ⇒ the decode succeeds,
+//! repairs nothing and counts the same items (checked by a proptest over arbitrary and mutated
+//! bytes, and by the fuzz targets' shared entry point, [`crate::fuzzing::otlp_protobuf`]).
+//!
+//! Metrics are not skimmed yet (their data point oneofs and packed fields are a larger
+//! surface): a metrics request is never clean, and always decodes.
+
+use super::MAX_REQUEST_BYTES;
+use super::nested::MAX_ANY_VALUE_DEPTH;
+use super::wire::{I32, I64, LEN, Reader, VARINT, key};
+use crate::schema::Signal;
+
+/// What a clean skim learned about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skim {
+    /// Spans or log records in the request.
+    pub items: usize,
+    /// Each top-level `resource_*` field, in order: the request is exactly these fields
+    /// back to back (a clean request has no other top-level field).
+    pub resources: Vec<SkimmedResource>,
+}
+
+/// One top-level `resource_spans` / `resource_logs` field of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkimmedResource {
+    /// The field's bytes (key, length and message) in the request.
+    pub start: usize,
+    pub end: usize,
+    /// Spans or log records under it.
+    pub items: usize,
+}
+
+/// Skims a protobuf request of `signal`; `None` when it is not clean (decode it instead).
+pub fn skim(signal: Signal, buf: &[u8]) -> Option<Skim> {
+    let item: fn(Reader<'_>) -> Option<()> = match signal {
+        Signal::Traces => span,
+        Signal::Logs => log_record,
+        Signal::Metrics => return None,
+    };
+    if buf.len() > MAX_REQUEST_BYTES {
+        return None;
+    }
+    let mut r = Reader::new(buf, 0);
+    let mut out = Skim {
+        items: 0,
+        resources: Vec::new(),
+    };
+    while r.has_more() {
+        let start = r.pos();
+        if r.key().ok()? != key(1, LEN) {
+            return None;
+        }
+        let items = resource_x(r.message().ok()?, item)?;
+        out.items += items;
+        out.resources.push(SkimmedResource {
+            start,
+            end: r.pos(),
+            items,
+        });
+    }
+    Some(out)
+}
+
+/// Walks a message: `field` is called with each field's key and must consume its value,
+/// returning `None` for a field it does not accept.
+#[inline(always)]
+fn fields<'a>(
+    mut r: Reader<'a>,
+    mut field: impl FnMut(u32, &mut Reader<'a>) -> Option<()>,
+) -> Option<()> {
+    while r.has_more() {
+        let k = r.key().ok()?;
+        field(k, &mut r)?;
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn string(r: &mut Reader<'_>) -> Option<()> {
+    std::str::from_utf8(r.bytes().ok()?).ok().map(drop)
+}
+
+#[inline(always)]
+fn id<const N: usize>(r: &mut Reader<'_>) -> Option<()> {
+    let b = r.bytes().ok()?;
+    (b.is_empty() || b.len() == N).then_some(())
+}
+
+#[inline(always)]
+fn varint(r: &mut Reader<'_>) -> Option<()> {
+    r.varint().ok().map(drop)
+}
+
+#[inline(always)]
+fn fixed64(r: &mut Reader<'_>) -> Option<()> {
+    r.fixed64().ok().map(drop)
+}
+
+#[inline(always)]
+fn fixed32(r: &mut Reader<'_>) -> Option<()> {
+    r.fixed32().ok().map(drop)
+}
+
+/// `ResourceSpans` / `ResourceLogs`: returns the items under it.
+fn resource_x(r: Reader<'_>, item: fn(Reader<'_>) -> Option<()>) -> Option<usize> {
+    let mut items = 0;
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => resource(r.message().ok()?),
+        k if k == key(2, LEN) => {
+            items += scope_x(r.message().ok()?, item)?;
+            Some(())
+        }
+        k if k == key(3, LEN) => string(r),
+        _ => None,
+    })?;
+    Some(items)
+}
+
+/// `Resource`; `entity_refs` (field 3, checked by the decoder with prost) is not clean.
+fn resource(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => key_value(r.message().ok()?),
+        k if k == key(2, VARINT) => varint(r),
+        _ => None,
+    })
+}
+
+/// `ScopeSpans` / `ScopeLogs`: returns the items under it.
+fn scope_x(r: Reader<'_>, item: fn(Reader<'_>) -> Option<()>) -> Option<usize> {
+    let mut items = 0;
+    fields(r, |k, r| match k {
+        k if k == key(2, LEN) => {
+            item(r.message().ok()?)?;
+            items += 1;
+            Some(())
+        }
+        k if k == key(1, LEN) => scope(r.message().ok()?),
+        k if k == key(3, LEN) => string(r),
+        _ => None,
+    })?;
+    Some(items)
+}
+
+/// `InstrumentationScope`.
+fn scope(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) || k == key(2, LEN) => string(r),
+        k if k == key(3, LEN) => key_value(r.message().ok()?),
+        k if k == key(4, VARINT) => varint(r),
+        _ => None,
+    })
+}
+
+/// `KeyValue` (an attribute; `key_strindex` is not clean).
+fn key_value(r: Reader<'_>) -> Option<()> {
+    key_value_at(r, 1)
+}
+
+/// A `KeyValue` whose value is an `AnyValue` at nesting `depth` (1 for an attribute's value).
+fn key_value_at(r: Reader<'_>, depth: usize) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => string(r),
+        k if k == key(2, LEN) => any_value(r.message().ok()?, depth),
+        _ => None,
+    })
+}
+
+/// `AnyValue` at nesting `depth` (`string_value_strindex` is not clean). The decoder's
+/// nesting check counts an attribute's value as level 1 and refuses a value below level
+/// [`MAX_ANY_VALUE_DEPTH`].
+fn any_value(r: Reader<'_>, depth: usize) -> Option<()> {
+    if depth > MAX_ANY_VALUE_DEPTH {
+        return None;
+    }
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => string(r),
+        k if k == key(2, VARINT) || k == key(3, VARINT) => varint(r),
+        k if k == key(4, I64) => fixed64(r),
+        k if k == key(7, LEN) => r.bytes().ok().map(drop),
+        // ArrayValue { repeated AnyValue values = 1 }
+        k if k == key(5, LEN) => fields(r.message().ok()?, |k, r| {
+            (k == key(1, LEN)).then_some(())?;
+            any_value(r.message().ok()?, depth + 1)
+        }),
+        // KeyValueList { repeated KeyValue values = 1 }
+        k if k == key(6, LEN) => fields(r.message().ok()?, |k, r| {
+            (k == key(1, LEN)).then_some(())?;
+            key_value_at(r.message().ok()?, depth + 1)
+        }),
+        _ => None,
+    })
+}
+
+/// `Span`.
+fn span(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(9, LEN) => key_value(r.message().ok()?),
+        k if k == key(1, LEN) => id::<16>(r),
+        k if k == key(2, LEN) || k == key(4, LEN) => id::<8>(r),
+        k if k == key(3, LEN) || k == key(5, LEN) => string(r),
+        k if k == key(6, VARINT)
+            || k == key(10, VARINT)
+            || k == key(12, VARINT)
+            || k == key(14, VARINT) =>
+        {
+            varint(r)
+        }
+        k if k == key(7, I64) || k == key(8, I64) => fixed64(r),
+        k if k == key(11, LEN) => event(r.message().ok()?),
+        k if k == key(13, LEN) => link(r.message().ok()?),
+        // Status { string message = 2; StatusCode code = 3 }
+        k if k == key(15, LEN) => fields(r.message().ok()?, |k, r| match k {
+            k if k == key(2, LEN) => string(r),
+            k if k == key(3, VARINT) => varint(r),
+            _ => None,
+        }),
+        k if k == key(16, I32) => fixed32(r),
+        _ => None,
+    })
+}
+
+/// `Span.Event`.
+fn event(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, I64) => fixed64(r),
+        k if k == key(2, LEN) => string(r),
+        k if k == key(3, LEN) => key_value(r.message().ok()?),
+        k if k == key(4, VARINT) => varint(r),
+        _ => None,
+    })
+}
+
+/// `Span.Link`.
+fn link(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => id::<16>(r),
+        k if k == key(2, LEN) => id::<8>(r),
+        k if k == key(3, LEN) => string(r),
+        k if k == key(4, LEN) => key_value(r.message().ok()?),
+        k if k == key(5, VARINT) => varint(r),
+        k if k == key(6, I32) => fixed32(r),
+        _ => None,
+    })
+}
+
+/// `LogRecord`.
+fn log_record(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(6, LEN) => key_value(r.message().ok()?),
+        k if k == key(1, I64) || k == key(11, I64) => fixed64(r),
+        k if k == key(2, VARINT) || k == key(7, VARINT) => varint(r),
+        k if k == key(3, LEN) || k == key(12, LEN) => string(r),
+        k if k == key(5, LEN) => any_value(r.message().ok()?, 1),
+        k if k == key(8, I32) => fixed32(r),
+        k if k == key(9, LEN) => id::<16>(r),
+        k if k == key(10, LEN) => id::<8>(r),
+        _ => None,
+    })
+}

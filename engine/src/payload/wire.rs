@@ -1,0 +1,432 @@
+//! [`WireForm`]: a payload kept as the OTLP protobuf bytes it arrived in, for pipelines whose
+//! components never read its tables (receive → `batch` → OTLP export: pure forwarding).
+//!
+//! Why: decoding a request into Arrow and encoding it back is most of what such a pipeline
+//! costs (BENCHMARKS.md, issue 17), and it changes nothing. A receiver that has skimmed a
+//! request clean ([`crate::otlp::skim`]: the decoder would accept it as it is) hands the
+//! pipeline the request's bytes; `batch` concatenates them as a list of byte ranges, splits
+//! them at top-level resource boundaries, and the exporter writes them out. Repeated fields of
+//! protobuf concatenate, so top-level `resource_*` fields from several requests appended are
+//! one valid request.
+//!
+//! A component that reads a table still gets it: the first read decodes the bytes, once, into
+//! tables shared by every clone of the payload (as a [`super::PendingRows`] is built once), so
+//! every component stays correct without knowing wire forms exist. Only pipelines whose
+//! components all say they do not read tables ([`crate::component::Consumer::keeps_wire_form`])
+//! are fed wire forms at all, so none of this decoding happens on a path that reads tables
+//! anyway.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::otlp::decode::Skim;
+use crate::payload::Payload;
+use crate::schema::Signal;
+
+/// The protobuf bytes of one or more clean export requests of one signal: a list of top-level
+/// `resource_*` fields, each a byte range of one of the request bodies it came in.
+#[derive(Clone, Debug)]
+pub struct WireForm {
+    chunks: Vec<Bytes>,
+    resources: Vec<WireResource>,
+    items: usize,
+    bytes: usize,
+}
+
+/// One top-level `resource_*` field: `chunks[chunk][start..end]`, with the items under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WireResource {
+    chunk: usize,
+    start: usize,
+    end: usize,
+    items: usize,
+}
+
+impl WireForm {
+    /// The request `body`, as a clean skim of it found it.
+    pub fn new(body: Bytes, skim: &Skim) -> Self {
+        let resources: Vec<WireResource> = skim
+            .resources
+            .iter()
+            .map(|r| WireResource {
+                chunk: 0,
+                start: r.start,
+                end: r.end,
+                items: r.items,
+            })
+            .collect();
+        WireForm {
+            bytes: resources.iter().map(|r| r.end - r.start).sum(),
+            chunks: vec![body],
+            resources,
+            items: skim.items,
+        }
+    }
+
+    /// Spans, data points or log records.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// Bytes of the request it encodes to.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Top-level `resource_*` fields.
+    pub fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// The bytes of each top-level resource field, in order.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.resources
+            .iter()
+            .map(|r| &self.chunks[r.chunk][r.start..r.end])
+    }
+
+    /// Appends the request's bytes to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.bytes);
+        for p in self.pieces() {
+            out.extend_from_slice(p);
+        }
+    }
+
+    /// The request's bytes: the body it came in, uncopied, when it is one range of it (a
+    /// request passed on whole); else the ranges copied into one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        if let (Some(first), Some(last)) = (self.resources.first(), self.resources.last()) {
+            let contiguous = self
+                .resources
+                .windows(2)
+                .all(|w| w[1].chunk == w[0].chunk && w[1].start == w[0].end);
+            if contiguous {
+                return self.chunks[first.chunk].slice(first.start..last.end);
+            }
+        }
+        let mut out = Vec::with_capacity(self.bytes);
+        self.write_to(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The wire forms one after the other: one request holding all their resources. No
+    /// bytes are copied.
+    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a WireForm>) -> WireForm {
+        let mut out = WireForm {
+            chunks: Vec::new(),
+            resources: Vec::new(),
+            items: 0,
+            bytes: 0,
+        };
+        for p in parts {
+            let base = out.chunks.len();
+            out.chunks.extend(p.chunks.iter().cloned());
+            out.resources
+                .extend(p.resources.iter().map(|r| WireResource {
+                    chunk: r.chunk + base,
+                    ..*r
+                }));
+            out.items += p.items;
+            out.bytes += p.bytes;
+        }
+        out
+    }
+
+    /// Splits into consecutive wire forms of at most `max_items` items each, at top-level
+    /// resource boundaries, filling each part greedily in order. `None` when one resource
+    /// alone holds more than `max_items` (the caller decodes and splits inside it).
+    pub fn split_items(&self, max_items: usize) -> Option<Vec<WireForm>> {
+        if max_items == 0 || self.items <= max_items {
+            return Some(vec![self.clone()]);
+        }
+        if self.resources.iter().any(|r| r.items > max_items) {
+            return None;
+        }
+        let mut parts = Vec::new();
+        let mut from = 0;
+        while from < self.resources.len() {
+            let mut to = from;
+            let mut items = 0;
+            while to < self.resources.len() && items + self.resources[to].items <= max_items {
+                items += self.resources[to].items;
+                to += 1;
+            }
+            parts.push(self.part(&self.resources[from..to]));
+            from = to;
+        }
+        Some(parts)
+    }
+
+    /// The wire form of `resources` (a range of this one's), keeping only the chunks they use.
+    fn part(&self, resources: &[WireResource]) -> WireForm {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut map: Vec<Option<usize>> = vec![None; self.chunks.len()];
+        let resources: Vec<WireResource> = resources
+            .iter()
+            .map(|r| {
+                let chunk = *map[r.chunk].get_or_insert_with(|| {
+                    chunks.push(self.chunks[r.chunk].clone());
+                    chunks.len() - 1
+                });
+                WireResource { chunk, ..*r }
+            })
+            .collect();
+        WireForm {
+            chunks,
+            items: resources.iter().map(|r| r.items).sum(),
+            bytes: resources.iter().map(|r| r.end - r.start).sum(),
+            resources,
+        }
+    }
+}
+
+/// A wire form and its tables, decoded on first read and shared by every clone.
+#[derive(Debug)]
+pub(super) struct WireTables {
+    pub signal: Signal,
+    pub form: WireForm,
+    decoded: OnceLock<Payload>,
+}
+
+impl WireTables {
+    pub fn new(signal: Signal, form: WireForm) -> Self {
+        WireTables {
+            signal,
+            form,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    /// The tables, decoded once. A wire form is only ever made from a request the skim found
+    /// clean, and clean means the decoder accepts it (the property the skim's tests and the
+    /// fuzz targets check), so the decode does not fail; if it ever did, that is a bug, logged
+    /// loudly, and the payload reads as empty rather than taking the process down with a
+    /// panic in a pipeline worker.
+    pub fn decoded(&self) -> &Payload {
+        self.decoded.get_or_init(|| {
+            match crate::otlp::decode(self.signal, &self.form.to_bytes()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        items = self.form.items,
+                        "internal: a request the skim found clean does not decode (a bug); its items are lost"
+                    );
+                    Payload::empty(self.signal)
+                }
+            }
+        })
+    }
+
+    /// The decoded tables, if something read them.
+    pub fn decoded_if_read(&self) -> Option<&Payload> {
+        self.decoded.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::testing::{arb_logs_request, arb_traces_request, assert_payload_eq};
+    use crate::otlp::{decode, skim};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn wire_payload(signal: Signal, body: Vec<u8>) -> Option<Payload> {
+        let body = Bytes::from(body);
+        let s = skim(signal, &body)?;
+        Some(Payload::from_wire(signal, WireForm::new(body, &s)))
+    }
+
+    /// Requests as SDKs send them: resource `entity_refs` (which the skim leaves to the
+    /// decoder) left out, so most requests are clean.
+    fn request(signal: Signal) -> BoxedStrategy<Vec<u8>> {
+        match signal {
+            Signal::Traces => arb_traces_request()
+                .prop_map(|mut r| {
+                    for rs in &mut r.resource_spans {
+                        if let Some(res) = &mut rs.resource {
+                            res.entity_refs.clear();
+                        }
+                    }
+                    r.encode_to_vec()
+                })
+                .boxed(),
+            _ => arb_logs_request()
+                .prop_map(|mut r| {
+                    for rl in &mut r.resource_logs {
+                        if let Some(res) = &mut rl.resource {
+                            res.entity_refs.clear();
+                        }
+                    }
+                    r.encode_to_vec()
+                })
+                .boxed(),
+        }
+    }
+
+    /// Two resources, two scopes, three spans with attributes, an event and a link.
+    pub(crate) fn sample_traces() -> Vec<u8> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            key_strindex: 0,
+        };
+        let span = |i: u8| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("span-{i}"),
+            start_time_unix_nano: 1_000 + u64::from(i),
+            end_time_unix_nano: 2_000 + u64::from(i),
+            attributes: vec![kv("http.method", "GET"), kv("n", &i.to_string())],
+            events: vec![span::Event {
+                name: "e".into(),
+                attributes: vec![kv("a", "b")],
+                ..Default::default()
+            }],
+            links: vec![span::Link {
+                trace_id: vec![9; 16],
+                span_id: vec![9; 8],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let resource = |name: &str, spans: Vec<Span>| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", name)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                resource("a", vec![span(1), span(2)]),
+                resource("b", vec![span(3)]),
+            ],
+        }
+        .encode_to_vec()
+    }
+
+    fn requests() -> impl Strategy<Value = (Signal, Vec<Vec<u8>>)> {
+        prop_oneof![Just(Signal::Traces), Just(Signal::Logs)].prop_flat_map(|signal| {
+            (
+                Just(signal),
+                proptest::collection::vec(request(signal), 1..4),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Concatenating wire forms is concatenating the requests: it decodes to the concat of
+        /// the decoded parts, and counts their items. Splitting at resource boundaries keeps
+        /// every resource, in order, each part within the limit, and the parts concatenated
+        /// are the whole again.
+        #[test]
+        fn concat_and_split_of_wire_forms_are_those_of_the_tables(
+            (signal, bodies) in requests(),
+            max in 1usize..40,
+        ) {
+            let parts: Vec<Payload> = bodies
+                .iter()
+                .filter_map(|b| wire_payload(signal, b.clone()))
+                .collect();
+            prop_assume!(parts.len() == bodies.len());
+            let decoded: Vec<Payload> =
+                bodies.iter().map(|b| decode(signal, b).unwrap()).collect();
+            let merged = Payload::concat(signal, &parts).unwrap();
+            let wire = merged.wire().expect("a concat of wire forms is a wire form");
+            prop_assert_eq!(wire.chunks.len(), bodies.len());
+            let want = Payload::concat(signal, &decoded).unwrap();
+            prop_assert_eq!(merged.item_count(), want.item_count());
+            // Its bytes are the bodies appended.
+            let mut appended = Vec::new();
+            bodies.iter().for_each(|b| appended.extend_from_slice(b));
+            prop_assert_eq!(&wire.to_bytes()[..], &appended[..]);
+            assert_payload_eq(&decode(signal, &wire.to_bytes()).unwrap(), &want);
+
+            let resource_items: Vec<usize> = wire.resources.iter().map(|r| r.items).collect();
+            match merged.split_items(max) {
+                Ok(chunks) if resource_items.iter().all(|&n| n <= max) => {
+                    let again: Vec<&WireForm> = chunks
+                        .iter()
+                        .map(|c| c.wire().expect("a split wire form stays one"))
+                        .collect();
+                    for c in &again {
+                        prop_assert!(c.items() <= max || c.resource_count() == 1);
+                        prop_assert!(c.items() > 0 || want.item_count() == 0);
+                    }
+                    let rejoined = WireForm::concat(again.iter().copied());
+                    prop_assert_eq!(&rejoined.to_bytes()[..], &appended[..]);
+                    prop_assert_eq!(
+                        chunks.iter().map(Payload::item_count).sum::<usize>(),
+                        want.item_count()
+                    );
+                }
+                // A resource over the limit: decoded and split inside it, as any payload.
+                Ok(chunks) => {
+                    prop_assert!(chunks.iter().all(|c| c.wire().is_none()));
+                    prop_assert!(chunks.iter().all(|c| c.item_count() <= max));
+                    let back = Payload::concat(signal, &chunks).unwrap();
+                    prop_assert_eq!(back.item_count(), want.item_count());
+                }
+                Err(e) => prop_assert!(false, "split failed: {e}"),
+            }
+        }
+    }
+
+    /// A wire payload reads as its decoded tables, decoded once for all clones; changing a
+    /// table makes it an ordinary payload (its bytes no longer say what it holds).
+    #[test]
+    fn tables_are_decoded_once_on_first_read_and_an_edit_leaves_the_wire_form() {
+        let body = sample_traces();
+        let p = wire_payload(Signal::Traces, body.clone()).expect("clean");
+        let clone = p.clone();
+        assert_eq!(
+            p.memory_size(),
+            body.len(),
+            "unread: only its bytes are held"
+        );
+        let want = decode(Signal::Traces, &body).unwrap();
+        assert_payload_eq(&p, &want);
+        // Read through one clone, decoded for the other.
+        let Some(Slot::Wire(w)) = &clone.tables[crate::schema::Table::Spans as usize] else {
+            panic!("a wire slot");
+        };
+        assert!(w.decoded_if_read().is_some());
+        assert!(
+            clone.memory_size() > body.len(),
+            "the tables count once read"
+        );
+        let mut edited = clone.clone();
+        let spans = edited.table(crate::schema::Table::Spans).clone();
+        edited.set(crate::schema::Table::Spans, spans).unwrap();
+        assert!(edited.wire().is_none());
+        assert!(clone.wire().is_some());
+        assert_payload_eq(&edited, &want);
+        // Settling a read wire payload lets go of the bytes.
+        let mut settled = clone.clone();
+        settled.settle();
+        assert!(settled.wire().is_none());
+        assert_payload_eq(&settled, &want);
+    }
+
+    use super::super::Slot;
+}
