@@ -498,6 +498,8 @@ pub(crate) struct Handler {
     in_flight: Holder,
     refused_requests: RefusedRequests,
     invalid_utf8: Counter,
+    /// Requests passed on in their wire form (skimmed, not decoded).
+    undecoded: Counter,
     /// `include_metadata`: requests' client metadata is kept on their payloads.
     include_metadata: bool,
 }
@@ -564,6 +566,11 @@ impl Handler {
             invalid_utf8: t.counter(
                 "sluice_receiver_invalid_utf8_strings",
                 "Strings received that were not valid UTF-8, passed on with U+FFFD for each invalid sequence (sluice)",
+                &[("receiver", id_s.as_str()), ("transport", transport)],
+            ),
+            undecoded: t.counter(
+                "sluice_receiver_undecoded_requests",
+                "Protobuf requests passed on as their bytes without decoding them, the pipelines they feed reading no tables (sluice)",
                 &[("receiver", id_s.as_str()), ("transport", transport)],
             ),
             include_metadata,
@@ -674,10 +681,13 @@ impl Handler {
             .flatten();
         let decoded = match skimmed {
             // The wire form holds the body itself.
-            Some(skim) => Ok((
-                Payload::from_wire(signal, WireForm::new(body, &skim)),
-                Default::default(),
-            )),
+            Some(skim) => {
+                self.undecoded.add(1);
+                Ok((
+                    Payload::from_wire(signal, WireForm::new(body, &skim)),
+                    Default::default(),
+                ))
+            }
             None => {
                 let decoded = if json {
                     sluice_engine::otlp::decode_json_with_stats(signal, &body)

@@ -29,11 +29,17 @@ struct Capture {
     refuse: Mutex<Option<ConsumeError>>,
     /// Stands for a pipeline that starts with `memory_limiter`.
     limited: bool,
+    /// Stands for a pipeline that never reads tables (`batch` -> `otlp` exporter).
+    wire: bool,
 }
 
 impl Consumer for Capture {
     fn memory_limited(&self) -> bool {
         self.limited
+    }
+
+    fn keeps_wire_form(&self) -> bool {
+        self.wire
     }
 
     fn consume(&self, p: sluice_engine::Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
@@ -1703,4 +1709,152 @@ fn a_cors_origin_with_two_wildcards_is_refused() {
             "cors": {"allowed_origins": ["https://*.*.example"]}}}}))
         .unwrap_err();
     assert_eq!(e.path, "protocols.http.cors");
+}
+
+/// A pipeline that keeps wire forms gets a clean protobuf request as its bytes (gRPC, HTTP,
+/// compressed or not), counted as today; JSON, metrics and anything the skim does not find
+/// clean are decoded, with today's answers: a malformed request is refused before it is
+/// acknowledged, a string that is not UTF-8 is repaired and counted.
+#[tokio::test]
+async fn a_pipeline_keeping_wire_forms_gets_clean_requests_as_bytes_and_the_rest_as_today() {
+    let r = rig_with(
+        1 << 20,
+        Capture {
+            wire: true,
+            ..Default::default()
+        },
+        Telemetry::new(),
+    )
+    .await;
+    let url = format!("http://{}", r.grpc);
+    let take = || std::mem::take(&mut *r.cap.got.lock().unwrap());
+
+    // gRPC: the request's bytes, its items counted.
+    let req = traces(5);
+    TraceServiceClient::connect(url.clone())
+        .await
+        .unwrap()
+        .export(req.clone())
+        .await
+        .unwrap();
+    let got = take();
+    let wire = got[0].wire().expect("a clean request arrives as its bytes");
+    assert_eq!(wire.items(), 5);
+    assert_eq!(wire.to_bytes(), req.encode_to_vec());
+    assert_eq!(got[0].item_count(), 5);
+    assert!(got[0].origin.is_some());
+    // Its tables, when someone reads them, are the decoded request's.
+    sluice_engine::otlp::testing::assert_payload_eq(
+        &got[0],
+        &sluice_engine::otlp::decode(Signal::Traces, &req.encode_to_vec()).unwrap(),
+    );
+
+    // HTTP protobuf, gzip: the decompressed request's bytes.
+    let pb = logs(3).encode_to_vec();
+    let (code, _, _) = http(
+        r.http,
+        "/v1/logs",
+        &[PB, ("content-encoding", "gzip")],
+        &gzip(&pb),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let got = take();
+    assert_eq!(got[0].wire().map(|w| w.to_bytes()), Some(pb.clone().into()));
+
+    // JSON and metrics decode.
+    let json = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../engine/testdata/otlp-examples/logs.json"
+    ))
+    .unwrap();
+    let json_records = sluice_engine::otlp::decode_json(Signal::Logs, &json)
+        .unwrap()
+        .item_count();
+    let (code, _, _) = http(r.http, "/v1/logs", &[JSON], &json).await;
+    assert_eq!(code, 200);
+    let (code, _, _) = http(r.http, "/v1/metrics", &[PB], &metrics(2).encode_to_vec()).await;
+    assert_eq!(code, 200);
+    let got = take();
+    assert!(got.iter().all(|p| p.wire().is_none()));
+    assert_eq!(
+        got.iter().map(Payload::item_count).sum::<usize>(),
+        json_records + 2
+    );
+
+    // Malformed: refused before it is acknowledged, as today.
+    let (code, _, body) = http(r.http, "/v1/traces", &[PB], &req.encode_to_vec()[..20]).await;
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("malformed OTLP protobuf"));
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let err = raw
+        .unary(
+            tonic::Request::new(bytes::Bytes::from_static(
+                b"\x0a\xff\xff\xff\xff\x0fgarbage",
+            )),
+            ::http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            ),
+            super::grpc::RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(take().is_empty());
+
+    // Invalid UTF-8 in a span name: taken, repaired, counted; not forwarded as bytes.
+    let mut bad = traces(2);
+    bad.resource_spans[0].scope_spans[0].spans[1].name = "\u{1F600}".into();
+    let mut bytes = bad.encode_to_vec();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == "\u{1F600}".as_bytes())
+        .unwrap();
+    bytes[at] = 0xff;
+    let (code, _, _) = http(r.http, "/v1/traces", &[PB], &bytes).await;
+    assert_eq!(code, 200);
+    let got = take();
+    assert!(got[0].wire().is_none());
+    let names = got[0].table(sluice_engine::Table::Spans).clone();
+    let names = sluice_engine::otlp::encode::columns::Strs::of(&names, "name");
+    assert!(String::from_utf8_lossy(names.get(1)).contains('\u{FFFD}'));
+
+    let labels = [("receiver", "otlp"), ("transport", "http")];
+    assert_eq!(
+        r.t.value("sluice_receiver_invalid_utf8_strings", &labels),
+        Some(1.0)
+    );
+    // One gRPC and one HTTP request went on as bytes; the rest were decoded.
+    assert_eq!(
+        r.t.value("sluice_receiver_undecoded_requests", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        r.t.value(
+            "sluice_receiver_undecoded_requests",
+            &[("receiver", "otlp"), ("transport", "grpc")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        r.t.value("otelcol_receiver_accepted_spans", &labels),
+        Some(2.0)
+    );
+    assert_eq!(
+        r.t.value("otelcol_receiver_accepted_log_records", &labels),
+        Some((3 + json_records) as f64)
+    );
+    assert_eq!(
+        r.t.value(
+            "otelcol_receiver_accepted_spans",
+            &[("receiver", "otlp"), ("transport", "grpc")]
+        ),
+        Some(5.0)
+    );
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::component::ComponentId;
 use crate::processors::hand_over::SHUTDOWN_RETRY_FOR;
-use crate::processors::test_support::{Capture, span_ids, spans};
+use crate::processors::test_support::{Capture, WireCapture, span_ids, spans, wire_spans};
 use crate::telemetry::Telemetry;
 
 fn batch(size: usize, max: usize, timeout_ms: u64) -> (Batch, Capture, Telemetry) {
@@ -69,6 +69,81 @@ async fn splits_batches_larger_than_max_size() {
     assert_eq!(cap.batches(), [7, 7, 6]);
     let all: Vec<u64> = cap.got.lock().unwrap().iter().flat_map(span_ids).collect();
     assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+/// Wire forms (requests kept as their bytes) are batched without decoding: concatenated as
+/// a list of their resources, split at resource boundaries to `send_batch_max_size`; a
+/// resource alone over the limit, or a mix with decoded payloads, is decoded and handled as
+/// tables. Every span arrives once, in order. `batch` takes wire forms when what follows it does.
+#[tokio::test(start_paused = true)]
+async fn wire_forms_are_batched_as_bytes_and_split_at_resources() {
+    let (plain, _, _) = batch(10, 12, 60_000);
+    assert!(!plain.keeps_wire_form());
+    let cap = WireCapture::default();
+    let cfg = BatchConfig {
+        send_batch_size: 10,
+        send_batch_max_size: 12,
+        timeout: Duration::from_secs(60),
+        metadata_keys: vec![],
+        metadata_cardinality_limit: None,
+    };
+    let t = Telemetry::new();
+    let m = ProcessorMetrics::new(&t, &ComponentId::parse("batch").unwrap());
+    let b = Batch::new(&cfg, Signal::Traces, Arc::new(cap.clone()), m);
+    assert!(b.keeps_wire_form());
+    b.start().await.unwrap();
+    let sent = |from: usize| -> Vec<(usize, bool, usize)> {
+        cap.0.got.lock().unwrap()[from..]
+            .iter()
+            .map(|p| {
+                (
+                    p.item_count(),
+                    p.wire().is_some(),
+                    p.wire().map_or(0, |w| w.resource_count()),
+                )
+            })
+            .collect()
+    };
+    // Two requests (2 x 3 spans, then 4): one batch of their three resources, still bytes.
+    b.consume(wire_spans(0, 2, 3)).await.unwrap();
+    b.consume(wire_spans(6, 1, 4)).await.unwrap();
+    settle().await;
+    assert_eq!(sent(0), [(10, true, 3)]);
+    // 4 resources of 4 spans: split at resources to 12 + 4.
+    b.consume(wire_spans(10, 4, 4)).await.unwrap();
+    settle().await;
+    assert_eq!(sent(1), [(12, true, 3), (4, true, 1)]);
+    // One resource of 15 spans, over the limit alone: decoded and split inside it.
+    b.consume(wire_spans(26, 1, 15)).await.unwrap();
+    settle().await;
+    assert_eq!(sent(3), [(12, false, 0), (3, false, 0)]);
+    // Bytes and tables together: decoded and concatenated as tables. Buffered, a wire form
+    // holds its bytes (and nothing more) in the memory account.
+    let held = || {
+        t.value(
+            "sluice_memory_held_bytes",
+            &[("component", "batch"), ("kind", "batch")],
+        )
+    };
+    let waiting = wire_spans(41, 1, 5);
+    let bytes = waiting.wire().unwrap().len();
+    assert_eq!(waiting.memory_size(), bytes);
+    b.consume(waiting).await.unwrap();
+    settle().await;
+    assert_eq!(held(), Some(bytes as f64));
+    b.consume(spans(46, 5)).await.unwrap();
+    settle().await;
+    assert_eq!(sent(5), [(10, false, 0)]);
+    assert_eq!(held(), Some(0.0));
+    let all: Vec<u64> = cap
+        .0
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(span_ids)
+        .collect();
+    assert_eq!(all, (0..51).collect::<Vec<_>>());
 }
 
 /// A next consumer that holds each payload until a permit is released.
