@@ -1,5 +1,7 @@
 //! OTLP protobuf decode: prost (`ExportTraceServiceRequest::decode`, the reference) vs sluice's
-//! hand-written decoder straight to Arrow (`sluice_engine::otlp::decode_traces`).
+//! hand-written decoder straight to Arrow (`sluice_engine::otlp::decode_traces`), and the
+//! validating skim that replaces the decode where data is forwarded as bytes
+//! (`sluice_engine::otlp::skim`).
 //!
 //! `cargo bench -p sluice-benches --bench decode -- --warm-up-time 1 --measurement-time 3`
 
@@ -44,6 +46,10 @@ fn decode_traces(c: &mut Criterion) {
     });
     g.bench_function("sluice_arrow", |b| {
         b.iter(|| sluice_engine::otlp::decode_traces(black_box(&buf[..])).expect("valid"))
+    });
+    assert!(sluice_engine::otlp::skim(sluice_engine::Signal::Traces, &buf).is_some());
+    g.bench_function("sluice_skim", |b| {
+        b.iter(|| sluice_engine::otlp::skim(sluice_engine::Signal::Traces, black_box(&buf[..])))
     });
     g.finish();
 }

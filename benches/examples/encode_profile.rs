@@ -11,7 +11,9 @@
 //!   request's bytes (prost into `opentelemetry-proto` structs, sluice into Arrow);
 //! - `valgrind --tool=callgrind target/release/examples/encode_profile sluice-decode 50` (and
 //!   `prost-decode`): N decodes, for instruction counts as above; `sluice-decode` also prints
-//!   the decoded payload's Arrow memory per span (`Payload::memory_size`).
+//!   the decoded payload's Arrow memory per span (`Payload::memory_size`);
+//! - `sluice-skim N` (callgrind, as above) and `compare-skim N` (interleaved, decode against
+//!   skim): the validating skim that stands in for the decode where data is forwarded as bytes.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -66,6 +68,31 @@ fn main() {
                 p.memory_size() as f64 / p.item_count() as f64
             );
         }
+        "sluice-skim" => {
+            let bytes = req.encode_to_vec();
+            let total: usize = (0..n)
+                .map(|_| {
+                    sluice_engine::otlp::skim(Signal::Traces, black_box(&bytes))
+                        .expect("clean")
+                        .items
+                })
+                .sum();
+            println!("{which}: {n} skims, {total} items");
+        }
+        "compare-skim" => {
+            let bytes = req.encode_to_vec();
+            let decode = || {
+                sluice_engine::otlp::decode(Signal::Traces, black_box(&bytes))
+                    .expect("decode")
+                    .item_count()
+            };
+            let skim = || {
+                sluice_engine::otlp::skim(Signal::Traces, black_box(&bytes))
+                    .expect("clean")
+                    .items
+            };
+            interleaved(n, &decode, &skim);
+        }
         "compare-decode" => {
             let bytes = req.encode_to_vec();
             let prost = || {
@@ -82,7 +109,7 @@ fn main() {
             interleaved(n, &prost, &sluice);
         }
         other => panic!(
-            "unknown mode {other}: prost, sluice, compare, compare-decode, sluice-decode or prost-decode"
+            "unknown mode {other}: prost, sluice, compare, compare-decode, sluice-decode, prost-decode, sluice-skim or compare-skim"
         ),
     }
 }

@@ -34,7 +34,7 @@ def test_every_scenario_is_measured_and_the_sink_gets_every_request(tmp_path):
     assert proc.returncode == 0, report
     rows = [line.split("|")[1].strip() for line in proc.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| scenario")]
-    assert rows == ["nop", "nop-100k", "delete-export"], report
+    assert rows == ["nop", "nop-100k", "delete-export", "forward", "forward-1000"], report
     (collector,) = result["collectors"]
     runs = result["runs"][collector]
     for name, (run,) in runs.items():
@@ -45,6 +45,11 @@ def test_every_scenario_is_measured_and_the_sink_gets_every_request(tmp_path):
         assert run["peak_rss_mib"] > 0 and run["vm_hwm_mib"] >= run["peak_rss_mib"] * 0.9, run
         assert run["refused_requests"] == 0, (name, run)
         assert run["collector_exit"] == 0, (name, run)
+    # Forwarding (batched, sluice passing the requests on undecoded, split only between
+    # resources): exactly the accepted bytes at the sink.
+    for name in ("forward", "forward-1000"):
+        fwd = runs[name][0]
+        assert fwd["sink_bytes"] == fwd["bytes_accepted"] > 0, fwd
     export = runs["delete-export"][0]
     assert export["spans"] == export["requests"] * 1000, export
     assert export["sink_requests"] == export["requests"], export

@@ -45,7 +45,14 @@ struct WireResource {
 
 impl WireForm {
     /// The request `body`, as a clean skim of it found it.
+    ///
+    /// The body is copied once, into an allocation of exactly its size: a receive buffer
+    /// (tonic's message buffer, which grows by doubling; a decompressed body's vector) can be
+    /// up to twice the request it holds, and a `Bytes` slice of it keeps all of it alive while
+    /// the memory account would count only the request. The copy is a few thousand
+    /// instructions for a 36 KB request, against the ~460 k of the decode it replaces.
     pub fn new(body: Bytes, skim: &Skim) -> Self {
+        let body = Bytes::copy_from_slice(&body);
         let resources: Vec<WireResource> = skim
             .resources
             .iter()
@@ -233,7 +240,9 @@ impl WireTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::testing::{arb_logs_request, arb_traces_request, assert_payload_eq};
+    use crate::otlp::testing::{
+        arb_logs_request, arb_metrics_request, arb_traces_request, assert_payload_eq,
+    };
     use crate::otlp::{decode, skim};
     use proptest::prelude::*;
     use prost::Message;
@@ -258,7 +267,17 @@ mod tests {
                     r.encode_to_vec()
                 })
                 .boxed(),
-            _ => arb_logs_request()
+            Signal::Metrics => arb_metrics_request()
+                .prop_map(|mut r| {
+                    for rm in &mut r.resource_metrics {
+                        if let Some(res) = &mut rm.resource {
+                            res.entity_refs.clear();
+                        }
+                    }
+                    r.encode_to_vec()
+                })
+                .boxed(),
+            Signal::Logs => arb_logs_request()
                 .prop_map(|mut r| {
                     for rl in &mut r.resource_logs {
                         if let Some(res) = &mut rl.resource {
@@ -324,7 +343,12 @@ mod tests {
     }
 
     fn requests() -> impl Strategy<Value = (Signal, Vec<Vec<u8>>)> {
-        prop_oneof![Just(Signal::Traces), Just(Signal::Logs)].prop_flat_map(|signal| {
+        prop_oneof![
+            Just(Signal::Traces),
+            Just(Signal::Metrics),
+            Just(Signal::Logs)
+        ]
+        .prop_flat_map(|signal| {
             (
                 Just(signal),
                 proptest::collection::vec(request(signal), 1..4),

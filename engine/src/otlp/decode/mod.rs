@@ -52,6 +52,12 @@
 //! one byte per input byte in all, given back in `finish` where unused), which saves the copies
 //! of growing them by doubling.
 //!
+//! # The skim
+//!
+//! [`skim`] walks a request with the same [`wire::Reader`] and builds nothing: where a pipeline
+//! only forwards data, a request it finds clean (one this decoder accepts with nothing to
+//! repair) is passed on as its bytes instead of being decoded (see `skim.rs`).
+//!
 //! # JSON
 //!
 //! OTLP/JSON is parsed into opentelemetry-proto's prost types with serde, encoded to protobuf

@@ -1,4 +1,4 @@
-//! The validating skim: walks a protobuf `Export{Trace,Logs}ServiceRequest` without building
+//! The validating skim: walks a protobuf `Export{Trace,Metrics,Logs}ServiceRequest` without building
 //! anything, to learn whether the request can be forwarded as its bytes (a wire form, see
 //! [`crate::payload::WireForm`]) instead of being decoded.
 //!
@@ -15,8 +15,9 @@
 //! repairs nothing and counts the same items (checked by a proptest over arbitrary and mutated
 //! bytes, and by the fuzz targets' shared entry point, [`crate::fuzzing::otlp_protobuf`]).
 //!
-//! Metrics are not skimmed yet (their data point oneofs and packed fields are a larger
-//! surface): a metrics request is never clean, and always decodes.
+//! Metrics: a `Metric` is clean with at most one `data` field (gauge, sum, histogram,
+//! exponential histogram or summary): the decoder's rule for several (the last kind wins, the
+//! others are checked with prost) is left to it. Items are data points, as the decoder counts.
 
 use super::MAX_REQUEST_BYTES;
 use super::nested::MAX_ANY_VALUE_DEPTH;
@@ -26,29 +27,32 @@ use crate::schema::Signal;
 /// What a clean skim learned about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skim {
-    /// Spans or log records in the request.
+    /// Spans, data points or log records in the request.
     pub items: usize,
     /// Each top-level `resource_*` field, in order: the request is exactly these fields
     /// back to back (a clean request has no other top-level field).
     pub resources: Vec<SkimmedResource>,
 }
 
-/// One top-level `resource_spans` / `resource_logs` field of a request.
+/// One top-level `resource_*` field of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SkimmedResource {
     /// The field's bytes (key, length and message) in the request.
     pub start: usize,
     pub end: usize,
-    /// Spans or log records under it.
+    /// Spans, data points or log records under it.
     pub items: usize,
 }
 
+/// One item message (span, log record, metric) checked: how many items it counts for.
+type ItemFn = fn(Reader<'_>) -> Option<usize>;
+
 /// Skims a protobuf request of `signal`; `None` when it is not clean (decode it instead).
 pub fn skim(signal: Signal, buf: &[u8]) -> Option<Skim> {
-    let item: fn(Reader<'_>) -> Option<()> = match signal {
-        Signal::Traces => span,
-        Signal::Logs => log_record,
-        Signal::Metrics => return None,
+    let item: ItemFn = match signal {
+        Signal::Traces => |r| span(r).map(|()| 1),
+        Signal::Logs => |r| log_record(r).map(|()| 1),
+        Signal::Metrics => metric,
     };
     if buf.len() > MAX_REQUEST_BYTES {
         return None;
@@ -114,8 +118,8 @@ fn fixed32(r: &mut Reader<'_>) -> Option<()> {
     r.fixed32().ok().map(drop)
 }
 
-/// `ResourceSpans` / `ResourceLogs`: returns the items under it.
-fn resource_x(r: Reader<'_>, item: fn(Reader<'_>) -> Option<()>) -> Option<usize> {
+/// `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`: returns the items under it.
+fn resource_x(r: Reader<'_>, item: ItemFn) -> Option<usize> {
     let mut items = 0;
     fields(r, |k, r| match k {
         k if k == key(1, LEN) => resource(r.message().ok()?),
@@ -138,13 +142,12 @@ fn resource(r: Reader<'_>) -> Option<()> {
     })
 }
 
-/// `ScopeSpans` / `ScopeLogs`: returns the items under it.
-fn scope_x(r: Reader<'_>, item: fn(Reader<'_>) -> Option<()>) -> Option<usize> {
+/// `ScopeSpans` / `ScopeLogs` / `ScopeMetrics`: returns the items under it.
+fn scope_x(r: Reader<'_>, item: ItemFn) -> Option<usize> {
     let mut items = 0;
     fields(r, |k, r| match k {
         k if k == key(2, LEN) => {
-            item(r.message().ok()?)?;
-            items += 1;
+            items += item(r.message().ok()?)?;
             Some(())
         }
         k if k == key(1, LEN) => scope(r.message().ok()?),
@@ -267,6 +270,143 @@ fn log_record(r: Reader<'_>) -> Option<()> {
         k if k == key(8, I32) => fixed32(r),
         k if k == key(9, LEN) => id::<16>(r),
         k if k == key(10, LEN) => id::<8>(r),
+        _ => None,
+    })
+}
+
+/// `Metric`: returns its data points. Clean with at most one `data` field.
+fn metric(r: Reader<'_>) -> Option<usize> {
+    let mut points: Option<usize> = None;
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) || k == key(2, LEN) || k == key(3, LEN) => string(r),
+        k if k == key(12, LEN) => key_value(r.message().ok()?),
+        k if k & 7 == LEN && points.is_none() => {
+            let point: fn(Reader<'_>) -> Option<()> = match k >> 3 {
+                5 | 7 => number_point,
+                9 => histogram_point,
+                10 => exp_histogram_point,
+                11 => summary_point,
+                _ => return None,
+            };
+            let data = k >> 3;
+            let mut n = 0;
+            fields(r.message().ok()?, |k, r| match k {
+                k if k == key(1, LEN) => {
+                    point(r.message().ok()?)?;
+                    n += 1;
+                    Some(())
+                }
+                // aggregation_temporality: sum, histogram, exponential histogram.
+                k if k == key(2, VARINT) && matches!(data, 7 | 9 | 10) => varint(r),
+                // is_monotonic: sum.
+                k if k == key(3, VARINT) && data == 7 => varint(r),
+                _ => None,
+            })?;
+            points = Some(n);
+            Some(())
+        }
+        _ => None,
+    })?;
+    Some(points.unwrap_or(0))
+}
+
+/// `Exemplar`.
+fn exemplar(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(2, I64) || k == key(3, I64) || k == key(6, I64) => fixed64(r),
+        k if k == key(4, LEN) => id::<8>(r),
+        k if k == key(5, LEN) => id::<16>(r),
+        k if k == key(7, LEN) => key_value(r.message().ok()?),
+        _ => None,
+    })
+}
+
+/// `NumberDataPoint`.
+fn number_point(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(7, LEN) => key_value(r.message().ok()?),
+        k if k == key(2, I64) || k == key(3, I64) || k == key(4, I64) || k == key(6, I64) => {
+            fixed64(r)
+        }
+        k if k == key(5, LEN) => exemplar(r.message().ok()?),
+        k if k == key(8, VARINT) => varint(r),
+        _ => None,
+    })
+}
+
+/// Packed `fixed64`/`double` values: whole 8-byte values, as the decoder reads them.
+fn packed_fixed64(r: &mut Reader<'_>) -> Option<()> {
+    (r.bytes().ok()?.len() % 8 == 0).then_some(())
+}
+
+/// `HistogramDataPoint`.
+fn histogram_point(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(9, LEN) => key_value(r.message().ok()?),
+        k if k == key(2, I64)
+            || k == key(3, I64)
+            || k == key(4, I64)
+            || k == key(5, I64)
+            || k == key(6, I64)
+            || k == key(7, I64)
+            || k == key(11, I64)
+            || k == key(12, I64) =>
+        {
+            fixed64(r)
+        }
+        k if k == key(6, LEN) || k == key(7, LEN) => packed_fixed64(r),
+        k if k == key(8, LEN) => exemplar(r.message().ok()?),
+        k if k == key(10, VARINT) => varint(r),
+        _ => None,
+    })
+}
+
+/// `ExponentialHistogramDataPoint`.
+fn exp_histogram_point(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(1, LEN) => key_value(r.message().ok()?),
+        k if k == key(2, I64)
+            || k == key(3, I64)
+            || k == key(4, I64)
+            || k == key(5, I64)
+            || k == key(7, I64)
+            || k == key(12, I64)
+            || k == key(13, I64)
+            || k == key(14, I64) =>
+        {
+            fixed64(r)
+        }
+        k if k == key(6, VARINT) || k == key(10, VARINT) => varint(r),
+        // Buckets { sint32 offset = 1; repeated uint64 bucket_counts = 2 (packed or not) }
+        k if k == key(8, LEN) || k == key(9, LEN) => fields(r.message().ok()?, |k, r| match k {
+            k if k == key(1, VARINT) || k == key(2, VARINT) => varint(r),
+            k if k == key(2, LEN) => {
+                let mut packed = r.message().ok()?;
+                while packed.has_more() {
+                    packed.varint().ok()?;
+                }
+                Some(())
+            }
+            _ => None,
+        }),
+        k if k == key(11, LEN) => exemplar(r.message().ok()?),
+        _ => None,
+    })
+}
+
+/// `SummaryDataPoint`.
+fn summary_point(r: Reader<'_>) -> Option<()> {
+    fields(r, |k, r| match k {
+        k if k == key(7, LEN) => key_value(r.message().ok()?),
+        k if k == key(2, I64) || k == key(3, I64) || k == key(4, I64) || k == key(5, I64) => {
+            fixed64(r)
+        }
+        // ValueAtQuantile { double quantile = 1; double value = 2 }
+        k if k == key(6, LEN) => fields(r.message().ok()?, |k, r| match k {
+            k if k == key(1, I64) || k == key(2, I64) => fixed64(r),
+            _ => None,
+        }),
+        k if k == key(8, VARINT) => varint(r),
         _ => None,
     })
 }

@@ -2181,7 +2181,7 @@ mod invalid_utf8_props {
 mod skim_props {
     use super::*;
     use crate::fuzzing::skim_agrees;
-    use crate::otlp::testing::{arb_logs_request, arb_traces_request};
+    use crate::otlp::testing::{arb_logs_request, arb_metrics_request, arb_traces_request};
     use proptest::prelude::*;
 
     /// The decoder's verdict and the skim's agreement with it.
@@ -2203,6 +2203,17 @@ mod skim_props {
     fn without_entity_refs_logs(mut r: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
         for rl in &mut r.resource_logs {
             if let Some(res) = &mut rl.resource {
+                res.entity_refs.clear();
+            }
+        }
+        r
+    }
+
+    fn without_entity_refs_metrics(
+        mut r: ExportMetricsServiceRequest,
+    ) -> ExportMetricsServiceRequest {
+        for rm in &mut r.resource_metrics {
+            if let Some(res) = &mut rm.resource {
                 res.entity_refs.clear();
             }
         }
@@ -2256,6 +2267,7 @@ mod skim_props {
             req in prop_oneof![
                 arb_traces_request().prop_map(|r| (Signal::Traces, without_entity_refs_traces(r).encode_to_vec())),
                 arb_logs_request().prop_map(|r| (Signal::Logs, without_entity_refs_logs(r).encode_to_vec())),
+                arb_metrics_request().prop_map(|r| (Signal::Metrics, without_entity_refs_metrics(r).encode_to_vec())),
             ],
             cut in any::<prop::sample::Index>(),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
@@ -2283,6 +2295,7 @@ mod skim_props {
         fn generated_requests_are_clean_with_prost_counts_and_offsets(
             traces in arb_traces_request(),
             logs in arb_logs_request(),
+            metrics in arb_metrics_request(),
         ) {
             let traces = without_entity_refs_traces(traces);
             let buf = traces.encode_to_vec();
@@ -2311,6 +2324,26 @@ mod skim_props {
                 .sum();
             prop_assert_eq!(s.items, records);
             prop_assert_eq!(s.resources.len(), logs.resource_logs.len());
+
+            let metrics = without_entity_refs_metrics(metrics);
+            let buf = metrics.encode_to_vec();
+            let s = check(Signal::Metrics, &buf).expect("clean");
+            let points: usize = metrics
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    None => 0,
+                    Some(m::metric::Data::Gauge(g)) => g.data_points.len(),
+                    Some(m::metric::Data::Sum(x)) => x.data_points.len(),
+                    Some(m::metric::Data::Histogram(h)) => h.data_points.len(),
+                    Some(m::metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(m::metric::Data::Summary(x)) => x.data_points.len(),
+                })
+                .sum();
+            prop_assert_eq!(s.items, points);
+            prop_assert_eq!(s.resources.len(), metrics.resource_metrics.len());
         }
 
         /// Bad strings anywhere are never clean (the decoder repairs and counts them).
@@ -2354,8 +2387,36 @@ mod skim_props {
 
     #[test]
     fn unusual_requests_are_left_to_the_decoder() {
-        // Metrics are not skimmed.
-        assert!(super::super::skim(Signal::Metrics, &[]).is_none());
+        // A metric with two kinds of data: the decoder's rule (the last wins, the others are
+        // checked with prost) is left to it.
+        let gauge = m::Metric {
+            data: Some(m::metric::Data::Gauge(m::Gauge {
+                data_points: vec![m::NumberDataPoint::default()],
+            })),
+            ..Default::default()
+        };
+        let mut raw = Vec::new();
+        // resource_metrics { scope_metrics { metrics: <both data fields> } }, by hand: prost
+        // would keep only one of them.
+        let metric = {
+            let mut b =
+                full_metrics().resource_metrics[0].scope_metrics[0].metrics[0].encode_to_vec();
+            b.extend(gauge.encode_to_vec());
+            b
+        };
+        let mut scope = Vec::new();
+        scope.push(0x12);
+        put_len(&mut scope, metric.len());
+        scope.extend(&metric);
+        let mut resource = Vec::new();
+        resource.push(0x12);
+        put_len(&mut resource, scope.len());
+        resource.extend(&scope);
+        raw.push(0x0a);
+        put_len(&mut raw, resource.len());
+        raw.extend(&resource);
+        assert!(super::super::decode(Signal::Metrics, &raw).is_ok());
+        assert!(check(Signal::Metrics, &raw).is_none());
         // An empty request is clean and empty.
         let empty = check(Signal::Traces, &[]).expect("clean");
         assert_eq!((empty.items, empty.resources.len()), (0, 0));

@@ -25,6 +25,11 @@
 //! flushes everything buffered. What is buffered (and the merged batch on its way out) is held in the
 //! memory account: `sluice_memory_held_bytes{component="<id>",kind="batch"}`.
 //!
+//! Payloads still in their wire form (requests forwarded without decoding, see
+//! [`crate::payload::WireForm`]) are concatenated and split as bytes by the same
+//! `Payload::concat` / `Payload::split_items` calls, so `batch` never decodes them; it takes
+//! them when the component after it does ([`Consumer::keeps_wire_form`]).
+//!
 //! Under a virtual clock (offline replay) there is no worker: `timeout` is measured on the
 //! clock (the data's time), a full batch is sent inline by the `consume` that filled it, and a
 //! timed-out one when the clock's driver says time moved past its deadline
