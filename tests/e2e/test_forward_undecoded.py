@@ -132,7 +132,6 @@ def test_the_sdks_requests_are_forwarded_undecoded_over_both_exporters(sluice, s
                                   transport=transport)
         assert undecoded >= 3
         assert not s.metric("otelcol_exporter_send_failed_spans_total", exporter=exporter)
-        s.stop()
 
 
 def test_bad_requests_get_todays_answers_through_the_forwarding_pipeline(sluice, sink):

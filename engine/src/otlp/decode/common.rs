@@ -311,7 +311,7 @@ pub(crate) fn key_value<'a>(
 /// the string, which is what the general loop in [`key_value`] makes of these bytes; `None`
 /// for any other layout (which the general loop then decodes).
 #[inline(always)]
-fn plain_string_attribute(b: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn plain_string_attribute(b: &[u8]) -> Option<(&[u8], &[u8])> {
     const KEY: u8 = key(1, LEN) as u8;
     const VALUE: u8 = key(2, LEN) as u8;
     const STRING_VALUE: u8 = key(1, LEN) as u8;
