@@ -97,17 +97,13 @@ fn string(r: &mut Reader<'_>) -> Option<()> {
     utf8(r.bytes().ok()?)
 }
 
-/// Valid UTF-8. Telemetry strings are nearly always ASCII, which is checked eight bytes at a
-/// time inline (callgrind: `from_utf8`'s call for every short key and value was 40 % of the
-/// skim, and `is_ascii`'s call still 20 %); anything else goes to `from_utf8`.
+/// Valid UTF-8. Telemetry strings are nearly always ASCII: `is_ascii` first (callgrind: with
+/// `from_utf8` alone, its call for every short key and value was 40 % of the skim). A hand-made
+/// eight-bytes-at-a-time check instead of `is_ascii` was measured and did not count fewer
+/// instructions per request (189.8 k against 183.6 k for the skim).
 #[inline(always)]
 fn utf8(b: &[u8]) -> Option<()> {
-    let (words, tail) = b.as_chunks::<8>();
-    let mut high = tail.iter().fold(0u64, |acc, &c| acc | u64::from(c));
-    for w in words {
-        high |= u64::from_ne_bytes(*w);
-    }
-    (high & 0x8080_8080_8080_8080 == 0 || std::str::from_utf8(b).is_ok()).then_some(())
+    (b.is_ascii() || std::str::from_utf8(b).is_ok()).then_some(())
 }
 
 #[inline(always)]
