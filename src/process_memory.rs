@@ -26,8 +26,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Measured (BENCHMARKS.md, "The allocator's purge delay"): giving every freed page back at
 /// once (0) made the pass-through cost 1.32 CPU-s per million spans against 0.87 with 1,000 ms
 /// (50 ms: 1.07), and decode + delete + encode + export 0.85 against 0.67: the next request
-/// faults in fresh pages that the kernel must zero. Peak RSS did not rise with the delay (the
-/// queue and batch buffers set it).
+/// faults in fresh pages that the kernel must zero. The price is RSS where nothing limits
+/// memory (the pass-through with a 16 MiB byte queue peaked at 161–179 MiB instead of
+/// 104–107); with a `memory_limiter` the delay is 0 while memory is tight, and the limit holds.
 const RELAXED_PURGE_DELAY_MS: c_long = 1000;
 
 /// Set when `MIMALLOC_PURGE_DELAY` is in the environment: the operator's choice then holds, and

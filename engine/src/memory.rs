@@ -436,9 +436,10 @@ impl MemoryAccount {
     /// Why not always: giving every freed page back at once and faulting fresh zeroed pages in
     /// for the next request cost 1.3–1.5× the CPU per span of keeping them a while, in the
     /// pass-through and in decode + delete + encode + export (BENCHMARKS.md, "The allocator's
-    /// purge delay"); and without a limiter nothing reads RSS to decide. Why from half the limit: with a delay the limiter reads freed pages as memory
-    /// in use, and under overload new data takes their place before the next check: the
-    /// overshoot measured with a 1 s delay.
+    /// purge delay"); and without a limiter nothing reads RSS to decide. Why from half the
+    /// limit: with a delay the limiter reads freed pages as memory in use, and under overload
+    /// new data takes their place before the next check: the overshoot measured with a 1 s
+    /// delay.
     fn update_pressure(&self) {
         let a = &self.0;
         let Some(limits) = self.limits() else {
