@@ -555,47 +555,66 @@ impl<'a> AttrValues<'a> {
     }
 }
 
-/// The attributes of resource row `r` as OTLP key-values (for the metrics' resource).
-fn resource_attributes(attrs: &RecordBatch, r: u32) -> Vec<KeyValue> {
+/// The columns of an attribute table that both resource functions read, and the rows of
+/// resource row `r` in it (children are sorted by parent).
+struct ResourceAttrColumns<'a> {
+    keys: &'a arrow::array::DictionaryArray<UInt32Type>,
+    dict: &'a arrow::array::StringArray,
+    bytes: &'a arrow::array::BinaryArray,
+    rows: std::ops::Range<usize>,
+}
+
+fn resource_attr_columns(attrs: &RecordBatch, r: u32) -> ResourceAttrColumns<'_> {
     let parents = parent_ids(attrs).values();
     let keys = attrs
         .column_by_name(col::KEY)
         .expect("key")
         .as_dictionary::<UInt32Type>();
-    let dict = keys.values().as_string::<i32>();
-    let bytes = attrs
-        .column_by_name(col::BYTES)
-        .expect("bytes")
-        .as_binary::<i32>();
+    ResourceAttrColumns {
+        keys,
+        dict: keys.values().as_string::<i32>(),
+        bytes: attrs
+            .column_by_name(col::BYTES)
+            .expect("bytes")
+            .as_binary::<i32>(),
+        rows: parents.partition_point(|&p| p < r)..parents.partition_point(|&p| p <= r),
+    }
+}
+
+/// The attributes of resource row `r` as OTLP key-values (for the metrics' resource).
+fn resource_attributes(attrs: &RecordBatch, r: u32) -> Vec<KeyValue> {
+    let ResourceAttrColumns {
+        keys,
+        dict,
+        bytes,
+        rows,
+    } = resource_attr_columns(attrs, r);
     let types = attrs
         .column_by_name(col::TYPE)
         .expect("type")
         .as_primitive::<UInt8Type>();
-    let start = parents.partition_point(|&p| p < r);
-    let end = parents.partition_point(|&p| p <= r);
-    (start..end)
-        .map(|row| {
-            let value = match AnyValueType::from_u8(types.value(row)) {
-                Some(AnyValueType::Array | AnyValueType::Map) => {
-                    AnyValue::decode(bytes.value(row)).ok()
-                }
-                Some(AnyValueType::Bytes) => Some(AnyValue {
-                    value: Some(any_value::Value::BytesValue(bytes.value(row).to_vec())),
-                }),
-                Some(AnyValueType::Empty) => Some(AnyValue { value: None }),
-                Some(AnyValueType::Absent) | None => None,
-                _ => AttrValues::of(attrs)
-                    .get(row as u32)
-                    .owned()
-                    .map(|v| v.to_any()),
-            };
-            KeyValue {
-                key: dict.value(keys.keys().value(row) as usize).to_string(),
-                value,
-                ..Default::default()
+    rows.map(|row| {
+        let value = match AnyValueType::from_u8(types.value(row)) {
+            Some(AnyValueType::Array | AnyValueType::Map) => {
+                AnyValue::decode(bytes.value(row)).ok()
             }
-        })
-        .collect()
+            Some(AnyValueType::Bytes) => Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(bytes.value(row).to_vec())),
+            }),
+            Some(AnyValueType::Empty) => Some(AnyValue { value: None }),
+            Some(AnyValueType::Absent) | None => None,
+            _ => AttrValues::of(attrs)
+                .get(row as u32)
+                .owned()
+                .map(|v| v.to_any()),
+        };
+        KeyValue {
+            key: dict.value(keys.keys().value(row) as usize).to_string(),
+            value,
+            ..Default::default()
+        }
+    })
+    .collect()
 }
 
 /// A canonical key for resource row `r`'s attributes (all, or only `keep` when given), into
@@ -609,20 +628,14 @@ fn resource_key(
     keep: &[String],
     out: &mut Vec<u8>,
 ) {
-    let parents = parent_ids(attrs).values();
-    let keys = attrs
-        .column_by_name(col::KEY)
-        .expect("key")
-        .as_dictionary::<UInt32Type>();
-    let dict = keys.values().as_string::<i32>();
-    let bytes = attrs
-        .column_by_name(col::BYTES)
-        .expect("bytes")
-        .as_binary::<i32>();
-    let start = parents.partition_point(|&p| p < r);
-    let end = parents.partition_point(|&p| p <= r);
-    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(end - start);
-    for row in start..end {
+    let ResourceAttrColumns {
+        keys,
+        dict,
+        bytes,
+        rows,
+    } = resource_attr_columns(attrs, r);
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+    for row in rows {
         let key = dict.value(keys.keys().value(row) as usize);
         if !keep.is_empty() && !keep.iter().any(|k| k == key) {
             continue;

@@ -1552,3 +1552,42 @@ pub fn arb_logs_request() -> impl Strategy<Value = ExportLogsServiceRequest> {
     proptest::collection::vec(resource_logs, 0..3)
         .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
 }
+
+/// `r` without resource `entity_refs`: what SDKs send (the skim leaves `entity_refs` to the
+/// decoder, so requests with them are never clean).
+pub fn without_entity_refs_traces(mut r: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    for res in r
+        .resource_spans
+        .iter_mut()
+        .filter_map(|rs| rs.resource.as_mut())
+    {
+        res.entity_refs.clear();
+    }
+    r
+}
+
+/// As [`without_entity_refs_traces`], for logs.
+pub fn without_entity_refs_logs(mut r: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
+    for res in r
+        .resource_logs
+        .iter_mut()
+        .filter_map(|rl| rl.resource.as_mut())
+    {
+        res.entity_refs.clear();
+    }
+    r
+}
+
+/// As [`without_entity_refs_traces`], for metrics.
+pub fn without_entity_refs_metrics(
+    mut r: ExportMetricsServiceRequest,
+) -> ExportMetricsServiceRequest {
+    for res in r
+        .resource_metrics
+        .iter_mut()
+        .filter_map(|rm| rm.resource.as_mut())
+    {
+        res.entity_refs.clear();
+    }
+    r
+}

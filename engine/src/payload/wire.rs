@@ -242,6 +242,7 @@ mod tests {
     use super::*;
     use crate::otlp::testing::{
         arb_logs_request, arb_metrics_request, arb_traces_request, assert_payload_eq,
+        without_entity_refs_logs, without_entity_refs_metrics, without_entity_refs_traces,
     };
     use crate::otlp::{decode, skim};
     use proptest::prelude::*;
@@ -258,34 +259,13 @@ mod tests {
     fn request(signal: Signal) -> BoxedStrategy<Vec<u8>> {
         match signal {
             Signal::Traces => arb_traces_request()
-                .prop_map(|mut r| {
-                    for rs in &mut r.resource_spans {
-                        if let Some(res) = &mut rs.resource {
-                            res.entity_refs.clear();
-                        }
-                    }
-                    r.encode_to_vec()
-                })
+                .prop_map(|r| without_entity_refs_traces(r).encode_to_vec())
                 .boxed(),
             Signal::Metrics => arb_metrics_request()
-                .prop_map(|mut r| {
-                    for rm in &mut r.resource_metrics {
-                        if let Some(res) = &mut rm.resource {
-                            res.entity_refs.clear();
-                        }
-                    }
-                    r.encode_to_vec()
-                })
+                .prop_map(|r| without_entity_refs_metrics(r).encode_to_vec())
                 .boxed(),
             Signal::Logs => arb_logs_request()
-                .prop_map(|mut r| {
-                    for rl in &mut r.resource_logs {
-                        if let Some(res) = &mut rl.resource {
-                            res.entity_refs.clear();
-                        }
-                    }
-                    r.encode_to_vec()
-                })
+                .prop_map(|r| without_entity_refs_logs(r).encode_to_vec())
                 .boxed(),
         }
     }

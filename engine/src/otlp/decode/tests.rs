@@ -2191,34 +2191,9 @@ mod skim_props {
         super::super::skim(signal, buf)
     }
 
-    fn without_entity_refs_traces(mut r: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
-        for rs in &mut r.resource_spans {
-            if let Some(res) = &mut rs.resource {
-                res.entity_refs.clear();
-            }
-        }
-        r
-    }
-
-    fn without_entity_refs_logs(mut r: ExportLogsServiceRequest) -> ExportLogsServiceRequest {
-        for rl in &mut r.resource_logs {
-            if let Some(res) = &mut rl.resource {
-                res.entity_refs.clear();
-            }
-        }
-        r
-    }
-
-    fn without_entity_refs_metrics(
-        mut r: ExportMetricsServiceRequest,
-    ) -> ExportMetricsServiceRequest {
-        for rm in &mut r.resource_metrics {
-            if let Some(res) = &mut rm.resource {
-                res.entity_refs.clear();
-            }
-        }
-        r
-    }
+    use crate::otlp::testing::{
+        without_entity_refs_logs, without_entity_refs_metrics, without_entity_refs_traces,
+    };
 
     /// An attribute whose value is an array nested `depth` levels (1 = the value itself).
     fn nested_attribute_span(depth: usize) -> Vec<u8> {
