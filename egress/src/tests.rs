@@ -1840,43 +1840,6 @@ fn balancer_names_and_dns_endpoints_are_checked() {
 // ---------------------------------------------------------------------------------------------
 // Payloads in their wire form (`sluice_engine::payload::WireForm`).
 
-/// A traces request of `resources` resources of `per_resource` spans each (names of
-/// `name_len` bytes, span ids numbered from `first`), in its wire form.
-fn wire_spans(first: u64, resources: usize, per_resource: usize, name_len: usize) -> Payload {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    let mut id = first;
-    let req = ExportTraceServiceRequest {
-        resource_spans: (0..resources)
-            .map(|_| ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: (0..per_resource)
-                        .map(|_| {
-                            id += 1;
-                            Span {
-                                trace_id: vec![3; 16],
-                                span_id: id.to_be_bytes().to_vec(),
-                                name: "n".repeat(name_len),
-                                ..Default::default()
-                            }
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    };
-    let body = bytes::Bytes::from(req.encode_to_vec());
-    let skim = sluice_engine::otlp::skim(sluice_engine::Signal::Traces, &body).expect("clean");
-    let p = Payload::from_wire(
-        sluice_engine::Signal::Traces,
-        sluice_engine::payload::WireForm::new(body, &skim),
-    );
-    assert!(p.wire().is_some());
-    p
-}
-
 /// The OTLP exporters say they take wire forms (protobuf only), and send one as its bytes:
 /// one over `max_request_size` is split at its resources into requests under the limit (a
 /// resource alone over it is decoded and split inside), every span delivered once, whether
@@ -1908,11 +1871,21 @@ async fn wire_forms_are_sent_as_their_bytes_split_at_resources_to_the_limit() {
     assert!(e.keeps_wire_form());
     e.start().await.unwrap();
     // Under the limit: sent as is.
-    e.consume(wire_spans(0, 2, 10, 10)).await.unwrap();
+    e.consume(sluice_engine::otlp::testing::wire_traces(0, 2, 10, 10))
+        .await
+        .unwrap();
     // 40 resources of 50 spans of ~120 bytes: ~240 KiB, split at resources (~6 KiB each).
-    e.consume(wire_spans(1_000, 40, 50, 100)).await.unwrap();
+    e.consume(sluice_engine::otlp::testing::wire_traces(
+        1_000, 40, 50, 100,
+    ))
+    .await
+    .unwrap();
     // One resource of ~240 KiB: decoded and split inside it.
-    e.consume(wire_spans(10_000, 1, 2_000, 100)).await.unwrap();
+    e.consume(sluice_engine::otlp::testing::wire_traces(
+        10_000, 1, 2_000, 100,
+    ))
+    .await
+    .unwrap();
     eventually("every span", || sink.spans() == 20 + 2_000 + 2_000).await;
     e.shutdown().await;
     let sizes = sink.trace_request_sizes.lock().unwrap().clone();
@@ -1934,7 +1907,9 @@ async fn wire_forms_are_sent_as_their_bytes_split_at_resources_to_the_limit() {
     let t = Telemetry::new();
     let e = build_persistent("otlp", persistent_config(down, "200ms"), dir.path(), &t);
     e.start().await.unwrap();
-    e.consume(wire_spans(50_000, 3, 7, 10)).await.unwrap();
+    e.consume(sluice_engine::otlp::testing::wire_traces(50_000, 3, 7, 10))
+        .await
+        .unwrap();
     e.shutdown().await;
     drop(e);
     let sink = Sink::default();

@@ -1591,3 +1591,36 @@ pub fn without_entity_refs_metrics(
     }
     r
 }
+
+/// A traces request in its wire form (as a receiver that skims hands it on): `resources`
+/// resources of `per_resource` spans each, names of `name_len` bytes, span ids numbered from
+/// `first` (big-endian).
+pub fn wire_traces(first: u64, resources: usize, per_resource: usize, name_len: usize) -> Payload {
+    let mut id = first;
+    let req = ExportTraceServiceRequest {
+        resource_spans: (0..resources)
+            .map(|_| ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..per_resource)
+                        .map(|_| {
+                            id += 1;
+                            Span {
+                                trace_id: vec![1; 16],
+                                span_id: (id - 1).to_be_bytes().to_vec(),
+                                name: "s".repeat(name_len),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let body = bytes::Bytes::from(req.encode_to_vec());
+    let skim = crate::otlp::skim(Signal::Traces, &body).expect("clean");
+    let p = Payload::from_wire(Signal::Traces, crate::payload::WireForm::new(body, &skim));
+    assert!(p.wire().is_some());
+    p
+}

@@ -24,37 +24,7 @@ pub fn spans(first: u64, n: usize) -> Payload {
 /// A traces payload in its wire form: `resources` resources of `per_resource` spans each,
 /// span ids numbered from `first` (big-endian), as [`spans`] numbers them.
 pub fn wire_spans(first: u64, resources: usize, per_resource: usize) -> Payload {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-    use prost::Message;
-    let mut id = first;
-    let req = ExportTraceServiceRequest {
-        resource_spans: (0..resources)
-            .map(|_| ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: (0..per_resource)
-                        .map(|_| {
-                            id += 1;
-                            Span {
-                                trace_id: vec![1; 16],
-                                span_id: (id - 1).to_be_bytes().to_vec(),
-                                name: "s".into(),
-                                ..Default::default()
-                            }
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    };
-    let body = bytes::Bytes::from(req.encode_to_vec());
-    let skim = crate::otlp::skim(crate::Signal::Traces, &body).expect("clean");
-    Payload::from_wire(
-        crate::Signal::Traces,
-        crate::payload::WireForm::new(body, &skim),
-    )
+    crate::otlp::testing::wire_traces(first, resources, per_resource, 1)
 }
 
 /// The span ids of a traces payload, as numbers.
