@@ -55,7 +55,9 @@
 //! refused forever.
 //! Queued and in-flight payloads are held in the memory account
 //! (`sluice_memory_held_bytes{component="<exporter>",kind="queue"}`) until delivered or
-//! dropped; a payload being sent counts twice (the data and its encoding).
+//! dropped; a payload being sent counts twice (the data and its encoding). While a
+//! `memory_limiter` refuses new data, the exporter sends one request at a time rather than
+//! `num_consumers` (each send adds an encoding beside the data).
 //!
 //! # Logs
 //!
@@ -374,6 +376,62 @@ pub trait Sender: Send + Sync + 'static {
     /// form answers from its bytes.
     fn encodes_wire_form(&self) -> bool {
         false
+    }
+}
+
+/// How many of an exporter's consumers may send at once: all of them (`num_consumers`)
+/// normally, one while the memory limiter refuses new data.
+///
+/// Why: a payload being sent is held twice (the data and its encoding; more in the
+/// transport's buffers), so ten sends under way hold ten encodings. Under overload the queue
+/// fills with data accepted before the limit was reached (`tail_sampling` releases a whole
+/// tick's kept traces at once), and ten concurrent encodings of it took RSS 30 % past the
+/// limit (BENCHMARKS.md, "Expected growth"). One send at a time still drains the queue —
+/// the only way memory goes down — without adding encodings beside what is already held.
+struct SendsUnderPressure {
+    account: sluice_engine::memory::MemoryAccount,
+    under_way: AtomicUsize,
+    finished: tokio::sync::Notify,
+}
+
+/// One send under way; ends when dropped.
+struct Sending<'a>(&'a SendsUnderPressure);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.under_way.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
+    }
+}
+
+impl SendsUnderPressure {
+    fn new(account: sluice_engine::memory::MemoryAccount) -> Self {
+        SendsUnderPressure {
+            account,
+            under_way: AtomicUsize::new(0),
+            finished: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until this consumer may start a send: at once unless memory is at the soft
+    /// limit, then when no other send is under way (checked again at least every 50 ms, as
+    /// memory may go down without a send finishing).
+    async fn start(&self) -> Sending<'_> {
+        loop {
+            let finished = self.finished.notified();
+            if !self.account.refusing() {
+                self.under_way.fetch_add(1, Ordering::AcqRel);
+                return Sending(self);
+            }
+            if self
+                .under_way
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Sending(self);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), finished).await;
+        }
     }
 }
 
@@ -1169,8 +1227,10 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             // bytes leave the bound when it is delivered or dropped. Requests and items count
             // what waits, as in the Collector; the queue-size gauge always shows what waits.
             let bound_until_sent = self.queue.sizer == Sizer::Bytes;
+            let sends = Arc::new(SendsUnderPressure::new(self.memory.account().clone()));
             for _ in 0..self.queue.num_consumers.max(1) {
                 let (rx, inner, queued) = (rx.clone(), self.inner.clone(), self.queued.clone());
+                let sends = sends.clone();
                 workers.push(tokio::spawn(async move {
                     loop {
                         let next = rx.lock().await.recv().await;
@@ -1188,14 +1248,6 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                             queued.fetch_sub(size, Ordering::Relaxed);
                         }
                         inner.queue_size.add(-(size as i64));
-                        // While it is sent the payload is held twice: the Arrow data and its
-                        // encoding (OTLP protobuf is about the size of the Arrow data), so the
-                        // memory limiter sees the send at once, not at its next RSS sample.
-                        // (A persistent queue's payload holds its encoding already.)
-                        let mut held = held;
-                        if body.is_none() {
-                            held.resize(held.bytes() as usize * 2);
-                        }
                         if inner.abandoned() {
                             // Kept in storage, its record stays for the next start.
                             let fate = inner.give_up_payload(payload).await;
@@ -1209,6 +1261,16 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                             }
                             continue;
                         }
+                        // Memory at the limit: one send at a time (see SendsUnderPressure).
+                        let sending = sends.start().await;
+                        // While it is sent the payload is held twice: the Arrow data and its
+                        // encoding (OTLP protobuf is about the size of the Arrow data), so the
+                        // memory limiter sees the send at once, not at its next RSS sample.
+                        // (A persistent queue's payload holds its encoding already.)
+                        let mut held = held;
+                        if body.is_none() {
+                            held.resize(held.bytes() as usize * 2);
+                        }
                         // Failures are counted and logged inside; nobody is waiting for them.
                         // Given up on and kept, the record stays for the next start.
                         let delivery = inner.deliver(payload, body).await;
@@ -1219,6 +1281,7 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         }
                         // Delivered or dropped: its bytes leave the account.
                         drop(held);
+                        drop(sending);
                         if bound_until_sent {
                             queued.fetch_sub(size, Ordering::Relaxed);
                         }
@@ -1274,5 +1337,61 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
     /// The drain deadline, and a moment for the abandoned attempts to hand their items on.
     fn shutdown_timeout(&self) -> Duration {
         self.queue.drain_timeout + Duration::from_secs(5)
+    }
+}
+
+#[cfg(test)]
+mod sends_under_pressure_tests {
+    use super::*;
+    use sluice_engine::memory::{Limits, MIB, MemoryAccount};
+
+    fn account_at(held_mib: u64) -> (MemoryAccount, sluice_engine::memory::Held) {
+        let t = sluice_engine::telemetry::Telemetry::new();
+        let a = t.memory().clone();
+        a.set_limits(Limits {
+            soft: 100 * MIB,
+            hard: 120 * MIB,
+        });
+        let held = a
+            .holder(&t, "otlp", "queue")
+            .hold((held_mib * MIB) as usize);
+        (a, held)
+    }
+
+    #[tokio::test]
+    async fn every_consumer_sends_while_memory_is_below_the_soft_limit() {
+        let (a, _held) = account_at(50);
+        let sends = SendsUnderPressure::new(a);
+        let mut all = Vec::new();
+        for _ in 0..10 {
+            let s = tokio::time::timeout(Duration::from_secs(1), sends.start()).await;
+            all.push(s.expect("not limited below the soft limit"));
+        }
+        assert_eq!(sends.under_way.load(Ordering::Relaxed), 10);
+    }
+
+    #[tokio::test]
+    async fn at_the_soft_limit_one_send_at_a_time_until_memory_goes_down() {
+        let (a, held) = account_at(100);
+        let sends = SendsUnderPressure::new(a);
+        let first = sends.start().await;
+        // A second waits while the first is under way ...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), sends.start())
+                .await
+                .is_err()
+        );
+        // ... and starts once it is done.
+        let second = tokio::time::timeout(Duration::from_secs(1), async {
+            let (s, ()) = tokio::join!(sends.start(), async { drop(first) });
+            s
+        })
+        .await
+        .expect("started after the first finished");
+        // Memory going down lets every consumer send again, with no send finishing.
+        drop(held);
+        let third = tokio::time::timeout(Duration::from_secs(1), sends.start()).await;
+        assert!(third.is_ok(), "below the soft limit again");
+        drop(second);
     }
 }

@@ -16,8 +16,16 @@
 //!   bytes return to the account when data leaves (sent, dropped or freed) on every path.
 //! - **untracked**: what RSS shows beyond that (code, runtime, connection buffers, encodings
 //!   in progress, allocator slack), measured at every sample as `RSS − held` (never below 0).
+//! - **expected growth**: what data already accepted will grow by before it leaves, which RSS
+//!   cannot show yet. `tail_sampling` stores spans compactly (~0.4× their Arrow size) and
+//!   releases kept traces as Arrow payloads again: under overload into a slow exporter, the
+//!   queue filled with more than the limiter had admitted, and RSS overshot the limit by the
+//!   difference (BENCHMARKS.md, "Expected growth"). Refusing new requests cannot shrink data
+//!   already accepted, so the growth is counted as in use from the moment the data is
+//!   compacted ([`GrowthHolder`]), and given back when the data is released.
 //!
-//! Memory in use is `held now + untracked at the last sample`: held bytes are seen at once,
+//! Memory in use is `held now + expected growth now + untracked at the last sample`: held
+//! bytes are seen at once,
 //! RSS corrects for the rest every `check_interval`. A request is admitted only if its
 //! reservation fits under the soft limit; above it, requests are refused before their body is
 //! read, so refused load costs almost nothing. When the untracked part grows (a spike freed but
@@ -145,6 +153,8 @@ pub struct MemoryAccount(Arc<Inner>);
 struct Inner {
     /// Bytes held and reserved, all holders.
     held: AtomicU64,
+    /// Bytes the data held will grow by before it leaves (not resident yet), all holders.
+    growth: AtomicU64,
     /// `u64::MAX` until a `memory_limiter` sets limits.
     soft: AtomicU64,
     hard: AtomicU64,
@@ -166,6 +176,7 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             held: AtomicU64::new(0),
+            growth: AtomicU64::new(0),
             soft: AtomicU64::new(u64::MAX),
             hard: AtomicU64::new(u64::MAX),
             untracked: AtomicU64::new(0),
@@ -238,10 +249,16 @@ impl MemoryAccount {
         self.0.held.load(Ordering::Relaxed)
     }
 
-    /// Memory in use as the limiter sees it: held now plus what RSS showed beyond the held
-    /// bytes at the last sample.
+    /// Bytes the data held now will grow by before it leaves, all holders.
+    pub fn expected_growth(&self) -> u64 {
+        self.0.growth.load(Ordering::Relaxed)
+    }
+
+    /// Memory in use as the limiter sees it: held now, the growth expected of it, and what RSS
+    /// showed beyond the held bytes at the last sample.
     pub fn used(&self) -> u64 {
         self.held()
+            .saturating_add(self.expected_growth())
             .saturating_add(self.0.untracked.load(Ordering::Relaxed))
     }
 
@@ -268,6 +285,19 @@ impl MemoryAccount {
         }
     }
 
+    /// A holder of the growth expected of `component`'s data, shown as
+    /// `sluice_memory_expected_growth_bytes{component}`.
+    pub fn growth_holder(&self, t: &Telemetry, component: &str) -> GrowthHolder {
+        GrowthHolder {
+            account: self.clone(),
+            gauge: t.gauge(
+                "sluice_memory_expected_growth_bytes",
+                "Bytes that data a component holds will grow by before it leaves (tail_sampling's compacted spans, released as Arrow payloads), counted as in use by the memory limiter; not resident yet (sluice)",
+                &[("component", component)],
+            ),
+        }
+    }
+
     /// Registers the account's own series (once per account): limits, memory in use, the
     /// untracked part, the limiter's state and purges.
     pub fn register_telemetry(&self, t: &Telemetry) {
@@ -284,7 +314,7 @@ impl MemoryAccount {
             let a = self.clone();
             t.gauge_fn(
                 "sluice_memory_used_bytes",
-                "Memory in use as the memory limiter sees it: bytes held now plus RSS beyond them at the last check (sluice)",
+                "Memory in use as the memory limiter sees it: bytes held now, the growth expected of them, and RSS beyond them at the last check (sluice)",
                 &[],
                 move || a.used() as f64,
             );
@@ -332,7 +362,11 @@ impl MemoryAccount {
                 soft,
             });
         }
-        let untracked = a.untracked.load(Ordering::Relaxed);
+        // Not resident, but in use: both move only by what the account is told.
+        let untracked = a
+            .untracked
+            .load(Ordering::Relaxed)
+            .saturating_add(a.growth.load(Ordering::Relaxed));
         let mut held = a.held.load(Ordering::Relaxed);
         loop {
             let used = held.saturating_add(untracked);
@@ -508,6 +542,35 @@ impl MemoryAccount {
             "memory limiter: asked the allocator to return free memory"
         );
         true
+    }
+}
+
+/// One component's expected growth (`sluice_memory_expected_growth_bytes{component}`): bytes
+/// its data will need beyond what it holds now, before it leaves. Adjusted by deltas; the
+/// holder pairs every increase with decreases that undo it.
+#[derive(Clone)]
+pub struct GrowthHolder {
+    account: MemoryAccount,
+    gauge: Gauge,
+}
+
+impl GrowthHolder {
+    pub fn adjust(&self, delta: i64) {
+        let growth = &self.account.0.growth;
+        if delta >= 0 {
+            growth.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            // Paired with earlier additions; saturate rather than wrap the limiter's view.
+            let _ = growth.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
+                Some(g.saturating_sub(delta.unsigned_abs()))
+            });
+        }
+        self.gauge.add(delta);
+    }
+
+    /// What this holder expects now.
+    pub fn expected(&self) -> i64 {
+        self.gauge.get()
     }
 }
 

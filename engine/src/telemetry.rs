@@ -845,6 +845,11 @@ impl ProcessorMetrics {
     pub fn memory_holder(&self, kind: &'static str) -> crate::memory::Holder {
         self.t.memory().holder(&self.t, &self.id, kind)
     }
+    /// This processor's expected growth in the memory account (see
+    /// [`crate::memory::GrowthHolder`]).
+    pub fn memory_growth_holder(&self) -> crate::memory::GrowthHolder {
+        self.t.memory().growth_holder(&self.t, &self.id)
+    }
     /// A counter of items this processor dropped for `reason` (create once, add per batch).
     pub fn dropped(&self, s: Signal, reason: &str) -> Counter {
         let name = leak_name(format!("otelcol_processor_dropped_{}", s.item_noun()));

@@ -33,13 +33,13 @@ LIMIT_MIB = 150
 SPIKE_MIB = 40
 OVERLOAD_SECONDS = float(os.environ.get("SLUICE_OVERLOAD_SECONDS", "20"))
 # How far over the limit peak RSS may go under the 128-sender overload. The target is 10 %
-# (scripts/overload-soak.sh asserts it) and is NOT met reliably yet: on the merged main of
-# 2026-12-06 the peak of this test was 144, 164, 178, 195, 216 and 241 MiB over runs (issue 16
-# item 2 stays open; BENCHMARKS.md "Memory limiter"). CI asserts 2x the limit so that it catches
-# a return of the unbounded behaviour this work fixed (1.15-2.5x under load, 493 MiB and 1.5 GiB
-# for single requests) without failing at random; the single big requests below keep the
-# 10 % bound.
-OVERLOAD_RSS_TOLERANCE = float(os.environ.get("SLUICE_OVERLOAD_RSS_TOLERANCE", "1.0"))
+# (scripts/overload-soak.sh asserts it). Since tail_sampling's expected growth is counted and
+# exporters send one request at a time at the limit, the debug build held it in 10 runs of
+# 20 s and one of 60 s on the loaded 2-core machine (peaks 127-141 MiB; before, 144-241); the
+# release build, which releases more per tick, peaked at 149-173 MiB (BENCHMARKS.md, "Expected
+# growth"). CI asserts 25 %: a regression to the unbounded behaviour fails it, a quieter or
+# busier machine does not.
+OVERLOAD_RSS_TOLERANCE = float(os.environ.get("SLUICE_OVERLOAD_RSS_TOLERANCE", "0.25"))
 RETRYABLE = {"ResourceExhausted", "Unavailable", "HTTP 429", "HTTP 503"}
 
 

@@ -141,6 +141,50 @@ fn untracked_rss_counts_and_sluices_own_footprint_is_never_admissible() {
 }
 
 #[test]
+fn expected_growth_is_in_use_at_once_but_never_taken_for_resident_memory() {
+    let (t, a) = limited(100, 120);
+    let fake = Fake::new(20 * MIB);
+    a.set_process(fake.clone());
+    a.sample().unwrap();
+    let r = a.holder(&t, "otlp", "in_flight");
+    let ts = a.holder(&t, "tail_sampling", "tail_sampling");
+    let growth = a.growth_holder(&t, "tail_sampling");
+    // Compacted spans: 20 MiB held, and 30 MiB more when the kept ones are released.
+    ts.adjust(20 * MIB as i64);
+    growth.adjust(30 * MIB as i64);
+    assert_eq!(a.used(), 70 * MIB, "held + expected growth + untracked");
+    assert_eq!(
+        r.admit(31 * MIB as usize).unwrap_err(),
+        Refusal::NoRoom {
+            need: 31 * MIB,
+            used: 70 * MIB,
+            soft: 100 * MIB
+        }
+    );
+    let fits = r.admit(30 * MIB as usize).unwrap();
+    assert!(a.refusing());
+    drop(fits);
+    // RSS shows the held bytes but not the growth (not allocated yet): the untracked part is
+    // still sluice's own 20 MiB, so the growth is not counted twice after a sample.
+    fake.rss.store(40 * MIB, Ordering::Relaxed);
+    let s = a.sample().unwrap();
+    assert_eq!((s.held, s.untracked), (20 * MIB, 20 * MIB));
+    assert_eq!(a.used(), 70 * MIB);
+    assert_eq!(
+        t.value(
+            "sluice_memory_expected_growth_bytes",
+            &[("component", "tail_sampling")]
+        ),
+        Some((30 * MIB) as f64)
+    );
+    // Released: the growth leaves the account, whoever holds the released data counts it.
+    growth.adjust(-(30 * MIB as i64));
+    ts.adjust(-(20 * MIB as i64));
+    assert_eq!((a.expected_growth(), a.used()), (0, 20 * MIB));
+    assert_eq!(growth.expected(), 0);
+}
+
+#[test]
 fn a_spike_kept_by_the_allocator_is_purged_and_then_admitted() {
     let (t, a) = limited(100, 125);
     let fake = Fake::new(20 * MIB);

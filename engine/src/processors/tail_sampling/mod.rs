@@ -189,16 +189,23 @@ struct Metrics {
 }
 
 /// Bytes held by buffered spans: the processor's gauge and its share of the memory account
-/// (which the memory limiter counts), changed together.
+/// (which the memory limiter counts), changed together; and the growth expected when kept
+/// traces are released ([`store::Bucket::regrow`]), which the account counts as in use too.
 struct BufferedBytes {
     gauge: Gauge,
     memory: crate::memory::Holder,
+    growth: crate::memory::GrowthHolder,
 }
 
 impl BufferedBytes {
     fn add(&self, delta: i64) {
         self.gauge.add(delta);
         self.memory.adjust(delta);
+    }
+    fn grow(&self, delta: isize) {
+        if delta != 0 {
+            self.growth.adjust(delta as i64);
+        }
     }
 }
 
@@ -271,6 +278,7 @@ impl Metrics {
                     &l,
                 ),
                 memory: generic.memory_holder("tail_sampling"),
+                growth: generic.memory_growth_holder(),
             },
             evaluation_errors: t.counter(
                 "otelcol_processor_tail_sampling_sampling_policy_evaluation_error",
@@ -522,6 +530,7 @@ impl Inner {
             m.traces_on_memory.add(got.new_traces as i64);
             m.buffered_spans.add(got.buffered_spans as i64);
             m.buffered_bytes.add(got.bytes as i64);
+            m.buffered_bytes.grow(got.growth);
             m.early_sampled.add(got.late_sampled_spans as u64);
             m.early_not_sampled.add(got.late_not_sampled_spans as u64);
             m.not_sampled.add(got.late_not_sampled_spans as u64);
@@ -571,10 +580,9 @@ impl Inner {
                     out.extend(self.decide(&mut shard, bucket));
                 }
                 if seal {
-                    match shard.seal_idle() {
-                        Ok(d) => self.metrics.buffered_bytes.add(d as i64),
-                        Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
-                    }
+                    let (bytes, growth) = shard.seal_idle();
+                    self.metrics.buffered_bytes.add(bytes as i64);
+                    self.metrics.buffered_bytes.grow(growth);
                 }
             }
             self.send(out).await;
@@ -594,6 +602,9 @@ impl Inner {
         m.buffered_spans.add(-(spans as i64));
         m.buffered_bytes
             .add(-((bucket.bytes + traces * TRACE_INDEX_ENTRY_BYTES) as i64));
+        // The expected growth becomes real now: what is kept is taken into Arrow payloads
+        // below, which whoever holds them next (batch, a queue) counts.
+        m.buffered_bytes.grow(-(bucket.growth as isize));
         let now = self.now();
         m.removal_age
             .observe(now.saturating_sub(bucket.first_seen) as f64 / 1e9);
@@ -668,6 +679,7 @@ impl Inner {
             }
         }
         m.not_sampled.add((spans - kept) as u64);
+        shard.observe_kept(kept, spans);
         if picks.is_empty() {
             return None;
         }
@@ -713,6 +725,7 @@ impl Inner {
                         m.buffered_bytes.add(
                             -((bucket.bytes + bucket.ids.len() * TRACE_INDEX_ENTRY_BYTES) as i64),
                         );
+                        m.buffered_bytes.grow(-(bucket.growth as isize));
                     } else {
                         out.extend(self.decide(&mut shard, bucket));
                     }

@@ -43,6 +43,11 @@ pub struct Bucket {
     pub spans: usize,
     /// Bytes held (segments, unsealed parts, trace ids), kept up to date for the gauge.
     pub bytes: usize,
+    /// What the spans took as Arrow tables when they came, the size kept traces are released
+    /// at again (sealing stores them in ~0.4× of it).
+    pub arrow_bytes: usize,
+    /// The growth charged to the memory account for this bucket ([`Bucket::regrow`]).
+    pub growth: usize,
 }
 
 impl Bucket {
@@ -61,6 +66,17 @@ impl Bucket {
         self.segments.push(seg);
         self.bytes = self.bytes + after - before;
         Ok(after as isize - before as isize)
+    }
+
+    /// Sets the growth expected of this bucket when it is released: what sealing saved,
+    /// times the share of spans kept (in per mille) — released kept traces take their Arrow
+    /// size again. Returns the change, for the memory account.
+    pub fn regrow(&mut self, keep_per_mille: u32) -> isize {
+        let saved = self.arrow_bytes.saturating_sub(self.bytes);
+        let growth = saved * keep_per_mille.min(1000) as usize / 1000;
+        let delta = growth as isize - self.growth as isize;
+        self.growth = growth;
+        delta
     }
 
     /// The bucket's traces and all its spans as segments, in arrival order (unsealed parts
@@ -150,6 +166,9 @@ pub struct Shard {
     pub traces: HashMap<TraceId, (u64, u32)>,
     pub wheel: BTreeMap<u64, Bucket>,
     pub memory: DecisionMemory,
+    /// The share of decided spans kept, in per mille (a running average over decisions; all
+    /// of them until the first decision): how much of a bucket is expected to be released.
+    pub keep_per_mille: u32,
 }
 
 /// What ingesting one payload into one shard did.
@@ -159,6 +178,8 @@ pub struct Ingested {
     pub buffered_spans: usize,
     /// Change in resident bytes.
     pub bytes: isize,
+    /// Change in the growth expected at release ([`Bucket::regrow`]).
+    pub growth: isize,
     /// Late spans by cached decision.
     pub late_sampled_spans: usize,
     pub late_not_sampled_spans: usize,
@@ -172,6 +193,7 @@ impl Shard {
             traces: HashMap::new(),
             wheel: BTreeMap::new(),
             memory,
+            keep_per_mille: 1000,
         }
     }
 
@@ -246,6 +268,7 @@ impl Shard {
             bucket.pending_spans += spans;
             bucket.spans += spans;
             bucket.bytes += size;
+            bucket.arrow_bytes += size;
             out.buffered_spans += spans;
             out.bytes += size as isize;
             if bucket.pending_spans >= SEAL_SPANS {
@@ -254,6 +277,7 @@ impl Shard {
                     Ok(d) => out.bytes += d,
                     Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
                 }
+                out.growth += bucket.regrow(self.keep_per_mille);
             }
         }
         Ok(out)
@@ -294,15 +318,30 @@ impl Shard {
     }
 
     /// Seals buckets holding at least [`SEAL_MIN_SPANS`] unsealed spans; returns the change in
-    /// resident bytes.
-    pub fn seal_idle(&mut self) -> Result<isize, PayloadError> {
-        let mut delta = 0;
+    /// resident bytes and in expected growth. A bucket that cannot be sealed (an internal
+    /// error, logged) stays unsealed and the others are still sealed: the changes returned
+    /// are always every change made, so the gauges never drift.
+    pub fn seal_idle(&mut self) -> (isize, isize) {
+        let (mut bytes, mut growth) = (0, 0);
         for b in self.wheel.values_mut() {
             if b.pending_spans >= SEAL_MIN_SPANS {
-                delta += b.seal()?;
+                match b.seal() {
+                    Ok(d) => bytes += d,
+                    Err(e) => tracing::error!(error = %e, "tail_sampling: cannot seal spans"),
+                }
+                growth += b.regrow(self.keep_per_mille);
             }
         }
-        Ok(delta)
+        (bytes, growth)
+    }
+
+    /// Folds one decision's outcome (`kept` of `spans`) into the share of spans kept.
+    pub fn observe_kept(&mut self, kept: usize, spans: usize) {
+        if spans > 0 {
+            let now = (kept.min(spans) * 1000 / spans) as u32;
+            // A running average: a burst of one outcome moves it within a few decisions.
+            self.keep_per_mille = (3 * self.keep_per_mille + now) / 4;
+        }
     }
 }
 

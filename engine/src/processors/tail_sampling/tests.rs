@@ -747,6 +747,75 @@ async fn past_num_traces_the_oldest_traces_are_decided_early_and_counted() {
     );
 }
 
+/// Sealing stores spans in a fraction of their Arrow size; kept traces are released at that
+/// size again. The memory account sees the difference as expected growth from the moment
+/// the spans are sealed until they are released, so the limiter does not admit what the
+/// release would not have room for.
+#[tokio::test]
+async fn sealed_spans_count_at_their_release_size_until_released() {
+    let h = harness(
+        "decision_wait: 2s\npolicies: [{name: all, type: always_sample}]",
+        1,
+    );
+    let account = h.telemetry.memory().clone();
+    let mut spans: Vec<S> = (1..=5000u64)
+        .map(|t| s(t / 50 + 1, t, T0, T0 + MS))
+        .collect();
+    for x in &mut spans {
+        x.attrs = vec![(
+            "http.route",
+            any_value::Value::StringValue(format!("/api/v1/items/{}", x.span % 7)),
+        )];
+    }
+    let arrow = payload(&spans).memory_size() as f64;
+    // More than SEAL_SPANS: sealed as it is buffered.
+    h.send(&spans).await;
+    let compact = h.metric("otelcol_processor_tail_sampling_buffered_bytes", &[]);
+    let growth = account.expected_growth() as f64;
+    assert!(
+        compact < 0.8 * arrow,
+        "sealed: {compact} B held for {arrow} B of Arrow tables"
+    );
+    assert!(growth > 0.0);
+    // Held + growth = what the spans took when they came (+ the trace index).
+    let total = compact + growth;
+    assert!(
+        (arrow..=arrow * 1.1 + 101.0 * 56.0).contains(&total),
+        "held {compact} + growth {growth} for {arrow} B of Arrow tables"
+    );
+    assert_eq!(account.used(), account.held() + account.expected_growth());
+    h.at(T0 + 3 * SEC).await;
+    assert_eq!(h.exported_traces().len(), 101);
+    assert_eq!(account.expected_growth(), 0);
+    assert_eq!(account.held(), 0);
+}
+
+/// Only what is kept is released: the growth expected of a bucket follows the share of spans
+/// the policies have been keeping.
+#[tokio::test]
+async fn expected_growth_follows_the_share_of_spans_kept() {
+    let h = harness(ERRORS_30S, 1);
+    let account = h.telemetry.memory().clone();
+    let mut growths = Vec::new();
+    for round in 0..10u64 {
+        let now = T0 + round * 31 * SEC;
+        h.clock.advance_to(now);
+        // No errors: nothing is kept.
+        let spans: Vec<S> = (1..=5000u64)
+            .map(|t| s(round * 1000 + t / 50 + 1, round * 10_000 + t, now, now + MS))
+            .collect();
+        h.send(&spans).await;
+        growths.push(account.expected_growth());
+        h.at(now + 30 * SEC + SEC).await;
+        assert_eq!(account.expected_growth(), 0, "round {round}");
+    }
+    assert!(h.exported_traces().is_empty());
+    // Until a decision is seen, all of it is expected back; after nine decisions keeping
+    // nothing, a tenth of that at most (0.75^9 of it).
+    assert!(growths[0] > 0);
+    assert!(growths[9] * 10 < growths[0], "growth per round {growths:?}");
+}
+
 #[tokio::test]
 async fn shutdown_decides_and_flushes_every_buffered_trace() {
     let h = harness(ERRORS_30S, 3);
@@ -999,6 +1068,7 @@ proptest! {
             prop_assert_eq!(h.metric("otelcol_processor_tail_sampling_buffered_bytes", &[]), 0.0);
             // ... and so is its share of the memory account the memory limiter reads.
             prop_assert_eq!(h.telemetry.memory().held(), 0);
+            prop_assert_eq!(h.telemetry.memory().expected_growth(), 0);
             Ok(())
         })?;
     }
