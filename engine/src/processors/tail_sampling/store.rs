@@ -337,10 +337,9 @@ impl Shard {
 
     /// Folds one decision's outcome (`kept` of `spans`) into the share of spans kept.
     pub fn observe_kept(&mut self, kept: usize, spans: usize) {
-        if spans > 0 {
-            let now = (kept.min(spans) * 1000 / spans) as u32;
+        if let Some(now) = (kept.min(spans) * 1000).checked_div(spans) {
             // A running average: a burst of one outcome moves it within a few decisions.
-            self.keep_per_mille = (3 * self.keep_per_mille + now) / 4;
+            self.keep_per_mille = (3 * self.keep_per_mille + now as u32) / 4;
         }
     }
 }
