@@ -12,7 +12,9 @@ use arrow::datatypes::UInt32Type;
 use crate::kernels::ranges::{self, Run};
 use crate::schema::{Signal, Table, col};
 
+mod parts;
 mod wire;
+use parts::PartsTables;
 pub use wire::WireForm;
 use wire::WireTables;
 
@@ -66,6 +68,10 @@ enum Slot {
     /// A table of a payload still in its wire form ([`WireForm`]): every table of the payload
     /// holds the same one, decoded on the first read of any of them.
     Wire(Arc<WireTables>),
+    /// A table of a payload that is several payloads one after the other
+    /// ([`Payload::concat_deferred`]): every table holds the same list, concatenated on the
+    /// first read of any of them.
+    Parts(Arc<PartsTables>),
 }
 
 /// An attribute table whose rebuild is deferred: the rows of `base` in `runs`, in order, each
@@ -292,6 +298,7 @@ impl Payload {
             Slot::Ready(b) => b,
             Slot::Pending(p) => p.build(),
             Slot::Wire(w) => w.decoded().table(t),
+            Slot::Parts(p) => p.merged().table(t),
         }
     }
 
@@ -317,7 +324,7 @@ impl Payload {
     pub fn pending_rows(&self, t: Table) -> Option<&PendingRows> {
         match self.slot(t) {
             Slot::Pending(p) => Some(p),
-            Slot::Ready(_) | Slot::Wire(_) => None,
+            Slot::Ready(_) | Slot::Wire(_) | Slot::Parts(_) => None,
         }
     }
 
@@ -370,6 +377,9 @@ impl Payload {
         if let Some(w) = self.wire() {
             return w.items();
         }
+        if let Some(p) = self.parts_tables() {
+            return p.items;
+        }
         self.signal
             .item_tables()
             .iter()
@@ -420,10 +430,18 @@ impl Payload {
     pub fn memory_size(&self) -> usize {
         use crate::kernels::nulls::batch_memory_size;
         let mut wire_seen: Option<&Arc<WireTables>> = None;
+        let mut parts_seen: Option<&Arc<PartsTables>> = None;
         self.tables
             .iter()
             .flatten()
             .map(|slot| match slot {
+                Slot::Parts(p) if parts_seen.is_some_and(|seen| Arc::ptr_eq(seen, p)) => 0,
+                Slot::Parts(p) => {
+                    // As for wire slots: one list per payload.
+                    parts_seen = Some(p);
+                    p.parts.iter().map(Payload::memory_size).sum::<usize>()
+                        + p.merged_if_read().map_or(0, Payload::memory_size)
+                }
                 Slot::Ready(b) => batch_memory_size(b),
                 Slot::Pending(p) => {
                     batch_memory_size(&p.base) + p.built.get().map_or(0, batch_memory_size)
@@ -454,6 +472,77 @@ impl Payload {
         }
     }
 
+    /// Several payloads of `signal` one after the other, as one: what [`Payload::concat`]
+    /// gives, without concatenating tables until one is read (the encoder writes the parts one
+    /// after the other; counts and sizes are sums; see `payload/parts.rs`). Parts in their
+    /// wire form stay so (the encoder writes their bytes); if every part is one, the result is
+    /// one wire form, as with `concat`. Falls back to `concat` when a part's tables do not
+    /// have the schemas a concatenation needs, so that its error comes now.
+    pub fn concat_deferred(signal: Signal, parts: Vec<Payload>) -> Result<Payload, PayloadError> {
+        if parts.len() < 2 || parts.iter().all(|p| p.wire().is_some()) {
+            return match <[Payload; 1]>::try_from(parts) {
+                Ok([one]) if one.signal == signal => Ok(one),
+                Ok([one]) => Payload::concat(signal, &[one]),
+                Err(parts) => Payload::concat(signal, &parts),
+            };
+        }
+        let deferrable = parts.iter().all(|p| {
+            p.signal == signal
+                && (p.wire().is_some()
+                    || signal.tables().iter().all(|&t| {
+                        let schema = match p.slot(t) {
+                            Slot::Ready(b) => b.schema(),
+                            Slot::Pending(rows) => rows.base.schema(),
+                            // Decoded or merged tables are made by sluice: canonical.
+                            Slot::Wire(_) | Slot::Parts(_) => return true,
+                        };
+                        same_types(&schema, &t.schema())
+                    }))
+        });
+        if !deferrable {
+            return Payload::concat(signal, &parts);
+        }
+        let origin = parts[0].origin;
+        let origin = parts
+            .iter()
+            .all(|p| p.origin == origin)
+            .then_some(origin)
+            .flatten();
+        let metadata = parts[0].metadata.clone();
+        let metadata = parts
+            .iter()
+            .all(|p| p.metadata == metadata)
+            .then_some(metadata)
+            .flatten();
+        let shared = Arc::new(PartsTables::new(signal, parts));
+        let mut tables: [Option<Slot>; Table::COUNT] = Default::default();
+        for &t in signal.tables() {
+            tables[t as usize] = Some(Slot::Parts(shared.clone()));
+        }
+        Ok(Payload {
+            signal,
+            tables,
+            origin,
+            metadata,
+        })
+    }
+
+    /// The parts this payload still is ([`Payload::concat_deferred`]), if none of its tables
+    /// was replaced since.
+    pub fn parts(&self) -> Option<&[Payload]> {
+        self.parts_tables().map(|p| p.parts.as_slice())
+    }
+
+    fn parts_tables(&self) -> Option<&PartsTables> {
+        let mut tables = self.signal.tables().iter().map(|&t| self.slot(t));
+        let Some(Slot::Parts(first)) = tables.next() else {
+            return None;
+        };
+        tables
+            .all(|s| matches!(s, Slot::Parts(p) if Arc::ptr_eq(p, first)))
+            .then_some(first.as_ref())
+    }
+
     /// The wire form this payload still is, if none of its tables was replaced since it was
     /// made from one (reading tables does not change it: they are its decoding). What an
     /// encoder writes as it is.
@@ -480,6 +569,9 @@ impl Payload {
                 Slot::Pending(p) => *slot = Slot::Ready(p.build().clone()),
                 Slot::Wire(w) if w.decoded_if_read().is_some() && signal.tables().contains(t) => {
                     *slot = Slot::Ready(w.decoded().table(*t).clone());
+                }
+                Slot::Parts(p) if p.merged_if_read().is_some() && signal.tables().contains(t) => {
+                    *slot = Slot::Ready(p.merged().table(*t).clone());
                 }
                 _ => {}
             }
@@ -951,6 +1043,9 @@ impl Payload {
         if max_items == 0 || total <= max_items {
             return Ok(vec![self.clone()]);
         }
+        if let Some(parts) = self.parts() {
+            return split_parts(self.signal, parts, max_items);
+        }
         if let Some(parts) = self.wire().and_then(|w| w.split_items(max_items)) {
             return Ok(parts
                 .into_iter()
@@ -1143,6 +1238,52 @@ fn shift_parent_ids(
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     columns[0] = std::sync::Arc::new(shifted);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Whether two schemas have the same columns of the same types (names and nullability aside:
+/// what a concatenation needs).
+fn same_types(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.data_type() == y.data_type())
+}
+
+/// Splits deferred parts into payloads of at most `max_items` items: consecutive parts grouped
+/// greedily in order (each group deferred again, so nothing is concatenated), a part larger
+/// than `max_items` split on its own.
+fn split_parts(
+    signal: Signal,
+    parts: &[Payload],
+    max_items: usize,
+) -> Result<Vec<Payload>, PayloadError> {
+    let mut out = Vec::new();
+    let mut group: Vec<Payload> = Vec::new();
+    let mut items = 0;
+    let flush = |group: &mut Vec<Payload>, out: &mut Vec<Payload>| -> Result<(), PayloadError> {
+        if !group.is_empty() {
+            out.push(Payload::concat_deferred(signal, std::mem::take(group))?);
+        }
+        Ok(())
+    };
+    for p in parts {
+        let n = p.item_count();
+        if n > max_items {
+            flush(&mut group, &mut out)?;
+            items = 0;
+            out.extend(p.split_items(max_items)?);
+            continue;
+        }
+        if items + n > max_items {
+            flush(&mut group, &mut out)?;
+            items = 0;
+        }
+        group.push(p.clone());
+        items += n;
+    }
+    flush(&mut group, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

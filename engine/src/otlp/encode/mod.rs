@@ -64,6 +64,24 @@ pub fn encode(payload: &Payload, out: &mut Vec<u8>) {
         wire.write_to(out);
         return;
     }
+    // Deferred parts: one after the other is the request of all of them.
+    if let Some(parts) = payload.parts() {
+        let (start, items) = (out.len(), payload.item_count());
+        let mut done = 0;
+        for (i, p) in parts.iter().enumerate() {
+            encode(p, out);
+            done += p.item_count();
+            if i == 0 && done > 0 && done < items {
+                // One reservation for the rest, from the first part's bytes per item (and an
+                // eighth more), rather than the vector doubling (and copying) part after part:
+                // that growth cost more than the concatenation it replaces (BENCHMARKS.md,
+                // "Batching without concatenating").
+                let rest = (items - done) * (out.len() - start).div_ceil(done);
+                out.reserve(rest + rest / 8);
+            }
+        }
+        return;
+    }
     match payload.signal() {
         Signal::Traces => traces::encode(payload, out),
         Signal::Metrics => metrics::encode(payload, out),

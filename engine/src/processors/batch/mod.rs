@@ -9,8 +9,11 @@
 //! ```
 //!
 //! `consume` buffers and returns at once (the Collector's behaviour); one worker task per
-//! pipeline concatenates the buffered payloads (one Arrow concat per send, not per arrival) and
-//! sends. Buffering is bounded: past 4 × `send_batch_size` items, `consume` waits for the
+//! pipeline merges the buffered payloads and sends. The merge is deferred
+//! ([`Payload::concat_deferred`]): the batch is the list of payloads, which an exporter
+//! encodes one after the other; the Arrow tables are concatenated (once) only if the next
+//! component reads them. Concatenating at every send cost ~9 % of a decoding pass-through's
+//! instructions (BENCHMARKS.md, "Batching without concatenating"). Buffering is bounded: past 4 × `send_batch_size` items, `consume` waits for the
 //! worker, so a slow exporter pushes back on receivers instead of growing memory. What piled up
 //! meanwhile leaves as several batches of `send_batch_size` (whole arrivals, so a batch can be
 //! one arrival larger), never merged into one: without `send_batch_max_size` a batch is as
@@ -27,7 +30,7 @@
 //!
 //! Payloads still in their wire form (requests forwarded without decoding, see
 //! [`crate::payload::WireForm`]) are concatenated and split as bytes by the same
-//! `Payload::concat` / `Payload::split_items` calls, so `batch` never decodes them; it takes
+//! `Payload::concat_deferred` / `Payload::split_items` calls, so `batch` never decodes them; it takes
 //! them when the component after it does ([`Consumer::keeps_wire_form`]).
 //!
 //! Under a virtual clock (offline replay) there is no worker: `timeout` is measured on the
@@ -267,11 +270,9 @@ impl Shared {
     /// (and holds it itself, if it keeps it).
     async fn send(&self, (parts, mut held): (Vec<Payload>, Held)) {
         let n: usize = parts.iter().map(Payload::item_count).sum();
-        // One part needs no merge: concatenating it would only copy it.
-        let merged = match <[Payload; 1]>::try_from(parts) {
-            Ok([one]) => Ok(one),
-            Err(parts) => Payload::concat(self.signal, &parts),
-        };
+        // Deferred: the tables are concatenated only if the next component reads them; an
+        // exporter encodes the parts one after the other (`Payload::concat_deferred`).
+        let merged = Payload::concat_deferred(self.signal, parts);
         let merged = match merged {
             Ok(m) => m,
             Err(e) => {
