@@ -679,6 +679,7 @@ impl Handler {
         let skimmed = (!json && self.wire[signal as usize])
             .then(|| sluice_engine::otlp::skim(signal, &body))
             .flatten();
+        let forwarded_as_bytes = skimmed.is_some();
         let decoded = match skimmed {
             // The wire form holds the body itself.
             Some(skim) => {
@@ -717,7 +718,15 @@ impl Handler {
         // The reservation covers the request until the pipeline returns: the processors' copies
         // of it (filters, attribute rebuilds, tail sampling's partitions) live during that
         // time, so it only grows here (to the payload's size, if the estimate was short).
-        let size = payload.memory_size().max(held.bytes() as usize);
+        // A request forwarded as its bytes is never decoded or copied by the pipeline (none of
+        // its components reads tables): its reservation shrinks to the bytes it is, so a
+        // forwarding pipeline under a memory_limiter is not refused for the 4x decoded-size
+        // estimate of data it never decodes.
+        let size = if forwarded_as_bytes {
+            payload.memory_size()
+        } else {
+            payload.memory_size().max(held.bytes() as usize)
+        };
         if self.limited(signal) {
             if let Err(r) = held.try_resize(size) {
                 self.metrics.refused(signal, n);

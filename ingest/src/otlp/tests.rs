@@ -31,6 +31,9 @@ struct Capture {
     limited: bool,
     /// Stands for a pipeline that never reads tables (`batch` -> `otlp` exporter).
     wire: bool,
+    /// The memory account's held bytes at each `consume` (when set).
+    account: Option<sluice_engine::memory::MemoryAccount>,
+    held_seen: Mutex<Vec<u64>>,
 }
 
 impl Consumer for Capture {
@@ -46,6 +49,9 @@ impl Consumer for Capture {
         Box::pin(async move {
             if let Some(e) = self.refuse.lock().unwrap().clone() {
                 return Err(e);
+            }
+            if let Some(a) = &self.account {
+                self.held_seen.lock().unwrap().push(a.held());
             }
             self.got.lock().unwrap().push(p);
             Ok(())
@@ -912,6 +918,46 @@ async fn memory_admission_refuses_before_reading() {
     assert_eq!(http(small).await.status(), 200);
     assert_eq!(t.memory().held(), 0);
     r.rx.shutdown().await;
+}
+
+/// A request forwarded as its bytes holds its bytes while the pipeline has it, not the 4x
+/// decoded-size estimate a decoded request reserves.
+#[tokio::test]
+async fn a_forwarded_request_reserves_its_bytes_not_a_decoded_estimate() {
+    use sluice_engine::memory::Limits;
+    for wire in [true, false] {
+        let t = Telemetry::new();
+        t.memory().set_limits(Limits {
+            soft: 64 << 20,
+            hard: 96 << 20,
+        });
+        let cap = Capture {
+            limited: true,
+            wire,
+            account: Some(t.memory().clone()),
+            ..Default::default()
+        };
+        let r = rig_with(4 << 20, cap, t.clone()).await;
+        let body = traces(200).encode_to_vec();
+        let mut c = TraceServiceClient::connect(format!("http://{}", r.grpc))
+            .await
+            .unwrap();
+        c.export(traces(200)).await.unwrap();
+        let seen = r.cap.held_seen.lock().unwrap().clone();
+        let got = r.cap.got.lock().unwrap()[0].clone();
+        assert_eq!(got.wire().is_some(), wire);
+        if wire {
+            assert_eq!(seen, vec![body.len() as u64], "held = the request's bytes");
+        } else {
+            assert!(
+                seen[0] >= 2 * body.len() as u64,
+                "a decoded request keeps its estimate: {seen:?} for {} bytes",
+                body.len()
+            );
+        }
+        assert_eq!(t.memory().held(), 0, "released after the pipeline");
+        r.rx.shutdown().await;
+    }
 }
 
 /// `keepalive` as the Collector reads it, with gRPC-Go's defaults where a duration is absent
