@@ -247,6 +247,14 @@ pub fn decode_record(signal: Signal, record: &Bytes) -> Result<(Payload, Bytes),
         _ => return Err("record shorter than its header".into()),
     }
     let body = record.slice(2..);
+    // Skimmed, not decoded, when the skim finds it clean (what sluice stores normally is):
+    // an exporter that sends the stored bytes as they are never needs the tables, and one
+    // that does reads them decoded on first use. Anything unusual (a record written by
+    // another version, a damaged one) is decoded, with the decoder's errors.
+    if let Some(skim) = sluice_engine::otlp::skim(signal, &body) {
+        let form = sluice_engine::payload::WireForm::new(body.clone(), &skim);
+        return Ok((Payload::from_wire(signal, form), body));
+    }
     let payload = sluice_engine::otlp::decode(signal, &body).map_err(|e| e.to_string())?;
     Ok((payload, body))
 }
