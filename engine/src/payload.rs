@@ -15,8 +15,8 @@ use crate::schema::{Signal, Table, col};
 mod parts;
 mod wire;
 use parts::PartsTables;
-pub use wire::WireForm;
 use wire::WireTables;
+pub use wire::{WireForm, WireSplit};
 
 /// One signal's worth of telemetry as normalized Arrow tables.
 ///

@@ -983,12 +983,24 @@ impl Shared {
                 self.id
             ))));
         }
-        let parts = routing::split(&payload, key, &routing.ring).map_err(|e| {
+        let cannot_route = |e: &dyn std::fmt::Display| {
             Refused::Whole(ConsumeError::Permanent(format!(
                 "{}: cannot route: {e}",
                 self.id
             )))
-        })?;
+        };
+        // A wire form under `traceID`: routed by a skim of its trace ids, not decoded.
+        let parts = match routing::split_wire(&payload, key, &routing.ring) {
+            Some(Ok(parts)) => parts,
+            wire => {
+                if let Some(Err(e)) = wire {
+                    // Only a clean skim makes a wire form: its bytes not splitting is a bug.
+                    // Its tables route it as any payload.
+                    tracing::error!(exporter = %self.id, error = %e, "internal: a wire form did not split (a bug); routing it decoded");
+                }
+                routing::split(&payload, key, &routing.ring).map_err(|e| cannot_route(&e))?
+            }
+        };
         let mut refused = Vec::new();
         let mut first = None;
         for (b, part) in parts {
@@ -1076,6 +1088,19 @@ enum Refused {
 impl Consumer for LoadBalancer {
     fn consume(&self, payload: Payload) -> BoxFuture<'_, Result<(), ConsumeError>> {
         Box::pin(self.shared.route(payload))
+    }
+
+    /// With `protocol.otlp` (whose exporters encode wire forms) and `traceID` routing for
+    /// traces or logs: those payloads are routed by a skim of their trace ids
+    /// ([`routing::split_wire`]) and sent as their bytes. The answer is one for every signal
+    /// (a consumer is asked once): a metrics pipeline through the same load balancer is fed
+    /// wire forms too, decoded on their first read by the routing (correct, at the price of
+    /// the receiver's skim).
+    fn keeps_wire_form(&self) -> bool {
+        matches!(self.shared.template, Template::Otlp(_))
+            && [Signal::Traces, Signal::Logs]
+                .iter()
+                .any(|&s| self.shared.keys[s as usize] == Ok(RoutingKey::TraceId))
     }
 }
 

@@ -63,7 +63,8 @@ use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch, StringArra
 use arrow::datatypes::{Int32Type, UInt32Type};
 
 use crate::kernels::attributes::{self, AnyValues, KernelError};
-use crate::payload::{Payload, PayloadError};
+use crate::otlp::decode::{ItemSplitter, SplitError};
+use crate::payload::{Payload, PayloadError, WireSplit};
 use crate::schema::{AnyValueType, Signal, Table, col};
 
 /// Positions on the ring: 360 degrees with two decimals, as the Collector's `maxPositions`.
@@ -260,6 +261,67 @@ pub fn split(
     }
     let positions = item_positions(payload, key)?;
     split_by_positions(payload, &positions, ring)
+}
+
+/// [`split`] for a payload still in its wire form ([`crate::payload::WireForm`]) under
+/// `traceID` (traces, logs): its items routed by a skim of their trace ids, without decoding
+/// ([`crate::payload::WireForm::split_by_item`]), each id hashed as [`split`] hashes the decoded column, so both
+/// send every item to the same backend, in the same order, with the same resource and scope
+/// envelopes. `None` when this does not apply (not a wire form, another key, metrics): use
+/// [`split`]. An error only for bytes a clean skim would not have passed (a bug), which the
+/// caller can route decoded instead.
+pub fn split_wire(
+    payload: &Payload,
+    key: &RoutingKey,
+    ring: &HashRing,
+) -> Option<Result<Vec<(usize, Payload)>, SplitError>> {
+    let wire = payload.wire()?;
+    if *key != RoutingKey::TraceId {
+        return None;
+    }
+    let signal = payload.signal();
+    let mut splitter = ItemSplitter::new(signal)?;
+    if ring.is_empty() || wire.items() == 0 {
+        return Some(Ok(Vec::new()));
+    }
+    let parts = ring.endpoints().len();
+    let split = match signal {
+        // The raw 16 bytes (an absent id as 16 zeros), one CRC per run of equal ids.
+        Signal::Traces => {
+            let mut last: Option<([u8; 16], usize)> = None;
+            wire.split_by_item(&mut splitter, parts, |id: &[u8]| {
+                let id: [u8; 16] = id.try_into().unwrap_or([0; 16]);
+                match last {
+                    Some((prev, b)) if prev == id => b,
+                    _ => {
+                        let b = usize::from(ring.owner_at[position_of(&id) as usize]);
+                        last = Some((id, b));
+                        b
+                    }
+                }
+            })
+        }
+        // Lowercase hex; a record without an id (or with the zero id) a random key.
+        _ => wire.split_by_item(&mut splitter, parts, |id: &[u8]| {
+            let id: [u8; 16] = id.try_into().unwrap_or([0; 16]);
+            let key = if id == [0u8; 16] {
+                random_trace_key()
+            } else {
+                hex_lower(&id)
+            };
+            usize::from(ring.owner_at[position_of(&key) as usize])
+        }),
+    };
+    Some(split.map(|s| {
+        match s {
+            WireSplit::Nothing => Vec::new(),
+            WireSplit::One(b) => vec![(b, payload.clone())],
+            WireSplit::Parts(parts) => parts
+                .into_iter()
+                .map(|(b, form)| (b, Payload::from_wire(signal, form)))
+                .collect(),
+        }
+    }))
 }
 
 /// [`split`] with the positions already computed (by [`item_positions`]): every item's backend

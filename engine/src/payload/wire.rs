@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::otlp::decode::Skim;
+use crate::otlp::decode::{ItemSplitter, Skim, SplitError};
 use crate::payload::Payload;
 use crate::schema::Signal;
 
@@ -190,6 +190,114 @@ impl WireForm {
             bytes: resources.iter().map(|r| r.end - r.start).sum(),
             resources,
         }
+    }
+}
+
+/// Where [`WireForm::split_by_item`] sent a wire form's items.
+#[derive(Debug)]
+pub enum WireSplit {
+    /// Every item to this backend: the wire form goes as it is.
+    One(usize),
+    /// Each backend's part, in backend order; no part is empty.
+    Parts(Vec<(usize, WireForm)>),
+    /// No item at all.
+    Nothing,
+}
+
+impl WireForm {
+    /// Splits by the backend of each item's trace id (`backend_of(trace_id bytes)`, the bytes
+    /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
+    /// items all go to one backend is taken as its byte range; one whose items go to several
+    /// is re-framed for each of them into a new buffer per backend ([`ItemSplitter`]).
+    /// Resources and scopes without items are left out of the parts (as the decoded split
+    /// leaves out containers without children), unless every item goes to one backend: then
+    /// the wire form goes whole, as the decoded split passes a payload on uncopied.
+    pub fn split_by_item(
+        &self,
+        splitter: &mut ItemSplitter,
+        parts: usize,
+        mut backend_of: impl FnMut(&[u8]) -> usize,
+    ) -> Result<WireSplit, SplitError> {
+        // Each backend's resources; a chunk index of `self.chunks.len()` is its new buffer.
+        let framed = self.chunks.len();
+        let mut kept: Vec<Vec<WireResource>> = vec![Vec::new(); parts];
+        let mut outs: Vec<Vec<u8>> = vec![Vec::new(); parts];
+        let mut used: Option<usize> = None;
+        let mut several = false;
+        let mut note = |b: usize, used: &mut Option<usize>| match *used {
+            None => *used = Some(b),
+            Some(u) if u != b => several = true,
+            Some(_) => {}
+        };
+        for r in &self.resources {
+            let field = &self.chunks[r.chunk][r.start..r.end];
+            let walked = splitter.walk(field, &mut backend_of)?;
+            if walked.items != r.items {
+                return Err(SplitError::new("item count differs from the skim's"));
+            }
+            if let Some(b) = walked.only {
+                if b >= parts {
+                    return Err(SplitError::new("a backend out of range"));
+                }
+                note(b, &mut used);
+            }
+            if walked.items == 0 {
+                continue;
+            }
+            if let Some(b) = walked.whole() {
+                kept[b].push(*r);
+                continue;
+            }
+            splitter.write(field, &mut outs, |b, start, end, items| {
+                note(b, &mut used);
+                kept[b].push(WireResource {
+                    chunk: framed,
+                    start,
+                    end,
+                    items,
+                });
+            })?;
+        }
+        let Some(first) = used else {
+            return Ok(WireSplit::Nothing);
+        };
+        if !several {
+            return Ok(WireSplit::One(first));
+        }
+        let mut split = Vec::new();
+        for (b, (resources, out)) in kept.into_iter().zip(outs).enumerate() {
+            if resources.is_empty() {
+                continue;
+            }
+            // The new buffer at its size: the memory account counts a part's bytes.
+            let out = Bytes::from(out.into_boxed_slice());
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut map: Vec<Option<usize>> = vec![None; framed + 1];
+            let resources: Vec<WireResource> = resources
+                .into_iter()
+                .map(|r| {
+                    let chunk = *map[r.chunk].get_or_insert_with(|| {
+                        chunks.push(if r.chunk == framed {
+                            out.clone()
+                        } else {
+                            self.chunks[r.chunk].clone()
+                        });
+                        chunks.len() - 1
+                    });
+                    WireResource { chunk, ..r }
+                })
+                .collect();
+            split.push((
+                b,
+                WireForm {
+                    chunks,
+                    items: resources.iter().map(|r| r.items).sum(),
+                    bytes: resources.iter().map(|r| r.end - r.start).sum(),
+                    resources,
+                },
+            ));
+        }
+        Ok(WireSplit::Parts(split))
     }
 }
 

@@ -361,3 +361,221 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Wire forms: routed by a skim of their trace ids
+
+/// `bodies` as one wire-form payload (a `batch` of several requests), or `None` if one of
+/// them is not clean.
+fn wire_payload(signal: Signal, bodies: &[Vec<u8>]) -> Option<Payload> {
+    let parts: Option<Vec<Payload>> = bodies
+        .iter()
+        .map(|b| {
+            let body = bytes::Bytes::from(b.clone());
+            let skim = crate::otlp::skim(signal, &body)?;
+            Some(Payload::from_wire(
+                signal,
+                crate::payload::WireForm::new(body, &skim),
+            ))
+        })
+        .collect();
+    let merged = Payload::concat(signal, &parts?).ok()?;
+    merged.wire()?;
+    Some(merged)
+}
+
+/// `p` without its resources that hold no scope at all (no item under them). The decoded
+/// split keeps such a resource in a part whose scopes all kept an item (an untouched container
+/// table keeps its rows) and drops it otherwise; the wire split drops it from every part of a
+/// split payload. Either way no item is under it, so the comparison leaves it out.
+fn without_scopeless_resources(p: &Payload) -> Payload {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    let bytes = crate::otlp::encode_to_vec(p);
+    let kept = match p.signal() {
+        Signal::Traces => {
+            let mut r = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+            r.resource_spans.retain(|r| !r.scope_spans.is_empty());
+            r.encode_to_vec()
+        }
+        Signal::Logs => {
+            let mut r = ExportLogsServiceRequest::decode(&bytes[..]).unwrap();
+            r.resource_logs.retain(|r| !r.scope_logs.is_empty());
+            r.encode_to_vec()
+        }
+        Signal::Metrics => bytes,
+    };
+    crate::otlp::decode(p.signal(), &kept).unwrap()
+}
+
+/// The wire split against the decoded split of the same payload: the same backends in the
+/// same order, every wire part still a wire form with its item count, and its bytes decoding
+/// to exactly the decoded part (every table, row for row: the same items in the same order,
+/// under the same resource and scope data; resources without any scope aside, see
+/// [`without_scopeless_resources`]). Exact order, not multisets: both keep the
+/// payload's order within a backend (runs of items, containers in order), so anything
+/// weaker would hide a re-framing that reorders.
+fn assert_wire_split_is_the_decoded_split(
+    wire: &Payload,
+    ring: &HashRing,
+) -> Result<(), TestCaseError> {
+    let signal = wire.signal();
+    let bytes = wire.wire().unwrap().to_bytes();
+    let decoded = crate::otlp::decode(signal, &bytes).unwrap();
+    let want = split(&decoded, &RoutingKey::TraceId, ring).unwrap();
+    let got = split_wire(wire, &RoutingKey::TraceId, ring)
+        .expect("a wire form under traceID")
+        .unwrap();
+    prop_assert!(wire.wire().unwrap().items() == decoded.item_count());
+    prop_assert_eq!(
+        got.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+        want.iter().map(|(b, _)| *b).collect::<Vec<_>>()
+    );
+    for ((b, part), (_, model)) in got.iter().zip(&want) {
+        let form = part.wire().expect("a wire part stays a wire form");
+        prop_assert_eq!(form.items(), model.item_count(), "backend {}", b);
+        prop_assert_eq!(part.item_count(), model.item_count());
+        prop_assert!(form.items() > 0);
+        let again = crate::otlp::decode(signal, &form.to_bytes()).unwrap();
+        let (again, model) = (
+            without_scopeless_resources(&again),
+            without_scopeless_resources(model),
+        );
+        if let Some(diff) = crate::otlp::testing::payload_diff(&again, &model) {
+            prop_assert!(false, "backend {}: {}", b, diff);
+        }
+        // A part is a clean request itself: a removed backend's re-route splits it again.
+        prop_assert!(crate::otlp::skim(signal, &form.to_bytes()).is_some());
+    }
+    Ok(())
+}
+
+/// Trace requests with shared ids, some spans without one, some resources sharing one trace
+/// across their scopes: 1-3 requests batched.
+fn arb_wire_traces() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    use crate::otlp::testing::without_entity_refs_traces;
+    use prost::Message;
+    prop::collection::vec(
+        (arb_traces_with_shared_ids(), any::<u64>()).prop_map(|(mut req, seed)| {
+            // About one span in eight without a trace id (hashed as sixteen zeros).
+            let mut k = seed;
+            for s in req
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+            {
+                k = k.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if (k >> 60) & 7 == 0 {
+                    s.trace_id.clear();
+                }
+            }
+            without_entity_refs_traces(req).encode_to_vec()
+        }),
+        1..4,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Routing a traces wire form by a skim of its trace ids sends the same spans to the same
+    /// backends, with the same resources and scopes, as routing its decoded tables.
+    #[test]
+    fn splitting_a_traces_wire_form_equals_splitting_its_tables(
+        bodies in arb_wire_traces(),
+        endpoints in arb_endpoints(5),
+    ) {
+        let wire = wire_payload(Signal::Traces, &bodies);
+        prop_assume!(wire.is_some());
+        let r = HashRing::new(&endpoints).unwrap();
+        assert_wire_split_is_the_decoded_split(&wire.unwrap(), &r)?;
+    }
+
+    /// Logs by `traceID`, every record with a non-zero id (a record without one goes to a
+    /// random backend on either path, so it cannot be compared record by record; the next
+    /// test counts them): the same split as the tables'.
+    #[test]
+    fn splitting_a_logs_wire_form_equals_splitting_its_tables(
+        reqs in prop::collection::vec((arb_logs_request(), prop::collection::vec(any::<[u8; 16]>(), 1..4)), 1..3),
+        endpoints in arb_endpoints(4),
+    ) {
+        use prost::Message;
+        let bodies: Vec<Vec<u8>> = reqs
+            .into_iter()
+            .map(|(mut req, pool)| {
+                let records = req
+                    .resource_logs
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_logs)
+                    .flat_map(|s| &mut s.log_records);
+                for (i, l) in records.enumerate() {
+                    let mut id = pool[i % pool.len()];
+                    id[15] |= 1;
+                    l.trace_id = id.to_vec();
+                }
+                crate::otlp::testing::without_entity_refs_logs(req).encode_to_vec()
+            })
+            .collect();
+        let wire = wire_payload(Signal::Logs, &bodies);
+        prop_assume!(wire.is_some());
+        let r = HashRing::new(&endpoints).unwrap();
+        assert_wire_split_is_the_decoded_split(&wire.unwrap(), &r)?;
+    }
+
+    /// Logs without trace ids (random backends): every record goes to exactly one part, and
+    /// the parts decode to valid payloads holding them all.
+    #[test]
+    fn a_logs_wire_form_without_trace_ids_keeps_every_record_once(
+        req in arb_logs_request(),
+        endpoints in arb_endpoints(4),
+    ) {
+        use prost::Message;
+        let mut req = crate::otlp::testing::without_entity_refs_logs(req);
+        for s in req.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs) {
+            for l in &mut s.log_records {
+                l.trace_id.clear();
+            }
+        }
+        let wire = wire_payload(Signal::Logs, &[req.encode_to_vec()]);
+        prop_assume!(wire.is_some());
+        let wire = wire.unwrap();
+        let r = HashRing::new(&endpoints).unwrap();
+        let parts = split_wire(&wire, &RoutingKey::TraceId, &r).unwrap().unwrap();
+        let mut total = 0;
+        for (_, part) in &parts {
+            let again = crate::otlp::decode(Signal::Logs, &part.wire().unwrap().to_bytes()).unwrap();
+            again.validate().unwrap();
+            prop_assert_eq!(again.item_count(), part.item_count());
+            total += again.item_count();
+        }
+        prop_assert_eq!(total, wire.item_count());
+    }
+}
+
+/// Other keys, metrics and decoded payloads are left to the decoded split.
+#[test]
+fn only_wire_forms_under_trace_id_split_as_bytes() {
+    let r = ring(&["a:1", "b:2"]);
+    let wire = crate::otlp::testing::wire_traces(0, 2, 3, 4);
+    assert!(split_wire(&wire, &RoutingKey::Service, &r).is_none());
+    let decoded = reference_traces(&one_scope_request(3));
+    assert!(split_wire(&decoded, &RoutingKey::TraceId, &r).is_none());
+    // An empty ring routes nothing, as the decoded split.
+    let empty = HashRing::new(&[]).unwrap();
+    assert!(
+        split_wire(&wire, &RoutingKey::TraceId, &empty)
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    // All spans of `wire_traces` share one trace id: the payload goes whole, uncopied.
+    let parts = split_wire(&wire, &RoutingKey::TraceId, &r)
+        .unwrap()
+        .unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(std::ptr::eq(
+        parts[0].1.wire().unwrap().to_bytes().as_ptr(),
+        wire.wire().unwrap().to_bytes().as_ptr()
+    ));
+}
