@@ -29,6 +29,22 @@ fn trace_id(t: u32) -> Vec<u8> {
     id.to_vec()
 }
 
+/// How a test's payloads come: decoded tables, or wire forms (a receiver feeding a pipeline
+/// that keeps them, as `otlp` → `batch` → `loadbalancing` with `protocol.otlp`).
+type MakeTraces = fn(std::ops::Range<u32>, std::ops::Range<u32>) -> Payload;
+
+/// [`traces`] in its wire form: the request's bytes, routed by a skim of its trace ids.
+fn wire_traces(traces: std::ops::Range<u32>, spans: std::ops::Range<u32>) -> Payload {
+    let body = bytes::Bytes::from(sluice_engine::otlp::encode_to_vec(&self::traces(
+        traces, spans,
+    )));
+    let skim = sluice_engine::otlp::skim(Signal::Traces, &body).expect("clean");
+    Payload::from_wire(
+        Signal::Traces,
+        sluice_engine::payload::WireForm::new(body, &skim),
+    )
+}
+
 /// Spans `spans` of each trace in `traces`, in one payload; span ids say trace and span.
 fn traces(traces: std::ops::Range<u32>, spans: std::ops::Range<u32>) -> Payload {
     let spans = traces
@@ -86,6 +102,16 @@ fn value(t: &Telemetry, name: &str, labels: &[(&'static str, &str)]) -> f64 {
 /// gives its trace id; per-backend exporters count what they sent.
 #[tokio::test]
 async fn static_backends_get_whole_traces_where_the_ring_says() {
+    static_backends_get_whole_traces(traces).await;
+}
+
+/// The same with wire forms: routed as bytes (never decoded), to the same backends.
+#[tokio::test]
+async fn static_backends_get_whole_traces_of_wire_forms_without_decoding() {
+    static_backends_get_whole_traces(wire_traces).await;
+}
+
+async fn static_backends_get_whole_traces(traces: MakeTraces) {
     let mut sinks = Vec::new();
     let mut stops = Vec::new();
     let mut hostnames = Vec::new();
@@ -106,8 +132,13 @@ async fn static_backends_get_whole_traces_where_the_ring_says() {
         &t,
     );
     lb.start().await.unwrap();
-    lb.consume(traces(0..60, 0..2)).await.unwrap();
+    let first = traces(0..60, 0..2);
+    lb.consume(first.clone()).await.unwrap();
     lb.consume(traces(0..60, 2..4)).await.unwrap();
+    if let Some(wire) = first.wire() {
+        // Still only its bytes: routing did not read (decode) its tables.
+        assert_eq!(first.memory_size(), wire.len());
+    }
     eventually("240 spans at the sinks", || {
         sinks.iter().map(Sink::spans).sum::<usize>() == 240
     })
@@ -269,6 +300,17 @@ async fn sinks_on_three_addresses() -> (
 /// remaining ones, counted, and nothing is lost; a failed lookup keeps the last set.
 #[tokio::test]
 async fn dns_changes_rebuild_the_ring_and_reroute_what_a_removed_backend_held() {
+    dns_changes_rebuild_the_ring_and_reroute(traces).await;
+}
+
+/// The same with wire forms: the removed backend's wire parts are routed again (split
+/// again as bytes), counted the same.
+#[tokio::test]
+async fn dns_changes_reroute_what_a_removed_backend_held_as_wire_forms() {
+    dns_changes_rebuild_the_ring_and_reroute(wire_traces).await;
+}
+
+async fn dns_changes_rebuild_the_ring_and_reroute(traces: MakeTraces) {
     let (port, sinks, _stops) = sinks_on_three_addresses().await;
     let ips: Vec<IpAddr> = sinks.iter().map(|(ip, _)| *ip).collect();
     let dns = FakeDns::start(ips[..2].to_vec()).await;
@@ -833,6 +875,16 @@ fn owner(hosts: &[String], t: u32) -> String {
 /// untouched, and is delivered once that backend is up too.
 #[tokio::test]
 async fn each_backend_keeps_and_replays_its_own_persistent_queue() {
+    each_backend_keeps_and_replays_its_own(traces).await;
+}
+
+/// The same with wire forms: each backend's wire part is stored and replayed as any payload.
+#[tokio::test]
+async fn each_backend_keeps_and_replays_its_own_persistent_queue_of_wire_forms() {
+    each_backend_keeps_and_replays_its_own(wire_traces).await;
+}
+
+async fn each_backend_keeps_and_replays_its_own(traces: MakeTraces) {
     let dir = tempfile::tempdir().unwrap();
     let (a, sink_a, _stop_a) = sink_down().await;
     let (b, sink_b, _stop_b) = sink_down().await;
@@ -1079,4 +1131,31 @@ fn the_backends_storage_is_an_extension_reference_at_its_path() {
             format!("protocol.{protocol}.sending_queue.storage")
         );
     }
+}
+
+/// Wire forms are kept (the pipeline feeding it skims rather than decodes) with
+/// `protocol.otlp` and `traceID` routing for traces or logs, and not with `flight` (it sends
+/// tables) nor when no signal routes by trace id.
+#[test]
+fn wire_forms_are_kept_with_otlp_and_trace_id_routing() {
+    let t = Telemetry::new();
+    let f = LoadBalancingFactory {
+        type_name: "loadbalancing",
+    };
+    let keeps = |config: serde_json::Value| {
+        let lb = build(&f, "loadbalancing", config, &t);
+        lb.keeps_wire_form()
+    };
+    let resolver = serde_json::json!({"static": {"hostnames": ["a:4317"]}});
+    assert!(keeps(lb_config(resolver.clone())));
+    let mut traceid = lb_config(resolver.clone());
+    traceid["routing_key"] = "traceID".into();
+    assert!(keeps(traceid));
+    let mut service = lb_config(resolver.clone());
+    service["routing_key"] = "service".into();
+    assert!(!keeps(service));
+    assert!(!keeps(serde_json::json!({
+        "protocol": {"flight": {"tls": {"insecure": true}}},
+        "resolver": resolver,
+    })));
 }

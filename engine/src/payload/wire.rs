@@ -540,5 +540,311 @@ mod tests {
         assert_payload_eq(&settled, &want);
     }
 
+    /// Splits `p`'s wire form with backend `id[0] % parts` per trace id (`parts` for an
+    /// item without one), each part decoded back to its prost request.
+    fn split_traces(
+        body: &[u8],
+        parts: usize,
+    ) -> (
+        WireSplit,
+        Vec<(
+            usize,
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        )>,
+    ) {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        let p = wire_payload(Signal::Traces, body.to_vec()).expect("clean");
+        let mut splitter = ItemSplitter::new(Signal::Traces).unwrap();
+        let split = p
+            .wire()
+            .unwrap()
+            .split_by_item(&mut splitter, parts + 1, |id: &[u8]| {
+                id.first().map_or(parts, |b| usize::from(*b) % parts)
+            })
+            .unwrap();
+        let decoded = match &split {
+            WireSplit::Parts(ps) => ps
+                .iter()
+                .map(|(b, f)| {
+                    let bytes = f.to_bytes();
+                    assert!(skim(Signal::Traces, &bytes).is_some(), "a part is clean");
+                    assert_eq!(
+                        skim(Signal::Traces, &bytes).unwrap().items,
+                        f.items(),
+                        "its item count"
+                    );
+                    assert_eq!(bytes.len(), f.len());
+                    (*b, ExportTraceServiceRequest::decode(&bytes[..]).unwrap())
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        (split, decoded)
+    }
+
+    fn traces_request(
+        resources: Vec<Vec<Vec<u8>>>,
+    ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, InstrumentationScope, KeyValue, any_value,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |k: &str, v: String| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }),
+            key_strindex: 0,
+        };
+        // Resource r, scope s: its name and schema URL say where it is; a span's trace id
+        // starts with its backend, its name says where it was.
+        ExportTraceServiceRequest {
+            resource_spans: resources
+                .into_iter()
+                .enumerate()
+                .map(|(r, scopes)| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", format!("svc-{r}"))],
+                        dropped_attributes_count: r as u32,
+                        ..Default::default()
+                    }),
+                    schema_url: format!("https://resource/{r}"),
+                    scope_spans: scopes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(s, backends)| ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: format!("scope-{r}-{s}"),
+                                version: "1.0".into(),
+                                attributes: vec![kv("k", "v".repeat(s))],
+                                dropped_attributes_count: 0,
+                            }),
+                            schema_url: format!("https://scope/{r}/{s}"),
+                            spans: backends
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, b)| Span {
+                                    trace_id: if b == u8::MAX {
+                                        Vec::new()
+                                    } else {
+                                        let mut id = vec![b; 16];
+                                        id[15] = i as u8;
+                                        id
+                                    },
+                                    span_id: vec![1; 8],
+                                    name: format!("span-{r}-{s}-{i}"),
+                                    attributes: vec![kv("i", i.to_string())],
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Each backend's part: the resources and scopes holding its spans, their other fields as
+    /// they were, its spans in order; scopes without its spans (and empty ones) left out.
+    #[test]
+    fn mixed_resources_are_re_framed_per_backend() {
+        // Resource 0: scope 0 spans to backends 0, 1, 0; scope 1 empty; scope 2 to 1.
+        // Resource 1: all to backend 1 (taken whole). Resource 2: no scope.
+        let req = traces_request(vec![
+            vec![vec![0, 1, 0], vec![], vec![1]],
+            vec![vec![1, 1]],
+            vec![],
+        ]);
+        let (split, parts) = split_traces(&req.encode_to_vec(), 2);
+        assert!(matches!(split, WireSplit::Parts(_)));
+        assert_eq!(parts.len(), 2);
+        let names = |r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest| -> Vec<(String, Vec<String>)> {
+            r.resource_spans
+                .iter()
+                .flat_map(|rs| {
+                    rs.scope_spans.iter().map(|ss| {
+                        (
+                            ss.scope.as_ref().unwrap().name.clone(),
+                            ss.spans.iter().map(|s| s.name.clone()).collect(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let (b0, p0) = &parts[0];
+        assert_eq!(*b0, 0);
+        assert_eq!(
+            names(p0),
+            vec![(
+                "scope-0-0".to_string(),
+                vec!["span-0-0-0".to_string(), "span-0-0-2".to_string()]
+            )]
+        );
+        let (b1, p1) = &parts[1];
+        assert_eq!(*b1, 1);
+        assert_eq!(
+            names(p1),
+            vec![
+                ("scope-0-0".to_string(), vec!["span-0-0-1".to_string()]),
+                ("scope-0-2".to_string(), vec!["span-0-2-0".to_string()]),
+                (
+                    "scope-1-0".to_string(),
+                    vec!["span-1-0-0".to_string(), "span-1-0-1".to_string()]
+                ),
+            ]
+        );
+        // Envelopes as they were: the resource, its schema URL; the scope, its schema URL.
+        for (part, resources) in [(p0, vec![0]), (p1, vec![0, 1])] {
+            assert_eq!(part.resource_spans.len(), resources.len());
+            for (rs, r) in part.resource_spans.iter().zip(resources) {
+                let want = &req.resource_spans[r];
+                assert_eq!(rs.resource, want.resource);
+                assert_eq!(rs.schema_url, want.schema_url);
+                for ss in &rs.scope_spans {
+                    let orig = want
+                        .scope_spans
+                        .iter()
+                        .find(|o| o.scope == ss.scope)
+                        .unwrap();
+                    assert_eq!(ss.schema_url, orig.schema_url);
+                    for s in &ss.spans {
+                        assert!(orig.spans.contains(s), "a span as it was");
+                    }
+                }
+            }
+        }
+        // Resource 1 went whole: its bytes are a range of the request, not a new buffer.
+        let WireSplit::Parts(forms) = split else {
+            unreachable!()
+        };
+        let whole = &forms[1].1;
+        assert_eq!(whole.resource_count(), 2);
+        assert_eq!(
+            whole.chunks.len(),
+            2,
+            "the request and the re-framed buffer"
+        );
+        let body = req.encode_to_vec();
+        let r1 = &whole.chunks[whole.resources[1].chunk]
+            [whole.resources[1].start..whole.resources[1].end];
+        assert!(body.windows(r1.len()).any(|w| w == r1));
+    }
+
+    /// One backend for everything: the wire form goes whole, empty scopes and resources
+    /// included (as the decoded split passes a payload on uncopied); no item: nothing.
+    #[test]
+    fn one_backend_takes_the_wire_form_whole() {
+        let req = traces_request(vec![vec![vec![1, 1], vec![]], vec![], vec![vec![1]]]);
+        let (split, _) = split_traces(&req.encode_to_vec(), 2);
+        assert!(matches!(split, WireSplit::One(1)), "{split:?}");
+        let req = traces_request(vec![vec![vec![], vec![]], vec![]]);
+        let (split, _) = split_traces(&req.encode_to_vec(), 2);
+        assert!(matches!(split, WireSplit::Nothing), "{split:?}");
+        // Spans without a trace id are a key like any other (here backend 2 of 3).
+        let req = traces_request(vec![vec![vec![u8::MAX, 0]]]);
+        let (_, parts) = split_traces(&req.encode_to_vec(), 2);
+        assert_eq!(
+            parts.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        assert!(
+            parts[1].1.resource_spans[0].scope_spans[0].spans[0]
+                .trace_id
+                .is_empty()
+        );
+    }
+
+    /// Lengths over 127 (two- and three-byte varints) are recomputed for the part's size, as
+    /// a part of a resource can need a shorter prefix than the whole.
+    #[test]
+    fn length_prefixes_are_recomputed() {
+        // 400 spans alternating between backends: the resource is over 16 KiB (a three-byte
+        // length), each part's scope under it (two bytes).
+        let req = traces_request(vec![vec![(0..400).map(|i| (i % 2) as u8).collect()]]);
+        let body = req.encode_to_vec();
+        assert!(body.len() > 16_384 && body.len() < 2 * 16_384);
+        let (_, parts) = split_traces(&body, 2);
+        assert_eq!(parts.len(), 2);
+        for (b, p) in &parts {
+            let spans = &p.resource_spans[0].scope_spans[0].spans;
+            assert_eq!(spans.len(), 200);
+            assert!(spans.iter().all(|s| usize::from(s.trace_id[0]) == *b));
+        }
+        // Together the parts hold every span once.
+        let mut all: Vec<String> = parts
+            .iter()
+            .flat_map(|(_, p)| {
+                p.resource_spans[0].scope_spans[0]
+                    .spans
+                    .iter()
+                    .map(|s| s.name.clone())
+            })
+            .collect();
+        all.sort();
+        let mut want: Vec<String> = req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        want.sort();
+        assert_eq!(all, want);
+    }
+
+    /// Unknown fields (in a span, a scope or a resource) make a request not clean: it is never
+    /// a wire form, so the splitter never has to carry a field it does not know.
+    #[test]
+    fn unknown_fields_are_not_clean() {
+        let req = traces_request(vec![vec![vec![0, 1]]]);
+        let body = req.encode_to_vec();
+        assert!(skim(Signal::Traces, &body).is_some());
+        // Field 99 (varint 1) appended inside a message: the outer lengths grow by 3.
+        let with_unknown = |depth: usize| -> Vec<u8> {
+            let mut r = req.clone();
+            let unknown = [0x98u8, 0x06, 0x01]; // key(99, VARINT), 1
+            let span = r.resource_spans[0].scope_spans[0].spans[0].encode_to_vec();
+            let scope = r.resource_spans[0].scope_spans[0].encode_to_vec();
+            let resource = r.resource_spans[0].encode_to_vec();
+            let mut inner = match depth {
+                0 => resource,
+                1 => scope,
+                _ => span,
+            };
+            inner.extend_from_slice(&unknown);
+            // Re-wrap by hand, inside out.
+            let wrap = |field: u8, msg: &[u8], rest: &[u8]| -> Vec<u8> {
+                let mut out = vec![(field << 3) | 2];
+                prost::encoding::encode_varint(msg.len() as u64, &mut out);
+                out.extend_from_slice(msg);
+                out.extend_from_slice(rest);
+                out
+            };
+            if depth >= 2 {
+                r.resource_spans[0].scope_spans[0].spans.remove(0);
+                let rest = r.resource_spans[0].scope_spans[0].encode_to_vec();
+                inner = wrap(2, &inner, &rest);
+            }
+            if depth >= 1 {
+                r.resource_spans[0].scope_spans.remove(0);
+                let rest = r.resource_spans[0].encode_to_vec();
+                inner = wrap(2, &inner, &rest);
+            }
+            wrap(1, &inner, &[])
+        };
+        for depth in 0..3 {
+            let body = with_unknown(depth);
+            assert!(
+                ExportTraceServiceRequest::decode(&body[..]).is_ok(),
+                "depth {depth}: well formed"
+            );
+            assert!(
+                skim(Signal::Traces, &body).is_none(),
+                "depth {depth}: not clean"
+            );
+        }
+    }
+
     use super::super::Slot;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 }
