@@ -23,7 +23,11 @@ must be what one gateway seeing every span keeps.
 - test_mixed_fleet_otlp_and_flight_agents_agree: one agent as a Collector agent is configured
   (`protocol.otlp`, backends `<ip>:<otlp port>`), the other with `protocol.flight` and `port`
   (the shipped agent.yaml's way) on the same backend strings: every trace, half its spans
-  through each agent, is whole on the one gateway the Collector's ring names.
+  through each agent, is whole on the one gateway the Collector's ring names. The OTLP agent
+  routes the requests' bytes without decoding them, the Flight agent decodes: they agree.
+
+The agents with `protocol.otlp` (otlp -> batch -> loadbalancing) route the SDK's requests as
+their bytes (test_loadbalancing_undecoded.py checks that path on its own).
 
 Decision waits are 2 s, so each test takes tens of seconds."""
 
@@ -465,6 +469,11 @@ def test_mixed_fleet_otlp_and_flight_agents_agree(sluice):
         assert {k for k in (f"loadbalancing/{e}" for e in endpoints)
                 if flight.metric("otelcol_exporter_sent_spans_total", exporter=k)} \
             == {f"loadbalancing/{e}" for e in endpoints}
+        # The OTLP agent routed the requests' bytes by a skim of their trace ids; the Flight
+        # agent (which sends tables) decoded them: both sent every trace to one gateway.
+        assert collector_like.metric("sluice_receiver_undecoded_requests_total",
+                                     receiver="otlp") > 0
+        assert not flight.metric("sluice_receiver_undecoded_requests_total", receiver="otlp")
     finally:
         svc.shutdown()
         stop_in_order([collector_like, flight], gateways)
