@@ -10,6 +10,11 @@
 //! - `split_and_settle` / `split_per_backend_filter_and_settle`: the same, then every part's
 //!   tables built, as the exporter queue does when it takes a part (the full copy of every
 //!   span, attribute, event and link).
+//! - `split_wire`: the request still as its bytes (a wire form, as a pipeline that reads no
+//!   tables holds it), split by a walk of its spans' trace ids and re-framed per backend
+//!   (`routing::split_wire`): the whole of what routing costs on that path, as the parts are
+//!   sent as they are; `split_wire_to_bytes` adds writing each part out as one request body
+//!   (what the exporter's encode does with it).
 //!
 //! `cargo bench -p sluice-benches --bench loadbalancing -- --warm-up-time 2 --measurement-time 5`
 
@@ -42,6 +47,20 @@ fn bench(c: &mut Criterion) {
             assert_eq!(batch, pb.table(t), "{t:?}");
         }
     }
+    let body = bytes::Bytes::from(buf.clone());
+    let skim = sluice_engine::otlp::skim(sluice_engine::Signal::Traces, &body).expect("clean");
+    let wire = sluice_engine::Payload::from_wire(
+        sluice_engine::Signal::Traces,
+        sluice_engine::payload::WireForm::new(body, &skim),
+    );
+    let wire_parts = routing::split_wire(&wire, &key, &ring)
+        .expect("a wire form")
+        .expect("split");
+    assert_eq!(
+        wire_parts.iter().map(|(b, p)| (*b, p.item_count())).collect::<Vec<_>>(),
+        parts.iter().map(|(b, p)| (*b, p.item_count())).collect::<Vec<_>>(),
+        "the wire split sends as many spans to each backend"
+    );
     let mut g = c.benchmark_group("loadbalancing_1000_spans_3_backends");
     g.throughput(Throughput::Elements(payload.item_count() as u64));
     g.bench_function("positions", |b| {
@@ -58,6 +77,19 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("split_per_backend_filter_and_settle", |b| {
         b.iter(|| settled(split_per_backend_filter(&payload, &key, &ring)))
+    });
+    g.bench_function("split_wire", |b| {
+        b.iter(|| routing::split_wire(&wire, &key, &ring).expect("wire").expect("split"))
+    });
+    g.bench_function("split_wire_to_bytes", |b| {
+        b.iter(|| {
+            routing::split_wire(&wire, &key, &ring)
+                .expect("wire")
+                .expect("split")
+                .iter()
+                .map(|(_, p)| sluice_engine::otlp::encode_to_bytes(p).len())
+                .sum::<usize>()
+        })
     });
     g.finish();
 }

@@ -63,7 +63,8 @@ pub trait Consumer: Send + Sync + 'static {
     /// ([`crate::otlp::skim`]). Asked once, when the receiver is built. The default, `false`,
     /// is always correct (a wire form is decoded on its first read anyway); a component says
     /// `true` only if it never reads or changes tables: `batch` and `memory_limiter` (asking
-    /// the component after them), the OTLP protobuf exporters, `nop`.
+    /// the component after them), the OTLP protobuf exporters, `nop`, and `loadbalancing`
+    /// with OTLP backends under `traceID` (it routes wire forms by a skim of their trace ids).
     fn keeps_wire_form(&self) -> bool {
         false
     }
