@@ -57,8 +57,14 @@ fn bench(c: &mut Criterion) {
         .expect("a wire form")
         .expect("split");
     assert_eq!(
-        wire_parts.iter().map(|(b, p)| (*b, p.item_count())).collect::<Vec<_>>(),
-        parts.iter().map(|(b, p)| (*b, p.item_count())).collect::<Vec<_>>(),
+        wire_parts
+            .iter()
+            .map(|(b, p)| (*b, p.item_count()))
+            .collect::<Vec<_>>(),
+        parts
+            .iter()
+            .map(|(b, p)| (*b, p.item_count()))
+            .collect::<Vec<_>>(),
         "the wire split sends as many spans to each backend"
     );
     let mut g = c.benchmark_group("loadbalancing_1000_spans_3_backends");
@@ -79,7 +85,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| settled(split_per_backend_filter(&payload, &key, &ring)))
     });
     g.bench_function("split_wire", |b| {
-        b.iter(|| routing::split_wire(&wire, &key, &ring).expect("wire").expect("split"))
+        b.iter(|| {
+            routing::split_wire(&wire, &key, &ring)
+                .expect("wire")
+                .expect("split")
+        })
     });
     g.bench_function("split_wire_to_bytes", |b| {
         b.iter(|| {

@@ -218,28 +218,32 @@ impl WireForm {
         parts: usize,
         mut backend_of: impl FnMut(&[u8]) -> usize,
     ) -> Result<WireSplit, SplitError> {
-        // Each backend's resources; a chunk index of `self.chunks.len()` is its new buffer.
+        // Each backend's resources; a chunk index of `self.chunks.len()` is its new buffer,
+        // sized exactly before anything is written (growing it by doubling, then shrinking it
+        // to its size, was a realloc and a copy of every byte again).
         let framed = self.chunks.len();
         let mut kept: Vec<Vec<WireResource>> = vec![Vec::new(); parts];
-        let mut outs: Vec<Vec<u8>> = vec![Vec::new(); parts];
+        let mut sizes = vec![0usize; parts];
+        // The resources re-framed, by walk index, with their field.
+        let mut reframed: Vec<(usize, &[u8])> = Vec::new();
         let mut used: Option<usize> = None;
         let mut several = false;
-        let mut note = |b: usize, used: &mut Option<usize>| match *used {
-            None => *used = Some(b),
-            Some(u) if u != b => several = true,
-            Some(_) => {}
-        };
-        for r in &self.resources {
+        splitter.clear();
+        for (walk, r) in self.resources.iter().enumerate() {
             let field = &self.chunks[r.chunk][r.start..r.end];
             let walked = splitter.walk(field, &mut backend_of)?;
             if walked.items != r.items {
                 return Err(SplitError::new("item count differs from the skim's"));
             }
-            if let Some(b) = walked.only {
+            for &b in splitter.backends(walk) {
                 if b >= parts {
                     return Err(SplitError::new("a backend out of range"));
                 }
-                note(b, &mut used);
+                match used {
+                    None => used = Some(b),
+                    Some(u) if u != b => several = true,
+                    Some(_) => {}
+                }
             }
             if walked.items == 0 {
                 continue;
@@ -248,15 +252,17 @@ impl WireForm {
                 kept[b].push(*r);
                 continue;
             }
-            splitter.write(field, &mut outs, |b, start, end, items| {
-                note(b, &mut used);
+            for &b in splitter.backends(walk) {
+                let (len, items) = splitter.framed_len(walk, b);
                 kept[b].push(WireResource {
                     chunk: framed,
-                    start,
-                    end,
+                    start: sizes[b],
+                    end: sizes[b] + len,
                     items,
                 });
-            })?;
+                sizes[b] += len;
+            }
+            reframed.push((walk, field));
         }
         let Some(first) = used else {
             return Ok(WireSplit::Nothing);
@@ -264,13 +270,21 @@ impl WireForm {
         if !several {
             return Ok(WireSplit::One(first));
         }
+        let mut outs: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for &(walk, field) in &reframed {
+            for &b in splitter.backends(walk) {
+                splitter.write(walk, field, b, &mut outs[b]);
+            }
+        }
         let mut split = Vec::new();
         for (b, (resources, out)) in kept.into_iter().zip(outs).enumerate() {
             if resources.is_empty() {
                 continue;
             }
-            // The new buffer at its size: the memory account counts a part's bytes.
-            let out = Bytes::from(out.into_boxed_slice());
+            if out.len() != sizes[b] {
+                return Err(SplitError::new("a part's size differs from its sizing"));
+            }
+            let out = Bytes::from(out);
             let mut chunks: Vec<Bytes> = Vec::new();
             let mut map: Vec<Option<usize>> = vec![None; framed + 1];
             let resources: Vec<WireResource> = resources

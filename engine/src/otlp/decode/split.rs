@@ -20,7 +20,7 @@
 //! its other fields before its items; fields of one number (a repeated field, or a message
 //! field given twice, which merges) keep their order, so the decoder reads the same.
 
-use super::wire::{LEN, Reader, key};
+use super::wire::{I32, I64, LEN, Reader, VARINT, key};
 use crate::schema::Signal;
 
 /// The bytes did not have the shape a clean request has.
@@ -73,23 +73,32 @@ struct Scope {
     items: (u32, u32),
 }
 
-/// Walks and re-frames resource fields of one signal; its lists are reused from one resource
-/// to the next.
+/// One walked resource field: index ranges of the splitter's lists.
+#[derive(Debug, Clone, Copy)]
+struct Resource {
+    fields: (u32, u32),
+    scopes: (u32, u32),
+    backends: (u32, u32),
+}
+
+/// Walks and re-frames the resource fields of one request (or of a batch of them): each
+/// [`walk`](Self::walk) appends a resource to its lists, so that every backend's part can be
+/// sized exactly ([`framed_len`](Self::framed_len)) before any is written
+/// ([`write`](Self::write)); the lists are reused after a [`clear`](Self::clear).
 #[derive(Debug)]
 pub struct ItemSplitter {
     /// The item message's `trace_id` key: `Span.trace_id = 1`, `LogRecord.trace_id = 9`.
     trace_id_key: u32,
-    /// The resource's fields other than `scope_*`.
+    resources: Vec<Resource>,
+    /// The resources' fields other than `scope_*`, as ranges of their resource field.
     resource_fields: Vec<Range>,
     scopes: Vec<Scope>,
     /// The scopes' fields other than their items.
     scope_fields: Vec<Range>,
     /// Every item field (key, length, message) with its backend.
     items: Vec<(Range, usize)>,
-    /// The backends of the walked resource, in order of first appearance.
+    /// Each resource's backends, in order of first appearance.
     backends: Vec<usize>,
-    /// The re-framed length of each scope for the backend being written (0: not written).
-    scope_lens: Vec<usize>,
 }
 
 impl ItemSplitter {
@@ -102,27 +111,34 @@ impl ItemSplitter {
         };
         Some(ItemSplitter {
             trace_id_key,
+            resources: Vec::new(),
             resource_fields: Vec::new(),
             scopes: Vec::new(),
             scope_fields: Vec::new(),
             items: Vec::new(),
             backends: Vec::new(),
-            scope_lens: Vec::new(),
         })
     }
 
-    /// Walks the top-level resource field `field` (its key, length and message): every item's
-    /// backend is `backend_of(its trace_id bytes)`, the bytes empty for an item without one.
-    pub fn walk(
-        &mut self,
-        field: &[u8],
-        backend_of: &mut impl FnMut(&[u8]) -> usize,
-    ) -> Result<Walked, SplitError> {
+    /// Forgets every walked resource.
+    pub fn clear(&mut self) {
+        self.resources.clear();
         self.resource_fields.clear();
         self.scopes.clear();
         self.scope_fields.clear();
         self.items.clear();
         self.backends.clear();
+    }
+
+    /// Walks the top-level resource field `field` (its key, length and message): every item's
+    /// backend is `backend_of(its trace_id bytes)`, the bytes empty for an item without one.
+    /// The resource is the next index (from 0 after a [`clear`](Self::clear)) for
+    /// [`framed_len`](Self::framed_len) and [`write`](Self::write).
+    pub fn walk(
+        &mut self,
+        field: &[u8],
+        backend_of: &mut impl FnMut(&[u8]) -> usize,
+    ) -> Result<Walked, SplitError> {
         if field.len() > u32::MAX as usize {
             return Err(SplitError("a resource over 4 GiB"));
         }
@@ -135,24 +151,30 @@ impl ItemSplitter {
         if top.has_more() {
             return Err(SplitError("more than one top-level field"));
         }
+        let (fields_from, scopes_from, items_from, backends_from) = (
+            self.resource_fields.len(),
+            self.scopes.len(),
+            self.items.len(),
+            self.backends.len(),
+        );
         let mut empty_scope = false;
         let mut mixed = false;
         while resource.has_more() {
             let start = resource.base() + resource.pos();
             let k = resource.key().map_err(malformed)?;
             if k != key(2, LEN) {
-                resource.skip_value(k & 7).map_err(malformed)?;
+                skip(&mut resource, k).ok_or(SplitError("malformed protobuf"))?;
                 let end = resource.base() + resource.pos();
                 self.resource_fields.push(range(start, end));
                 continue;
             }
             let mut scope = resource.message().map_err(malformed)?;
-            let (fields_from, items_from) = (self.scope_fields.len(), self.items.len());
+            let (scope_fields_from, scope_items_from) = (self.scope_fields.len(), self.items.len());
             while scope.has_more() {
                 let start = scope.base() + scope.pos();
                 let k = scope.key().map_err(malformed)?;
                 if k != key(2, LEN) {
-                    scope.skip_value(k & 7).map_err(malformed)?;
+                    skip(&mut scope, k).ok_or(SplitError("malformed protobuf"))?;
                     let end = scope.base() + scope.pos();
                     self.scope_fields.push(range(start, end));
                     continue;
@@ -166,31 +188,37 @@ impl ItemSplitter {
                     if k == self.trace_id_key {
                         trace_id = item.bytes().map_err(malformed)?;
                     } else {
-                        item.skip_value(k & 7).map_err(malformed)?;
+                        skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
                     }
                 }
                 let backend = backend_of(trace_id);
-                match self.backends.first() {
+                let mine = &self.backends[backends_from..];
+                match mine.first() {
                     None => self.backends.push(backend),
                     Some(&first) if first == backend => {}
                     Some(_) => {
                         mixed = true;
-                        if !self.backends.contains(&backend) {
+                        if !mine.contains(&backend) {
                             self.backends.push(backend);
                         }
                     }
                 }
                 self.items.push((range(start, end), backend));
             }
-            empty_scope |= self.items.len() == items_from;
+            empty_scope |= self.items.len() == scope_items_from;
             self.scopes.push(Scope {
-                fields: (fields_from as u32, self.scope_fields.len() as u32),
-                items: (items_from as u32, self.items.len() as u32),
+                fields: (scope_fields_from as u32, self.scope_fields.len() as u32),
+                items: (scope_items_from as u32, self.items.len() as u32),
             });
         }
+        self.resources.push(Resource {
+            fields: (fields_from as u32, self.resource_fields.len() as u32),
+            scopes: (scopes_from as u32, self.scopes.len() as u32),
+            backends: (backends_from as u32, self.backends.len() as u32),
+        });
         Ok(Walked {
-            items: self.items.len(),
-            only: match (mixed, self.backends.first()) {
+            items: self.items.len() - items_from,
+            only: match (mixed, self.backends.get(backends_from)) {
                 (false, Some(&b)) => Some(b),
                 _ => None,
             },
@@ -198,72 +226,116 @@ impl ItemSplitter {
         })
     }
 
-    /// After a [`walk`](Self::walk) of `field`: appends the re-framed resource field of every
-    /// backend its items go to onto `outs[backend]`, and calls `placed(backend, start, end,
-    /// items)` with where it was written.
-    pub fn write(
-        &mut self,
-        field: &[u8],
-        outs: &mut [Vec<u8>],
-        mut placed: impl FnMut(usize, usize, usize, usize),
-    ) -> Result<(), SplitError> {
-        let resource_fields: usize = self.resource_fields.iter().map(|r| r.len()).sum();
-        for bi in 0..self.backends.len() {
-            let b = self.backends[bi];
-            let out = outs
-                .get_mut(b)
-                .ok_or(SplitError("a backend out of range"))?;
-            // Each scope's length for this backend, then the resource's.
-            self.scope_lens.clear();
-            let mut resource_len = resource_fields;
-            let mut items = 0;
-            for s in &self.scopes {
-                let mine: usize = self.items[s.items.0 as usize..s.items.1 as usize]
-                    .iter()
-                    .filter(|(_, ib)| *ib == b)
-                    .map(|(r, _)| {
-                        items += 1;
-                        r.len()
-                    })
-                    .sum();
-                if mine == 0 {
-                    self.scope_lens.push(0);
-                    continue;
-                }
-                let len = mine
-                    + self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]
-                        .iter()
-                        .map(|r| r.len())
-                        .sum::<usize>();
-                self.scope_lens.push(len);
-                resource_len += 1 + varint_len(len) + len;
+    /// The backends walked resource `resource` has items for, in order of first appearance.
+    pub fn backends(&self, resource: usize) -> &[usize] {
+        let r = &self.resources[resource];
+        &self.backends[r.backends.0 as usize..r.backends.1 as usize]
+    }
+
+    /// The bytes of walked resource `resource` re-framed for `backend` (key and length
+    /// included), and its items; `(0, 0)` when none of its items goes there.
+    pub fn framed_len(&self, resource: usize, backend: usize) -> (usize, usize) {
+        let r = &self.resources[resource];
+        let mut len = sum_len(&self.resource_fields[r.fields.0 as usize..r.fields.1 as usize]);
+        let mut items = 0;
+        for s in &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize] {
+            let (scope_len, n) = self.scope_len(s, backend);
+            if n > 0 {
+                items += n;
+                len += 1 + varint_len(scope_len) + scope_len;
             }
-            let start = out.len();
-            out.reserve(1 + varint_len(resource_len) + resource_len);
-            out.push(key(1, LEN) as u8);
-            put_varint(out, resource_len);
-            for r in &self.resource_fields {
-                out.extend_from_slice(&field[r.start as usize..r.end as usize]);
-            }
-            for (s, &len) in self.scopes.iter().zip(&self.scope_lens) {
-                if len == 0 {
-                    continue;
-                }
-                out.push(key(2, LEN) as u8);
-                put_varint(out, len);
-                for r in &self.scope_fields[s.fields.0 as usize..s.fields.1 as usize] {
-                    out.extend_from_slice(&field[r.start as usize..r.end as usize]);
-                }
-                for (r, _) in self.items[s.items.0 as usize..s.items.1 as usize]
-                    .iter()
-                    .filter(|(_, ib)| *ib == b)
-                {
-                    out.extend_from_slice(&field[r.start as usize..r.end as usize]);
-                }
-            }
-            placed(b, start, out.len(), items);
         }
-        Ok(())
+        if items == 0 {
+            return (0, 0);
+        }
+        (1 + varint_len(len) + len, items)
+    }
+
+    /// A scope's message length holding `backend`'s items, and how many.
+    fn scope_len(&self, s: &Scope, backend: usize) -> (usize, usize) {
+        let mut items = 0;
+        let mine: usize = self.items[s.items.0 as usize..s.items.1 as usize]
+            .iter()
+            .filter(|(_, b)| *b == backend)
+            .map(|(r, _)| {
+                items += 1;
+                r.len()
+            })
+            .sum();
+        if items == 0 {
+            return (0, 0);
+        }
+        (
+            mine + sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]),
+            items,
+        )
+    }
+
+    /// Appends walked resource `resource` (whose bytes are `field`) re-framed for `backend`
+    /// to `out`: its other fields as they are, each scope holding items of `backend` with
+    /// its other fields as they are and those items, lengths recomputed. Returns the bytes
+    /// written ([`framed_len`](Self::framed_len)'s).
+    pub fn write(&self, resource: usize, field: &[u8], backend: usize, out: &mut Vec<u8>) -> usize {
+        let (total, _) = self.framed_len(resource, backend);
+        if total == 0 {
+            return 0;
+        }
+        let r = &self.resources[resource];
+        let copy = |out: &mut Vec<u8>, ranges: &[Range]| {
+            for x in ranges {
+                out.extend_from_slice(&field[x.start as usize..x.end as usize]);
+            }
+        };
+        let start = out.len();
+        out.reserve(total);
+        let resource_fields = &self.resource_fields[r.fields.0 as usize..r.fields.1 as usize];
+        let mut len = sum_len(resource_fields);
+        let scopes = &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize];
+        for s in scopes {
+            let (scope_len, n) = self.scope_len(s, backend);
+            if n > 0 {
+                len += 1 + varint_len(scope_len) + scope_len;
+            }
+        }
+        out.push(key(1, LEN) as u8);
+        put_varint(out, len);
+        copy(out, resource_fields);
+        for s in scopes {
+            let (scope_len, n) = self.scope_len(s, backend);
+            if n == 0 {
+                continue;
+            }
+            out.push(key(2, LEN) as u8);
+            put_varint(out, scope_len);
+            copy(
+                out,
+                &self.scope_fields[s.fields.0 as usize..s.fields.1 as usize],
+            );
+            for (x, _) in self.items[s.items.0 as usize..s.items.1 as usize]
+                .iter()
+                .filter(|(_, b)| *b == backend)
+            {
+                out.extend_from_slice(&field[x.start as usize..x.end as usize]);
+            }
+        }
+        out.len() - start
+    }
+}
+
+fn sum_len(ranges: &[Range]) -> usize {
+    ranges.iter().map(|r| r.len()).sum()
+}
+
+/// Skips the value of a field with key `k`: [`Reader::skip_value`], inlined (the walk skips
+/// every field of every item but the trace id, and a call per field was a quarter of it).
+#[inline(always)]
+fn skip(r: &mut Reader<'_>, k: u32) -> Option<()> {
+    match k & 7 {
+        LEN => r.bytes().ok().map(drop),
+        VARINT => r.varint().ok().map(drop),
+        I64 => r.fixed64().ok().map(drop),
+        I32 => r.fixed32().ok().map(drop),
+        _ => None,
     }
 }
 
