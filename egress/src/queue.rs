@@ -55,9 +55,13 @@
 //! refused forever.
 //! Queued and in-flight payloads are held in the memory account
 //! (`sluice_memory_held_bytes{component="<exporter>",kind="queue"}`) until delivered or
-//! dropped; a payload being sent counts twice (the data and its encoding). While a
-//! `memory_limiter` refuses new data, the exporter sends one request at a time rather than
-//! `num_consumers` (each send adds an encoding beside the data).
+//! dropped; a payload being sent counts twice (the data and its encoding) — except a payload in
+//! its wire form sent by an exporter that sends those bytes as they are (OTLP protobuf over
+//! gRPC or HTTP: [`Sender::encoding_copies`]), whose request is slices of the payload's own
+//! buffers and counts once. A compressor's output is not counted (it is a fraction of the
+//! request, and freed when the attempt ends). While a `memory_limiter` refuses new data, the
+//! exporter sends one request at a time rather than `num_consumers` (each send adds an encoding
+//! beside the data).
 //!
 //! # Logs
 //!
@@ -356,6 +360,13 @@ pub trait Sender: Send + Sync + 'static {
     fn encode(&self, payload: &Payload) -> Result<Self::Request, SendError>;
     /// The request's size in bytes, uncompressed: what `max_request_size` limits.
     fn size(request: &Self::Request) -> usize;
+    /// Whether [`Sender::encode`]'s request for `payload` is memory of its own (an encoding),
+    /// rather than slices of the payload's own bytes (a wire form sent as it came in): the
+    /// memory account holds a payload being sent twice only when it is.
+    fn encoding_copies(&self, payload: &Payload) -> bool {
+        let _ = payload;
+        true
+    }
     /// Sends one encoded request of `signal` once (compressing it as configured).
     fn send(
         &self,
@@ -1266,9 +1277,10 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
                         // While it is sent the payload is held twice: the Arrow data and its
                         // encoding (OTLP protobuf is about the size of the Arrow data), so the
                         // memory limiter sees the send at once, not at its next RSS sample.
-                        // (A persistent queue's payload holds its encoding already.)
+                        // (A persistent queue's payload holds its encoding already; a wire form
+                        // sent from its own bytes has no encoding of its own.)
                         let mut held = held;
-                        if body.is_none() {
+                        if body.is_none() && inner.sender.encoding_copies(&payload) {
                             held.resize(held.bytes() as usize * 2);
                         }
                         // Failures are counted and logged inside; nobody is waiting for them.

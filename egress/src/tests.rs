@@ -51,7 +51,14 @@ pub(crate) struct Sink {
     reject_spans: Arc<AtomicUsize>,
     /// The encoded size of every traces request delivered to the handler.
     trace_request_sizes: Arc<Mutex<Vec<usize>>>,
+    /// Every traces request's bytes (as protobuf: what was received, for canonical
+    /// encodings) and metadata (the request's headers), when `record_traces` is set.
+    record_traces: Arc<std::sync::atomic::AtomicBool>,
+    trace_requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
+
+/// A request's protobuf bytes and its metadata.
+type RecordedRequest = (Vec<u8>, tonic::metadata::MetadataMap);
 
 impl Sink {
     fn check(&self) -> Result<(), Status> {
@@ -81,6 +88,12 @@ impl TraceService for Sink {
             .lock()
             .unwrap()
             .push(r.get_ref().encoded_len());
+        if self.record_traces.load(Ordering::SeqCst) {
+            self.trace_requests
+                .lock()
+                .unwrap()
+                .push((r.get_ref().encode_to_vec(), r.metadata().clone()));
+        }
         let ids = r
             .into_inner()
             .resource_spans
@@ -1919,4 +1932,295 @@ async fn wire_forms_are_sent_as_their_bytes_split_at_resources_to_the_limit() {
     eventually("the replayed spans", || sink.spans() >= 21).await;
     e.shutdown().await;
     assert_eq!(sink.spans(), 21);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending a request from its slices (`otlp::grpc_call`): the same bytes and the same answers as
+// tonic's own client, without copying the request.
+
+/// Three wire-form requests batched: a request of three slices of the bodies they came in.
+fn three_sliced_wire_forms() -> (Payload, Vec<u8>) {
+    use sluice_engine::otlp::testing::wire_traces;
+    let parts = [
+        wire_traces(0, 2, 10, 30),
+        wire_traces(100, 3, 40, 200),
+        wire_traces(1_000, 1, 5, 10),
+    ];
+    let mut appended = Vec::new();
+    for p in &parts {
+        appended.extend_from_slice(&sluice_engine::otlp::encode_to_vec(p));
+    }
+    let batch = Payload::concat(sluice_engine::schema::Signal::Traces, &parts).unwrap();
+    (batch, appended)
+}
+
+fn grpc_sender_to(endpoint: String, compression: &str) -> crate::otlp::GrpcSender {
+    let config: crate::otlp::OtlpGrpcConfig = serde_json::from_value(serde_json::json!({
+        "endpoint": endpoint, "tls": {"insecure": true}, "compression": compression,
+        "headers": {"x-tenant": "a"}}))
+    .unwrap();
+    crate::otlp::grpc_sender(&ComponentId::parse("otlp").unwrap(), &config).unwrap()
+}
+
+/// What the exporter made of a failed call before it sent requests itself: tonic's client
+/// (`Grpc::unary` with `BytesCodec`), its status mapped by the same `grpc_error`.
+async fn send_with_tonic_client(
+    addr: SocketAddr,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, crate::queue::SendError> {
+    let id = ComponentId::parse("otlp").unwrap();
+    let (channel, plaintext) = crate::otlp::grpc_channel(
+        &id,
+        &format!("http://{addr}"),
+        &serde_json::from_value(serde_json::json!({"insecure": true})).unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(Request::new(body), path, crate::otlp::BytesCodec)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| crate::otlp::with_tls_hint(crate::otlp::grpc_error(&s), plaintext))
+}
+
+/// A batch of wire forms is sent from its slices, uncompressed, gzip and zstd: the tonic
+/// server receives exactly the bytes of the requests appended, with gRPC's headers, tonic's
+/// user-agent and the configured metadata.
+#[tokio::test]
+async fn a_sliced_request_arrives_byte_identical_with_each_compression() {
+    use crate::queue::Sender;
+    let sink = Sink::default();
+    sink.record_traces.store(true, Ordering::SeqCst);
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let (batch, appended) = three_sliced_wire_forms();
+    for compression in ["none", "gzip", "zstd"] {
+        let sender = grpc_sender_to(format!("http://{addr}"), compression);
+        let request = sender.encode(&batch).unwrap();
+        assert_eq!(request.slices().len(), 3, "not joined into one buffer");
+        assert_eq!(request.len(), appended.len());
+        assert!(!sender.encoding_copies(&batch));
+        let sent = sender
+            .send(sluice_engine::schema::Signal::Traces, &request)
+            .await
+            .unwrap();
+        assert_eq!(sent.rejected, 0);
+        let (bytes, metadata) = sink.trace_requests.lock().unwrap().pop().unwrap();
+        assert!(bytes == appended, "{compression}: the bytes differ");
+        let header = |k: &str| {
+            metadata
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        assert_eq!(header("x-tenant").as_deref(), Some("a"));
+        assert_eq!(header("content-type").as_deref(), Some("application/grpc"));
+        assert_eq!(header("te").as_deref(), Some("trailers"));
+        assert!(header("user-agent").is_some_and(|v| v.starts_with("tonic/")));
+        let encoding = (compression != "none").then_some(compression);
+        assert_eq!(header("grpc-encoding").as_deref(), encoding);
+    }
+    assert_eq!(sink.spans(), 3 * (20 + 120 + 5));
+}
+
+/// Error statuses (a tonic server answers a handler's error trailers-only; a decoded message
+/// over its limit too) end in the same `SendError` as through tonic's client: retryable or
+/// not, "too large" or not, the same message.
+#[tokio::test]
+async fn a_trailers_only_status_is_the_same_send_error_as_before() {
+    use crate::queue::Sender;
+    let (batch, appended) = three_sliced_wire_forms();
+    for code in [
+        tonic::Code::Unavailable,
+        tonic::Code::PermissionDenied,
+        tonic::Code::ResourceExhausted,
+        tonic::Code::InvalidArgument,
+    ] {
+        let sink = Sink::default();
+        *sink.fail_with.lock().unwrap() = Some(code);
+        sink.fail_first.store(2, Ordering::SeqCst);
+        let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+        let sender = grpc_sender_to(format!("http://{addr}"), "none");
+        let new = sender
+            .send(
+                sluice_engine::schema::Signal::Traces,
+                &sender.encode(&batch).unwrap(),
+            )
+            .await
+            .unwrap_err();
+        let old = send_with_tonic_client(addr, appended.clone().into())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (new.retryable, new.too_large, &new.message),
+            (old.retryable, old.too_large, &old.message),
+            "{code:?}"
+        );
+        assert!(new.message.contains("injected failure"), "{}", new.message);
+    }
+    // Over the server's message limit: "too large", split rather than retried.
+    let sink = Sink::default();
+    let (addr, _stop) =
+        serve_sink_limited(sink.clone(), "127.0.0.1:0".parse().unwrap(), 1024).await;
+    let sender = grpc_sender_to(format!("http://{addr}"), "gzip");
+    let new = sender
+        .send(
+            sluice_engine::schema::Signal::Traces,
+            &sender.encode(&batch).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(new.too_large, "{}", new.message);
+    assert_eq!(sink.spans(), 0);
+}
+
+/// An HTTP/2 server that is not gRPC (a proxy, a load balancer) answers with an HTTP status
+/// and no `grpc-status`: mapped as gRPC specifies it (503 and 429 retryable, 404 and 403 not).
+/// With an empty body that is what tonic's client made of it, word for word; with an error
+/// page as the body, tonic's client read the page as gRPC ("invalid compression flag",
+/// `INTERNAL`, never retried) where the status now decides, and the page's start is quoted.
+#[tokio::test]
+async fn a_non_200_http_answer_is_mapped_from_its_status() {
+    use crate::queue::Sender;
+    let (batch, appended) = three_sliced_wire_forms();
+    for (status, retryable) in [(503u16, true), (429, true), (404, false), (403, false)] {
+        for page in ["", "no gRPC here"] {
+            let app = axum::Router::new().fallback(move || async move {
+                (axum::http::StatusCode::from_u16(status).unwrap(), page)
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_routes(tonic::service::Routes::from(app))
+                    .serve_with_incoming(incoming),
+            );
+            let sender = grpc_sender_to(format!("http://{addr}"), "none");
+            let new = sender
+                .send(
+                    sluice_engine::schema::Signal::Traces,
+                    &sender.encode(&batch).unwrap(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(new.retryable, retryable, "{status}: {}", new.message);
+            assert!(!new.too_large);
+            assert!(
+                new.message
+                    .contains(&format!("mapped from HTTP status code {status}")),
+                "{}",
+                new.message
+            );
+            assert!(new.message.contains(page), "{}", new.message);
+            if page.is_empty() {
+                let old = send_with_tonic_client(addr, appended.clone().into())
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    (new.retryable, new.too_large, &new.message),
+                    (old.retryable, old.too_large, &old.message),
+                    "{status}"
+                );
+            }
+            server.abort();
+        }
+    }
+}
+
+/// A server that reads part of a request and closes the connection: a retryable failure that
+/// says why (as through tonic's client), and the next request to a working server is sent.
+#[tokio::test]
+async fn a_connection_dropped_mid_request_is_retryable_with_its_cause() {
+    use crate::queue::Sender;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                // The preface, the headers and a part of the body; then gone.
+                let mut buf = vec![0u8; 16 << 10];
+                let mut total = 0;
+                while total < 32 << 10 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                counted.fetch_add(total, Ordering::SeqCst);
+                drop(socket);
+            });
+        }
+    });
+    // ~1 MB: far more than the peer reads before it closes.
+    let big = sluice_engine::otlp::testing::wire_traces(0, 20, 500, 80);
+    let sender = grpc_sender_to(format!("http://{addr}"), "none");
+    let request = sender.encode(&big).unwrap();
+    assert!(request.len() > 512 << 10);
+    let new = sender
+        .send(sluice_engine::schema::Signal::Traces, &request)
+        .await
+        .unwrap_err();
+    assert!(new.retryable, "{}", new.message);
+    assert!(!new.too_large);
+    assert!(
+        read.load(Ordering::SeqCst) >= 16 << 10,
+        "it was mid-request"
+    );
+    let old = send_with_tonic_client(addr, request.to_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (new.retryable, new.too_large),
+        (old.retryable, old.too_large)
+    );
+    assert!(new.message.len() > "Unknown: ".len(), "{}", new.message);
+}
+
+/// A payload being sent counts twice in the memory account when its request is an encoding of
+/// its own, once when the request is the wire form's own bytes.
+#[tokio::test]
+async fn a_wire_form_being_sent_is_held_once() {
+    // Accepts connections (the kernel's backlog) but never speaks HTTP/2: a send hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"),
+            "timeout": "30s", "compression": "none", "sending_queue": {"num_consumers": 1}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    let (wire, _) = three_sliced_wire_forms();
+    let bytes = wire.memory_size() as u64;
+    e.consume(wire).await.unwrap();
+    eventually("taken by the consumer", || {
+        t.value("otelcol_exporter_queue_size", &[("exporter", "otlp")]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(t.memory().held(), bytes, "a wire form sent as it is: once");
+
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"tls": {"insecure": true}, "endpoint": format!("http://{addr}"),
+            "timeout": "30s", "sending_queue": {"num_consumers": 1}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    let decoded = spans(0, 50);
+    let bytes = decoded.memory_size() as u64;
+    e.consume(decoded).await.unwrap();
+    eventually("held twice while sent", || t.memory().held() == 2 * bytes).await;
+    drop(silent);
 }

@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
+use request::SlicesBody;
 use serde::Deserialize;
 use sluice_engine::Payload;
 use sluice_engine::component::{
@@ -50,6 +51,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::grpc_target::{Balancer, ConnectTo, GrpcTarget, RoundRobin};
 use crate::loadbalancing::resolver::DnsResolver;
 use tonic::{Code, Status};
+
+mod grpc_call;
+mod request;
+
+pub use request::OtlpRequest;
 
 use crate::queue::{
     DEFAULT_MAX_REQUEST_SIZE, MIN_MAX_REQUEST_SIZE, QueueConfig, QueuedExporter, RetryConfig,
@@ -483,7 +489,8 @@ fn partial_success(signal: Signal, response: &[u8], json: bool) -> Sent {
 pub struct GrpcSender {
     target: GrpcTarget,
     compression: Option<CompressionEncoding>,
-    headers: tonic::metadata::MetadataMap,
+    /// Every call's headers: gRPC's and the configured metadata ([`grpc_call::call_headers`]).
+    headers: http::HeaderMap,
     /// Plaintext connection: failures get a hint when the peer may be speaking TLS.
     plaintext: bool,
     /// As configured, for logs.
@@ -491,42 +498,43 @@ pub struct GrpcSender {
 }
 
 impl Sender for GrpcSender {
-    type Request = Bytes;
+    type Request = OtlpRequest;
 
-    fn size(body: &Bytes) -> usize {
-        body.len()
+    fn size(request: &OtlpRequest) -> usize {
+        request.len()
     }
 
     fn endpoint(&self, _: Signal) -> &str {
         &self.endpoint
     }
 
-    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
-        // A wire form passed on whole is the request it came in: not even copied.
-        Ok(sluice_engine::otlp::encode_to_bytes(payload))
+    fn encode(&self, payload: &Payload) -> Result<OtlpRequest, SendError> {
+        // A wire form is sent from the bytes it came in: not copied.
+        Ok(OtlpRequest::from_slices(
+            sluice_engine::otlp::encode_to_slices(payload),
+        ))
     }
 
-    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
-        Some(otlp_protobuf)
+    fn encoding_copies(&self, payload: &Payload) -> bool {
+        payload.wire().is_none()
+    }
+
+    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<OtlpRequest> {
+        Some(OtlpRequest::from(otlp_protobuf))
     }
 
     fn encodes_wire_form(&self) -> bool {
         true
     }
 
-    async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
-        let mut grpc = tonic::client::Grpc::new(self.target.channel().await);
-        if let Some(c) = self.compression {
-            grpc = grpc.send_compressed(c).accept_compressed(c);
-        }
-        grpc.ready().await.map_err(|e| {
+    async fn send(&self, signal: Signal, request: &OtlpRequest) -> Result<Sent, SendError> {
+        let mut channel = self.target.channel().await;
+        grpc_call::ready(&mut channel).await.map_err(|e| {
             SendError::retryable(format!("connection not ready: {}", error_chain(&e)))
         })?;
-        let mut req = tonic::Request::new(body.clone());
-        *req.metadata_mut() = self.headers.clone();
-        let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
-        match grpc.unary(req, path, BytesCodec).await {
-            Ok(resp) => Ok(partial_success(signal, resp.get_ref(), false)),
+        let path = grpc_path(signal);
+        match grpc_call::unary(&mut channel, path, &self.headers, request, self.compression).await {
+            Ok(response) => Ok(partial_success(signal, &response, false)),
             Err(status) => Err(with_tls_hint(grpc_error(&status), self.plaintext)),
         }
     }
@@ -682,12 +690,13 @@ pub(crate) fn grpc_sender(
     c: &OtlpGrpcConfig,
 ) -> Result<GrpcSender, ComponentError> {
     let (target, plaintext) = grpc_target(id, c)?;
-    let headers = grpc_metadata(&c.headers).map_err(|e| ComponentError::new(id, e))?;
+    let metadata = grpc_metadata(&c.headers).map_err(|e| ComponentError::new(id, e))?;
     let compression = match c.compression {
         Compression::Gzip => Some(CompressionEncoding::Gzip),
         Compression::Zstd => Some(CompressionEncoding::Zstd),
         Compression::None | Compression::Empty => None,
     };
+    let headers = grpc_call::call_headers(metadata, compression);
     Ok(GrpcSender {
         target,
         compression,
@@ -760,14 +769,14 @@ impl OtlpHttpConfig {
 
 /// Plaintext only, or plaintext and TLS (by each URL's scheme).
 enum HttpClient {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Plain(Client<HttpConnector, SlicesBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, SlicesBody>),
 }
 
 impl HttpClient {
     async fn request(
         &self,
-        req: http::Request<Full<Bytes>>,
+        req: http::Request<SlicesBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
         match self {
             HttpClient::Plain(c) => c.request(req).await,
@@ -786,28 +795,34 @@ pub struct HttpSender {
 }
 
 impl Sender for HttpSender {
-    type Request = Bytes;
+    type Request = OtlpRequest;
 
-    fn size(body: &Bytes) -> usize {
-        body.len()
+    fn size(request: &OtlpRequest) -> usize {
+        request.len()
     }
 
     fn endpoint(&self, signal: Signal) -> &str {
         self.urls.get(&signal).map_or("", |(_, text)| text.as_str())
     }
 
-    fn encode(&self, payload: &Payload) -> Result<Bytes, SendError> {
+    fn encode(&self, payload: &Payload) -> Result<OtlpRequest, SendError> {
         Ok(match self.encoding {
-            HttpEncoding::Proto => sluice_engine::otlp::encode_to_bytes(payload),
-            HttpEncoding::Json => Bytes::from(
+            HttpEncoding::Proto => {
+                OtlpRequest::from_slices(sluice_engine::otlp::encode_to_slices(payload))
+            }
+            HttpEncoding::Json => OtlpRequest::from(Bytes::from(
                 sluice_engine::otlp::encode_json(payload)
                     .map_err(|e| SendError::permanent(format!("cannot encode JSON: {e}")))?,
-            ),
+            )),
         })
     }
 
-    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<Bytes> {
-        (self.encoding == HttpEncoding::Proto).then_some(otlp_protobuf)
+    fn encoding_copies(&self, payload: &Payload) -> bool {
+        self.encoding == HttpEncoding::Json || payload.wire().is_none()
+    }
+
+    fn reuse_otlp_protobuf(&self, otlp_protobuf: Bytes) -> Option<OtlpRequest> {
+        (self.encoding == HttpEncoding::Proto).then(|| OtlpRequest::from(otlp_protobuf))
     }
 
     /// Protobuf only: JSON is made from the tables.
@@ -815,17 +830,19 @@ impl Sender for HttpSender {
         self.encoding == HttpEncoding::Proto
     }
 
-    async fn send(&self, signal: Signal, body: &Bytes) -> Result<Sent, SendError> {
+    async fn send(&self, signal: Signal, request: &OtlpRequest) -> Result<Sent, SendError> {
+        // Levels: gzip 1 (fast), zstd 1.
+        let compressed = |codec, name| {
+            request::compress(codec, request.slices(), 0)
+                .map(|out| (SlicesBody::new([Bytes::from(out)]), Some(name)))
+                .map_err(|e| SendError::permanent(format!("{name}: {e}")))
+        };
         let (body, content_encoding) = match self.compression {
-            Compression::Gzip => (Bytes::from(gzip(body)), Some("gzip")),
-            Compression::Zstd => (
-                Bytes::from(
-                    zstd::encode_all(&body[..], 1)
-                        .map_err(|e| SendError::permanent(format!("zstd: {e}")))?,
-                ),
-                Some("zstd"),
-            ),
-            Compression::None | Compression::Empty => (body.clone(), None),
+            Compression::Gzip => compressed(request::Codec::Gzip(1), "gzip")?,
+            Compression::Zstd => compressed(request::Codec::Zstd(1), "zstd")?,
+            Compression::None | Compression::Empty => {
+                (SlicesBody::new(request.slices().iter().cloned()), None)
+            }
         };
         let uri = self
             .urls
@@ -841,7 +858,7 @@ impl Sender for HttpSender {
                     HttpEncoding::Json => "application/json",
                 },
             )
-            .body(Full::new(body))
+            .body(body)
             .map_err(|e| SendError::permanent(e.to_string()))?;
         if let Some(ce) = content_encoding {
             req.headers_mut().insert(
@@ -892,14 +909,6 @@ impl Sender for HttpSender {
             message,
         })
     }
-}
-
-fn gzip(b: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e =
-        flate2::write::GzEncoder::new(Vec::with_capacity(b.len() / 4), flate2::Compression::fast());
-    let _ = e.write_all(b);
-    e.finish().unwrap_or_default()
 }
 
 pub struct OtlpHttpFactory;

@@ -24,4 +24,6 @@ pub use decode::{
     decode_json_with_stats, decode_logs, decode_metrics, decode_traces, decode_with_stats,
     decoded_size_estimate, skim,
 };
-pub use encode::{EncodeError, encode, encode_json, encode_to_bytes, encode_to_vec};
+pub use encode::{
+    EncodeError, encode, encode_json, encode_to_bytes, encode_to_slices, encode_to_vec,
+};

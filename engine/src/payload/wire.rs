@@ -105,17 +105,37 @@ impl WireForm {
         }
     }
 
+    /// The request's bytes as slices of the bodies they came in, uncopied, in order: one per
+    /// run of adjacent resource fields of one body (a request passed on whole is one slice).
+    /// What a sender writes to the socket one after the other, so a batch of wire forms is
+    /// sent without being copied into one buffer first.
+    pub fn slices(&self) -> Vec<Bytes> {
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut run: Option<(usize, usize, usize)> = None;
+        for r in &self.resources {
+            run = match run {
+                Some((chunk, start, end)) if chunk == r.chunk && end == r.start => {
+                    Some((chunk, start, r.end))
+                }
+                Some((chunk, start, end)) => {
+                    out.push(self.chunks[chunk].slice(start..end));
+                    Some((r.chunk, r.start, r.end))
+                }
+                None => Some((r.chunk, r.start, r.end)),
+            };
+        }
+        if let Some((chunk, start, end)) = run {
+            out.push(self.chunks[chunk].slice(start..end));
+        }
+        out
+    }
+
     /// The request's bytes: the body it came in, uncopied, when it is one range of it (a
     /// request passed on whole); else the ranges copied into one buffer.
     pub fn to_bytes(&self) -> Bytes {
-        if let (Some(first), Some(last)) = (self.resources.first(), self.resources.last()) {
-            let contiguous = self
-                .resources
-                .windows(2)
-                .all(|w| w[1].chunk == w[0].chunk && w[1].start == w[0].end);
-            if contiguous {
-                return self.chunks[first.chunk].slice(first.start..last.end);
-            }
+        let mut slices = self.slices();
+        if slices.len() <= 1 {
+            return slices.pop().unwrap_or_default();
         }
         let mut out = Vec::with_capacity(self.bytes);
         self.write_to(&mut out);
@@ -486,6 +506,12 @@ mod tests {
             let mut appended = Vec::new();
             bodies.iter().for_each(|b| appended.extend_from_slice(b));
             prop_assert_eq!(&wire.to_bytes()[..], &appended[..]);
+            // Its slices are the same bytes, at most one per body (each is passed on whole),
+            // none empty.
+            let slices = wire.slices();
+            prop_assert!(slices.len() <= bodies.len());
+            prop_assert!(slices.iter().all(|s| !s.is_empty()));
+            prop_assert_eq!(slices.concat(), appended.clone());
             assert_payload_eq(&decode(signal, &wire.to_bytes()).unwrap(), &want);
 
             let resource_items: Vec<usize> = wire.resources.iter().map(|r| r.items).collect();
@@ -501,6 +527,8 @@ mod tests {
                     }
                     let rejoined = WireForm::concat(again.iter().copied());
                     prop_assert_eq!(&rejoined.to_bytes()[..], &appended[..]);
+                    let sliced: Vec<u8> = again.iter().flat_map(|c| c.slices()).flatten().collect();
+                    prop_assert_eq!(sliced, appended.clone());
                     prop_assert_eq!(
                         chunks.iter().map(Payload::item_count).sum::<usize>(),
                         want.item_count()

@@ -105,6 +105,16 @@ pub fn encode_to_bytes(payload: &Payload) -> bytes::Bytes {
     }
 }
 
+/// [`encode`] as slices sent one after the other: a payload in its wire form is the slices of
+/// the requests it came in ([`crate::payload::WireForm::slices`]), uncopied; any other payload
+/// is its encoding, one slice.
+pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
+    match payload.wire() {
+        Some(wire) => wire.slices(),
+        None => vec![bytes::Bytes::from(encode_to_vec(payload))],
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Parent/child plumbing
 // ---------------------------------------------------------------------------------------------
