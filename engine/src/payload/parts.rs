@@ -98,6 +98,9 @@ mod tests {
             "before a read, the parts' bytes"
         );
         assert_eq!(encode_to_vec(&deferred), encode_to_vec(&eager));
+        let sliced = crate::otlp::encode_to_slices(&deferred);
+        assert!(sliced.len() <= 1, "decoded parts encode into one slice");
+        assert_eq!(sliced.concat(), encode_to_vec(&eager));
         let chunks = deferred.split_items(max).unwrap();
         let mut rejoined = Vec::new();
         for c in &chunks {
@@ -218,5 +221,29 @@ mod tests {
         let one = Payload::concat_deferred(Signal::Traces, vec![p.clone()]).unwrap();
         assert!(one.parts().is_none());
         assert!(Payload::concat_deferred(Signal::Logs, vec![p.clone(), p]).is_err());
+    }
+
+    /// Deferred parts mixing wire forms and decoded payloads are sent as the wire parts' own
+    /// slices (the bodies they came in, not copied) with the decoded neighbours' encoding
+    /// between them: the same bytes as encoding the whole.
+    #[test]
+    fn mixed_parts_are_sent_as_their_slices() {
+        use crate::otlp::testing::wire_traces;
+        let decoded = |p: &Payload| decode(Signal::Traces, &encode_to_vec(p)).unwrap();
+        let (wire_a, wire_d) = (wire_traces(0, 2, 3, 10), wire_traces(300, 3, 1, 10));
+        let parts = vec![
+            wire_a.clone(),
+            decoded(&wire_traces(100, 1, 4, 10)),
+            decoded(&wire_traces(200, 1, 2, 10)),
+            wire_d.clone(),
+        ];
+        let deferred = Payload::concat_deferred(Signal::Traces, parts).unwrap();
+        assert!(deferred.parts().is_some());
+        let slices = crate::otlp::encode_to_slices(&deferred);
+        assert_eq!(slices.len(), 3, "wire, the two decoded parts, wire");
+        assert_eq!(slices.concat(), encode_to_vec(&deferred));
+        let body = |p: &Payload| p.wire().unwrap().slices()[0].as_ptr();
+        assert_eq!(slices[0].as_ptr(), body(&wire_a), "not copied");
+        assert_eq!(slices[2].as_ptr(), body(&wire_d), "not copied");
     }
 }

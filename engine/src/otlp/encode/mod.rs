@@ -106,13 +106,33 @@ pub fn encode_to_bytes(payload: &Payload) -> bytes::Bytes {
 }
 
 /// [`encode`] as slices sent one after the other: a payload in its wire form is the slices of
-/// the requests it came in ([`crate::payload::WireForm::slices`]), uncopied; any other payload
-/// is its encoding, one slice.
+/// the requests it came in ([`crate::payload::WireForm::slices`]), uncopied; deferred parts
+/// ([`Payload::parts`]) are their wire parts' slices with the other parts' encodings between
+/// them (neighbours encoded into one slice); any other payload is its encoding, one slice.
 pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
-    match payload.wire() {
-        Some(wire) => wire.slices(),
-        None => vec![bytes::Bytes::from(encode_to_vec(payload))],
+    if let Some(wire) = payload.wire() {
+        return wire.slices();
     }
+    let Some(parts) = payload.parts() else {
+        return vec![bytes::Bytes::from(encode_to_vec(payload))];
+    };
+    let mut slices = Vec::new();
+    let mut encoded = Vec::new();
+    for part in parts {
+        match part.wire() {
+            Some(wire) => {
+                if !encoded.is_empty() {
+                    slices.push(bytes::Bytes::from(std::mem::take(&mut encoded)));
+                }
+                slices.extend(wire.slices());
+            }
+            None => encode(part, &mut encoded),
+        }
+    }
+    if !encoded.is_empty() {
+        slices.push(bytes::Bytes::from(encoded));
+    }
+    slices
 }
 
 // ---------------------------------------------------------------------------------------------
