@@ -1987,6 +1987,18 @@ async fn send_with_tonic_client(
         .map_err(|s| crate::otlp::with_tls_hint(crate::otlp::grpc_error(&s), plaintext))
 }
 
+/// `payload` encoded and sent once by `sender`, as the queue does.
+async fn send_traces(
+    sender: &crate::otlp::GrpcSender,
+    payload: &Payload,
+) -> Result<crate::queue::Sent, crate::queue::SendError> {
+    use crate::queue::Sender;
+    let request = sender.encode(payload)?;
+    sender
+        .send(sluice_engine::schema::Signal::Traces, &request)
+        .await
+}
+
 /// A batch of wire forms is sent from its slices, uncompressed, gzip and zstd: the tonic
 /// server receives exactly the bytes of the requests appended, with gRPC's headers, tonic's
 /// user-agent and the configured metadata.
@@ -2031,7 +2043,6 @@ async fn a_sliced_request_arrives_byte_identical_with_each_compression() {
 /// not, "too large" or not, the same message.
 #[tokio::test]
 async fn a_trailers_only_status_is_the_same_send_error_as_before() {
-    use crate::queue::Sender;
     let (batch, appended) = three_sliced_wire_forms();
     for code in [
         tonic::Code::Unavailable,
@@ -2044,13 +2055,7 @@ async fn a_trailers_only_status_is_the_same_send_error_as_before() {
         sink.fail_first.store(2, Ordering::SeqCst);
         let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
         let sender = grpc_sender_to(format!("http://{addr}"), "none");
-        let new = sender
-            .send(
-                sluice_engine::schema::Signal::Traces,
-                &sender.encode(&batch).unwrap(),
-            )
-            .await
-            .unwrap_err();
+        let new = send_traces(&sender, &batch).await.unwrap_err();
         let old = send_with_tonic_client(addr, appended.clone().into())
             .await
             .unwrap_err();
@@ -2066,13 +2071,7 @@ async fn a_trailers_only_status_is_the_same_send_error_as_before() {
     let (addr, _stop) =
         serve_sink_limited(sink.clone(), "127.0.0.1:0".parse().unwrap(), 1024).await;
     let sender = grpc_sender_to(format!("http://{addr}"), "gzip");
-    let new = sender
-        .send(
-            sluice_engine::schema::Signal::Traces,
-            &sender.encode(&batch).unwrap(),
-        )
-        .await
-        .unwrap_err();
+    let new = send_traces(&sender, &batch).await.unwrap_err();
     assert!(new.too_large, "{}", new.message);
     assert_eq!(sink.spans(), 0);
 }
@@ -2084,7 +2083,6 @@ async fn a_trailers_only_status_is_the_same_send_error_as_before() {
 /// `INTERNAL`, never retried) where the status now decides, and the page's start is quoted.
 #[tokio::test]
 async fn a_non_200_http_answer_is_mapped_from_its_status() {
-    use crate::queue::Sender;
     let (batch, appended) = three_sliced_wire_forms();
     for (status, retryable) in [(503u16, true), (429, true), (404, false), (403, false)] {
         for page in ["", "no gRPC here"] {
@@ -2100,13 +2098,7 @@ async fn a_non_200_http_answer_is_mapped_from_its_status() {
                     .serve_with_incoming(incoming),
             );
             let sender = grpc_sender_to(format!("http://{addr}"), "none");
-            let new = sender
-                .send(
-                    sluice_engine::schema::Signal::Traces,
-                    &sender.encode(&batch).unwrap(),
-                )
-                .await
-                .unwrap_err();
+            let new = send_traces(&sender, &batch).await.unwrap_err();
             assert_eq!(new.retryable, retryable, "{status}: {}", new.message);
             assert!(!new.too_large);
             assert!(
@@ -2131,8 +2123,8 @@ async fn a_non_200_http_answer_is_mapped_from_its_status() {
     }
 }
 
-/// A server that reads part of a request and closes the connection: a retryable failure that
-/// says why (as through tonic's client), and the next request to a working server is sent.
+/// A server that reads part of a request and closes the connection: a retryable failure with
+/// its cause, retryable through tonic's client too.
 #[tokio::test]
 async fn a_connection_dropped_mid_request_is_retryable_with_its_cause() {
     use crate::queue::Sender;
