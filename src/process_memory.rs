@@ -3,8 +3,8 @@
 //! allocator purge that gives freed memory back to the OS after a spike.
 //!
 //! The purge: mimalloc (the global allocator) keeps freed pages for reuse and returns them to
-//! the OS lazily (`purge_delay`, 1 s in mimalloc v3) and only from the thread that owns them,
-//! when that thread next allocates or frees. After a burst, idle worker threads may sit on
+//! the OS lazily (`purge_delay`: mimalloc v3's default is 1 s, sluice sets 100 ms) and only
+//! from the thread that owns them, when that thread next allocates or frees. After a burst, idle worker threads may sit on
 //! tens of MiB of free pages for a long time: RSS stays high, and a limiter reading RSS would
 //! refuse data that is long gone. `mi_collect(true)` frees a thread's empty pages and purges
 //! free arena memory process-wide, but only for the calling thread's own pages, so a purge is
@@ -21,15 +21,16 @@ use sluice_engine::memory::ProcessMemory;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long mimalloc keeps freed memory before giving it back to the OS while memory is not
-/// tight: mimalloc's own default.
+/// tight.
 ///
-/// Measured (BENCHMARKS.md, "The allocator's purge delay"): giving every freed page back at
-/// once (0) made the pass-through cost 1.32 CPU-s per million spans against 0.87 with 1,000 ms
-/// (50 ms: 1.07), and decode + delete + encode + export 0.85 against 0.67: the next request
-/// faults in fresh pages that the kernel must zero. The price is RSS where nothing limits
-/// memory (the pass-through with a 16 MiB byte queue peaked at 161–179 MiB instead of
-/// 104–107); with a `memory_limiter` the delay is 0 while memory is tight, and the limit holds.
-const RELAXED_PURGE_DELAY_MS: c_long = 1000;
+/// Measured (BENCHMARKS.md, "The allocator's purge delay" and "The purge delay at 100 ms"):
+/// giving every freed page back at once (0) costs 1.3–1.5× the CPU per span of keeping pages a
+/// while (the next request faults in fresh pages that the kernel must zero). With today's
+/// pipelines (bodies sent as slices, batches kept as parts) 100 ms costs no more CPU than
+/// mimalloc's default 1 s in the pass-through, decode + delete + encode + export and the
+/// gateway, and holds less: the pass-through with a 16 MiB byte queue peaked at 87–92 MiB
+/// against 94–114 with 1 s. With a `memory_limiter` the delay is 0 while memory is tight.
+const RELAXED_PURGE_DELAY_MS: c_long = 100;
 
 /// Set when `MIMALLOC_PURGE_DELAY` is in the environment: the operator's choice then holds, and
 /// memory pressure does not change it.
