@@ -51,16 +51,20 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   report: spans in, traces decided, error traces kept by `errors`, spans in = filtered +
   dropped by sampling + exported.
 
-The agent -> gateway hop (not in the default list; `--configs hop` runs all four): an agent
-sluice (OTLP in, batch 8192 / 200 ms, one exporter) and a gateway sluice (the matching receiver,
-nop exporter), the generator at --hop-rate spans/s for --hop-duration seconds (--hop-pool
-distinct requests of --hop-batch spans, so nothing repeats within a stream dictionary's life).
+The agent -> gateway hop (not in the default list; `--configs hop` runs all five): an agent
+sluice (OTLP in, a `resource` processor standing for the agent's enrichment, batch 8192 / 200
+ms, one exporter) and a gateway sluice (the matching receiver, an `attributes` processor standing
+for the gateway's work, nop exporter): both hold Arrow tables, as shipped agents and gateways
+do. The generator at --hop-rate spans/s for --hop-duration seconds (--hop-pool distinct
+requests of --hop-batch spans, so nothing repeats within a stream dictionary's life).
 Between them a counting TCP proxy measures the bytes on the wire (HTTP/2 frames included), the
 same way for every protocol. Configs: hop-otlp-gzip, hop-otlp-zstd (the otlp exporter and
-receiver), hop-flight-zstd, hop-flight-none (the flight exporter and receiver). Reported in a
-table of its own: bytes per span each way, CPU seconds per million spans of the agent and of
-the gateway, and the ratios to hop-otlp-zstd. Checked: every span accepted is sent by the agent,
-received by the gateway, and dropped by its nop exporter; no send failures.
+receiver), hop-flight-zstd, hop-flight-none (the flight exporter and receiver), and hop-nop
+(the same agent with a nop exporter and no gateway: the baseline). Reported in a table of its
+own: bytes per span each way, CPU seconds per million spans of the agent and of the gateway,
+the hop's own CPU (the agent's minus the baseline agent's, plus the gateway's: the exporter and
+the receiver), and the ratios to hop-otlp-zstd. Checked: every span accepted is sent by the
+agent, received by the gateway, and dropped by its nop exporter; no send failures.
 
 Every config runs on the same machine: the figures are for the whole loopback setup. Processes
 are started on free ports, stopped on exit (also on failure or Ctrl-C); a sluice that dies
@@ -95,7 +99,8 @@ CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthroug
            "loadbalancing", "agent", "gateway", "metrics", "overload", "replay"]
 # The agent -> gateway hop: (exporter and receiver, compression), by config name.
 HOP_CONFIGS = {"hop-otlp-gzip": ("otlp", "gzip"), "hop-otlp-zstd": ("otlp", "zstd"),
-               "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none")}
+               "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none"),
+               "hop-nop": ("nop", "none")}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -919,6 +924,8 @@ class Harness:
     # ---- the agent -> gateway hop: bytes on the wire and CPU at both ends
     def hop(self, config: str) -> Run:
         kind, compression = HOP_CONFIGS[config]
+        if kind == "nop":
+            return self.hop_baseline(config)
         r = Run(config, "spans")
         gw_env = {"GW_PORT": str(free_port()), "GW_HEALTH_PORT": str(free_port()),
                   "GW_TELEMETRY_PORT": str(free_port())}
@@ -972,6 +979,40 @@ class Harness:
                                                     receiver=kind), want)
         r.check("gateway nop exporter dropped", gm.get("otelcol_exporter_sent_spans_total",
                                                        exporter="nop"), want)
+        return r
+
+    def hop_baseline(self, config: str) -> Run:
+        """The hop's agent with a nop exporter and no gateway: what the agent costs for every
+        protocol, to subtract from the hop configs' agent CPU."""
+        r = Run(config, "spans")
+        env = {"GRPC_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
+               "TELEMETRY_PORT": str(free_port())}
+        agent = self.sluice(f"{config}-agent", [E2E / "hop-agent.yaml",
+                                                 E2E / "hop-agent-nop.yaml"], env)
+        try:
+            wait_healthy(int(env["HEALTH_PORT"]), [agent])
+            agent_cpu = self.measured(agent)
+            report, r.gen_cpu_s, finished = run_loadgen(
+                self, "traces", f"127.0.0.1:{env['GRPC_PORT']}", 0, [agent],
+                rate=self.hop_rate, duration_s=self.hop_duration, batch=self.hop_batch,
+                pool=self.hop_pool)
+            want = report["items_accepted"]
+            m = wait_until("the agent to drop every span", lambda: (
+                lambda m: m if m.get("otelcol_exporter_sent_spans_total", exporter="nop")
+                >= want else None)(scrape_telemetry(int(env["TELEMETRY_PORT"]))), [agent],
+                self.timeout)
+            end = time.monotonic()
+            a_cpu, a_rss = agent_cpu()
+        finally:
+            self.stop_checked(agent, r)
+        r.items = want
+        r.seconds = end - (finished - report["elapsed_s"])
+        r.cpu_s, r.rss_kib = a_cpu, a_rss
+        r.extra.update(bytes_up=0, bytes_down=0, agent_cpu_s=a_cpu, gateway_cpu_s=0.0,
+                       agent_rss_mib=a_rss / 1024, gateway_rss_mib=0, requests=report["requests"])
+        r.check("spans accepted = spans sent", want, report["items_sent"])
+        r.check("agent nop exporter dropped", m.get("otelcol_exporter_sent_spans_total",
+                                                    exporter="nop"), want)
         return r
 
     # ---- the shipped gateway, offline: `sluice replay --dry-run` over a capture
@@ -1112,8 +1153,9 @@ def row(config: str, runs: list[Run]) -> str:
 
 
 HOP_HEADER = ("| config | spans | B/span agent→gateway | B/span both ways | agent CPU s/M "
-              "| gateway CPU s/M | both CPU s/M | bytes vs otlp-zstd | CPU vs otlp-zstd |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+              "| gateway CPU s/M | both CPU s/M | hop's own CPU s/M | bytes vs otlp-zstd "
+              "| CPU vs otlp-zstd | hop's own CPU vs otlp-zstd |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def hop_table(configs: list[str], runs: dict, args) -> str:
@@ -1131,15 +1173,24 @@ def hop_table(configs: list[str], runs: dict, args) -> str:
         return lambda r: r.extra[key] / (r.items / 1e6)
 
     base = "hop-otlp-zstd" if "hop-otlp-zstd" in runs else None
+    # The hop's own CPU: the agent's above the baseline agent's (hop-nop: same agent, nop
+    # exporter), plus the gateway's. Without a baseline run it is not shown.
+    floor = med("hop-nop", cpu("agent_cpu_s")) if "hop-nop" in runs else None
+
+    def own(r):
+        return cpu("agent_cpu_s")(r) - floor + cpu("gateway_cpu_s")(r)
     lines = [f"agent -> gateway hop: {args.hop_rate:,} spans/s for {args.hop_duration:g} s, "
              f"{args.hop_batch} spans per request\n", HOP_HEADER]
     for c in configs:
-        ratio = lambda f: (f"{med(c, f) / med(base, f):.2f}×" if base else "")  # noqa: E731
+        ratio = lambda f: (f"{med(c, f) / med(base, f):.2f}×"  # noqa: E731
+                           if base and c != "hop-nop" else "")
+        hop_own = floor is not None and c != "hop-nop"
         lines.append(
             f"| {c} | {int(med(c, lambda r: r.items)):,} | {med(c, up):.1f} | {med(c, both):.1f} "
             f"| {med(c, cpu('agent_cpu_s')):.2f} | {med(c, cpu('gateway_cpu_s')):.2f} "
-            f"| {med(c, lambda r: r.cpu_per_m):.2f} | {ratio(up)} "
-            f"| {ratio(lambda r: r.cpu_per_m)} |")
+            f"| {med(c, lambda r: r.cpu_per_m):.2f} | {f'{med(c, own):.2f}' if hop_own else ''} "
+            f"| {ratio(up)} | {ratio(lambda r: r.cpu_per_m)} "
+            f"| {ratio(own) if hop_own else ''} |")
     return "\n".join(lines)
 
 

@@ -84,16 +84,22 @@ def test_a_sluice_that_cannot_run_stops_the_harness_with_its_log(tmp_path):
 
 
 HOP_CONFIGS = ["hop-otlp-gzip", "hop-otlp-zstd", "hop-flight-zstd", "hop-flight-none"]
+HOP_BASELINE = "hop-nop"  # the same agent, nop exporter, no gateway
 
 
 def test_quick_hop_run_measures_bytes_and_cpu_at_both_ends(tmp_path):
     """The agent -> gateway hop configs (`--configs hop`): every span through the counting
-    proxy and both sluices, a table of bytes and CPU per span with ratios to OTLP+zstd."""
+    proxy and both sluices, a table of bytes and CPU per span with ratios to OTLP+zstd, and the
+    hop's own CPU above the baseline agent's."""
     proc, result = run_harness(tmp_path, "--quick", "--configs", "hop")
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, report
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| hop-")]
-    assert [r.split("|")[1].strip() for r in rows] == HOP_CONFIGS, report
+    assert [r.split("|")[1].strip() for r in rows] == HOP_CONFIGS + [HOP_BASELINE], report
+    # The hop's own CPU is shown for each protocol (not for the baseline itself).
+    assert all(r.split("|")[8].strip() for r in rows[:-1]), report
+    (baseline,) = result["runs"][HOP_BASELINE]
+    assert baseline["items"] > 0 and all(c["ok"] for c in baseline["checks"]), baseline
     for config in HOP_CONFIGS:
         (run,) = result["runs"][config]
         assert run["items"] > 0, (config, run)
