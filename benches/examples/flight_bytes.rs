@@ -118,11 +118,7 @@ fn main() {
                     let mut whole = m.header.to_vec();
                     whole.extend_from_slice(&m.body);
                     whole.extend_from_slice(&m.app_metadata);
-                    if grpc_zstd {
-                        zstd3(&whole)
-                    } else {
-                        whole
-                    }
+                    if grpc_zstd { zstd3(&whole) } else { whole }
                 })
                 .collect();
             send_s += t.elapsed().as_secs_f64();
