@@ -20,27 +20,58 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::otlp::decode::{ItemSplitter, Skim, SplitError};
+use crate::otlp::decode::{ItemSplitter, Piece, Skim, SplitError};
 use crate::payload::Payload;
 use crate::schema::Signal;
 
 /// The protobuf bytes of one or more clean export requests of one signal: a list of top-level
-/// `resource_*` fields, each a byte range of one of the request bodies it came in.
+/// `resource_*` fields, each made of byte ranges ([`Segment`]s) of the buffers it holds — one
+/// range of a request body for a resource as it was received, or, for a resource re-framed by
+/// [`WireForm::split_by_item`], new envelope bytes with ranges of the received body between
+/// them.
+///
+/// Invariants: the segments, in order, are the request's bytes; each resource is a run of
+/// them (`resources` tile `segments`) whose bytes are exactly one top-level resource field
+/// holding `items` items; `bytes` and `items` are the sums over the resources.
 #[derive(Clone, Debug)]
 pub struct WireForm {
     chunks: Vec<Bytes>,
+    segments: Vec<Segment>,
     resources: Vec<WireResource>,
     items: usize,
     bytes: usize,
 }
 
-/// One top-level `resource_*` field: `chunks[chunk][start..end]`, with the items under it.
+/// `chunks[chunk][start..end]`. A chunk is a request body (at most
+/// [`crate::otlp::decode::MAX_REQUEST_BYTES`], under 2 GiB) or a split's envelope buffer
+/// (smaller than the bodies it frames), so `u32` offsets hold it, and a split part made of
+/// thousands of ranges stays small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
+impl Segment {
+    fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+}
+
+/// One top-level `resource_*` field: `segments[first..end]`, its bytes and the items under it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct WireResource {
-    chunk: usize,
-    start: usize,
-    end: usize,
+    first: u32,
+    end: u32,
+    bytes: usize,
     items: usize,
+}
+
+impl WireResource {
+    fn segments(self) -> std::ops::Range<usize> {
+        self.first as usize..self.end as usize
+    }
 }
 
 impl WireForm {
@@ -53,21 +84,43 @@ impl WireForm {
     /// instructions for a 36 KB request, against the ~460 k of the decode it replaces.
     pub fn new(body: Bytes, skim: &Skim) -> Self {
         let body = Bytes::copy_from_slice(&body);
+        // A clean skim's body is at most `MAX_REQUEST_BYTES` (under 2 GiB): offsets fit u32.
+        let segments: Vec<Segment> = skim
+            .resources
+            .iter()
+            .map(|r| Segment {
+                chunk: 0,
+                start: r.start as u32,
+                end: r.end as u32,
+            })
+            .collect();
         let resources: Vec<WireResource> = skim
             .resources
             .iter()
-            .map(|r| WireResource {
-                chunk: 0,
-                start: r.start,
-                end: r.end,
+            .enumerate()
+            .map(|(i, r)| WireResource {
+                first: i as u32,
+                end: i as u32 + 1,
+                bytes: r.end - r.start,
                 items: r.items,
             })
             .collect();
         WireForm {
-            bytes: resources.iter().map(|r| r.end - r.start).sum(),
+            bytes: resources.iter().map(|r| r.bytes).sum(),
             chunks: vec![body],
+            segments,
             resources,
             items: skim.items,
+        }
+    }
+
+    fn empty() -> Self {
+        WireForm {
+            chunks: Vec::new(),
+            segments: Vec::new(),
+            resources: Vec::new(),
+            items: 0,
+            bytes: 0,
         }
     }
 
@@ -90,11 +143,13 @@ impl WireForm {
         self.resources.len()
     }
 
-    /// The bytes of each top-level resource field, in order.
+    fn segment_bytes(&self, s: Segment) -> &[u8] {
+        &self.chunks[s.chunk as usize][s.start as usize..s.end as usize]
+    }
+
+    /// The request's bytes, range after range, in order.
     fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        self.resources
-            .iter()
-            .map(|r| &self.chunks[r.chunk][r.start..r.end])
+        self.segments.iter().map(|&s| self.segment_bytes(s))
     }
 
     /// Appends the request's bytes to `out`.
@@ -105,27 +160,28 @@ impl WireForm {
         }
     }
 
-    /// The request's bytes as slices of the bodies they came in, uncopied, in order: one per
-    /// run of adjacent resource fields of one body (a request passed on whole is one slice).
-    /// What a sender writes to the socket one after the other, so a batch of wire forms is
-    /// sent without being copied into one buffer first.
+    /// The request's bytes as slices of the buffers they are in, uncopied, in order: one per
+    /// run of adjacent ranges of one buffer (a request passed on whole is one slice; a
+    /// re-framed part is its envelopes and its runs of items). What a sender writes to the
+    /// socket one after the other, so a batch of wire forms is sent without being copied into
+    /// one buffer first.
     pub fn slices(&self) -> Vec<Bytes> {
         let mut out: Vec<Bytes> = Vec::new();
-        let mut run: Option<(usize, usize, usize)> = None;
-        for r in &self.resources {
+        let mut run: Option<Segment> = None;
+        for &s in &self.segments {
             run = match run {
-                Some((chunk, start, end)) if chunk == r.chunk && end == r.start => {
-                    Some((chunk, start, r.end))
+                Some(r) if r.chunk == s.chunk && r.end == s.start => {
+                    Some(Segment { end: s.end, ..r })
                 }
-                Some((chunk, start, end)) => {
-                    out.push(self.chunks[chunk].slice(start..end));
-                    Some((r.chunk, r.start, r.end))
+                Some(r) => {
+                    out.push(self.chunks[r.chunk as usize].slice(r.start as usize..r.end as usize));
+                    Some(s)
                 }
-                None => Some((r.chunk, r.start, r.end)),
+                None => Some(s),
             };
         }
-        if let Some((chunk, start, end)) = run {
-            out.push(self.chunks[chunk].slice(start..end));
+        if let Some(r) = run {
+            out.push(self.chunks[r.chunk as usize].slice(r.start as usize..r.end as usize));
         }
         out
     }
@@ -145,18 +201,19 @@ impl WireForm {
     /// The wire forms one after the other: one request holding all their resources. No
     /// bytes are copied.
     pub fn concat<'a>(parts: impl IntoIterator<Item = &'a WireForm>) -> WireForm {
-        let mut out = WireForm {
-            chunks: Vec::new(),
-            resources: Vec::new(),
-            items: 0,
-            bytes: 0,
-        };
+        let mut out = WireForm::empty();
         for p in parts {
-            let base = out.chunks.len();
+            let chunk_base = out.chunks.len() as u32;
+            let segment_base = out.segments.len() as u32;
             out.chunks.extend(p.chunks.iter().cloned());
+            out.segments.extend(p.segments.iter().map(|s| Segment {
+                chunk: s.chunk + chunk_base,
+                ..*s
+            }));
             out.resources
                 .extend(p.resources.iter().map(|r| WireResource {
-                    chunk: r.chunk + base,
+                    first: r.first + segment_base,
+                    end: r.end + segment_base,
                     ..*r
                 }));
             out.items += p.items;
@@ -184,31 +241,120 @@ impl WireForm {
                 items += self.resources[to].items;
                 to += 1;
             }
-            parts.push(self.part(&self.resources[from..to]));
+            let mut part = PartBuilder::new(self.chunks.len());
+            for r in &self.resources[from..to] {
+                part.push_resource(self, *r);
+            }
+            parts.push(part.finish(|c| self.chunks[c].clone()));
             from = to;
         }
         Some(parts)
     }
+}
 
-    /// The wire form of `resources` (a range of this one's), keeping only the chunks they use.
-    fn part(&self, resources: &[WireResource]) -> WireForm {
+/// One wire form being built from another's resources and new envelope bytes. Chunk indexes
+/// are the source's (`0..source_chunks`), then `source_chunks` for the envelope buffer, then
+/// whatever the caller numbers above it; [`finish`](Self::finish) keeps only the chunks used.
+struct PartBuilder {
+    source_chunks: usize,
+    envelope: Vec<u8>,
+    segments: Vec<Segment>,
+    resources: Vec<WireResource>,
+    /// The first segment of the resource being built.
+    open: usize,
+}
+
+impl PartBuilder {
+    fn new(source_chunks: usize) -> Self {
+        PartBuilder {
+            source_chunks,
+            envelope: Vec::new(),
+            segments: Vec::new(),
+            resources: Vec::new(),
+            open: 0,
+        }
+    }
+
+    /// Resource `r` of `source` as it is.
+    fn push_resource(&mut self, source: &WireForm, r: WireResource) {
+        let first = self.segments.len() as u32;
+        self.segments
+            .extend_from_slice(&source.segments[r.segments()]);
+        self.resources.push(WireResource {
+            first,
+            end: self.segments.len() as u32,
+            ..r
+        });
+        self.open = self.segments.len();
+    }
+
+    /// Appends a range to the resource being built, extending its last range when adjacent.
+    fn push_segment(&mut self, s: Segment) {
+        if self.segments.len() > self.open
+            && let Some(last) = self.segments.last_mut()
+            && last.chunk == s.chunk
+            && last.end == s.start
+        {
+            last.end = s.end;
+            return;
+        }
+        self.segments.push(s);
+    }
+
+    fn push_envelope(&mut self, bytes: &[u8]) {
+        let start = self.envelope.len() as u32;
+        self.envelope.extend_from_slice(bytes);
+        self.push_segment(Segment {
+            chunk: self.source_chunks as u32,
+            start,
+            end: self.envelope.len() as u32,
+        });
+    }
+
+    /// Closes the resource being built: `bytes` long (what its ranges must add up to),
+    /// holding `items`.
+    fn end_resource(&mut self, bytes: usize, items: usize) -> Result<(), SplitError> {
+        let built: usize = self.segments[self.open..].iter().map(|s| s.len()).sum();
+        if built != bytes {
+            return Err(SplitError::new("a part's size differs from its sizing"));
+        }
+        self.resources.push(WireResource {
+            first: self.open as u32,
+            end: self.segments.len() as u32,
+            bytes,
+            items,
+        });
+        self.open = self.segments.len();
+        Ok(())
+    }
+
+    /// The wire form, its chunks renumbered to those its ranges use: `chunk(i)` for the
+    /// caller's chunk `i`, the envelope buffer (one allocation of its size) for its own.
+    fn finish(mut self, chunk: impl Fn(usize) -> Bytes) -> WireForm {
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut map: Vec<Option<usize>> = vec![None; self.chunks.len()];
-        let resources: Vec<WireResource> = resources
-            .iter()
-            .map(|r| {
-                let chunk = *map[r.chunk].get_or_insert_with(|| {
-                    chunks.push(self.chunks[r.chunk].clone());
-                    chunks.len() - 1
+        let mut map: Vec<Option<u32>> = Vec::new();
+        let envelope = std::mem::take(&mut self.envelope);
+        let mut envelope = Some(envelope);
+        for s in &mut self.segments {
+            let c = s.chunk as usize;
+            if map.len() <= c {
+                map.resize(c + 1, None);
+            }
+            s.chunk = *map[c].get_or_insert_with(|| {
+                chunks.push(if c == self.source_chunks {
+                    Bytes::from(envelope.take().unwrap_or_default())
+                } else {
+                    chunk(c)
                 });
-                WireResource { chunk, ..*r }
-            })
-            .collect();
+                (chunks.len() - 1) as u32
+            });
+        }
         WireForm {
             chunks,
-            items: resources.iter().map(|r| r.items).sum(),
-            bytes: resources.iter().map(|r| r.end - r.start).sum(),
-            resources,
+            items: self.resources.iter().map(|r| r.items).sum(),
+            bytes: self.resources.iter().map(|r| r.bytes).sum(),
+            segments: self.segments,
+            resources: self.resources,
         }
     }
 }
@@ -226,36 +372,55 @@ pub enum WireSplit {
 
 impl WireForm {
     /// Splits by the backend of each item's trace id (`backend_of(trace_id bytes)`, the bytes
-    /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
-    /// items all go to one backend is taken as its byte range; one whose items go to several
-    /// is re-framed for each of them into a new buffer per backend ([`ItemSplitter`]).
-    /// Resources and scopes without items are left out of the parts (as the decoded split
-    /// leaves out containers without children), unless every item goes to one backend: then
-    /// the wire form goes whole, as the decoded split passes a payload on uncopied.
+    /// empty for an item without one; backends `0..parts`), without decoding and without
+    /// copying items: a resource whose items all go to one backend is taken as its ranges;
+    /// one whose items go to several is re-framed for each of them ([`ItemSplitter::reframe`]):
+    /// new envelope bytes (one buffer per backend for all its re-framed resources) with the
+    /// backend's runs of items between them as ranges of the buffer they were received in,
+    /// which the part shares. Resources and scopes without items are left out of the parts
+    /// (as the decoded split leaves out containers without children), unless every item goes
+    /// to one backend: then the wire form goes whole, as the decoded split passes a payload
+    /// on uncopied.
+    ///
+    /// A part counts its own bytes ([`len`](Self::len)): its envelopes and the ranges it
+    /// takes. The received buffers it shares are freed when the last part using them is, so
+    /// while one backend's part waits after the others were sent, the buffers hold more than
+    /// the waiting part counts (at most the whole of what was split).
     pub fn split_by_item(
         &self,
         splitter: &mut ItemSplitter,
         parts: usize,
         mut backend_of: impl FnMut(&[u8]) -> usize,
     ) -> Result<WireSplit, SplitError> {
-        // Each backend's resources; a chunk index of `self.chunks.len()` is its new buffer,
-        // sized exactly before anything is written (growing it by doubling, then shrinking it
-        // to its size, was a realloc and a copy of every byte again).
-        let framed = self.chunks.len();
-        let mut kept: Vec<Vec<WireResource>> = vec![Vec::new(); parts];
-        let mut sizes = vec![0usize; parts];
-        // The resources re-framed, by walk index, with their field.
-        let mut reframed: Vec<(usize, &[u8])> = Vec::new();
+        let mut builders: Vec<Option<PartBuilder>> = (0..parts).map(|_| None).collect();
+        let source_chunks = self.chunks.len();
+        // Resources of several ranges (parts of an earlier split, split again when their
+        // backend goes away) are walked joined: chunk `source_chunks + 1 + i` is `joined[i]`.
+        let mut joined: Vec<Bytes> = Vec::new();
         let mut used: Option<usize> = None;
         let mut several = false;
-        splitter.clear();
-        for (walk, r) in self.resources.iter().enumerate() {
-            let field = &self.chunks[r.chunk][r.start..r.end];
+        for r in &self.resources {
+            let segments = &self.segments[r.segments()];
+            let (field, chunk, offset): (&[u8], usize, usize) = match segments {
+                [s] => (self.segment_bytes(*s), s.chunk as usize, s.start as usize),
+                _ => {
+                    let mut bytes = Vec::with_capacity(r.bytes);
+                    for &s in segments {
+                        bytes.extend_from_slice(self.segment_bytes(s));
+                    }
+                    joined.push(Bytes::from(bytes));
+                    (
+                        joined.last().map_or(&[][..], |b| &b[..]),
+                        source_chunks + joined.len(),
+                        0,
+                    )
+                }
+            };
             let walked = splitter.walk(field, &mut backend_of)?;
             if walked.items != r.items {
                 return Err(SplitError::new("item count differs from the skim's"));
             }
-            for &b in splitter.backends(walk) {
+            for &b in splitter.backends() {
                 if b >= parts {
                     return Err(SplitError::new("a backend out of range"));
                 }
@@ -269,20 +434,31 @@ impl WireForm {
                 continue;
             }
             if let Some(b) = walked.whole() {
-                kept[b].push(*r);
+                builders[b]
+                    .get_or_insert_with(|| PartBuilder::new(source_chunks))
+                    .push_resource(self, *r);
                 continue;
             }
-            for &b in splitter.backends(walk) {
-                let (len, items) = splitter.framed_len(walk, b);
-                kept[b].push(WireResource {
-                    chunk: framed,
-                    start: sizes[b],
-                    end: sizes[b] + len,
-                    items,
-                });
-                sizes[b] += len;
+            let mut failed = None;
+            splitter.reframe(field, |b, piece| {
+                let part = builders[b].get_or_insert_with(|| PartBuilder::new(source_chunks));
+                match piece {
+                    Piece::Envelope(bytes) => part.push_envelope(bytes),
+                    Piece::Items { start, end } => part.push_segment(Segment {
+                        chunk: chunk as u32,
+                        start: (offset + start) as u32,
+                        end: (offset + end) as u32,
+                    }),
+                    Piece::End { bytes, items } => {
+                        if let Err(e) = part.end_resource(bytes, items) {
+                            failed = Some(e);
+                        }
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
-            reframed.push((walk, field));
         }
         let Some(first) = used else {
             return Ok(WireSplit::Nothing);
@@ -290,47 +466,18 @@ impl WireForm {
         if !several {
             return Ok(WireSplit::One(first));
         }
-        let mut outs: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
-        for &(walk, field) in &reframed {
-            for &b in splitter.backends(walk) {
-                splitter.write(walk, field, b, &mut outs[b]);
-            }
-        }
-        let mut split = Vec::new();
-        for (b, (resources, out)) in kept.into_iter().zip(outs).enumerate() {
-            if resources.is_empty() {
-                continue;
-            }
-            if out.len() != sizes[b] {
-                return Err(SplitError::new("a part's size differs from its sizing"));
-            }
-            let out = Bytes::from(out);
-            let mut chunks: Vec<Bytes> = Vec::new();
-            let mut map: Vec<Option<usize>> = vec![None; framed + 1];
-            let resources: Vec<WireResource> = resources
-                .into_iter()
-                .map(|r| {
-                    let chunk = *map[r.chunk].get_or_insert_with(|| {
-                        chunks.push(if r.chunk == framed {
-                            out.clone()
-                        } else {
-                            self.chunks[r.chunk].clone()
-                        });
-                        chunks.len() - 1
-                    });
-                    WireResource { chunk, ..r }
-                })
-                .collect();
-            split.push((
-                b,
-                WireForm {
-                    chunks,
-                    items: resources.iter().map(|r| r.items).sum(),
-                    bytes: resources.iter().map(|r| r.end - r.start).sum(),
-                    resources,
-                },
-            ));
-        }
+        let split = builders
+            .into_iter()
+            .enumerate()
+            .filter_map(|(b, part)| Some((b, part.filter(|p| !p.resources.is_empty())?)))
+            .map(|(b, part)| {
+                let form = part.finish(|c| match c.checked_sub(source_chunks + 1) {
+                    Some(j) => joined[j].clone(),
+                    None => self.chunks[c].clone(),
+                });
+                (b, form)
+            })
+            .collect();
         Ok(WireSplit::Parts(split))
     }
 }
@@ -766,12 +913,28 @@ mod tests {
         assert_eq!(
             whole.chunks.len(),
             2,
-            "the request and the re-framed buffer"
+            "the request and the envelopes' buffer"
         );
         let body = req.encode_to_vec();
-        let r1 = &whole.chunks[whole.resources[1].chunk]
-            [whole.resources[1].start..whole.resources[1].end];
+        let r1 = whole.resources[1];
+        assert_eq!(r1.segments().len(), 1, "one range");
+        let r1 = whole.segment_bytes(whole.segments[r1.first as usize]);
         assert!(body.windows(r1.len()).any(|w| w == r1));
+        // The re-framed resource's spans are ranges of the request too: the part's bytes
+        // outside the request are its envelopes only.
+        let request = forms[1]
+            .1
+            .chunks
+            .iter()
+            .find(|c| c.len() == body.len())
+            .unwrap();
+        let envelope: usize = whole
+            .segments
+            .iter()
+            .filter(|s| whole.chunks[s.chunk as usize].as_ptr() != request.as_ptr())
+            .map(|s| s.len())
+            .sum();
+        assert!(envelope < 200, "{envelope} bytes of envelopes");
     }
 
     /// One backend for everything: the wire form goes whole, empty scopes and resources
@@ -884,6 +1047,71 @@ mod tests {
                 skim(Signal::Traces, &body).is_none(),
                 "depth {depth}: not clean"
             );
+        }
+    }
+
+    /// An item with two `trace_id` fields is not clean: the decoder reads the last one, the
+    /// wire-level split stops at the first, so such a request is decoded (and routed by its
+    /// tables, by the id the decoder kept) rather than split as bytes.
+    #[test]
+    fn an_item_with_two_trace_ids_is_not_clean() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        // `item` with `extra` appended, wrapped in a scope, a resource and a request.
+        let wrap = |item: Vec<u8>, extra: &[u8]| -> Vec<u8> {
+            let mut inner = item;
+            inner.extend_from_slice(extra);
+            for field in [2u8, 2, 1] {
+                let mut out = vec![(field << 3) | 2];
+                prost::encoding::encode_varint(inner.len() as u64, &mut out);
+                out.extend_from_slice(&inner);
+                inner = out;
+            }
+            inner
+        };
+        let second = |field: u8| -> Vec<u8> {
+            let mut b = vec![(field << 3) | 2, 16];
+            b.extend_from_slice(&[7u8; 16]);
+            b
+        };
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            name: "s".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let record = LogRecord {
+            trace_id: vec![1; 16],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        for (signal, item, field) in [(Signal::Traces, span, 1), (Signal::Logs, record, 9)] {
+            let once = wrap(item.clone(), &[]);
+            assert!(
+                skim(signal, &once).is_some(),
+                "{signal:?}: one trace id is clean"
+            );
+            let twice = wrap(item, &second(field));
+            assert!(skim(signal, &twice).is_none(), "{signal:?}: two are not");
+            // The decoder keeps the last one.
+            let id = match signal {
+                Signal::Traces => {
+                    let r = ExportTraceServiceRequest::decode(&twice[..]).unwrap();
+                    let ResourceSpans { scope_spans, .. } = &r.resource_spans[0];
+                    let ScopeSpans { spans, .. } = &scope_spans[0];
+                    spans[0].trace_id.clone()
+                }
+                _ => {
+                    let r = ExportLogsServiceRequest::decode(&twice[..]).unwrap();
+                    let ResourceLogs { scope_logs, .. } = &r.resource_logs[0];
+                    let ScopeLogs { log_records, .. } = &scope_logs[0];
+                    log_records[0].trace_id.clone()
+                }
+            };
+            assert_eq!(id, vec![7u8; 16]);
+            assert!(decode(signal, &twice).is_ok());
         }
     }
 

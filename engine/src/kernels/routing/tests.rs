@@ -446,6 +446,111 @@ fn assert_wire_split_is_the_decoded_split(
         }
         // A part is a clean request itself: a removed backend's re-route splits it again.
         prop_assert!(crate::otlp::skim(signal, &form.to_bytes()).is_some());
+        assert_a_part_is_a_wire_form_like_any(part, &model)?;
+    }
+    // A removed backend's part re-routed through the ring without it: split again (its
+    // re-framed resources are envelopes and ranges, walked joined), the same as its tables'.
+    if let [_, rest @ ..] = ring.endpoints()
+        && !rest.is_empty()
+    {
+        let smaller = HashRing::new(rest).unwrap();
+        for (_, part) in &got {
+            assert_wire_split_once(part, &smaller)?;
+        }
+    }
+    // The parts batched again (a `batch` after the split, or a queue's batches merged): one
+    // wire form holding every part's bytes in turn, as the decoded parts concatenated.
+    if got.is_empty() {
+        return Ok(());
+    }
+    let again = Payload::concat(
+        signal,
+        &got.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let form = again.wire().expect("wire parts concatenate to a wire form");
+    let mut appended = Vec::new();
+    got.iter()
+        .for_each(|(_, p)| p.wire().unwrap().write_to(&mut appended));
+    prop_assert_eq!(&form.to_bytes()[..], &appended[..]);
+    prop_assert_eq!(again.item_count(), decoded.item_count());
+    Ok(())
+}
+
+/// [`assert_wire_split_is_the_decoded_split`] without going deeper.
+fn assert_wire_split_once(wire: &Payload, ring: &HashRing) -> Result<(), TestCaseError> {
+    let signal = wire.signal();
+    let decoded = crate::otlp::decode(signal, &wire.wire().unwrap().to_bytes()).unwrap();
+    let want = split(&decoded, &RoutingKey::TraceId, ring).unwrap();
+    let got = split_wire(wire, &RoutingKey::TraceId, ring)
+        .expect("a wire form under traceID")
+        .unwrap();
+    prop_assert_eq!(
+        got.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+        want.iter().map(|(b, _)| *b).collect::<Vec<_>>()
+    );
+    for ((b, part), (_, model)) in got.iter().zip(&want) {
+        let again = crate::otlp::decode(signal, &part.wire().unwrap().to_bytes()).unwrap();
+        let (again, model) = (
+            without_scopeless_resources(&again),
+            without_scopeless_resources(model),
+        );
+        if let Some(diff) = crate::otlp::testing::payload_diff(&again, &model) {
+            prop_assert!(false, "split again, backend {}: {}", b, diff);
+        }
+    }
+    Ok(())
+}
+
+/// A split part (envelopes and ranges of the received bytes) behaves as any wire form: its
+/// slices are its bytes in order; it counts its own bytes in the memory account; split at
+/// resources (`batch`'s and `max_request_size`'s split) its pieces are its bytes and items;
+/// its tables, read, are decoded once from them.
+fn assert_a_part_is_a_wire_form_like_any(
+    part: &Payload,
+    model: &Payload,
+) -> Result<(), TestCaseError> {
+    let form = part.wire().unwrap();
+    let bytes = form.to_bytes();
+    prop_assert_eq!(bytes.len(), form.len());
+    let slices = crate::otlp::encode::encode_to_slices(part);
+    prop_assert_eq!(slices.concat(), bytes.to_vec());
+    prop_assert!(slices.iter().all(|s| !s.is_empty()));
+    prop_assert_eq!(part.memory_size(), form.len());
+    for max in [1, 2, 5] {
+        let pieces = part.split_items(max).unwrap();
+        prop_assert_eq!(
+            pieces.iter().map(Payload::item_count).sum::<usize>(),
+            part.item_count()
+        );
+        let mut joined = Vec::new();
+        let mut decoded_pieces = Vec::new();
+        for p in &pieces {
+            let piece_bytes = crate::otlp::encode_to_vec(p);
+            if let Some(w) = p.wire() {
+                prop_assert_eq!(w.len(), piece_bytes.len());
+                prop_assert!(w.items() <= max || w.resource_count() == 1);
+            }
+            decoded_pieces.push(crate::otlp::decode(part.signal(), &piece_bytes).unwrap());
+            joined.extend_from_slice(&piece_bytes);
+        }
+        if pieces.iter().all(|p| p.wire().is_some()) {
+            prop_assert_eq!(
+                &joined[..],
+                &bytes[..],
+                "split at resources: the same bytes"
+            );
+        }
+        let back = Payload::concat(part.signal(), &decoded_pieces).unwrap();
+        prop_assert_eq!(back.item_count(), model.item_count());
+    }
+    // Read: the tables are the part's, decoded from its pieces.
+    let read = part.clone();
+    if let Some(diff) = crate::otlp::testing::payload_diff(
+        &without_scopeless_resources(&read),
+        &without_scopeless_resources(model),
+    ) {
+        prop_assert!(false, "read tables: {}", diff);
     }
     Ok(())
 }

@@ -5,16 +5,21 @@
 //! reads its envelope, each `scope_*` envelope and, inside each item (span, log record), only
 //! its `trace_id`, asking the caller which backend that id goes to and recording byte ranges.
 //! When every item of the resource goes to one backend (and no scope is empty) the caller
-//! takes the resource field as it is; otherwise [`ItemSplitter::write`] re-frames it for each
-//! backend: the resource's other fields (`resource`, `schema_url`) copied as they are, each
-//! scope holding items of that backend with its other fields (`scope`, `schema_url`) copied as
-//! they are and its items' fields copied, length prefixes recomputed. A scope left without
-//! items is dropped, as the decoded split drops containers without children
+//! takes the resource field as it is; otherwise [`ItemSplitter::reframe`] re-frames it for
+//! each backend as a sequence of [`Piece`]s: new envelope bytes (the resource's key and
+//! recomputed length, its other fields — `resource`, `schema_url` — as they are; each scope
+//! holding items of that backend with its key, recomputed length and other fields — `scope`,
+//! `schema_url`) and, between them, the backend's items as byte ranges of the field, not
+//! copied: consecutive items of one backend are one range. A scope left without items is
+//! dropped, as the decoded split drops containers without children
 //! ([`crate::payload::Payload::partition`]), so both give the same parts.
 //!
 //! The bytes are a wire form's, which only a clean skim makes ([`super::skim`]): the fields are
-//! the known ones, well formed. The walk still checks every length it follows and says
-//! [`SplitError`] rather than trusting them (the caller then routes the decoded tables).
+//! the known ones, well formed, and an item has at most one `trace_id` (the skim refuses a
+//! second one, which a decoder would read as the last one given), so the walk takes the first
+//! `trace_id` of an item and jumps to the item's end by its length prefix. The walk still
+//! checks every length it follows and says [`SplitError`] rather than trusting them (the
+//! caller then routes the decoded tables).
 //!
 //! Fields of different numbers may come in any order in protobuf, and a re-framed scope puts
 //! its other fields before its items; fields of one number (a repeated field, or a message
@@ -53,6 +58,18 @@ impl Walked {
     }
 }
 
+/// One piece of a backend's re-framed resource ([`ItemSplitter::reframe`]), in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Envelope bytes to write (keys, recomputed lengths, the envelopes' other fields).
+    Envelope(&'a [u8]),
+    /// Items of the backend, as they are: this byte range of the walked field.
+    Items { start: usize, end: usize },
+    /// The backend's re-framed resource is complete: `bytes` long (key and length included),
+    /// holding `items` items.
+    End { bytes: usize, items: usize },
+}
+
 /// A byte range of the resource field being walked.
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -73,32 +90,26 @@ struct Scope {
     items: (u32, u32),
 }
 
-/// One walked resource field: index ranges of the splitter's lists.
-#[derive(Debug, Clone, Copy)]
-struct Resource {
-    fields: (u32, u32),
-    scopes: (u32, u32),
-    backends: (u32, u32),
-}
-
-/// Walks and re-frames the resource fields of one request (or of a batch of them): each
-/// [`walk`](Self::walk) appends a resource to its lists, so that every backend's part can be
-/// sized exactly ([`framed_len`](Self::framed_len)) before any is written
-/// ([`write`](Self::write)); the lists are reused after a [`clear`](Self::clear).
+/// Walks and re-frames one resource field at a time: [`walk`](Self::walk) records its
+/// envelopes and items (the lists are reused from one resource to the next), then
+/// [`reframe`](Self::reframe) hands each backend its pieces.
 #[derive(Debug)]
 pub struct ItemSplitter {
     /// The item message's `trace_id` key: `Span.trace_id = 1`, `LogRecord.trace_id = 9`.
     trace_id_key: u32,
-    resources: Vec<Resource>,
-    /// The resources' fields other than `scope_*`, as ranges of their resource field.
+    /// The resource's fields other than `scope_*`, as ranges of its field.
     resource_fields: Vec<Range>,
     scopes: Vec<Scope>,
     /// The scopes' fields other than their items.
     scope_fields: Vec<Range>,
-    /// Every item field (key, length, message) with its backend.
-    items: Vec<(Range, usize)>,
-    /// Each resource's backends, in order of first appearance.
+    /// Every item field (key, length and message) with its backend's slot: its index in
+    /// `backends`.
+    items: Vec<(Range, u32)>,
+    /// The resource's backends, in order of first appearance.
     backends: Vec<usize>,
+    /// Per scope and backend slot (`scope * backends + slot`): the bytes and count of the
+    /// slot's items in the scope.
+    tally: Vec<(usize, usize)>,
 }
 
 impl ItemSplitter {
@@ -111,29 +122,18 @@ impl ItemSplitter {
         };
         Some(ItemSplitter {
             trace_id_key,
-            resources: Vec::new(),
             resource_fields: Vec::new(),
             scopes: Vec::new(),
             scope_fields: Vec::new(),
             items: Vec::new(),
             backends: Vec::new(),
+            tally: Vec::new(),
         })
-    }
-
-    /// Forgets every walked resource.
-    pub fn clear(&mut self) {
-        self.resources.clear();
-        self.resource_fields.clear();
-        self.scopes.clear();
-        self.scope_fields.clear();
-        self.items.clear();
-        self.backends.clear();
     }
 
     /// Walks the top-level resource field `field` (its key, length and message): every item's
     /// backend is `backend_of(its trace_id bytes)`, the bytes empty for an item without one.
-    /// The resource is the next index (from 0 after a [`clear`](Self::clear)) for
-    /// [`framed_len`](Self::framed_len) and [`write`](Self::write).
+    /// Forgets the resource walked before.
     pub fn walk(
         &mut self,
         field: &[u8],
@@ -142,6 +142,11 @@ impl ItemSplitter {
         if field.len() > u32::MAX as usize {
             return Err(SplitError("a resource over 4 GiB"));
         }
+        self.resource_fields.clear();
+        self.scopes.clear();
+        self.scope_fields.clear();
+        self.items.clear();
+        self.backends.clear();
         let malformed = |_| SplitError("malformed protobuf");
         let mut top = Reader::new(field, 0);
         if top.key().map_err(malformed)? != key(1, LEN) {
@@ -151,14 +156,9 @@ impl ItemSplitter {
         if top.has_more() {
             return Err(SplitError("more than one top-level field"));
         }
-        let (fields_from, scopes_from, items_from, backends_from) = (
-            self.resource_fields.len(),
-            self.scopes.len(),
-            self.items.len(),
-            self.backends.len(),
-        );
         let mut empty_scope = false;
-        let mut mixed = false;
+        // The slot of the last item's backend: spans of one trace tend to come together.
+        let mut last_slot = 0u32;
         while resource.has_more() {
             let start = resource.base() + resource.pos();
             let k = resource.key().map_err(malformed)?;
@@ -181,29 +181,30 @@ impl ItemSplitter {
                 }
                 let mut item = scope.message().map_err(malformed)?;
                 let end = scope.base() + scope.pos();
-                // The last `trace_id` counts, as a decoder reads a field given twice.
+                // A clean item has at most one `trace_id` (the skim refuses a second): the
+                // first is the one, and the rest of the item is skipped by its length.
                 let mut trace_id: &[u8] = &[];
                 while item.has_more() {
                     let k = item.key().map_err(malformed)?;
                     if k == self.trace_id_key {
                         trace_id = item.bytes().map_err(malformed)?;
-                    } else {
-                        skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
+                        break;
                     }
+                    skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
                 }
                 let backend = backend_of(trace_id);
-                let mine = &self.backends[backends_from..];
-                match mine.first() {
-                    None => self.backends.push(backend),
-                    Some(&first) if first == backend => {}
-                    Some(_) => {
-                        mixed = true;
-                        if !mine.contains(&backend) {
+                let slot = match self.backends.get(last_slot as usize) {
+                    Some(&b) if b == backend => last_slot,
+                    _ => match self.backends.iter().position(|&b| b == backend) {
+                        Some(i) => i as u32,
+                        None => {
                             self.backends.push(backend);
+                            (self.backends.len() - 1) as u32
                         }
-                    }
-                }
-                self.items.push((range(start, end), backend));
+                    },
+                };
+                last_slot = slot;
+                self.items.push((range(start, end), slot));
             }
             empty_scope |= self.items.len() == scope_items_from;
             self.scopes.push(Scope {
@@ -211,115 +212,133 @@ impl ItemSplitter {
                 items: (scope_items_from as u32, self.items.len() as u32),
             });
         }
-        self.resources.push(Resource {
-            fields: (fields_from as u32, self.resource_fields.len() as u32),
-            scopes: (scopes_from as u32, self.scopes.len() as u32),
-            backends: (backends_from as u32, self.backends.len() as u32),
-        });
         Ok(Walked {
-            items: self.items.len() - items_from,
-            only: match (mixed, self.backends.get(backends_from)) {
-                (false, Some(&b)) => Some(b),
+            items: self.items.len(),
+            only: match self.backends.as_slice() {
+                [b] => Some(*b),
                 _ => None,
             },
             empty_scope,
         })
     }
 
-    /// The backends walked resource `resource` has items for, in order of first appearance.
-    pub fn backends(&self, resource: usize) -> &[usize] {
-        let r = &self.resources[resource];
-        &self.backends[r.backends.0 as usize..r.backends.1 as usize]
+    /// The backends the walked resource has items for, in order of first appearance.
+    pub fn backends(&self) -> &[usize] {
+        &self.backends
     }
 
-    /// The bytes of walked resource `resource` re-framed for `backend` (key and length
-    /// included), and its items; `(0, 0)` when none of its items goes there.
-    pub fn framed_len(&self, resource: usize, backend: usize) -> (usize, usize) {
-        let r = &self.resources[resource];
-        let mut len = sum_len(&self.resource_fields[r.fields.0 as usize..r.fields.1 as usize]);
-        let mut items = 0;
-        for s in &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize] {
-            let (scope_len, n) = self.scope_len(s, backend);
-            if n > 0 {
-                items += n;
-                len += 1 + varint_len(scope_len) + scope_len;
+    /// Re-frames the walked resource (whose bytes are `field`) for each of its
+    /// [`backends`](Self::backends): `emit(backend, piece)` receives, backend by backend in
+    /// order (calls for different backends interleave), the resource's new envelope, then per
+    /// scope holding items of the backend its new envelope and those items as ranges of
+    /// `field` (one range per run of consecutive items), then [`Piece::End`]. Two passes over
+    /// the items: one to size every envelope, one to hand out the ranges.
+    pub fn reframe(&mut self, field: &[u8], mut emit: impl FnMut(usize, Piece<'_>)) {
+        let slots = self.backends.len();
+        self.tally.clear();
+        self.tally.resize(self.scopes.len() * slots, (0, 0));
+        for (s, scope) in self.scopes.iter().enumerate() {
+            let tally = &mut self.tally[s * slots..(s + 1) * slots];
+            for (r, slot) in &self.items[scope.items.0 as usize..scope.items.1 as usize] {
+                let t = &mut tally[*slot as usize];
+                t.0 += r.len();
+                t.1 += 1;
             }
         }
-        if items == 0 {
-            return (0, 0);
-        }
-        (1 + varint_len(len) + len, items)
-    }
-
-    /// A scope's message length holding `backend`'s items, and how many.
-    fn scope_len(&self, s: &Scope, backend: usize) -> (usize, usize) {
-        let mut items = 0;
-        let mine: usize = self.items[s.items.0 as usize..s.items.1 as usize]
-            .iter()
-            .filter(|(_, b)| *b == backend)
-            .map(|(r, _)| {
-                items += 1;
-                r.len()
-            })
-            .sum();
-        if items == 0 {
-            return (0, 0);
-        }
-        (
-            mine + sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]),
-            items,
-        )
-    }
-
-    /// Appends walked resource `resource` (whose bytes are `field`) re-framed for `backend`
-    /// to `out`: its other fields as they are, each scope holding items of `backend` with
-    /// its other fields as they are and those items, lengths recomputed. Returns the bytes
-    /// written ([`framed_len`](Self::framed_len)'s).
-    pub fn write(&self, resource: usize, field: &[u8], backend: usize, out: &mut Vec<u8>) -> usize {
-        let (total, _) = self.framed_len(resource, backend);
-        if total == 0 {
-            return 0;
-        }
-        let r = &self.resources[resource];
-        let copy = |out: &mut Vec<u8>, ranges: &[Range]| {
-            for x in ranges {
-                out.extend_from_slice(&field[x.start as usize..x.end as usize]);
-            }
-        };
-        let start = out.len();
-        out.reserve(total);
-        let resource_fields = &self.resource_fields[r.fields.0 as usize..r.fields.1 as usize];
-        let mut len = sum_len(resource_fields);
-        let scopes = &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize];
-        for s in scopes {
-            let (scope_len, n) = self.scope_len(s, backend);
-            if n > 0 {
-                len += 1 + varint_len(scope_len) + scope_len;
+        let scope_fields_len =
+            |s: &Scope| sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]);
+        let resource_fields_len = sum_len(&self.resource_fields);
+        // Each backend's resource length and items.
+        let mut lens = vec![(resource_fields_len, 0usize); slots];
+        for (s, scope) in self.scopes.iter().enumerate() {
+            let fields_len = scope_fields_len(scope);
+            for (slot, len) in lens.iter_mut().enumerate() {
+                let (bytes, items) = self.tally[s * slots + slot];
+                if items > 0 {
+                    let scope_len = bytes + fields_len;
+                    len.0 += 1 + varint_len(scope_len) + scope_len;
+                    len.1 += items;
+                }
             }
         }
-        out.push(key(1, LEN) as u8);
-        put_varint(out, len);
-        copy(out, resource_fields);
-        for s in scopes {
-            let (scope_len, n) = self.scope_len(s, backend);
-            if n == 0 {
-                continue;
-            }
-            out.push(key(2, LEN) as u8);
-            put_varint(out, scope_len);
-            copy(
-                out,
-                &self.scope_fields[s.fields.0 as usize..s.fields.1 as usize],
+        let mut header = [0u8; 11];
+        // Each backend's resource: its key, its length, its other fields.
+        for (&backend, &(len, _)) in self.backends.iter().zip(&lens) {
+            emit(
+                backend,
+                Piece::Envelope(put_header(&mut header, key(1, LEN), len)),
             );
-            for (x, _) in self.items[s.items.0 as usize..s.items.1 as usize]
-                .iter()
-                .filter(|(_, b)| *b == backend)
-            {
-                out.extend_from_slice(&field[x.start as usize..x.end as usize]);
+            for x in &self.resource_fields {
+                emit(
+                    backend,
+                    Piece::Envelope(&field[x.start as usize..x.end as usize]),
+                );
             }
         }
-        out.len() - start
+        for (s, scope) in self.scopes.iter().enumerate() {
+            let fields = &self.scope_fields[scope.fields.0 as usize..scope.fields.1 as usize];
+            for (slot, &backend) in self.backends.iter().enumerate() {
+                let (bytes, items) = self.tally[s * slots + slot];
+                if items == 0 {
+                    continue;
+                }
+                let scope_len = bytes + sum_len(fields);
+                emit(
+                    backend,
+                    Piece::Envelope(put_header(&mut header, key(2, LEN), scope_len)),
+                );
+                for x in fields {
+                    emit(
+                        backend,
+                        Piece::Envelope(&field[x.start as usize..x.end as usize]),
+                    );
+                }
+            }
+            // Runs of consecutive items of one backend, each handed out once.
+            let items = &self.items[scope.items.0 as usize..scope.items.1 as usize];
+            let mut i = 0;
+            while i < items.len() {
+                let (first, slot) = items[i];
+                let mut end = first.end;
+                i += 1;
+                while i < items.len() && items[i].1 == slot {
+                    end = items[i].0.end;
+                    i += 1;
+                }
+                emit(
+                    self.backends[slot as usize],
+                    Piece::Items {
+                        start: first.start as usize,
+                        end: end as usize,
+                    },
+                );
+            }
+        }
+        for (&backend, &(len, items)) in self.backends.iter().zip(&lens) {
+            emit(
+                backend,
+                Piece::End {
+                    bytes: 1 + varint_len(len) + len,
+                    items,
+                },
+            );
+        }
     }
+}
+
+/// `key` and `len` as a length-delimited field's header, written to the front of `buf`.
+fn put_header(buf: &mut [u8; 11], key: u32, len: usize) -> &[u8] {
+    // The keys written here are field 1 or 2 of wire type LEN: one byte.
+    buf[0] = key as u8;
+    let mut n = 1;
+    let mut v = len;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    &buf[..n + 1]
 }
 
 fn sum_len(ranges: &[Range]) -> usize {
@@ -352,14 +371,6 @@ fn varint_len(v: usize) -> usize {
     bits.div_ceil(7) as usize
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,10 +389,10 @@ mod tests {
             2_097_152,
             1 << 40,
         ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
-            let mut want = Vec::new();
+            let mut header = [0u8; 11];
+            let out = put_header(&mut header, key(2, LEN), v);
+            assert_eq!(out.len(), 1 + varint_len(v), "{v}");
+            let mut want = vec![key(2, LEN) as u8];
             prost::encoding::encode_varint(v as u64, &mut want);
             assert_eq!(out, want, "{v}");
         }
