@@ -266,10 +266,15 @@ struct PartBuilder {
 
 impl PartBuilder {
     fn new(source_chunks: usize) -> Self {
+        Self::with_capacity(source_chunks, 0, 0)
+    }
+
+    /// Room for `segments` ranges and `envelope` bytes of envelopes before the lists grow.
+    fn with_capacity(source_chunks: usize, segments: usize, envelope: usize) -> Self {
         PartBuilder {
             source_chunks,
-            envelope: Vec::new(),
-            segments: Vec::new(),
+            envelope: Vec::with_capacity(envelope),
+            segments: Vec::with_capacity(segments),
             resources: Vec::new(),
             open: 0,
         }
@@ -333,7 +338,11 @@ impl PartBuilder {
     fn finish(mut self, chunk: impl Fn(usize) -> Bytes) -> WireForm {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut map: Vec<Option<u32>> = Vec::new();
-        let envelope = std::mem::take(&mut self.envelope);
+        let mut envelope = std::mem::take(&mut self.envelope);
+        if envelope.capacity() > envelope.len() + envelope.len() / 4 {
+            // The part holds its envelope buffer while queued: not the guess's leftover.
+            envelope.shrink_to_fit();
+        }
         let mut envelope = Some(envelope);
         for s in &mut self.segments {
             let c = s.chunk as usize;
@@ -399,6 +408,14 @@ impl WireForm {
         let mut joined: Vec<Bytes> = Vec::new();
         let mut used: Option<usize> = None;
         let mut several = false;
+        // A backend's ranges: about one per run of its items (half its items, or fewer, when
+        // items of several traces interleave), plus envelopes; growing the lists by doubling
+        // from nothing was a tenth of the split.
+        // Envelopes are a few percent of a request (resource and scope attributes against
+        // their spans); what is left over is given back when the part is finished.
+        let capacity = self.items.div_ceil(parts.max(1)) / 2 + 4 * self.segments.len();
+        let envelope = self.bytes / 32;
+        let new_part = || PartBuilder::with_capacity(source_chunks, capacity, envelope);
         for r in &self.resources {
             let segments = &self.segments[r.segments()];
             let (field, chunk, offset): (&[u8], usize, usize) = match segments {
@@ -435,13 +452,13 @@ impl WireForm {
             }
             if let Some(b) = walked.whole() {
                 builders[b]
-                    .get_or_insert_with(|| PartBuilder::new(source_chunks))
+                    .get_or_insert_with(new_part)
                     .push_resource(self, *r);
                 continue;
             }
             let mut failed = None;
             splitter.reframe(field, |b, piece| {
-                let part = builders[b].get_or_insert_with(|| PartBuilder::new(source_chunks));
+                let part = builders[b].get_or_insert_with(new_part);
                 match piece {
                     Piece::Envelope(bytes) => part.push_envelope(bytes),
                     Piece::Items { start, end } => part.push_segment(Segment {
