@@ -27,8 +27,8 @@ use crate::schema::Signal;
 /// The protobuf bytes of one or more clean export requests of one signal: a list of top-level
 /// `resource_*` fields, each made of byte ranges ([`Segment`]s) of the buffers it holds — one
 /// range of a request body for a resource as it was received, or, for a resource re-framed by
-/// [`WireForm::split_by_item`], new envelope bytes with ranges of the received body between
-/// them.
+/// [`WireForm::split_by_item`], bytes of the part's own buffer (new envelopes, short runs of
+/// items) with long runs of items between them as ranges of the received body.
 ///
 /// Invariants: the segments, in order, are the request's bytes; each resource is a run of
 /// them (`resources` tile `segments`) whose bytes are exactly one top-level resource field
@@ -43,8 +43,8 @@ pub struct WireForm {
 }
 
 /// `chunks[chunk][start..end]`. A chunk is a request body (at most
-/// [`crate::otlp::decode::MAX_REQUEST_BYTES`], under 2 GiB) or a split's envelope buffer
-/// (smaller than the bodies it frames), so `u32` offsets hold it, and a split part made of
+/// [`crate::otlp::decode::MAX_REQUEST_BYTES`], under 2 GiB) or a split part's own buffer
+/// (smaller than the bodies it was split from), so `u32` offsets hold it, and a split part made of
 /// thousands of ranges stays small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Segment {
@@ -162,7 +162,7 @@ impl WireForm {
 
     /// The request's bytes as slices of the buffers they are in, uncopied, in order: one per
     /// run of adjacent ranges of one buffer (a request passed on whole is one slice; a
-    /// re-framed part is its envelopes and its runs of items). What a sender writes to the
+    /// re-framed part is its own buffer and its long runs of items). What a sender writes to the
     /// socket one after the other, so a batch of wire forms is sent without being copied into
     /// one buffer first.
     pub fn slices(&self) -> Vec<Bytes> {
@@ -252,12 +252,26 @@ impl WireForm {
     }
 }
 
-/// One wire form being built from another's resources and new envelope bytes. Chunk indexes
-/// are the source's (`0..source_chunks`), then `source_chunks` for the envelope buffer, then
+/// Runs of items shorter than this are copied into a split part's own buffer (with the
+/// envelopes around them) rather than taken as ranges of the received buffer. A range costs
+/// more than copying a few hundred bytes: a `Bytes` slice whose reference count, shared by
+/// every backend's sender, is touched on each send, and the OTLP exporters join slices under
+/// 64 KiB into frames anyway (a copy), so referencing short runs only moved the copy and added
+/// the counts: measured 0.44 against 0.40 CPU-s per million spans when every run was a range
+/// (BENCHMARKS.md, "Load balancing by reference"). Small in unit tests, so that the property
+/// tests, whose spans are short, take both ways.
+#[cfg(not(test))]
+const REFERENCED_FROM: usize = 4096;
+#[cfg(test)]
+const REFERENCED_FROM: usize = 64;
+
+/// One wire form being built from another's resources and bytes of its own. Chunk indexes are
+/// the source's (`0..source_chunks`), then `source_chunks` for the part's own buffer, then
 /// whatever the caller numbers above it; [`finish`](Self::finish) keeps only the chunks used.
 struct PartBuilder {
     source_chunks: usize,
-    envelope: Vec<u8>,
+    /// The part's own bytes: envelopes and short runs of items, copied.
+    own: Vec<u8>,
     segments: Vec<Segment>,
     resources: Vec<WireResource>,
     /// The first segment of the resource being built.
@@ -269,11 +283,11 @@ impl PartBuilder {
         Self::with_capacity(source_chunks, 0, 0)
     }
 
-    /// Room for `segments` ranges and `envelope` bytes of envelopes before the lists grow.
-    fn with_capacity(source_chunks: usize, segments: usize, envelope: usize) -> Self {
+    /// Room for `segments` ranges and `own` bytes of its own before the lists grow.
+    fn with_capacity(source_chunks: usize, segments: usize, own: usize) -> Self {
         PartBuilder {
             source_chunks,
-            envelope: Vec::with_capacity(envelope),
+            own: Vec::with_capacity(own),
             segments: Vec::with_capacity(segments),
             resources: Vec::new(),
             open: 0,
@@ -306,13 +320,14 @@ impl PartBuilder {
         self.segments.push(s);
     }
 
-    fn push_envelope(&mut self, bytes: &[u8]) {
-        let start = self.envelope.len() as u32;
-        self.envelope.extend_from_slice(bytes);
+    /// Appends `bytes` copied to the part's own buffer.
+    fn push_own(&mut self, bytes: &[u8]) {
+        let start = self.own.len() as u32;
+        self.own.extend_from_slice(bytes);
         self.push_segment(Segment {
             chunk: self.source_chunks as u32,
             start,
-            end: self.envelope.len() as u32,
+            end: self.own.len() as u32,
         });
     }
 
@@ -334,16 +349,17 @@ impl PartBuilder {
     }
 
     /// The wire form, its chunks renumbered to those its ranges use: `chunk(i)` for the
-    /// caller's chunk `i`, the envelope buffer (one allocation of its size) for its own.
+    /// caller's chunk `i`, the part's own buffer for its own.
     fn finish(mut self, chunk: impl Fn(usize) -> Bytes) -> WireForm {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut map: Vec<Option<u32>> = Vec::new();
-        let mut envelope = std::mem::take(&mut self.envelope);
-        if envelope.capacity() > envelope.len() + envelope.len() / 4 {
-            // The part holds its envelope buffer while queued: not the guess's leftover.
-            envelope.shrink_to_fit();
+        let mut own = std::mem::take(&mut self.own);
+        if own.capacity() > own.len() + own.len() / 4 {
+            // The part holds its buffer while queued, not the guess's leftover (mimalloc
+            // shrinks a block in place down to half its size).
+            own.shrink_to_fit();
         }
-        let mut envelope = Some(envelope);
+        let mut own = Some(own);
         for s in &mut self.segments {
             let c = s.chunk as usize;
             if map.len() <= c {
@@ -351,7 +367,7 @@ impl PartBuilder {
             }
             s.chunk = *map[c].get_or_insert_with(|| {
                 chunks.push(if c == self.source_chunks {
-                    Bytes::from(envelope.take().unwrap_or_default())
+                    Bytes::from(own.take().unwrap_or_default())
                 } else {
                     chunk(c)
                 });
@@ -381,20 +397,21 @@ pub enum WireSplit {
 
 impl WireForm {
     /// Splits by the backend of each item's trace id (`backend_of(trace_id bytes)`, the bytes
-    /// empty for an item without one; backends `0..parts`), without decoding and without
-    /// copying items: a resource whose items all go to one backend is taken as its ranges;
-    /// one whose items go to several is re-framed for each of them ([`ItemSplitter::reframe`]):
-    /// new envelope bytes (one buffer per backend for all its re-framed resources) with the
-    /// backend's runs of items between them as ranges of the buffer they were received in,
-    /// which the part shares. Resources and scopes without items are left out of the parts
-    /// (as the decoded split leaves out containers without children), unless every item goes
-    /// to one backend: then the wire form goes whole, as the decoded split passes a payload
-    /// on uncopied.
+    /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
+    /// items all go to one backend is taken as its ranges; one whose items go to several is
+    /// re-framed for each of them ([`ItemSplitter::reframe`]): new envelopes, and the
+    /// backend's runs of items — a long run (at least [`REFERENCED_FROM`] bytes) as a range of
+    /// the buffer it was received in, which the part shares, uncopied; a short one copied with
+    /// the envelopes into the part's own buffer (one per backend, for all its re-framed
+    /// resources). Resources and scopes without items are left out of the parts (as the
+    /// decoded split leaves out containers without children), unless every item goes to one
+    /// backend: then the wire form goes whole, as the decoded split passes a payload on
+    /// uncopied.
     ///
-    /// A part counts its own bytes ([`len`](Self::len)): its envelopes and the ranges it
+    /// A part counts its own bytes ([`len`](Self::len)): its own buffer's and the ranges it
     /// takes. The received buffers it shares are freed when the last part using them is, so
     /// while one backend's part waits after the others were sent, the buffers hold more than
-    /// the waiting part counts (at most the whole of what was split).
+    /// the waiting part counts (at most the rest of what was split).
     pub fn split_by_item(
         &self,
         splitter: &mut ItemSplitter,
@@ -408,14 +425,13 @@ impl WireForm {
         let mut joined: Vec<Bytes> = Vec::new();
         let mut used: Option<usize> = None;
         let mut several = false;
-        // A backend's ranges: about one per run of its items (half its items, or fewer, when
-        // items of several traces interleave), plus envelopes; growing the lists by doubling
-        // from nothing was a tenth of the split.
-        // Envelopes are a few percent of a request (resource and scope attributes against
-        // their spans); what is left over is given back when the part is finished.
-        let capacity = self.items.div_ceil(parts.max(1)) / 2 + 4 * self.segments.len();
-        let envelope = self.bytes / 32;
-        let new_part = || PartBuilder::with_capacity(source_chunks, capacity, envelope);
+        // A backend's own buffer holds about its share of the bytes when its runs are short
+        // (items of many traces interleaved, as SDKs send them): room for twice that share,
+        // so that it does not grow by doubling (a copy of it all each time), what is left
+        // over given back when the part is finished.
+        let own = (2 * self.bytes / parts.max(1)).min(self.bytes) + 4096;
+        let capacity = 2 * self.segments.len() + 8;
+        let new_part = || PartBuilder::with_capacity(source_chunks, capacity, own);
         for r in &self.resources {
             let segments = &self.segments[r.segments()];
             let (field, chunk, offset): (&[u8], usize, usize) = match segments {
@@ -460,7 +476,10 @@ impl WireForm {
             splitter.reframe(field, |b, piece| {
                 let part = builders[b].get_or_insert_with(new_part);
                 match piece {
-                    Piece::Envelope(bytes) => part.push_envelope(bytes),
+                    Piece::Envelope(bytes) => part.push_own(bytes),
+                    Piece::Items { start, end } if end - start < REFERENCED_FROM => {
+                        part.push_own(&field[start..end]);
+                    }
                     Piece::Items { start, end } => part.push_segment(Segment {
                         chunk: chunk as u32,
                         start: (offset + start) as u32,
@@ -937,21 +956,62 @@ mod tests {
         assert_eq!(r1.segments().len(), 1, "one range");
         let r1 = whole.segment_bytes(whole.segments[r1.first as usize]);
         assert!(body.windows(r1.len()).any(|w| w == r1));
-        // The re-framed resource's spans are ranges of the request too: the part's bytes
-        // outside the request are its envelopes only.
-        let request = forms[1]
-            .1
-            .chunks
+    }
+
+    /// A re-framed resource's runs of consecutive spans of one backend are one range each:
+    /// a long run (at least [`REFERENCED_FROM`]) a range of the received request, shared and
+    /// not copied; the part's own buffer holds only the envelopes and the short runs.
+    #[test]
+    fn long_runs_of_spans_are_ranges_of_the_request_and_short_ones_are_copied() {
+        // One scope: backends 0 0 0 0 1 1 1 1 0 (runs of 4, 4 and 1; spans of one size).
+        let order = vec![0, 0, 0, 0, 1, 1, 1, 1, 0];
+        let req = traces_request(vec![vec![order]]);
+        let body = req.encode_to_vec();
+        let (split, parts) = split_traces(&body, 2);
+        let WireSplit::Parts(forms) = split else {
+            panic!("split in two");
+        };
+        let span_len = req.resource_spans[0].scope_spans[0].spans[0].encoded_len();
+        let field = 1 + prost::length_delimiter_len(span_len) + span_len;
+        assert!(
+            field < REFERENCED_FROM && 4 * field >= REFERENCED_FROM,
+            "{field}"
+        );
+        for (b, form) in &forms {
+            let request = form
+                .chunks
+                .iter()
+                .position(|c| c.len() == body.len() && c[..] == body[..])
+                .expect("the part shares the request") as u32;
+            let ranges: Vec<usize> = form
+                .segments
+                .iter()
+                .filter(|s| s.chunk == request)
+                .map(|s| s.len())
+                .collect();
+            // A run of four spans, one range; the single span copied.
+            assert_eq!(ranges, vec![4 * field], "backend {b}");
+            let own: usize = form
+                .segments
+                .iter()
+                .filter(|s| s.chunk != request)
+                .map(|s| s.len())
+                .sum();
+            assert_eq!(own + 4 * field, form.len(), "backend {b}");
+            assert!(own < field + 200, "backend {b}: {own} bytes of its own");
+            // Sent as slices: the run is the request's bytes, not a copy.
+            let chunk = form.chunks[request as usize].as_ptr_range();
+            assert!(
+                form.slices()
+                    .iter()
+                    .any(|s| chunk.contains(&s.as_ptr()) && s.len() == 4 * field)
+            );
+        }
+        let spans: Vec<usize> = parts
             .iter()
-            .find(|c| c.len() == body.len())
-            .unwrap();
-        let envelope: usize = whole
-            .segments
-            .iter()
-            .filter(|s| whole.chunks[s.chunk as usize].as_ptr() != request.as_ptr())
-            .map(|s| s.len())
-            .sum();
-        assert!(envelope < 200, "{envelope} bytes of envelopes");
+            .map(|(_, p)| p.resource_spans[0].scope_spans[0].spans.len())
+            .collect();
+        assert_eq!(spans, vec![5, 4]);
     }
 
     /// One backend for everything: the wire form goes whole, empty scopes and resources
