@@ -353,13 +353,7 @@ impl PartBuilder {
     fn finish(mut self, chunk: impl Fn(usize) -> Bytes) -> WireForm {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut map: Vec<Option<u32>> = Vec::new();
-        let mut own = std::mem::take(&mut self.own);
-        if own.capacity() > own.len() + own.len() / 4 {
-            // The part holds its buffer while queued, not the guess's leftover (mimalloc
-            // shrinks a block in place down to half its size).
-            own.shrink_to_fit();
-        }
-        let mut own = Some(own);
+        let mut own = Some(std::mem::take(&mut self.own));
         for s in &mut self.segments {
             let c = s.chunk as usize;
             if map.len() <= c {
@@ -418,42 +412,52 @@ impl WireForm {
         parts: usize,
         mut backend_of: impl FnMut(&[u8]) -> usize,
     ) -> Result<WireSplit, SplitError> {
-        let mut builders: Vec<Option<PartBuilder>> = (0..parts).map(|_| None).collect();
+        /// A resource as a backend's part takes it.
+        enum Taken {
+            /// As it is, by one backend.
+            Whole(usize, WireResource),
+            /// Re-framed (walk index): its field is `chunk[offset..offset + len]`.
+            Reframed(usize, usize, usize, usize),
+        }
         let source_chunks = self.chunks.len();
         // Resources of several ranges (parts of an earlier split, split again when their
         // backend goes away) are walked joined: chunk `source_chunks + 1 + i` is `joined[i]`.
         let mut joined: Vec<Bytes> = Vec::new();
+        let chunk_bytes = |joined: &[Bytes], c: usize| -> Bytes {
+            match c.checked_sub(source_chunks + 1) {
+                Some(j) => joined[j].clone(),
+                None => self.chunks[c].clone(),
+            }
+        };
         let mut used: Option<usize> = None;
         let mut several = false;
-        // A backend's own buffer holds about its share of the bytes when its runs are short
-        // (items of many traces interleaved, as SDKs send them): room for twice that share,
-        // so that it does not grow by doubling (a copy of it all each time), what is left
-        // over given back when the part is finished.
-        let own = (2 * self.bytes / parts.max(1)).min(self.bytes) + 4096;
-        let capacity = 2 * self.segments.len() + 8;
-        let new_part = || PartBuilder::with_capacity(source_chunks, capacity, own);
-        for r in &self.resources {
+        let mut taken: Vec<Taken> = Vec::with_capacity(self.resources.len());
+        // Each backend's own bytes, known before any is written: its buffer is allocated once,
+        // at its size (growing it by doubling was a copy of it all again).
+        let mut own = vec![0usize; parts];
+        splitter.clear();
+        for (walk, r) in self.resources.iter().enumerate() {
             let segments = &self.segments[r.segments()];
-            let (field, chunk, offset): (&[u8], usize, usize) = match segments {
-                [s] => (self.segment_bytes(*s), s.chunk as usize, s.start as usize),
+            let (chunk, offset) = match segments {
+                [s] => (s.chunk as usize, s.start as usize),
                 _ => {
                     let mut bytes = Vec::with_capacity(r.bytes);
                     for &s in segments {
                         bytes.extend_from_slice(self.segment_bytes(s));
                     }
                     joined.push(Bytes::from(bytes));
-                    (
-                        joined.last().map_or(&[][..], |b| &b[..]),
-                        source_chunks + joined.len(),
-                        0,
-                    )
+                    (source_chunks + joined.len(), 0)
                 }
+            };
+            let field = match chunk.checked_sub(source_chunks + 1) {
+                Some(j) => &joined[j][..],
+                None => &self.chunks[chunk][offset..offset + r.bytes],
             };
             let walked = splitter.walk(field, &mut backend_of)?;
             if walked.items != r.items {
                 return Err(SplitError::new("item count differs from the skim's"));
             }
-            for &b in splitter.backends() {
+            for &b in splitter.backends(walk) {
                 if b >= parts {
                     return Err(SplitError::new("a backend out of range"));
                 }
@@ -467,34 +471,14 @@ impl WireForm {
                 continue;
             }
             if let Some(b) = walked.whole() {
-                builders[b]
-                    .get_or_insert_with(new_part)
-                    .push_resource(self, *r);
+                taken.push(Taken::Whole(b, *r));
                 continue;
             }
-            let mut failed = None;
-            splitter.reframe(field, |b, piece| {
-                let part = builders[b].get_or_insert_with(new_part);
-                match piece {
-                    Piece::Envelope(bytes) => part.push_own(bytes),
-                    Piece::Items { start, end } if end - start < REFERENCED_FROM => {
-                        part.push_own(&field[start..end]);
-                    }
-                    Piece::Items { start, end } => part.push_segment(Segment {
-                        chunk: chunk as u32,
-                        start: (offset + start) as u32,
-                        end: (offset + end) as u32,
-                    }),
-                    Piece::End { bytes, items } => {
-                        if let Err(e) = part.end_resource(bytes, items) {
-                            failed = Some(e);
-                        }
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
+            splitter.size(walk, REFERENCED_FROM);
+            for (b, size) in splitter.sizes(walk) {
+                own[b] += size.copied;
             }
+            taken.push(Taken::Reframed(walk, chunk, offset, r.bytes));
         }
         let Some(first) = used else {
             return Ok(WireSplit::Nothing);
@@ -502,18 +486,60 @@ impl WireForm {
         if !several {
             return Ok(WireSplit::One(first));
         }
-        let split = builders
-            .into_iter()
-            .enumerate()
-            .filter_map(|(b, part)| Some((b, part.filter(|p| !p.resources.is_empty())?)))
-            .map(|(b, part)| {
-                let form = part.finish(|c| match c.checked_sub(source_chunks + 1) {
-                    Some(j) => joined[j].clone(),
-                    None => self.chunks[c].clone(),
-                });
-                (b, form)
-            })
-            .collect();
+        let mut builders: Vec<Option<PartBuilder>> = (0..parts).map(|_| None).collect();
+        let capacity = 2 * self.segments.len() + 8;
+        let mut failed = None;
+        for t in &taken {
+            match *t {
+                Taken::Whole(b, r) => builders[b]
+                    .get_or_insert_with(|| {
+                        PartBuilder::with_capacity(source_chunks, capacity, own[b])
+                    })
+                    .push_resource(self, r),
+                Taken::Reframed(walk, chunk, offset, len) => {
+                    let field = match chunk.checked_sub(source_chunks + 1) {
+                        Some(j) => &joined[j][..],
+                        None => &self.chunks[chunk][offset..offset + len],
+                    };
+                    splitter.reframe(walk, field, |b, piece| {
+                        let part = builders[b].get_or_insert_with(|| {
+                            PartBuilder::with_capacity(source_chunks, capacity, own[b])
+                        });
+                        match piece {
+                            Piece::Envelope(bytes) => part.push_own(bytes),
+                            Piece::Items { start, end } if end - start < REFERENCED_FROM => {
+                                part.push_own(&field[start..end]);
+                            }
+                            Piece::Items { start, end } => part.push_segment(Segment {
+                                chunk: chunk as u32,
+                                start: (offset + start) as u32,
+                                end: (offset + end) as u32,
+                            }),
+                            Piece::End { bytes, items } => {
+                                if let Err(e) = part.end_resource(bytes, items) {
+                                    failed = Some(e);
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut split = Vec::new();
+        for (b, part) in builders.into_iter().enumerate() {
+            let Some(part) = part.filter(|p| !p.resources.is_empty()) else {
+                continue;
+            };
+            if part.own.len() != own[b] {
+                return Err(SplitError::new(
+                    "a part's own bytes differ from their sizing",
+                ));
+            }
+            split.push((b, part.finish(|c| chunk_bytes(&joined, c))));
+        }
         Ok(WireSplit::Parts(split))
     }
 }
@@ -1012,6 +1038,55 @@ mod tests {
             .map(|(_, p)| p.resource_spans[0].scope_spans[0].spans.len())
             .collect();
         assert_eq!(spans, vec![5, 4]);
+    }
+
+    /// A scope field between two spans of one backend (protobuf allows any field order)
+    /// ends their run: the field is not sent twice, and the part decodes as the decoded split.
+    #[test]
+    fn a_scope_field_between_spans_ends_a_run() {
+        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+        let req = traces_request(vec![vec![vec![0, 0, 1, 0]]]);
+        let scope = &req.resource_spans[0].scope_spans[0];
+        let field = |n: u8, msg: &[u8]| -> Vec<u8> {
+            let mut out = vec![(n << 3) | 2];
+            prost::encoding::encode_varint(msg.len() as u64, &mut out);
+            out.extend_from_slice(msg);
+            out
+        };
+        // Span 0, the schema URL, spans 1, 2 and 3, the scope.
+        let mut scope_bytes = field(2, &scope.spans[0].encode_to_vec());
+        scope_bytes.extend(field(3, scope.schema_url.as_bytes()));
+        for s in &scope.spans[1..] {
+            scope_bytes.extend(field(2, &s.encode_to_vec()));
+        }
+        scope_bytes.extend(field(1, &scope.scope.as_ref().unwrap().encode_to_vec()));
+        let mut resource = field(
+            1,
+            &req.resource_spans[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .encode_to_vec(),
+        );
+        resource.extend(field(2, &scope_bytes));
+        let body = field(1, &resource);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&body[..])
+                .unwrap()
+                .resource_spans[0]
+                .scope_spans[0],
+            ScopeSpans { ..scope.clone() }
+        );
+        let (_, parts) = split_traces(&body, 2);
+        let names = |b: usize| -> Vec<String> {
+            let p = &parts.iter().find(|(x, _)| *x == b).unwrap().1;
+            let ss = &p.resource_spans[0].scope_spans[0];
+            assert_eq!(ss.schema_url, scope.schema_url);
+            assert_eq!(ss.scope, scope.scope);
+            ss.spans.iter().map(|s| s.name.clone()).collect()
+        };
+        assert_eq!(names(0), vec!["span-0-0-0", "span-0-0-1", "span-0-0-3"]);
+        assert_eq!(names(1), vec!["span-0-0-2"]);
     }
 
     /// One backend for everything: the wire form goes whole, empty scopes and resources

@@ -90,26 +90,55 @@ struct Scope {
     items: (u32, u32),
 }
 
-/// Walks and re-frames one resource field at a time: [`walk`](Self::walk) records its
-/// envelopes and items (the lists are reused from one resource to the next), then
-/// [`reframe`](Self::reframe) hands each backend its pieces.
+/// One walked resource field: index ranges of the splitter's lists.
+#[derive(Debug, Clone, Copy)]
+struct Resource {
+    fields: (u32, u32),
+    scopes: (u32, u32),
+    backends: (u32, u32),
+    /// Where its per-scope, per-backend tally and its per-backend sizes start, once
+    /// [`ItemSplitter::size`]d (`u32::MAX` before).
+    tally: u32,
+    sized: u32,
+}
+
+/// What one backend's re-framed resource holds ([`ItemSplitter::size`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartSize {
+    /// Its bytes, key and length included.
+    pub bytes: usize,
+    pub items: usize,
+    /// Of its bytes, those of new envelopes and of runs of items shorter than the caller's
+    /// bound: what a caller copying those runs writes.
+    pub copied: usize,
+    /// Its message's length (what its length prefix says).
+    message: usize,
+}
+
+/// Walks and re-frames the resource fields of one request (or of a batch of them): each
+/// [`walk`](Self::walk) appends a resource to its lists, [`size`](Self::size) tells what each
+/// backend's part of it holds, so that every part can be sized exactly before any is written
+/// by [`reframe`](Self::reframe); the lists are reused after a [`clear`](Self::clear).
 #[derive(Debug)]
 pub struct ItemSplitter {
     /// The item message's `trace_id` key: `Span.trace_id = 1`, `LogRecord.trace_id = 9`.
     trace_id_key: u32,
-    /// The resource's fields other than `scope_*`, as ranges of its field.
+    resources: Vec<Resource>,
+    /// The resources' fields other than `scope_*`, as ranges of their resource field.
     resource_fields: Vec<Range>,
     scopes: Vec<Scope>,
     /// The scopes' fields other than their items.
     scope_fields: Vec<Range>,
-    /// Every item field (key, length and message) with its backend's slot: its index in
-    /// `backends`.
+    /// Every item field (key, length and message) with its backend's slot: its index in its
+    /// resource's backends.
     items: Vec<(Range, u32)>,
-    /// The resource's backends, in order of first appearance.
+    /// Each resource's backends, in order of first appearance.
     backends: Vec<usize>,
-    /// Per scope and backend slot (`scope * backends + slot`): the bytes and count of the
-    /// slot's items in the scope.
+    /// Per sized resource, scope and backend slot (`tally + scope * backends + slot`): the
+    /// bytes and count of the slot's items in the scope.
     tally: Vec<(usize, usize)>,
+    /// Per sized resource and backend slot: what the slot's part of the resource holds.
+    sized: Vec<PartSize>,
 }
 
 impl ItemSplitter {
@@ -122,18 +151,33 @@ impl ItemSplitter {
         };
         Some(ItemSplitter {
             trace_id_key,
+            resources: Vec::new(),
             resource_fields: Vec::new(),
             scopes: Vec::new(),
             scope_fields: Vec::new(),
             items: Vec::new(),
             backends: Vec::new(),
             tally: Vec::new(),
+            sized: Vec::new(),
         })
+    }
+
+    /// Forgets every walked resource.
+    pub fn clear(&mut self) {
+        self.resources.clear();
+        self.resource_fields.clear();
+        self.scopes.clear();
+        self.scope_fields.clear();
+        self.items.clear();
+        self.backends.clear();
+        self.tally.clear();
+        self.sized.clear();
     }
 
     /// Walks the top-level resource field `field` (its key, length and message): every item's
     /// backend is `backend_of(its trace_id bytes)`, the bytes empty for an item without one.
-    /// Forgets the resource walked before.
+    /// The resource is the next index (from 0 after a [`clear`](Self::clear)) for
+    /// [`size`](Self::size) and [`reframe`](Self::reframe).
     pub fn walk(
         &mut self,
         field: &[u8],
@@ -142,11 +186,6 @@ impl ItemSplitter {
         if field.len() > u32::MAX as usize {
             return Err(SplitError("a resource over 4 GiB"));
         }
-        self.resource_fields.clear();
-        self.scopes.clear();
-        self.scope_fields.clear();
-        self.items.clear();
-        self.backends.clear();
         let malformed = |_| SplitError("malformed protobuf");
         let mut top = Reader::new(field, 0);
         if top.key().map_err(malformed)? != key(1, LEN) {
@@ -156,6 +195,12 @@ impl ItemSplitter {
         if top.has_more() {
             return Err(SplitError("more than one top-level field"));
         }
+        let (fields_from, scopes_from, items_from, backends_from) = (
+            self.resource_fields.len(),
+            self.scopes.len(),
+            self.items.len(),
+            self.backends.len(),
+        );
         let mut empty_scope = false;
         // The slot of the last item's backend: spans of one trace tend to come together.
         let mut last_slot = 0u32;
@@ -193,13 +238,14 @@ impl ItemSplitter {
                     skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
                 }
                 let backend = backend_of(trace_id);
-                let slot = match self.backends.get(last_slot as usize) {
+                let mine = &self.backends[backends_from..];
+                let slot = match mine.get(last_slot as usize) {
                     Some(&b) if b == backend => last_slot,
-                    _ => match self.backends.iter().position(|&b| b == backend) {
+                    _ => match mine.iter().position(|&b| b == backend) {
                         Some(i) => i as u32,
                         None => {
                             self.backends.push(backend);
-                            (self.backends.len() - 1) as u32
+                            (self.backends.len() - 1 - backends_from) as u32
                         }
                     },
                 };
@@ -212,9 +258,16 @@ impl ItemSplitter {
                 items: (scope_items_from as u32, self.items.len() as u32),
             });
         }
+        self.resources.push(Resource {
+            fields: (fields_from as u32, self.resource_fields.len() as u32),
+            scopes: (scopes_from as u32, self.scopes.len() as u32),
+            backends: (backends_from as u32, self.backends.len() as u32),
+            tally: u32::MAX,
+            sized: u32::MAX,
+        });
         Ok(Walked {
-            items: self.items.len(),
-            only: match self.backends.as_slice() {
+            items: self.items.len() - items_from,
+            only: match &self.backends[backends_from..] {
                 [b] => Some(*b),
                 _ => None,
             },
@@ -222,64 +275,127 @@ impl ItemSplitter {
         })
     }
 
-    /// The backends the walked resource has items for, in order of first appearance.
-    pub fn backends(&self) -> &[usize] {
-        &self.backends
+    /// The backends walked resource `resource` has items for, in order of first appearance.
+    pub fn backends(&self, resource: usize) -> &[usize] {
+        let r = &self.resources[resource];
+        &self.backends[r.backends.0 as usize..r.backends.1 as usize]
     }
 
-    /// Re-frames the walked resource (whose bytes are `field`) for each of its
-    /// [`backends`](Self::backends): `emit(backend, piece)` receives, backend by backend in
-    /// order (calls for different backends interleave), the resource's new envelope, then per
-    /// scope holding items of the backend its new envelope and those items as ranges of
-    /// `field` (one range per run of consecutive items), then [`Piece::End`]. Two passes over
-    /// the items: one to size every envelope, one to hand out the ranges.
-    pub fn reframe(&mut self, field: &[u8], mut emit: impl FnMut(usize, Piece<'_>)) {
-        let slots = self.backends.len();
-        self.tally.clear();
-        self.tally.resize(self.scopes.len() * slots, (0, 0));
-        for (s, scope) in self.scopes.iter().enumerate() {
-            let tally = &mut self.tally[s * slots..(s + 1) * slots];
-            for (r, slot) in &self.items[scope.items.0 as usize..scope.items.1 as usize] {
-                let t = &mut tally[*slot as usize];
-                t.0 += r.len();
+    /// Sizes each backend's part of walked resource `resource` ([`sizes`](Self::sizes)): runs
+    /// of items shorter than `copy_below` bytes count as copied (a run: items of one backend
+    /// one after the other in the bytes, as [`reframe`](Self::reframe) hands them out). One
+    /// pass over its items.
+    pub fn size(&mut self, resource: usize, copy_below: usize) {
+        let r = self.resources[resource];
+        let slots = (r.backends.1 - r.backends.0) as usize;
+        let scopes = &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize];
+        let tally_from = self.tally.len();
+        self.tally.resize(tally_from + scopes.len() * slots, (0, 0));
+        let sized_from = self.sized.len();
+        self.sized.resize(sized_from + slots, PartSize::default());
+        let sized = &mut self.sized[sized_from..];
+        for (s, scope) in scopes.iter().enumerate() {
+            let tally = &mut self.tally[tally_from + s * slots..tally_from + (s + 1) * slots];
+            let items = &self.items[scope.items.0 as usize..scope.items.1 as usize];
+            // (slot, bytes, end) of the run being measured.
+            let mut run: Option<(u32, usize, u32)> = None;
+            for &(x, slot) in items {
+                let t = &mut tally[slot as usize];
+                t.0 += x.len();
                 t.1 += 1;
+                run = match run {
+                    Some((s, len, end)) if s == slot && end == x.start => {
+                        Some((s, len + x.len(), x.end))
+                    }
+                    Some((s, len, _)) => {
+                        if len < copy_below {
+                            sized[s as usize].copied += len;
+                        }
+                        Some((slot, x.len(), x.end))
+                    }
+                    None => Some((slot, x.len(), x.end)),
+                };
+            }
+            if let Some((s, len, _)) = run
+                && len < copy_below
+            {
+                sized[s as usize].copied += len;
             }
         }
-        let scope_fields_len =
-            |s: &Scope| sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]);
-        let resource_fields_len = sum_len(&self.resource_fields);
-        // Each backend's resource length and items.
-        let mut lens = vec![(resource_fields_len, 0usize); slots];
-        for (s, scope) in self.scopes.iter().enumerate() {
-            let fields_len = scope_fields_len(scope);
-            for (slot, len) in lens.iter_mut().enumerate() {
-                let (bytes, items) = self.tally[s * slots + slot];
+        let resource_fields =
+            sum_len(&self.resource_fields[r.fields.0 as usize..r.fields.1 as usize]);
+        for (slot, part) in sized.iter_mut().enumerate() {
+            let mut len = resource_fields;
+            let mut envelopes = resource_fields;
+            for (s, scope) in scopes.iter().enumerate() {
+                let (bytes, items) = self.tally[tally_from + s * slots + slot];
                 if items > 0 {
-                    let scope_len = bytes + fields_len;
-                    len.0 += 1 + varint_len(scope_len) + scope_len;
-                    len.1 += items;
+                    let fields = sum_len(
+                        &self.scope_fields[scope.fields.0 as usize..scope.fields.1 as usize],
+                    );
+                    let scope_len = bytes + fields;
+                    len += 1 + varint_len(scope_len) + scope_len;
+                    envelopes += 1 + varint_len(scope_len) + fields;
+                    part.items += items;
                 }
             }
+            part.message = len;
+            part.bytes = 1 + varint_len(len) + len;
+            part.copied += 1 + varint_len(len) + envelopes;
         }
+        self.resources[resource].tally = tally_from as u32;
+        self.resources[resource].sized = sized_from as u32;
+    }
+
+    /// Each backend of [`size`](Self::size)d resource `resource` with what its part holds.
+    pub fn sizes(&self, resource: usize) -> impl Iterator<Item = (usize, PartSize)> + '_ {
+        let r = self.resources[resource];
+        let sized = match r.sized {
+            u32::MAX => &[][..],
+            from => &self.sized[from as usize..from as usize + self.backends(resource).len()],
+        };
+        self.backends(resource)
+            .iter()
+            .copied()
+            .zip(sized.iter().copied())
+    }
+
+    /// Re-frames walked resource `resource` (whose bytes are `field`; [`size`](Self::size)d
+    /// first) for each of its [`backends`](Self::backends): `emit(backend, piece)` receives,
+    /// backend by backend in order (calls for different backends interleave), the resource's
+    /// new envelope, then per scope holding items of the backend its new envelope and those
+    /// items as ranges of `field` (one range per run of consecutive items), then
+    /// [`Piece::End`].
+    pub fn reframe(&self, resource: usize, field: &[u8], mut emit: impl FnMut(usize, Piece<'_>)) {
+        let r = self.resources[resource];
+        if r.tally == u32::MAX {
+            return;
+        }
+        let backends = &self.backends[r.backends.0 as usize..r.backends.1 as usize];
+        let slots = backends.len();
+        let scopes = &self.scopes[r.scopes.0 as usize..r.scopes.1 as usize];
+        let tally = &self.tally[r.tally as usize..r.tally as usize + scopes.len() * slots];
+        let resource_fields = &self.resource_fields[r.fields.0 as usize..r.fields.1 as usize];
+        let sizes = &self.sized[r.sized as usize..r.sized as usize + slots];
         let mut header = [0u8; 11];
         // Each backend's resource: its key, its length, its other fields.
-        for (&backend, &(len, _)) in self.backends.iter().zip(&lens) {
+        for (&backend, size) in backends.iter().zip(sizes) {
             emit(
                 backend,
-                Piece::Envelope(put_header(&mut header, key(1, LEN), len)),
+                Piece::Envelope(put_header(&mut header, key(1, LEN), size.message)),
             );
-            for x in &self.resource_fields {
+            for x in resource_fields {
                 emit(
                     backend,
                     Piece::Envelope(&field[x.start as usize..x.end as usize]),
                 );
             }
         }
-        for (s, scope) in self.scopes.iter().enumerate() {
+        for (s, scope) in scopes.iter().enumerate() {
             let fields = &self.scope_fields[scope.fields.0 as usize..scope.fields.1 as usize];
-            for (slot, &backend) in self.backends.iter().enumerate() {
-                let (bytes, items) = self.tally[s * slots + slot];
-                if items == 0 {
+            for (slot, &backend) in backends.iter().enumerate() {
+                let (bytes, n) = tally[s * slots + slot];
+                if n == 0 {
                     continue;
                 }
                 let scope_len = bytes + sum_len(fields);
@@ -294,19 +410,20 @@ impl ItemSplitter {
                     );
                 }
             }
-            // Runs of consecutive items of one backend, each handed out once.
+            // Runs of consecutive items of one backend, each handed out once (adjacent in
+            // the bytes: a scope field between two items ends a run).
             let items = &self.items[scope.items.0 as usize..scope.items.1 as usize];
             let mut i = 0;
             while i < items.len() {
                 let (first, slot) = items[i];
                 let mut end = first.end;
                 i += 1;
-                while i < items.len() && items[i].1 == slot {
+                while i < items.len() && items[i].1 == slot && items[i].0.start == end {
                     end = items[i].0.end;
                     i += 1;
                 }
                 emit(
-                    self.backends[slot as usize],
+                    backends[slot as usize],
                     Piece::Items {
                         start: first.start as usize,
                         end: end as usize,
@@ -314,12 +431,12 @@ impl ItemSplitter {
                 );
             }
         }
-        for (&backend, &(len, items)) in self.backends.iter().zip(&lens) {
+        for (&backend, size) in backends.iter().zip(sizes) {
             emit(
                 backend,
                 Piece::End {
-                    bytes: 1 + varint_len(len) + len,
-                    items,
+                    bytes: size.bytes,
+                    items: size.items,
                 },
             );
         }
