@@ -331,6 +331,77 @@ fn clean_records_are_replayed_undecoded_and_unusual_ones_decoded() {
     assert_eq!(back.item_count(), 6);
 }
 
+/// A `loadbalancing` part re-framed by reference — new envelopes, runs of spans over 4 KiB sent
+/// from the received request's buffer, shorter runs copied — is stored as its bytes and reads
+/// back, undecoded, as the same request.
+#[test]
+fn a_load_balancing_part_sharing_the_received_request_is_stored_as_its_bytes() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    use sluice_engine::otlp::decode::ItemSplitter;
+    use sluice_engine::payload::{Payload, WireForm, WireSplit};
+    let span = |backend: u8, i: usize| Span {
+        trace_id: vec![backend; 16],
+        span_id: vec![1; 8],
+        name: format!("span-{i}"),
+        attributes: vec![KeyValue {
+            key: "pad".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("x".repeat(400))),
+            }),
+            key_strindex: 0,
+        }],
+        ..Default::default()
+    };
+    // Backends: twelve spans to 0 (a run over 4 KiB), one to 1, twelve to 0, one to 1.
+    let order: Vec<u8> = [vec![0; 12], vec![1], vec![0; 12], vec![1]].concat();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: order.iter().enumerate().map(|(i, &b)| span(b, i)).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let body = Bytes::from(req.encode_to_vec());
+    let skim = sluice_engine::otlp::skim(Signal::Traces, &body).expect("clean");
+    let form = WireForm::new(body, &skim);
+    let mut splitter = ItemSplitter::new(Signal::Traces).unwrap();
+    let split = form
+        .split_by_item(&mut splitter, 2, |id: &[u8]| usize::from(id[0] % 2))
+        .unwrap();
+    let WireSplit::Parts(parts) = split else {
+        panic!("split in two: {split:?}");
+    };
+    assert_eq!(parts.len(), 2);
+    for (b, part) in parts {
+        // Backend 0: its envelope, then its two long runs as the request's own bytes.
+        assert_eq!(
+            part.slices().len(),
+            if b == 0 { 3 } else { 1 },
+            "backend {b}"
+        );
+        let bytes = part.to_bytes();
+        let payload = Payload::from_wire(Signal::Traces, part.clone());
+        let (record, start) = encode_record(&payload);
+        assert_eq!(&record[start..], &bytes[..]);
+        let (back, stored) = decode_record(Signal::Traces, &Bytes::from(record)).unwrap();
+        assert!(back.wire().is_some(), "replayed undecoded");
+        assert_eq!(back.item_count(), part.items());
+        let got = ExportTraceServiceRequest::decode(&stored[..]).unwrap();
+        let spans = &got.resource_spans[0].scope_spans[0].spans;
+        let want: Vec<&Span> = req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .filter(|s| usize::from(s.trace_id[0]) == b)
+            .collect();
+        assert_eq!(spans.iter().collect::<Vec<_>>(), want, "backend {b}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
