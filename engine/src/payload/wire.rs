@@ -25,7 +25,7 @@ use crate::payload::Payload;
 use crate::schema::Signal;
 
 /// The protobuf bytes of one or more clean export requests of one signal: a list of top-level
-/// `resource_*` fields, each made of byte ranges ([`Segment`]s) of the buffers it holds — one
+/// `resource_*` fields, each made of byte ranges (segments) of the buffers it holds — one
 /// range of a request body for a resource as it was received, or, for a resource re-framed by
 /// [`WireForm::split_by_item`], bytes of the part's own buffer (new envelopes, short runs of
 /// items) with long runs of items between them as ranges of the received body.
@@ -394,7 +394,7 @@ impl WireForm {
     /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
     /// items all go to one backend is taken as its ranges; one whose items go to several is
     /// re-framed for each of them ([`ItemSplitter::reframe`]): new envelopes, and the
-    /// backend's runs of items — a long run (at least [`REFERENCED_FROM`] bytes) as a range of
+    /// backend's runs of items — a long run (at least `REFERENCED_FROM`, 4 KiB) as a range of
     /// the buffer it was received in, which the part shares, uncopied; a short one copied with
     /// the envelopes into the part's own buffer (one per backend, for all its re-framed
     /// resources). Resources and scopes without items are left out of the parts (as the
@@ -985,7 +985,7 @@ mod tests {
     }
 
     /// A re-framed resource's runs of consecutive spans of one backend are one range each:
-    /// a long run (at least [`REFERENCED_FROM`]) a range of the received request, shared and
+    /// a long run (at least `REFERENCED_FROM`) a range of the received request, shared and
     /// not copied; the part's own buffer holds only the envelopes and the short runs.
     #[test]
     fn long_runs_of_spans_are_ranges_of_the_request_and_short_ones_are_copied() {
