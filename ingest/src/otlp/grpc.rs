@@ -171,16 +171,26 @@ const PREFIX_LEN: usize = 5;
 
 /// Reads the start of the body until the message prefix is in: (the bytes read, the prefix's
 /// compressed flag and message length), or `None` if the body ended first.
+///
+/// The first data frame almost always holds the prefix (and with 1 MiB frames most or all of
+/// the message): it is kept as the bytes it arrived in, not copied; only a prefix split
+/// across frames is gathered into a buffer of its own.
 async fn read_prefix<B>(body: &mut B) -> Result<(Bytes, Option<(bool, usize)>), Status>
 where
     B: http_body::Body + Unpin,
     B::Error: Into<tonic::codegen::StdError>,
 {
     let mut head = bytes::BytesMut::new();
-    while head.len() < PREFIX_LEN {
+    let mut first: Option<Bytes> = None;
+    while first.is_none() && head.len() < PREFIX_LEN {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(mut data) = frame.into_data() {
+                    if head.is_empty() && data.remaining() >= PREFIX_LEN {
+                        // `Bytes` (what hyper's bodies carry) gives itself without a copy.
+                        first = Some(data.copy_to_bytes(data.remaining()));
+                        break;
+                    }
                     while data.has_remaining() {
                         let chunk = data.chunk();
                         head.extend_from_slice(chunk);
@@ -198,11 +208,12 @@ where
             None => break,
         }
     }
+    let head = first.unwrap_or_else(|| head.freeze());
     let prefix = (head.len() >= PREFIX_LEN).then(|| {
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         (head[0] == 1, len)
     });
-    Ok((head.freeze(), prefix))
+    Ok((head, prefix))
 }
 
 /// A body whose first bytes were already read: them, then the rest.
@@ -688,4 +699,80 @@ pub(crate) fn serve(
             tracing::error!(error = %e, "OTLP/gRPC server stopped with an error");
         }
     })
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    /// A body that delivers `frames` as its data frames.
+    fn body_of(
+        frames: Vec<Bytes>,
+    ) -> StreamBody<impl tokio_stream::Stream<Item = Result<Frame<Bytes>, Infallible>> + Unpin>
+    {
+        StreamBody::new(tokio_stream::iter(
+            frames.into_iter().map(|b| Ok(Frame::data(b))),
+        ))
+    }
+
+    fn message(len: usize) -> Bytes {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend((0..len).map(|i| i as u8));
+        Bytes::from(m)
+    }
+
+    /// Everything the body yields after `read_prefix`, through `Prefixed` (as tonic reads it).
+    async fn rest_through_prefixed<B>(head: Bytes, rest: B) -> Vec<u8>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Debug,
+    {
+        let body = Prefixed {
+            head: Some(head),
+            rest,
+        };
+        body.collect().await.expect("body").to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_holding_the_prefix_is_kept_without_a_copy() {
+        let msg = message(1000);
+        let (head, prefix) = read_prefix(&mut body_of(vec![msg.clone()]))
+            .await
+            .expect("read");
+        assert_eq!(prefix, Some((false, 1000)));
+        assert_eq!(head, msg);
+        assert_eq!(head.as_ptr(), msg.as_ptr(), "the frame's own bytes");
+    }
+
+    #[tokio::test]
+    async fn a_prefix_split_across_frames_is_gathered_and_the_body_reads_back_whole() {
+        let msg = message(300);
+        for cut in [1, 2, 4, 5, 6, 100] {
+            // the message in frames of `cut` bytes
+            let frames: Vec<Bytes> = msg.chunks(cut).map(Bytes::copy_from_slice).collect();
+            let mut body = body_of(frames);
+            let (head, prefix) = read_prefix(&mut body).await.expect("read");
+            assert_eq!(prefix, Some((false, 300)), "frames of {cut}");
+            assert!(head.len() >= PREFIX_LEN && msg.starts_with(&head));
+            assert_eq!(rest_through_prefixed(head, body).await, msg.to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_the_prefix_has_none() {
+        for frames in [
+            vec![],
+            vec![Bytes::from_static(&[0, 0])],
+            vec![Bytes::from_static(&[1]), Bytes::from_static(&[0, 0, 0])],
+        ] {
+            let want: Vec<u8> = frames.iter().flatten().copied().collect();
+            let (head, prefix) = read_prefix(&mut body_of(frames)).await.expect("read");
+            assert_eq!(prefix, None);
+            assert_eq!(head.to_vec(), want);
+        }
+    }
 }
