@@ -1163,3 +1163,41 @@ async fn the_next_virtual_deadline_is_when_the_first_trace_is_decided() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn kept_spans_of_a_bucket_of_several_segments_leave_once_in_order_and_bounded() {
+    // Enough spans in one bucket for several sealed segments (sealed every SEAL_SPANS), half of
+    // them kept: every kept span leaves once, in arrival order, in payloads of at most
+    // RELEASE_MAX_SPANS, more than one of them.
+    let n = 6 * crate::processors::tail_sampling::store::SEAL_SPANS as u64;
+    let all: Vec<S> = (1..=n).map(|t| s(t, t, T0, T0 + MS)).collect();
+    let h = harness(
+        "decision_wait: 30s\npolicies: [{name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}]",
+        1,
+    );
+    for chunk in all.chunks(500) {
+        h.send(chunk).await;
+    }
+    h.at(T0 + 30 * SEC).await;
+    let sizes: Vec<usize> = h.exported().iter().map(Vec::len).collect();
+    assert!(
+        sizes.len() >= 2 && sizes.iter().all(|&k| k <= RELEASE_MAX_SPANS),
+        "payload sizes {sizes:?}"
+    );
+    let kept = h.metric(
+        "otelcol_processor_tail_sampling_count_spans_sampled",
+        &[
+            ("policy", "half"),
+            ("sampled", "true"),
+            ("decision", "sampled"),
+        ],
+    );
+    let mut spans: Vec<u64> = h.exported().into_iter().flatten().map(|(_, s)| s).collect();
+    assert!(kept > 0.0);
+    assert_eq!(spans.len() as f64, kept);
+    let before = spans.clone();
+    spans.sort_unstable();
+    spans.dedup();
+    assert_eq!(spans.len(), before.len(), "every kept span once");
+    assert_eq!(spans, before, "in arrival order");
+}
