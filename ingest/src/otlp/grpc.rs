@@ -217,9 +217,30 @@ where
 }
 
 /// A body whose first bytes were already read: them, then the rest.
+///
+/// The head goes to tonic in two frames, the message prefix alone first: tonic reserves the
+/// message's length (in addition to what its buffer holds) as soon as it has read the prefix,
+/// so a first frame carrying the prefix and most of the message would have its bytes moved
+/// into a buffer twice the message's size; after a prefix alone the buffer is empty, and the
+/// rest of the message is copied once into a buffer of its size.
 struct Prefixed<B> {
-    head: Option<Bytes>,
+    /// What was read, still to give: the prefix alone, then the rest of it.
+    head: [Option<Bytes>; 2],
     rest: B,
+}
+
+impl<B> Prefixed<B> {
+    fn new(mut head: Bytes, rest: B) -> Self {
+        let first = if head.len() > PREFIX_LEN {
+            head.split_to(PREFIX_LEN)
+        } else {
+            std::mem::take(&mut head)
+        };
+        Prefixed {
+            head: [Some(first), Some(head)],
+            rest,
+        }
+    }
 }
 
 impl<B> http_body::Body for Prefixed<B>
@@ -233,10 +254,12 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        if let Some(head) = self.head.take()
-            && !head.is_empty()
-        {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        for slot in 0..2 {
+            if let Some(head) = self.head[slot].take()
+                && !head.is_empty()
+            {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+            }
         }
         Pin::new(&mut self.rest).poll_frame(cx).map(|f| {
             f.map(|r| r.map(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))))
@@ -244,7 +267,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.head.as_ref().is_none_or(Bytes::is_empty) && self.rest.is_end_stream()
+        self.head.iter().flatten().all(Bytes::is_empty) && self.rest.is_end_stream()
     }
 }
 
@@ -293,13 +316,7 @@ where
                     return Ok(memory_status(&r).into_http());
                 }
                 held = Some(h);
-                let req = http::Request::from_parts(
-                    parts,
-                    Prefixed {
-                        head: Some(head),
-                        rest: body,
-                    },
-                );
+                let req = http::Request::from_parts(parts, Prefixed::new(head, body));
                 return Ok(Self::serve(handler, max, req, held).await);
             }
             let req = http::Request::from_parts(parts, body);
@@ -730,10 +747,7 @@ mod prefix_tests {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Debug,
     {
-        let body = Prefixed {
-            head: Some(head),
-            rest,
-        };
+        let body = Prefixed::new(head, rest);
         body.collect().await.expect("body").to_bytes().to_vec()
     }
 
@@ -760,6 +774,23 @@ mod prefix_tests {
             assert!(head.len() >= PREFIX_LEN && msg.starts_with(&head));
             assert_eq!(rest_through_prefixed(head, body).await, msg.to_vec());
         }
+    }
+
+    #[tokio::test]
+    async fn the_head_goes_on_as_the_prefix_alone_then_the_rest_of_it() {
+        let msg = message(1000);
+        let (head, _) = read_prefix(&mut body_of(vec![msg.clone()]))
+            .await
+            .expect("read");
+        let mut body = Prefixed::new(head, body_of(vec![Bytes::from_static(b"tail")]));
+        let mut frames = Vec::new();
+        while let Some(f) = body.frame().await {
+            frames.push(f.expect("frame").into_data().expect("data"));
+        }
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0], msg.slice(..PREFIX_LEN));
+        assert_eq!(frames[1], msg.slice(PREFIX_LEN..));
+        assert_eq!(frames[2], Bytes::from_static(b"tail"));
     }
 
     #[tokio::test]
