@@ -12,10 +12,9 @@
 //!   span, attribute, event and link).
 //! - `split_wire`: the request still as its bytes (a wire form, as a pipeline that reads no
 //!   tables holds it), split by a walk of its spans' trace ids and re-framed per backend
-//!   (`routing::split_wire`: new envelopes, the spans left where they are as ranges);
-//!   `split_wire_to_slices` adds listing each part's slices (what the OTLP exporters send
-//!   from); `split_wire_to_bytes` adds writing each part out as one request body (a copy of
-//!   every span: what a sender that needs one buffer does).
+//!   (`routing::split_wire`): the whole of what routing costs on that path, as the parts are
+//!   sent as they are; `split_wire_to_bytes` adds writing each part out as one request body
+//!   (what the exporter's encode does with it).
 //!
 //! `cargo bench -p sluice-benches --bench loadbalancing -- --warm-up-time 2 --measurement-time 5`
 
@@ -90,16 +89,6 @@ fn bench(c: &mut Criterion) {
             routing::split_wire(&wire, &key, &ring)
                 .expect("wire")
                 .expect("split")
-        })
-    });
-    g.bench_function("split_wire_to_slices", |b| {
-        b.iter(|| {
-            routing::split_wire(&wire, &key, &ring)
-                .expect("wire")
-                .expect("split")
-                .iter()
-                .map(|(_, p)| sluice_engine::otlp::encode::encode_to_slices(p).len())
-                .sum::<usize>()
         })
     });
     g.bench_function("split_wire_to_bytes", |b| {

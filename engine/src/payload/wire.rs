@@ -20,58 +20,27 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::otlp::decode::{ItemSplitter, Piece, Skim, SplitError};
+use crate::otlp::decode::{ItemSplitter, Skim, SplitError};
 use crate::payload::Payload;
 use crate::schema::Signal;
 
 /// The protobuf bytes of one or more clean export requests of one signal: a list of top-level
-/// `resource_*` fields, each made of byte ranges (segments) of the buffers it holds — one
-/// range of a request body for a resource as it was received, or, for a resource re-framed by
-/// [`WireForm::split_by_item`], bytes of the part's own buffer (new envelopes, short runs of
-/// items) with long runs of items between them as ranges of the received body.
-///
-/// Invariants: the segments, in order, are the request's bytes; each resource is a run of
-/// them (`resources` tile `segments`) whose bytes are exactly one top-level resource field
-/// holding `items` items; `bytes` and `items` are the sums over the resources.
+/// `resource_*` fields, each a byte range of one of the request bodies it came in.
 #[derive(Clone, Debug)]
 pub struct WireForm {
     chunks: Vec<Bytes>,
-    segments: Vec<Segment>,
     resources: Vec<WireResource>,
     items: usize,
     bytes: usize,
 }
 
-/// `chunks[chunk][start..end]`. A chunk is a request body (at most
-/// [`crate::otlp::decode::MAX_REQUEST_BYTES`], under 2 GiB) or a split part's own buffer
-/// (smaller than the bodies it was split from), so `u32` offsets hold it, and a split part made of
-/// thousands of ranges stays small.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Segment {
-    chunk: u32,
-    start: u32,
-    end: u32,
-}
-
-impl Segment {
-    fn len(self) -> usize {
-        (self.end - self.start) as usize
-    }
-}
-
-/// One top-level `resource_*` field: `segments[first..end]`, its bytes and the items under it.
+/// One top-level `resource_*` field: `chunks[chunk][start..end]`, with the items under it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct WireResource {
-    first: u32,
-    end: u32,
-    bytes: usize,
+    chunk: usize,
+    start: usize,
+    end: usize,
     items: usize,
-}
-
-impl WireResource {
-    fn segments(self) -> std::ops::Range<usize> {
-        self.first as usize..self.end as usize
-    }
 }
 
 impl WireForm {
@@ -84,43 +53,21 @@ impl WireForm {
     /// instructions for a 36 KB request, against the ~460 k of the decode it replaces.
     pub fn new(body: Bytes, skim: &Skim) -> Self {
         let body = Bytes::copy_from_slice(&body);
-        // A clean skim's body is at most `MAX_REQUEST_BYTES` (under 2 GiB): offsets fit u32.
-        let segments: Vec<Segment> = skim
-            .resources
-            .iter()
-            .map(|r| Segment {
-                chunk: 0,
-                start: r.start as u32,
-                end: r.end as u32,
-            })
-            .collect();
         let resources: Vec<WireResource> = skim
             .resources
             .iter()
-            .enumerate()
-            .map(|(i, r)| WireResource {
-                first: i as u32,
-                end: i as u32 + 1,
-                bytes: r.end - r.start,
+            .map(|r| WireResource {
+                chunk: 0,
+                start: r.start,
+                end: r.end,
                 items: r.items,
             })
             .collect();
         WireForm {
-            bytes: resources.iter().map(|r| r.bytes).sum(),
+            bytes: resources.iter().map(|r| r.end - r.start).sum(),
             chunks: vec![body],
-            segments,
             resources,
             items: skim.items,
-        }
-    }
-
-    fn empty() -> Self {
-        WireForm {
-            chunks: Vec::new(),
-            segments: Vec::new(),
-            resources: Vec::new(),
-            items: 0,
-            bytes: 0,
         }
     }
 
@@ -143,13 +90,11 @@ impl WireForm {
         self.resources.len()
     }
 
-    fn segment_bytes(&self, s: Segment) -> &[u8] {
-        &self.chunks[s.chunk as usize][s.start as usize..s.end as usize]
-    }
-
-    /// The request's bytes, range after range, in order.
+    /// The bytes of each top-level resource field, in order.
     fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        self.segments.iter().map(|&s| self.segment_bytes(s))
+        self.resources
+            .iter()
+            .map(|r| &self.chunks[r.chunk][r.start..r.end])
     }
 
     /// Appends the request's bytes to `out`.
@@ -160,28 +105,27 @@ impl WireForm {
         }
     }
 
-    /// The request's bytes as slices of the buffers they are in, uncopied, in order: one per
-    /// run of adjacent ranges of one buffer (a request passed on whole is one slice; a
-    /// re-framed part is its own buffer and its long runs of items). What a sender writes to the
-    /// socket one after the other, so a batch of wire forms is sent without being copied into
-    /// one buffer first.
+    /// The request's bytes as slices of the bodies they came in, uncopied, in order: one per
+    /// run of adjacent resource fields of one body (a request passed on whole is one slice).
+    /// What a sender writes to the socket one after the other, so a batch of wire forms is
+    /// sent without being copied into one buffer first.
     pub fn slices(&self) -> Vec<Bytes> {
         let mut out: Vec<Bytes> = Vec::new();
-        let mut run: Option<Segment> = None;
-        for &s in &self.segments {
+        let mut run: Option<(usize, usize, usize)> = None;
+        for r in &self.resources {
             run = match run {
-                Some(r) if r.chunk == s.chunk && r.end == s.start => {
-                    Some(Segment { end: s.end, ..r })
+                Some((chunk, start, end)) if chunk == r.chunk && end == r.start => {
+                    Some((chunk, start, r.end))
                 }
-                Some(r) => {
-                    out.push(self.chunks[r.chunk as usize].slice(r.start as usize..r.end as usize));
-                    Some(s)
+                Some((chunk, start, end)) => {
+                    out.push(self.chunks[chunk].slice(start..end));
+                    Some((r.chunk, r.start, r.end))
                 }
-                None => Some(s),
+                None => Some((r.chunk, r.start, r.end)),
             };
         }
-        if let Some(r) = run {
-            out.push(self.chunks[r.chunk as usize].slice(r.start as usize..r.end as usize));
+        if let Some((chunk, start, end)) = run {
+            out.push(self.chunks[chunk].slice(start..end));
         }
         out
     }
@@ -201,19 +145,18 @@ impl WireForm {
     /// The wire forms one after the other: one request holding all their resources. No
     /// bytes are copied.
     pub fn concat<'a>(parts: impl IntoIterator<Item = &'a WireForm>) -> WireForm {
-        let mut out = WireForm::empty();
+        let mut out = WireForm {
+            chunks: Vec::new(),
+            resources: Vec::new(),
+            items: 0,
+            bytes: 0,
+        };
         for p in parts {
-            let chunk_base = out.chunks.len() as u32;
-            let segment_base = out.segments.len() as u32;
+            let base = out.chunks.len();
             out.chunks.extend(p.chunks.iter().cloned());
-            out.segments.extend(p.segments.iter().map(|s| Segment {
-                chunk: s.chunk + chunk_base,
-                ..*s
-            }));
             out.resources
                 .extend(p.resources.iter().map(|r| WireResource {
-                    first: r.first + segment_base,
-                    end: r.end + segment_base,
+                    chunk: r.chunk + base,
                     ..*r
                 }));
             out.items += p.items;
@@ -241,139 +184,31 @@ impl WireForm {
                 items += self.resources[to].items;
                 to += 1;
             }
-            let mut part = PartBuilder::new(self.chunks.len());
-            for r in &self.resources[from..to] {
-                part.push_resource(self, *r);
-            }
-            parts.push(part.finish(|c| self.chunks[c].clone()));
+            parts.push(self.part(&self.resources[from..to]));
             from = to;
         }
         Some(parts)
     }
-}
 
-/// Runs of items shorter than this are copied into a split part's own buffer (with the
-/// envelopes around them) rather than taken as ranges of the received buffer. A range costs
-/// more than copying a few hundred bytes: a `Bytes` slice whose reference count, shared by
-/// every backend's sender, is touched on each send, and the OTLP exporters join slices under
-/// 64 KiB into frames anyway (a copy), so referencing short runs only moved the copy and added
-/// the counts: measured 0.44 against 0.40 CPU-s per million spans when every run was a range
-/// (BENCHMARKS.md, "Load balancing by reference"). Small in unit tests, so that the property
-/// tests, whose spans are short, take both ways.
-#[cfg(not(test))]
-const REFERENCED_FROM: usize = 4096;
-#[cfg(test)]
-const REFERENCED_FROM: usize = 64;
-
-/// One wire form being built from another's resources and bytes of its own. Chunk indexes are
-/// the source's (`0..source_chunks`), then `source_chunks` for the part's own buffer, then
-/// whatever the caller numbers above it; [`finish`](Self::finish) keeps only the chunks used.
-struct PartBuilder {
-    source_chunks: usize,
-    /// The part's own bytes: envelopes and short runs of items, copied.
-    own: Vec<u8>,
-    segments: Vec<Segment>,
-    resources: Vec<WireResource>,
-    /// The first segment of the resource being built.
-    open: usize,
-}
-
-impl PartBuilder {
-    fn new(source_chunks: usize) -> Self {
-        Self::with_capacity(source_chunks, 0, 0)
-    }
-
-    /// Room for `segments` ranges and `own` bytes of its own before the lists grow.
-    fn with_capacity(source_chunks: usize, segments: usize, own: usize) -> Self {
-        PartBuilder {
-            source_chunks,
-            own: Vec::with_capacity(own),
-            segments: Vec::with_capacity(segments),
-            resources: Vec::new(),
-            open: 0,
-        }
-    }
-
-    /// Resource `r` of `source` as it is.
-    fn push_resource(&mut self, source: &WireForm, r: WireResource) {
-        let first = self.segments.len() as u32;
-        self.segments
-            .extend_from_slice(&source.segments[r.segments()]);
-        self.resources.push(WireResource {
-            first,
-            end: self.segments.len() as u32,
-            ..r
-        });
-        self.open = self.segments.len();
-    }
-
-    /// Appends a range to the resource being built, extending its last range when adjacent.
-    fn push_segment(&mut self, s: Segment) {
-        if self.segments.len() > self.open
-            && let Some(last) = self.segments.last_mut()
-            && last.chunk == s.chunk
-            && last.end == s.start
-        {
-            last.end = s.end;
-            return;
-        }
-        self.segments.push(s);
-    }
-
-    /// Appends `bytes` copied to the part's own buffer.
-    fn push_own(&mut self, bytes: &[u8]) {
-        let start = self.own.len() as u32;
-        self.own.extend_from_slice(bytes);
-        self.push_segment(Segment {
-            chunk: self.source_chunks as u32,
-            start,
-            end: self.own.len() as u32,
-        });
-    }
-
-    /// Closes the resource being built: `bytes` long (what its ranges must add up to),
-    /// holding `items`.
-    fn end_resource(&mut self, bytes: usize, items: usize) -> Result<(), SplitError> {
-        let built: usize = self.segments[self.open..].iter().map(|s| s.len()).sum();
-        if built != bytes {
-            return Err(SplitError::new("a part's size differs from its sizing"));
-        }
-        self.resources.push(WireResource {
-            first: self.open as u32,
-            end: self.segments.len() as u32,
-            bytes,
-            items,
-        });
-        self.open = self.segments.len();
-        Ok(())
-    }
-
-    /// The wire form, its chunks renumbered to those its ranges use: `chunk(i)` for the
-    /// caller's chunk `i`, the part's own buffer for its own.
-    fn finish(mut self, chunk: impl Fn(usize) -> Bytes) -> WireForm {
+    /// The wire form of `resources` (a range of this one's), keeping only the chunks they use.
+    fn part(&self, resources: &[WireResource]) -> WireForm {
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut map: Vec<Option<u32>> = Vec::new();
-        let mut own = Some(std::mem::take(&mut self.own));
-        for s in &mut self.segments {
-            let c = s.chunk as usize;
-            if map.len() <= c {
-                map.resize(c + 1, None);
-            }
-            s.chunk = *map[c].get_or_insert_with(|| {
-                chunks.push(if c == self.source_chunks {
-                    Bytes::from(own.take().unwrap_or_default())
-                } else {
-                    chunk(c)
+        let mut map: Vec<Option<usize>> = vec![None; self.chunks.len()];
+        let resources: Vec<WireResource> = resources
+            .iter()
+            .map(|r| {
+                let chunk = *map[r.chunk].get_or_insert_with(|| {
+                    chunks.push(self.chunks[r.chunk].clone());
+                    chunks.len() - 1
                 });
-                (chunks.len() - 1) as u32
-            });
-        }
+                WireResource { chunk, ..*r }
+            })
+            .collect();
         WireForm {
             chunks,
-            items: self.resources.iter().map(|r| r.items).sum(),
-            bytes: self.resources.iter().map(|r| r.bytes).sum(),
-            segments: self.segments,
-            resources: self.resources,
+            items: resources.iter().map(|r| r.items).sum(),
+            bytes: resources.iter().map(|r| r.end - r.start).sum(),
+            resources,
         }
     }
 }
@@ -392,67 +227,30 @@ pub enum WireSplit {
 impl WireForm {
     /// Splits by the backend of each item's trace id (`backend_of(trace_id bytes)`, the bytes
     /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
-    /// items all go to one backend is taken as its ranges; one whose items go to several is
-    /// re-framed for each of them ([`ItemSplitter::reframe`]): new envelopes, and the
-    /// backend's runs of items — a long run (at least `REFERENCED_FROM`, 4 KiB) as a range of
-    /// the buffer it was received in, which the part shares, uncopied; a short one copied with
-    /// the envelopes into the part's own buffer (one per backend, for all its re-framed
-    /// resources). Resources and scopes without items are left out of the parts (as the
-    /// decoded split leaves out containers without children), unless every item goes to one
-    /// backend: then the wire form goes whole, as the decoded split passes a payload on
-    /// uncopied.
-    ///
-    /// A part counts its own bytes ([`len`](Self::len)): its own buffer's and the ranges it
-    /// takes. The received buffers it shares are freed when the last part using them is, so
-    /// while one backend's part waits after the others were sent, the buffers hold more than
-    /// the waiting part counts (at most the rest of what was split).
+    /// items all go to one backend is taken as its byte range; one whose items go to several
+    /// is re-framed for each of them into a new buffer per backend ([`ItemSplitter`]).
+    /// Resources and scopes without items are left out of the parts (as the decoded split
+    /// leaves out containers without children), unless every item goes to one backend: then
+    /// the wire form goes whole, as the decoded split passes a payload on uncopied.
     pub fn split_by_item(
         &self,
         splitter: &mut ItemSplitter,
         parts: usize,
         mut backend_of: impl FnMut(&[u8]) -> usize,
     ) -> Result<WireSplit, SplitError> {
-        /// A resource as a backend's part takes it.
-        enum Taken {
-            /// As it is, by one backend.
-            Whole(usize, WireResource),
-            /// Re-framed (walk index): its field is `chunk[offset..offset + len]`.
-            Reframed(usize, usize, usize, usize),
-        }
-        let source_chunks = self.chunks.len();
-        // Resources of several ranges (parts of an earlier split, split again when their
-        // backend goes away) are walked joined: chunk `source_chunks + 1 + i` is `joined[i]`.
-        let mut joined: Vec<Bytes> = Vec::new();
-        let chunk_bytes = |joined: &[Bytes], c: usize| -> Bytes {
-            match c.checked_sub(source_chunks + 1) {
-                Some(j) => joined[j].clone(),
-                None => self.chunks[c].clone(),
-            }
-        };
+        // Each backend's resources; a chunk index of `self.chunks.len()` is its new buffer,
+        // sized exactly before anything is written (growing it by doubling, then shrinking it
+        // to its size, was a realloc and a copy of every byte again).
+        let framed = self.chunks.len();
+        let mut kept: Vec<Vec<WireResource>> = vec![Vec::new(); parts];
+        let mut sizes = vec![0usize; parts];
+        // The resources re-framed, by walk index, with their field.
+        let mut reframed: Vec<(usize, &[u8])> = Vec::new();
         let mut used: Option<usize> = None;
         let mut several = false;
-        let mut taken: Vec<Taken> = Vec::with_capacity(self.resources.len());
-        // Each backend's own bytes, known before any is written: its buffer is allocated once,
-        // at its size (growing it by doubling was a copy of it all again).
-        let mut own = vec![0usize; parts];
         splitter.clear();
         for (walk, r) in self.resources.iter().enumerate() {
-            let segments = &self.segments[r.segments()];
-            let (chunk, offset) = match segments {
-                [s] => (s.chunk as usize, s.start as usize),
-                _ => {
-                    let mut bytes = Vec::with_capacity(r.bytes);
-                    for &s in segments {
-                        bytes.extend_from_slice(self.segment_bytes(s));
-                    }
-                    joined.push(Bytes::from(bytes));
-                    (source_chunks + joined.len(), 0)
-                }
-            };
-            let field = match chunk.checked_sub(source_chunks + 1) {
-                Some(j) => &joined[j][..],
-                None => &self.chunks[chunk][offset..offset + r.bytes],
-            };
+            let field = &self.chunks[r.chunk][r.start..r.end];
             let walked = splitter.walk(field, &mut backend_of)?;
             if walked.items != r.items {
                 return Err(SplitError::new("item count differs from the skim's"));
@@ -471,14 +269,20 @@ impl WireForm {
                 continue;
             }
             if let Some(b) = walked.whole() {
-                taken.push(Taken::Whole(b, *r));
+                kept[b].push(*r);
                 continue;
             }
-            splitter.size(walk, REFERENCED_FROM);
-            for (b, size) in splitter.sizes(walk) {
-                own[b] += size.copied;
+            for &b in splitter.backends(walk) {
+                let (len, items) = splitter.framed_len(walk, b);
+                kept[b].push(WireResource {
+                    chunk: framed,
+                    start: sizes[b],
+                    end: sizes[b] + len,
+                    items,
+                });
+                sizes[b] += len;
             }
-            taken.push(Taken::Reframed(walk, chunk, offset, r.bytes));
+            reframed.push((walk, field));
         }
         let Some(first) = used else {
             return Ok(WireSplit::Nothing);
@@ -486,59 +290,46 @@ impl WireForm {
         if !several {
             return Ok(WireSplit::One(first));
         }
-        let mut builders: Vec<Option<PartBuilder>> = (0..parts).map(|_| None).collect();
-        let capacity = 2 * self.segments.len() + 8;
-        let mut failed = None;
-        for t in &taken {
-            match *t {
-                Taken::Whole(b, r) => builders[b]
-                    .get_or_insert_with(|| {
-                        PartBuilder::with_capacity(source_chunks, capacity, own[b])
-                    })
-                    .push_resource(self, r),
-                Taken::Reframed(walk, chunk, offset, len) => {
-                    let field = match chunk.checked_sub(source_chunks + 1) {
-                        Some(j) => &joined[j][..],
-                        None => &self.chunks[chunk][offset..offset + len],
-                    };
-                    splitter.reframe(walk, field, |b, piece| {
-                        let part = builders[b].get_or_insert_with(|| {
-                            PartBuilder::with_capacity(source_chunks, capacity, own[b])
-                        });
-                        match piece {
-                            Piece::Envelope(bytes) => part.push_own(bytes),
-                            Piece::Items { start, end } if end - start < REFERENCED_FROM => {
-                                part.push_own(&field[start..end]);
-                            }
-                            Piece::Items { start, end } => part.push_segment(Segment {
-                                chunk: chunk as u32,
-                                start: (offset + start) as u32,
-                                end: (offset + end) as u32,
-                            }),
-                            Piece::End { bytes, items } => {
-                                if let Err(e) = part.end_resource(bytes, items) {
-                                    failed = Some(e);
-                                }
-                            }
-                        }
-                    });
-                }
+        let mut outs: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+        for &(walk, field) in &reframed {
+            for &b in splitter.backends(walk) {
+                splitter.write(walk, field, b, &mut outs[b]);
             }
-        }
-        if let Some(e) = failed {
-            return Err(e);
         }
         let mut split = Vec::new();
-        for (b, part) in builders.into_iter().enumerate() {
-            let Some(part) = part.filter(|p| !p.resources.is_empty()) else {
+        for (b, (resources, out)) in kept.into_iter().zip(outs).enumerate() {
+            if resources.is_empty() {
                 continue;
-            };
-            if part.own.len() != own[b] {
-                return Err(SplitError::new(
-                    "a part's own bytes differ from their sizing",
-                ));
             }
-            split.push((b, part.finish(|c| chunk_bytes(&joined, c))));
+            if out.len() != sizes[b] {
+                return Err(SplitError::new("a part's size differs from its sizing"));
+            }
+            let out = Bytes::from(out);
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut map: Vec<Option<usize>> = vec![None; framed + 1];
+            let resources: Vec<WireResource> = resources
+                .into_iter()
+                .map(|r| {
+                    let chunk = *map[r.chunk].get_or_insert_with(|| {
+                        chunks.push(if r.chunk == framed {
+                            out.clone()
+                        } else {
+                            self.chunks[r.chunk].clone()
+                        });
+                        chunks.len() - 1
+                    });
+                    WireResource { chunk, ..r }
+                })
+                .collect();
+            split.push((
+                b,
+                WireForm {
+                    chunks,
+                    items: resources.iter().map(|r| r.items).sum(),
+                    bytes: resources.iter().map(|r| r.end - r.start).sum(),
+                    resources,
+                },
+            ));
         }
         Ok(WireSplit::Parts(split))
     }
@@ -975,118 +766,12 @@ mod tests {
         assert_eq!(
             whole.chunks.len(),
             2,
-            "the request and the envelopes' buffer"
+            "the request and the re-framed buffer"
         );
         let body = req.encode_to_vec();
-        let r1 = whole.resources[1];
-        assert_eq!(r1.segments().len(), 1, "one range");
-        let r1 = whole.segment_bytes(whole.segments[r1.first as usize]);
+        let r1 = &whole.chunks[whole.resources[1].chunk]
+            [whole.resources[1].start..whole.resources[1].end];
         assert!(body.windows(r1.len()).any(|w| w == r1));
-    }
-
-    /// A re-framed resource's runs of consecutive spans of one backend are one range each:
-    /// a long run (at least `REFERENCED_FROM`) a range of the received request, shared and
-    /// not copied; the part's own buffer holds only the envelopes and the short runs.
-    #[test]
-    fn long_runs_of_spans_are_ranges_of_the_request_and_short_ones_are_copied() {
-        // One scope: backends 0 0 0 0 1 1 1 1 0 (runs of 4, 4 and 1; spans of one size).
-        let order = vec![0, 0, 0, 0, 1, 1, 1, 1, 0];
-        let req = traces_request(vec![vec![order]]);
-        let body = req.encode_to_vec();
-        let (split, parts) = split_traces(&body, 2);
-        let WireSplit::Parts(forms) = split else {
-            panic!("split in two");
-        };
-        let span_len = req.resource_spans[0].scope_spans[0].spans[0].encoded_len();
-        let field = 1 + prost::length_delimiter_len(span_len) + span_len;
-        assert!(
-            field < REFERENCED_FROM && 4 * field >= REFERENCED_FROM,
-            "{field}"
-        );
-        for (b, form) in &forms {
-            let request = form
-                .chunks
-                .iter()
-                .position(|c| c.len() == body.len() && c[..] == body[..])
-                .expect("the part shares the request") as u32;
-            let ranges: Vec<usize> = form
-                .segments
-                .iter()
-                .filter(|s| s.chunk == request)
-                .map(|s| s.len())
-                .collect();
-            // A run of four spans, one range; the single span copied.
-            assert_eq!(ranges, vec![4 * field], "backend {b}");
-            let own: usize = form
-                .segments
-                .iter()
-                .filter(|s| s.chunk != request)
-                .map(|s| s.len())
-                .sum();
-            assert_eq!(own + 4 * field, form.len(), "backend {b}");
-            assert!(own < field + 200, "backend {b}: {own} bytes of its own");
-            // Sent as slices: the run is the request's bytes, not a copy.
-            let chunk = form.chunks[request as usize].as_ptr_range();
-            assert!(
-                form.slices()
-                    .iter()
-                    .any(|s| chunk.contains(&s.as_ptr()) && s.len() == 4 * field)
-            );
-        }
-        let spans: Vec<usize> = parts
-            .iter()
-            .map(|(_, p)| p.resource_spans[0].scope_spans[0].spans.len())
-            .collect();
-        assert_eq!(spans, vec![5, 4]);
-    }
-
-    /// A scope field between two spans of one backend (protobuf allows any field order)
-    /// ends their run: the field is not sent twice, and the part decodes as the decoded split.
-    #[test]
-    fn a_scope_field_between_spans_ends_a_run() {
-        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
-        let req = traces_request(vec![vec![vec![0, 0, 1, 0]]]);
-        let scope = &req.resource_spans[0].scope_spans[0];
-        let field = |n: u8, msg: &[u8]| -> Vec<u8> {
-            let mut out = vec![(n << 3) | 2];
-            prost::encoding::encode_varint(msg.len() as u64, &mut out);
-            out.extend_from_slice(msg);
-            out
-        };
-        // Span 0, the schema URL, spans 1, 2 and 3, the scope.
-        let mut scope_bytes = field(2, &scope.spans[0].encode_to_vec());
-        scope_bytes.extend(field(3, scope.schema_url.as_bytes()));
-        for s in &scope.spans[1..] {
-            scope_bytes.extend(field(2, &s.encode_to_vec()));
-        }
-        scope_bytes.extend(field(1, &scope.scope.as_ref().unwrap().encode_to_vec()));
-        let mut resource = field(
-            1,
-            &req.resource_spans[0]
-                .resource
-                .as_ref()
-                .unwrap()
-                .encode_to_vec(),
-        );
-        resource.extend(field(2, &scope_bytes));
-        let body = field(1, &resource);
-        assert_eq!(
-            ExportTraceServiceRequest::decode(&body[..])
-                .unwrap()
-                .resource_spans[0]
-                .scope_spans[0],
-            ScopeSpans { ..scope.clone() }
-        );
-        let (_, parts) = split_traces(&body, 2);
-        let names = |b: usize| -> Vec<String> {
-            let p = &parts.iter().find(|(x, _)| *x == b).unwrap().1;
-            let ss = &p.resource_spans[0].scope_spans[0];
-            assert_eq!(ss.schema_url, scope.schema_url);
-            assert_eq!(ss.scope, scope.scope);
-            ss.spans.iter().map(|s| s.name.clone()).collect()
-        };
-        assert_eq!(names(0), vec!["span-0-0-0", "span-0-0-1", "span-0-0-3"]);
-        assert_eq!(names(1), vec!["span-0-0-2"]);
     }
 
     /// One backend for everything: the wire form goes whole, empty scopes and resources
@@ -1199,71 +884,6 @@ mod tests {
                 skim(Signal::Traces, &body).is_none(),
                 "depth {depth}: not clean"
             );
-        }
-    }
-
-    /// An item with two `trace_id` fields is not clean: the decoder reads the last one, the
-    /// wire-level split stops at the first, so such a request is decoded (and routed by its
-    /// tables, by the id the decoder kept) rather than split as bytes.
-    #[test]
-    fn an_item_with_two_trace_ids_is_not_clean() {
-        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-        // `item` with `extra` appended, wrapped in a scope, a resource and a request.
-        let wrap = |item: Vec<u8>, extra: &[u8]| -> Vec<u8> {
-            let mut inner = item;
-            inner.extend_from_slice(extra);
-            for field in [2u8, 2, 1] {
-                let mut out = vec![(field << 3) | 2];
-                prost::encoding::encode_varint(inner.len() as u64, &mut out);
-                out.extend_from_slice(&inner);
-                inner = out;
-            }
-            inner
-        };
-        let second = |field: u8| -> Vec<u8> {
-            let mut b = vec![(field << 3) | 2, 16];
-            b.extend_from_slice(&[7u8; 16]);
-            b
-        };
-        let span = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![1; 8],
-            name: "s".into(),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let record = LogRecord {
-            trace_id: vec![1; 16],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        for (signal, item, field) in [(Signal::Traces, span, 1), (Signal::Logs, record, 9)] {
-            let once = wrap(item.clone(), &[]);
-            assert!(
-                skim(signal, &once).is_some(),
-                "{signal:?}: one trace id is clean"
-            );
-            let twice = wrap(item, &second(field));
-            assert!(skim(signal, &twice).is_none(), "{signal:?}: two are not");
-            // The decoder keeps the last one.
-            let id = match signal {
-                Signal::Traces => {
-                    let r = ExportTraceServiceRequest::decode(&twice[..]).unwrap();
-                    let ResourceSpans { scope_spans, .. } = &r.resource_spans[0];
-                    let ScopeSpans { spans, .. } = &scope_spans[0];
-                    spans[0].trace_id.clone()
-                }
-                _ => {
-                    let r = ExportLogsServiceRequest::decode(&twice[..]).unwrap();
-                    let ResourceLogs { scope_logs, .. } = &r.resource_logs[0];
-                    let ScopeLogs { log_records, .. } = &scope_logs[0];
-                    log_records[0].trace_id.clone()
-                }
-            };
-            assert_eq!(id, vec![7u8; 16]);
-            assert!(decode(signal, &twice).is_ok());
         }
     }
 

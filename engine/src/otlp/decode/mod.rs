@@ -89,7 +89,7 @@ use wire::{Kind, R, err};
 pub use json::{decode_json, decode_json_with_stats};
 pub use nested::MAX_ANY_VALUE_DEPTH;
 pub use skim::{Skim, SkimmedResource, skim};
-pub use split::{ItemSplitter, PartSize, Piece, SplitError, Walked};
+pub use split::{ItemSplitter, SplitError, Walked};
 
 /// What a decode repaired rather than refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

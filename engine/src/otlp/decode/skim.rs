@@ -15,9 +15,6 @@
 //! repairs nothing and counts the same items (checked by a proptest over arbitrary and mutated
 //! bytes, and by the fuzz targets' shared entry point, [`crate::fuzzing::otlp_protobuf`]).
 //!
-//! Spans and log records: clean with at most one `trace_id` field (the wire-level split by
-//! trace id takes the first; a decoder, the last).
-//!
 //! Metrics: a `Metric` is clean with at most one `data` field (gauge, sum, histogram,
 //! exponential histogram or summary): the decoder's rule for several (the last kind wins, the
 //! others are checked with prost) is left to it. Items are data points, as the decoder counts.
@@ -228,10 +225,9 @@ fn any_value(r: Reader<'_>, depth: usize) -> Option<()> {
 
 /// `Span`.
 fn span(r: Reader<'_>) -> Option<()> {
-    let mut trace_id = false;
     fields(r, |k, r| match k {
         k if k == key(9, LEN) => key_value(r.message().ok()?),
-        k if k == key(1, LEN) => once(&mut trace_id).and_then(|()| id::<16>(r)),
+        k if k == key(1, LEN) => id::<16>(r),
         k if k == key(2, LEN) || k == key(4, LEN) => id::<8>(r),
         k if k == key(3, LEN) || k == key(5, LEN) => string(r),
         k if k == key(6, VARINT)
@@ -281,7 +277,6 @@ fn link(r: Reader<'_>) -> Option<()> {
 
 /// `LogRecord`.
 fn log_record(r: Reader<'_>) -> Option<()> {
-    let mut trace_id = false;
     fields(r, |k, r| match k {
         k if k == key(6, LEN) => key_value(r.message().ok()?),
         k if k == key(1, I64) || k == key(11, I64) => fixed64(r),
@@ -289,18 +284,10 @@ fn log_record(r: Reader<'_>) -> Option<()> {
         k if k == key(3, LEN) || k == key(12, LEN) => string(r),
         k if k == key(5, LEN) => any_value(r.message().ok()?, 1),
         k if k == key(8, I32) => fixed32(r),
-        k if k == key(9, LEN) => once(&mut trace_id).and_then(|()| id::<16>(r)),
+        k if k == key(9, LEN) => id::<16>(r),
         k if k == key(10, LEN) => id::<8>(r),
         _ => None,
     })
-}
-
-/// The first time a field is seen (`seen` was false), so a second one makes the message not
-/// clean: for an item's `trace_id`, which the decoder reads as the last one given while the
-/// wire-level split ([`super::split`]) routes by the first and skips the rest of the item.
-#[inline(always)]
-fn once(seen: &mut bool) -> Option<()> {
-    (!std::mem::replace(seen, true)).then_some(())
 }
 
 /// `Metric`: returns its data points. Clean with at most one `data` field.
