@@ -4,12 +4,13 @@
 //!
 //! The purge: mimalloc (the global allocator) keeps freed pages for reuse and returns them to
 //! the OS lazily (`purge_delay`: mimalloc v3's default is 1 s, sluice sets 100 ms) and only
-//! from the thread that owns them, when that thread next allocates or frees. After a burst, idle worker threads may sit on
-//! tens of MiB of free pages for a long time: RSS stays high, and a limiter reading RSS would
-//! refuse data that is long gone. `mi_collect(true)` frees a thread's empty pages and purges
-//! free arena memory process-wide, but only for the calling thread's own pages, so a purge is
-//! a request: the epoch below is bumped, and every runtime worker collects when it next parks
-//! (idle), which it does within moments ([`on_worker_park`], registered on the tokio runtime).
+//! from the thread that owns them, when that thread next allocates or frees. After a burst,
+//! idle worker threads may sit on tens of MiB of free pages for a long time: RSS stays high,
+//! and a limiter reading RSS would refuse data that is long gone. `mi_collect(true)` frees a
+//! thread's empty pages and purges free arena memory process-wide, but only for the calling
+//! thread's own pages, so a purge is a request: the epoch below is bumped, and every runtime
+//! worker collects when it next parks (idle), which it does within moments
+//! ([`on_worker_park`], registered on the tokio runtime).
 
 use std::cell::Cell;
 use std::ffi::c_long;
