@@ -182,7 +182,7 @@ where
 {
     let mut head = bytes::BytesMut::new();
     let mut first: Option<Bytes> = None;
-    while first.is_none() && head.len() < PREFIX_LEN {
+    while head.len() < PREFIX_LEN {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(mut data) = frame.into_data() {
@@ -224,20 +224,16 @@ where
 /// into a buffer twice the message's size; after a prefix alone the buffer is empty, and the
 /// rest of the message is copied once into a buffer of its size.
 struct Prefixed<B> {
-    /// What was read, still to give: the prefix alone, then the rest of it.
-    head: [Option<Bytes>; 2],
+    /// What was read, still to give (empty once given): the prefix alone, then the rest of it.
+    head: [Bytes; 2],
     rest: B,
 }
 
 impl<B> Prefixed<B> {
     fn new(mut head: Bytes, rest: B) -> Self {
-        let first = if head.len() > PREFIX_LEN {
-            head.split_to(PREFIX_LEN)
-        } else {
-            std::mem::take(&mut head)
-        };
+        let prefix = head.split_to(PREFIX_LEN.min(head.len()));
         Prefixed {
-            head: [Some(first), Some(head)],
+            head: [prefix, head],
             rest,
         }
     }
@@ -254,12 +250,8 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        for slot in 0..2 {
-            if let Some(head) = self.head[slot].take()
-                && !head.is_empty()
-            {
-                return Poll::Ready(Some(Ok(http_body::Frame::data(head))));
-            }
+        if let Some(slot) = self.head.iter_mut().find(|h| !h.is_empty()) {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(std::mem::take(slot)))));
         }
         Pin::new(&mut self.rest).poll_frame(cx).map(|f| {
             f.map(|r| r.map(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))))
@@ -267,7 +259,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.head.iter().flatten().all(Bytes::is_empty) && self.rest.is_end_stream()
+        self.head.iter().all(Bytes::is_empty) && self.rest.is_end_stream()
     }
 }
 
