@@ -3,7 +3,8 @@
 fixed count, measured from the outside and cross-checked against sluice's own self-telemetry.
 
     bash benches/e2e.sh [--configs ceiling-grpc,ceiling-http,ceiling-metrics,nop,passthrough,
-                                   loadbalancing,agent,gateway,metrics,overload,replay]
+                                   loadbalancing,agent,gateway,metrics,overload,replay,
+                                   overload-gateway,hop]
                         [--spans N] [--gateway-spans N] [--points N] [--replay-spans N]
                         [--repeat R]
                         [--decision-wait 1s] [--scrape-interval 1] [--json FILE] [--quick]
@@ -40,6 +41,14 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   --overload-seconds; the row is the overload run (spans delivered to the sink per second),
   with the unloaded rate of the same run, the ratio, refusals and peak RSS beside it. Checked:
   nothing accepted is lost (sink = exported = accepted, in both phases).
+- overload-gateway (not in the default list): the gateway's traces path behind a 150 MiB
+  memory_limiter (benches/e2e/overload-gateway.yaml: filter, tail_sampling 1 s, batch; the
+  pipeline of tests/e2e/test_overload.py), driven unloaded as overload is, then offered
+  --overload-multiple (10) times that rate on a fixed schedule by --overload-senders senders
+  for --overload-seconds (issue 16's overload: a refused request is not resent, so what is
+  offered is exactly the multiple). The row is the overload phase; beside it the unloaded
+  rate, the ratio, the offered rate, refusals and peak RSS (VmHWM of the phase). Checked:
+  nothing accepted is lost (accepted = exported + filtered, sink = exported).
 - metrics: the same gateway, `sluice loadgen metrics` into its metrics pipeline, a scraper on
   the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
   asks), so scrape cost is part of the CPU figure; reports scrape size and time.
@@ -97,6 +106,8 @@ GATEWAY = ROOT / "k8s" / "config" / "gateway.yaml"
 AGENT = ROOT / "k8s" / "config" / "agent.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
            "loadbalancing", "agent", "gateway", "metrics", "overload", "replay"]
+# Run only when named in --configs.
+OPT_IN_CONFIGS = ["overload-gateway"]
 # The agent -> gateway hop: (exporter and receiver, compression), by config name.
 HOP_CONFIGS = {"hop-otlp-gzip": ("otlp", "gzip"), "hop-otlp-zstd": ("otlp", "zstd"),
                "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none"),
@@ -531,6 +542,7 @@ class Harness:
         self.overlays = [Path(o).resolve() for o in args.overlay]
         self.overload_senders = args.overload_senders
         self.overload_seconds = args.overload_seconds
+        self.overload_multiple = args.overload_multiple
         self.apiserver_bin = args.apiserver_bin
         self.hop_rate = args.hop_rate
         self.hop_duration = args.hop_duration
@@ -863,19 +875,32 @@ class Harness:
 
     # ---- unloaded, then overloaded, behind a memory_limiter
     def overload(self) -> Run:
-        r = Run("overload", "spans")
+        return self.overloaded("overload")
+
+    def overloaded(self, config: str) -> Run:
+        """`overload`: passthrough behind a memory_limiter, then --overload-senders senders
+        resending at once. `overload-gateway`: the gateway-like pipeline, then
+        --overload-multiple times the unloaded rate offered on a fixed schedule (refused
+        requests are not resent: the offered rate is exactly that multiple)."""
+        gateway = config == "overload-gateway"
+        r = Run(config, "spans")
         sink, sink_env = self.sink_sluice()
         env = dict(sink_env, GRPC_PORT=str(free_port()), HEALTH_PORT=str(free_port()),
                    TELEMETRY_PORT=str(free_port()))
-        s = self.sluice("overload", [E2E / "overload.yaml"], env)
+        s = self.sluice(config, [E2E / f"{config}.yaml"], env)
         tel, sink_tel = int(env["TELEMETRY_PORT"]), int(env["SINK_TELEMETRY_PORT"])
         endpoint = f"127.0.0.1:{env['GRPC_PORT']}"
 
+        def out_of_pipeline(m) -> float:
+            # Sent, failed (a failed check) or dropped by the filter (the health probes).
+            return (m.get("otelcol_exporter_sent_spans_total")
+                    + m.get("otelcol_exporter_send_failed_spans_total")
+                    + m.get("otelcol_processor_filter_spans_filtered_total"))
+
         def drained(want: float):
-            # Everything accepted so far sent (or failed: a failed check) and in the sink.
-            m = wait_until("the exporter to send every accepted span", lambda: (
-                lambda m: m if m.get("otelcol_exporter_sent_spans_total")
-                + m.get("otelcol_exporter_send_failed_spans_total") >= want else None)(
+            # Everything accepted so far out of the pipeline and in the sink.
+            m = wait_until("the pipeline to pass on every accepted span", lambda: (
+                lambda m: m if out_of_pipeline(m) >= want else None)(
                 scrape_telemetry(tel)), [sink, s], self.timeout)
             sm = wait_until("the sink to receive every span", lambda: (
                 lambda x: x if x.get("otelcol_receiver_accepted_spans_total")
@@ -890,12 +915,18 @@ class Harness:
             calm_end, _, _ = drained(calm["items_accepted"])
             calm_rate = calm["items_accepted"] / (calm_end - (calm_finished
                                                                - calm["elapsed_s"]))
-            # Overloaded: many senders for a fixed time, measured from the outside.
+            # Overloaded for a fixed time, measured from the outside.
             measure = self.measured(s)
             Path(f"/proc/{s.pid}/clear_refs").write_text("5")  # reset VmHWM for this phase
-            report, r.gen_cpu_s, finished = run_loadgen(
-                self, "traces", endpoint, 10**12, [sink, s],
-                concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
+            offered = int(calm_rate * self.overload_multiple) if gateway else 0
+            if gateway:
+                report, r.gen_cpu_s, finished = run_loadgen(
+                    self, "traces", endpoint, 0, [sink, s], concurrency=self.overload_senders,
+                    rate=offered, duration_s=self.overload_seconds)
+            else:
+                report, r.gen_cpu_s, finished = run_loadgen(
+                    self, "traces", endpoint, 10**12, [sink, s],
+                    concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
             want = calm["items_accepted"] + report["items_accepted"]
             end, m, sm = drained(want)
             r.cpu_s, r.rss_kib = measure()
@@ -906,9 +937,10 @@ class Harness:
         r.seconds = end - (finished - report["elapsed_s"])
         r.check("receiver accepted (self-telemetry) = accepted by the generators",
                 m.get("otelcol_receiver_accepted_spans_total", receiver="otlp"), want)
-        r.check("exported = accepted", m.get("otelcol_exporter_sent_spans_total"), want)
+        r.check("exported + filtered = accepted", out_of_pipeline(m), want)
         r.check("received by the sink = exported",
-                sm.get("otelcol_receiver_accepted_spans_total"), want)
+                sm.get("otelcol_receiver_accepted_spans_total"),
+                m.get("otelcol_exporter_sent_spans_total"))
         refused = report["refused_by_status"]
         r.check("only retryable refusals",
                 sorted(set(refused) - {"ResourceExhausted", "Unavailable"}), [])
@@ -919,6 +951,8 @@ class Harness:
                        requests_refused=sum(refused.values()),
                        refused_by_status=json.dumps(refused),
                        memory_refusals=m.get("sluice_memory_refused_requests_total"))
+        if gateway:
+            r.extra.update(offered_spans_per_s=offered, offered_multiple=self.overload_multiple)
         return r
 
     # ---- the agent -> gateway hop: bytes on the wire and CPU at both ends
@@ -1222,6 +1256,9 @@ def main() -> int:
                     help="concurrent senders in the overload phase of the overload config")
     ap.add_argument("--overload-seconds", type=float, default=20,
                     help="length of the overload phase")
+    ap.add_argument("--overload-multiple", type=float, default=10,
+                    help="overload-gateway: the overload phase offers this many times the "
+                         "unloaded rate")
     ap.add_argument("--hop-rate", type=int, default=20_000,
                     help="spans/s the generator sends to the agent in the hop configs")
     ap.add_argument("--hop-duration", type=float, default=60,
@@ -1250,7 +1287,7 @@ def main() -> int:
     configs = []
     for c in (c.strip() for c in args.configs.split(",")):
         configs += list(HOP_CONFIGS) if c == "hop" else [c] if c else []
-    known = CONFIGS + list(HOP_CONFIGS)
+    known = CONFIGS + OPT_IN_CONFIGS + list(HOP_CONFIGS)
     unknown = [c for c in configs if c not in known]
     if unknown:
         ap.error(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(known)}, hop")
@@ -1279,6 +1316,8 @@ def main() -> int:
                     r = h.hop(c)
                 elif c == "loadbalancing":
                     r = h.passthrough(c)
+                elif c == "overload-gateway":
+                    r = h.overloaded(c)
                 else:
                     r = getattr(h, c)()
                 runs.setdefault(c, []).append(r)
@@ -1306,7 +1345,8 @@ def main() -> int:
         print()
     for c in configs:
         for i, r in enumerate(runs[c]):
-            extra = ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}"
+            extra = ", ".join(f"{k} {v:,.0f}" if isinstance(v, float) and abs(v) >= 10
+                              else f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in r.extra.items() if k != "latency_us")
             print(f"- {c} run {i + 1}: {r.items:,} {r.noun}, {r.seconds:.2f} s, "
                   f"{fmt_rate(r.rate)}/s, {r.cpu_per_m:.2f} CPU s per M, "

@@ -112,3 +112,25 @@ def test_quick_hop_run_measures_bytes_and_cpu_at_both_ends(tmp_path):
     # Compression works on both protocols (uncompressed Arrow is several times larger).
     assert up["hop-flight-zstd"] < up["hop-flight-none"] / 4, up
     assert up["hop-otlp-zstd"] < up["hop-flight-none"] / 4, up
+
+
+def test_quick_overload_gateway_offers_a_multiple_of_the_unloaded_rate(tmp_path):
+    """`--configs overload-gateway` (issue 16's overload): the gateway-like pipeline measured
+    unloaded, then offered --overload-multiple times that rate on a schedule; nothing accepted
+    is lost, and the ratio is reported."""
+    proc, result = run_harness(tmp_path, "--quick", "--configs", "overload-gateway",
+                               "--overload-multiple", "5")
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    (run,) = result["runs"]["overload-gateway"]
+    assert {"receiver accepted (self-telemetry) = accepted by the generators",
+            "exported + filtered = accepted", "received by the sink = exported",
+            "only retryable refusals"} <= {c["check"] for c in run["checks"]}, run["checks"]
+    assert all(c["ok"] for c in run["checks"]), run["checks"]
+    extra = run["extra"]
+    assert run["items"] > 0 and extra["unloaded_spans_per_s"] > 0, run
+    assert extra["offered_multiple"] == 5
+    assert extra["offered_spans_per_s"] == int(extra["unloaded_spans_per_s"] * 5), extra
+    assert extra["overload_vs_unloaded"] == pytest.approx(
+        run["items_per_s"] / extra["unloaded_spans_per_s"]), extra
+    assert "overload_vs_unloaded" in proc.stdout and "| overload-gateway |" in proc.stdout
