@@ -346,8 +346,8 @@ def test_ten_minutes_of_data_replay_in_seconds_with_each_trace_decided_30s_after
         prev = r
     assert len(news) == len(decisions) == traces
     for first, decided in zip(news, decisions):
-        # A row at t covers [t-1, t): first span at 20k+0.5 s, decided at the 1 s tick
-        # 30-31 s later.
+        # A row at t covers [t-1, t): first span at 20k+0.5 s, decided on the 100 ms tick
+        # 30-30.1 s later (the row 30 or, on a boundary, 31 s later).
         assert decided - first in (30, 31), (first, decided)
     # The out-of-order span joined its trace: every span of trace 3 left in the kept trace.
     nop = next(e for e in run["exporters"] if e["id"] == "nop")
