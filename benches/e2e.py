@@ -918,8 +918,8 @@ class Harness:
             # Overloaded for a fixed time, measured from the outside.
             measure = self.measured(s)
             Path(f"/proc/{s.pid}/clear_refs").write_text("5")  # reset VmHWM for this phase
-            offered = int(calm_rate * self.overload_multiple) if gateway else 0
             if gateway:
+                offered = int(calm_rate * self.overload_multiple)
                 report, r.gen_cpu_s, finished = run_loadgen(
                     self, "traces", endpoint, 0, [sink, s], concurrency=self.overload_senders,
                     rate=offered, duration_s=self.overload_seconds)

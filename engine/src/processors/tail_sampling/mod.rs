@@ -750,7 +750,8 @@ impl Inner {
 /// (and the exporter's queue then holds) are a tenth as large, and spans wait 0.45 s less on
 /// average. Under a `memory_limiter` that is what the steady state is made of: the
 /// gateway-like overload bench delivered ~1.3x the spans per second at a lower peak RSS, at
-/// the same CPU per span in the gateway bench (BENCHMARKS.md, "A 100 ms decision tick").
+/// the same CPU per span in the gateway bench (BENCHMARKS.md, "Issue 16's overload as worded,
+/// and a 100 ms decision tick").
 pub const MAX_TICK_NS: u64 = 100_000_000;
 
 /// Kept spans go downstream in payloads of at most this many spans (the batch processor's
