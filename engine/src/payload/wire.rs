@@ -228,7 +228,8 @@ impl WireForm {
     /// Splits by the backend of each item's trace id (`backend_of(trace_id bytes)`, the bytes
     /// empty for an item without one; backends `0..parts`), without decoding: a resource whose
     /// items all go to one backend is taken as its byte range; one whose items go to several
-    /// is re-framed for each of them into a new buffer per backend ([`ItemSplitter`]).
+    /// is re-framed for each of them into a new buffer per backend ([`ItemSplitter`]), one
+    /// of [`part_buffers`]' when a part before it has been let go.
     /// Resources and scopes without items are left out of the parts (as the decoded split
     /// leaves out containers without children), unless every item goes to one backend: then
     /// the wire form goes whole, as the decoded split passes a payload on uncopied.
@@ -290,7 +291,16 @@ impl WireForm {
         if !several {
             return Ok(WireSplit::One(first));
         }
-        let mut outs: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+        let mut outs: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&n| {
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    part_buffers::take(n)
+                }
+            })
+            .collect();
         for &(walk, field) in &reframed {
             for &b in splitter.backends(walk) {
                 splitter.write(walk, field, b, &mut outs[b]);
@@ -304,7 +314,7 @@ impl WireForm {
             if out.len() != sizes[b] {
                 return Err(SplitError::new("a part's size differs from its sizing"));
             }
-            let out = Bytes::from(out);
+            let out = part_buffers::into_bytes(out);
             let mut chunks: Vec<Bytes> = Vec::new();
             let mut map: Vec<Option<usize>> = vec![None; framed + 1];
             let resources: Vec<WireResource> = resources
@@ -332,6 +342,185 @@ impl WireForm {
             ));
         }
         Ok(WireSplit::Parts(split))
+    }
+}
+
+/// The buffers re-framed parts are written into, kept for the next split when a part is let
+/// go (sent, or dropped) instead of being freed.
+///
+/// Why: a backend's part of a full batch is a megabyte or more, and mimalloc serves such an
+/// allocation from pages it has given back to the OS in the meantime, which the kernel zeroes
+/// on first touch, every batch: a tenth of the `loadbalancing` agent's CPU (BENCHMARKS.md, "Load
+/// balancing while the bytes are hot"; buffers of 256 KiB fared no better). A few buffers
+/// kept here are written again while their pages are still mapped.
+///
+/// Bounded: at most [`IDLE_BUFFERS`] idle buffers of at most [`IDLE_BYTES`] together are kept;
+/// a buffer let go beyond that is freed as before. Only idle buffers are held here: a part in
+/// a queue holds its buffer as any payload holds its bytes (and the memory account counts it
+/// as one, by its rows).
+pub(crate) mod part_buffers {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    /// Idle buffers kept at most: a part per backend of a few batches in flight.
+    pub(crate) const IDLE_BUFFERS: usize = 8;
+    /// Idle bytes kept at most, all buffers together.
+    pub(crate) const IDLE_BYTES: usize = 8 * 1024 * 1024;
+
+    /// The process's pool, which [`WireForm::split_by_item`](super::WireForm::split_by_item)
+    /// writes its parts into.
+    static PARTS: Pool = Pool::new(IDLE_BUFFERS, IDLE_BYTES);
+
+    /// An empty buffer with room for `len` bytes, from the process's pool.
+    pub(crate) fn take(len: usize) -> Vec<u8> {
+        PARTS.take(len)
+    }
+
+    /// `buffer` as `Bytes` that give it back to the process's pool when the last of them is
+    /// dropped.
+    pub(crate) fn into_bytes(buffer: Vec<u8>) -> Bytes {
+        PARTS.into_bytes(buffer)
+    }
+
+    /// Idle buffers, bounded by count and by their bytes together.
+    pub(crate) struct Pool {
+        idle: Mutex<Vec<Vec<u8>>>,
+        max_buffers: usize,
+        max_bytes: usize,
+    }
+
+    impl Pool {
+        pub(crate) const fn new(max_buffers: usize, max_bytes: usize) -> Self {
+            Pool {
+                idle: Mutex::new(Vec::new()),
+                max_buffers,
+                max_bytes,
+            }
+        }
+
+        /// An empty buffer with room for `len` bytes: an idle one when there is one (the
+        /// largest, grown if it is short), else a new one.
+        pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+            let kept = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let largest = (0..idle.len()).max_by_key(|&i| idle[i].capacity());
+                largest.map(|i| idle.swap_remove(i))
+            };
+            match kept {
+                Some(mut buffer) => {
+                    buffer.clear();
+                    buffer.reserve_exact(len);
+                    buffer
+                }
+                None => Vec::with_capacity(len),
+            }
+        }
+
+        /// `buffer` as `Bytes` that give it back to this pool when the last of them is
+        /// dropped.
+        pub(crate) fn into_bytes(&'static self, buffer: Vec<u8>) -> Bytes {
+            Bytes::from_owner(Recycled { buffer, pool: self })
+        }
+
+        /// Keeps `buffer` if the bounds allow, else frees it.
+        fn give_back(&self, buffer: Vec<u8>) {
+            if buffer.capacity() == 0 || buffer.capacity() > self.max_bytes {
+                return;
+            }
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let held: usize = idle.iter().map(Vec::capacity).sum();
+            if idle.len() < self.max_buffers && held + buffer.capacity() <= self.max_bytes {
+                idle.push(buffer);
+            }
+            // Otherwise `buffer` is freed here, after the lock (locals drop in reverse order).
+        }
+
+        /// Idle buffers now, and their bytes.
+        #[cfg(test)]
+        pub(crate) fn idle(&self) -> (usize, usize) {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            (idle.len(), idle.iter().map(Vec::capacity).sum())
+        }
+    }
+
+    /// A buffer lent out as `Bytes`, given back to its pool when they are all dropped.
+    struct Recycled {
+        buffer: Vec<u8>,
+        pool: &'static Pool,
+    }
+
+    impl AsRef<[u8]> for Recycled {
+        fn as_ref(&self) -> &[u8] {
+            &self.buffer
+        }
+    }
+
+    impl Drop for Recycled {
+        fn drop(&mut self) {
+            self.pool.give_back(std::mem::take(&mut self.buffer));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn pool(max_buffers: usize, max_bytes: usize) -> &'static Pool {
+            Box::leak(Box::new(Pool::new(max_buffers, max_bytes)))
+        }
+
+        /// A buffer let go (every `Bytes` of it dropped, clones and slices included) is the
+        /// next one taken: the same allocation, emptied, its pages already mapped.
+        #[test]
+        fn a_buffer_let_go_is_taken_again_empty() {
+            let pool = pool(4, 1 << 20);
+            let mut buffer = pool.take(1000);
+            assert!(buffer.is_empty() && buffer.capacity() >= 1000);
+            buffer.extend_from_slice(&[7; 1000]);
+            let at = buffer.as_ptr();
+            let bytes = pool.into_bytes(buffer);
+            let slice = bytes.slice(10..20);
+            let clone = bytes.clone();
+            drop(bytes);
+            assert_eq!(&clone[..3], &[7, 7, 7], "lent out, it is not reused");
+            assert_eq!(pool.idle().0, 0);
+            drop(clone);
+            assert_eq!(pool.idle().0, 0, "a slice still holds it");
+            drop(slice);
+            assert_eq!(pool.idle().0, 1);
+            let again = pool.take(600);
+            assert_eq!(again.as_ptr(), at);
+            assert!(again.is_empty());
+            assert_eq!(pool.idle().0, 0);
+            // Too short for what is asked: grown.
+            let grown = {
+                let b = pool.into_bytes(again);
+                drop(b);
+                pool.take(5000)
+            };
+            assert!(grown.capacity() >= 5000 && grown.is_empty());
+        }
+
+        /// Idle buffers stay within the count and byte bounds; the rest are freed; the
+        /// largest idle buffer is taken first.
+        #[test]
+        fn idle_buffers_are_bounded() {
+            let pool = pool(3, 10_000);
+            let lent: Vec<Bytes> = [1000, 2000, 3000, 4000, 50_000]
+                .into_iter()
+                .map(|n| pool.into_bytes(vec![1; n]))
+                .collect();
+            drop(lent);
+            let (buffers, bytes) = pool.idle();
+            assert!(buffers <= 3 && bytes <= 10_000, "{buffers} {bytes}");
+            assert_eq!(
+                (buffers, bytes),
+                (3, 6000),
+                "1000, 2000, 3000 kept; 4000 over the count, 50,000 over the bytes"
+            );
+            assert!(pool.take(1).capacity() >= 3000);
+        }
     }
 }
 

@@ -446,8 +446,211 @@ fn assert_wire_split_is_the_decoded_split(
         }
         // A part is a clean request itself: a removed backend's re-route splits it again.
         prop_assert!(crate::otlp::skim(signal, &form.to_bytes()).is_some());
+        assert_a_part_is_a_wire_form_like_any(part, &model)?;
+    }
+    // A removed backend's part re-routed through the ring without it: split again (its
+    // re-framed resources are ranges of a buffer of its own), the same as its tables'.
+    if let [_, rest @ ..] = ring.endpoints()
+        && !rest.is_empty()
+    {
+        let smaller = HashRing::new(rest).unwrap();
+        for (_, part) in &got {
+            assert_wire_split_once(part, &smaller)?;
+        }
+    }
+    // The parts batched again (a `batch` after the split, or a queue's batches merged): one
+    // wire form holding every part's bytes in turn.
+    if got.is_empty() {
+        return Ok(());
+    }
+    let again = Payload::concat(
+        signal,
+        &got.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let form = again.wire().expect("wire parts concatenate to a wire form");
+    let mut appended = Vec::new();
+    got.iter()
+        .for_each(|(_, p)| p.wire().unwrap().write_to(&mut appended));
+    prop_assert_eq!(&form.to_bytes()[..], &appended[..]);
+    prop_assert_eq!(again.item_count(), decoded.item_count());
+    Ok(())
+}
+
+/// [`assert_wire_split_is_the_decoded_split`] without going deeper.
+fn assert_wire_split_once(wire: &Payload, ring: &HashRing) -> Result<(), TestCaseError> {
+    let signal = wire.signal();
+    let decoded = crate::otlp::decode(signal, &wire.wire().unwrap().to_bytes()).unwrap();
+    let want = split(&decoded, &RoutingKey::TraceId, ring).unwrap();
+    let got = split_wire(wire, &RoutingKey::TraceId, ring)
+        .expect("a wire form under traceID")
+        .unwrap();
+    prop_assert_eq!(
+        got.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+        want.iter().map(|(b, _)| *b).collect::<Vec<_>>()
+    );
+    for ((b, part), (_, model)) in got.iter().zip(&want) {
+        let again = crate::otlp::decode(signal, &part.wire().unwrap().to_bytes()).unwrap();
+        let (again, model) = (
+            without_scopeless_resources(&again),
+            without_scopeless_resources(model),
+        );
+        if let Some(diff) = crate::otlp::testing::payload_diff(&again, &model) {
+            prop_assert!(false, "split again, backend {}: {}", b, diff);
+        }
     }
     Ok(())
+}
+
+/// A split part (resources taken whole, and resources re-framed into a pooled buffer) behaves
+/// as any wire form: its slices are its bytes in order; it counts its bytes in the memory
+/// account; split at resources (`batch`'s and `max_request_size`'s split) its pieces are its
+/// bytes and items; its tables, read, are decoded once from them.
+fn assert_a_part_is_a_wire_form_like_any(
+    part: &Payload,
+    model: &Payload,
+) -> Result<(), TestCaseError> {
+    let form = part.wire().unwrap();
+    let bytes = form.to_bytes();
+    prop_assert_eq!(bytes.len(), form.len());
+    let slices = crate::otlp::encode::encode_to_slices(part);
+    prop_assert_eq!(slices.concat(), bytes.to_vec());
+    prop_assert!(slices.iter().all(|s| !s.is_empty()));
+    prop_assert_eq!(part.memory_size(), form.len());
+    for max in [1, 2, 5] {
+        let pieces = part.split_items(max).unwrap();
+        prop_assert_eq!(
+            pieces.iter().map(Payload::item_count).sum::<usize>(),
+            part.item_count()
+        );
+        let mut joined = Vec::new();
+        let mut decoded_pieces = Vec::new();
+        for p in &pieces {
+            let piece_bytes = crate::otlp::encode_to_vec(p);
+            if let Some(w) = p.wire() {
+                prop_assert_eq!(w.len(), piece_bytes.len());
+                prop_assert!(w.items() <= max || w.resource_count() == 1);
+            }
+            decoded_pieces.push(crate::otlp::decode(part.signal(), &piece_bytes).unwrap());
+            joined.extend_from_slice(&piece_bytes);
+        }
+        if pieces.iter().all(|p| p.wire().is_some()) {
+            prop_assert_eq!(
+                &joined[..],
+                &bytes[..],
+                "split at resources: the same bytes"
+            );
+        }
+        let back = Payload::concat(part.signal(), &decoded_pieces).unwrap();
+        prop_assert_eq!(back.item_count(), model.item_count());
+    }
+    // Read: the tables are the part's, decoded from its bytes.
+    if let Some(diff) = crate::otlp::testing::payload_diff(
+        &without_scopeless_resources(part),
+        &without_scopeless_resources(model),
+    ) {
+        prop_assert!(false, "read tables: {}", diff);
+    }
+    prop_assert!(part.wire().is_some(), "read, it still holds its bytes");
+    Ok(())
+}
+
+/// `resources` × `scopes` × `spans` spans of `traces` distinct traces interleaved (as a
+/// service's batch holds many traces at once), names of 80 bytes: a batch as `batch` hands
+/// the `loadbalancing` exporter.
+fn interleaved_traces(resources: usize, scopes: usize, spans: usize, traces: u32) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let mut n = 0u32;
+    let req = ExportTraceServiceRequest {
+        resource_spans: (0..resources)
+            .map(|r| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("svc-{r}"))),
+                        }),
+                        key_strindex: 0,
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: (0..scopes)
+                    .map(|s| ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: format!("scope-{s}"),
+                            ..Default::default()
+                        }),
+                        spans: (0..spans)
+                            .map(|_| {
+                                n += 1;
+                                let mut trace_id = [0u8; 16];
+                                trace_id[..4].copy_from_slice(&(n % traces).to_be_bytes());
+                                trace_id[15] = 1;
+                                Span {
+                                    trace_id: trace_id.to_vec(),
+                                    span_id: u64::from(n).to_be_bytes().to_vec(),
+                                    name: format!("{n:080}"),
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    req.encode_to_vec()
+}
+
+/// The splitter a thread keeps between splits (its lists reused) and the part buffers let go
+/// and written again: a batch-sized traces split, a logs split in between (another signal's
+/// splitter), smaller and larger batches after, each the decoded split exactly while the
+/// parts of the ones before are still held or already dropped.
+#[test]
+fn splits_one_after_another_reuse_the_splitter_and_buffers_and_stay_exact() {
+    use prost::Message;
+    let r = ring(&["a:1", "b:2", "c:3"]);
+    let check = |bodies: &[Vec<u8>], signal: Signal| {
+        let wire = wire_payload(signal, bodies).expect("clean");
+        assert_wire_split_is_the_decoded_split(&wire, &r).unwrap();
+        split_wire(&wire, &RoutingKey::TraceId, &r)
+            .unwrap()
+            .unwrap()
+    };
+    let held = check(&[interleaved_traces(4, 2, 120, 40)], Signal::Traces);
+    assert_eq!(held.len(), 3, "the batch spreads over the three backends");
+    let mut logs = crate::otlp::testing::without_entity_refs_logs(
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+            resource_logs: vec![Default::default()],
+        },
+    );
+    logs.resource_logs[0].scope_logs = vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+        log_records: (0..40u8)
+            .map(|i| opentelemetry_proto::tonic::logs::v1::LogRecord {
+                trace_id: vec![i + 1; 16],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }];
+    check(&[logs.encode_to_vec()], Signal::Logs);
+    check(&[interleaved_traces(1, 1, 7, 5)], Signal::Traces);
+    drop(held);
+    check(
+        &[
+            interleaved_traces(2, 3, 60, 20),
+            interleaved_traces(3, 1, 150, 45),
+        ],
+        Signal::Traces,
+    );
+    check(&[interleaved_traces(4, 2, 120, 40)], Signal::Traces);
 }
 
 /// Trace requests with shared ids, some spans without one, some resources sharing one trace

@@ -66,11 +66,24 @@ impl Range {
     }
 }
 
-/// One `scope_*` field: its other fields and its items, as index ranges of the splitter's lists.
+/// One `scope_*` field: its other fields, its items and its items' tally per backend, as index
+/// ranges of the splitter's lists.
 #[derive(Debug, Clone, Copy)]
 struct Scope {
     fields: (u32, u32),
     items: (u32, u32),
+    tallies: (u32, u32),
+}
+
+/// The items of one scope that go to one backend: how many, and their bytes. Kept as the walk
+/// meets the items so that sizing and writing a part read one entry per scope instead of
+/// going through every item of the scope again for every backend (which was a tenth of the
+/// split: BENCHMARKS.md, "Load balancing while the bytes are hot").
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    backend: usize,
+    items: usize,
+    bytes: usize,
 }
 
 /// One walked resource field: index ranges of the splitter's lists.
@@ -87,6 +100,7 @@ struct Resource {
 /// ([`write`](Self::write)); the lists are reused after a [`clear`](Self::clear).
 #[derive(Debug)]
 pub struct ItemSplitter {
+    signal: Signal,
     /// The item message's `trace_id` key: `Span.trace_id = 1`, `LogRecord.trace_id = 9`.
     trace_id_key: u32,
     resources: Vec<Resource>,
@@ -97,6 +111,8 @@ pub struct ItemSplitter {
     scope_fields: Vec<Range>,
     /// Every item field (key, length, message) with its backend.
     items: Vec<(Range, usize)>,
+    /// Each scope's items per backend, in order of first appearance in the scope.
+    tallies: Vec<Tally>,
     /// Each resource's backends, in order of first appearance.
     backends: Vec<usize>,
 }
@@ -110,14 +126,26 @@ impl ItemSplitter {
             Signal::Metrics => return None,
         };
         Some(ItemSplitter {
+            signal,
             trace_id_key,
             resources: Vec::new(),
             resource_fields: Vec::new(),
             scopes: Vec::new(),
             scope_fields: Vec::new(),
             items: Vec::new(),
+            tallies: Vec::new(),
             backends: Vec::new(),
         })
+    }
+
+    /// The signal whose requests it splits.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Items its lists have room for without growing.
+    pub fn item_capacity(&self) -> usize {
+        self.items.capacity()
     }
 
     /// Forgets every walked resource.
@@ -127,6 +155,7 @@ impl ItemSplitter {
         self.scopes.clear();
         self.scope_fields.clear();
         self.items.clear();
+        self.tallies.clear();
         self.backends.clear();
     }
 
@@ -169,7 +198,11 @@ impl ItemSplitter {
                 continue;
             }
             let mut scope = resource.message().map_err(malformed)?;
-            let (scope_fields_from, scope_items_from) = (self.scope_fields.len(), self.items.len());
+            let (scope_fields_from, scope_items_from, scope_tallies_from) = (
+                self.scope_fields.len(),
+                self.items.len(),
+                self.tallies.len(),
+            );
             while scope.has_more() {
                 let start = scope.base() + scope.pos();
                 let k = scope.key().map_err(malformed)?;
@@ -203,12 +236,28 @@ impl ItemSplitter {
                         }
                     }
                 }
-                self.items.push((range(start, end), backend));
+                let item = range(start, end);
+                match self.tallies[scope_tallies_from..]
+                    .iter_mut()
+                    .find(|t| t.backend == backend)
+                {
+                    Some(t) => {
+                        t.items += 1;
+                        t.bytes += item.len();
+                    }
+                    None => self.tallies.push(Tally {
+                        backend,
+                        items: 1,
+                        bytes: item.len(),
+                    }),
+                }
+                self.items.push((item, backend));
             }
             empty_scope |= self.items.len() == scope_items_from;
             self.scopes.push(Scope {
                 fields: (scope_fields_from as u32, self.scope_fields.len() as u32),
                 items: (scope_items_from as u32, self.items.len() as u32),
+                tallies: (scope_tallies_from as u32, self.tallies.len() as u32),
             });
         }
         self.resources.push(Resource {
@@ -253,22 +302,16 @@ impl ItemSplitter {
 
     /// A scope's message length holding `backend`'s items, and how many.
     fn scope_len(&self, s: &Scope, backend: usize) -> (usize, usize) {
-        let mut items = 0;
-        let mine: usize = self.items[s.items.0 as usize..s.items.1 as usize]
+        match self.tallies[s.tallies.0 as usize..s.tallies.1 as usize]
             .iter()
-            .filter(|(_, b)| *b == backend)
-            .map(|(r, _)| {
-                items += 1;
-                r.len()
-            })
-            .sum();
-        if items == 0 {
-            return (0, 0);
+            .find(|t| t.backend == backend)
+        {
+            Some(t) => (
+                t.bytes + sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]),
+                t.items,
+            ),
+            None => (0, 0),
         }
-        (
-            mine + sum_len(&self.scope_fields[s.fields.0 as usize..s.fields.1 as usize]),
-            items,
-        )
     }
 
     /// Appends walked resource `resource` (whose bytes are `field`) re-framed for `backend`
