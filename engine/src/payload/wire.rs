@@ -314,7 +314,7 @@ impl WireForm {
             if out.len() != sizes[b] {
                 return Err(SplitError::new("a part's size differs from its sizing"));
             }
-            let out = part_buffers::into_bytes(out);
+            let out = part_buffers::lend(out);
             let mut chunks: Vec<Bytes> = Vec::new();
             let mut map: Vec<Option<usize>> = vec![None; framed + 1];
             let resources: Vec<WireResource> = resources
@@ -379,8 +379,8 @@ pub(crate) mod part_buffers {
 
     /// `buffer` as `Bytes` that give it back to the process's pool when the last of them is
     /// dropped.
-    pub(crate) fn into_bytes(buffer: Vec<u8>) -> Bytes {
-        PARTS.into_bytes(buffer)
+    pub(crate) fn lend(buffer: Vec<u8>) -> Bytes {
+        PARTS.lend(buffer)
     }
 
     /// Idle buffers, bounded by count and by their bytes together.
@@ -419,7 +419,7 @@ pub(crate) mod part_buffers {
 
         /// `buffer` as `Bytes` that give it back to this pool when the last of them is
         /// dropped.
-        pub(crate) fn into_bytes(&'static self, buffer: Vec<u8>) -> Bytes {
+        pub(crate) fn lend(&'static self, buffer: Vec<u8>) -> Bytes {
             Bytes::from_owner(Recycled { buffer, pool: self })
         }
 
@@ -479,7 +479,7 @@ pub(crate) mod part_buffers {
             assert!(buffer.is_empty() && buffer.capacity() >= 1000);
             buffer.extend_from_slice(&[7; 1000]);
             let at = buffer.as_ptr();
-            let bytes = pool.into_bytes(buffer);
+            let bytes = pool.lend(buffer);
             let slice = bytes.slice(10..20);
             let clone = bytes.clone();
             drop(bytes);
@@ -495,7 +495,7 @@ pub(crate) mod part_buffers {
             assert_eq!(pool.idle().0, 0);
             // Too short for what is asked: grown.
             let grown = {
-                let b = pool.into_bytes(again);
+                let b = pool.lend(again);
                 drop(b);
                 pool.take(5000)
             };
@@ -509,7 +509,7 @@ pub(crate) mod part_buffers {
             let pool = pool(3, 10_000);
             let lent: Vec<Bytes> = [1000, 2000, 3000, 4000, 50_000]
                 .into_iter()
-                .map(|n| pool.into_bytes(vec![1; n]))
+                .map(|n| pool.lend(vec![1; n]))
                 .collect();
             drop(lent);
             let (buffers, bytes) = pool.idle();
