@@ -16,6 +16,7 @@ mod parts;
 mod wire;
 use parts::PartsTables;
 use wire::WireTables;
+pub(crate) use wire::part_buffers;
 pub use wire::{WireForm, WireSplit};
 
 /// One signal's worth of telemetry as normalized Arrow tables.

@@ -383,6 +383,12 @@ pub(crate) mod part_buffers {
         PARTS.lend(buffer)
     }
 
+    /// Frees the process's idle buffers (the memory limiter does, before it asks the
+    /// allocator to give free memory back: idle buffers are not in the memory account).
+    pub(crate) fn release_idle() {
+        PARTS.release_idle();
+    }
+
     /// Idle buffers, bounded by count and by their bytes together.
     pub(crate) struct Pool {
         idle: Mutex<Vec<Vec<u8>>>,
@@ -421,6 +427,12 @@ pub(crate) mod part_buffers {
         /// dropped.
         pub(crate) fn lend(&'static self, buffer: Vec<u8>) -> Bytes {
             Bytes::from_owner(Recycled { buffer, pool: self })
+        }
+
+        /// Frees every idle buffer.
+        pub(crate) fn release_idle(&self) {
+            let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(idle);
         }
 
         /// Keeps `buffer` if the bounds allow, else frees it.
@@ -520,6 +532,9 @@ pub(crate) mod part_buffers {
                 "1000, 2000, 3000 kept; 4000 over the count, 50,000 over the bytes"
             );
             assert!(pool.take(1).capacity() >= 3000);
+            // The memory limiter's purge frees the rest.
+            pool.release_idle();
+            assert_eq!(pool.idle(), (0, 0));
         }
     }
 }
