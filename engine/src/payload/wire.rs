@@ -52,7 +52,15 @@ impl WireForm {
     /// the memory account would count only the request. The copy is a few thousand
     /// instructions for a 36 KB request, against the ~460 k of the decode it replaces.
     pub fn new(body: Bytes, skim: &Skim) -> Self {
-        let body = Bytes::copy_from_slice(&body);
+        Self::in_place(Bytes::copy_from_slice(&body), skim)
+    }
+
+    /// The request `body`, as a clean skim of it found it, kept where it is: for a body whose
+    /// buffer is its own size (an uncompressed gRPC message, which the receive path reads into
+    /// a buffer reserved for its length; an HTTP body read into a buffer of its
+    /// `Content-Length`), where [`WireForm::new`]'s copy would only fault in fresh pages for
+    /// the same bytes.
+    pub fn in_place(body: Bytes, skim: &Skim) -> Self {
         let resources: Vec<WireResource> = skim
             .resources
             .iter()

@@ -28,7 +28,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Status};
 
-use super::{ExportError, GrpcConfig, Handler, RETRY_AFTER_SECS, rpc_status_proto};
+use super::{BodyBuffer, ExportError, GrpcConfig, Handler, RETRY_AFTER_SECS, rpc_status_proto};
 
 /// Request and response bodies as raw bytes: decoding is sluice's business, and the response
 /// (an empty `Export*ServiceResponse`) is zero bytes.
@@ -130,10 +130,22 @@ impl<S: OtlpService> UnaryService<Bytes> for ExportCall<S> {
         Box::pin(async move {
             let origin = request.remote_addr();
             let metadata = handler.client_metadata(&request.metadata().clone().into_headers());
+            let compressed = request
+                .metadata()
+                .get("grpc-encoding")
+                .is_some_and(|e| e != "identity");
             let body = request.into_inner();
+            // An uncompressed message is read into a buffer reserved for its length once
+            // tonic has its prefix, unless it fits the buffer tonic starts with; an inflated
+            // one into a buffer grown while inflating.
+            let buffer = if compressed || body.len() < EXACT_BUFFER_FROM {
+                BodyBuffer::Grown
+            } else {
+                BodyBuffer::Exact
+            };
             let held = held.unwrap_or_else(|| handler.in_flight.none());
             match handler
-                .export(S::SIGNAL, body, false, origin, metadata, held)
+                .export(S::SIGNAL, body, buffer, false, origin, metadata, held)
                 .await
             {
                 Ok(_) => Ok(tonic::Response::new(Bytes::new())),
@@ -165,6 +177,11 @@ pub(crate) fn memory_status(r: &Refusal) -> Status {
     let details = rpc_status_proto(Code::ResourceExhausted as u32, &message, retry);
     Status::with_details(Code::ResourceExhausted, message, Bytes::from(details))
 }
+
+/// Messages from this size are read by tonic into a buffer of their own length (it reserves
+/// the length once it has the prefix); smaller ones share the 8 KiB buffer tonic starts with,
+/// which a forwarded body would keep alive whole.
+const EXACT_BUFFER_FROM: usize = 16 * 1024;
 
 /// The gRPC message prefix: 1 byte compressed flag, 4 bytes big-endian length.
 const PREFIX_LEN: usize = 5;
@@ -287,18 +304,22 @@ where
             let (parts, body) = req.into_parts();
             // Pinned on the heap so the start can be read here and the rest by tonic.
             let mut body = Box::pin(body);
+            let limited = handler.limited(S::SIGNAL);
+            // Admission before reading: refused now while memory is above the soft limit;
+            // otherwise the message size is read from its prefix and reserved, with its
+            // decoded estimate, before tonic buffers it.
+            if limited && let Err(r) = handler.admit(S::SIGNAL, None, false) {
+                return Ok(memory_status(&r).into_http());
+            }
+            // The prefix is read here in any case: given to tonic alone ([`Prefixed`]), it
+            // makes tonic read the message into a buffer of its length, which a request
+            // forwarded undecoded is then kept in (`BodyBuffer::Exact`).
+            let (head, prefix) = match read_prefix(&mut body).await {
+                Ok(x) => x,
+                Err(status) => return Ok(status.into_http()),
+            };
             let mut held = None;
-            if handler.limited(S::SIGNAL) {
-                // Admission before reading: refused now while memory is above the soft limit;
-                // otherwise the message size is read from its prefix and reserved, with its
-                // decoded estimate, before tonic buffers it.
-                if let Err(r) = handler.admit(S::SIGNAL, None, false) {
-                    return Ok(memory_status(&r).into_http());
-                }
-                let (head, prefix) = match read_prefix(&mut body).await {
-                    Ok(x) => x,
-                    Err(status) => return Ok(status.into_http()),
-                };
+            if limited {
                 let mut h = handler.in_flight.none();
                 // An oversized message is tonic's to refuse (OUT_OF_RANGE); a compressed one
                 // is reserved as its wire size now and resized once inflated.
@@ -308,10 +329,8 @@ where
                     return Ok(memory_status(&r).into_http());
                 }
                 held = Some(h);
-                let req = http::Request::from_parts(parts, Prefixed::new(head, body));
-                return Ok(Self::serve(handler, max, req, held).await);
             }
-            let req = http::Request::from_parts(parts, body);
+            let req = http::Request::from_parts(parts, Prefixed::new(head, body));
             Ok(Self::serve(handler, max, req, held).await)
         })
     }

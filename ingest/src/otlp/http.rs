@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::connections::{self, ReadDeadline};
-use super::{ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, rpc_status_proto};
+use super::{BodyBuffer, ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, rpc_status_proto};
 
 #[derive(Clone)]
 struct AppState {
@@ -206,16 +206,23 @@ async fn export(
             }
         }
     }
+    // Read into a buffer of its `Content-Length` (or grown to about its size): forwarded
+    // undecoded, the body is kept in it rather than copied.
+    let buffer = if raw.capacity() - raw.len() <= raw.len() / 8 {
+        BodyBuffer::Exact
+    } else {
+        BodyBuffer::Grown
+    };
     let raw = raw.freeze();
-    let body = match content_encoding.as_str() {
-        "" | "identity" => raw,
+    let (body, buffer) = match content_encoding.as_str() {
+        "" | "identity" => (raw, buffer),
         "gzip" | "x-gzip" => match inflate(flate2::read::MultiGzDecoder::new(&raw[..]), st.limit) {
-            Ok(b) => Bytes::from(b),
+            Ok(b) => (Bytes::from(b), BodyBuffer::Grown),
             Err(r) => return decompress_error(&st, enc, r),
         },
         "zstd" => match zstd::stream::read::Decoder::new(&raw[..]) {
             Ok(d) => match inflate(d, st.limit) {
-                Ok(b) => Bytes::from(b),
+                Ok(b) => (Bytes::from(b), BodyBuffer::Grown),
                 Err(r) => return decompress_error(&st, enc, r),
             },
             Err(e) => return decompress_error(&st, enc, Inflate::Bad(e.to_string())),
@@ -232,7 +239,7 @@ async fn export(
     let metadata = st.handler.client_metadata(&headers);
     match st
         .handler
-        .export(signal, body, json, Some(peer), metadata, held)
+        .export(signal, body, buffer, json, Some(peer), metadata, held)
         .await
     {
         Ok(_) => success(enc),

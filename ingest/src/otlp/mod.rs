@@ -661,6 +661,7 @@ impl Handler {
         &self,
         signal: Signal,
         body: Bytes,
+        buffer: BodyBuffer,
         json: bool,
         origin: Option<SocketAddr>,
         metadata: Option<Arc<ClientMetadata>>,
@@ -685,7 +686,13 @@ impl Handler {
             Some(skim) => {
                 self.undecoded.add(1);
                 Ok((
-                    Payload::from_wire(signal, WireForm::new(body, &skim)),
+                    Payload::from_wire(
+                        signal,
+                        match buffer {
+                            BodyBuffer::Exact => WireForm::in_place(body, &skim),
+                            BodyBuffer::Grown => WireForm::new(body, &skim),
+                        },
+                    ),
                     Default::default(),
                 ))
             }
@@ -768,6 +775,18 @@ impl Handler {
 }
 
 /// A request in flight: its body and its decoded estimate.
+/// The buffer a request body arrived in, which decides whether a body forwarded undecoded is
+/// kept where it is or copied into a buffer of its own size (a `Bytes` slice keeps its whole
+/// buffer alive, and the memory account counts only the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyBuffer {
+    /// Allocated for this body's length: kept as it is.
+    Exact,
+    /// Grown while it was filled (decompressed bodies, bodies of unknown length): possibly
+    /// up to twice the body.
+    Grown,
+}
+
 fn in_flight_bytes(signal: Signal, body_len: usize, json: bool) -> usize {
     body_len.saturating_add(sluice_engine::otlp::decoded_size_estimate(
         signal, body_len, json,
