@@ -28,7 +28,9 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Status};
 
-use super::{BodyBuffer, ExportError, GrpcConfig, Handler, RETRY_AFTER_SECS, rpc_status_proto};
+use super::{
+    BodyBuffer, ExportError, GrpcConfig, Handler, RETRY_AFTER_SECS, Received, rpc_status_proto,
+};
 
 /// Request and response bodies as raw bytes: decoding is sluice's business, and the response
 /// (an empty `Export*ServiceResponse`) is zero bytes.
@@ -145,7 +147,14 @@ impl<S: OtlpService> UnaryService<Bytes> for ExportCall<S> {
             };
             let held = held.unwrap_or_else(|| handler.in_flight.none());
             match handler
-                .export(S::SIGNAL, body, buffer, false, origin, metadata, held)
+                .export(
+                    S::SIGNAL,
+                    Received { body, buffer },
+                    false,
+                    origin,
+                    metadata,
+                    held,
+                )
                 .await
             {
                 Ok(_) => Ok(tonic::Response::new(Bytes::new())),

@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::connections::{self, ReadDeadline};
-use super::{BodyBuffer, ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, rpc_status_proto};
+use super::{
+    BodyBuffer, ExportError, Handler, HttpConfig, RETRY_AFTER_SECS, Received, rpc_status_proto,
+};
 
 #[derive(Clone)]
 struct AppState {
@@ -239,7 +241,14 @@ async fn export(
     let metadata = st.handler.client_metadata(&headers);
     match st
         .handler
-        .export(signal, body, buffer, json, Some(peer), metadata, held)
+        .export(
+            signal,
+            Received { body, buffer },
+            json,
+            Some(peer),
+            metadata,
+            held,
+        )
         .await
     {
         Ok(_) => success(enc),

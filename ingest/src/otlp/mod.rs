@@ -660,8 +660,7 @@ impl Handler {
     pub(crate) async fn export(
         &self,
         signal: Signal,
-        body: Bytes,
-        buffer: BodyBuffer,
+        received: Received,
         json: bool,
         origin: Option<SocketAddr>,
         metadata: Option<Arc<ClientMetadata>>,
@@ -671,6 +670,7 @@ impl Handler {
             .consumers
             .get(&signal)
             .ok_or(ExportError::NoPipeline(signal))?;
+        let Received { body, buffer } = received;
         self.reserve_body(signal, &mut held, body.len(), json)
             .map_err(ExportError::Memory)?;
         // Forwarded as its bytes when nothing downstream reads tables and the skim finds the
@@ -775,6 +775,12 @@ impl Handler {
 }
 
 /// A request in flight: its body and its decoded estimate.
+/// A request body as received: its bytes, and the buffer they arrived in.
+pub(crate) struct Received {
+    pub body: Bytes,
+    pub buffer: BodyBuffer,
+}
+
 /// The buffer a request body arrived in, which decides whether a body forwarded undecoded is
 /// kept where it is or copied into a buffer of its own size (a `Bytes` slice keeps its whole
 /// buffer alive, and the memory account counts only the body).
