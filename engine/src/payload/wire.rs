@@ -608,6 +608,21 @@ mod tests {
         Some(Payload::from_wire(signal, WireForm::new(body, &s)))
     }
 
+    /// `in_place` keeps the body where it arrived (its slices point into it); `new` copies it
+    /// into a buffer of its own; both read back the same request.
+    #[test]
+    fn in_place_keeps_the_received_buffer_and_new_copies_it() {
+        let body = Bytes::from(sample_traces());
+        let s = skim(Signal::Traces, &body).expect("clean");
+        let kept = WireForm::in_place(body.clone(), &s);
+        let copied = WireForm::new(body.clone(), &s);
+        let within = |b: &Bytes| body.as_ptr_range().contains(&b.as_ptr());
+        assert!(kept.slices().iter().all(within));
+        assert!(!copied.slices().iter().any(within));
+        assert_eq!(kept.to_bytes(), body);
+        assert_eq!(copied.to_bytes(), body);
+    }
+
     /// Requests as SDKs send them: resource `entity_refs` (which the skim leaves to the
     /// decoder) left out, so most requests are clean.
     fn request(signal: Signal) -> BoxedStrategy<Vec<u8>> {
