@@ -37,9 +37,11 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   (= the error traces sent), kept share (50 % of the rest, within 6 sigma), spans in = dropped
   by filter + dropped by sampling + exported, exported = received by the sink.
 - overload: passthrough behind a memory_limiter (benches/e2e/overload.yaml, limit 200 MiB),
-  driven first unloaded (4 senders, --spans) and then by --overload-senders (128) senders for
-  --overload-seconds; the row is the overload run (spans delivered to the sink per second),
-  with the unloaded rate of the same run, the ratio, refusals and peak RSS beside it. Checked:
+  driven first unloaded (4 senders, --spans, each refused request sent again 50 ms later as an
+  SDK retries: the sustainable rate) and then by --overload-senders (128) senders that go on
+  to the next request at once for --overload-seconds; the row is the overload run (spans
+  delivered to the sink per second), with the unloaded rate of the same run, the ratio,
+  refusals, peak RSS (VmHWM) and the largest of RSS sampled every 100 ms beside it. Checked:
   nothing accepted is lost (sink = exported = accepted, in both phases).
 - overload-gateway (not in the default list): the gateway's traces path behind a 150 MiB
   memory_limiter (benches/e2e/overload-gateway.yaml: filter, tail_sampling 1 s, batch; the
@@ -47,7 +49,8 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
   --overload-multiple (10) times that rate on a fixed schedule by --overload-senders senders
   for --overload-seconds (issue 16's overload: a refused request is not resent, so what is
   offered is exactly the multiple). The row is the overload phase; beside it the unloaded
-  rate, the ratio, the offered rate, refusals and peak RSS (VmHWM of the phase). Checked:
+  rate, the ratio, the offered rate, refusals, peak RSS (VmHWM of the phase) and RSS sampled
+  every 100 ms (its largest, and how many samples were above the limit). Checked:
   nothing accepted is lost (accepted = exported + filtered, sink = exported).
 - metrics: the same gateway, `sluice loadgen metrics` into its metrics pipeline, a scraper on
   the prometheus exporter every --scrape-interval seconds during the run (gzip, as Prometheus
@@ -119,10 +122,21 @@ class HarnessError(Exception):
     """The harness could not run a config (a process died, timed out, or did not start)."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free a moment ago and not handed out before by this run. The kernel
+    may give the same ephemeral port to two binds in a row once the first socket is closed: a
+    sink's health_check once got its own OTLP port and the run failed at start."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise HarnessError("no fresh free port after 1000 tries")
 
 
 def log(msg: str) -> None:
@@ -215,6 +229,35 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+class RssSampler:
+    """VmRSS of a process read every `interval` seconds on a thread (issue 16's overload test
+    samples RSS every 100 ms; VmHWM, reported beside it, is the stricter peak of every page)."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval = pid, interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        path = Path(f"/proc/{self.pid}/status")
+        while not self._stop.wait(self.interval):
+            try:
+                for line in path.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.samples.append(int(line.split()[1]))
+                        break
+            except OSError:
+                return
+
+    def stop(self) -> list[int]:
+        """The samples taken, in KiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.samples
 
 
 def wait_port(port: int, procs: list[Proc], timeout: float = 30) -> None:
@@ -879,9 +922,10 @@ class Harness:
 
     def overloaded(self, config: str) -> Run:
         """`overload`: passthrough behind a memory_limiter, then --overload-senders senders
-        resending at once. `overload-gateway`: the gateway-like pipeline, then
-        --overload-multiple times the unloaded rate offered on a fixed schedule (refused
-        requests are not resent: the offered rate is exactly that multiple)."""
+        sending the next request at once after a refusal. `overload-gateway`: the
+        gateway-like pipeline, then --overload-multiple times the unloaded rate offered on a
+        fixed schedule (refused requests are not resent: the offered rate is exactly that
+        multiple)."""
         gateway = config == "overload-gateway"
         r = Run(config, "spans")
         sink, sink_env = self.sink_sluice()
@@ -909,15 +953,19 @@ class Harness:
             return time.monotonic(), m, sm
         try:
             wait_healthy(int(env["HEALTH_PORT"]), [sink, s])
-            # Unloaded: 4 senders, a fixed count.
+            # Unloaded: 4 senders, a fixed count, a refused request sent again after 50 ms
+            # (as an SDK retries) so that the phase measures what the pipeline sustains. Without
+            # it a refusal counted against --spans: at the limit most of the phase's requests
+            # were refused at once and it ended after 2-3 s of mostly start-up.
             calm, _, calm_finished = run_loadgen(self, "traces", endpoint, self.spans,
-                                                 [sink, s])
+                                                 [sink, s], extra=("--retry-refused", "50ms"))
             calm_end, _, _ = drained(calm["items_accepted"])
             calm_rate = calm["items_accepted"] / (calm_end - (calm_finished
                                                                - calm["elapsed_s"]))
             # Overloaded for a fixed time, measured from the outside.
             measure = self.measured(s)
             Path(f"/proc/{s.pid}/clear_refs").write_text("5")  # reset VmHWM for this phase
+            sampler = RssSampler(s.pid)
             if gateway:
                 offered = int(calm_rate * self.overload_multiple)
                 report, r.gen_cpu_s, finished = run_loadgen(
@@ -929,6 +977,7 @@ class Harness:
                     concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
             want = calm["items_accepted"] + report["items_accepted"]
             end, m, sm = drained(want)
+            rss_samples = sampler.stop()  # before VmHWM is read: no sample above it
             r.cpu_s, r.rss_kib = measure()
         finally:
             self.stop_checked(s, r)
@@ -946,11 +995,18 @@ class Harness:
                 sorted(set(refused) - {"ResourceExhausted", "Unavailable"}), [])
         r.extra.update(unloaded_spans_per_s=calm_rate,
                        unloaded_requests_refused=sum(calm["refused_by_status"].values()),
+                       unloaded_requests_resent=calm["resent"],
                        overload_vs_unloaded=r.rate / calm_rate if calm_rate else 0.0,
                        senders=self.overload_senders,
                        requests_refused=sum(refused.values()),
                        refused_by_status=json.dumps(refused),
                        memory_refusals=m.get("sluice_memory_refused_requests_total"))
+        # The config's memory_limiter.limit_mib, to count the samples above it.
+        limit_mib = int(re.search(r"\blimit_mib: (\d+)",
+                                  (E2E / f"{config}.yaml").read_text()).group(1))
+        r.extra.update(rss_sampled_max_mib=max(rss_samples, default=0) / 1024,
+                       rss_samples=len(rss_samples),
+                       rss_samples_over_limit=sum(k > limit_mib * 1024 for k in rss_samples))
         if gateway:
             r.extra.update(offered_spans_per_s=offered, offered_multiple=self.overload_multiple)
         return r

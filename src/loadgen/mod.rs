@@ -82,6 +82,13 @@ pub struct GenArgs {
     /// possible.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// After a refusal the OTLP specification calls retryable (gRPC UNAVAILABLE or
+    /// RESOURCE_EXHAUSTED, HTTP 429, 502, 503 or 504), wait this long and send the same
+    /// request again (same trace ids), as an SDK's exporter retries, until it is accepted,
+    /// refused otherwise, or the run's --duration is over (Go duration: 50ms). Without it a
+    /// refused request is counted and the sender goes on to the next.
+    #[arg(long, value_parser = parse_duration, value_name = "WAIT")]
+    pub retry_refused: Option<Duration>,
     /// Items per request.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -291,6 +298,9 @@ pub struct Report {
     pub items_accepted: u64,
     pub requests: u64,
     pub refused_by_status: BTreeMap<String, u64>,
+    /// Refusals answered by sending the same request again (`--retry-refused`); a request
+    /// finally accepted counts once in the items accepted.
+    pub resent: u64,
     pub elapsed: Duration,
     pub latencies_us: Vec<u64>,
     /// Encoded request bytes of the accepted requests.
@@ -336,6 +346,9 @@ impl Report {
                     .join(", ")
             }
         );
+        if self.resent > 0 {
+            println!("resent {} refused requests (--retry-refused)", self.resent);
+        }
         if signal == Signal::Traces {
             println!(
                 "accepted {} traces (each its own trace id), {} of them with an error; {} probe spans",
@@ -359,6 +372,7 @@ impl Report {
             "items_accepted": self.items_accepted,
             "requests": self.requests,
             "refused_by_status": self.refused_by_status,
+            "resent": self.resent,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "items_per_s": self.items_per_sec(),
             "bytes_accepted": self.bytes_accepted,
@@ -549,6 +563,15 @@ mod failure {
         describe(e)
     }
 
+    /// Whether a failure (as [`grpc_status`] and the HTTP client word it) is one the OTLP
+    /// specification says to retry: the server is overloaded or unavailable for now.
+    pub fn is_retryable(failure: &str) -> bool {
+        matches!(
+            failure,
+            "ResourceExhausted" | "Unavailable" | "HTTP 429" | "HTTP 502" | "HTTP 503" | "HTTP 504"
+        )
+    }
+
     /// A failed OTLP/gRPC call: its status code (as the Collector's logs name them), or, when
     /// the peer is not a gRPC server at all, that.
     pub fn grpc_status(s: &tonic::Status) -> String {
@@ -689,6 +712,8 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
     let next_trace = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(Accepted::default());
     let requests = Arc::new(AtomicU64::new(0));
+    let resent = Arc::new(AtomicU64::new(0));
+    let retry_refused = a.retry_refused;
     let refused: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
     let started = Instant::now();
@@ -717,8 +742,12 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
     for w in 0..workers {
         let (pool, client, next_trace) = (pool.clone(), client.clone(), next_trace.clone());
         let (claimed, accepted, requests) = (claimed.clone(), accepted.clone(), requests.clone());
-        let (refused, latencies, next_slot) =
-            (refused.clone(), latencies.clone(), next_slot.clone());
+        let (refused, latencies, next_slot, resent) = (
+            refused.clone(),
+            latencies.clone(),
+            next_slot.clone(),
+            resent.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut k = w;
             let mut local_lat = Vec::new();
@@ -746,16 +775,30 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
                 k += workers;
                 let first =
                     next_trace.fetch_add(pool.requests[index].slots.traces(), Ordering::Relaxed);
-                let t0 = Instant::now();
-                let result =
-                    match tokio::time::timeout(timeout, client.send(signal, &pool, index, first))
-                        .await
+                let result = loop {
+                    let t0 = Instant::now();
+                    let result = match tokio::time::timeout(
+                        timeout,
+                        client.send(signal, &pool, index, first),
+                    )
+                    .await
                     {
                         Ok(r) => r,
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                     };
-                local_lat.push(t0.elapsed().as_micros() as u64);
-                requests.fetch_add(1, Ordering::Relaxed);
+                    local_lat.push(t0.elapsed().as_micros() as u64);
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    match (&result, retry_refused) {
+                        (Err(status), Some(wait))
+                            if failure::is_retryable(status)
+                                && Instant::now() + wait < deadline =>
+                        {
+                            resent.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(wait).await;
+                        }
+                        _ => break result,
+                    }
+                };
                 match result {
                     Ok(()) => accepted.add(&pool.requests[index]),
                     Err(status) => {
@@ -811,6 +854,7 @@ async fn run_with_ids(signal: Signal, a: GenArgs, ids: TraceIds) -> anyhow::Resu
         items_accepted: accepted.items.load(Ordering::Relaxed),
         requests: requests.load(Ordering::Relaxed),
         refused_by_status,
+        resent: resent.load(Ordering::Relaxed),
         elapsed,
         latencies_us,
         bytes_accepted: accepted.bytes.load(Ordering::Relaxed),

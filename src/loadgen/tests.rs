@@ -3,7 +3,7 @@
 //! still share theirs, and the sink's counts agree with the generator's report.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -305,6 +305,104 @@ async fn plain_server(http2_only: bool, status: u16) -> String {
         }
     });
     endpoint
+}
+
+/// An OTLP/HTTP server on a free port that answers every other request 429 (the first
+/// refused) and records each body with whether it was accepted.
+async fn every_other_refused() -> (String, Arc<Mutex<Vec<(bool, bytes::Bytes)>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let seen: Arc<Mutex<Vec<(bool, bytes::Bytes)>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let answer =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let body = http_body_util::BodyExt::collect(req.into_body())
+                                .await?
+                                .to_bytes();
+                            let mut seen = record.lock().unwrap();
+                            let accept = seen.len() % 2 == 1;
+                            seen.push((accept, body));
+                            Ok::<_, hyper::Error>(
+                                http::Response::builder()
+                                    .status(if accept { 200 } else { 429 })
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = server.serve_connection(TokioIo::new(stream), answer).await;
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+/// `--retry-refused`: a refused request is sent again, the same bytes (the same trace ids),
+/// until accepted, and counts once; without it a refusal is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_is_resent_when_asked() {
+    let (endpoint, seen) = every_other_refused().await;
+    let extra = ["--count", "2000", "--batch", "100", "--concurrency", "1"];
+    let mut with_retry = extra.to_vec();
+    with_retry.extend(["--retry-refused", "1ms"]);
+    let report = run(Signal::Traces, args(&endpoint, "http", &with_retry))
+        .await
+        .unwrap();
+    assert_eq!(report.items_accepted, 2000);
+    assert!(
+        report.refused_by_status.is_empty(),
+        "{:?}",
+        report.refused_by_status
+    );
+    assert_eq!((report.resent, report.requests), (20, 40));
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.len(), 40);
+    for pair in seen.chunks(2) {
+        assert_eq!((pair[0].0, pair[1].0), (false, true));
+        assert_eq!(
+            pair[0].1, pair[1].1,
+            "the resent request differs from the refused one"
+        );
+    }
+    let accepted: Vec<bytes::Bytes> = seen.into_iter().filter(|s| s.0).map(|s| s.1).collect();
+    let traces: HashSet<Vec<u8>> = trace_ids_per_request(&accepted)
+        .into_iter()
+        .flat_map(|ids| ids.into_keys())
+        .collect();
+    assert_eq!(traces.len() as u64, report.traces_accepted);
+
+    // Without the flag: every other request refused for good.
+    let (endpoint, _) = every_other_refused().await;
+    let report = run(Signal::Traces, args(&endpoint, "http", &extra))
+        .await
+        .unwrap();
+    assert_eq!((report.items_accepted, report.resent), (1000, 0));
+    assert_eq!(report.refused_by_status.get("HTTP 429"), Some(&10));
+}
+
+#[test]
+fn only_overload_and_unavailability_are_retried() {
+    for retryable in ["ResourceExhausted", "Unavailable", "HTTP 429", "HTTP 503"] {
+        assert!(failure::is_retryable(retryable), "{retryable}");
+    }
+    for final_ in [
+        "InvalidArgument",
+        "OutOfRange",
+        "HTTP 400",
+        "HTTP 413",
+        "Unavailable: connection refused (nothing listens on the endpoint)",
+    ] {
+        assert!(!failure::is_retryable(final_), "{final_}");
+    }
 }
 
 /// Failures are reported in words, each cause once: nothing listening, OTLP/HTTP sent to a
