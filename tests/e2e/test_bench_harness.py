@@ -135,8 +135,10 @@ def test_quick_overload_gateway_offers_a_multiple_of_the_unloaded_rate(tmp_path)
         run["items_per_s"] / extra["unloaded_spans_per_s"]), extra
     assert "overload_vs_unloaded" in proc.stdout and "| overload-gateway |" in proc.stdout
     # The unloaded phase resends what was refused (the sustainable rate, as an SDK sees it):
-    # no request of it ends refused. RSS was sampled every 100 ms through the overload phase.
+    # no request of it ends refused. RSS was sampled every 100 ms through the overload phase,
+    # of this process (never above its VmHWM).
     assert extra["unloaded_requests_refused"] == 0, extra
-    assert extra["unloaded_requests_resent"] >= 0, extra
-    assert extra["rss_samples"] > 0 and 0 < extra["rss_sampled_max_mib"] <= run["peak_rss_mib"], extra
-    assert 0 <= extra["rss_samples_over_limit"] <= extra["rss_samples"], extra
+    assert isinstance(extra["unloaded_requests_resent"], int), extra
+    assert extra["rss_samples"] > 0, extra
+    assert 0 < extra["rss_sampled_max_mib"] <= run["peak_rss_mib"], extra
+    assert isinstance(extra["rss_samples_over_limit"], int), extra
