@@ -977,7 +977,7 @@ class Harness:
                     concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
             want = calm["items_accepted"] + report["items_accepted"]
             end, m, sm = drained(want)
-            rss_samples = sampler.stop()  # before VmHWM is read: no sample above it
+            rss_samples = sampler.stop()  # before VmHWM is read
             r.cpu_s, r.rss_kib = measure()
         finally:
             self.stop_checked(s, r)

@@ -136,9 +136,10 @@ def test_quick_overload_gateway_offers_a_multiple_of_the_unloaded_rate(tmp_path)
     assert "overload_vs_unloaded" in proc.stdout and "| overload-gateway |" in proc.stdout
     # The unloaded phase resends what was refused (the sustainable rate, as an SDK sees it):
     # no request of it ends refused. RSS was sampled every 100 ms through the overload phase,
-    # of this process (never above its VmHWM).
+    # of this process: not above its VmHWM, but for a few pages (the kernel's RSS counters are
+    # per-CPU approximations: one VmRSS reading passed the VmHWM read after it by 20 KiB).
     assert extra["unloaded_requests_refused"] == 0, extra
     assert isinstance(extra["unloaded_requests_resent"], int), extra
     assert extra["rss_samples"] > 0, extra
-    assert 0 < extra["rss_sampled_max_mib"] <= run["peak_rss_mib"], extra
+    assert 0 < extra["rss_sampled_max_mib"] <= run["peak_rss_mib"] + 1, extra
     assert isinstance(extra["rss_samples_over_limit"], int), extra
