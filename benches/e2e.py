@@ -231,33 +231,46 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-class RssSampler:
-    """VmRSS of a process read every `interval` seconds on a thread (issue 16's overload test
-    samples RSS every 100 ms; VmHWM, reported beside it, is the stricter peak of every page)."""
+class Sampler:
+    """Samples a process's CPU ticks and RSS every `interval` seconds in a thread (issue 16's
+    overload test samples RSS every 100 ms; VmHWM, reported beside it, is the peak of every
+    page). Also used by benches/sidebyside.py."""
 
     def __init__(self, pid: int, interval: float = 0.1):
-        self.pid, self.interval = pid, interval
-        self.samples: list[int] = []
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic, cpu ticks, rss KiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        path = Path(f"/proc/{self.pid}/status")
-        while not self._stop.wait(self.interval):
-            try:
-                for line in path.read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.samples.append(int(line.split()[1]))
-                        break
-            except OSError:
-                return
+    def sample(self) -> tuple[float, int, int] | None:
+        try:
+            ticks = cpu_ticks(self.pid)
+            rss = 0
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                    break
+        except (OSError, ValueError):
+            return None
+        s = (time.monotonic(), ticks, rss)
+        self.samples.append(s)
+        return s
 
-    def stop(self) -> list[int]:
-        """The samples taken, in KiB."""
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        return self.samples
+
+    def rss_kib(self) -> list[int]:
+        return [s[2] for s in self.samples]
+
+    def peak_rss_kib(self) -> int:
+        return max(self.rss_kib(), default=0)
 
 
 def wait_port(port: int, procs: list[Proc], timeout: float = 30) -> None:
@@ -965,7 +978,7 @@ class Harness:
             # Overloaded for a fixed time, measured from the outside.
             measure = self.measured(s)
             Path(f"/proc/{s.pid}/clear_refs").write_text("5")  # reset VmHWM for this phase
-            sampler = RssSampler(s.pid)
+            sampler = Sampler(s.pid)
             if gateway:
                 offered = int(calm_rate * self.overload_multiple)
                 report, r.gen_cpu_s, finished = run_loadgen(
@@ -977,7 +990,8 @@ class Harness:
                     concurrency=self.overload_senders, duration=f"{self.overload_seconds}s")
             want = calm["items_accepted"] + report["items_accepted"]
             end, m, sm = drained(want)
-            rss_samples = sampler.stop()  # before VmHWM is read
+            sampler.stop()  # before VmHWM is read
+            rss_samples = sampler.rss_kib()
             r.cpu_s, r.rss_kib = measure()
         finally:
             self.stop_checked(s, r)

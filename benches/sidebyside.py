@@ -57,7 +57,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -100,43 +99,6 @@ SCENARIOS = {
 }
 
 
-class Sampler:
-    """Samples a process's CPU ticks and RSS every `interval` seconds in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        self.pid = pid
-        self.interval = interval
-        self.samples: list[tuple[float, int, int]] = []  # (monotonic, cpu ticks, rss KiB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def sample(self) -> tuple[float, int, int] | None:
-        try:
-            ticks = e2e.cpu_ticks(self.pid)
-            rss = 0
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                    break
-        except (OSError, ValueError):
-            return None
-        s = (time.monotonic(), ticks, rss)
-        self.samples.append(s)
-        return s
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def peak_rss_kib(self) -> int:
-        return max((s[2] for s in self.samples), default=0)
-
-
 def sys_ticks(pid: int) -> int:
     """stime of a live process (clock ticks): the kernel's share (syscalls, page faults)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -167,7 +129,7 @@ def run_once(args, collector: str, scenario: Scenario, workdir: Path, index: int
     collector = Proc("collector", pinned(args.collector_cpu, collector_argv), env, run_dir)
     watch = [p for p in (sink, collector) if p]
     wait_port(ports["grpc_port"], watch, timeout=args.start_timeout)
-    sampler = Sampler(collector.pid)
+    sampler = e2e.Sampler(collector.pid)
     time.sleep(0.3)  # listening is not always serving: let it settle before the load
     before = sampler.sample()
     sys_before = sys_ticks(collector.pid)
