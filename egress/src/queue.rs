@@ -101,6 +101,7 @@
 //! and so does whatever is left at that deadline. What the spill takes is neither sent nor
 //! dropped here: the spill's owner routes it elsewhere and accounts for it.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1320,11 +1321,15 @@ impl<S: Sender> Lifecycle for QueuedExporter<S> {
             }
             // Dropping the only sender closes the channel: workers finish what is queued.
             self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let mut workers: Vec<_> =
-                std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut workers: VecDeque<_> =
+                std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())).into();
+            // A worker leaves the deque only once it has finished: a JoinHandle must not be
+            // polled again after it completed (tokio panics), so the wait after the deadline
+            // below awaits only the workers still running then.
             let drained = tokio::time::timeout_at(deadline, async {
-                for w in &mut workers {
+                while let Some(w) = workers.front_mut() {
                     let _ = w.await;
+                    workers.pop_front();
                 }
             })
             .await;

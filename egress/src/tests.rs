@@ -1368,6 +1368,50 @@ async fn shutdown_gives_up_at_the_configured_drain_deadline_and_counts_what_is_l
     );
 }
 
+/// The drain deadline with the first worker already finished and a later one still retrying:
+/// shutdown must wait only for the workers still running (polling a finished worker's
+/// JoinHandle again panics in tokio — CI hit it when scheduling put the stuck send on a later
+/// worker). Worker 1 gets the second payload deterministically: tokio's Mutex over the
+/// channel is fair, so after worker 0 took the first payload worker 1 waits on the channel.
+#[tokio::test]
+async fn the_drain_deadline_with_a_finished_worker_and_a_stuck_one_counts_what_is_left() {
+    let sink = Sink::default();
+    let (addr, _stop) = serve_sink(sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let t = Telemetry::new();
+    let e = build(
+        &crate::otlp::OtlpGrpcFactory,
+        "otlp",
+        serde_json::json!({"endpoint": format!("{addr}"), "tls": {"insecure": true},
+            "compression": "none", "timeout": "500ms",
+            "sending_queue": {"drain_timeout": "500ms", "num_consumers": 2},
+            "retry_on_failure": {"initial_interval": "50ms", "max_interval": "100ms",
+                                 "max_elapsed_time": "0s"}}),
+        &t,
+    );
+    e.start().await.unwrap();
+    e.consume(spans(0, 3)).await.unwrap();
+    eventually("the first payload delivered", || sink.spans() == 3).await;
+    *sink.fail_with.lock().unwrap() = Some(tonic::Code::Unavailable);
+    sink.fail_first.store(usize::MAX / 2, Ordering::SeqCst);
+    e.consume(spans(10, 4)).await.unwrap();
+    eventually("the second payload refused once", || {
+        sink.requests.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    e.shutdown().await;
+    assert_eq!(
+        t.value("otelcol_exporter_sent_spans", &[("exporter", "otlp")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        t.value(
+            "otelcol_exporter_send_failed_spans",
+            &[("exporter", "otlp"), ("error_type", "shutdown")]
+        ),
+        Some(4.0)
+    );
+}
+
 /// A spill that keeps what it is given.
 #[derive(Default)]
 struct Kept(Mutex<Vec<Payload>>);
