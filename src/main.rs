@@ -444,7 +444,8 @@ const EXIT_INTERRUPTED: u8 = 130;
 enum Stopped {
     /// Everything accepted was delivered (or is an earlier failure, counted when it happened).
     Clean,
-    /// Items were still undelivered at a drain deadline and were dropped (counted, logged).
+    /// Items were still undelivered at a drain deadline and were dropped (counted, logged), or
+    /// an exporter's shutdown failed (panicked or ran past its bound) with what it held.
     Dropped,
 }
 
@@ -461,6 +462,7 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
     let pushers = telemetry_push::start(&config.telemetry, &telemetry).await?;
     let mut signals = Signals::new()?;
     let mut service = start_service(&config, &registry, &telemetry).await?;
+    let mut unfinished = Vec::new();
     loop {
         match signals.next().await {
             Received::Stop => break,
@@ -481,14 +483,16 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
                         "service.telemetry.metrics changed: it takes effect at the next start"
                     );
                 }
-                service.shutdown().await;
+                // An exporter whose shutdown failed (logged) may have lost what it held: the
+                // final exit status says so too.
+                unfinished.extend(service.shutdown().await);
                 service = start_service(&next, &registry, &telemetry).await?;
                 tracing::info!("configuration reloaded");
             }
         }
     }
     tracing::info!("shutting down: no new data accepted; flushing batches and queues");
-    service.shutdown().await;
+    unfinished.extend(service.shutdown().await);
     // The last push carries the pipelines' final counts.
     pushers.stop().await;
     if let Some(stop) = telemetry_stop {
@@ -502,13 +506,22 @@ async fn run(config: Config, sources: ConfigArgs, registry: Registry) -> anyhow:
             (n > 0.0).then(|| format!("{n} {}", s.item_noun().replace('_', " ")))
         })
         .collect();
-    if dropped.is_empty() {
+    if !unfinished.is_empty() {
+        let names: Vec<String> = unfinished.iter().map(|id| id.to_string()).collect();
+        tracing::error!(
+            "stopped with possible data loss: the shutdown of exporter(s) {} did not finish (errors above), so what they still held may be lost; exit status {EXIT_DROPPED_AT_SHUTDOWN}",
+            names.join(", ")
+        );
+    }
+    if dropped.is_empty() && unfinished.is_empty() {
         return Ok(Stopped::Clean);
     }
-    tracing::error!(
-        "stopped with data loss: {} still undelivered at the exporters' drain deadline (sending_queue.drain_timeout) were dropped; exit status {EXIT_DROPPED_AT_SHUTDOWN}",
-        dropped.join(", ")
-    );
+    if !dropped.is_empty() {
+        tracing::error!(
+            "stopped with data loss: {} still undelivered at the exporters' drain deadline (sending_queue.drain_timeout) were dropped; exit status {EXIT_DROPPED_AT_SHUTDOWN}",
+            dropped.join(", ")
+        );
+    }
     Ok(Stopped::Dropped)
 }
 
@@ -526,7 +539,7 @@ async fn start_service(
         Health::default(),
     )?;
     if let Err(e) = service.start().await {
-        service.shutdown().await;
+        let _ = service.shutdown().await;
         return Err(e.into());
     }
     Ok(service)

@@ -630,13 +630,20 @@ async fn replay_one(
         // stopped and the gateway kept running.
         driver.advance(u64::MAX).await;
     }
-    service.shutdown().await;
+    let unfinished = service.shutdown().await;
     progress.finish();
     let end = clock.now_unix_nanos();
     driver.timeline.finish(&telemetry);
     if let Some(e) = fatal {
         bail!(
             "{e}\n(use --skip-bad to go on past bad records; nothing after this point was replayed)"
+        );
+    }
+    if !unfinished.is_empty() {
+        let names: Vec<String> = unfinished.iter().map(|id| id.to_string()).collect();
+        bail!(
+            "the shutdown of exporter(s) {} did not finish (errors above): a report would not account for what they held",
+            names.join(", ")
         );
     }
     let prometheus = wiring

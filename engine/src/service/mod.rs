@@ -20,7 +20,7 @@
 //! ([`SHUTDOWN_STEP_TIMEOUT`] unless it has a deadline of its own) and a timeout is logged,
 //! never hidden.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,7 +306,11 @@ impl Service {
     /// Stops upstream first so data in flight reaches the exporters and is flushed: receivers,
     /// then pipelines in data-flow order with each connector after the pipelines feeding it
     /// (traces -> spanmetrics -> metrics pipeline), then exporters.
-    pub async fn shutdown(&self) {
+    ///
+    /// Returns the exporters whose shutdown did not finish — it panicked, or ran past its own
+    /// bound (`shutdown_timeout`) — since what such an exporter still held is neither
+    /// delivered, kept nor counted: the caller must not report a clean stop.
+    pub async fn shutdown(&self) -> Vec<ComponentId> {
         self.health.set(Status::ShuttingDown);
         for (id, r) in &self.receivers {
             bounded(id, r.shutdown()).await;
@@ -328,16 +332,34 @@ impl Service {
         // Concurrently: each drains its own queue against its own deadline, so the slowest
         // one (not their sum) bounds the stop.
         let mut draining = tokio::task::JoinSet::new();
+        let mut exporter_of_task = HashMap::new();
         for (id, e) in &self.exporters {
-            let (id, e) = (id.clone(), e.clone());
-            draining
-                .spawn(async move { bounded_by(&id, e.shutdown_timeout(), e.shutdown()).await });
+            let (task_id, e) = (id.clone(), e.clone());
+            let task = draining.spawn(async move {
+                bounded_by(&task_id, e.shutdown_timeout(), e.shutdown()).await
+            });
+            exporter_of_task.insert(task.id(), id.clone());
         }
-        while draining.join_next().await.is_some() {}
+        let mut unfinished = Vec::new();
+        while let Some(joined) = draining.join_next_with_id().await {
+            match joined {
+                Ok((_, true)) => {}
+                Ok((task, false)) => unfinished.extend(exporter_of_task.remove(&task)),
+                Err(e) => {
+                    let id = exporter_of_task.remove(&e.id());
+                    tracing::error!(
+                        exporter = id.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                        "the exporter's shutdown failed ({e}): what it still held is not accounted for"
+                    );
+                    unfinished.extend(id);
+                }
+            }
+        }
         for (id, x) in &self.extensions {
             bounded(id, x.shutdown()).await;
         }
         tracing::info!("sluice stopped");
+        unfinished
     }
 }
 
@@ -374,13 +396,20 @@ impl Service {
 }
 
 async fn bounded(id: &ComponentId, f: impl std::future::Future<Output = ()>) {
-    bounded_by(id, SHUTDOWN_STEP_TIMEOUT, f).await
+    bounded_by(id, SHUTDOWN_STEP_TIMEOUT, f).await;
 }
 
-async fn bounded_by(id: &ComponentId, limit: Duration, f: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(limit, f).await.is_err() {
+/// Whether `f` finished within `limit`.
+async fn bounded_by(
+    id: &ComponentId,
+    limit: Duration,
+    f: impl std::future::Future<Output = ()>,
+) -> bool {
+    let finished = tokio::time::timeout(limit, f).await.is_ok();
+    if !finished {
         tracing::warn!(component = %id, "shutdown did not finish within {limit:?}; moving on");
     }
+    finished
 }
 
 #[cfg(test)]

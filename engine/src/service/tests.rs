@@ -56,7 +56,13 @@ impl Lifecycle for Recorder {
         })
     }
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.log.lock().unwrap().push(format!("stop {}", self.name)) })
+        Box::pin(async move {
+            // An exporter named `x/panics` fails its shutdown, as a bug in one would.
+            if self.name == "exporter x/panics" {
+                panic!("injected: shutdown of {}", self.name);
+            }
+            self.log.lock().unwrap().push(format!("stop {}", self.name))
+        })
     }
 }
 
@@ -368,7 +374,11 @@ async fn starts_downstream_first_and_stops_upstream_first() {
         "exporters are shared"
     );
     log.lock().unwrap().clear();
-    svc.shutdown().await;
+    assert_eq!(
+        svc.shutdown().await,
+        [],
+        "every exporter's shutdown finished"
+    );
     assert_eq!(health.status(), Status::ShuttingDown);
     let stopped = log.lock().unwrap().clone();
     assert!(pos(&stopped, "stop receiver otlp") < pos(&stopped, "stop processor a (traces)"));
@@ -417,5 +427,34 @@ fn series_exist_only_for_the_signals_a_component_is_wired_for() {
     assert_eq!(
         t.value("otelcol_exporter_sent_metric_points", &[("exporter", "x")]),
         None
+    );
+}
+
+/// An exporter whose shutdown panics is named in what `shutdown` returns (so `sluice` exits
+/// non-zero: what it held is not accounted for), and the other exporters still drain.
+#[tokio::test]
+async fn an_exporter_whose_shutdown_panics_is_reported_and_the_others_still_stop() {
+    let (svc, log, _) = setup(
+        "
+receivers: {otlp: {}}
+exporters: {x/panics: {}, y: {}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [x/panics, y]}
+",
+    );
+    svc.start().await.unwrap();
+    let unfinished = svc.shutdown().await;
+    assert_eq!(
+        unfinished
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>(),
+        ["x/panics"]
+    );
+    assert!(
+        log.lock().unwrap().contains(&"stop exporter y".to_string()),
+        "{:?}",
+        log.lock().unwrap()
     );
 }
