@@ -163,16 +163,9 @@ impl ItemSplitter {
     /// backend is `backend_of(its trace_id bytes)`, the bytes empty for an item without one.
     /// The resource is the next index (from 0 after a [`clear`](Self::clear)) for
     /// [`framed_len`](Self::framed_len) and [`write`](Self::write).
-    ///
-    /// `trace_id_leads`: the skim found every item's first field to be its only trace id
-    /// ([`super::SkimmedResource::trace_id_leads`]), so the walk reads that field and steps
-    /// over the rest of the item by its length — one field per span instead of every field
-    /// (the walk was 7.4 % of a load-balancing agent's CPU, BENCHMARKS.md). An item whose first
-    /// field is not its trace id anyway is walked whole.
     pub fn walk(
         &mut self,
         field: &[u8],
-        trace_id_leads: bool,
         backend_of: &mut impl FnMut(&[u8]) -> usize,
     ) -> Result<Walked, SplitError> {
         if field.len() > u32::MAX as usize {
@@ -221,23 +214,16 @@ impl ItemSplitter {
                 }
                 let mut item = scope.message().map_err(malformed)?;
                 let end = scope.base() + scope.pos();
-                let trace_id =
-                    if trace_id_leads && item.all().first() == Some(&(self.trace_id_key as u8)) {
-                        item.key().map_err(malformed)?;
-                        item.bytes().map_err(malformed)?
+                // The last `trace_id` counts, as a decoder reads a field given twice.
+                let mut trace_id: &[u8] = &[];
+                while item.has_more() {
+                    let k = item.key().map_err(malformed)?;
+                    if k == self.trace_id_key {
+                        trace_id = item.bytes().map_err(malformed)?;
                     } else {
-                        // The last `trace_id` counts, as a decoder reads a field given twice.
-                        let mut trace_id: &[u8] = &[];
-                        while item.has_more() {
-                            let k = item.key().map_err(malformed)?;
-                            if k == self.trace_id_key {
-                                trace_id = item.bytes().map_err(malformed)?;
-                            } else {
-                                skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
-                            }
-                        }
-                        trace_id
-                    };
+                        skip(&mut item, k).ok_or(SplitError("malformed protobuf"))?;
+                    }
+                }
                 let backend = backend_of(trace_id);
                 let mine = &self.backends[backends_from..];
                 match mine.first() {
