@@ -41,6 +41,9 @@ struct WireResource {
     start: usize,
     end: usize,
     items: usize,
+    /// Its skim's [`SkimmedResource::trace_id_leads`](crate::otlp::decode::SkimmedResource):
+    /// a split by trace id reads each span's first field only.
+    trace_id_leads: bool,
 }
 
 impl WireForm {
@@ -69,6 +72,7 @@ impl WireForm {
                 start: r.start,
                 end: r.end,
                 items: r.items,
+                trace_id_leads: r.trace_id_leads,
             })
             .collect();
         WireForm {
@@ -260,7 +264,7 @@ impl WireForm {
         splitter.clear();
         for (walk, r) in self.resources.iter().enumerate() {
             let field = &self.chunks[r.chunk][r.start..r.end];
-            let walked = splitter.walk(field, &mut backend_of)?;
+            let walked = splitter.walk(field, r.trace_id_leads, &mut backend_of)?;
             if walked.items != r.items {
                 return Err(SplitError::new("item count differs from the skim's"));
             }
@@ -283,11 +287,13 @@ impl WireForm {
             }
             for &b in splitter.backends(walk) {
                 let (len, items) = splitter.framed_len(walk, b);
+                // Its items are copied as they are, so their trace ids still lead.
                 kept[b].push(WireResource {
                     chunk: framed,
                     start: sizes[b],
                     end: sizes[b] + len,
                     items,
+                    trace_id_leads: r.trace_id_leads,
                 });
                 sizes[b] += len;
             }

@@ -653,6 +653,81 @@ fn splits_one_after_another_reuse_the_splitter_and_buffers_and_stay_exact() {
     check(&[interleaved_traces(4, 2, 120, 40)], Signal::Traces);
 }
 
+/// A field `field` of length-delimited `body`: key, length, bytes.
+fn framed(field: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![((field << 3) | 2) as u8];
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The split reads only the first field of a span when the skim found every span's trace id
+/// leading. Where it does not lead — a second `trace_id` later in the span (the last wins,
+/// as the decoder reads a field given twice) or the trace id after other fields — the skim
+/// says so for that resource and the walk reads the whole span: the split still equals the
+/// decoded split, resource by resource, in one request mixing both kinds of resource.
+#[test]
+fn spans_whose_trace_id_does_not_lead_are_walked_whole_and_routed_as_decoded() {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    let plain = |i: u8| {
+        Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("op{i}"),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let given_twice = |i: u8| {
+        let mut s = plain(i);
+        s.extend(framed(1, &[i.wrapping_mul(37).wrapping_add(101); 16]));
+        s
+    };
+    let after_other_fields = |i: u8| {
+        let mut s = framed(2, &[i; 8]);
+        s.extend(framed(5, format!("op{i}").as_bytes()));
+        s.extend(framed(1, &[i; 16]));
+        s
+    };
+    let resource = |spans: Vec<Vec<u8>>| {
+        let scope: Vec<u8> = spans.iter().flat_map(|s| framed(2, s)).collect();
+        framed(1, &framed(2, &scope))
+    };
+    let leading = resource((1..=40).map(plain).collect());
+    let mixed = resource(
+        (1..=60u8)
+            .map(|i| match i % 3 {
+                0 => plain(i),
+                1 => given_twice(i),
+                _ => after_other_fields(i),
+            })
+            .collect(),
+    );
+    let request = [leading.clone(), mixed.clone(), leading].concat();
+    let skim = crate::otlp::skim(Signal::Traces, &request).expect("clean");
+    let leads: Vec<bool> = skim.resources.iter().map(|r| r.trace_id_leads).collect();
+    assert_eq!(leads, [true, false, true]);
+    // Each kind alone: a span given its trace id twice, and one with it after other fields.
+    for i in [1u8, 2] {
+        let span = if i == 1 {
+            given_twice(7)
+        } else {
+            after_other_fields(7)
+        };
+        let skim = crate::otlp::skim(Signal::Traces, &resource(vec![plain(3), span])).unwrap();
+        assert!(!skim.resources[0].trace_id_leads);
+    }
+    let wire = wire_payload(Signal::Traces, &[request]).expect("clean");
+    for endpoints in [
+        &["a:1", "b:2", "c:3"][..],
+        &["a:1", "b:2"],
+        &["x:9", "y:9", "z:9", "w:9"],
+    ] {
+        assert_wire_split_is_the_decoded_split(&wire, &ring(endpoints)).unwrap();
+    }
+}
+
 /// Trace requests with shared ids, some spans without one, some resources sharing one trace
 /// across their scopes: 1-3 requests batched.
 fn arb_wire_traces() -> impl Strategy<Value = Vec<Vec<u8>>> {

@@ -42,17 +42,23 @@ pub struct SkimmedResource {
     pub end: usize,
     /// Spans, data points or log records under it.
     pub items: usize,
+    /// Traces: every span under it starts with its `trace_id` field (one-byte key) and has no
+    /// other, as SDKs encode spans (fields in number order). Then a split by trace id reads
+    /// one field per span instead of walking all of them (the decoder's "the last of a field
+    /// given twice wins" cannot apply). Always `false` for logs and metrics.
+    pub trace_id_leads: bool,
 }
 
-/// One item message (span, log record, metric) checked: how many items it counts for.
-type ItemFn = fn(Reader<'_>) -> Option<usize>;
+/// One item message (span, log record, metric) checked: how many items it counts for, and
+/// whether its trace id leads ([`SkimmedResource::trace_id_leads`]).
+type ItemFn = fn(Reader<'_>) -> Option<(usize, bool)>;
 
 /// Skims a protobuf request of `signal`; `None` when it is not clean (decode it instead).
 pub fn skim(signal: Signal, buf: &[u8]) -> Option<Skim> {
     let item: ItemFn = match signal {
-        Signal::Traces => |r| span(r).map(|()| 1),
-        Signal::Logs => |r| log_record(r).map(|()| 1),
-        Signal::Metrics => metric,
+        Signal::Traces => |r| span(r).map(|leads| (1, leads)),
+        Signal::Logs => |r| log_record(r).map(|()| (1, false)),
+        Signal::Metrics => |r| metric(r).map(|points| (points, false)),
     };
     if buf.len() > MAX_REQUEST_BYTES {
         return None;
@@ -67,12 +73,13 @@ pub fn skim(signal: Signal, buf: &[u8]) -> Option<Skim> {
         if r.key().ok()? != key(1, LEN) {
             return None;
         }
-        let items = resource_x(r.message().ok()?, item)?;
+        let (items, trace_id_leads) = resource_x(r.message().ok()?, item)?;
         out.items += items;
         out.resources.push(SkimmedResource {
             start,
             end: r.pos(),
             items,
+            trace_id_leads,
         });
     }
     Some(out)
@@ -127,19 +134,22 @@ fn fixed32(r: &mut Reader<'_>) -> Option<()> {
     r.fixed32().ok().map(drop)
 }
 
-/// `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`: returns the items under it.
-fn resource_x(r: Reader<'_>, item: ItemFn) -> Option<usize> {
-    let mut items = 0;
+/// `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`: returns the items under it and
+/// whether every item's trace id leads.
+fn resource_x(r: Reader<'_>, item: ItemFn) -> Option<(usize, bool)> {
+    let (mut items, mut leads) = (0, true);
     fields(r, |k, r| match k {
         k if k == key(1, LEN) => resource(r.message().ok()?),
         k if k == key(2, LEN) => {
-            items += scope_x(r.message().ok()?, item)?;
+            let (n, l) = scope_x(r.message().ok()?, item)?;
+            items += n;
+            leads &= l;
             Some(())
         }
         k if k == key(3, LEN) => string(r),
         _ => None,
     })?;
-    Some(items)
+    Some((items, leads))
 }
 
 /// `Resource`; `entity_refs` (field 3, checked by the decoder with prost) is not clean.
@@ -151,19 +161,22 @@ fn resource(r: Reader<'_>) -> Option<()> {
     })
 }
 
-/// `ScopeSpans` / `ScopeLogs` / `ScopeMetrics`: returns the items under it.
-fn scope_x(r: Reader<'_>, item: ItemFn) -> Option<usize> {
-    let mut items = 0;
+/// `ScopeSpans` / `ScopeLogs` / `ScopeMetrics`: returns the items under it and whether
+/// every item's trace id leads.
+fn scope_x(r: Reader<'_>, item: ItemFn) -> Option<(usize, bool)> {
+    let (mut items, mut leads) = (0, true);
     fields(r, |k, r| match k {
         k if k == key(2, LEN) => {
-            items += item(r.message().ok()?)?;
+            let (n, l) = item(r.message().ok()?)?;
+            items += n;
+            leads &= l;
             Some(())
         }
         k if k == key(1, LEN) => scope(r.message().ok()?),
         k if k == key(3, LEN) => string(r),
         _ => None,
     })?;
-    Some(items)
+    Some((items, leads))
 }
 
 /// `InstrumentationScope`.
@@ -223,11 +236,17 @@ fn any_value(r: Reader<'_>, depth: usize) -> Option<()> {
     })
 }
 
-/// `Span`.
-fn span(r: Reader<'_>) -> Option<()> {
+/// `Span`: returns whether its trace id leads (its first byte is the one-byte key of
+/// `trace_id`, and no other `trace_id` follows).
+fn span(r: Reader<'_>) -> Option<bool> {
+    let first = r.all().first() == Some(&(key(1, LEN) as u8));
+    let mut trace_ids = 0u32;
     fields(r, |k, r| match k {
         k if k == key(9, LEN) => key_value(r.message().ok()?),
-        k if k == key(1, LEN) => id::<16>(r),
+        k if k == key(1, LEN) => {
+            trace_ids += 1;
+            id::<16>(r)
+        }
         k if k == key(2, LEN) || k == key(4, LEN) => id::<8>(r),
         k if k == key(3, LEN) || k == key(5, LEN) => string(r),
         k if k == key(6, VARINT)
@@ -248,7 +267,8 @@ fn span(r: Reader<'_>) -> Option<()> {
         }),
         k if k == key(16, I32) => fixed32(r),
         _ => None,
-    })
+    })?;
+    Some(first && trace_ids == 1)
 }
 
 /// `Span.Event`.
