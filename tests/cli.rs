@@ -7,8 +7,15 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// A directory of this test process's own under Cargo's scratch directory for integration
+/// tests (`target/tmp`), not the system's `/tmp`: what the tests write (configs, captures,
+/// file exporter output) stays with the build and goes with `cargo clean`.
+fn scratch(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()))
+}
+
 fn write(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+    let dir = scratch("configs");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -630,7 +637,7 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn sigterm_decides_and_exports_every_buffered_trace_and_flushes_span_metrics() {
     let (grpc, telemetry) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-sigterm", std::process::id()));
+    let dir = scratch("sigterm");
     std::fs::create_dir_all(&dir).unwrap();
     let traces_out = dir.join("traces.jsonl");
     let metrics_out = dir.join("metrics.jsonl");
@@ -826,7 +833,7 @@ fn json_logs_are_one_object_per_line() {
 /// subcommand) then `--set`; `--compare` takes sources too, without the `--set`.
 #[test]
 fn replay_takes_config_sources_and_set() {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-replay-{}", std::process::id()));
+    let dir = scratch("replay");
     std::fs::create_dir_all(&dir).unwrap();
     let capture = dir.join("capture.bin");
     let out = sluice()
@@ -918,7 +925,7 @@ fn replay_takes_config_sources_and_set() {
 /// being what the pipelines hold); one that never could is refused and counted, the rest pass.
 #[test]
 fn replay_admits_records_through_the_memory_limiter() {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-replay-mem-{}", std::process::id()));
+    let dir = scratch("replay-mem");
     std::fs::create_dir_all(&dir).unwrap();
     let capture = |name: &str, count: &str, batch: &str| {
         let path = dir.join(name);
@@ -993,7 +1000,7 @@ fn replay_admits_records_through_the_memory_limiter() {
 /// otherwise send again and delete) is never opened.
 #[test]
 fn replay_never_opens_the_configs_queue_directory() {
-    let dir = std::env::temp_dir().join(format!("sluice-cli-replay-queue-{}", std::process::id()));
+    let dir = scratch("replay-queue");
     let live_queues = dir.join("live-queues");
     std::fs::create_dir_all(&live_queues).unwrap();
     let capture = dir.join("capture.bin");

@@ -8,6 +8,7 @@ half table."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -24,7 +25,11 @@ def run_harness(tmp_path, *args: str, timeout: float = 120) -> tuple[subprocess.
     out = tmp_path / "e2e.json"
     proc = subprocess.run(
         [sys.executable, str(HARNESS), "--bin", str(sluice_bin()), "--json", str(out), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+        capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        # The harness keeps its processes' logs in a directory of its own under TMPDIR (for a
+        # person reading a failed run); under pytest that is the test's own tmp_path, which
+        # pytest cleans, not the system's /tmp.
+        env=dict(os.environ, TMPDIR=str(tmp_path)))
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 

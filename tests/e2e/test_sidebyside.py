@@ -8,6 +8,7 @@ stops the harness with a clear error, not a hang."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,7 +24,9 @@ def run_harness(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict
     proc = subprocess.run(
         [sys.executable, str(HARNESS), "--bin", str(sluice_bin()), "--json", str(out),
          "--repeat", "1", "--duration", "1", *args],
-        capture_output=True, text=True, timeout=100, cwd=REPO_ROOT)
+        capture_output=True, text=True, timeout=100, cwd=REPO_ROOT,
+        # Its logs directory goes under the test's tmp_path (pytest cleans it), not /tmp.
+        env=dict(os.environ, TMPDIR=str(tmp_path)))
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
