@@ -392,20 +392,25 @@ const PREFETCH_DISTANCE: usize = 2048;
 /// is out of the cache, so each span cost a miss the next could not overlap (64 % of the
 /// walk's samples on the load of a span's first byte). The bytes are sequential, so lines
 /// asked for this far ahead arrive while the spans before them are walked.
+/// Elsewhere than on x86-64 (no stable prefetch intrinsic) it does nothing.
 #[inline(always)]
 fn prefetch(field: &[u8], done: &mut usize, upto: usize) {
-    let upto = upto.min(field.len());
-    while *done < upto {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `*done < field.len()`, so the pointer is inside `field`; a prefetch neither
-        // reads into the program nor faults.
-        #[allow(unused_unsafe)]
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(field.as_ptr().add(*done).cast());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let upto = upto.min(field.len());
+        while *done < upto {
+            // SAFETY: `*done < field.len()`, so the pointer is inside `field`; a prefetch
+            // neither reads into the program nor faults.
+            #[allow(unused_unsafe)]
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(field.as_ptr().add(*done).cast());
+            }
+            *done += 64;
         }
-        *done += 64;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (field, done, upto);
 }
 
 fn sum_len(ranges: &[Range]) -> usize {
