@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p sluice-benches --example flight_bytes [-- BATCHES SPANS_PER_BATCH]
 //! cargo run --release -p sluice-benches --example flight_bytes -- --capture FILE
+//! cargo run --release -p sluice-benches --example flight_bytes -- --capture FILE --only zstd
 //! ```
 //!
 //! Without arguments: 20 batches of 8192 spans from `realistic_traces_request_seeded` (a fresh
@@ -15,7 +16,8 @@
 //! The `otlp` exporter compresses each request with gzip (level 6) or zstd (level 3), tonic's
 //! defaults. The `flight` exporter with `compression: zstd` compresses each buffer of each IPC
 //! message with zstd (arrow-ipc's level 3) and then each Flight message with gRPC's zstd;
-//! `lz4` is the IPC LZ4 frame per buffer only; `none` is raw Arrow.
+//! `lz4` is the IPC LZ4 frame per buffer only; `none` is raw Arrow. `--only zstd` (or `none`,
+//! `lz4`) encodes only that Flight form and skips OTLP: what a profiler should look at.
 
 use std::io::Write;
 use std::time::Instant;
@@ -51,7 +53,11 @@ fn payloads() -> Vec<Payload> {
         }
         return out;
     }
-    let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = argv
+        .iter()
+        .filter(|a| only().is_none_or(|o| **a != o))
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let batches = args.first().copied().unwrap_or(20);
     let spans = args.get(1).copied().unwrap_or(8192);
     (0..batches)
@@ -62,8 +68,20 @@ fn payloads() -> Vec<Payload> {
         .collect()
 }
 
+/// `--only NAME`: the one Flight form to encode.
+fn only() -> Option<String> {
+    let argv: Vec<String> = std::env::args().collect();
+    let at = argv.iter().position(|a| a == "--only")?;
+    Some(
+        argv.get(at + 1)
+            .expect("--only none|lz4|zstd")
+            .to_lowercase(),
+    )
+}
+
 fn main() {
     let payloads = payloads();
+    let only = only();
     let spans: usize = payloads.iter().map(Payload::item_count).sum();
     let per_span = |b: usize| b as f64 / spans as f64;
     let ns_per_span = |s: f64| s * 1e9 / spans as f64;
@@ -72,7 +90,7 @@ fn main() {
     // OTLP: encode + compress at the agent, decompress + decode at the gateway.
     let (mut raw, mut gz, mut zs) = (0, 0, 0);
     let (mut send_s, mut receive_s) = (0f64, 0f64);
-    for p in &payloads {
+    for p in payloads.iter().filter(|_| only.is_none()) {
         let t = Instant::now();
         let body = encode_to_vec(p);
         let compressed = zstd3(&body);
@@ -85,14 +103,16 @@ fn main() {
         gz += gzip(&body).len();
         zs += compressed.len();
     }
-    println!("OTLP protobuf       {:6.1} B/span", per_span(raw));
-    println!("OTLP + gzip         {:6.1} B/span", per_span(gz));
-    println!(
-        "OTLP + zstd         {:6.1} B/span   send {:5.0} ns/span, receive {:5.0} ns/span",
-        per_span(zs),
-        ns_per_span(send_s),
-        ns_per_span(receive_s)
-    );
+    if only.is_none() {
+        println!("OTLP protobuf       {:6.1} B/span", per_span(raw));
+        println!("OTLP + gzip         {:6.1} B/span", per_span(gz));
+        println!(
+            "OTLP + zstd         {:6.1} B/span   send {:5.0} ns/span, receive {:5.0} ns/span",
+            per_span(zs),
+            ns_per_span(send_s),
+            ns_per_span(receive_s)
+        );
+    }
 
     // (IPC body compression, gRPC zstd over each whole message): what `compression: none`,
     // `lz4` and `zstd` send, and the whole-message zstd alone over uncompressed IPC.
@@ -102,6 +122,11 @@ fn main() {
         (Compression::Zstd, true),
         (Compression::None, true),
     ] {
+        if only.as_deref().is_some_and(|o| {
+            grpc_zstd != (c == Compression::Zstd) || *o != format!("{c:?}").to_lowercase()
+        }) {
+            continue;
+        }
         let mut enc = Encoder::new(c);
         let mut dec = Decoder::new(Limits::default());
         let (mut ipc, mut wire) = (0usize, 0usize);
