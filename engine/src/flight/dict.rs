@@ -59,7 +59,11 @@ impl StreamDict {
 
     /// The key of `v`, added if new.
     fn key_of(&mut self, v: &[u8]) -> Result<u32, WireError> {
-        let hash = self.hasher.hash_one(v);
+        self.key_of_hashed(v, self.hasher.hash_one(v))
+    }
+
+    /// [`Self::key_of`] with `v`'s hash already computed by this dictionary's hasher.
+    fn key_of_hashed(&mut self, v: &[u8], hash: u64) -> Result<u32, WireError> {
         let (offsets, bytes) = (&self.offsets, &self.bytes);
         let found = self.index.find(hash, |&k| {
             let k = k as usize;
@@ -128,15 +132,7 @@ impl StreamDict {
                 })
                 .collect()
         } else if let Some(strings) = column.as_string_opt::<i32>() {
-            let mut keys = Vec::with_capacity(strings.len());
-            for i in 0..strings.len() {
-                keys.push(if strings.is_null(i) {
-                    0
-                } else {
-                    self.key_of(strings.value(i).as_bytes())?
-                });
-            }
-            keys
+            self.encode_plain(strings)?
         } else {
             return Err(WireError::encode(format!(
                 "cannot dictionary-encode a {} column",
@@ -146,5 +142,107 @@ impl StreamDict {
         let keys = UInt32Array::new(ScalarBuffer::from(keys), nulls);
         let array = DictionaryArray::<UInt32Type>::try_new(keys, self.values())?;
         Ok(Arc::new(array))
+    }
+
+    /// The stream key of every row of a plain string column (0 for nulls).
+    ///
+    /// Rows repeat values: a batch of 8,192 loadgen spans has ~72,000 attribute rows and ~5,000
+    /// distinct values. Each row is first looked up in a table of the batch's own distinct
+    /// values (small enough to stay in the cache, compared against the batch's bytes), and
+    /// only a value new to the batch goes to the stream dictionary, whose table, offsets and
+    /// bytes (up to 64 Ki values, 1 MiB) missed the cache on most rows when every row went
+    /// there (BENCHMARKS.md, "The Flight encoder's own cost").
+    fn encode_plain(&mut self, strings: &StringArray) -> Result<Vec<u32>, WireError> {
+        /// A distinct value of the batch: its hash, the first row holding it, its stream key.
+        struct Seen {
+            hash: u64,
+            row: u32,
+            key: u32,
+        }
+        let mut seen: HashTable<Seen> = HashTable::with_capacity(strings.len() / 8 + 16);
+        let mut keys = Vec::with_capacity(strings.len());
+        for i in 0..strings.len() {
+            if strings.is_null(i) {
+                keys.push(0);
+                continue;
+            }
+            let v = strings.value(i).as_bytes();
+            let hash = self.hasher.hash_one(v);
+            let found = seen.find(hash, |s| strings.value(s.row as usize).as_bytes() == v);
+            let key = match found {
+                Some(s) => s.key,
+                None => {
+                    let key = self.key_of_hashed(v, hash)?;
+                    seen.insert_unique(
+                        hash,
+                        Seen {
+                            hash,
+                            row: i as u32,
+                            key,
+                        },
+                        |s| s.hash,
+                    );
+                    key
+                }
+            };
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every row's key names its value in the stream dictionary, and the dictionary holds each
+    /// distinct value once, in the order the rows first showed it (across batches: what the
+    /// IPC delta relies on). Small alphabets make values repeat within and across batches.
+    fn check(batches: &[Vec<Option<String>>]) {
+        let mut dict = StreamDict::new();
+        let mut first_seen: Vec<String> = Vec::new();
+        for rows in batches {
+            let column: ArrayRef = Arc::new(StringArray::from(rows.clone()));
+            let encoded = dict.encode(&column).expect("encodes");
+            let encoded = encoded.as_dictionary::<UInt32Type>();
+            let values = encoded.values().as_string::<i32>();
+            for (row, v) in rows.iter().enumerate() {
+                match v {
+                    None => assert!(encoded.is_null(row)),
+                    Some(v) => {
+                        let key = encoded.keys().value(row) as usize;
+                        assert_eq!(values.value(key), v, "row {row}");
+                        if !first_seen.contains(v) {
+                            first_seen.push(v.clone());
+                        }
+                    }
+                }
+            }
+            let all: Vec<&str> = values.iter().map(|v| v.expect("no null values")).collect();
+            assert_eq!(all, first_seen);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn plain_strings_get_their_stream_keys(
+            batches in prop::collection::vec(
+                prop::collection::vec(prop::option::weighted(0.9, "[ab]{0,3}"), 0..60),
+                1..4,
+            )
+        ) {
+            check(&batches);
+        }
+    }
+
+    #[test]
+    fn a_value_repeated_after_many_distinct_ones_keeps_its_first_key() {
+        // Enough distinct values to make the batch-local table grow while an early value is
+        // still to come again.
+        let mut rows: Vec<Option<String>> = vec![Some("first".into()), None];
+        rows.extend((0..5_000).map(|i| Some(format!("v{i}"))));
+        rows.push(Some("first".into()));
+        check(&[rows.clone(), rows]);
     }
 }

@@ -21,16 +21,35 @@
 //! given (every attribute row lands on a distinct slot of its parent; an ordinal names a trace
 //! id already seen or the next one; a parent row exists and has a span id).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, UInt32Array, UInt64Array};
 use arrow::buffer::{Buffer, ScalarBuffer};
 use arrow::compute;
 use arrow::datatypes::{UInt32Type, UInt64Type};
+use hashbrown::HashMap;
 
 use super::WireError;
 use crate::schema::{Table, col};
+
+/// A trace or span id (16 or 8 bytes) as one integer, the key of the id maps below: hashing a
+/// `u128` is two multiplies, where a byte slice went through the slice hasher (std's SipHash
+/// was ~7 % of the Flight encoder's time, BENCHMARKS.md "The Flight encoder's own cost").
+fn id_key(id: &[u8]) -> u128 {
+    let mut k = [0u8; 16];
+    k[..id.len()].copy_from_slice(id);
+    u128::from_ne_bytes(k)
+}
+
+/// Id columns are 16 (trace) or 8 (span) bytes wide by schema; anything wider cannot be a key.
+fn check_id_width(width: usize) -> Result<(), WireError> {
+    if width > 16 {
+        return Err(WireError::encode(format!(
+            "an id column {width} bytes wide"
+        )));
+    }
+    Ok(())
+}
 
 /// The wire schema's extra column of attribute tables.
 pub(super) const POSITION: &str = "position";
@@ -337,7 +356,8 @@ fn trace_ids_to_wire(
     ids: &FixedSizeBinaryArray,
 ) -> Result<(FixedSizeBinaryArray, UInt32Array), WireError> {
     let width = ids.value_length() as usize;
-    let mut seen: HashMap<&[u8], u32> = HashMap::with_capacity(ids.len() / 8 + 1);
+    check_id_width(width)?;
+    let mut seen: HashMap<u128, u32> = HashMap::with_capacity(ids.len() / 8 + 1);
     let mut values = vec![0u8; ids.len() * width];
     let mut ordinals = Vec::with_capacity(ids.len());
     for row in 0..ids.len() {
@@ -347,7 +367,7 @@ fn trace_ids_to_wire(
         }
         let id = ids.value(row);
         let next = seen.len() as u32;
-        let ordinal = *seen.entry(id).or_insert(next);
+        let ordinal = *seen.entry(id_key(id)).or_insert(next);
         if ordinal == next {
             values[row * width..(row + 1) * width].copy_from_slice(id);
         }
@@ -406,17 +426,25 @@ fn parents_to_wire(
     parents: &FixedSizeBinaryArray,
 ) -> Result<(FixedSizeBinaryArray, UInt32Array), WireError> {
     let width = parents.value_length() as usize;
-    let mut rows: HashMap<&[u8], u32> = HashMap::with_capacity(span_ids.len());
+    check_id_width(width)?;
+    if span_ids.value_length() as usize != width {
+        // Keys are zero-padded: ids of two widths could compare equal.
+        return Err(WireError::encode(
+            "span_id and parent_span_id differ in width",
+        ));
+    }
+    let mut rows: HashMap<u128, u32> = HashMap::with_capacity(span_ids.len());
     for row in 0..span_ids.len() {
         if span_ids.is_valid(row) {
-            rows.entry(span_ids.value(row)).or_insert(row as u32);
+            rows.entry(id_key(span_ids.value(row)))
+                .or_insert(row as u32);
         }
     }
     let mut values = vec![0u8; parents.len() * width];
     let mut refs = Vec::with_capacity(parents.len());
     for row in 0..parents.len() {
         let found = if parents.is_valid(row) {
-            rows.get(parents.value(row)).copied()
+            rows.get(&id_key(parents.value(row))).copied()
         } else {
             None
         };
