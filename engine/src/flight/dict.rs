@@ -4,8 +4,9 @@
 //!
 //! Values get keys in first-seen order and never move, so the dictionary a batch needs is the
 //! previous batch's plus what is new: arrow-ipc's `DictionaryTracker` sees a prefix and sends
-//! only the new tail as an IPC delta. Past [`MAX_ENTRIES`] or [`MAX_BYTES`] the dictionary
-//! starts over (the tracker then sends a replacement), which bounds what both ends hold.
+//! only the new tail as an IPC delta. Past [`MAX_ENTRIES`] values or [`START_OVER_BYTES`] the
+//! dictionary starts over (the tracker then sends a replacement), which bounds what both ends
+//! hold.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -17,10 +18,21 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::WireError;
 
-/// A stream dictionary starts over once it holds more values than this...
+/// The protocol's bound: a sender starts a stream dictionary over before it holds more values
+/// than this...
 pub const MAX_ENTRIES: usize = 1 << 16;
-/// ... or more bytes of values than this.
+/// ... or more bytes of values than this (what receivers accept, plus one message of new
+/// values; kept at 1 MiB so receivers of this version accept the senders of earlier ones).
 pub const MAX_BYTES: usize = 1 << 20;
+/// Where this sender starts over: 128 KiB of values, well before [`MAX_BYTES`], because every
+/// batch that adds a value costs both ends work in proportion to the whole dictionary
+/// (arrow-ipc's tracker keeps a copy and compares the prefix value by value to find the delta;
+/// the reader concatenates the delta onto a copy). Unique values (URLs with session ids,
+/// message ids) are what fill a dictionary, and re-sending the repeated vocabulary after a
+/// start-over costs little once compressed: on loadgen traffic 1 MiB -> 128 KiB took the send
+/// from 654 to 582 ns per span and the receive from 411 to 391, for +0.1 B/span (BENCHMARKS.md,
+/// "The Flight encoder's own cost").
+const START_OVER_BYTES: usize = 128 << 10;
 
 #[derive(Default)]
 pub(super) struct StreamDict {
@@ -49,7 +61,7 @@ impl StreamDict {
 
     /// Starts over if the dictionary is past its bounds (before a batch adds to it).
     pub(super) fn reset_if_full(&mut self) {
-        if self.len() > MAX_ENTRIES || self.bytes.len() > MAX_BYTES {
+        if self.len() > MAX_ENTRIES || self.bytes.len() > START_OVER_BYTES {
             self.index.clear();
             self.offsets.truncate(1);
             self.bytes.clear();
@@ -150,7 +162,7 @@ impl StreamDict {
     /// distinct values. Each row is first looked up in a table of the batch's own distinct
     /// values (small enough to stay in the cache, compared against the batch's bytes), and
     /// only a value new to the batch goes to the stream dictionary, whose table, offsets and
-    /// bytes (up to 64 Ki values, 1 MiB) missed the cache on most rows when every row went
+    /// bytes (up to 64 Ki values) missed the cache on most rows when every row went
     /// there (BENCHMARKS.md, "The Flight encoder's own cost").
     fn encode_plain(&mut self, strings: &StringArray) -> Result<Vec<u32>, WireError> {
         /// A distinct value of the batch: its hash, the first row holding it, its stream key.
