@@ -176,6 +176,36 @@ mod tests {
         assert_eq!(get(), RELAXED_PURGE_DELAY_MS);
     }
 
+    /// The option indexes above are mimalloc's: a child process (this test binary, running
+    /// only this test) gets both options through the environment, which mimalloc reads by
+    /// name, and reads them back by our indexes. A libmimalloc-sys update that renumbers the
+    /// options fails here instead of silently setting another option.
+    #[test]
+    fn the_option_indexes_are_mimallocs_own() {
+        const CHILD: &str = "SLUICE_TEST_MIMALLOC_OPTIONS_CHILD";
+        let get = |o| unsafe { libmimalloc_sys::mi_option_get(o) };
+        if std::env::var_os(CHILD).is_some() {
+            assert_eq!(get(MI_OPTION_PURGE_DELAY), 1234, "purge_delay's index");
+            assert_eq!(get(MI_OPTION_ALLOW_THP), 0, "allow_thp's index");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "process_memory::tests::the_option_indexes_are_mimallocs_own",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("MIMALLOC_PURGE_DELAY", "1234")
+            .env("MIMALLOC_ALLOW_THP", "0")
+            .output()
+            .expect("the child runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the child ran no test: {text}");
+    }
+
     /// After `configure_allocator` the process has transparent huge pages off (the flag the
     /// kernel checks at each fault), unless the environment chose.
     #[test]
