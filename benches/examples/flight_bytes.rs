@@ -15,7 +15,7 @@
 //!
 //! The `otlp` exporter compresses each request with gzip (level 6) or zstd (level 3), tonic's
 //! defaults. The `flight` exporter with `compression: zstd` compresses each buffer of each IPC
-//! message with zstd (arrow-ipc's level 3) and then each Flight message with gRPC's zstd;
+//! message with zstd (level 1) and then each Flight message with gRPC's zstd;
 //! `lz4` is the IPC LZ4 frame per buffer only; `none` is raw Arrow. `--only zstd` (or `none`,
 //! `lz4`) encodes only that Flight form and skips OTLP: what a profiler should look at.
 
@@ -53,11 +53,7 @@ fn payloads() -> Vec<Payload> {
         }
         return out;
     }
-    let args: Vec<usize> = argv
-        .iter()
-        .filter(|a| only().is_none_or(|o| **a != o))
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
     let batches = args.first().copied().unwrap_or(20);
     let spans = args.get(1).copied().unwrap_or(8192);
     (0..batches)
@@ -122,9 +118,13 @@ fn main() {
         (Compression::Zstd, true),
         (Compression::None, true),
     ] {
-        if only.as_deref().is_some_and(|o| {
-            grpc_zstd != (c == Compression::Zstd) || *o != format!("{c:?}").to_lowercase()
-        }) {
+        // The forms the exporter sends: gRPC's zstd exactly when the IPC compression is zstd.
+        let sent_by_the_exporter = grpc_zstd == (c == Compression::Zstd);
+        let name = format!("{c:?}").to_lowercase();
+        if only
+            .as_deref()
+            .is_some_and(|o| !sent_by_the_exporter || o != name)
+        {
             continue;
         }
         let mut enc = Encoder::new(c);
