@@ -245,6 +245,19 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
+/// The HTTP/2 flow-control window of each stream and connection: how much an exporter may
+/// send before this receiver has read it. A Flight connection carries one `DoPut` stream,
+/// so its one stream has to carry all of an agent's traffic to this gateway, and hyper's
+/// default (1 MiB) capped it: on a busy machine the window is released only as fast as the
+/// receiving task gets to run, and an uncompressed 8,192-span batch (~3 MB) needed three
+/// round trips of that. The agent benchmark's exporter then fell behind its receivers at
+/// ~560 k spans/s and its queue grew by hundreds of MiB, with CPU to spare on both sides.
+/// 4 MiB holds such a batch whole; 8 MiB measured the same, and hyper's adaptive window
+/// (which starts at 64 KiB) grew in some runs and not in others (BENCHMARKS.md, "One Flight
+/// stream, one window"). What it costs: up to this much unread data per connection, when
+/// this receiver stops reading (its pipeline holding a payload back).
+const FLOW_CONTROL_WINDOW: u32 = 4 * 1024 * 1024;
+
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -262,7 +275,9 @@ pub(crate) fn serve(
         .max_decoding_message_size(max_message)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .initial_stream_window_size(FLOW_CONTROL_WINDOW)
+        .initial_connection_window_size(FLOW_CONTROL_WINDOW);
     if let Some(n) = config.max_concurrent_streams {
         server = server.max_concurrent_streams(n);
     }

@@ -563,3 +563,55 @@ async fn memory_admission_refuses_payloads_and_the_stream_goes_on() {
     );
     r.rx.shutdown().await;
 }
+
+/// A `DoPut` stream may carry 4 MiB (an uncompressed batch of 8,192 spans) before the
+/// receiver has read any of it: hyper's default window of 1 MiB held the one stream an agent
+/// sends on to ~560 k spans/s on a busy machine while its queue grew (`FLOW_CONTROL_WINDOW`).
+/// Read as a peer sees it: a plain HTTP/2 client asks for 8 MiB of send capacity on a DoPut
+/// stream and is granted what the receiver's SETTINGS and connection WINDOW_UPDATE allow.
+#[tokio::test]
+async fn a_stream_may_send_four_mib_before_the_receiver_reads() {
+    let r = rig().await;
+    let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    // h2 grants no more capacity than it may buffer (400 KiB by default).
+    let (client, connection) = h2::client::Builder::new()
+        .max_send_buffer_size(16 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!(
+        "http://{}/arrow.flight.protocol.FlightService/DoPut",
+        r.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (_response, mut stream) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, false)
+        .unwrap();
+    stream.reserve_capacity(8 << 20);
+    let want = 4 << 20;
+    // The capacity grows as the receiver's settings and window update arrive; it settles at
+    // the smaller of the stream's and the connection's windows.
+    let granted = tokio::time::timeout(Duration::from_secs(5), async {
+        while stream.capacity() < want {
+            if std::future::poll_fn(|cx| stream.poll_capacity(cx))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+        stream.capacity()
+    })
+    .await
+    .unwrap_or_else(|_| stream.capacity());
+    assert_eq!(granted, want, "send capacity granted on one DoPut stream");
+    stream.send_reset(h2::Reason::CANCEL);
+    r.rx.shutdown().await;
+}
