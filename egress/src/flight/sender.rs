@@ -40,12 +40,21 @@ pub struct FlightSender {
 
 /// One `DoPut` stream.
 struct Stream {
+    /// The stream's encoder, held while a payload is encoded and put on the request stream,
+    /// so payloads go out in the order their sequence numbers and dictionary deltas say.
+    ///
+    /// An async lock, apart from `state`: encoding a full batch takes milliseconds, and the
+    /// queue's other consumers waiting for it on a blocking lock held their worker threads
+    /// meanwhile — with the std `Mutex` this was, the agent's runtime sat half idle while its
+    /// receivers outran the one stream, and the queue grew by hundreds of MiB
+    /// (BENCHMARKS.md, "The Flight exporter's encode no longer blocks the runtime").
+    encoder: tokio::sync::Mutex<Encoder>,
+    /// Held only briefly (never across an encode), also from `Drop` and the ack reader.
     state: Mutex<StreamState>,
     reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct StreamState {
-    encoder: Encoder,
     /// The request stream; `None` once the stream is over.
     out: Option<mpsc::UnboundedSender<FlightData>>,
     /// Payloads sent and not yet acknowledged, by sequence number.
@@ -129,8 +138,8 @@ impl FlightSender {
             Err(status) => return Err(self.stream_error(&status)),
         };
         let stream = Arc::new(Stream {
+            encoder: tokio::sync::Mutex::new(Encoder::new(self.compression)),
             state: Mutex::new(StreamState {
-                encoder: Encoder::new(self.compression),
                 out: Some(tx),
                 waiting: BTreeMap::new(),
                 stuck: false,
@@ -158,20 +167,26 @@ impl FlightSender {
     pub async fn send_payload(&self, payload: &Payload) -> Result<Sent, SendError> {
         let stream = self.stream().await?;
         let (seq, answer) = {
-            let mut state = stream.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(why) = &state.failed {
+            let mut encoder = stream.encoder.lock().await;
+            if let Some(why) = stream.failed() {
                 return Err(SendError::retryable(format!("flight stream ended: {why}")));
             }
             let mut messages = Vec::new();
-            let seq = match state.encoder.encode(payload, &mut messages) {
+            let seq = match encoder.encode(payload, &mut messages) {
                 Ok(seq) => seq,
                 Err(e) => {
                     // The encoder is poisoned: this stream cannot carry anything more.
-                    drop(state);
+                    drop(encoder);
                     stream.end(&e.to_string());
                     return Err(SendError::permanent(e.to_string()));
                 }
             };
+            // The messages are queued and the payload registered as waiting under one hold
+            // of `state`, so its acknowledgement cannot be read before it waits for it.
+            let mut state = stream.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(why) = &state.failed {
+                return Err(SendError::retryable(format!("flight stream ended: {why}")));
+            }
             let Some(out) = &state.out else {
                 return Err(SendError::retryable("flight stream ended"));
             };
@@ -278,6 +293,15 @@ fn flight_data(m: WireMessage) -> FlightData {
 }
 
 impl Stream {
+    /// Why the stream is over, if it is.
+    fn failed(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed
+            .clone()
+    }
+
     /// Ends the stream: nothing more is sent on it, and every payload still waiting fails as
     /// retryable (it goes again on the next stream).
     fn end(&self, why: &str) {
