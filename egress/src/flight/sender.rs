@@ -44,10 +44,10 @@ struct Stream {
     /// so payloads go out in the order their sequence numbers and dictionary deltas say.
     ///
     /// An async lock, apart from `state`: encoding a full batch takes milliseconds, and the
-    /// queue's other consumers waiting for it on a blocking lock held their worker threads
-    /// meanwhile — with the std `Mutex` this was, the agent's runtime sat half idle while its
-    /// receivers outran the one stream, and the queue grew by hundreds of MiB
-    /// (BENCHMARKS.md, "The Flight exporter's encode no longer blocks the runtime").
+    /// queue's other consumers waiting for it on the blocking lock this was (the encoder sat
+    /// in `state`) held their worker threads meanwhile. Measured with the receiver's larger
+    /// window: the agent's CPU per span 0.91× with this lock, five alternated pairs
+    /// (BENCHMARKS.md, "One Flight stream, one window").
     encoder: tokio::sync::Mutex<Encoder>,
     /// Held only briefly (never across an encode), also from `Drop` and the ack reader.
     state: Mutex<StreamState>,
