@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -148,3 +150,100 @@ def test_quick_overload_gateway_offers_a_multiple_of_the_unloaded_rate(tmp_path)
     assert extra["rss_samples"] > 0, extra
     assert 0 < extra["rss_sampled_max_mib"] <= run["peak_rss_mib"] + 1, extra
     assert isinstance(extra["rss_samples_over_limit"], int), extra
+
+
+PROFILE = REPO_ROOT / "benches" / "profile_stages.py"
+
+# `perf script -F ip,sym --no-inline` text: six samples, innermost frame first.
+PERF_SCRIPT = """
+    7f01 zlib_rs::deflate::longest_match::longest_match+0x1f
+    7f02 sluice_egress::otlp::request::compress+0x20
+    7f03 sluice_egress::otlp::grpc_call::frames
+
+    7f04 __memmove_avx512_unaligned_erms
+    7f05 sluice_engine::processors::tail_sampling::segment::build+0x4
+    7f06 sluice_engine::processors::tail_sampling::segment::take
+    7f07 sluice_engine::processors::tail_sampling::Inner::decide
+
+    7f08 hashbrown::map::HashMap<K,V,S,A>::get
+    7f09 sluice_engine::processors::tail_sampling::store::DecisionMemory::get
+    7f0a sluice_engine::processors::tail_sampling::store::Shard::ingest
+    7f0b <sluice_engine::processors::transform::Transform as sluice_engine::component::Consumer>::consume::{{closure}}
+    7f0c <sluice_engine::processors::filter::Filter as sluice_engine::component::Consumer>::consume::{{closure}}
+
+    7f0d sluice_engine::ottl::eval::Eval::cond
+    7f0e sluice_engine::ottl::exec::any_matches
+    7f0f sluice_engine::processors::filter::FilterProgram::apply
+    7f10 sluice_ingest::otlp::Handler::export::{{closure}}
+
+    7f11 sluice_engine::ottl::exec::set_attr
+    7f12 <sluice_engine::processors::transform::Transform as sluice_engine::component::Consumer>::consume::{{closure}}
+    7f13 <sluice_engine::processors::filter::Filter as sluice_engine::component::Consumer>::consume::{{closure}}
+
+    7f14 [unknown]
+    7f15 clone3
+"""
+
+
+def test_profile_stages_puts_each_sample_in_its_innermost_stage(tmp_path):
+    """benches/profile_stages.py's report: a sample belongs to the innermost frame that names a
+    stage — a processor's own work to it, not to the processors that called it; tail
+    sampling's work split into its ingest and its decisions by function; shared code (memcpy,
+    hash maps) to its caller's stage."""
+    script = tmp_path / "perf.txt"
+    script.write_text(PERF_SCRIPT)
+    proc = subprocess.run([sys.executable, str(PROFILE), "report", "--script", str(script)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r.split("|")[1].strip(): r.split("|")[2].strip()
+            for r in proc.stdout.splitlines() if r.startswith("| ") and "%" in r}
+    share = "16.7 %"  # one sample of six
+    assert rows == {
+        "compression (gzip, zstd) of exports": share,
+        "tail_sampling: decide and release": share,
+        "tail_sampling: ingest": share,
+        "filter": share,
+        "transform": share,
+        "other": share,
+    }, proc.stdout
+    assert proc.stdout.startswith("6 samples"), proc.stdout
+
+
+def test_profile_stages_record_names_a_match_no_sluice_had(tmp_path):
+    """`record` runs e2e.py with its wrapper as --bin (the run itself passes) and says so
+    plainly when no sluice process matched, rather than reporting an empty profile."""
+    out = tmp_path / "nothing.perf"
+    proc = subprocess.run(
+        [sys.executable, str(PROFILE), "record", "--bin", str(sluice_bin()),
+         "--match", "no-such-config.yaml", "--out", str(out), "--",
+         "--configs", "nop", "--spans", "20000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+        env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert proc.returncode != 0, proc.stdout
+    checks = re.search(r"checks: (\d+) of (\d+) passed", proc.stdout)
+    assert checks and checks[1] == checks[2], proc.stdout
+    assert "no profile written" in proc.stderr and "no-such-config.yaml" in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("perf") is None, reason="perf is not installed")
+def test_profile_stages_records_the_matching_sluice_and_reports_its_stages(tmp_path):
+    """`record` then `report` on a real run: the nop config's sluice (OTLP/gRPC in, `nop` out)
+    spends its samples receiving and skimming requests."""
+    out = tmp_path / "nop.perf"
+    rec = subprocess.run(
+        [sys.executable, str(PROFILE), "record", "--bin", str(sluice_bin()),
+         "--match", "nop.yaml", "--delay", "0", "--freq", "499", "--out", str(out), "--",
+         "--configs", "nop", "--spans", "300000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
+        env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert rec.returncode == 0, f"stdout:\n{rec.stdout}\nstderr:\n{rec.stderr}"
+    assert out.exists(), rec.stderr
+    rep = subprocess.run([sys.executable, str(PROFILE), "report", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    samples = int(rep.stdout.split()[0])
+    assert samples > 0, rep.stdout
+    stages = {r.split("|")[1].strip() for r in rep.stdout.splitlines()
+              if r.startswith("| ") and "%" in r}
+    assert "receive (gRPC/HTTP server)" in stages, rep.stdout
