@@ -3,7 +3,7 @@
 
   # record: runs benches/e2e.py with a wrapper as its --bin; the sluice process whose
   # arguments contain MATCH is recorded by `perf record` from --delay (1 s) after its start
-  # to its exit
+  # to its exit (one process: with --repeat above 1, the last run's)
   python3 benches/profile_stages.py record --bin target/release/sluice --match gateway-overlay \\
       --out /tmp/gateway.perf -- --configs gateway --gateway-spans 3000000 --repeat 1
 
