@@ -533,6 +533,7 @@ impl MemoryAccount {
         // Buffers the engine keeps for reuse are free memory too: freed first, so the
         // allocator can give their pages back with the rest.
         crate::payload::part_buffers::release_idle();
+        crate::otlp::encode::encoded_buffers::release_idle();
         if let Some(p) = a.process.get() {
             p.release_free_memory();
         }

@@ -101,7 +101,7 @@ pub fn encode_to_vec(payload: &Payload) -> Vec<u8> {
 pub fn encode_to_bytes(payload: &Payload) -> bytes::Bytes {
     match payload.wire() {
         Some(wire) => wire.to_bytes(),
-        None => bytes::Bytes::from(encode_to_vec(payload)),
+        None => encoded_buffers::encode(payload),
     }
 }
 
@@ -114,15 +114,16 @@ pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
         return wire.slices();
     }
     let Some(parts) = payload.parts() else {
-        return vec![bytes::Bytes::from(encode_to_vec(payload))];
+        return vec![encoded_buffers::encode(payload)];
     };
     let mut slices = Vec::new();
-    let mut encoded = Vec::new();
+    let mut encoded = encoded_buffers::take();
     for part in parts {
         match part.wire() {
             Some(wire) => {
                 if !encoded.is_empty() {
-                    slices.push(bytes::Bytes::from(std::mem::take(&mut encoded)));
+                    let full = std::mem::replace(&mut encoded, encoded_buffers::take());
+                    slices.push(encoded_buffers::lend(full));
                 }
                 slices.extend(wire.slices());
             }
@@ -130,9 +131,64 @@ pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
         }
     }
     if !encoded.is_empty() {
-        slices.push(bytes::Bytes::from(encoded));
+        slices.push(encoded_buffers::lend(encoded));
     }
     slices
+}
+
+/// The buffers requests are encoded into for exporters ([`encode_to_slices`],
+/// [`encode_to_bytes`]), kept for the next request when one is let go (sent, or dropped)
+/// instead of being freed.
+///
+/// Why: an exported request is megabytes (a batch of 8,192 spans is ~4 MB of OTLP), mimalloc
+/// serves each from pages it has given back to the OS in the meantime, and the kernel zeroes
+/// them on first touch, every request: page faults under the encoder were ~1.4 % of the
+/// gateway's samples (BENCHMARKS.md, "Encoded requests written into pooled buffers"). The
+/// same pool as the load balancer's part buffers ([`crate::payload::part_buffers`]), with its
+/// own bounds; idle buffers only (a request being sent holds its buffer as any request holds
+/// its bytes), given up when the memory limiter asks the allocator to return free memory.
+pub(crate) mod encoded_buffers {
+    use bytes::Bytes;
+
+    use crate::payload::part_buffers::Pool;
+
+    /// Idle buffers kept at most: a few requests' worth, for the queue's consumers.
+    pub(crate) const IDLE_BUFFERS: usize = 4;
+    /// Idle bytes kept at most, all buffers together: four requests of the default 4 MiB
+    /// `max_request_size`.
+    pub(crate) const IDLE_BYTES: usize = 16 * 1024 * 1024;
+
+    static ENCODED: Pool = Pool::new(IDLE_BUFFERS, IDLE_BYTES);
+
+    /// An empty buffer: the largest idle one, else a new one. The encoder sizes its request
+    /// before it writes and takes a new allocation rather than growing one too small
+    /// ([`super::Envelope`]'s `write`), so a short idle buffer costs nothing but its return.
+    pub(crate) fn take() -> Vec<u8> {
+        ENCODED.take(0)
+    }
+
+    /// `buffer` as `Bytes` that give it back to the pool when the last of them is dropped.
+    pub(crate) fn lend(buffer: Vec<u8>) -> Bytes {
+        ENCODED.lend(buffer)
+    }
+
+    /// `payload` encoded into a pooled buffer.
+    pub(crate) fn encode(payload: &crate::payload::Payload) -> Bytes {
+        encode_with(&ENCODED, payload)
+    }
+
+    /// `payload` encoded into a buffer of `pool`.
+    pub(crate) fn encode_with(pool: &'static Pool, payload: &crate::payload::Payload) -> Bytes {
+        let mut out = pool.take(0);
+        super::encode(payload, &mut out);
+        pool.lend(out)
+    }
+
+    /// Frees the idle buffers (the memory limiter does, before it asks the allocator to give
+    /// free memory back: idle buffers are not in the memory account).
+    pub(crate) fn release_idle() {
+        ENCODED.release_idle();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,6 +587,11 @@ impl<'a> Envelope<'a> {
     /// Appends the whole request to `vec`; `write_items(out, s)` writes scope `s`'s items as
     /// field 2.
     fn write(&self, vec: &mut Vec<u8>, write_items: impl FnMut(&mut Out<'_>, usize)) {
+        if vec.is_empty() && vec.capacity() < self.total + SLACK {
+            // A new allocation of the size, not a reallocation: a pooled buffer that is too
+            // short would have its whole old capacity copied, for nothing, by a realloc.
+            *vec = Vec::with_capacity(self.total + SLACK);
+        }
         vec.reserve(self.total + SLACK);
         let start = vec.len();
         let mut out = Out::new(&mut vec.spare_capacity_mut()[..self.total + SLACK]);

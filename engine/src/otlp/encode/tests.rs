@@ -704,3 +704,58 @@ fn json_keeps_string_fields_that_read_zero() {
     let back: ExportTraceServiceRequest = serde_json::from_slice(&json).unwrap();
     assert_eq!(back, traces, "{}", String::from_utf8_lossy(&json));
 }
+
+/// Encoded requests are written into pooled buffers (`encoded_buffers`): a request let go gives
+/// its buffer to the next one — the same allocation, its pages still mapped — and the bytes are
+/// exactly what a fresh buffer gets, whether the pooled buffer is larger or shorter than the
+/// next request.
+#[test]
+fn encoded_requests_reuse_a_released_buffer_and_encode_the_same_bytes() {
+    use super::encoded_buffers::encode_with;
+    use crate::payload::part_buffers::Pool;
+    let pool: &'static Pool = Box::leak(Box::new(Pool::new(4, 64 << 20)));
+    let spans = |n: usize| {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..n)
+                        .map(|i| Span {
+                            trace_id: vec![1; 16],
+                            span_id: (i as u64).to_be_bytes().to_vec(),
+                            name: format!("span {i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        crate::otlp::decode_traces(&req.encode_to_vec()).unwrap()
+    };
+    let (big, small) = (spans(3000), spans(20));
+
+    let first = encode_with(pool, &big);
+    assert_eq!(&first[..], &encode_to_vec(&big)[..]);
+    let at = first.as_ptr();
+    let held = first.slice(10..20);
+    drop(first);
+    let second = encode_with(pool, &small);
+    assert_ne!(
+        second.as_ptr(),
+        at,
+        "a buffer still referenced is not reused"
+    );
+    drop(held);
+    drop(second);
+    // Both buffers are idle now; the largest (the big request's) is taken first.
+    let third = encode_with(pool, &big);
+    assert_eq!(third.as_ptr(), at, "the released buffer is written again");
+    assert_eq!(&third[..], &encode_to_vec(&big)[..]);
+    drop(third);
+    // A pooled buffer shorter than the request: replaced, not grown, and the bytes the same.
+    let short: &'static Pool = Box::leak(Box::new(Pool::new(4, 64 << 20)));
+    drop(encode_with(short, &small));
+    let grown = encode_with(short, &big);
+    assert_eq!(&grown[..], &encode_to_vec(&big)[..]);
+}
