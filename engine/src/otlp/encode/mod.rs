@@ -130,8 +130,11 @@ pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
             None => encode(part, &mut encoded),
         }
     }
+    // Lent even when empty (its parts were all wire forms): dropped at once, it goes back to
+    // the pool instead of being freed.
+    let encoded = encoded_buffers::lend(encoded);
     if !encoded.is_empty() {
-        slices.push(encoded_buffers::lend(encoded));
+        slices.push(encoded);
     }
     slices
 }
@@ -142,7 +145,7 @@ pub fn encode_to_slices(payload: &Payload) -> Vec<bytes::Bytes> {
 ///
 /// Why: an exported request is megabytes (a batch of 8,192 spans is ~4 MB of OTLP), mimalloc
 /// serves each from pages it has given back to the OS in the meantime, and the kernel zeroes
-/// them on first touch, every request: page faults under the encoder were ~1.4 % of the
+/// them on first touch, every request: page faults under the encoder were ~2 % of the
 /// gateway's samples (BENCHMARKS.md, "Encoded requests written into pooled buffers"). The
 /// same pool as the load balancer's part buffers ([`crate::payload::part_buffers`]), with its
 /// own bounds; idle buffers only (a request being sent holds its buffer as any request holds
