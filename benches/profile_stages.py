@@ -102,11 +102,14 @@ def report(stacks: list[list[str]], top: int) -> str:
         return "no samples\n"
     stages = collections.Counter(stage_of(s) for s in stacks)
     own = collections.Counter(s[0] for s in stacks)
-    faults = sum(1 for s in stacks if any("exc_page_fault" in f for f in s))
+    # The kernel faulting in (and zeroing) fresh pages, by the stage that touched them first.
+    faults = collections.Counter(stage_of(s) for s in stacks
+                                 if any("exc_page_fault" in f for f in s))
     out = [f"{n} samples", "", "| stage | share of samples |", "|---|---|"]
     out += [f"| {stage} | {100 * k / n:.1f} % |" for stage, k in stages.most_common()]
-    out += ["", f"page faults (in any stage): {100 * faults / n:.1f} %", "",
-            f"hottest functions (own samples, top {top}):"]
+    out += ["", f"page faults (in any stage): {100 * sum(faults.values()) / n:.1f} %"]
+    out += [f"  {100 * k / n:5.1f} %  {stage}" for stage, k in faults.most_common()]
+    out += ["", f"hottest functions (own samples, top {top}):"]
     out += [f"  {100 * k / n:5.1f} %  {sym[:120]}" for sym, k in own.most_common(top)]
     return "\n".join(out) + "\n"
 

@@ -160,6 +160,9 @@ PERF_SCRIPT = """
     7f02 sluice_egress::otlp::request::compress+0x20
     7f03 sluice_egress::otlp::grpc_call::frames
 
+    7f30 clear_page_erms
+    7f31 exc_page_fault
+    7f32 asm_exc_page_fault
     7f04 __memmove_avx512_unaligned_erms
     7f05 sluice_engine::processors::tail_sampling::segment::build+0x4
     7f06 sluice_engine::processors::tail_sampling::segment::take
@@ -189,7 +192,7 @@ def test_profile_stages_puts_each_sample_in_its_innermost_stage(tmp_path):
     """benches/profile_stages.py's report: a sample belongs to the innermost frame that names a
     stage — a processor's own work to it, not to the processors that called it; tail
     sampling's work split into its ingest and its decisions by function; shared code (memcpy,
-    hash maps) to its caller's stage."""
+    hash maps) and the kernel's page faults to its caller's stage."""
     script = tmp_path / "perf.txt"
     script.write_text(PERF_SCRIPT)
     proc = subprocess.run([sys.executable, str(PROFILE), "report", "--script", str(script)],
@@ -207,6 +210,9 @@ def test_profile_stages_puts_each_sample_in_its_innermost_stage(tmp_path):
         "other": share,
     }, proc.stdout
     assert proc.stdout.startswith("6 samples"), proc.stdout
+    # The page fault is counted, under the stage whose copy touched the fresh page.
+    assert "page faults (in any stage): 16.7 %\n   16.7 %  tail_sampling: decide and release\n" \
+        in proc.stdout, proc.stdout
 
 
 def test_profile_stages_record_names_a_match_no_sluice_had(tmp_path):
