@@ -16,7 +16,9 @@
 //! The `otlp` exporter compresses each request with gzip (level 6) or zstd (level 3), tonic's
 //! defaults. The `flight` exporter with `compression: zstd` compresses each buffer of each IPC
 //! message with zstd (level 1) and then each Flight message with gRPC's zstd;
-//! `lz4` is the IPC LZ4 frame per buffer only; `none` is raw Arrow. `--only zstd` (or `none`,
+//! `lz4` is the IPC LZ4 frame per buffer only; `none` is raw Arrow. Two rows are not forms
+//! the exporter sends, for comparison: `Flight None + gRPC zstd` and `Flight Zstd, no gRPC`
+//! (what gRPC's layer over zstd'd IPC costs and saves). `--only zstd` (or `none`,
 //! `lz4`) encodes only that Flight form and skips OTLP: what a profiler should look at.
 
 use std::io::Write;
@@ -111,11 +113,13 @@ fn main() {
     }
 
     // (IPC body compression, gRPC zstd over each whole message): what `compression: none`,
-    // `lz4` and `zstd` send, and the whole-message zstd alone over uncompressed IPC.
+    // `lz4` and `zstd` send, the whole-message zstd alone over uncompressed IPC, and zstd'd
+    // IPC without gRPC's zstd over it (what the second layer costs and what it saves).
     for (c, grpc_zstd) in [
         (Compression::None, false),
         (Compression::Lz4, false),
         (Compression::Zstd, true),
+        (Compression::Zstd, false),
         (Compression::None, true),
     ] {
         // The forms the exporter sends: gRPC's zstd exactly when the IPC compression is zstd.
@@ -168,6 +172,7 @@ fn main() {
         }
         let name = match (c, grpc_zstd) {
             (Compression::None, true) => "Flight None + gRPC zstd".to_string(),
+            (Compression::Zstd, false) => "Flight Zstd, no gRPC".to_string(),
             _ => format!("Flight {c:?}"),
         };
         println!(
