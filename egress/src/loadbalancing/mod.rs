@@ -390,6 +390,21 @@ fn parse(config: &serde_json::Value) -> Result<Parsed, ConfigError> {
                 "empty hostname",
             ));
         }
+        // Each backend's exporter would refuse such an endpoint only when the ring is built,
+        // and the resolver then keeps the previous backends (none, at start): said now.
+        for (i, h) in s.hostnames.iter().enumerate() {
+            let endpoint = with_protocol_port(h, &template);
+            let checked = match &template {
+                Template::Otlp(_) => crate::otlp::otlp_grpc_endpoint(&endpoint).map(drop),
+                Template::Flight(..) => crate::otlp::grpc_endpoint(&endpoint).map(drop),
+            };
+            if let Err(e) = checked {
+                return Err(ConfigError::new(
+                    format!("resolver.static.hostnames[{i}]"),
+                    e.message,
+                ));
+            }
+        }
         ResolverSpec::Static(s.hostnames.clone())
     } else if let Some(d) = &r.dns {
         if d.hostname.is_empty() {
@@ -729,19 +744,32 @@ fn with_protocol_port(endpoint: &str, template: &Template) -> String {
     }
 }
 
-/// The host of a resolver string: `host`, `host:port`, `[v6]`, `[v6]:port` (brackets kept), or
-/// a bare IPv6 address (bracketed).
+/// A resolver string's scheme (`http://`, `https://`, `dns:///`: what an `otlp` exporter's
+/// endpoint may start with, so what a static resolver's hostname may) and the rest. The
+/// scheme's colon is not a port's: without this, `http://10.0.0.1:4317` read as a bare IPv6
+/// address.
+fn split_scheme(endpoint: &str) -> (&str, &str) {
+    ["https://", "http://", "dns:///"]
+        .into_iter()
+        .find_map(|scheme| {
+            endpoint
+                .strip_prefix(scheme)
+                .map(|rest| (&endpoint[..scheme.len()], rest))
+        })
+        .unwrap_or(("", endpoint))
+}
+
+/// The host of a resolver string, with its scheme if it has one: `host`, `host:port`, `[v6]`,
+/// `[v6]:port` (brackets kept), or a bare IPv6 address (bracketed).
 fn host_of(endpoint: &str) -> String {
-    if let Some(end) = endpoint.strip_prefix('[').and_then(|rest| rest.find(']')) {
-        return endpoint[..end + 2].to_string();
+    let (scheme, rest) = split_scheme(endpoint);
+    if let Some(end) = rest.strip_prefix('[').and_then(|r| r.find(']')) {
+        return format!("{scheme}{}", &rest[..end + 2]);
     }
-    match endpoint.matches(':').count() {
+    match rest.matches(':').count() {
         0 => endpoint.to_string(),
-        1 => endpoint
-            .split_once(':')
-            .map_or(endpoint, |(h, _)| h)
-            .to_string(),
-        _ => format!("[{endpoint}]"),
+        1 => format!("{scheme}{}", rest.split_once(':').map_or(rest, |(h, _)| h)),
+        _ => format!("{scheme}[{rest}]"),
     }
 }
 
@@ -753,10 +781,11 @@ fn with_port(endpoint: &str) -> String {
 }
 
 fn with_default_port(endpoint: &str, default_port: &str) -> String {
-    let has_port = match endpoint.strip_prefix('[') {
+    let (_, rest) = split_scheme(endpoint);
+    let has_port = match rest.strip_prefix('[') {
         // [v6] or [v6]:port
-        Some(rest) => rest.contains("]:"),
-        None => endpoint.contains(':'),
+        Some(v6) => v6.contains("]:"),
+        None => rest.contains(':'),
     };
     if has_port {
         endpoint.to_string()

@@ -474,6 +474,20 @@ fn config_is_the_collectors_and_refuses_what_is_not_supported() {
     let err = |v: serde_json::Value| f.parse_config(&v).unwrap_err().to_string();
     let ok = |v: serde_json::Value| f.parse_config(&v).unwrap_or_else(|e| panic!("{e}"));
     ok(serde_json::json!({"resolver": {"static": {"hostnames": ["a:1"]}}}));
+    // A static hostname is checked as the backend's exporter will read it, when the config
+    // is read: not at the first ring, where a refused backend keeps the previous (none).
+    ok(
+        serde_json::json!({"resolver": {"static": {"hostnames": ["a:1", "http://10.0.0.1:4317", "https://b"]}}}),
+    );
+    ok(
+        serde_json::json!({"protocol": {"flight": {"port": 4319}}, "resolver": {"static": {"hostnames": ["http://10.0.0.1:4317"]}}}),
+    );
+    assert!(
+        err(serde_json::json!({"resolver": {"static": {"hostnames": ["a:1", "ftp://b:21"]}}}))
+            .starts_with("resolver.static.hostnames[1]: invalid endpoint \"ftp://b:21\""),
+        "{}",
+        err(serde_json::json!({"resolver": {"static": {"hostnames": ["a:1", "ftp://b:21"]}}}))
+    );
     ok(
         serde_json::json!({"routing_key": "service", "resolver": {"dns": {"hostname": "gw", "port": "4317"}}}),
     );
@@ -544,6 +558,9 @@ fn backends_without_a_port_get_4317() {
     assert_eq!(with_port("gateway-0.gateway"), "gateway-0.gateway:4317");
     assert_eq!(with_port("[fd00::1]"), "[fd00::1]:4317");
     assert_eq!(with_port("[fd00::1]:4318"), "[fd00::1]:4318");
+    assert_eq!(with_port("http://10.0.0.1"), "http://10.0.0.1:4317");
+    assert_eq!(with_port("https://gw:55680"), "https://gw:55680");
+    assert_eq!(with_port("dns:///gw"), "dns:///gw:4317");
     // Flight backends: the flight receiver's default port.
     let flight = Template::Flight(FlightExporterConfig::new("placeholder:4319"), None);
     assert_eq!(with_protocol_port("10.0.0.1", &flight), "10.0.0.1:4319");
@@ -564,6 +581,16 @@ fn backends_without_a_port_get_4317() {
         ("[fd00::1]:4317", "[fd00::1]:4400"),
         ("[fd00::1]", "[fd00::1]:4400"),
         ("fd00::1", "[fd00::1]:4400"),
+        // A static hostname may carry an `otlp` endpoint's scheme: its colon is not a port's
+        // (this read as an IPv6 address, `[http://10.0.0.1:4317]:4400`, and the backend never
+        // started).
+        ("http://10.0.0.1:4317", "http://10.0.0.1:4400"),
+        (
+            "https://gateway-0.gateway:4317",
+            "https://gateway-0.gateway:4400",
+        ),
+        ("http://10.0.0.1", "http://10.0.0.1:4400"),
+        ("http://[fd00::1]:4317", "http://[fd00::1]:4400"),
     ] {
         assert_eq!(
             with_protocol_port(resolved, &on_port),
