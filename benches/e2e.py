@@ -23,6 +23,10 @@ shows the median of --repeat runs per column; every run is listed under it. Conf
 - loadbalancing: the same with the agent's `loadbalancing` exporter: split by trace id over
   three backends (three names of the one sink), encode and send per backend
   (benches/e2e/loadbalancing.yaml).
+- loadbalancing-flight (not in the default list): the agent's trace hop as it runs against a
+  gateway of three pods: a `resource` upsert (so the payload is decoded, as the agent's
+  enrichment leaves it), batch, `loadbalancing` over three backends with the Flight protocol,
+  uncompressed (benches/e2e/loadbalancing-flight.yaml). Checked as passthrough.
 - agent: k8s/config/agent.yaml as shipped plus benches/e2e/agent-overlay.yaml (loopback
   listeners, the sink sluice as the gateway, uncompressed and without retries as passthrough),
   its k8sattributes watching a fake API server (`sluice-fake-apiserver`, built in debug by
@@ -110,7 +114,7 @@ AGENT = ROOT / "k8s" / "config" / "agent.yaml"
 CONFIGS = ["ceiling-grpc", "ceiling-http", "ceiling-metrics", "nop", "passthrough",
            "loadbalancing", "agent", "gateway", "metrics", "overload", "replay"]
 # Run only when named in --configs.
-OPT_IN_CONFIGS = ["overload-gateway"]
+OPT_IN_CONFIGS = ["overload-gateway", "loadbalancing-flight"]
 # The agent -> gateway hop: (exporter and receiver, compression), by config name.
 HOP_CONFIGS = {"hop-otlp-gzip": ("otlp", "gzip"), "hop-otlp-zstd": ("otlp", "zstd"),
                "hop-flight-zstd": ("flight", "zstd"), "hop-flight-none": ("flight", "none"),
@@ -1384,7 +1388,7 @@ def main() -> int:
                     r = h.ceiling(c)
                 elif c in HOP_CONFIGS:
                     r = h.hop(c)
-                elif c == "loadbalancing":
+                elif c in ("loadbalancing", "loadbalancing-flight"):
                     r = h.passthrough(c)
                 elif c == "overload-gateway":
                     r = h.overloaded(c)

@@ -121,6 +121,21 @@ def test_quick_hop_run_measures_bytes_and_cpu_at_both_ends(tmp_path):
     assert up["hop-otlp-zstd"] < up["hop-flight-none"] / 4, up
 
 
+def test_quick_loadbalancing_flight_delivers_every_span_over_three_flight_backends(tmp_path):
+    """`--configs loadbalancing-flight`: the agent's split over three backends (three static
+    hostnames of one sink, one written `http://host:port`) on the Flight protocol; every span
+    reaches the sink. The `http://` hostname left the exporter without a backend at all until
+    its scheme was kept apart from its port."""
+    proc, result = run_harness(tmp_path, "--quick", "--configs", "loadbalancing-flight")
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    (run,) = result["runs"]["loadbalancing-flight"]
+    assert run["items"] == 20_000, run
+    assert {"exporter sent", "received by the sink sluice"} <= {
+        c["check"] for c in run["checks"]}, run["checks"]
+    assert all(c["ok"] for c in run["checks"]), run["checks"]
+
+
 def test_quick_overload_gateway_offers_a_multiple_of_the_unloaded_rate(tmp_path):
     """`--configs overload-gateway` (issue 16's overload): the gateway-like pipeline measured
     unloaded, then offered --overload-multiple times that rate on a schedule; nothing accepted
