@@ -12,6 +12,8 @@
 //! - `valgrind --tool=callgrind target/release/examples/encode_profile sluice-decode 50` (and
 //!   `prost-decode`): N decodes, for instruction counts as above; `sluice-decode` also prints
 //!   the decoded payload's Arrow memory per span (`Payload::memory_size`);
+//! - `sluice-decode-file N FILE` (callgrind, as above): every request of a `file` exporter
+//!   capture (`format: proto`) decoded N times;
 //! - `sluice-skim N` (callgrind, as above) and `compare-skim N` (interleaved, decode against
 //!   skim): the validating skim that stands in for the decode where data is forwarded as bytes.
 
@@ -46,6 +48,29 @@ fn main() {
             println!("{which}: {n} encodes, {total} bytes");
         }
         "compare" => interleaved(n, &prost, &sluice),
+        "sluice-decode-file" => {
+            // `sluice-decode-file N FILE`: every request of a `file` exporter capture
+            // (`format: proto`), decoded N times (e.g. `sluice loadgen` traffic, whose span
+            // kinds alternate where the 1,000-span request's come in runs).
+            let path = args.next().expect("sluice-decode-file N FILE");
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let mut requests = Vec::new();
+            let mut rest = &data[..];
+            while rest.len() >= 4 {
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                requests.push(&rest[4..4 + len]);
+                rest = &rest[4 + len..];
+            }
+            let mut total = 0usize;
+            for _ in 0..n {
+                for r in &requests {
+                    total += sluice_engine::otlp::decode(Signal::Traces, black_box(r))
+                        .expect("decode")
+                        .item_count();
+                }
+            }
+            println!("{total} spans decoded");
+        }
         "sluice-decode" | "prost-decode" => {
             let bytes = req.encode_to_vec();
             let mut total = 0usize;
