@@ -54,13 +54,7 @@ fn main() {
             // kinds alternate where the 1,000-span request's come in runs).
             let path = args.next().expect("sluice-decode-file N FILE");
             let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            let mut requests = Vec::new();
-            let mut rest = &data[..];
-            while rest.len() >= 4 {
-                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                requests.push(&rest[4..4 + len]);
-                rest = &rest[4 + len..];
-            }
+            let requests = sluice_benches::capture_requests(&data);
             let mut total = 0usize;
             for _ in 0..n {
                 for r in &requests {

@@ -46,14 +46,10 @@ fn payloads() -> Vec<Payload> {
     if argv.first().map(String::as_str) == Some("--capture") {
         let path = argv.get(1).expect("--capture FILE");
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let mut rest = &bytes[..];
-        let mut out = Vec::new();
-        while rest.len() >= 4 {
-            let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            out.push(decode(Signal::Traces, &rest[4..4 + n]).expect("a traces request"));
-            rest = &rest[4 + n..];
-        }
-        return out;
+        return sluice_benches::capture_requests(&bytes)
+            .into_iter()
+            .map(|r| decode(Signal::Traces, r).expect("a traces request"))
+            .collect();
     }
     let args: Vec<usize> = argv.iter().filter_map(|a| a.parse().ok()).collect();
     let batches = args.first().copied().unwrap_or(20);

@@ -33,13 +33,7 @@ fn main() {
         .get(2)
         .map_or(3, |r| r.parse().expect("rounds: a number"));
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut requests = Vec::new();
-    let mut rest = &data[..];
-    while rest.len() >= 4 {
-        let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        requests.push(&rest[4..4 + n]);
-        rest = &rest[4 + n..];
-    }
+    let requests = sluice_benches::capture_requests(&data);
     let total: usize = requests.iter().map(|r| r.len()).sum();
     println!("{} requests, {total} B", requests.len());
     for _ in 0..rounds {

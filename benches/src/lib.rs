@@ -363,6 +363,22 @@ impl sluice_engine::component::Consumer for Nop {
 
 /// The tail-sampling configuration of the tail-sampling bench and profile: a 30 s wait, room
 /// for 200k traces, and the gateway's kind of policies (errors, slow traces, half of the rest).
+/// The requests of a `file` exporter capture (`format: proto`: each a 4-byte big-endian
+/// length, then the request), in order; a truncated last record is left out.
+pub fn capture_requests(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut requests = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(request) = rest.get(4..4 + len) else {
+            break;
+        };
+        requests.push(request);
+        rest = &rest[4 + len..];
+    }
+    requests
+}
+
 pub fn tail_sampling_config() -> sluice_engine::processors::tail_sampling::TailSamplingConfig {
     serde_json::from_value(serde_json::json!({
         "decision_wait": "30s",
