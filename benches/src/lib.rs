@@ -361,8 +361,6 @@ impl sluice_engine::component::Consumer for Nop {
     }
 }
 
-/// The tail-sampling configuration of the tail-sampling bench and profile: a 30 s wait, room
-/// for 200k traces, and the gateway's kind of policies (errors, slow traces, half of the rest).
 /// The requests of a `file` exporter capture (`format: proto`: each a 4-byte big-endian
 /// length, then the request), in order; a truncated last record is left out.
 pub fn capture_requests(bytes: &[u8]) -> Vec<&[u8]> {
@@ -379,6 +377,8 @@ pub fn capture_requests(bytes: &[u8]) -> Vec<&[u8]> {
     requests
 }
 
+/// The tail-sampling configuration of the tail-sampling bench and profile: a 30 s wait, room
+/// for 200k traces, and the gateway's kind of policies (errors, slow traces, half of the rest).
 pub fn tail_sampling_config() -> sluice_engine::processors::tail_sampling::TailSamplingConfig {
     serde_json::from_value(serde_json::json!({
         "decision_wait": "30s",
